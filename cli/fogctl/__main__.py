@@ -1,0 +1,16 @@
+"""``fogctl``: the root command; each group lives in its own module."""
+
+import typer
+
+from fogctl import dev
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
+app.add_typer(dev.app, name="dev")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

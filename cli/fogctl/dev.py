@@ -1,0 +1,131 @@
+"""``fogctl dev up|down|status``: the whole platform on one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fogctl.devstack import DevStack, StackState, default_dir, probe_ready
+
+app = typer.Typer(no_args_is_help=True, help="Run Fog locally: NATS, PostgreSQL and every service.")
+console = Console(stderr=True)
+
+DirOption = Annotated[Path | None, typer.Option("--dir", help="Data directory (default .fog/dev or $FOG_DEV_DIR)")]
+
+
+@app.command()
+def up(
+    data_dir: DirOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready")] = 60.0,
+) -> None:
+    """Start everything and stay in the foreground; Ctrl-C (or `fogctl dev down`) stops it all."""
+    stack = DevStack(data_dir)
+    if stack.state_file.exists() and _alive(StackState.read(stack.state_file).supervisor_pid):
+        raise typer.Exit(_fail(f"a dev stack already runs from {stack.dir}; `fogctl dev down` first"))
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        console.print(f"[bold]Starting Fog[/] in {stack.dir} …")
+        stack.up()
+        stack.wait_ready(timeout)
+        assert stack.state is not None
+        _print_state(stack.state)
+        console.print(
+            f"\nFog is up. API: {stack.state.gateway_url}  (OpenAPI at /openapi.json)\n"
+            "Status: fogctl dev status --json   Stop: Ctrl-C or fogctl dev down"
+        )
+        while not stopping:
+            dead = [name for name, child in stack.children.items() if child.poll() is not None]
+            if dead:
+                console.print(f"[red]{', '.join(dead)} exited[/]; see the logs in {stack.logs}. Stopping.")
+                break
+            time.sleep(0.5)  # the supervisor's watch interval, not test synchronisation
+    except Exception as exc:
+        console.print(f"[red]dev stack failed:[/] {exc}")
+        stack.down()
+        raise typer.Exit(1) from exc
+    console.print("Stopping Fog …")
+    stack.down()
+    console.print("Stopped.")
+
+
+@app.command()
+def down(data_dir: DirOption = None, timeout: float = 30.0) -> None:
+    """Stop the dev stack running from this data directory."""
+    state_file = (data_dir or default_dir()) / "state.json"
+    if not state_file.exists():
+        console.print("No dev stack is running.")
+        return
+    pid = StackState.read(state_file).supervisor_pid
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    # The supervisor removes the state file as its last act; a dead pid means it could not.
+    deadline = time.monotonic() + timeout
+    while state_file.exists() and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if state_file.exists() and _alive(pid):
+        raise typer.Exit(_fail(f"supervisor {pid} still running after {timeout:g}s"))
+    state_file.unlink(missing_ok=True)
+    console.print("Stopped.")
+
+
+@app.command()
+def status(
+    data_dir: DirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Every process of the dev stack: URL, pid, readiness, log file."""
+    state_file = (data_dir or default_dir()) / "state.json"
+    if not state_file.exists():
+        if as_json:
+            typer.echo(json.dumps({"running": False, "processes": []}))
+        else:
+            console.print("No dev stack is running.")
+        raise typer.Exit(1)
+    state = StackState.read(state_file)
+    for proc in state.processes:
+        proc.ready = _alive(proc.pid) and probe_ready(proc.url)
+    running = _alive(state.supervisor_pid)
+    if as_json:
+        typer.echo(json.dumps({"running": running, **asdict(state)}, indent=2))
+    else:
+        _print_state(state)
+    if not running:
+        raise typer.Exit(1)
+
+
+def _print_state(state: StackState) -> None:
+    table = Table("process", "ready", "pid", "url", "log")
+    for proc in state.processes:
+        table.add_row(proc.name, "[green]yes[/]" if proc.ready else "[red]no[/]", str(proc.pid), proc.url, proc.log)
+    Console().print(table)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]{message}[/]")
+    return 1

@@ -1,0 +1,260 @@
+"""The local dev stack: NATS, PostgreSQL and every service as separate processes.
+
+Used by ``fogctl dev up`` (and so ``make run``) and by the e2e tests. NATS and PostgreSQL come
+from wheels unless ``FOG_NATS_URL`` / ``FOG_DATABASE_URL`` (a superuser DSN) point at servers
+already running. Everything lives under one directory (``.fog/dev`` by default): server data,
+a log file per process, ``secrets.json`` (mode 0600) and ``state.json`` for ``status``/``down``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+
+from fog_shared.bus.provision import provision
+from fog_shared.bus.topology import Topology
+from fog_shared.devservers import NatsServer, PostgresServer, port_or_free
+from fog_shared.pg.roles import ServiceDatabase, ensure_database, provision_service
+
+DATABASE = "fog"
+DB_SERVICES = ("auth", "registry", "scheduler", "messaging")
+SERVICES = (*DB_SERVICES, "gateway")
+#: ports tried first; taken ones are replaced by free ones (a NATS or Postgres may already run)
+DEFAULT_PORTS = {"nats": 14222, "nats-monitor": 18222, "postgres": 15432, "gateway": 8080,
+                 "auth": 18081, "registry": 18082, "scheduler": 18083, "messaging": 18084}  # fmt: skip
+
+
+@dataclass
+class Process:
+    name: str
+    pid: int
+    url: str
+    log: str
+    ready: bool = False
+
+
+@dataclass
+class StackState:
+    supervisor_pid: int
+    data_dir: str
+    nats_url: str
+    database_dsn_redacted: str
+    gateway_url: str
+    processes: list[Process] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> StackState:
+        raw = json.loads(path.read_text())
+        raw["processes"] = [Process(**p) for p in raw["processes"]]
+        return cls(**raw)
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("FOG_DEV_DIR", ".fog/dev")).resolve()
+
+
+def _secret_file(path: Path) -> dict[str, str]:
+    """Role passwords for this data dir: made once, kept readable only by this user."""
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    values = {svc: secrets.token_urlsafe(24) for svc in DB_SERVICES}
+    values |= {f"{svc}_owner": secrets.token_urlsafe(24) for svc in DB_SERVICES}
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values))
+    return values
+
+
+class DevStack:
+    def __init__(self, data_dir: Path | None = None, *, gateway_port: int | None = None) -> None:
+        self.dir = data_dir or default_dir()
+        self.logs = self.dir / "logs"
+        self.gateway_port = gateway_port or int(os.environ.get("FOG_GATEWAY_PORT", DEFAULT_PORTS["gateway"]))
+        self.nats_server: NatsServer | None = None
+        self.pg_server: PostgresServer | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.state: StackState | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    # -- servers --------------------------------------------------------------------------
+    def start_servers(self) -> tuple[str, str]:
+        """NATS URL and superuser DSN, starting local servers where none is configured."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        nats_url = os.environ.get("FOG_NATS_URL")
+        if not nats_url:
+            self.nats_server = NatsServer(
+                self.dir / "nats",
+                port=port_or_free(DEFAULT_PORTS["nats"]),
+                monitor_port=port_or_free(DEFAULT_PORTS["nats-monitor"]),
+            )
+            self.nats_server.data_dir.mkdir(exist_ok=True)
+            self.nats_server.start()
+            nats_url = self.nats_server.url
+        admin_dsn = os.environ.get("FOG_DATABASE_URL")
+        if not admin_dsn:
+            self.pg_server = PostgresServer(self.dir / "postgres", port=port_or_free(DEFAULT_PORTS["postgres"]))
+            self.pg_server.data_dir.mkdir(exist_ok=True)
+            self.pg_server.start()
+            admin_dsn = self.pg_server.superuser_dsn
+        return nats_url, admin_dsn
+
+    async def provision(self, nats_url: str, admin_dsn: str) -> dict[str, ServiceDatabase]:
+        """Database, schemas, roles, streams and consumers: idempotent, safe on every start."""
+        passwords = _secret_file(self.dir / "secrets.json")
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await ensure_database(admin, DATABASE)
+        finally:
+            await admin.close()
+        admin = await asyncpg.connect(_with_database(admin_dsn, DATABASE))
+        dbs = {}
+        try:
+            for svc in DB_SERVICES:
+                dbs[svc] = ServiceDatabase(
+                    svc, f"fog_{svc}", passwords[svc], f"fog_{svc}_owner", passwords[f"{svc}_owner"]
+                )
+                await provision_service(admin, DATABASE, dbs[svc])
+        finally:
+            await admin.close()
+        nc = await nats.connect(nats_url)
+        try:
+            await provision(nc.jetstream(), Topology())
+        finally:
+            await nc.close()
+        return dbs
+
+    # -- services -------------------------------------------------------------------------
+    def service_env(
+        self, svc: str, nats_url: str, admin_dsn: str, db: ServiceDatabase | None, port: int
+    ) -> dict[str, str]:
+        prefix = f"FOG_{svc.upper()}_"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FOG_")}
+        env |= {f"{prefix}NATS_URL": nats_url, f"{prefix}HTTP_PORT": str(port), f"{prefix}HTTP_HOST": "127.0.0.1"}
+        if db is not None:
+            env[f"{prefix}DATABASE_URL"] = _with_database(_with_user(admin_dsn, db.role, db.password), DATABASE)
+            env[f"{prefix}MIGRATE_DATABASE_URL"] = _with_database(
+                _with_user(admin_dsn, db.owner_role, db.owner_password), DATABASE
+            )
+        return env
+
+    def migrate(self, envs: dict[str, dict[str, str]]) -> None:
+        for svc in DB_SERVICES:
+            subprocess.run([sys.executable, "-m", f"fog_{svc}", "migrate"], env=envs[svc], check=True,
+                           stdout=subprocess.DEVNULL, stderr=self._log(svc))  # fmt: skip
+
+    def _log(self, name: str) -> Any:
+        return (self.logs / f"{name}.log").open("ab")
+
+    def spawn(self, svc: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self._log(svc)
+        child = subprocess.Popen(
+            [sys.executable, "-m", f"fog_{svc}", "serve"], env=env, stdout=log, stderr=log, start_new_session=True
+        )
+        self.children[svc] = child
+        return child
+
+    def up(self) -> StackState:
+        nats_url, admin_dsn = self.start_servers()
+        dbs = asyncio.run(self.provision(nats_url, admin_dsn))
+        ports = {svc: port_or_free(DEFAULT_PORTS[svc]) for svc in DB_SERVICES} | {
+            "gateway": port_or_free(self.gateway_port)
+        }
+        envs = {svc: self.service_env(svc, nats_url, admin_dsn, dbs.get(svc), ports[svc]) for svc in SERVICES}
+        self.migrate(envs)
+        state = StackState(
+            os.getpid(), str(self.dir), nats_url, _redact(admin_dsn), f"http://127.0.0.1:{ports['gateway']}"
+        )
+        for svc in SERVICES:
+            child = self.spawn(svc, envs[svc])
+            state.processes.append(
+                Process(svc, child.pid, f"http://127.0.0.1:{ports[svc]}", str(self.logs / f"{svc}.log"))
+            )
+        for name, server in (("nats", self.nats_server), ("postgres", self.pg_server)):
+            if server is not None and server.pid is not None:
+                log = server.data_dir / ("nats.log" if name == "nats" else "postgres.log")
+                url = nats_url if name == "nats" else _redact(admin_dsn)
+                state.processes.append(Process(name, server.pid, url, str(log), ready=True))
+        self.state = state
+        state.write(self.state_file)
+        return state
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        assert self.state is not None
+        deadline = time.monotonic() + timeout
+        for proc in self.state.processes:
+            while not proc.ready:
+                child = self.children.get(proc.name)
+                if child is not None and child.poll() is not None:
+                    raise RuntimeError(f"{proc.name} exited with {child.returncode}; see {proc.log}")
+                proc.ready = probe_ready(proc.url)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{proc.name} not ready after {timeout:g}s; see {proc.log}")
+                if not proc.ready:
+                    time.sleep(0.1)
+        self.state.write(self.state_file)
+
+    def down(self, timeout: float = 15.0) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children.clear()
+        for server in (self.nats_server, self.pg_server):
+            if server is not None:
+                server.stop()
+        self.state_file.unlink(missing_ok=True)
+
+
+def probe_ready(url: str) -> bool:
+    if not url.startswith("http"):
+        return True
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310 - our own loopback URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _with_database(dsn: str, database: str) -> str:
+    base, _, query = dsn.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{database}" + (f"?{query}" if query else "")
+
+
+def _with_user(dsn: str, user: str, password: str) -> str:
+    scheme, _, rest = dsn.partition("://")
+    _, _, hostpart = rest.rpartition("@")
+    return f"{scheme}://{user}:{password}@{hostpart}"
+
+
+def _redact(dsn: str) -> str:
+    scheme, _, rest = dsn.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}" if at else dsn

@@ -1,0 +1,14 @@
+"""Settings of the gateway service: environment variables prefixed ``FOG_GATEWAY_``."""
+
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from fog_shared.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="FOG_GATEWAY_", extra="ignore")
+
+    service: ClassVar[str] = "gateway"
+    http_port: int = 8080

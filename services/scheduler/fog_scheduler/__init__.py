@@ -1,0 +1,3 @@
+"""Fog's scheduler service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Fog shared library: contracts and plumbing every service imports."""

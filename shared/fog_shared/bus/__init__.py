@@ -1,0 +1,1 @@
+"""NATS JetStream plumbing: topology, provisioning, publishing, request/reply and consumers."""

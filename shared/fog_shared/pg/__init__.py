@@ -1,0 +1,1 @@
+"""Postgres plumbing: pools, roles, migrations, outbox and inbox."""

@@ -1,0 +1,45 @@
+"""``/healthz``, ``/readyz``, ``/metrics`` and ``/asyncapi.json`` on every service process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from faststream.specification import AsyncAPI
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+if TYPE_CHECKING:
+    from fog_shared.runtime.service import ServiceRuntime
+
+
+def add_ops_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
+    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.service}
+
+    @app.get("/readyz", tags=["ops"], summary="NATS and Postgres reachable, migrations applied")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(value == "ok" for value in checks.values())
+        body = {"status": "ready" if ready else "not ready", "service": runtime.service, "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of this service's subjects")
+    async def asyncapi() -> dict[str, Any]:
+        return asyncapi_document(runtime)
+
+
+def asyncapi_document(runtime: ServiceRuntime) -> dict[str, Any]:
+    spec = AsyncAPI(runtime.broker, title=f"fog-{runtime.service}", schema_version="3.0.0")
+    document: dict[str, Any] = spec.to_specification().to_jsonable()
+    # Event consumers run on the consumer engine, not on FastStream subscribers: list them too.
+    document["x-fog-consumes"] = [
+        {"durable": c.spec.durable, "stream": c.spec.stream, "subjects": list(c.spec.filter_subjects)}
+        for c in runtime.consumers
+    ]
+    return document

@@ -1,0 +1,185 @@
+"""ServiceRuntime: the connections, background loops and HTTP app of one service process.
+
+A service's ``app.py`` creates one, registers its request handlers on ``runtime.broker`` and its
+event consumers, and returns ``runtime.http_app()``; uvicorn runs that app, and its lifespan
+starts and stops everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from fog_shared.bus.broker import make_broker, queue_group
+from fog_shared.bus.consumer import EventConsumer, Handler
+from fog_shared.bus.topology import ConsumerSpec, event_stream_name
+from fog_shared.pg.migrate import Migration, migrations_for, pending
+from fog_shared.pg.outbox import OutboxRelay
+from fog_shared.pg.pool import create_pool
+from fog_shared.runtime.ops import add_ops_routes
+from fog_shared.settings import CommonSettings
+from fog_shared.subjects import query_subject
+from fog_shared.telemetry import configure_tracing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    spec: ConsumerSpec
+    handler: Handler
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        migrations_dir: Path | None,
+        uses_database: bool = True,
+        publishes_events: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.service = settings.service
+        self.uses_database = uses_database
+        self.publishes_events = publishes_events and uses_database
+        self.migrations: list[Migration] = (
+            migrations_for(migrations_dir, self.service) if uses_database and migrations_dir else []
+        )
+        self.broker = make_broker(settings.nats_url, self.service)
+        self.consumers: list[Consumer] = []
+        self._pool: asyncpg.Pool | None = None
+        self._nc: NatsClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._migrations_done = False
+        self._register_status_query()
+
+    # -- what services use -------------------------------------------------------------
+    def consume(self, spec: ConsumerSpec, handler: Handler) -> None:
+        self.consumers.append(Consumer(spec, handler))
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the database pool exists only while the service runs")
+        return self._pool
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._nc is None:
+            raise RuntimeError("NATS is connected only while the service runs")
+        return self._nc.jetstream()
+
+    def _register_status_query(self) -> None:
+        @self.broker.subscriber(
+            query_subject(self.service, "status"), queue=queue_group(self.service), title=f"{self.service} status"
+        )
+        async def status() -> dict[str, Any]:
+            """Which service answers, and whether its dependencies are in order."""
+            return {"service": self.service, "checks": await self.readiness()}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        configure_tracing(self.service, self.settings.otlp_endpoint)
+        if self.uses_database:
+            self._pool = await create_pool(
+                self.settings.database_url.get_secret_value(),
+                self.settings.db_schema,
+                min_size=self.settings.db_pool_min,
+                max_size=self.settings.db_pool_max,
+            )
+        self._nc = await nats.connect(
+            self.settings.nats_url, name=f"fog-{self.service}-events", max_reconnect_attempts=-1
+        )
+        await self.broker.start()
+        if self.publishes_events:
+            relay = OutboxRelay(
+                dsn=self.settings.database_url.get_secret_value(),
+                schema=self.settings.db_schema,
+                js=self.js,
+                stream=event_stream_name(self.service),
+                batch_size=self.settings.outbox_batch_size,
+                poll_interval_s=self.settings.outbox_poll_interval_s,
+            )
+            self._spawn(relay.run(), "outbox-relay")
+        for consumer in self.consumers:
+            engine = EventConsumer(spec=consumer.spec, handler=consumer.handler, pool=self.pool, js=self.js)
+            self._spawn(engine.run(), f"consumer-{consumer.spec.durable}")
+        log.info("service started", extra={"service": self.service})
+
+    def _spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task died", exc_info=task.exception(), extra={"task": task.get_name()})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        log.info("service stopped", extra={"service": self.service})
+
+    # -- readiness ------------------------------------------------------------------------
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency's state; the service is ready when every value is ``"ok"``."""
+        checks = {"nats": "ok" if self._nc is not None and self._nc.is_connected else "disconnected"}
+        if self.uses_database:
+            checks["postgres"], checks["migrations"] = await self._database_readiness()
+        return checks
+
+    async def _database_readiness(self) -> tuple[str, str]:
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                if self._migrations_done:
+                    await conn.fetchval("SELECT 1")
+                    return "ok", "ok"
+                missing = await pending(conn, self.migrations)
+        except Exception as exc:
+            return f"unreachable: {type(exc).__name__}", "unknown"
+        self._migrations_done = not missing
+        return "ok", "ok" if not missing else f"pending: {', '.join(missing)}"
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def http_app(self, app: FastAPI | None = None) -> FastAPI:
+        """The process's HTTP app: ``app`` (the gateway's API) or a bare one, plus ops routes."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        if app is None:
+            app = FastAPI(title=f"fog-{self.service}", lifespan=lifespan)
+        else:
+            app.router.lifespan_context = lifespan
+        add_ops_routes(app, self)
+        return app

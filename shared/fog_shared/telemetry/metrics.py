@@ -1,0 +1,12 @@
+"""Prometheus metrics of the event path, labelled by stream/consumer, never by id."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTBOX_PUBLISHED = Counter("fog_outbox_published_total", "Outbox events published and acked", ["service"])
+OUTBOX_PUBLISH_ERRORS = Counter("fog_outbox_publish_errors_total", "Outbox publish attempts that failed", ["service"])
+OUTBOX_PENDING = Gauge("fog_outbox_pending", "Unpublished outbox rows seen by the relay", ["service"])
+EVENTS_HANDLED = Counter("fog_events_handled_total", "Events consumed, by outcome", ["consumer", "outcome"])
+EVENT_HANDLE_SECONDS = Histogram("fog_event_handle_seconds", "Time to handle one batch of events", ["consumer"])
+DEAD_LETTERED = Counter("fog_events_dead_lettered_total", "Events sent to dead-letter", ["consumer", "reason"])

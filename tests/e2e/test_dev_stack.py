@@ -1,0 +1,113 @@
+"""The dev stack as a newcomer runs it: `fogctl dev up` starts everything as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import pytest
+
+from fog_shared.bus.publish import publish_event
+from fog_shared.devservers import free_port
+from fog_shared.envelope import Envelope
+from fog_shared.events.auth import UserRegistered
+from fog_shared.subjects import query_subject
+from fog_shared.testing.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
+FOGCTL = [sys.executable, "-m", "fogctl"]
+
+
+def status(data_dir: Path) -> dict[str, Any]:
+    result = subprocess.run([*FOGCTL, "dev", "status", "--json", "--dir", str(data_dir)], capture_output=True, text=True)
+    return json.loads(result.stdout) if result.stdout.strip() else {"running": False, "processes": []}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("devstack")
+    env = {k: v for k, v in os.environ.items() if k not in ("FOG_NATS_URL", "FOG_DATABASE_URL")}
+    env["FOG_GATEWAY_PORT"] = str(free_port())
+    log = (data_dir / "fogctl.log").open("wb")
+    supervisor = subprocess.Popen([*FOGCTL, "dev", "up", "--dir", str(data_dir)], env=env, stdout=log, stderr=log)
+    try:
+        yield {"dir": data_dir, "supervisor": supervisor, "log": data_dir / "fogctl.log"}
+    finally:
+        if supervisor.poll() is None:
+            supervisor.send_signal(signal.SIGINT)
+            try:
+                supervisor.wait(30)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+
+
+async def all_ready(data_dir: Path) -> dict[str, Any] | None:
+    state = status(data_dir)
+    names = {p["name"] for p in state["processes"]}
+    ready = state["running"] and set(SERVICES) <= names and all(p["ready"] for p in state["processes"])
+    return state if ready else None
+
+
+async def test_every_service_is_ready_within_60_seconds(stack: dict[str, Any]) -> None:
+    state = await wait_until(lambda: all_ready(stack["dir"]), timeout=60, interval=0.5, what="the whole stack ready")
+    by_name = {p["name"]: p for p in state["processes"]}
+    assert {"nats", "postgres"} <= set(by_name)
+    async with httpx.AsyncClient() as http:
+        for name in SERVICES:
+            base = by_name[name]["url"]
+            assert (await http.get(f"{base}/healthz")).json()["status"] == "ok"
+            ready = (await http.get(f"{base}/readyz")).json()
+            expected = {"nats": "ok"} if name == "gateway" else {"nats": "ok", "postgres": "ok", "migrations": "ok"}
+            assert ready["checks"] == expected
+            assert "fog_" in (await http.get(f"{base}/metrics")).text or name == "gateway"
+            asyncapi = (await http.get(f"{base}/asyncapi.json")).json()
+            assert query_subject(name, "status") in json.dumps(asyncapi["channels"])
+        assert (await http.get(f"{state['gateway_url']}/openapi.json")).json()["info"]["title"] == "Fog API"
+    for name in SERVICES:
+        assert Path(by_name[name]["log"]).stat().st_size > 0, f"{name} writes its own log file"
+
+
+async def test_services_answer_over_nats_and_consume_events(stack: dict[str, Any]) -> None:
+    state = await wait_until(lambda: all_ready(stack["dir"]), timeout=60, interval=0.5, what="the whole stack ready")
+    nc = await nats.connect(state["nats_url"])
+    try:
+        for name in SERVICES:
+            reply = await nc.request(query_subject(name, "status"), b"{}", timeout=5)
+            assert json.loads(reply.data)["service"] == name
+        # An auth event published into the stream reaches messaging's consumer in its own process.
+        event = UserRegistered(user_id="e2e-1", email="e2e@example.org", roles=["user"], registered_at=datetime.now(UTC))
+        envelope = Envelope.new(type=event.TYPE.name, source="fog/auth", subject=event.user_id)
+        await publish_event(nc.jetstream(), "EVT_AUTH", event, envelope)
+    finally:
+        await nc.close()
+    password = (stack["dir"] / "postgres" / "superuser.pw").read_text().strip()
+    dsn = state["database_dsn_redacted"].replace("***", password).rsplit("/", 1)[0] + "/fog"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await wait_until(
+            lambda: conn.fetchval("SELECT email FROM messaging.users WHERE user_id = 'e2e-1'"),
+            what="messaging to learn the user",
+        )
+    finally:
+        await conn.close()
+
+
+async def test_down_stops_every_process(stack: dict[str, Any]) -> None:
+    state = await wait_until(lambda: all_ready(stack["dir"]), timeout=60, interval=0.5, what="the whole stack ready")
+    subprocess.run([*FOGCTL, "dev", "down", "--dir", str(stack["dir"])], check=True, capture_output=True)
+    assert stack["supervisor"].wait(30) == 0
+    for proc in state["processes"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(proc["pid"], 0)
+    assert status(stack["dir"])["running"] is False
