@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -29,9 +30,15 @@ SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
 FOGCTL = [sys.executable, "-m", "fogctl"]
 
 
-def status(data_dir: Path) -> dict[str, Any]:
-    result = subprocess.run([*FOGCTL, "dev", "status", "--json", "--dir", str(data_dir)], capture_output=True, text=True)
-    return json.loads(result.stdout) if result.stdout.strip() else {"running": False, "processes": []}
+async def fogctl(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*FOGCTL, *args, stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await proc.communicate()
+    return proc.returncode or 0, stdout.decode()
+
+
+async def status(data_dir: Path) -> dict[str, Any]:
+    _, stdout = await fogctl("dev", "status", "--json", "--dir", str(data_dir))
+    return json.loads(stdout) if stdout.strip() else {"running": False, "processes": []}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 async def all_ready(data_dir: Path) -> dict[str, Any] | None:
-    state = status(data_dir)
+    state = await status(data_dir)
     names = {p["name"] for p in state["processes"]}
     ready = state["running"] and set(SERVICES) <= names and all(p["ready"] for p in state["processes"])
     return state if ready else None
@@ -74,8 +81,8 @@ async def test_every_service_is_ready_within_60_seconds(stack: dict[str, Any]) -
             asyncapi = (await http.get(f"{base}/asyncapi.json")).json()
             assert query_subject(name, "status") in json.dumps(asyncapi["channels"])
         assert (await http.get(f"{state['gateway_url']}/openapi.json")).json()["info"]["title"] == "Fog API"
-    for name in SERVICES:
-        assert Path(by_name[name]["log"]).stat().st_size > 0, f"{name} writes its own log file"
+    sizes = await asyncio.to_thread(lambda: {name: Path(by_name[name]["log"]).stat().st_size for name in SERVICES})
+    assert all(sizes.values()), f"every service writes its own log file: {sizes}"
 
 
 async def test_services_answer_over_nats_and_consume_events(stack: dict[str, Any]) -> None:
@@ -86,12 +93,14 @@ async def test_services_answer_over_nats_and_consume_events(stack: dict[str, Any
             reply = await nc.request(query_subject(name, "status"), b"{}", timeout=5)
             assert json.loads(reply.data)["service"] == name
         # An auth event published into the stream reaches messaging's consumer in its own process.
-        event = UserRegistered(user_id="e2e-1", email="e2e@example.org", roles=["user"], registered_at=datetime.now(UTC))
+        event = UserRegistered(
+            user_id="e2e-1", email="e2e@example.org", roles=["user"], registered_at=datetime.now(UTC)
+        )
         envelope = Envelope.new(type=event.TYPE.name, source="fog/auth", subject=event.user_id)
         await publish_event(nc.jetstream(), "EVT_AUTH", event, envelope)
     finally:
         await nc.close()
-    password = (stack["dir"] / "postgres" / "superuser.pw").read_text().strip()
+    password = await asyncio.to_thread(lambda: (stack["dir"] / "postgres" / "superuser.pw").read_text().strip())
     dsn = state["database_dsn_redacted"].replace("***", password).rsplit("/", 1)[0] + "/fog"
     conn = await asyncpg.connect(dsn)
     try:
@@ -105,9 +114,9 @@ async def test_services_answer_over_nats_and_consume_events(stack: dict[str, Any
 
 async def test_down_stops_every_process(stack: dict[str, Any]) -> None:
     state = await wait_until(lambda: all_ready(stack["dir"]), timeout=60, interval=0.5, what="the whole stack ready")
-    subprocess.run([*FOGCTL, "dev", "down", "--dir", str(stack["dir"])], check=True, capture_output=True)
+    assert (await fogctl("dev", "down", "--dir", str(stack["dir"])))[0] == 0
     assert stack["supervisor"].wait(30) == 0
     for proc in state["processes"]:
         with pytest.raises(ProcessLookupError):
             os.kill(proc["pid"], 0)
-    assert status(stack["dir"])["running"] is False
+    assert (await status(stack["dir"]))["running"] is False

@@ -6,9 +6,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from fog_shared.contracts import breaking_changes, check_compatibility, current_schemas, read_schemas, schema_of
 import pytest
 
+from fog_shared.contracts import breaking_changes, check_compatibility, current_schemas, read_schemas, schema_of
 from fog_shared.events import CATALOGUE, Catalogue, Event, EventDecodeError, EventType
 
 COMMITTED = Path(__file__).parents[3] / "contracts" / "schemas"
