@@ -177,8 +177,11 @@ async def _delete_all_streams(js: JetStreamContext) -> None:
             await js.delete_stream(info.config.name)
 
 
+Provisioner = Callable[[Topology], Awaitable[None]]
+
+
 @pytest.fixture
-def provision_topology(jetstream: JetStreamContext) -> Callable[[Topology], Awaitable[None]]:
+def provision_topology(jetstream: JetStreamContext) -> Provisioner:
     async def run(topology: Topology) -> None:
         await provision(jetstream, topology)
 

@@ -1,0 +1,72 @@
+"""A service process's ops routes: health, readiness (NATS, Postgres, migrations), metrics, AsyncAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from fog_messaging.app import MIGRATIONS, build_app
+from fog_messaging.config import Settings
+from fog_shared.bus.topology import Topology
+from fog_shared.testing.plugin import Provisioner, Servers, ServiceDb, ServiceDbFactory
+
+
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+def settings_for(fog_servers: Servers, db: ServiceDb) -> Settings:
+    """The service's settings, pointed at the test's fresh schema instead of ``messaging``."""
+
+    class TestSettings(Settings):
+        @property
+        def db_schema(self) -> str:
+            return db.schema
+
+    return TestSettings(nats_url=fog_servers.nats_url, database_url=SecretStr(db.dsn))
+
+
+@pytest.fixture
+async def migrated(
+    fog_servers: Servers, service_db: ServiceDbFactory, provision_topology: Provisioner
+) -> AsyncIterator[httpx.AsyncClient]:
+    await provision_topology(Topology())
+    db = await service_db("messaging", MIGRATIONS)
+    async for client in serve(build_app(settings_for(fog_servers, db))):
+        yield client
+
+
+@pytest.fixture
+async def unmigrated(
+    fog_servers: Servers, service_db: ServiceDbFactory, provision_topology: Provisioner
+) -> AsyncIterator[httpx.AsyncClient]:
+    await provision_topology(Topology())
+    db = await service_db("messaging", Path("/nonexistent"))  # platform tables only
+    async for client in serve(build_app(settings_for(fog_servers, db))):
+        yield client
+
+
+async def test_ready_when_nats_postgres_and_migrations_are(migrated: httpx.AsyncClient) -> None:
+    assert (await migrated.get("/healthz")).json() == {"status": "ok", "service": "messaging"}
+    ready = await migrated.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"nats": "ok", "postgres": "ok", "migrations": "ok"}
+    metrics = (await migrated.get("/metrics")).text
+    assert "fog_outbox_pending" in metrics
+    asyncapi = (await migrated.get("/asyncapi.json")).json()
+    assert asyncapi["asyncapi"].startswith("3.")
+    assert asyncapi["x-fog-consumes"][0]["durable"] == "messaging__users"
+
+
+async def test_not_ready_while_migrations_are_pending(unmigrated: httpx.AsyncClient) -> None:
+    ready = await unmigrated.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["migrations"] == "pending: messaging:0001_users"
