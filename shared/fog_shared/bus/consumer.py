@@ -1,8 +1,9 @@
 """The consumer engine: durable pull consumer → inbox → handler, with backoff and dead-letter.
 
-Events are fetched in batches and handled in one Postgres transaction per batch, each event in
-its own savepoint, so one commit covers many events while one failing event rolls back alone.
-Per event:
+Events are fetched in batches and handled in one Postgres transaction per batch: one inbox
+statement for the batch, then each handler on the same connection. If any handler raises, that
+transaction is rolled back and the batch is run again with a savepoint per event, so one failing
+event rolls back alone while the others commit. Per event:
 
 * headers that are not a CloudEvent, an unknown type or a body that fails validation go to the
   dead-letter stream at once, with the reason (retrying cannot fix them);
@@ -33,7 +34,7 @@ from fog_shared.bus.publish import publish_raw
 from fog_shared.bus.topology import ConsumerSpec
 from fog_shared.envelope import NATS_MSG_ID, Envelope, EnvelopeError
 from fog_shared.events import CATALOGUE, Catalogue, Event, EventDecodeError
-from fog_shared.pg.inbox import claim
+from fog_shared.pg.inbox import claim, claim_many
 from fog_shared.telemetry.context import use_correlation_id
 from fog_shared.telemetry.metrics import DEAD_LETTERED, EVENT_HANDLE_SECONDS, EVENTS_HANDLED
 from fog_shared.telemetry.tracing import extract_context, tracer
@@ -41,7 +42,12 @@ from fog_shared.telemetry.tracing import extract_context, tracer
 log = logging.getLogger(__name__)
 
 #: A handler changes state through ``conn`` (already in a transaction) and may record events.
+#: It may run more than once per delivery (a rolled-back first try), so its only effects are
+#: the ones it makes through ``conn``.
 Handler = Callable[[asyncpg.Connection, Event, Envelope], Awaitable[None]]
+#: A batch handler does the same for many events at once (e.g. one ``executemany``); after a
+#: failure the engine calls it with one event at a time to find the culprit.
+BatchHandler = Callable[[asyncpg.Connection, list[tuple[Event, Envelope]]], Awaitable[None]]
 
 H_DLQ_REASON = "fog-dlq-reason"
 H_DLQ_ERROR = "fog-dlq-error"
@@ -53,6 +59,15 @@ H_DLQ_DELIVERIES = "fog-dlq-deliveries"
 
 REASON_INVALID = "invalid"
 REASON_FAILED = "handler_failed"
+
+
+class _HandlerFailed(Exception):
+    """A handler raised: undoes the transaction (or savepoint) it ran in."""
+
+    def __init__(self, item: _Decoded | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.item = item
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -67,25 +82,41 @@ class EventConsumer:
         self,
         *,
         spec: ConsumerSpec,
-        handler: Handler,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         pool: asyncpg.Pool,
         js: JetStreamContext,
         dead_letter_stream: str = "DLQ",
         batch_size: int = 200,
         fetch_timeout_s: float = 1.0,
         catalogue: Catalogue = CATALOGUE,
+        workers: int = 1,
     ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.spec = spec
         self.handler = handler
+        self.batch_handler = batch_handler
         self.pool = pool
         self.js = js
         self.dead_letter_stream = dead_letter_stream
         self.batch_size = batch_size
         self.fetch_timeout_s = fetch_timeout_s
         self.catalogue = catalogue
+        #: concurrent batches; 1 keeps the stream's order, more trade order for throughput
+        self.workers = workers
 
     async def run(self) -> None:
         """Consume until cancelled; survives NATS and Postgres outages by retrying."""
+        if self.workers == 1:
+            await self._work()
+            return
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.workers):
+                group.create_task(self._work())
+
+    async def _work(self) -> None:
+        """One fetch-handle-ack loop on its own pull subscription to the shared durable."""
         subscription = await self.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
         try:
             while True:
@@ -123,32 +154,79 @@ class EventConsumer:
         return _Decoded(msg, envelope, event)
 
     async def _handle_decoded(self, batch: list[_Decoded]) -> None:
-        failures: list[tuple[_Decoded, BaseException]] = []
-        handled: list[_Decoded] = []
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                for item in batch:
-                    error = await self._handle_one(conn, item)
-                    if error is None:
-                        handled.append(item)
-                    else:
-                        failures.append((item, error))
+            try:
+                await self._handle_together(batch)
+                failures: list[tuple[_Decoded, BaseException]] = []
+            except _HandlerFailed as failed:
+                failures = await self._handle_separately(batch, failed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The commit (or the connection) failed: nothing of this batch happened. Retry it all.
-            # Not the events' fault (Postgres is away): back off, and do not count it towards
-            # dead-letter, or an outage would park healthy events.
+            # The transaction itself failed (Postgres is away): nothing of this batch happened.
+            # Back off, and do not count it towards dead-letter, or an outage would park
+            # healthy events.
             log.warning("batch transaction failed", exc_info=exc, extra={"consumer": self.spec.durable})
             for item in batch:
                 await item.msg.nak(delay=self.spec.backoff_for(item.msg.metadata.num_delivered or 1))
             return
-        for item in handled:
-            await item.msg.ack()
+        failed_ids = {id(item) for item, _ in failures}
+        for item in batch:
+            if id(item) not in failed_ids:
+                await item.msg.ack()
         for item, error in failures:
             await self._retry_or_dead_letter(item.msg, error)
 
-    async def _handle_one(self, conn: asyncpg.Connection, item: _Decoded) -> BaseException | None:
+    async def _handle_together(self, batch: list[_Decoded]) -> None:
+        """The fast path: one inbox statement and no savepoints; any handler error undoes it all."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_many(conn, self.spec.durable, [item.envelope.id for item in batch])
+            todo = []
+            for item in batch:
+                if item.envelope.id not in fresh:
+                    EVENTS_HANDLED.labels(self.spec.durable, "duplicate").inc()
+                    continue
+                fresh.discard(item.envelope.id)  # the same event twice in one batch runs once
+                todo.append(item)
+            if self.batch_handler is not None:
+                error = await self._run_batch_handler(conn, todo)
+                if error is not None:
+                    # With one event in the batch the culprit is known; otherwise find it.
+                    raise _HandlerFailed(todo[0] if len(todo) == 1 else None, error)
+            for item in todo if self.batch_handler is None else ():
+                error = await self._run_handler(conn, item)
+                if error is not None:
+                    raise _HandlerFailed(item, error)
+        EVENTS_HANDLED.labels(self.spec.durable, "ok").inc(len(batch))
+
+    async def _handle_separately(
+        self, batch: list[_Decoded], known: _HandlerFailed
+    ) -> list[tuple[_Decoded, BaseException]]:
+        """After a failure: each event in its own savepoint, so the others still commit.
+
+        The event that already failed is not run again: one delivery, one handler run for it.
+        """
+        failures: list[tuple[_Decoded, BaseException]] = [] if known.item is None else [(known.item, known.error)]
+        async with self.pool.acquire() as conn, conn.transaction():
+            for item in batch:
+                if item is known.item:
+                    continue
+                try:
+                    async with conn.transaction():  # a savepoint: this event's effects stand or fall alone
+                        if not await claim(conn, self.spec.durable, item.envelope.id):
+                            EVENTS_HANDLED.labels(self.spec.durable, "duplicate").inc()
+                            continue
+                        error = await self._run_handler(conn, item)
+                        if error is not None:
+                            raise _HandlerFailed(item, error)
+                except _HandlerFailed as failed:
+                    failures.append((item, failed.error))
+                    continue
+                EVENTS_HANDLED.labels(self.spec.durable, "ok").inc()
+        return failures
+
+    async def _run_handler(self, conn: asyncpg.Connection, item: _Decoded) -> BaseException | None:
+        """Run the handler in the event's trace and correlation; returns what it raised."""
         envelope = item.envelope
         with (
             use_correlation_id(envelope.correlation_id),
@@ -160,18 +238,42 @@ class EventConsumer:
             ) as span,
         ):
             try:
-                async with conn.transaction():  # a savepoint: this event's effects stand or fall alone
-                    if not await claim(conn, self.spec.durable, envelope.id):
-                        EVENTS_HANDLED.labels(self.spec.durable, "duplicate").inc()
-                        return None
+                if self.handler is not None:
                     await self.handler(conn, item.event, envelope)
+                else:
+                    assert self.batch_handler is not None
+                    await self.batch_handler(conn, [(item.event, envelope)])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR)
                 return exc
-        EVENTS_HANDLED.labels(self.spec.durable, "ok").inc()
+        return None
+
+    async def _run_batch_handler(self, conn: asyncpg.Connection, items: list[_Decoded]) -> BaseException | None:
+        """One span for the batch, linked to every event's trace; returns what the handler raised."""
+        if not items:
+            return None
+        links = [trace.Link(trace.get_current_span(extract_context(i.msg.headers)).get_span_context()) for i in items]
+        with tracer("fog.consumer").start_as_current_span(
+            f"handle batch {self.spec.durable}",
+            kind=trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.consumer.group.name": self.spec.durable,
+                "messaging.batch.message_count": len(items),
+            },
+        ) as span:
+            try:
+                assert self.batch_handler is not None
+                await self.batch_handler(conn, [(i.event, i.envelope) for i in items])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR)
+                return exc
         return None
 
     async def _retry_or_dead_letter(self, msg: Msg, error: BaseException) -> None:
@@ -189,7 +291,9 @@ class EventConsumer:
 
     async def _dead_letter(self, msg: Msg, reason: str, error: str) -> None:
         metadata = msg.metadata
-        headers = dict(msg.headers or {})
+        # Server control headers (atomic-batch markers, expectations) must not ride along: the
+        # server would act on them again when the copy is published.
+        headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-") or k == NATS_MSG_ID}
         original_id = headers.get(NATS_MSG_ID) or f"{metadata.stream}:{metadata.sequence.stream}"
         headers.update(
             {

@@ -35,6 +35,7 @@ def stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
         max_bytes=spec.max_bytes,
         duplicate_window=spec.duplicate_window_s,
         num_replicas=replicas,
+        allow_atomic=spec.allow_atomic,
     )
 
 

@@ -22,6 +22,8 @@ class StreamSpec:
     max_bytes: int = 1 << 30
     #: JetStream drops a re-published ``Nats-Msg-Id`` inside this window
     duplicate_window_s: float = 300.0
+    #: accept atomic batches: the outbox relay stores a whole batch with one disk sync
+    allow_atomic: bool = True
 
 
 @dataclass(frozen=True, slots=True)

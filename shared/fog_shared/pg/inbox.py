@@ -16,3 +16,14 @@ async def claim(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:
         event_id,
     )
     return bool(inserted)
+
+
+async def claim_many(conn: asyncpg.Connection, consumer: str, event_ids: list[str]) -> set[str]:
+    """Record a batch of event ids in one statement; returns the ids that were not handled before."""
+    rows = await conn.fetch(
+        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer,
+        event_ids,
+    )
+    return {row["event_id"] for row in rows}

@@ -107,7 +107,7 @@ class ServiceRuntime:
             relay = OutboxRelay(
                 dsn=self.settings.database_url.get_secret_value(),
                 schema=self.settings.db_schema,
-                js=self.js,
+                nc=self._nc,
                 stream=event_stream_name(self.service),
                 batch_size=self.settings.outbox_batch_size,
                 poll_interval_s=self.settings.outbox_poll_interval_s,

@@ -83,6 +83,11 @@ class Effects:
         if event.email in self.fail_emails:
             raise RuntimeError(f"cannot handle {event.email}")
 
+    async def handle_batch(self, conn: asyncpg.Connection, events: list[tuple[Event, Envelope]]) -> None:
+        """The same effects through the batch-handler interface."""
+        for event, envelope in events:
+            await self.handle(conn, event, envelope)
+
 
 @pytest.fixture
 def effects() -> Effects:

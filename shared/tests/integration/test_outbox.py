@@ -7,6 +7,7 @@ import contextlib
 
 import asyncpg
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
@@ -27,7 +28,7 @@ async def record_users(db: ServiceDb, *numbers: int) -> None:
     try:
         async with conn.transaction():
             for n in numbers:
-                await outbox.record(conn, user(n), source="fog/auth", schema=db.schema)
+                await outbox.record(conn, user(n), source="fog/auth")
     finally:
         await conn.close()
 
@@ -44,14 +45,14 @@ async def unpublished(db: ServiceDb) -> int:
         await conn.close()
 
 
-def relay_for(db: ServiceDb, js: JetStreamContext) -> OutboxRelay:
-    return OutboxRelay(dsn=db.dsn, schema=db.schema, js=js, stream=AUTH_STREAM, poll_interval_s=0.1, ack_timeout_s=1.0)
+def relay_for(db: ServiceDb, nc: NatsClient) -> OutboxRelay:
+    return OutboxRelay(dsn=db.dsn, schema=db.schema, nc=nc, stream=AUTH_STREAM, poll_interval_s=0.1, ack_timeout_s=1.0)
 
 
 async def test_relay_publishes_committed_events_woken_by_notify(
-    producer_db: ServiceDb, streams: JetStreamContext
+    producer_db: ServiceDb, streams: JetStreamContext, nats_client: NatsClient
 ) -> None:
-    relay = relay_for(producer_db, streams)
+    relay = relay_for(producer_db, nats_client)
     task = asyncio.create_task(relay.run())
     try:
         await record_users(producer_db, 1, 2, 3)
@@ -63,12 +64,14 @@ async def test_relay_publishes_committed_events_woken_by_notify(
             await task
 
 
-async def test_rolled_back_transaction_publishes_nothing(producer_db: ServiceDb, streams: JetStreamContext) -> None:
+async def test_rolled_back_transaction_publishes_nothing(
+    producer_db: ServiceDb, streams: JetStreamContext, nats_client: NatsClient
+) -> None:
     conn = await asyncpg.connect(producer_db.dsn)
 
     async def failing_state_change() -> None:
         async with conn.transaction():
-            await outbox.record(conn, user(1), source="fog/auth", schema=producer_db.schema)
+            await outbox.record(conn, user(1), source="fog/auth")
             raise RuntimeError("state change failed")
 
     with pytest.raises(RuntimeError):
@@ -76,18 +79,18 @@ async def test_rolled_back_transaction_publishes_nothing(producer_db: ServiceDb,
     await conn.close()
     await record_users(producer_db, 2)
     relay_conn = await asyncpg.connect(producer_db.dsn)
-    assert await relay_for(producer_db, streams).drain(relay_conn) == 1
+    assert await relay_for(producer_db, nats_client).drain(relay_conn) == 1
     await relay_conn.close()
     assert await stream_count(streams) == 1
 
 
 async def test_event_committed_while_nats_is_down_is_published_when_it_is_back(
-    fog_servers: Servers, producer_db: ServiceDb, streams: JetStreamContext
+    fog_servers: Servers, producer_db: ServiceDb, streams: JetStreamContext, nats_client: NatsClient
 ) -> None:
     nats_server = fog_servers.nats
     if nats_server is None:
         pytest.fail("this fault test needs the NATS server the harness started (unset FOG_TEST_NATS_URL)")
-    relay = relay_for(producer_db, streams)
+    relay = relay_for(producer_db, nats_client)
     task = asyncio.create_task(relay.run())
     try:
         nats_server.kill()  # type: ignore[attr-defined]
@@ -116,13 +119,14 @@ async def test_relay_killed_between_ack_and_mark_causes_no_second_effect(
     consumer_spec: ConsumerSpec,
     effects: Effects,
     monkeypatch: pytest.MonkeyPatch,
+    nats_client: NatsClient,
 ) -> None:
     await record_users(producer_db, 1, 2)
 
     async def die(*_: object) -> None:
         raise RelayKilled
 
-    crashed = relay_for(producer_db, streams)
+    crashed = relay_for(producer_db, nats_client)
     monkeypatch.setattr(crashed, "_mark_published", die)
     conn = await asyncpg.connect(producer_db.dsn)
     with pytest.raises(RelayKilled):
@@ -133,7 +137,7 @@ async def test_relay_killed_between_ack_and_mark_causes_no_second_effect(
 
     # The restarted relay publishes them again: the duplicate window drops the copies.
     conn = await asyncpg.connect(producer_db.dsn)
-    assert await relay_for(producer_db, streams).drain(conn) == 2
+    assert await relay_for(producer_db, nats_client).drain(conn) == 2
     await conn.close()
     assert await stream_count(streams) == 2
 
@@ -143,7 +147,7 @@ async def test_relay_killed_between_ack_and_mark_causes_no_second_effect(
         await wait_until(lambda: _eq(effect_count(consumer_pool), 2), what="both events handled")
         # Past the duplicate window a re-publish gets a new stream sequence: the inbox catches it.
         message = await streams.get_msg(AUTH_STREAM, seq=1)
-        headers = dict(message.headers or {})
+        headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("Nats-Batch")}
         headers[NATS_MSG_ID] = headers[NATS_MSG_ID] + "-after-window"
         await publish_raw(streams, AUTH_STREAM, message.subject, message.data or b"", headers)
         await wait_until(lambda: _eq(consumer_pending(streams, consumer_spec), 0), what="the copy consumed")
