@@ -35,6 +35,11 @@ class CommonSettings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1)
     #: the relay's fallback poll when no NOTIFY arrives (a missed notify is never a lost event)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    #: published outbox rows are kept this long for debugging, then deleted
+    outbox_keep_s: float = Field(default=86_400.0, gt=0)
+    #: handled-event records outlive the streams' retention (7 days), so a redelivery is caught
+    inbox_keep_s: float = Field(default=14 * 86_400.0, gt=0)
+    housekeeping_interval_s: float = Field(default=600.0, gt=0)
 
     @property
     def db_schema(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from fog_shared.bus.broker import make_broker, queue_group
 from fog_shared.bus.consumer import EventConsumer, Handler
 from fog_shared.bus.topology import ConsumerSpec, event_stream_name
+from fog_shared.pg.housekeeping import run_housekeeping
 from fog_shared.pg.migrate import Migration, migrations_for, pending
 from fog_shared.pg.outbox import OutboxRelay
 from fog_shared.pg.pool import create_pool
@@ -113,14 +114,21 @@ class ServiceRuntime:
                 poll_interval_s=self.settings.outbox_poll_interval_s,
             )
             self._spawn(relay.run(), "outbox-relay")
+        if self.uses_database:
+            housekeeping = run_housekeeping(
+                self.pool,
+                every_s=self.settings.housekeeping_interval_s,
+                outbox_keep_s=self.settings.outbox_keep_s,
+                inbox_keep_s=self.settings.inbox_keep_s,
+            )
+            self._spawn(housekeeping, "housekeeping")
         for consumer in self.consumers:
             engine = EventConsumer(spec=consumer.spec, handler=consumer.handler, pool=self.pool, js=self.js)
             self._spawn(engine.run(), f"consumer-{consumer.spec.durable}")
         log.info("service started", extra={"service": self.service})
 
-    def _spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._on_task_done)
         self._tasks.append(task)
 
