@@ -41,13 +41,18 @@ async def status(data_dir: Path) -> dict[str, Any]:
     return json.loads(stdout) if stdout.strip() else {"running": False, "processes": []}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    data_dir = tmp_path_factory.mktemp("devstack")
+def launch(data_dir: Path) -> subprocess.Popen[bytes]:
+    """`fogctl dev up` as a newcomer runs it, with its own servers and a free gateway port."""
     env = {k: v for k, v in os.environ.items() if k not in ("FOG_NATS_URL", "FOG_DATABASE_URL")}
     env["FOG_GATEWAY_PORT"] = str(free_port())
     log = (data_dir / "fogctl.log").open("wb")
-    supervisor = subprocess.Popen([*FOGCTL, "dev", "up", "--dir", str(data_dir)], env=env, stdout=log, stderr=log)
+    return subprocess.Popen([*FOGCTL, "dev", "up", "--dir", str(data_dir)], env=env, stdout=log, stderr=log)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("devstack")
+    supervisor = launch(data_dir)
     try:
         yield {"dir": data_dir, "supervisor": supervisor, "log": data_dir / "fogctl.log"}
     finally:
@@ -120,3 +125,18 @@ async def test_down_stops_every_process(stack: dict[str, Any]) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(proc["pid"], 0)
     assert (await status(stack["dir"]))["running"] is False
+
+
+async def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    supervisor = launch(tmp_path)
+    try:
+        state = await wait_until(lambda: all_ready(tmp_path), timeout=60, interval=0.5, what="the whole stack ready")
+        supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        assert await asyncio.to_thread(supervisor.wait, 30) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    for proc in state["processes"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(proc["pid"], 0)
+    assert not (tmp_path / "state.json").exists()
