@@ -2,3 +2,58 @@
 
 The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and HTTP out of here.
 """
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+ROLES = ("admin", "user", "provider")
+
+MIN_PASSWORD_LENGTH = 12
+#: argon2 hashes anything, but a megabyte "password" is a denial of service, not a secret
+MAX_PASSWORD_LENGTH = 256
+#: a few of the most common passwords long enough to pass the length rule (NIST SP 800-63B
+#: asks verifiers to refuse known-breached values; a full list belongs in a data file)
+COMMON_PASSWORDS = frozenset(
+    {"password1234", "123456789012", "qwertyuiopas", "passwordpassword", "iloveyou1234", "administrator"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyViolation:
+    code: str
+    message: str
+
+
+def check_password(password: str, *, email: str) -> list[PolicyViolation]:
+    """NIST SP 800-63B style: length over composition rules, refuse the guessable."""
+    normalised = unicodedata.normalize("NFKC", password)
+    problems = []
+    if len(normalised) < MIN_PASSWORD_LENGTH:
+        problems.append(PolicyViolation("too_short", f"use at least {MIN_PASSWORD_LENGTH} characters"))
+    if len(normalised) > MAX_PASSWORD_LENGTH:
+        problems.append(PolicyViolation("too_long", f"use at most {MAX_PASSWORD_LENGTH} characters"))
+    lowered = normalised.casefold()
+    if lowered in COMMON_PASSWORDS or len(set(lowered)) <= 2:
+        problems.append(PolicyViolation("too_common", "this password is too easy to guess"))
+    local_part = email.split("@", 1)[0].casefold()
+    if len(local_part) >= 4 and local_part in lowered:
+        problems.append(PolicyViolation("contains_email", "the password must not contain your e-mail name"))
+    return problems
+
+
+def lockout_seconds(consecutive_failures: int, *, free_attempts: int = 5, base_s: int = 30, cap_s: int = 3600) -> int:
+    """How long to refuse logins after this many failures in a row: none at first, then doubling.
+
+    5 free attempts, then 30 s, 60 s, 120 s, … up to an hour per further failure.
+    """
+    over = consecutive_failures - free_attempts
+    if over < 0:
+        return 0
+    return int(min(cap_s, base_s * 2**over))
+
+
+def scope_allowed(requested: set[str], owner_roles: set[str]) -> bool:
+    """An API key may carry only roles its owner has."""
+    return requested <= owner_roles and requested <= set(ROLES)
