@@ -18,3 +18,29 @@ class UserRegistered(Event):
     email: str
     roles: list[str]
     registered_at: datetime
+
+
+class SessionRevoked(Event):
+    """A login session ended: logout, refresh-token reuse, password change or an admin.
+
+    Verifiers refuse access tokens carrying this session id (``sid``) from then on.
+    """
+
+    TYPE: ClassVar[EventType] = EventType("auth", "session", "revoked", 1)
+    AGGREGATE_ID: ClassVar[str] = "session_id"
+
+    session_id: str
+    user_id: str
+    reason: str
+    revoked_at: datetime
+
+
+class SigningKeyRotated(Event):
+    """A new key signs from now on; verifiers refresh their JWKS."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "signing_key", "rotated", 1)
+    AGGREGATE_ID: ClassVar[str] = "kid"
+
+    kid: str
+    previous_kid: str | None
+    rotated_at: datetime
