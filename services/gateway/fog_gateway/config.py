@@ -12,3 +12,6 @@ class Settings(CommonSettings):
 
     service: ClassVar[str] = "gateway"
     http_port: int = 8080
+    token_issuer: str = "fog-auth"  # noqa: S105 - a name, not a secret
+    token_audience: str = "fog"  # noqa: S105 - a name, not a secret
+    access_token_ttl_s: int = 600

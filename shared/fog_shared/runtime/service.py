@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +64,21 @@ class ServiceRuntime:
         self._nc: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._migrations_done = False
+        self._start_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._after_start_hooks: list[Callable[[], Awaitable[None]]] = []
         self._register_status_query()
 
     # -- what services use -------------------------------------------------------------
     def consume(self, spec: ConsumerSpec, handler: Handler) -> None:
         self.consumers.append(Consumer(spec, handler))
+
+    def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` once NATS and Postgres are connected, before request handlers answer."""
+        self._start_hooks.append(hook)
+
+    def after_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` once request handlers answer (it may make requests itself)."""
+        self._after_start_hooks.append(hook)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -103,7 +113,11 @@ class ServiceRuntime:
         self._nc = await nats.connect(
             self.settings.nats_url, name=f"fog-{self.service}-events", max_reconnect_attempts=-1
         )
+        for hook in self._start_hooks:
+            await hook()
         await self.broker.start()
+        for hook in self._after_start_hooks:
+            await hook()
         if self.publishes_events:
             relay = OutboxRelay(
                 dsn=self.settings.database_url.get_secret_value(),

@@ -1,0 +1,1 @@
+"""The gateway's ``/v1`` routes, one module per area."""

@@ -1,0 +1,1 @@
+"""Request/reply contracts (``fog.cmd.*``/``fog.qry.*``): one module per answering service."""
