@@ -237,19 +237,10 @@ class EventConsumer:
                 attributes={"messaging.consumer.group.name": self.spec.durable, "messaging.message.id": envelope.id},
             ) as span,
         ):
-            try:
-                if self.handler is not None:
-                    await self.handler(conn, item.event, envelope)
-                else:
-                    assert self.batch_handler is not None
-                    await self.batch_handler(conn, [(item.event, envelope)])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(trace.StatusCode.ERROR)
-                return exc
-        return None
+            if self.handler is not None:
+                return await _failure_of(self.handler(conn, item.event, envelope), span)
+            assert self.batch_handler is not None
+            return await _failure_of(self.batch_handler(conn, [(item.event, envelope)]), span)
 
     async def _run_batch_handler(self, conn: asyncpg.Connection, items: list[_Decoded]) -> BaseException | None:
         """One span for the batch, linked to every event's trace; returns what the handler raised."""
@@ -265,16 +256,8 @@ class EventConsumer:
                 "messaging.batch.message_count": len(items),
             },
         ) as span:
-            try:
-                assert self.batch_handler is not None
-                await self.batch_handler(conn, [(i.event, i.envelope) for i in items])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(trace.StatusCode.ERROR)
-                return exc
-        return None
+            assert self.batch_handler is not None
+            return await _failure_of(self.batch_handler(conn, [(i.event, i.envelope) for i in items]), span)
 
     async def _retry_or_dead_letter(self, msg: Msg, error: BaseException) -> None:
         delivered = msg.metadata.num_delivered or 1
@@ -321,3 +304,16 @@ class EventConsumer:
             "event dead-lettered",
             extra={"consumer": self.spec.durable, "reason": reason, "error": error, "subject": msg.subject},
         )
+
+
+async def _failure_of(call: Awaitable[None], span: trace.Span) -> BaseException | None:
+    """Await a handler; what it raised (recorded on its span), or None."""
+    try:
+        await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(trace.StatusCode.ERROR)
+        return exc
+    return None

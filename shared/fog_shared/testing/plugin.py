@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -24,6 +25,7 @@ from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
 from fog_shared.pg.migrate import migrate, migrations_for
 from fog_shared.pg.roles import ServiceDatabase, provision_service
+from fog_shared.settings import CommonSettings
 
 TEST_DATABASE = "fog_test"
 
@@ -186,3 +188,18 @@ def provision_topology(jetstream: JetStreamContext) -> Provisioner:
         await provision(jetstream, topology)
 
     return run
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def settings_in_schema(settings_cls: type[SettingsT], schema: str, **values: Any) -> SettingsT:
+    """A service's settings pointed at a test's fresh schema instead of the service's own."""
+
+    class InTestSchema(settings_cls):  # type: ignore[valid-type,misc]
+        @property
+        def db_schema(self) -> str:
+            return schema
+
+    settings: SettingsT = InTestSchema(**values)
+    return settings

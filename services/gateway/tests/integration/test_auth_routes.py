@@ -15,7 +15,7 @@ from fog_auth.config import Settings as AuthSettings
 from fog_gateway.app import build_app as build_gateway
 from fog_gateway.config import Settings as GatewaySettings
 from fog_shared.bus.topology import Topology
-from fog_shared.testing.plugin import Provisioner, Servers, ServiceDbFactory
+from fog_shared.testing.plugin import Provisioner, Servers, ServiceDbFactory, settings_in_schema
 from fog_shared.testing.waiting import wait_until
 
 PASSWORD = "correct horse battery staple"
@@ -28,14 +28,12 @@ async def gateway(
     await provision_topology(Topology())
     db = await service_db("auth", AUTH_MIGRATIONS)
 
-    class TestAuthSettings(AuthSettings):
-        @property
-        def db_schema(self) -> str:
-            return db.schema
-
     auth_app = build_auth(
-        TestAuthSettings(nats_url=fog_servers.nats_url, database_url=SecretStr(db.dsn), insecure_cheap_hashing=True)
-    )
+        settings_in_schema(
+            AuthSettings, db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(db.dsn),
+            insecure_cheap_hashing=True,
+        )
+    )  # fmt: skip
     gateway_app = build_gateway(GatewaySettings(nats_url=fog_servers.nats_url, request_timeout_s=2.0))
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(auth_app.router.lifespan_context(auth_app))

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from fog_messaging.app import MIGRATIONS, build_app
 from fog_messaging.config import Settings
 from fog_shared.bus.topology import Topology
-from fog_shared.testing.plugin import Provisioner, Servers, ServiceDb, ServiceDbFactory
+from fog_shared.testing.plugin import Provisioner, Servers, ServiceDb, ServiceDbFactory, settings_in_schema
 
 
 async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
@@ -24,14 +24,7 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def settings_for(fog_servers: Servers, db: ServiceDb) -> Settings:
-    """The service's settings, pointed at the test's fresh schema instead of ``messaging``."""
-
-    class TestSettings(Settings):
-        @property
-        def db_schema(self) -> str:
-            return db.schema
-
-    return TestSettings(nats_url=fog_servers.nats_url, database_url=SecretStr(db.dsn))
+    return settings_in_schema(Settings, db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(db.dsn))
 
 
 @pytest.fixture
