@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 from fog_auth import service
 from fog_auth.passwords import Passwords
@@ -20,52 +23,59 @@ def _tokens(pair: service.TokenPair) -> dict[str, Any]:
     return reply.model_dump()
 
 
-def _refused(exc: AuthError) -> dict[str, Any]:
-    return contract.error(exc.code, exc.detail, exc.retry_after_s)
-
-
 def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) -> None:
     broker, group = runtime.broker, queue_group("auth")
 
-    @broker.subscriber(contract.REGISTER, queue=group, title="register")
-    async def register_user(body: contract.RegisterRequest) -> dict[str, Any]:
+    async def answer(use_case: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """Run one use case on a pooled connection; a refusal becomes an error reply."""
         async with runtime.pool.acquire() as conn:
             try:
-                user_id = await service.register(
-                    conn, passwords, email=body.email, password=body.password, roles=["user"], now=datetime.now(UTC)
-                )
+                return await use_case(conn)
             except AuthError as exc:
-                return _refused(exc)
-        return contract.RegisteredReply(user_id=str(user_id)).model_dump()
+                return contract.error(exc.code, exc.detail, exc.retry_after_s)
+
+    @broker.subscriber(contract.REGISTER, queue=group, title="register")
+    async def register_user(body: contract.RegisterRequest) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            user_id = await service.register(
+                conn, passwords, email=body.email, password=body.password, roles=["user"], now=datetime.now(UTC)
+            )
+            return contract.RegisteredReply(user_id=str(user_id)).model_dump()
+
+        return await answer(run)
 
     @broker.subscriber(contract.LOGIN, queue=group, title="login")
     async def login(body: contract.LoginRequest) -> dict[str, Any]:
-        async with runtime.pool.acquire() as conn:
-            try:
-                pair = await service.login(
-                    conn, passwords, config, email=body.email, password=body.password, source=body.source,
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            return _tokens(
+                await service.login(
+                    conn,
+                    passwords,
+                    config,
+                    email=body.email,
+                    password=body.password,
+                    source=body.source,
                     now=datetime.now(UTC),
-                )  # fmt: skip
-            except AuthError as exc:
-                return _refused(exc)
-        return _tokens(pair)
+                )
+            )
+
+        return await answer(run)
 
     @broker.subscriber(contract.REFRESH, queue=group, title="refresh")
     async def refresh(body: contract.RefreshRequest) -> dict[str, Any]:
-        async with runtime.pool.acquire() as conn:
-            try:
-                pair = await service.refresh(conn, config, refresh_token=body.refresh_token, now=datetime.now(UTC))
-            except AuthError as exc:
-                return _refused(exc)
-        return _tokens(pair)
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            return _tokens(await service.refresh(conn, config, refresh_token=body.refresh_token, now=datetime.now(UTC)))
+
+        return await answer(run)
 
     @broker.subscriber(contract.LOGOUT, queue=group, title="logout")
     async def logout(body: contract.RefreshRequest) -> dict[str, Any]:
-        async with runtime.pool.acquire() as conn:
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
             await service.logout(conn, refresh_token=body.refresh_token, now=datetime.now(UTC))
-        return {}
+            return {}
+
+        return await answer(run)
 
     @broker.subscriber(contract.JWKS, queue=group, title="jwks")
     async def jwks() -> dict[str, Any]:
-        async with runtime.pool.acquire() as conn:
-            return await service.published_jwks(conn, config, now=datetime.now(UTC))
+        return await answer(lambda conn: service.published_jwks(conn, config, now=datetime.now(UTC)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -83,23 +85,7 @@ async def login(
     now: datetime,
 ) -> TokenPair:
     """Check the password under per-account and per-source lockout; open a session."""
-    outcome = await _login(conn, passwords, config, email=email, password=password, source=source, now=now)
-    if isinstance(outcome, AuthError):
-        raise outcome  # raised after the commit, so the failure counts
-    return outcome
-
-
-async def _login(
-    conn: asyncpg.Connection,
-    passwords: Passwords,
-    config: AuthConfig,
-    *,
-    email: str,
-    password: str,
-    source: str,
-    now: datetime,
-) -> TokenPair | AuthError:
-    async with conn.transaction():
+    async with _keeping_refusals(conn):
         source_failures, source_locked_until = await store.source_failures(conn, source)
         _refuse_while_locked(source_locked_until, now)
         user = await store.user_by_email(conn, email, for_update=True)
@@ -110,7 +96,7 @@ async def _login(
             await passwords.burn()  # an unknown account answers as slowly as a known one
         if not ok or user is None:
             await _count_failure(conn, user, source, source_failures, now)
-            return AuthError("invalid_credentials", "wrong e-mail or password")
+            raise AuthError("invalid_credentials", "wrong e-mail or password")
         if user.disabled:
             raise AuthError("account_disabled", "this account is disabled")
         rehashed = await passwords.hash(password) if passwords.needs_rehash(user.password_hash) else None
@@ -119,6 +105,23 @@ async def _login(
         session_id = uuid.uuid4()
         await store.insert_session(conn, session_id, user.id, now)
         return await _issue_pair(conn, config, user.id, user.roles, session_id, now)
+
+
+@asynccontextmanager
+async def _keeping_refusals(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction that commits what led to a refusal (failure counts, a reuse's revocation)
+    before the :class:`AuthError` reaches the caller; any other error rolls everything back."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    except AuthError:
+        await transaction.commit()
+        raise
+    except BaseException:
+        await transaction.rollback()
+        raise
+    await transaction.commit()
 
 
 def _refuse_while_locked(locked_until: datetime | None, now: datetime) -> None:
@@ -142,25 +145,17 @@ async def _count_failure(
 
 async def refresh(conn: asyncpg.Connection, config: AuthConfig, *, refresh_token: str, now: datetime) -> TokenPair:
     """Spend a refresh token for a new pair. A token spent twice revokes its whole session."""
-    outcome = await _refresh(conn, config, hash_refresh_token(refresh_token), now)
-    if isinstance(outcome, AuthError):
-        raise outcome  # raised after the commit, so a reuse's revocation stands
-    return outcome
-
-
-async def _refresh(
-    conn: asyncpg.Connection, config: AuthConfig, token_hash: bytes, now: datetime
-) -> TokenPair | AuthError:
-    async with conn.transaction():
+    token_hash = hash_refresh_token(refresh_token)
+    async with _keeping_refusals(conn):
         row = await store.refresh_token_for_update(conn, token_hash)
         if row is None or row.session_revoked_at is not None or row.expires_at <= now:
-            return AuthError("invalid_grant", "refresh token is not valid")
+            raise AuthError("invalid_grant", "refresh token is not valid")
         if row.used_at is not None:
             await _revoke(conn, row.session_id, row.user_id, "refresh_token_reuse", now)
-            return AuthError("invalid_grant", "refresh token was already used; the session is revoked")
+            raise AuthError("invalid_grant", "refresh token was already used; the session is revoked")
         user = await store.user_by_id(conn, row.user_id)
         if user is None or user.disabled:
-            return AuthError("invalid_grant", "refresh token is not valid")
+            raise AuthError("invalid_grant", "refresh token is not valid")
         await store.mark_refresh_token_used(conn, token_hash, now)
         return await _issue_pair(conn, config, user.id, user.roles, row.session_id, now)
 

@@ -197,7 +197,7 @@ class EventConsumer:
                 error = await self._run_handler(conn, item)
                 if error is not None:
                     raise _HandlerFailed(item, error)
-        EVENTS_HANDLED.labels(self.spec.durable, "ok").inc(len(batch))
+        EVENTS_HANDLED.labels(self.spec.durable, "ok").inc(len(todo))
 
     async def _handle_separately(
         self, batch: list[_Decoded], known: _HandlerFailed
