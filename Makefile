@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fog-installed
-DISTS  := shared services/auth services/registry services/scheduler services/messaging services/gateway agent cli
+DISTS  := shared services/auth services/registry services/scheduler services/messaging services/gateway client agent cli
 PYPROJECTS := $(foreach d,$(DISTS),$(d)/pyproject.toml)
 SERVICE_PKGS := $(filter-out %.egg-info,$(wildcard services/*/fog_*))
 EDITABLES  := -e 'shared[dev]' $(foreach d,$(filter-out shared,$(DISTS)),-e $(d))
@@ -43,7 +43,7 @@ test-fast: setup ## Tests only, no lint
 lint: setup ## ruff, mypy, import-linter contracts, event-schema freshness
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared/fog_shared $(SERVICE_PKGS) agent/fog_agent cli/fogctl
+	$(BIN)/mypy shared/fog_shared $(SERVICE_PKGS) client/fog_client agent/fog_agent cli/fogctl
 	$(BIN)/lint-imports
 	$(BIN)/python -m fog_shared.contracts --check contracts/schemas
 

@@ -2,9 +2,12 @@
 
 import typer
 
-from fogctl import dev
+from fogctl import account, dev
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
+app.command()(account.login)
+app.command()(account.whoami)
+app.command()(account.logout)
 app.add_typer(dev.app, name="dev")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from fog_auth import handlers, service
+from fog_auth import admin, handlers, service
 from fog_auth.config import Settings
 from fog_auth.passwords import Passwords, cheap_hasher_for_tests
 from fog_auth.service import AuthConfig
@@ -32,6 +32,15 @@ def build_app(settings: CommonSettings) -> FastAPI:
         async with runtime.pool.acquire() as conn:
             await service.ensure_signing_key(conn, now=datetime.now(UTC))
 
+    async def first_admin() -> None:
+        if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
+            async with runtime.pool.acquire() as conn:
+                await admin.ensure_first_admin(
+                    conn, passwords, email=settings.bootstrap_admin_email,
+                    password=settings.bootstrap_admin_password.get_secret_value(), now=datetime.now(UTC),
+                )  # fmt: skip
+
     runtime.on_start(first_signing_key)
+    runtime.on_start(first_admin)
     handlers.register(runtime, passwords, config)
     return runtime.http_app()

@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from fog_shared.settings import CommonSettings
@@ -20,3 +21,7 @@ class Settings(CommonSettings):
     max_concurrent_hashes: int = 2
     #: minimal argon2id cost, for test suites only: never set this in a deployment
     insecure_cheap_hashing: bool = False
+    #: the first admin, created at start unless that account exists (on Kubernetes both come from
+    #: a Secret; the dev stack generates the password). No default password anywhere.
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: SecretStr | None = None

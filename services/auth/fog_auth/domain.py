@@ -57,3 +57,19 @@ def lockout_seconds(consecutive_failures: int, *, free_attempts: int = 5, base_s
 def scope_allowed(requested: set[str], owner_roles: set[str]) -> bool:
     """An API key may carry only roles its owner has."""
     return requested <= owner_roles and requested <= set(ROLES)
+
+
+def api_key_roles(scopes: list[str], owner_roles: list[str]) -> list[str]:
+    """What an API key may do now: its scope, cut down to whatever roles its owner still has."""
+    return sorted(set(scopes) & set(owner_roles))
+
+
+def may_revoke_node_credential(
+    *, kind: str, user_id: str | None, node_id: str | None, roles: list[str], owner_id: str, target_node: str
+) -> bool:
+    """The node's owner, an admin (signed in as a user, not through a key), or the node itself."""
+    if kind == "node":
+        return node_id == target_node
+    if kind == "user" and "admin" in roles:
+        return True
+    return user_id == owner_id and "provider" in roles

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from pydantic import BaseModel
 
-from fog_auth import service
+from fog_auth import admin, credentials, service
 from fog_auth.passwords import Passwords
 from fog_auth.service import AuthConfig, AuthError
 from fog_shared.bus.broker import queue_group
@@ -23,22 +24,45 @@ def _tokens(pair: service.TokenPair) -> dict[str, Any]:
     return reply.model_dump()
 
 
-def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) -> None:
-    broker, group = runtime.broker, queue_group("auth")
+UseCase = Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | BaseModel | None]]
 
-    async def answer(use_case: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+
+def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) -> None:
+    answer = _answerer(runtime)
+    _account_handlers(runtime, passwords, config, answer)
+    _credential_handlers(runtime, answer)
+    _admin_handlers(runtime, answer)
+
+
+def _answerer(runtime: ServiceRuntime) -> Callable[[UseCase], Awaitable[dict[str, Any]]]:
+    async def answer(use_case: UseCase) -> dict[str, Any]:
         """Run one use case on a pooled connection; a refusal becomes an error reply."""
         async with runtime.pool.acquire() as conn:
             try:
-                return await use_case(conn)
+                result = await use_case(conn)
             except AuthError as exc:
                 return contract.error(exc.code, exc.detail, exc.retry_after_s)
+        if isinstance(result, BaseModel):
+            return result.model_dump(mode="json")
+        return result or {}
+
+    return answer
+
+
+def _account_handlers(
+    runtime: ServiceRuntime,
+    passwords: Passwords,
+    config: AuthConfig,
+    answer: Callable[[UseCase], Awaitable[dict[str, Any]]],
+) -> None:
+    broker, group = runtime.broker, queue_group("auth")
 
     @broker.subscriber(contract.REGISTER, queue=group, title="register")
     async def register_user(body: contract.RegisterRequest) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            roles = sorted(set[str](body.roles))
             user_id = await service.register(
-                conn, passwords, email=body.email, password=body.password, roles=["user"], now=datetime.now(UTC)
+                conn, passwords, email=body.email, password=body.password, roles=roles, now=_now()
             )
             return contract.RegisteredReply(user_id=str(user_id)).model_dump()
 
@@ -70,12 +94,75 @@ def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) 
 
     @broker.subscriber(contract.LOGOUT, queue=group, title="logout")
     async def logout(body: contract.RefreshRequest) -> dict[str, Any]:
-        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> None:
             await service.logout(conn, refresh_token=body.refresh_token, now=datetime.now(UTC))
-            return {}
 
         return await answer(run)
 
     @broker.subscriber(contract.JWKS, queue=group, title="jwks")
     async def jwks() -> dict[str, Any]:
         return await answer(lambda conn: service.published_jwks(conn, config, now=datetime.now(UTC)))
+
+
+def _credential_handlers(runtime: ServiceRuntime, answer: Callable[[UseCase], Awaitable[dict[str, Any]]]) -> None:
+    broker, group = runtime.broker, queue_group("auth")
+
+    @broker.subscriber(contract.INTROSPECT, queue=group, title="introspect")
+    async def introspect(body: contract.IntrospectRequest) -> dict[str, Any]:
+        return await answer(lambda conn: credentials.introspect(conn, credential=body.credential, now=_now()))
+
+    @broker.subscriber(contract.API_KEY_CREATE, queue=group, title="api_key_create")
+    async def create_api_key(body: contract.ApiKeyCreateCommand) -> dict[str, Any]:
+        return await answer(
+            lambda conn: credentials.create_api_key(conn, user_id=body.user_id, request=body.key, now=_now())
+        )
+
+    @broker.subscriber(contract.API_KEY_LIST, queue=group, title="api_key_list")
+    async def list_api_keys(body: contract.UserQuery) -> dict[str, Any]:
+        return await answer(lambda conn: credentials.list_api_keys(conn, user_id=body.user_id))
+
+    @broker.subscriber(contract.API_KEY_REVOKE, queue=group, title="api_key_revoke")
+    async def revoke_api_key(body: contract.ApiKeyRevokeCommand) -> dict[str, Any]:
+        return await answer(
+            lambda conn: credentials.revoke_api_key(conn, user_id=body.user_id, api_key_id=body.api_key_id, now=_now())
+        )
+
+    @broker.subscriber(contract.NODE_CREDENTIAL_ISSUE, queue=group, title="node_credential_issue")
+    async def issue_node_credential(body: contract.NodeCredentialIssueCommand) -> dict[str, Any]:
+        node_id, owner_id = body.node_id, body.owner_id
+        return await answer(
+            lambda conn: credentials.issue_node_credential(conn, node_id=node_id, owner_id=owner_id, now=_now())
+        )
+
+    @broker.subscriber(contract.NODE_CREDENTIAL_REVOKE, queue=group, title="node_credential_revoke")
+    async def revoke_node_credential(body: contract.NodeCredentialRevokeCommand) -> dict[str, Any]:
+        return await answer(
+            lambda conn: credentials.revoke_node_credential(conn, node_id=body.node_id, by=body.by, now=_now())
+        )
+
+
+def _admin_handlers(runtime: ServiceRuntime, answer: Callable[[UseCase], Awaitable[dict[str, Any]]]) -> None:
+    broker, group = runtime.broker, queue_group("auth")
+
+    @broker.subscriber(contract.USER_LIST, queue=group, title="user_list")
+    async def list_users(body: contract.ListUsersQuery) -> dict[str, Any]:
+        return await answer(lambda conn: admin.list_users(conn, body))
+
+    @broker.subscriber(contract.USER_SET_ROLES, queue=group, title="user_set_roles")
+    async def set_roles(body: contract.SetRolesCommand) -> dict[str, Any]:
+        return await answer(lambda conn: admin.set_roles(conn, body, now=_now()))
+
+    @broker.subscriber(contract.USER_DISABLE, queue=group, title="user_disable")
+    async def disable_user(body: contract.DisableUserCommand) -> dict[str, Any]:
+        return await answer(lambda conn: admin.disable_user(conn, body, now=_now()))
+
+    @broker.subscriber(contract.SIGNING_KEY_ROTATE, queue=group, title="signing_key_rotate")
+    async def rotate_signing_key() -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> contract.RotatedKey:
+            return contract.RotatedKey(kid=await service.rotate_signing_key(conn, now=_now()))
+
+        return await answer(run)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -151,7 +151,7 @@ async def refresh(conn: asyncpg.Connection, config: AuthConfig, *, refresh_token
         if row is None or row.session_revoked_at is not None or row.expires_at <= now:
             raise AuthError("invalid_grant", "refresh token is not valid")
         if row.used_at is not None:
-            await _revoke(conn, row.session_id, row.user_id, "refresh_token_reuse", now)
+            await revoke_session(conn, row.session_id, row.user_id, "refresh_token_reuse", now)
             raise AuthError("invalid_grant", "refresh token was already used; the session is revoked")
         user = await store.user_by_id(conn, row.user_id)
         if user is None or user.disabled:
@@ -164,10 +164,10 @@ async def logout(conn: asyncpg.Connection, *, refresh_token: str, now: datetime)
     async with conn.transaction():
         row = await store.refresh_token_for_update(conn, hash_refresh_token(refresh_token))
         if row is not None:
-            await _revoke(conn, row.session_id, row.user_id, "logout", now)
+            await revoke_session(conn, row.session_id, row.user_id, "logout", now)
 
 
-async def _revoke(
+async def revoke_session(
     conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID, reason: str, now: datetime
 ) -> None:
     if await store.revoke_session(conn, session_id, reason, now):

@@ -156,3 +156,49 @@ async def insert_signing_key(conn: asyncpg.Connection, kid: str, private_pem: by
 
 async def retire_signing_keys(conn: asyncpg.Connection, now: datetime) -> None:
     await conn.execute("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL", now)
+
+
+async def list_users(conn: asyncpg.Connection, limit: int, offset: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT id, email, roles, disabled, created_at FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2",
+            limit,
+            offset,
+        )
+    )
+
+
+async def user_view(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, email, roles, disabled, created_at FROM users WHERE id = $1", user_id
+    )
+    return row
+
+
+async def lock_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> UserRow | None:
+    row = await conn.fetchrow(
+        "SELECT id, email, password_hash, roles, disabled, failed_logins, locked_until FROM users"
+        " WHERE id = $1 FOR UPDATE",
+        user_id,
+    )
+    return UserRow(**dict(row)) if row else None
+
+
+async def set_roles(conn: asyncpg.Connection, user_id: uuid.UUID, roles: list[str]) -> None:
+    await conn.execute("UPDATE users SET roles = $2 WHERE id = $1", user_id, roles)
+
+
+async def disable_user(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute("UPDATE users SET disabled = true, disabled_at = $2 WHERE id = $1", user_id, now)
+
+
+async def live_sessions(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await conn.fetch("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL", user_id)
+    return [r["id"] for r in rows]
+
+
+async def other_active_admins(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM users WHERE 'admin' = ANY (roles) AND NOT disabled AND id <> $1", user_id
+    )
+    return count

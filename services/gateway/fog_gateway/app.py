@@ -3,8 +3,12 @@
 from fastapi import FastAPI
 
 from fog_gateway import __version__, problems
+from fog_gateway.authz import Authorizer
+from fog_gateway.calls import ServiceCalls
 from fog_gateway.config import Settings
-from fog_gateway.routes import auth
+from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
+from fog_gateway.ratelimit import RateLimiter
+from fog_gateway.routes import admin, api_keys, auth, nodes
 from fog_gateway.security import Verifier
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -23,11 +27,21 @@ def build_app(settings: CommonSettings) -> FastAPI:
         audience=settings.token_audience,
         access_ttl_s=settings.access_token_ttl_s,
         timeout_s=settings.request_timeout_s,
+        credential_cache_s=settings.credential_cache_s,
     )
 
     async def start_verifier() -> None:
         await verifier.start(runtime.broker, runtime.js)
 
     runtime.after_start(start_verifier)
-    api.include_router(auth.build_router(runtime.broker, verifier, settings.request_timeout_s))
+    calls = ServiceCalls(runtime.broker, settings.request_timeout_s)
+    authz = Authorizer(verifier, RateLimiter(settings.rate_per_principal_per_s, settings.burst_per_principal))
+    for module in (auth, api_keys, admin, nodes):
+        api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
+    # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
+    api.add_middleware(
+        SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)
+    )
+    api.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    api.add_middleware(RequestIdMiddleware)
     return runtime.http_app(api)

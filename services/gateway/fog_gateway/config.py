@@ -15,3 +15,14 @@ class Settings(CommonSettings):
     token_issuer: str = "fog-auth"  # noqa: S105 - a name, not a secret
     token_audience: str = "fog"  # noqa: S105 - a name, not a secret
     access_token_ttl_s: int = 600
+    #: how long an API key's or node credential's introspection is reused; revocation events
+    #: evict it sooner
+    credential_cache_s: float = 30.0
+    #: token buckets per client address (all requests) and per principal (authenticated ones);
+    #: a rate of 0 turns a limit off. Limits are per gateway process.
+    rate_per_source_per_s: float = 100.0
+    burst_per_source: int = 200
+    rate_per_principal_per_s: float = 50.0
+    burst_per_principal: int = 100
+    #: request bodies above this are refused with 413 before they are read
+    max_body_bytes: int = 1_048_576

@@ -7,11 +7,53 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from fog_shared.bus.rpc import ServiceUnavailable
 
 PROBLEM = "application/problem+json"
+
+#: services' refusal codes → HTTP statuses (anything else is a 400)
+STATUS_BY_CODE = {
+    "weak_password": 422, "invalid_role": 422, "invalid_expiry": 422, "email_taken": 409, "last_admin": 409,
+    "invalid_credentials": 401, "invalid_grant": 401, "invalid_credential": 401, "account_disabled": 403,
+    "forbidden": 403, "scope_exceeds_roles": 403, "not_found": 404, "locked": 429,
+}  # fmt: skip
+
+
+def status_for(code: str) -> int:
+    return STATUS_BY_CODE.get(code, 400)
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+_TITLES = {
+    400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
+    413: "Request body too large", 422: "Invalid request", 429: "Too many requests",
+    503: "A service did not answer in time",
+}  # fmt: skip
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all problem+json."""
+    schema = ProblemDetails.model_json_schema()
+    return {status: {"description": _TITLES[status], "content": {PROBLEM: {"schema": schema}}} for status in statuses}
+
+
+#: what any /v1 route can answer whatever it does
+COMMON_ERRORS = documented(400, 413, 422, 429, 503)
+#: ... and any route that needs a credential
+GUARDED_ERRORS = documented(401, 403)
 
 
 class Problem(Exception):
@@ -31,7 +73,10 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {"type": f"urn:fog:problem:{code or status}", "title": title, "status": status, "detail": detail, **extra}
+    body = {"type": f"urn:fog:problem:{code or status}", "title": title, "status": status, "detail": detail}
+    if code is not None:
+        body["code"] = code  # an extension member: the stable, machine-readable reason
+    body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 

@@ -1,16 +1,29 @@
-"""Who is asking: access tokens verified locally against auth's JWKS and a revocation list.
+"""Who is asking: access tokens verified locally, API keys and node credentials via auth, cached.
 
-The JWKS is fetched at start, again on every ``signing_key.rotated`` event, and (at most once
-per ``unknown_kid_refresh_s``) when a token names a key we do not know. Revoked sessions come
-from ``session.revoked`` events: the last access-token lifetime of them is replayed from the
-stream at start (older sessions' tokens have expired anyway), then followed live, so a
-revocation reaches every gateway process within moments.
+Access tokens (JWTs) are verified against auth's JWKS, fetched at start, again on every
+``signing_key.rotated`` event, and when a token names a key we do not know: such refreshes are
+shared by every request waiting on one and spaced at least ``unknown_kid_refresh_s`` apart, so
+tokens with made-up ``kid`` values cost auth one JWKS query per interval, however many arrive,
+while a token signed right after a rotation (before its event got here) waits for the refresh
+instead of failing. Revoked sessions come from ``session.revoked`` events: the last
+access-token lifetime of them is replayed from the stream at start (older sessions' tokens have
+expired anyway), then followed live, so a revocation reaches every gateway process within moments.
+
+API keys and node credentials are opaque: auth says whom they stand for (``introspect``), and the
+answer is cached for ``credential_cache_s`` at most. Revocation, disabling and role-change events
+evict cached answers at once, so the cache never outlives a revocation by more than the event's
+trip through JetStream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from faststream.nats import NatsBroker
@@ -19,22 +32,98 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from fog_shared.bus.rpc import request
-from fog_shared.commands import auth as auth_contract
-from fog_shared.events.auth import SessionRevoked, SigningKeyRotated
+from fog_shared.commands import auth as contract
+from fog_shared.events.auth import (
+    ApiKeyRevoked,
+    NodeCredentialRevoked,
+    SessionRevoked,
+    SigningKeyRotated,
+    UserDisabled,
+    UserRolesChanged,
+)
+from fog_shared.events.base import Event
+from fog_shared.subjects import service_events
 from fog_shared.tokens import AccessClaims, KeySet, TokenError, UnknownKey, verify_access_token
 
 log = logging.getLogger(__name__)
 
+Principal = contract.Principal
+
+
+class CredentialRefused(TokenError):
+    """Auth answered: this API key or node credential is not (or no longer) valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal
+    valid_until: float  # monotonic
+
+
+class CredentialCache:
+    """Introspection answers by SHA-256 of the secret, bounded, least recently used out first."""
+
+    def __init__(self, *, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
+        self._entries: OrderedDict[bytes, _Cached] = OrderedDict()
+
+    def get(self, digest: bytes) -> Principal | None:
+        cached = self._entries.get(digest)
+        if cached is None or cached.valid_until <= self.clock():
+            self._entries.pop(digest, None)
+            return None
+        self._entries.move_to_end(digest)
+        return cached.principal
+
+    def put(self, digest: bytes, principal: Principal, expires_at: datetime | None) -> None:
+        ttl = self.ttl_s
+        if expires_at is not None:
+            ttl = min(ttl, (expires_at - datetime.now(UTC)).total_seconds())
+        if ttl <= 0:
+            return
+        self._entries[digest] = _Cached(principal, self.clock() + ttl)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, matches: Callable[[Principal], bool]) -> int:
+        doomed = [digest for digest, cached in self._entries.items() if matches(cached.principal)]
+        for digest in doomed:
+            del self._entries[digest]
+        return len(doomed)
+
+
+def _evicts(event: Event) -> Callable[[Principal], bool] | None:
+    """Which cached principals an auth event makes stale, if any."""
+    match event:
+        case ApiKeyRevoked():
+            return lambda p: p.api_key_id == event.api_key_id
+        case NodeCredentialRevoked():
+            return lambda p: p.node_id == event.node_id
+        case UserDisabled() | UserRolesChanged():
+            # A disabled provider's nodes stop too; auth refuses them on the next introspection.
+            return lambda p: p.user_id == event.user_id or p.kind == "node"
+    return None
+
 
 class Verifier:
     def __init__(
-        self, *, issuer: str, audience: str, access_ttl_s: int, timeout_s: float, unknown_kid_refresh_s: float = 5.0
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl_s: int,
+        timeout_s: float,
+        credential_cache_s: float = 30.0,
+        unknown_kid_refresh_s: float = 1.0,
     ) -> None:
         self.issuer, self.audience, self.access_ttl_s, self.timeout_s = issuer, audience, access_ttl_s, timeout_s
         self.unknown_kid_refresh_s = unknown_kid_refresh_s
         self.keys = KeySet({})
         self.revoked_sessions: set[str] = set()
+        self.credentials = CredentialCache(ttl_s=credential_cache_s)
         self._last_refresh = 0.0
+        self._unknown_kid_refresh: asyncio.Task[None] | None = None
         self._broker: NatsBroker | None = None
 
     async def start(self, broker: NatsBroker, js: JetStreamContext) -> None:
@@ -42,10 +131,10 @@ class Verifier:
         since = datetime.now(UTC) - timedelta(seconds=self.access_ttl_s + 60)
         await js.subscribe(
             SessionRevoked.TYPE.subject, cb=self._on_revoked, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_TIME, config=_start_at(since),
+            deliver_policy=DeliverPolicy.BY_START_TIME, config=ConsumerConfig(opt_start_time=since),
         )  # fmt: skip
         await js.subscribe(
-            SigningKeyRotated.TYPE.subject, cb=self._on_rotated, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+            service_events("auth"), cb=self._on_auth_event, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
         try:
             await self.refresh_keys()
@@ -54,9 +143,13 @@ class Verifier:
             log.warning("JWKS not available yet", exc_info=True)
 
     async def refresh_keys(self) -> None:
-        assert self._broker is not None
         self._last_refresh = time.monotonic()
-        self.keys = KeySet.from_jwks(await request(self._broker, auth_contract.JWKS, {}, timeout=self.timeout_s))
+        self.keys = KeySet.from_jwks(await request(self._bus(), contract.JWKS, {}, timeout=self.timeout_s))
+
+    def _bus(self) -> NatsBroker:
+        if self._broker is None:
+            raise RuntimeError("the verifier is not started")
+        return self._broker
 
     async def _on_revoked(self, msg: Msg) -> None:
         try:
@@ -64,27 +157,62 @@ class Verifier:
         except Exception:
             log.warning("unreadable session.revoked event", exc_info=True)
 
-    async def _on_rotated(self, _: Msg) -> None:
+    async def _on_auth_event(self, msg: Msg) -> None:
         try:
-            await self.refresh_keys()
+            if msg.subject == SigningKeyRotated.TYPE.subject:
+                await self.refresh_keys()
+                return
+            for event_type in (ApiKeyRevoked, NodeCredentialRevoked, UserDisabled, UserRolesChanged):
+                if msg.subject == event_type.TYPE.subject:
+                    matches = _evicts(event_type.from_json(msg.data))
+                    if matches is not None:
+                        self.credentials.evict(matches)
         except Exception:
-            log.warning("JWKS refresh after rotation failed", exc_info=True)
+            log.warning("auth event not applied", exc_info=True, extra={"subject": msg.subject})
+
+    # -- verification -------------------------------------------------------------------
+    async def principal(self, credential: str) -> Principal:
+        """Whoever ``credential`` (access token, API key or node credential) stands for."""
+        if credential.startswith((contract.API_KEY_PREFIX, contract.NODE_CREDENTIAL_PREFIX)):
+            return await self._introspect(credential)
+        claims = await self.verify(credential)
+        return Principal(kind="user", user_id=claims.subject, roles=list(claims.roles), session_id=claims.session_id)
 
     async def verify(self, token: str) -> AccessClaims:
         try:
             claims = self._verify(token)
         except UnknownKey:
-            if time.monotonic() - self._last_refresh < self.unknown_kid_refresh_s:
-                raise
-            await self.refresh_keys()
+            await self._refresh_for_unknown_kid()
             claims = self._verify(token)
         if claims.session_id is not None and claims.session_id in self.revoked_sessions:
             raise TokenError("session revoked")
         return claims
 
+    async def _refresh_for_unknown_kid(self) -> None:
+        if self._unknown_kid_refresh is None or self._unknown_kid_refresh.done():
+            self._unknown_kid_refresh = asyncio.create_task(self._spaced_refresh())
+        await asyncio.shield(self._unknown_kid_refresh)
+
+    async def _spaced_refresh(self) -> None:
+        wait = self._last_refresh + self.unknown_kid_refresh_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)  # spacing refreshes, not synchronising anything
+        await self.refresh_keys()
+
     def _verify(self, token: str) -> AccessClaims:
         return verify_access_token(token, self.keys, issuer=self.issuer, audience=self.audience)
 
-
-def _start_at(moment: datetime) -> ConsumerConfig:
-    return ConsumerConfig(opt_start_time=moment)
+    async def _introspect(self, credential: str) -> Principal:
+        digest = hashlib.sha256(credential.encode()).digest()
+        cached = self.credentials.get(digest)
+        if cached is not None:
+            return cached
+        if len(credential) > 256:
+            raise CredentialRefused("credential too long")
+        body = contract.IntrospectRequest(credential=credential)
+        reply = await request(self._bus(), contract.INTROSPECT, body, timeout=self.timeout_s)
+        if "error" in reply:
+            raise CredentialRefused(contract.ErrorReply.model_validate(reply["error"]).detail)
+        answer = contract.IntrospectReply.model_validate(reply)
+        self.credentials.put(digest, answer.principal, answer.expires_at)
+        return answer.principal

@@ -2,57 +2,189 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, StringConstraints
 
+from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
 from fog_shared.subjects import command_subject, query_subject
+
+__all__ = ["ErrorReply", "error"]  # re-exported: callers of auth use one module
 
 REGISTER = command_subject("auth", "register")
 LOGIN = command_subject("auth", "login")
 REFRESH = command_subject("auth", "refresh")
 LOGOUT = command_subject("auth", "logout")
 JWKS = query_subject("auth", "jwks")
+#: who a credential (API key or node credential) stands for; the gateway caches the answer
+INTROSPECT = query_subject("auth", "introspect")
+API_KEY_CREATE = command_subject("auth", "api_key_create")
+API_KEY_LIST = query_subject("auth", "api_key_list")
+API_KEY_REVOKE = command_subject("auth", "api_key_revoke")
+USER_LIST = query_subject("auth", "user_list")
+USER_SET_ROLES = command_subject("auth", "user_set_roles")
+USER_DISABLE = command_subject("auth", "user_disable")
+SIGNING_KEY_ROTATE = command_subject("auth", "signing_key_rotate")
+NODE_CREDENTIAL_ISSUE = command_subject("auth", "node_credential_issue")
+NODE_CREDENTIAL_REVOKE = command_subject("auth", "node_credential_revoke")
+
+API_KEY_PREFIX = "fogk_"
+NODE_CREDENTIAL_PREFIX = "fogn_"
+
+Role = Literal["admin", "user", "provider"]
+#: node ids are chosen by the registry; this shape keeps them safe in paths and logs
+NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-class RegisterRequest(_Strict):
+class RegisterRequest(Strict):
     email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    password: str = Field(min_length=1, max_length=1024)
+    #: node owners sign up as providers themselves; only an admin makes admins
+    roles: list[Literal["user", "provider"]] = Field(default=["user"], min_length=1, max_length=2)
+
+
+class Credentials(Strict):
+    email: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
 
 
-class LoginRequest(_Strict):
+class LoginRequest(Strict):
     email: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
     #: the caller's address as the gateway saw it: brute-force counting per source
     source: str = Field(default="unknown", max_length=64)
 
 
-class RefreshRequest(_Strict):
+class RefreshRequest(Strict):
     refresh_token: str = Field(min_length=1, max_length=256)
 
 
-class TokenReply(_Strict):
+class TokenReply(Strict):
     access_token: str
     refresh_token: str
     token_type: str = "Bearer"  # noqa: S105 - a scheme, not a secret
     expires_in: int
 
 
-class RegisteredReply(_Strict):
+class RegisteredReply(Strict):
     user_id: str
 
 
-class ErrorReply(_Strict):
-    """A refused request: a stable ``code`` the gateway maps to an HTTP status."""
+class Principal(Strict):
+    """Who is asking, as the gateway established it: a user (access token), one of a user's API
+    keys (acting with the key's scope), or a node (its node credential)."""
 
-    code: str
-    detail: str
-    retry_after_s: int | None = None
+    kind: Literal["user", "api_key", "node"]
+    user_id: str | None = None
+    node_id: str | None = None
+    roles: list[str]
+    session_id: str | None = None
+    api_key_id: str | None = None
 
 
-def error(code: str, detail: str, retry_after_s: int | None = None) -> dict[str, Any]:
-    return {"error": ErrorReply(code=code, detail=detail, retry_after_s=retry_after_s).model_dump()}
+class IntrospectRequest(Strict):
+    credential: str = Field(min_length=1, max_length=256)
+
+
+class IntrospectReply(Strict):
+    principal: Principal
+    #: the credential's own expiry, if any: a cache must not outlive it
+    expires_at: Timestamp | None = None
+
+
+class ApiKeyCreateRequest(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Role] = Field(min_length=1, max_length=3)
+    expires_at: Timestamp | None = None
+
+
+class ApiKeyCreateCommand(Strict):
+    user_id: str
+    key: ApiKeyCreateRequest
+
+
+class ApiKeyView(Strict):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class CreatedApiKey(Strict):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    #: the secret: shown once, stored only as a hash
+    key: str
+
+
+class ApiKeyList(Strict):
+    items: list[ApiKeyView]
+
+
+class UserQuery(Strict):
+    user_id: str
+
+
+class ApiKeyRevokeCommand(Strict):
+    user_id: str
+    api_key_id: str = Field(max_length=64)
+
+
+class UserView(Strict):
+    id: str
+    email: str
+    roles: list[str]
+    disabled: bool
+    created_at: Timestamp
+
+
+class UserList(Strict):
+    items: list[UserView]
+
+
+class ListUsersQuery(Strict):
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class SetRolesRequest(Strict):
+    roles: list[Role] = Field(min_length=1, max_length=3)
+
+
+class SetRolesCommand(Strict):
+    user_id: str
+    roles: list[Role]
+    by: str
+
+
+class DisableUserCommand(Strict):
+    user_id: str
+    by: str
+
+
+class RotatedKey(Strict):
+    kid: str
+
+
+class NodeCredentialIssueCommand(Strict):
+    node_id: NodeId
+    #: the provider the node belongs to; a node id once bound to an owner stays with it
+    owner_id: str
+
+
+class NodeCredentialRevokeCommand(Strict):
+    node_id: NodeId
+    #: who asks: the node's owner, an admin, or the node itself
+    by: Principal
+
+
+class IssuedNodeCredential(Strict):
+    node_id: str
+    credential: str
+    issued_at: Timestamp

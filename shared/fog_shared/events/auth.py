@@ -44,3 +44,65 @@ class SigningKeyRotated(Event):
     kid: str
     previous_kid: str | None
     rotated_at: datetime
+
+
+class UserRolesChanged(Event):
+    """An admin changed a user's roles. The user's sessions are revoked with it (their tokens
+    carry the old roles), and API keys never act beyond the owner's current roles."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "user", "roles_changed", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    roles: list[str]
+    previous_roles: list[str]
+    changed_by: str
+    changed_at: datetime
+
+
+class UserDisabled(Event):
+    """An admin disabled an account: no login, no refresh, and its sessions, API keys and node
+    credentials stop working at once."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "user", "disabled", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    disabled_by: str
+    disabled_at: datetime
+
+
+class ApiKeyRevoked(Event):
+    """An API key stops working; verifiers drop it from their caches."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "api_key", "revoked", 1)
+    AGGREGATE_ID: ClassVar[str] = "api_key_id"
+
+    api_key_id: str
+    user_id: str
+    revoked_at: datetime
+
+
+class NodeCredentialIssued(Event):
+    """A node has a (new) credential; any earlier one of the same node is revoked with it."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "node_credential", "issued", 1)
+    AGGREGATE_ID: ClassVar[str] = "node_id"
+
+    node_id: str
+    owner_id: str
+    credential_id: str
+    issued_at: datetime
+
+
+class NodeCredentialRevoked(Event):
+    """A node credential stops working; verifiers drop it from their caches."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "node_credential", "revoked", 1)
+    AGGREGATE_ID: ClassVar[str] = "node_id"
+
+    node_id: str
+    owner_id: str
+    credential_id: str
+    reason: str
+    revoked_at: datetime

@@ -3,80 +3,50 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from faststream.nats import NatsBroker
-from pydantic import BaseModel
 
-from fog_gateway.problems import Problem
-from fog_gateway.security import Verifier
-from fog_shared.bus.rpc import request
+from fog_gateway.authz import NODES, PEOPLE, Authorizer
+from fog_gateway.calls import ServiceCalls
+from fog_gateway.problems import GUARDED_ERRORS, documented
+from fog_gateway.security import Principal
 from fog_shared.commands import auth as contract
-from fog_shared.tokens import AccessClaims, TokenError
-
-#: auth's refusal codes → HTTP statuses
-STATUS = {
-    "weak_password": 422, "invalid_role": 422, "email_taken": 409, "invalid_credentials": 401,
-    "invalid_grant": 401, "account_disabled": 403, "locked": 429,
-}  # fmt: skip
 
 
-class Me(BaseModel):
-    user_id: str
-    roles: list[str]
-    session_id: str | None
+def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
+    router = APIRouter(tags=["auth"])
+    anyone_signed_in = authz.allow((*PEOPLE, *NODES))
 
-
-def build_router(broker: NatsBroker, verifier: Verifier, timeout_s: float) -> APIRouter:
-    router = APIRouter()
-    bearer = HTTPBearer(auto_error=False)
-
-    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> AccessClaims:
-        if credentials is None:
-            raise Problem(401, "Unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            return await verifier.verify(credentials.credentials)
-        except TokenError as exc:
-            raise Problem(
-                401, "Unauthorized", exc.reason, code="invalid_token", headers={"WWW-Authenticate": "Bearer"}
-            ) from None
-
-    async def ask(subject: str, body: BaseModel) -> dict[str, Any]:
-        reply = await request(broker, subject, body, timeout=timeout_s)
-        if "error" in reply:
-            refusal = contract.ErrorReply.model_validate(reply["error"])
-            headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
-            raise Problem(
-                STATUS.get(refusal.code, 400),
-                refusal.code.replace("_", " "),
-                refusal.detail,
-                code=refusal.code,
-                headers=headers,
-            )
-        return reply
-
-    @router.post("/v1/auth/register", status_code=201, response_model=contract.RegisteredReply, tags=["auth"])
+    @router.post(
+        "/v1/auth/register", status_code=201, response_model=contract.RegisteredReply, responses=documented(409)
+    )
     async def register(body: contract.RegisterRequest) -> dict[str, Any]:
-        return await ask(contract.REGISTER, body)
+        """Create an account (roles ``user``, and ``provider`` for node owners)."""
+        return await calls.ask(contract.REGISTER, body)
 
-    @router.post("/v1/auth/login", response_model=contract.TokenReply, tags=["auth"])
-    async def login(body: contract.RegisterRequest, http: Request) -> dict[str, Any]:
+    @router.post("/v1/auth/login", response_model=contract.TokenReply, responses=documented(401, 403))
+    async def login(body: contract.Credentials, http: Request) -> dict[str, Any]:
+        """Exchange e-mail and password for an access token and a refresh token."""
         source = http.client.host if http.client else "unknown"
-        return await ask(contract.LOGIN, contract.LoginRequest(email=body.email, password=body.password, source=source))
+        request = contract.LoginRequest(email=body.email, password=body.password, source=source)
+        return await calls.ask(contract.LOGIN, request)
 
-    @router.post("/v1/auth/refresh", response_model=contract.TokenReply, tags=["auth"])
+    @router.post("/v1/auth/refresh", response_model=contract.TokenReply, responses=documented(401))
     async def refresh(body: contract.RefreshRequest) -> dict[str, Any]:
-        return await ask(contract.REFRESH, body)
+        """Spend a refresh token (single use) for a new pair."""
+        return await calls.ask(contract.REFRESH, body)
 
-    @router.post("/v1/auth/logout", status_code=204, tags=["auth"])
+    @router.post("/v1/auth/logout", status_code=204)
     async def logout(body: contract.RefreshRequest) -> None:
-        await ask(contract.LOGOUT, body)
+        """End the session the refresh token belongs to; its access tokens stop working too."""
+        await calls.ask(contract.LOGOUT, body)
 
-    @router.get("/v1/me", response_model=Me, tags=["auth"])
-    async def me(claims: Annotated[AccessClaims, Depends(principal)]) -> Me:
-        return Me(user_id=claims.subject, roles=list(claims.roles), session_id=claims.session_id)
+    @router.get("/v1/me", response_model=contract.Principal, responses=GUARDED_ERRORS)
+    async def me(principal: Annotated[Principal, Depends(anyone_signed_in)]) -> Principal:
+        """Who the credential on this request stands for."""
+        return principal
 
-    @router.get("/.well-known/jwks.json", tags=["auth"])
+    @router.get("/.well-known/jwks.json")
     async def jwks() -> dict[str, Any]:
-        return await request(broker, contract.JWKS, {}, timeout=timeout_s)
+        """The public keys access tokens are signed with (RFC 7517)."""
+        return await calls.ask(contract.JWKS, {})
 
     return router

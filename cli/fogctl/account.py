@@ -1,0 +1,153 @@
+"""``fogctl login|whoami|logout``: a user's session with the gateway, kept between commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import pydantic
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from fog_client import ApiError, FogClient, Me, Tokens
+from fogctl import session
+from fogctl.session import Session, SessionError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+def new_client(
+    base_url: str,
+    *,
+    access_token: str | None = None,
+    refresh_token: str | None = None,
+    on_tokens: Callable[[Tokens], None] | None = None,
+) -> FogClient:
+    """Every command gets its client here, so that tests can hand it a mock transport instead."""
+    return FogClient(base_url, access_token=access_token, refresh_token=refresh_token, on_tokens=on_tokens)
+
+
+def login(
+    url: Annotated[str, typer.Option("--url", envvar="FOG_URL", help="The gateway")] = DEFAULT_URL,
+    email: Annotated[str | None, typer.Option(help="Account email (prompted for when missing)")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input, for scripts")
+    ] = False,
+) -> None:
+    """Log in to a Fog gateway and keep the session for the other commands."""
+    if email is None:
+        if password_stdin:
+            raise typer.Exit(_fail("--password-stdin needs --email"))
+        email = typer.prompt("Email")
+    password = _read_password(password_stdin)
+
+    async def run() -> tuple[Session, Me]:
+        async with new_client(url) as client:
+            saved = await session.login(client, email, password)
+            return saved, await client.me()
+
+    saved, me = _run(url, run())
+    console.print(f"Logged in to {escape(saved.gateway_url)} as {escape(saved.email)}.")
+    _print_me(saved, me)
+
+
+def whoami(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
+    """Who the saved session is: kind, ids and roles, as the gateway sees them."""
+    saved = _saved_session()
+
+    async def run() -> Me:
+        async with new_client(
+            saved.gateway_url,
+            access_token=saved.access_token,
+            refresh_token=saved.refresh_token,
+            on_tokens=saved.keep,  # a refresh rotates the refresh token: the file must follow
+        ) as client:
+            return await client.me()
+
+    me = _run(saved.gateway_url, run(), on_401="the session has ended; run `fogctl login`")
+    if as_json:
+        typer.echo(json.dumps({"gateway_url": saved.gateway_url, "email": saved.email, **me.model_dump(mode="json")}))
+    else:
+        _print_me(saved, me)
+
+
+def logout() -> None:
+    """End the session on the gateway and forget it here."""
+    try:
+        saved = Session.load()
+    except SessionError as exc:  # nothing in it can end the session on the gateway: forget it here
+        session.delete()
+        console.print(f"{escape(str(exc))}: removed it.")
+        return
+    if saved is None:
+        raise typer.Exit(_fail("not logged in"))
+
+    async def run() -> None:
+        async with new_client(saved.gateway_url, refresh_token=saved.refresh_token) as client:
+            await client.logout()
+
+    # An unreachable gateway keeps the file: the session is still live there and can be ended later.
+    _run(saved.gateway_url, run())
+    session.delete(saved.path)
+    console.print("Logged out.")
+
+
+def _saved_session() -> Session:
+    try:
+        saved = Session.load()
+    except SessionError as exc:
+        raise typer.Exit(_fail(f"{exc}; `fogctl login` replaces it")) from None
+    if saved is None:
+        raise typer.Exit(_fail("not logged in; run `fogctl login`"))
+    return saved
+
+
+def _read_password(from_stdin: bool) -> str:
+    if not from_stdin:
+        password: str = typer.prompt("Password", hide_input=True)
+        return password
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise typer.Exit(_fail("no password on standard input"))
+    return password
+
+
+def _run(gateway_url: str, work: Coroutine[Any, Any, T], *, on_401: str | None = None) -> T:
+    """Run a command's calls; what can go wrong becomes one line on stderr and exit status 1."""
+    try:
+        return asyncio.run(work)
+    except ApiError as exc:
+        hint = f"; {on_401}" if on_401 and exc.status == 401 else ""
+        raise typer.Exit(_fail(f"{gateway_url} refused: {exc}{hint}")) from None
+    except httpx.TransportError as exc:
+        raise typer.Exit(_fail(f"cannot reach the gateway at {gateway_url}: {exc or exc.__class__.__name__}")) from None
+    except pydantic.ValidationError:
+        raise typer.Exit(_fail(f"{gateway_url} answered something unexpected: is it a Fog gateway?")) from None
+
+
+def _print_me(saved: Session, me: Me) -> None:
+    rows = {
+        "gateway": saved.gateway_url,
+        "email": saved.email,
+        "kind": me.kind,
+        "user_id": me.user_id,
+        "node_id": me.node_id,
+        "api_key_id": me.api_key_id,
+        "session_id": me.session_id,
+        "roles": ", ".join(me.roles) or "(none)",
+    }
+    for label, value in rows.items():
+        if value is not None:
+            typer.echo(f"{label:<11} {value}")
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]{escape(message)}[/]", soft_wrap=True)  # one line, whatever the width: grep-able
+    return 1

@@ -1,0 +1,111 @@
+"""What admins do to accounts: list them, change roles, disable; and the first admin itself.
+
+Changing roles or disabling revokes the user's sessions in the same transaction, so tokens
+carrying the old roles stop working as soon as verifiers see the events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from fog_auth import store
+from fog_auth.passwords import Passwords
+from fog_auth.service import SOURCE, AuthError, register, revoke_session
+from fog_shared.commands import auth as contract
+from fog_shared.events.auth import UserDisabled, UserRolesChanged
+from fog_shared.pg import outbox
+
+
+def _user_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise AuthError("not_found", "no such user") from None
+
+
+def _view(row: asyncpg.Record) -> contract.UserView:
+    return contract.UserView(**{**dict(row), "id": str(row["id"])})
+
+
+async def list_users(conn: asyncpg.Connection, query: contract.ListUsersQuery) -> contract.UserList:
+    return contract.UserList(items=[_view(r) for r in await store.list_users(conn, query.limit, query.offset)])
+
+
+async def set_roles(conn: asyncpg.Connection, command: contract.SetRolesCommand, *, now: datetime) -> contract.UserView:
+    user_id, roles = _user_id(command.user_id), sorted(set[str](command.roles))
+    async with conn.transaction():
+        user = await _lock_existing(conn, user_id)
+        if "admin" in user.roles and "admin" not in roles:
+            await _refuse_losing_last_admin(conn, user_id)
+        if roles != sorted(user.roles):
+            await store.set_roles(conn, user_id, roles)
+            event = UserRolesChanged(
+                user_id=str(user_id), roles=roles, previous_roles=sorted(user.roles), changed_by=command.by,
+                changed_at=now,
+            )  # fmt: skip
+            await outbox.record(conn, event, source=SOURCE)
+            await _revoke_sessions(conn, user_id, "roles_changed", now)
+        return await _current_view(conn, user_id)
+
+
+async def disable_user(
+    conn: asyncpg.Connection, command: contract.DisableUserCommand, *, now: datetime
+) -> contract.UserView:
+    user_id = _user_id(command.user_id)
+    async with conn.transaction():
+        user = await _lock_existing(conn, user_id)
+        if not user.disabled:
+            if "admin" in user.roles:
+                await _refuse_losing_last_admin(conn, user_id)
+            await store.disable_user(conn, user_id, now)
+            event = UserDisabled(user_id=str(user_id), disabled_by=command.by, disabled_at=now)
+            await outbox.record(conn, event, source=SOURCE)
+            await _revoke_sessions(conn, user_id, "account_disabled", now)
+        return await _current_view(conn, user_id)
+
+
+async def _lock_existing(conn: asyncpg.Connection, user_id: uuid.UUID) -> store.UserRow:
+    user = await store.lock_user(conn, user_id)
+    if user is None:
+        raise AuthError("not_found", "no such user")
+    return user
+
+
+async def _refuse_losing_last_admin(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    # Serialise admin removals: two admins demoting each other at once must not leave none.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('fog.auth.admins'))")
+    if await store.other_active_admins(conn, user_id) == 0:
+        raise AuthError("last_admin", "this is the last active admin; make another admin first")
+
+
+async def _revoke_sessions(conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, now: datetime) -> None:
+    for session_id in await store.live_sessions(conn, user_id):
+        await revoke_session(conn, session_id, user_id, reason, now)
+
+
+async def _current_view(conn: asyncpg.Connection, user_id: uuid.UUID) -> contract.UserView:
+    row = await store.user_view(conn, user_id)
+    assert row is not None  # locked in this transaction
+    return _view(row)
+
+
+async def ensure_first_admin(
+    conn: asyncpg.Connection, passwords: Passwords, *, email: str, password: str, now: datetime
+) -> bool:
+    """Create the configured first admin unless that account exists. True if it was created.
+
+    The password comes from the deployment (a Kubernetes Secret, or the dev stack's generated
+    credentials file); there is no default.
+    """
+    if await store.user_by_email(conn, email) is not None:
+        return False
+    try:
+        await register(conn, passwords, email=email, password=password, roles=["admin", "user"], now=now)
+    except AuthError as exc:
+        if exc.code == "email_taken":  # another replica created it first
+            return False
+        raise
+    return True

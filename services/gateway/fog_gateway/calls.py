@@ -1,0 +1,32 @@
+"""Asking a service over NATS from a route: its refusals become problem+json responses."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from faststream.nats import NatsBroker
+from pydantic import BaseModel
+
+from fog_gateway.problems import Problem, status_for
+from fog_shared.bus.rpc import request
+from fog_shared.commands.common import ErrorReply
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ServiceCalls:
+    def __init__(self, broker: NatsBroker, timeout_s: float) -> None:
+        self.broker, self.timeout_s = broker, timeout_s
+
+    async def ask(self, subject: str, body: BaseModel | dict[str, Any]) -> dict[str, Any]:
+        """The reply, or :class:`Problem` when the service refused (``ServiceUnavailable`` → 503)."""
+        reply = await request(self.broker, subject, body, timeout=self.timeout_s)
+        if "error" in reply:
+            refusal = ErrorReply.model_validate(reply["error"])
+            headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
+            title = refusal.code.replace("_", " ").capitalize()
+            raise Problem(status_for(refusal.code), title, refusal.detail, code=refusal.code, headers=headers)
+        return reply
+
+    async def ask_for(self, subject: str, body: BaseModel | dict[str, Any], reply: type[M]) -> M:
+        return reply.model_validate(await self.ask(subject, body))

@@ -1,0 +1,37 @@
+"""What every request/reply contract shares: strict models, timestamps, the error reply."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Strict on the wire: no coercion (``"1"`` is not an int), no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def _iso_8601_only(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("expected an ISO 8601 date-time string")  # not a number of seconds
+    return value
+
+
+#: JSON has no datetime type: an ISO 8601 string with a time zone is the one lax conversion
+#: these strict models allow
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), Field(strict=False)]
+
+
+class ErrorReply(Strict):
+    """A refused request: a stable ``code`` the gateway maps to an HTTP status."""
+
+    code: str
+    detail: str
+    retry_after_s: int | None = None
+
+
+def error(code: str, detail: str, retry_after_s: int | None = None) -> dict[str, Any]:
+    return {"error": ErrorReply(code=code, detail=detail, retry_after_s=retry_after_s).model_dump()}
