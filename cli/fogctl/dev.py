@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fogctl.devstack import DevStack, StackState, default_dir, probe_ready
+from fogctl.session import login_and_save
 
 app = typer.Typer(no_args_is_help=True, help="Run Fog locally: NATS, PostgreSQL and every service.")
 console = Console(stderr=True)
@@ -45,6 +46,7 @@ def up(
         stack.wait_ready(timeout)
         assert stack.state is not None
         _print_state(stack.state)
+        _log_in_as_admin(stack)
         console.print(
             f"\nFog is up. API: {stack.state.gateway_url}  (OpenAPI at /openapi.json)\n"
             "Status: fogctl dev status --json   Stop: Ctrl-C or fogctl dev down"
@@ -107,6 +109,21 @@ def status(
         _print_state(state)
     if not running:
         raise typer.Exit(1)
+
+
+def _log_in_as_admin(stack: DevStack) -> None:
+    """Log fogctl in as the first admin, so `fogctl whoami` works at once."""
+    assert stack.state is not None
+    admin = stack.admin()
+    try:
+        session = login_and_save(stack.state.gateway_url, admin["email"], admin["password"])
+    except Exception as exc:  # the stack is still usable; say why fogctl is not logged in
+        console.print(f"[yellow]could not log fogctl in as {admin['email']}:[/] {exc}")
+        return
+    console.print(
+        f"fogctl is logged in as the first admin, {admin['email']} ({session.path}).\n"
+        f"Its password is in {stack.admin_file} (readable only by you)."
+    )
 
 
 def _print_state(state: StackState) -> None:

@@ -3,7 +3,9 @@
 Used by ``fogctl dev up`` (and so ``make run``) and by the e2e tests. NATS and PostgreSQL come
 from wheels unless ``FOG_NATS_URL`` / ``FOG_DATABASE_URL`` (a superuser DSN) point at servers
 already running. Everything lives under one directory (``.fog/dev`` by default): server data,
-a log file per process, ``secrets.json`` (mode 0600) and ``state.json`` for ``status``/``down``.
+a log file per process, ``secrets.json`` (database role passwords, mode 0600),
+``admin-credentials.json`` (the first admin's e-mail and random password, mode 0600) and
+``state.json`` for ``status``/``down``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,8 @@ class StackState:
     database_dsn_redacted: str
     gateway_url: str
     processes: list[Process] = field(default_factory=list)
+    #: the first admin's e-mail and password (readable only by this user)
+    admin_credentials: str = ""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -69,16 +74,30 @@ def default_dir() -> Path:
     return Path(os.environ.get("FOG_DEV_DIR", ".fog/dev")).resolve()
 
 
-def _secret_file(path: Path) -> dict[str, str]:
-    """Role passwords for this data dir: made once, kept readable only by this user."""
+ADMIN_EMAIL = "admin@fog.localhost"
+SIGNING_KEY_PASSPHRASE = "auth_signing_key_passphrase"  # noqa: S105 - the name of a secret in the file
+
+
+def _secret_file(path: Path, make: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """Secrets for this data dir: made once, written readable only by this user from the start."""
     if path.exists():
         loaded: dict[str, str] = json.loads(path.read_text())
         return loaded
+    values = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(values, out, indent=2)
+    return values
+
+
+def _service_secrets() -> dict[str, str]:
     values = {svc: secrets.token_urlsafe(24) for svc in DB_SERVICES}
     values |= {f"{svc}_owner": secrets.token_urlsafe(24) for svc in DB_SERVICES}
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(values))
-    return values
+    return values | {SIGNING_KEY_PASSPHRASE: secrets.token_urlsafe(24)}
+
+
+def _first_admin() -> dict[str, str]:
+    return {"email": ADMIN_EMAIL, "password": secrets.token_urlsafe(18)}
 
 
 class DevStack:
@@ -94,6 +113,18 @@ class DevStack:
     @property
     def state_file(self) -> Path:
         return self.dir / "state.json"
+
+    @property
+    def admin_file(self) -> Path:
+        return self.dir / "admin-credentials.json"
+
+    def secrets(self) -> dict[str, str]:
+        """Database role passwords and the signing-key passphrase, generated on the first start."""
+        return _secret_file(self.dir / "secrets.json", _service_secrets)
+
+    def admin(self) -> dict[str, str]:
+        """The first admin's e-mail and password, generated on the first start of this data dir."""
+        return _secret_file(self.admin_file, _first_admin)
 
     # -- servers --------------------------------------------------------------------------
     def start_servers(self) -> tuple[str, str]:
@@ -120,7 +151,7 @@ class DevStack:
 
     async def provision(self, nats_url: str, admin_dsn: str) -> dict[str, ServiceDatabase]:
         """Database, schemas, roles, streams and consumers: idempotent, safe on every start."""
-        passwords = _secret_file(self.dir / "secrets.json")
+        passwords = self.secrets()
         admin = await asyncpg.connect(admin_dsn)
         try:
             await ensure_database(admin, DATABASE)
@@ -150,6 +181,12 @@ class DevStack:
         prefix = f"FOG_{svc.upper()}_"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FOG_")}
         env |= {f"{prefix}NATS_URL": nats_url, f"{prefix}HTTP_PORT": str(port), f"{prefix}HTTP_HOST": "127.0.0.1"}
+        if svc == "auth":
+            admin = self.admin()
+            env[f"{prefix}BOOTSTRAP_ADMIN_EMAIL"] = admin["email"]
+            env[f"{prefix}BOOTSTRAP_ADMIN_PASSWORD"] = admin["password"]
+            if passphrase := self.secrets().get(SIGNING_KEY_PASSPHRASE):  # data dirs from before it have none
+                env[f"{prefix}SIGNING_KEY_PASSPHRASE"] = passphrase
         if db is not None:
             env[f"{prefix}DATABASE_URL"] = _with_database(_with_user(admin_dsn, db.role, db.password), DATABASE)
             env[f"{prefix}MIGRATE_DATABASE_URL"] = _with_database(
@@ -182,8 +219,9 @@ class DevStack:
         envs = {svc: self.service_env(svc, nats_url, admin_dsn, dbs.get(svc), ports[svc]) for svc in SERVICES}
         self.migrate(envs)
         state = StackState(
-            os.getpid(), str(self.dir), nats_url, _redact(admin_dsn), f"http://127.0.0.1:{ports['gateway']}"
-        )
+            os.getpid(), str(self.dir), nats_url, _redact(admin_dsn), f"http://127.0.0.1:{ports['gateway']}",
+            admin_credentials=str(self.admin_file),
+        )  # fmt: skip
         for svc in SERVICES:
             child = self.spawn(svc, envs[svc])
             state.processes.append(

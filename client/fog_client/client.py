@@ -69,9 +69,9 @@ class FogClient:
 
     # -- accounts and sessions -------------------------------------------------------------------
 
-    async def register(self, email: str, password: str) -> str:
-        """Create an account; returns its user id."""
-        body = {"email": email, "password": password}
+    async def register(self, email: str, password: str, *, roles: Sequence[str] = ("user",)) -> str:
+        """Create an account (roles ``user`` and/or ``provider``); returns its user id."""
+        body = {"email": email, "password": password, "roles": list(roles)}
         return _parse(Registered, await self._call("POST", "/v1/auth/register", body, auth=False)).user_id
 
     async def login(self, email: str, password: str) -> Tokens:

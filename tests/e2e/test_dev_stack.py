@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,36 +16,15 @@ import asyncpg
 import httpx
 import nats
 import pytest
+from devstack_driver import SERVICES, all_ready, fogctl, launch, status
 
 from fog_shared.bus.publish import publish_event
-from fog_shared.devservers import free_port
 from fog_shared.envelope import Envelope
 from fog_shared.events.auth import UserRegistered
 from fog_shared.subjects import query_subject
 from fog_shared.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
-FOGCTL = [sys.executable, "-m", "fogctl"]
-
-
-async def fogctl(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*FOGCTL, *args, stdout=asyncio.subprocess.PIPE)
-    stdout, _ = await proc.communicate()
-    return proc.returncode or 0, stdout.decode()
-
-
-async def status(data_dir: Path) -> dict[str, Any]:
-    _, stdout = await fogctl("dev", "status", "--json", "--dir", str(data_dir))
-    return json.loads(stdout) if stdout.strip() else {"running": False, "processes": []}
-
-
-def launch(data_dir: Path) -> subprocess.Popen[bytes]:
-    """`fogctl dev up` as a newcomer runs it, with its own servers and a free gateway port."""
-    env = {k: v for k, v in os.environ.items() if k not in ("FOG_NATS_URL", "FOG_DATABASE_URL")}
-    env["FOG_GATEWAY_PORT"] = str(free_port())
-    log = (data_dir / "fogctl.log").open("wb")
-    return subprocess.Popen([*FOGCTL, "dev", "up", "--dir", str(data_dir)], env=env, stdout=log, stderr=log)
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +40,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 supervisor.wait(30)
             except subprocess.TimeoutExpired:
                 supervisor.kill()
-
-
-async def all_ready(data_dir: Path) -> dict[str, Any] | None:
-    state = await status(data_dir)
-    names = {p["name"] for p in state["processes"]}
-    ready = state["running"] and set(SERVICES) <= names and all(p["ready"] for p in state["processes"])
-    return state if ready else None
 
 
 async def test_every_service_is_ready_within_60_seconds(stack: dict[str, Any]) -> None:

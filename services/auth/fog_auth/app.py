@@ -5,11 +5,13 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from fog_auth import admin, handlers, service
 from fog_auth.config import Settings
 from fog_auth.passwords import Passwords, cheap_hasher_for_tests
 from fog_auth.service import AuthConfig
+from fog_auth.signing import KeyVault
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
 
@@ -26,11 +28,12 @@ def build_app(settings: CommonSettings) -> FastAPI:
         audience=settings.token_audience,
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        vault=KeyVault(_passphrase(settings.signing_key_passphrase)),
     )
 
     async def first_signing_key() -> None:
         async with runtime.pool.acquire() as conn:
-            await service.ensure_signing_key(conn, now=datetime.now(UTC))
+            await service.ensure_signing_key(conn, config, now=datetime.now(UTC))
 
     async def first_admin() -> None:
         if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
@@ -44,3 +47,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.on_start(first_admin)
     handlers.register(runtime, passwords, config)
     return runtime.http_app()
+
+
+def _passphrase(secret: SecretStr | None) -> bytes | None:
+    return secret.get_secret_value().encode() if secret is not None else None

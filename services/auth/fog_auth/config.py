@@ -25,3 +25,5 @@ class Settings(CommonSettings):
     #: a Secret; the dev stack generates the password). No default password anywhere.
     bootstrap_admin_email: str | None = None
     bootstrap_admin_password: SecretStr | None = None
+    #: encrypts signing keys at rest (from a Secret); without it they are stored unencrypted
+    signing_key_passphrase: SecretStr | None = None

@@ -31,7 +31,7 @@ def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) 
     answer = _answerer(runtime)
     _account_handlers(runtime, passwords, config, answer)
     _credential_handlers(runtime, answer)
-    _admin_handlers(runtime, answer)
+    _admin_handlers(runtime, config, answer)
 
 
 def _answerer(runtime: ServiceRuntime) -> Callable[[UseCase], Awaitable[dict[str, Any]]]:
@@ -141,7 +141,9 @@ def _credential_handlers(runtime: ServiceRuntime, answer: Callable[[UseCase], Aw
         )
 
 
-def _admin_handlers(runtime: ServiceRuntime, answer: Callable[[UseCase], Awaitable[dict[str, Any]]]) -> None:
+def _admin_handlers(
+    runtime: ServiceRuntime, config: AuthConfig, answer: Callable[[UseCase], Awaitable[dict[str, Any]]]
+) -> None:
     broker, group = runtime.broker, queue_group("auth")
 
     @broker.subscriber(contract.USER_LIST, queue=group, title="user_list")
@@ -159,7 +161,7 @@ def _admin_handlers(runtime: ServiceRuntime, answer: Callable[[UseCase], Awaitab
     @broker.subscriber(contract.SIGNING_KEY_ROTATE, queue=group, title="signing_key_rotate")
     async def rotate_signing_key() -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> contract.RotatedKey:
-            return contract.RotatedKey(kid=await service.rotate_signing_key(conn, now=_now()))
+            return contract.RotatedKey(kid=await service.rotate_signing_key(conn, config, now=_now()))
 
         return await answer(run)
 

@@ -11,14 +11,14 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
 
 from fog_auth import domain, store
 from fog_auth.passwords import Passwords
-from fog_auth.signing import SigningKey, active_key, issue_access_token, jwks
+from fog_auth.signing import KeyVault, SigningKey, active_key, issue_access_token, jwks
 from fog_shared.events.auth import SessionRevoked, SigningKeyRotated, UserRegistered
 from fog_shared.pg import outbox
 
@@ -33,6 +33,7 @@ class AuthConfig:
     audience: str = "fog"
     access_ttl_s: int = 600
     refresh_ttl_s: int = 30 * 86_400
+    vault: KeyVault = field(default_factory=KeyVault)
 
 
 class AuthError(Exception):
@@ -186,7 +187,7 @@ async def _issue_pair(
     refresh_token = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=config.refresh_ttl_s)
     await store.insert_refresh_token(conn, hash_refresh_token(refresh_token), session_id, now, expires_at)
-    key = active_key(await load_keys(conn))
+    key = active_key(await load_keys(conn, config.vault))
     access = issue_access_token(
         key,
         issuer=config.issuer,
@@ -201,11 +202,11 @@ async def _issue_pair(
     return TokenPair(access, refresh_token, config.access_ttl_s, str(session_id))
 
 
-async def load_keys(conn: asyncpg.Connection) -> list[SigningKey]:
+async def load_keys(conn: asyncpg.Connection, vault: KeyVault) -> list[SigningKey]:
     return [
-        SigningKey.from_pem(
+        SigningKey(
             r["kid"],
-            bytes(r["private_pem"]),
+            vault.open(r["kid"], bytes(r["private_pem"])),
             int(r["created_at"].timestamp()),
             int(r["retired_at"].timestamp()) if r["retired_at"] else None,
         )
@@ -213,26 +214,27 @@ async def load_keys(conn: asyncpg.Connection) -> list[SigningKey]:
     ]
 
 
-async def rotate_signing_key(conn: asyncpg.Connection, *, now: datetime) -> str:
+async def rotate_signing_key(conn: asyncpg.Connection, config: AuthConfig, *, now: datetime) -> str:
     """Retire the active key (it keeps verifying until its tokens expire) and start a new one."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('fog.auth.signing_keys'))")
-        keys = await load_keys(conn)
+        keys = await load_keys(conn, config.vault)
         previous = next((k.kid for k in reversed(keys) if k.retired_at is None), None)
         kid = f"k{int(now.timestamp())}-{secrets.token_hex(3)}"
         await store.retire_signing_keys(conn, now)
-        await store.insert_signing_key(conn, kid, SigningKey.generate(kid, int(now.timestamp())).private_pem(), now)
+        sealed = config.vault.seal(SigningKey.generate(kid, int(now.timestamp())))
+        await store.insert_signing_key(conn, kid, sealed, now)
         await outbox.record(conn, SigningKeyRotated(kid=kid, previous_kid=previous, rotated_at=now), source=SOURCE)
     return kid
 
 
-async def ensure_signing_key(conn: asyncpg.Connection, *, now: datetime) -> None:
+async def ensure_signing_key(conn: asyncpg.Connection, config: AuthConfig, *, now: datetime) -> None:
     """At start-up: make the first key if there is none."""
-    if not any(k.retired_at is None for k in await load_keys(conn)):
-        await rotate_signing_key(conn, now=now)
+    if not any(k.retired_at is None for k in await load_keys(conn, config.vault)):
+        await rotate_signing_key(conn, config, now=now)
 
 
 async def published_jwks(
     conn: asyncpg.Connection, config: AuthConfig, *, now: datetime
 ) -> dict[str, list[dict[str, str]]]:
-    return jwks(await load_keys(conn), now=int(now.timestamp()), token_ttl_s=config.access_ttl_s)
+    return jwks(await load_keys(conn, config.vault), now=int(now.timestamp()), token_ttl_s=config.access_ttl_s)

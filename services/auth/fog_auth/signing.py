@@ -30,18 +30,6 @@ class SigningKey:
     def generate(cls, kid: str, now: int) -> SigningKey:
         return cls(kid, Ed25519PrivateKey.generate(), now)
 
-    def private_pem(self) -> bytes:
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-    @classmethod
-    def from_pem(cls, kid: str, pem: bytes, created_at: int, retired_at: int | None = None) -> SigningKey:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"signing key {kid} is not Ed25519")
-        return cls(kid, key, created_at, retired_at)
-
     def public_jwk(self) -> dict[str, str]:
         raw = self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -87,3 +75,36 @@ def issue_access_token(
     if session_id is not None:
         claims["sid"] = session_id
     return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
+
+
+class KeyVault:
+    """Seals private keys for the database and opens them again, caching what it opened.
+
+    With a passphrase (``FOG_AUTH_SIGNING_KEY_PASSPHRASE``, from a Secret) keys are stored as
+    encrypted PKCS#8 (scrypt + AES-256-CBC, the ``cryptography`` library's best available), so a
+    database dump alone cannot sign tokens. Keys written before a passphrase was set still open.
+    Opening costs a key derivation, hence the cache: a key never changes once written.
+    """
+
+    def __init__(self, passphrase: bytes | None = None) -> None:
+        self._passphrase = passphrase
+        self._opened: dict[tuple[str, bytes], Ed25519PrivateKey] = {}
+
+    def seal(self, key: SigningKey) -> bytes:
+        protection: serialization.KeySerializationEncryption = serialization.NoEncryption()
+        if self._passphrase:
+            protection = serialization.BestAvailableEncryption(self._passphrase)
+        return key.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protection)
+
+    def open(self, kid: str, pem: bytes) -> Ed25519PrivateKey:
+        cached = self._opened.get((kid, pem))
+        if cached is not None:
+            return cached
+        encrypted = b"ENCRYPTED" in pem.split(b"\n", 1)[0]
+        if encrypted and not self._passphrase:
+            raise ValueError(f"signing key {kid} is encrypted: set the signing-key passphrase")
+        key = serialization.load_pem_private_key(pem, password=self._passphrase if encrypted else None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"signing key {kid} is not Ed25519")
+        self._opened[(kid, pem)] = key
+        return key

@@ -26,7 +26,7 @@ PASSWORD = "correct horse battery staple"
 async def conn(service_db: ServiceDbFactory) -> AsyncIterator[asyncpg.Connection]:
     db = await service_db("auth", MIGRATIONS)
     connection = await asyncpg.connect(db.dsn)
-    await service.ensure_signing_key(connection, now=NOW)
+    await service.ensure_signing_key(connection, CONFIG, now=NOW)
     yield connection
     await connection.close()
 
@@ -139,7 +139,7 @@ async def test_rotation_keeps_old_tokens_valid_until_expiry(conn: asyncpg.Connec
     await service.register(conn, passwords, email="alice@example.org", password=PASSWORD, roles=["user"], now=NOW)
     old = await login(conn, passwords)
     later = NOW + timedelta(seconds=60)
-    new_kid = await service.rotate_signing_key(conn, now=later)
+    new_kid = await service.rotate_signing_key(conn, CONFIG, now=later)
     new = await login(conn, passwords, at=later)
     published = await keys(conn, later)
     for pair in (old, new):

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from fog_auth.signing import SigningKey, active_key, issue_access_token, jwks
+from fog_auth.signing import KeyVault, SigningKey, active_key, issue_access_token, jwks
 from fog_shared.tokens import KeySet, TokenError, UnknownKey, verify_access_token
 
 ISS, AUD, NOW, TTL = "fog-auth", "fog", 1_800_000_000, 600
@@ -126,6 +126,19 @@ def test_after_rotation_old_tokens_verify_until_they_expire_and_new_ones_use_the
     assert [k["kid"] for k in later["keys"]] == ["k2"]
 
 
-def test_keys_survive_a_pem_round_trip(key: SigningKey) -> None:
-    again = SigningKey.from_pem(key.kid, key.private_pem(), key.created_at)
+@pytest.mark.parametrize("passphrase", [None, b"from a kubernetes secret"])
+def test_keys_survive_sealing_and_opening(key: SigningKey, passphrase: bytes | None) -> None:
+    sealed = KeyVault(passphrase).seal(key)
+    again = SigningKey(key.kid, KeyVault(passphrase).open(key.kid, sealed), key.created_at)
     verify(token(again), keyset(key))
+
+
+def test_a_sealed_key_is_encrypted_and_needs_its_passphrase(key: SigningKey) -> None:
+    sealed = KeyVault(b"right").seal(key)
+    assert sealed.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(ValueError, match="encrypted"):
+        KeyVault().open(key.kid, sealed)
+    with pytest.raises(ValueError, match="Incorrect password"):
+        KeyVault(b"wrong").open(key.kid, sealed)
+    # Keys stored before a passphrase was configured still open.
+    assert KeyVault(b"right").open(key.kid, KeyVault().seal(key))
