@@ -56,6 +56,7 @@ contracts: setup ## Regenerate the committed event JSON Schemas (refuses incompa
 
 bench: setup ## Benchmarks; figures go to docs/performance.md
 	$(BIN)/python bench/event_path.py
+	$(BIN)/python bench/gateway_auth.py
 
 clean: ## Remove the venv and the dev stack's data
 	rm -rf $(VENV) .fog

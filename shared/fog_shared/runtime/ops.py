@@ -5,27 +5,51 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from fog_shared.runtime.service import ServiceRuntime
 
 
+class Health(BaseModel):
+    status: str
+    service: str
+
+
+class Readiness(BaseModel):
+    status: str
+    service: str
+    checks: dict[str, str]
+
+
 def add_ops_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
-    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    @app.get("/healthz", tags=["ops"], summary="The process is alive", response_model=Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.service}
 
-    @app.get("/readyz", tags=["ops"], summary="NATS and Postgres reachable, migrations applied")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="NATS and Postgres reachable, migrations applied",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ready = all(value == "ok" for value in checks.values())
         body = {"status": "ready" if ready else "not ready", "service": runtime.service, "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
