@@ -146,6 +146,6 @@ async def introspect(conn: asyncpg.Connection, *, credential: str, now: datetime
         if node is None or node.revoked_at or node.owner_disabled:
             raise AuthError("invalid_credential", "the node credential is not valid")
         await credential_store.touch_node_credential(conn, node.id, now)
-        principal = contract.Principal(kind="node", node_id=node.node_id, roles=["node"])
+        principal = contract.Principal(kind="node", node_id=node.node_id, roles=["node"], credential_id=str(node.id))
         return contract.IntrospectReply(principal=principal)
     raise AuthError("invalid_credential", "not an API key or node credential")

@@ -67,9 +67,9 @@ def api_key_roles(scopes: list[str], owner_roles: list[str]) -> list[str]:
 def may_revoke_node_credential(
     *, kind: str, user_id: str | None, node_id: str | None, roles: list[str], owner_id: str, target_node: str
 ) -> bool:
-    """The node's owner, an admin (signed in as a user, not through a key), or the node itself."""
+    """The node's owner, an admin, or the node itself."""
     if kind == "node":
         return node_id == target_node
-    if kind == "user" and "admin" in roles:
+    if "admin" in roles:
         return True
     return user_id == owner_id and "provider" in roles

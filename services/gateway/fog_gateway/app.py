@@ -7,6 +7,7 @@ from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.config import Settings
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
+from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
 from fog_gateway.routes import admin, api_keys, auth, nodes
 from fog_gateway.security import Verifier
@@ -36,8 +37,13 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.after_start(start_verifier)
     calls = ServiceCalls(runtime.broker, settings.request_timeout_s)
     authz = Authorizer(verifier, RateLimiter(settings.rate_per_principal_per_s, settings.burst_per_principal))
-    for module in (auth, api_keys, admin, nodes):
+    for module in (auth, api_keys, admin):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
+    relay, links = HeartbeatRelay(runtime.broker, flush_s=settings.heartbeat_flush_s), NodeLinks()
+    verifier.on_node_revoked.append(links.revoked)
+    runtime.in_background("heartbeat-relay", relay.run)
+    node_routes = nodes.build_router(calls, authz, relay, links, settings.node_heartbeat_interval_s)
+    api.include_router(node_routes, responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
     api.add_middleware(
         SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)

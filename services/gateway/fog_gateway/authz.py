@@ -51,14 +51,18 @@ class Authorizer:
         credential = bearer.credentials if bearer is not None else api_key
         if not credential:
             raise _unauthorized("send an access token (Authorization: Bearer) or an API key (X-API-Key)")
-        try:
-            principal = await self.verifier.principal(credential)
-        except TokenError as exc:
-            raise _unauthorized(exc.reason) from None
-        self._limit(principal)
+        principal = await self.identify(credential)
+        self.limit(principal)
         return principal
 
-    def _limit(self, principal: Principal) -> None:
+    async def identify(self, credential: str) -> Principal:
+        try:
+            return await self.verifier.principal(credential)
+        except TokenError as exc:
+            raise _unauthorized(exc.reason) from None
+
+    def limit(self, principal: Principal) -> None:
+        """The per-principal rate limit: :class:`Problem` 429 when exceeded."""
         key = f"node:{principal.node_id}" if principal.kind == "node" else f"user:{principal.user_id}"
         wait = self.limiter.take(key, self.clock())
         if wait > 0:

@@ -26,3 +26,7 @@ class Settings(CommonSettings):
     burst_per_principal: int = 100
     #: request bodies above this are refused with 413 before they are read
     max_body_bytes: int = 1_048_576
+    #: what agents are told to keep to (keep FOG_REGISTRY_HEARTBEAT_INTERVAL_S equal)
+    node_heartbeat_interval_s: float = 5.0
+    #: heartbeats are forwarded to the registry in one batch per this period
+    heartbeat_flush_s: float = 0.25

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -122,6 +122,8 @@ class Verifier:
         self.keys = KeySet({})
         self.revoked_sessions: set[str] = set()
         self.credentials = CredentialCache(ttl_s=credential_cache_s)
+        #: told (node id, credential id) when a node credential is revoked: open connections close
+        self.on_node_revoked: list[Callable[[str, str], Awaitable[None]]] = []
         self._last_refresh = 0.0
         self._unknown_kid_refresh: asyncio.Task[None] | None = None
         self._broker: NatsBroker | None = None
@@ -164,9 +166,13 @@ class Verifier:
                 return
             for event_type in (ApiKeyRevoked, NodeCredentialRevoked, UserDisabled, UserRolesChanged):
                 if msg.subject == event_type.TYPE.subject:
-                    matches = _evicts(event_type.from_json(msg.data))
+                    event = event_type.from_json(msg.data)
+                    matches = _evicts(event)
                     if matches is not None:
                         self.credentials.evict(matches)
+                    if isinstance(event, NodeCredentialRevoked):
+                        for listener in self.on_node_revoked:
+                            await listener(event.node_id, event.credential_id)
         except Exception:
             log.warning("auth event not applied", exc_info=True, extra={"subject": msg.subject})
 

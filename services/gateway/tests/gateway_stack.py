@@ -7,12 +7,14 @@ registered in ``integration/conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import uvicorn
 from pydantic import SecretStr
 
 from fog_auth.app import MIGRATIONS as AUTH_MIGRATIONS
@@ -20,7 +22,11 @@ from fog_auth.app import build_app as build_auth
 from fog_auth.config import Settings as AuthSettings
 from fog_gateway.app import build_app as build_gateway
 from fog_gateway.config import Settings as GatewaySettings
+from fog_registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
+from fog_registry.app import build_app as build_registry
+from fog_registry.config import Settings as RegistrySettings
 from fog_shared.bus.topology import Topology
+from fog_shared.devservers import free_port
 from fog_shared.testing.plugin import Provisioner, Servers, ServiceDb, ServiceDbFactory, settings_in_schema
 from fog_shared.testing.waiting import wait_until
 
@@ -35,6 +41,12 @@ class Stack:
     auth_db: ServiceDb
     #: another gateway (as a second replica would be) on the same NATS, with its own settings
     open_gateway: Callable[..., Awaitable[httpx.AsyncClient]]
+    registry_db: ServiceDb
+    #: a gateway served on a real port (for WebSockets): its base URL
+    serve_gateway: Callable[..., Awaitable[str]]
+    #: another registry (a restart, or a second replica); returns how to stop it
+    start_registry: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
+    stop_first_registry: Callable[[], Awaitable[None]]
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -78,11 +90,21 @@ class Stack:
         await wait_until(answered, timeout=timeout, what=f"GET {path} answers {status}")
 
 
+#: node liveness at test speed: suspect after 0.45 s of silence, down after 1.2 s
+HEARTBEAT_INTERVAL_S = 0.3
+FAST_NODES = {"node_heartbeat_interval_s": HEARTBEAT_INTERVAL_S, "heartbeat_flush_s": 0.05}
+
+
 async def open_stack(
     fog_servers: Servers, service_db: ServiceDbFactory, provision_topology: Provisioner
 ) -> AsyncIterator[Stack]:
     await provision_topology(Topology())
     db = await service_db("auth", AUTH_MIGRATIONS)
+    registry_db = await service_db("registry", REGISTRY_MIGRATIONS)
+    registry_settings = settings_in_schema(
+        RegistrySettings, registry_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(registry_db.dsn),
+        heartbeat_interval_s=HEARTBEAT_INTERVAL_S, liveness_tick_s=0.05,
+    )  # fmt: skip
     auth_app = build_auth(
         settings_in_schema(
             AuthSettings, db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(db.dsn),
@@ -93,11 +115,44 @@ async def open_stack(
     async with contextlib.AsyncExitStack() as exits:
         await exits.enter_async_context(auth_app.router.lifespan_context(auth_app))
 
+        async def start_registry() -> Callable[[], Awaitable[None]]:
+            registry_app = build_registry(registry_settings)
+            running = contextlib.AsyncExitStack()
+            await running.enter_async_context(registry_app.router.lifespan_context(registry_app))
+            exits.push_async_callback(running.aclose)
+            return running.aclose
+
+        def gateway_settings(settings: dict[str, Any]) -> GatewaySettings:
+            values: dict[str, Any] = {"nats_url": fog_servers.nats_url, "request_timeout_s": 2.0, **FAST_NODES}
+            return GatewaySettings(**(values | settings))
+
         async def open_gateway(**settings: Any) -> httpx.AsyncClient:
-            values: dict[str, Any] = {"nats_url": fog_servers.nats_url, "request_timeout_s": 2.0, **settings}
-            app = build_gateway(GatewaySettings(**values))
+            app = build_gateway(gateway_settings(settings))
             await exits.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app=app)
             return await exits.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://gateway"))
 
-        yield Stack(await open_gateway(), db, open_gateway)
+        async def serve_gateway(**settings: Any) -> str:
+            app = build_gateway(gateway_settings(settings))
+            return await exits.enter_async_context(_serving(app))
+
+        stop_first = await start_registry()
+        yield Stack(await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first)
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Any) -> AsyncIterator[str]:
+    """The app on a real port (WebSockets need one), as uvicorn serves it in production."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+
+        async def started() -> bool:
+            return bool(server.started)
+
+        await wait_until(started, timeout=15, what="gateway serving")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,4 +1,183 @@
 """Pure rules of the registry service: synchronous, no I/O, no clock, no uuid4 (all passed in).
 
+Liveness is a small state machine per node, fed by heartbeats and by a periodic tick:
+
+* ``ready`` — heartbeating; takes work (``draining`` instead once its owner asked to drain);
+* ``suspect`` — no heartbeat for ``suspect_after_s`` (one missed interval, with slack);
+* ``down`` — silent for ``down_after_s`` (the grace period), or it said goodbye.
+
+A heartbeat brings a suspect or down node back, unless it flaps: every lapse adds to a penalty
+that halves every ``flap_half_life_s``; a node whose penalty passes ``flap_suppress_at`` stays
+announced as it is (no event per bounce) until the penalty has decayed under ``flap_reuse_at``
+while it keeps heartbeating (route-flap damping, as BGP does it). After the registry (re)starts,
+no node is suspected before ``restart_grace_s``: heartbeats missed while it was away are not the
+nodes' fault.
+
 The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and HTTP out of here.
 """
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+READY, SUSPECT, DOWN, DRAINING, DEREGISTERED = "ready", "suspect", "down", "draining", "deregistered"
+ALIVE = frozenset({READY, DRAINING})
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessPolicy:
+    interval_s: float = 5.0
+    suspect_after_s: float = 7.5
+    down_after_s: float = 20.0
+    restart_grace_s: float = 20.0
+    flap_half_life_s: float = 60.0
+    flap_suppress_at: float = 3.0
+    flap_reuse_at: float = 1.5
+
+    @classmethod
+    def for_interval(cls, interval_s: float) -> LivenessPolicy:
+        """Suspect after one missed beat (with half an interval of slack), down after four."""
+        return cls(
+            interval_s=interval_s,
+            suspect_after_s=1.5 * interval_s,
+            down_after_s=4 * interval_s,
+            restart_grace_s=4 * interval_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    node_id: str
+    previous: str
+    status: str
+    reason: str
+    #: it went silent on its own (not a clean goodbye): evidence against its reliability
+    counts_against: bool = False
+
+
+@dataclass(slots=True)
+class NodeLiveness:
+    """What the registry keeps in memory per node; ``now`` values are a monotonic clock."""
+
+    node_id: str
+    announced: str
+    draining: bool = False
+    last_seen: float | None = None
+    penalty: float = 0.0
+    penalty_at: float = 0.0
+    suppressed: bool = False
+    seq: int = 0
+    running_jobs: int = 0
+    usage: dict[str, float] | None = field(default=None)
+
+    def alive_status(self) -> str:
+        return DRAINING if self.draining else READY
+
+    def decayed_penalty(self, now: float, half_life_s: float) -> float:
+        return self.penalty * math.pow(0.5, max(0.0, now - self.penalty_at) / half_life_s)
+
+    def _add_penalty(self, amount: float, now: float, policy: LivenessPolicy) -> None:
+        self.penalty = self.decayed_penalty(now, policy.flap_half_life_s) + amount
+        self.penalty_at = now
+        if self.penalty >= policy.flap_suppress_at:
+            self.suppressed = True
+
+    def _move(self, status: str, reason: str, *, counts_against: bool = False) -> Transition | None:
+        if status == self.announced:
+            return None
+        transition = Transition(self.node_id, self.announced, status, reason, counts_against)
+        self.announced = status
+        return transition
+
+
+def on_heartbeat(
+    node: NodeLiveness, *, now: float, seq: int, running_jobs: int, usage: dict[str, float], policy: LivenessPolicy
+) -> Transition | None:
+    node.last_seen, node.seq, node.running_jobs, node.usage = now, seq, running_jobs, usage
+    if node.announced in ALIVE:
+        return None
+    if node.suppressed:
+        if node.decayed_penalty(now, policy.flap_half_life_s) >= policy.flap_reuse_at:
+            return None  # flapping: stays announced as it was until it has been steady a while
+        node.suppressed = False
+    return node._move(node.alive_status(), "heartbeat")
+
+
+def on_tick(node: NodeLiveness, *, now: float, grace_until: float, policy: LivenessPolicy) -> Transition | None:
+    """Suspect or down a silent node; bring back a suppressed one that has been steady."""
+    heard_lately = node.last_seen is not None and now - node.last_seen <= policy.suspect_after_s
+    if node.suppressed and heard_lately:
+        if node.decayed_penalty(now, policy.flap_half_life_s) >= policy.flap_reuse_at:
+            return None
+        node.suppressed = False
+        return node._move(node.alive_status(), "steady again after flapping")
+    if now < grace_until or node.announced == DOWN:
+        return None
+    silent_s = now - node.last_seen if node.last_seen is not None else math.inf
+    if silent_s > policy.down_after_s:
+        node._add_penalty(1.0, now, policy)
+        return node._move(DOWN, f"no heartbeat for {policy.down_after_s:g}s", counts_against=True)
+    if silent_s > policy.suspect_after_s and node.announced in ALIVE:
+        node._add_penalty(1.0, now, policy)
+        return node._move(SUSPECT, "missed a heartbeat")
+    return None
+
+
+def on_departure(node: NodeLiveness) -> Transition | None:
+    """The agent said goodbye (clean shutdown): down at once, no penalty."""
+    node.last_seen = None
+    return node._move(DOWN, "agent shut down")
+
+
+def on_drain(node: NodeLiveness) -> Transition | None:
+    node.draining = True
+    return node._move(DRAINING, "drain requested") if node.announced == READY else None
+
+
+# -- reputation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation:
+    """Evidence for and against a node, decaying with age; the score is its Laplace estimate."""
+
+    successes: float = 0.0
+    failures: float = 0.0
+    at: float = 0.0  # epoch seconds of the last update
+
+    @property
+    def score(self) -> float:
+        return (self.successes + 1.0) / (self.successes + self.failures + 2.0)
+
+    def decayed(self, now: float, half_life_s: float) -> Reputation:
+        factor = math.pow(0.5, max(0.0, now - self.at) / half_life_s)
+        return Reputation(self.successes * factor, self.failures * factor, now)
+
+    def record(self, *, success: bool, weight: float, now: float, half_life_s: float) -> Reputation:
+        base = self.decayed(now, half_life_s)
+        if success:
+            return Reputation(base.successes + weight, base.failures, now)
+        return Reputation(base.successes, base.failures + weight, now)
+
+
+REPUTATION_HALF_LIFE_S = 7 * 86_400.0
+#: what moves reputation, and by how much evidence
+JOB_COMPLETED_WEIGHT = 1.0
+JOB_FAILED_BY_NODE_WEIGHT = 1.0
+WENT_DOWN_WEIGHT = 0.5
+#: smaller moves are kept but not announced
+REPUTATION_ANNOUNCE_STEP = 0.02
+
+
+def worth_announcing(previous: float, current: float) -> bool:
+    return abs(current - previous) >= REPUTATION_ANNOUNCE_STEP
+
+
+def may_see(
+    *, node_id: str, owner_id: str, kind: str, user_id: str | None, by_node_id: str | None, roles: list[str]
+) -> bool:
+    """Owners see their nodes (directly or with a key), admins all, a node itself; nobody else."""
+    if kind == "node":
+        return by_node_id == node_id
+    return "admin" in roles or user_id == owner_id

@@ -69,6 +69,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         durable="messaging__users",
         filter_subjects=("fog.evt.auth.user.>",),
     ),
+    ConsumerSpec(
+        stream=event_stream_name("scheduler"),
+        durable="registry__job_outcomes",
+        filter_subjects=("fog.evt.scheduler.job.completed.v1", "fog.evt.scheduler.job.failed.v1"),
+    ),
 )
 
 

@@ -80,6 +80,8 @@ class Principal(Strict):
     roles: list[str]
     session_id: str | None = None
     api_key_id: str | None = None
+    #: which node credential (nodes only): a connection ends when exactly that one is revoked
+    credential_id: str | None = None
 
 
 class IntrospectRequest(Strict):

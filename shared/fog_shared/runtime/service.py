@@ -65,6 +65,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._migrations_done = False
         self._start_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._after_start_hooks: list[Callable[[], Awaitable[None]]] = []
         self._register_status_query()
 
@@ -79,6 +80,10 @@ class ServiceRuntime:
     def after_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once request handlers answer (it may make requests itself)."""
         self._after_start_hooks.append(hook)
+
+    def in_background(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``loop()`` as a task once the service has started; it is cancelled at stop."""
+        self._background.append((name, loop))
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -136,6 +141,8 @@ class ServiceRuntime:
                 inbox_keep_s=self.settings.inbox_keep_s,
             )
             self._spawn(housekeeping, "housekeeping")
+        for name, loop in self._background:
+            self._spawn(loop(), name)
         for consumer in self.consumers:
             engine = EventConsumer(spec=consumer.spec, handler=consumer.handler, pool=self.pool, js=self.js)
             self._spawn(engine.run(), f"consumer-{consumer.spec.durable}")

@@ -1,0 +1,93 @@
+"""Bus adapters of the registry: decode, call one use case, reply."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from fog_registry import domain, service
+from fog_registry.liveness import LivenessMonitor
+from fog_registry.service import RegistryError
+from fog_shared.bus.broker import queue_group
+from fog_shared.bus.topology import CONSUMERS
+from fog_shared.commands import registry as contract
+from fog_shared.envelope import Envelope
+from fog_shared.events import Event
+from fog_shared.events.scheduler import JobCompleted, JobFailed
+from fog_shared.runtime import ServiceRuntime
+
+JOB_OUTCOMES = next(c for c in CONSUMERS if c.durable == "registry__job_outcomes")
+UseCase = Callable[[asyncpg.Connection], Awaitable[BaseModel | dict[str, Any] | None]]
+
+
+def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
+    broker, group = runtime.broker, queue_group("registry")
+
+    async def answer(use_case: UseCase) -> dict[str, Any]:
+        async with runtime.pool.acquire() as conn:
+            try:
+                result = await use_case(conn)
+            except RegistryError as exc:
+                return contract.error(exc.code, exc.detail)
+        return result.model_dump(mode="json") if isinstance(result, BaseModel) else result or {}
+
+    def live_view(row: asyncpg.Record) -> contract.NodeView:
+        return service.view(row, monitor.live.get(row["id"]))
+
+    @broker.subscriber(contract.REGISTER_NODE, queue=group, title="register_node")
+    async def register_node(body: contract.RegisterNodeCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.register_node(conn, body, now=_now()))
+
+    @broker.subscriber(contract.GET_NODE, queue=group, title="get_node")
+    async def get_node(body: contract.NodeQuery) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> contract.NodeView:
+            return live_view(await service.visible_node(conn, body.node_id, body.by))
+
+        return await answer(run)
+
+    @broker.subscriber(contract.LIST_NODES, queue=group, title="list_nodes")
+    async def list_nodes(body: contract.ListNodesQuery) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> contract.NodeList:
+            return contract.NodeList(items=[live_view(row) for row in await service.list_nodes(conn, body)])
+
+        return await answer(run)
+
+    @broker.subscriber(contract.DRAIN_NODE, queue=group, title="drain_node")
+    async def drain_node(body: contract.NodeQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.drain_node(conn, body, now=_now()))
+
+    @broker.subscriber(contract.DEREGISTER_NODE, queue=group, title="deregister_node")
+    async def deregister_node(body: contract.NodeQuery) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            return {"owner_id": await service.deregister_node(conn, body, now=_now())}
+
+        return await answer(run)
+
+    # No queue group: every replica hears every batch, so a standby is warm when it takes over.
+    @broker.subscriber(contract.HEARTBEATS, title="heartbeats")
+    async def heartbeats(body: contract.HeartbeatBatch) -> None:
+        await monitor.on_batch(body)
+
+    runtime.consume(JOB_OUTCOMES, on_job_outcome)
+
+
+async def on_job_outcome(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
+    """Reputation follows what happened to the jobs a node ran."""
+    now = datetime.now(UTC)
+    if isinstance(event, JobCompleted):
+        await service.record_outcome(
+            conn, event.node_id, success=True, weight=domain.JOB_COMPLETED_WEIGHT, reason="job completed", now=now
+        )
+    elif isinstance(event, JobFailed) and event.node_fault and event.node_id:
+        await service.record_outcome(
+            conn, event.node_id, success=False, weight=domain.JOB_FAILED_BY_NODE_WEIGHT,
+            reason=f"job failed: {event.reason}", now=now,
+        )  # fmt: skip
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

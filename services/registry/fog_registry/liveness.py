@@ -1,0 +1,218 @@
+"""Node liveness: heartbeats in memory, status changes to Postgres, one leading replica.
+
+Every registry replica receives every heartbeat batch and keeps the latest beat per node in
+memory (``live``: what queries merge into their answers). One replica *leads* (a session
+advisory lock on its own connection): it runs the state machine of :mod:`fog_registry.domain`,
+persists each announced status change with its event, and writes the latest heartbeats of all
+nodes in one statement per ``flush_s``. Commands (drain, deregister) may be answered by any
+replica; they change the table, and the leader mirrors such changes every tick (``changed_at``).
+
+When a replica takes the lead (at start, or after the leader died), it allows the nodes
+``restart_grace_s`` before suspecting anyone: heartbeats sent while no registry listened are
+not the nodes' fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from fog_registry import domain, service, store
+from fog_shared.commands.registry import HeartbeatBatch
+from fog_shared.pg.pool import connect
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK = "fog.registry.liveness"
+#: commands commit a little after they stamp ``changed_at``: look back this far when mirroring
+SYNC_SLACK = timedelta(seconds=5)
+
+
+class LeaderLock:
+    """A session advisory lock on a dedicated connection: held while that connection lives."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self._conn: asyncpg.Connection | None = None
+
+    async def try_acquire(self) -> bool:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await connect(self.dsn, self.schema)
+            return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LEADER_LOCK))
+        except (OSError, asyncpg.PostgresError):
+            await self.release()
+            return False
+
+    async def still_held(self) -> bool:
+        try:
+            return self._conn is not None and not self._conn.is_closed() and await self._conn.fetchval("SELECT true")
+        except (OSError, asyncpg.PostgresError):
+            return False
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close(timeout=2)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                conn.terminate()
+
+
+class LivenessMonitor:
+    def __init__(
+        self,
+        lock: LeaderLock,
+        policy: domain.LivenessPolicy,
+        *,
+        tick_s: float = 1.0,
+        flush_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.lock, self.policy, self.tick_s = lock, policy, tick_s
+        self._pool: asyncpg.Pool | None = None
+        self.flush_s = flush_s if flush_s is not None else policy.interval_s
+        self.clock, self.wall = clock, wall
+        #: the latest beat per node, on every replica: seen_at (wall), usage, running_jobs
+        self.live: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, domain.NodeLiveness] = {}
+        self.leading = False
+        self.grace_until = 0.0
+        self._pending: dict[str, tuple[datetime, dict[str, float], int]] = {}
+        self._synced_at = datetime.min.replace(tzinfo=UTC)
+        self._next_flush = 0.0
+
+    def attach(self, pool: asyncpg.Pool) -> None:
+        """The service's pool, once it runs."""
+        self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the liveness monitor is not attached to a pool yet")
+        return self._pool
+
+    # -- heartbeats (every replica) --------------------------------------------------------
+    async def on_batch(self, batch: HeartbeatBatch) -> None:
+        now, wall = self.clock(), self.wall()
+        for beat in batch.heartbeats:
+            usage = beat.usage.model_dump()
+            self.live[beat.node_id] = {"seen_at": wall, "usage": usage, "running_jobs": beat.running_jobs}
+        for node_id in batch.departed:
+            self.live.pop(node_id, None)
+        if not self.leading:
+            return
+        await self._adopt([b.node_id for b in batch.heartbeats if b.node_id not in self.nodes])
+        transitions = []
+        for beat in batch.heartbeats:
+            node = self.nodes.get(beat.node_id)
+            if node is None:
+                continue  # deregistered, or never registered: nothing to keep alive
+            usage = beat.usage.model_dump()
+            self._pending[beat.node_id] = (wall, usage, beat.running_jobs)
+            moved = domain.on_heartbeat(
+                node, now=now, seq=beat.seq, running_jobs=beat.running_jobs, usage=usage, policy=self.policy
+            )
+            transitions.append(moved)
+        transitions += [domain.on_departure(self.nodes[n]) for n in batch.departed if n in self.nodes]
+        await self._persist([t for t in transitions if t is not None])
+
+    # -- the leader's loop -------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.step()
+                except Exception:
+                    log.exception("liveness step failed")
+                await asyncio.sleep(self.tick_s)  # the tick period, not synchronisation
+        finally:
+            await self.lock.release()
+
+    async def step(self) -> None:
+        """One tick: keep or take the lead; mirror commands; suspect the silent; write beats."""
+        if not self.leading:
+            if not await self.lock.try_acquire():
+                return
+            await self._take_over()
+        elif not await self.lock.still_held():
+            log.warning("lost the liveness lead")
+            self.leading = False
+            return
+        await self._mirror_commands()
+        now = self.clock()
+        grace, policy = self.grace_until, self.policy
+        moved = [domain.on_tick(node, now=now, grace_until=grace, policy=policy) for node in self.nodes.values()]
+        await self._persist([t for t in moved if t is not None])
+        if now >= self._next_flush:
+            await self.flush()
+
+    async def _take_over(self) -> None:
+        now = self.clock()
+        async with self.pool.acquire() as conn:
+            flags = await store.live_flags(conn)
+        self.nodes = {f.id: self._liveness(f, now) for f in flags}
+        self.grace_until = now + self.policy.restart_grace_s
+        self._synced_at = self.wall() - SYNC_SLACK
+        self._next_flush = now + self.flush_s
+        self.leading = True
+        log.info("leading liveness", extra={"nodes": len(self.nodes)})
+
+    def _liveness(self, flags: store.NodeFlags, now: float) -> domain.NodeLiveness:
+        # A node announced alive gets the benefit of the doubt until the grace period ends.
+        seen = now if flags.status != domain.DOWN or flags.id in self.live else None
+        return domain.NodeLiveness(flags.id, flags.status, draining=flags.draining, last_seen=seen)
+
+    async def _adopt(self, node_ids: Sequence[str]) -> None:
+        """Nodes registered since we took the lead (possibly by another replica)."""
+        if not node_ids:
+            return
+        async with self.pool.acquire() as conn:
+            for flags in await store.live_flags(conn, node_ids):
+                self.nodes[flags.id] = domain.NodeLiveness(flags.id, flags.status, draining=flags.draining)
+
+    async def _mirror_commands(self) -> None:
+        since, self._synced_at = self._synced_at, self.wall() - SYNC_SLACK
+        async with self.pool.acquire() as conn:
+            changed = await store.changed_since(conn, since)
+        for flags, gone in changed:
+            if gone:
+                self.nodes.pop(flags.id, None)
+                self._pending.pop(flags.id, None)
+                continue
+            node = self.nodes.get(flags.id)
+            if node is None:
+                self.nodes[flags.id] = domain.NodeLiveness(flags.id, flags.status, draining=flags.draining)
+            else:
+                node.draining, node.announced = flags.draining, flags.status
+
+    async def _persist(self, transitions: list[domain.Transition]) -> None:
+        if not transitions:
+            return
+        wall, stale = self.wall(), []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for transition in transitions:
+                if not await service.record_transition(conn, transition, now=wall):
+                    stale.append(transition.node_id)
+        if stale:  # a command changed these first: take the table's word for them
+            async with self.pool.acquire() as conn:
+                for flags in await store.live_flags(conn, stale):
+                    self.nodes[flags.id] = domain.NodeLiveness(
+                        flags.id, flags.status, draining=flags.draining, last_seen=self.nodes[flags.id].last_seen
+                    )
+
+    async def flush(self) -> None:
+        """Write the latest heartbeat of every node heard since the last flush, in one statement."""
+        self._next_flush = self.clock() + self.flush_s
+        beats, self._pending = self._pending, {}
+        if not beats:
+            return
+        async with self.pool.acquire() as conn:
+            await store.write_heartbeats(conn, [(node_id, *beat) for node_id, beat in beats.items()])

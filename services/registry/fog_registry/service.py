@@ -1,0 +1,139 @@
+"""Registry use cases: register, see, drain and deregister nodes; record status and reputation.
+
+Each takes the connection it works in; state changes and the events they cause commit together
+(through the outbox). Refusals are :class:`RegistryError` with a stable code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from fog_registry import domain, store
+from fog_shared.commands import registry as contract
+from fog_shared.commands.auth import Principal
+from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
+from fog_shared.pg import outbox
+
+SOURCE = "fog/registry"
+
+
+class RegistryError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def view(row: asyncpg.Record, live: dict[str, Any] | None = None) -> contract.NodeView:
+    """A node as the API shows it; ``live`` (seen_at, usage, running_jobs) is fresher than the row."""
+    values = dict(row)
+    if live is not None and (values["last_heartbeat_at"] is None or live["seen_at"] > values["last_heartbeat_at"]):
+        values |= {"last_heartbeat_at": live["seen_at"], "usage": live["usage"], "running_jobs": live["running_jobs"]}
+    values.pop("draining", None)
+    return contract.NodeView(**values)
+
+
+async def register_node(
+    conn: asyncpg.Connection, command: contract.RegisterNodeCommand, *, now: datetime
+) -> contract.NodeView:
+    """A new node, ``down`` until its first heartbeat."""
+    registration, node_id = command.registration, str(uuid.uuid4())
+    capabilities = registration.capabilities.model_dump(mode="json")
+    location = registration.location.model_dump() if registration.location else None
+    async with conn.transaction():
+        row = await store.insert_node(
+            conn, node_id=node_id, owner_id=command.owner_id, name=registration.name, capabilities=capabilities,
+            labels=registration.labels, region=registration.region, location=location, status=domain.DOWN, now=now,
+        )  # fmt: skip
+        event = NodeRegistered(
+            node_id=node_id, owner_id=command.owner_id, name=registration.name, capabilities=capabilities,
+            labels=registration.labels, region=registration.region, registered_at=now,
+        )  # fmt: skip
+        await outbox.record(conn, event, source=SOURCE)
+    return view(row)
+
+
+async def visible_node(conn: asyncpg.Connection, node_id: str, by: Principal, *, for_update: bool = False) -> Any:
+    row = await store.node(conn, node_id, for_update=for_update)
+    if row is None or not domain.may_see(
+        node_id=node_id, owner_id=row["owner_id"], kind=by.kind, user_id=by.user_id, by_node_id=by.node_id,
+        roles=by.roles,
+    ):  # fmt: skip
+        raise RegistryError("not_found", "no such node")  # someone else's node looks like none
+    return row
+
+
+async def list_nodes(conn: asyncpg.Connection, query: contract.ListNodesQuery) -> list[asyncpg.Record]:
+    by = query.by
+    if by.kind == "node":
+        return []
+    owner = query.owner_id if "admin" in by.roles else by.user_id
+    return await store.list_nodes(
+        conn, owner_id=owner, status=query.status, labels=query.labels, min_cpu_cores=query.min_cpu_cores,
+        min_memory_bytes=query.min_memory_bytes, limit=query.limit,
+    )  # fmt: skip
+
+
+async def drain_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> contract.NodeView:
+    """No new work for the node; running work finishes. Announced at once if it is ready."""
+    async with conn.transaction():
+        row = await visible_node(conn, query.node_id, query.by, for_update=True)
+        await store.set_draining(conn, query.node_id, now)
+        if row["status"] == domain.READY:
+            await record_transition(
+                conn, domain.Transition(query.node_id, domain.READY, domain.DRAINING, "drain requested"), now=now
+            )
+        return view(await visible_node(conn, query.node_id, query.by))
+
+
+async def deregister_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> str:
+    """The node is gone; returns its owner (the gateway revokes its credential next)."""
+    async with conn.transaction():
+        row = await visible_node(conn, query.node_id, query.by, for_update=True)
+        await store.deregister(conn, query.node_id, now)
+        event = NodeDeregistered(node_id=query.node_id, owner_id=row["owner_id"], deregistered_at=now)
+        await outbox.record(conn, event, source=SOURCE)
+        return str(row["owner_id"])
+
+
+async def record_transition(conn: asyncpg.Connection, transition: domain.Transition, *, now: datetime) -> bool:
+    """Persist one announced status change with its event; False if the row moved meanwhile."""
+    if not await store.set_status(conn, transition.node_id, previous=transition.previous, status=transition.status,
+                                  now=now, bump=transition.status == domain.DRAINING):  # fmt: skip
+        return False
+    event = NodeStatusChanged(
+        node_id=transition.node_id, status=transition.status, previous_status=transition.previous,
+        reason=transition.reason, changed_at=now,
+    )  # fmt: skip
+    await outbox.record(conn, event, source=SOURCE)
+    if transition.counts_against:
+        await record_outcome(conn, transition.node_id, success=False, weight=domain.WENT_DOWN_WEIGHT,
+                             reason="went down", now=now)  # fmt: skip
+    return True
+
+
+async def record_outcome(
+    conn: asyncpg.Connection, node_id: str, *, success: bool, weight: float, reason: str, now: datetime
+) -> None:
+    """Move the node's reputation; announce it when it moved noticeably."""
+    row = await store.reputation(conn, node_id)
+    if row is None:
+        return
+    before = domain.Reputation(row["rep_successes"], row["rep_failures"], row["rep_updated_at"].timestamp())
+    half_life = domain.REPUTATION_HALF_LIFE_S
+    after = before.record(success=success, weight=weight, now=now.timestamp(), half_life_s=half_life)
+    announced = row["reputation"]
+    changed = domain.worth_announcing(announced, after.score)
+    await store.set_reputation(
+        conn, node_id, score=after.score if changed else None, successes=after.successes, failures=after.failures,
+        now=now,
+    )  # fmt: skip
+    if changed:
+        event = NodeReputationChanged(
+            node_id=node_id, reputation=round(after.score, 4), previous_reputation=round(announced, 4), reason=reason,
+            changed_at=now,
+        )  # fmt: skip
+        await outbox.record(conn, event, source=SOURCE)

@@ -1,0 +1,100 @@
+"""The liveness state machine, flap damping, restart grace and reputation: pure rules, no clock."""
+
+from __future__ import annotations
+
+from fog_registry import domain
+from fog_registry.domain import DOWN, DRAINING, READY, SUSPECT, LivenessPolicy, NodeLiveness, Reputation
+
+POLICY = LivenessPolicy.for_interval(5.0)  # suspect after 7.5 s, down after 20 s
+USAGE = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
+
+
+def beat(node: NodeLiveness, now: float) -> str | None:
+    moved = domain.on_heartbeat(node, now=now, seq=1, running_jobs=0, usage=USAGE, policy=POLICY)
+    return moved.status if moved else None
+
+
+def tick(node: NodeLiveness, now: float, grace_until: float = 0.0) -> str | None:
+    moved = domain.on_tick(node, now=now, grace_until=grace_until, policy=POLICY)
+    return moved.status if moved else None
+
+
+def test_a_new_node_is_ready_on_its_first_heartbeat() -> None:
+    node = NodeLiveness("n1", DOWN)
+    assert beat(node, 0.0) == READY
+    assert beat(node, 5.0) is None, "no event for a heartbeat that changes nothing"
+
+
+def test_silence_makes_a_node_suspect_then_down_once_each() -> None:
+    node = NodeLiveness("n1", DOWN)
+    beat(node, 0.0)
+    assert [tick(node, t) for t in (5.0, 7.0)] == [None, None]
+    assert tick(node, 8.0) == SUSPECT
+    assert [tick(node, t) for t in (10.0, 19.0)] == [None, None]
+    assert tick(node, 21.0) == DOWN
+    assert tick(node, 40.0) is None
+    assert beat(node, 41.0) == READY
+
+
+def test_no_node_is_suspected_during_the_restart_grace() -> None:
+    node = NodeLiveness("n1", READY, last_seen=0.0)
+    assert tick(node, 30.0, grace_until=40.0) is None
+    assert beat(node, 35.0) is None
+    assert tick(node, 41.0, grace_until=40.0) is None, "it heartbeat during the grace"
+
+
+def test_a_flapping_node_is_not_announced_on_every_bounce() -> None:
+    node = NodeLiveness("n1", DOWN)
+    announced, now = [], 0.0
+    for _ in range(6):  # miss one beat, come back, over and over
+        announced.append(beat(node, now))
+        now += 8.0
+        announced.append(tick(node, now))
+        now += 0.5
+    changes = [a for a in announced if a is not None]
+    assert changes == [READY, SUSPECT] * 4, "after four quick lapses it stays suspect instead of bouncing"
+    # Steady heartbeats let the penalty decay; then it is announced ready again, once.
+    later = [beat(node, now + t) or tick(node, now + t + 0.1) for t in range(0, 200, 5)]
+    assert [s for s in later if s is not None] == [READY]
+
+
+def test_drain_and_goodbye() -> None:
+    node = NodeLiveness("n1", DOWN)
+    beat(node, 0.0)
+    moved = domain.on_drain(node)
+    assert moved is not None
+    assert moved.status == DRAINING
+    assert tick(node, 8.0) == SUSPECT
+    assert beat(node, 9.0) == DRAINING, "a drained node stays draining when it comes back"
+    left = domain.on_departure(node)
+    assert left is not None
+    assert (left.status, left.counts_against) == (DOWN, False)
+
+
+def test_reputation_moves_with_evidence_and_decays_to_neutral() -> None:
+    fresh = Reputation()
+    assert fresh.score == 0.5
+    good = fresh
+    for day in range(10):
+        good = good.record(success=True, weight=1.0, now=day * 86_400.0, half_life_s=domain.REPUTATION_HALF_LIFE_S)
+    assert good.score > 0.85
+    bad = good.record(success=False, weight=5.0, now=10 * 86_400.0, half_life_s=domain.REPUTATION_HALF_LIFE_S)
+    assert bad.score < good.score
+    forgotten = bad.decayed(400 * 86_400.0, domain.REPUTATION_HALF_LIFE_S)
+    assert abs(forgotten.score - 0.5) < 0.01
+    assert domain.worth_announcing(0.5, 0.53)
+    assert not domain.worth_announcing(0.5, 0.51)
+
+
+def test_who_sees_a_node() -> None:
+    def sees(kind: str, user_id: str | None = None, node_id: str | None = None, roles: tuple[str, ...] = ()) -> bool:
+        return domain.may_see(
+            node_id="n1", owner_id="owner", kind=kind, user_id=user_id, by_node_id=node_id, roles=list(roles)
+        )
+
+    assert sees("user", "owner", roles=("provider",))
+    assert sees("api_key", "owner", roles=("user",))
+    assert sees("user", "admin-1", roles=("admin",))
+    assert not sees("user", "someone", roles=("provider", "user"))
+    assert sees("node", node_id="n1", roles=("node",))
+    assert not sees("node", node_id="n2", roles=("node",))

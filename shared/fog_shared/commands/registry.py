@@ -1,0 +1,131 @@
+"""Requests the registry answers, the heartbeat batches it receives, and its replies.
+
+Heartbeats are not requests: gateways collect them from node connections and publish one batch
+every few hundred milliseconds on :data:`HEARTBEATS` (core NATS, at most once: liveness is
+soft state, the next heartbeat repairs a lost one). Every registry replica receives every batch,
+so a standby has warm liveness when it takes over.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from fog_shared.commands.auth import NodeId, Principal
+from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.subjects import command_subject, query_subject
+
+__all__ = ["ErrorReply", "error"]
+
+REGISTER_NODE = command_subject("registry", "register_node")
+GET_NODE = query_subject("registry", "get_node")
+LIST_NODES = query_subject("registry", "list_nodes")
+DRAIN_NODE = command_subject("registry", "drain_node")
+DEREGISTER_NODE = command_subject("registry", "deregister_node")
+HEARTBEATS = command_subject("registry", "heartbeats")
+
+NodeStatus = Literal["ready", "suspect", "down", "draining", "deregistered"]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=128)]
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+NonNegative = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class Gpu(Strict):
+    model: str = Field(min_length=1, max_length=128)
+    memory_bytes: NonNegative | None = None
+
+
+class Capabilities(Strict):
+    cpu_cores: int = Field(ge=1, le=4096)
+    memory_bytes: int = Field(ge=1, le=2**62)
+    disk_bytes: NonNegative
+    arch: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    os: str = Field(min_length=1, max_length=64)
+    gpus: list[Gpu] = Field(default=[], max_length=16)
+
+
+class Location(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class NodeRegistration(Strict):
+    """What a provider offers: the public ``POST /v1/nodes`` body."""
+
+    name: str = Field(min_length=1, max_length=64)
+    capabilities: Capabilities
+    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=32)
+    region: Region | None = None
+    location: Location | None = None
+
+
+class RegisterNodeCommand(Strict):
+    owner_id: str
+    registration: NodeRegistration
+
+
+class Usage(Strict):
+    cpu_percent: float = Field(ge=0, le=100_000)
+    memory_used_bytes: NonNegative
+    disk_used_bytes: NonNegative
+
+
+class Heartbeat(Strict):
+    """One beat of one node, as its agent sends it (``type`` is the WebSocket message type)."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    node_id: NodeId
+    seq: int = Field(ge=0, le=2**62)
+    running_jobs: int = Field(ge=0, le=100_000)
+    usage: Usage
+
+
+class HeartbeatBatch(Strict):
+    heartbeats: list[Heartbeat] = Field(default=[], max_length=10_000)
+    #: nodes that said goodbye (clean shutdown): down at once, no waiting for the grace period
+    departed: list[str] = Field(default=[], max_length=10_000)
+
+
+class NodeView(Strict):
+    id: str
+    name: str
+    owner_id: str
+    status: NodeStatus
+    capabilities: Capabilities
+    labels: dict[str, str]
+    region: str | None
+    location: Location | None
+    reputation: float
+    running_jobs: int
+    usage: Usage | None
+    last_heartbeat_at: Timestamp | None
+    registered_at: Timestamp
+    status_changed_at: Timestamp
+
+
+class RegisteredNode(Strict):
+    node: NodeView
+    #: the node credential, shown once: the agent authenticates with it
+    credential: str
+
+
+class NodeList(Strict):
+    items: list[NodeView]
+
+
+class NodeQuery(Strict):
+    node_id: NodeId
+    #: who asks: owners see their nodes, admins all, anyone else none
+    by: Principal
+
+
+class ListNodesQuery(Strict):
+    by: Principal
+    status: NodeStatus | None = None
+    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=32)
+    min_cpu_cores: int | None = Field(default=None, ge=1, le=4096)
+    min_memory_bytes: int | None = Field(default=None, ge=1, le=2**62)
+    owner_id: str | None = None
+    limit: int = Field(default=500, ge=1, le=5000)
