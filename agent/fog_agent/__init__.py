@@ -1,6 +1,10 @@
 """Fog's node agent. It speaks only HTTP/WebSocket to the gateway, never NATS or Postgres.
 
-Joining, heartbeats and job execution arrive with the nodes and jobs work (issues 4 and 5).
+``fog-agent join`` measures the machine (``fingerprint``), registers it as a node through
+``fog_client`` and keeps the node's credential in a private state file (``state``).
+``fog-agent run`` keeps the node connected (``connection``): heartbeats with the machine's usage
+(``usage``), reconnection with backoff, and a goodbye on SIGTERM/SIGINT. Job execution arrives
+with issue 5.
 """
 
 __version__ = "0.1.0"

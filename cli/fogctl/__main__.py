@@ -2,13 +2,14 @@
 
 import typer
 
-from fogctl import account, dev
+from fogctl import account, dev, nodes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
 app.command()(account.login)
 app.command()(account.whoami)
 app.command()(account.logout)
 app.add_typer(dev.app, name="dev")
+app.add_typer(nodes.app, name="node")
 
 
 def main() -> None:

@@ -53,14 +53,14 @@ def login(
             saved = await session.login(client, email, password)
             return saved, await client.me()
 
-    saved, me = _run(url, run())
+    saved, me = call_gateway(url, run())
     console.print(f"Logged in to {escape(saved.gateway_url)} as {escape(saved.email)}.")
     _print_me(saved, me)
 
 
 def whoami(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
     """Who the saved session is: kind, ids and roles, as the gateway sees them."""
-    saved = _saved_session()
+    saved = saved_session()
 
     async def run() -> Me:
         async with new_client(
@@ -71,7 +71,7 @@ def whoami(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         ) as client:
             return await client.me()
 
-    me = _run(saved.gateway_url, run(), on_401="the session has ended; run `fogctl login`")
+    me = call_gateway(saved.gateway_url, run(), on_401="the session has ended; run `fogctl login`")
     if as_json:
         typer.echo(json.dumps({"gateway_url": saved.gateway_url, "email": saved.email, **me.model_dump(mode="json")}))
     else:
@@ -94,12 +94,12 @@ def logout() -> None:
             await client.logout()
 
     # An unreachable gateway keeps the file: the session is still live there and can be ended later.
-    _run(saved.gateway_url, run())
+    call_gateway(saved.gateway_url, run())
     session.delete(saved.path)
     console.print("Logged out.")
 
 
-def _saved_session() -> Session:
+def saved_session() -> Session:
     try:
         saved = Session.load()
     except SessionError as exc:
@@ -119,7 +119,7 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
-def _run(gateway_url: str, work: Coroutine[Any, Any, T], *, on_401: str | None = None) -> T:
+def call_gateway(gateway_url: str, work: Coroutine[Any, Any, T], *, on_401: str | None = None) -> T:
     """Run a command's calls; what can go wrong becomes one line on stderr and exit status 1."""
     try:
         return asyncio.run(work)

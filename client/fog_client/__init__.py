@@ -2,7 +2,37 @@
 
 from fog_client.client import FogClient
 from fog_client.errors import ApiError
-from fog_client.models import ApiKey, CreatedApiKey, Me, NodeCredential, RotatedKey, Tokens, User
+from fog_client.models import (
+    ApiKey,
+    Capabilities,
+    CreatedApiKey,
+    Gpu,
+    Location,
+    Me,
+    Node,
+    NodeCredential,
+    NodeUsage,
+    RegisteredNode,
+    RotatedKey,
+    Tokens,
+    User,
+)
 
 __version__ = "0.1.0"
-__all__ = ["ApiError", "ApiKey", "CreatedApiKey", "FogClient", "Me", "NodeCredential", "RotatedKey", "Tokens", "User"]
+__all__ = [
+    "ApiError",
+    "ApiKey",
+    "Capabilities",
+    "CreatedApiKey",
+    "FogClient",
+    "Gpu",
+    "Location",
+    "Me",
+    "Node",
+    "NodeCredential",
+    "NodeUsage",
+    "RegisteredNode",
+    "RotatedKey",
+    "Tokens",
+    "User",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -14,17 +14,23 @@ from pydantic import BaseModel
 from fog_client.errors import ApiError
 from fog_client.models import (
     ApiKey,
+    Capabilities,
     CreatedApiKey,
     Items,
+    Location,
     Me,
+    Node,
     NodeCredential,
     Registered,
+    RegisteredNode,
     RotatedKey,
     Tokens,
     User,
 )
 
 M = TypeVar("M", bound=BaseModel)
+#: a query string; a list value repeats the parameter (``label=a=1&label=b=2``)
+Query = Mapping[str, str | int | list[str]]
 
 
 class FogClient:
@@ -138,6 +144,57 @@ class FogClient:
 
     # -- nodes -----------------------------------------------------------------------------------
 
+    async def register_node(
+        self,
+        name: str,
+        capabilities: Capabilities,
+        *,
+        labels: Mapping[str, str] | None = None,
+        region: str | None = None,
+        location: Location | None = None,
+    ) -> RegisteredNode:
+        """Offer a machine as a node (a provider's call); the reply holds its credential, shown this once."""
+        body = {
+            "name": name,
+            "capabilities": capabilities.model_dump(mode="json"),
+            "labels": dict(labels or {}),
+            "region": region,
+            "location": location.model_dump(mode="json") if location else None,
+        }
+        return _parse(RegisteredNode, await self._call("POST", "/v1/nodes", body))
+
+    async def list_nodes(
+        self,
+        *,
+        status: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        min_cpu_cores: int | None = None,
+        min_memory_bytes: int | None = None,
+        owner_id: str | None = None,
+    ) -> list[Node]:
+        """Nodes matching every filter given: a provider sees their own, an admin all of them."""
+        filters = {
+            "status": status,
+            "min_cpu_cores": min_cpu_cores,
+            "min_memory_bytes": min_memory_bytes,
+            "owner_id": owner_id,
+        }
+        query: dict[str, str | int | list[str]] = {k: v for k, v in filters.items() if v is not None}
+        if labels:
+            query["label"] = [f"{key}={value}" for key, value in labels.items()]
+        return _parse(Items[Node], await self._call("GET", "/v1/nodes", params=query)).items
+
+    async def get_node(self, node_id: str) -> Node:
+        return _parse(Node, await self._call("GET", f"/v1/nodes/{_segment(node_id)}"))
+
+    async def drain_node(self, node_id: str) -> Node:
+        """Stop giving the node new work; what it runs may finish."""
+        return _parse(Node, await self._call("POST", f"/v1/nodes/{_segment(node_id)}/drain"))
+
+    async def deregister_node(self, node_id: str) -> None:
+        """Remove the node; its credential stops working."""
+        await self._call("DELETE", f"/v1/nodes/{_segment(node_id)}")
+
     async def issue_node_credential(self, node_id: str) -> NodeCredential:
         return _parse(NodeCredential, await self._call("POST", f"/v1/nodes/{_segment(node_id)}/credential"))
 
@@ -152,7 +209,7 @@ class FogClient:
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: dict[str, int] | None = None
+        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Query | None = None
     ) -> httpx.Response:
         sent = self.access_token
         response = await self._send(method, path, body, auth=auth, params=params)
@@ -166,9 +223,7 @@ class FogClient:
             raise ApiError.from_response(response)
         return response
 
-    async def _send(
-        self, method: str, path: str, body: Any, *, auth: bool, params: dict[str, int] | None
-    ) -> httpx.Response:
+    async def _send(self, method: str, path: str, body: Any, *, auth: bool, params: Query | None) -> httpx.Response:
         credential = (self.api_key or self.access_token) if auth else None
         headers = {"Authorization": f"Bearer {credential}"} if credential else None
         return await self._http.request(method, path, json=body, headers=headers, params=params)

@@ -83,6 +83,65 @@ class NodeCredential(_Reply):
     issued_at: datetime
 
 
+class Gpu(_Reply):
+    model: str
+    memory_bytes: int | None = None
+
+
+class Capabilities(_Reply):
+    """What a node offers; the agent measures it when joining and sends it with ``register_node``."""
+
+    cpu_cores: int
+    memory_bytes: int
+    disk_bytes: int
+    arch: str
+    os: str
+    gpus: list[Gpu] = Field(default_factory=list)
+
+
+class Location(_Reply):
+    lat: float
+    lon: float
+
+
+class NodeUsage(_Reply):
+    """What a node is using, as of its last heartbeat."""
+
+    cpu_percent: float
+    memory_used_bytes: int
+    disk_used_bytes: int
+
+
+class Node(_Reply):
+    """A node as the registry sees it.
+
+    ``status`` is ``ready``, ``suspect``, ``down``, ``draining`` or ``deregistered``; it is a plain
+    string so that a status added by a newer gateway does not make the whole reply unreadable.
+    """
+
+    id: str
+    name: str
+    owner_id: str
+    status: str
+    capabilities: Capabilities
+    labels: dict[str, str] = Field(default_factory=dict)
+    region: str | None = None
+    location: Location | None = None
+    reputation: float
+    running_jobs: int = 0
+    usage: NodeUsage | None = None
+    last_heartbeat_at: datetime | None = None
+    registered_at: datetime
+    status_changed_at: datetime
+
+
+class RegisteredNode(_Reply):
+    """A new node and its credential (``fogn_…``), shown this once: the agent keeps it in its state file."""
+
+    node: Node
+    credential: str = Field(repr=False)
+
+
 class Items(_Reply, Generic[T]):
     """The envelope of every list reply, so that paging can be added without changing its shape."""
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from fog_client import ApiError, FogClient, Tokens
+from fog_client import ApiError, Capabilities, FogClient, Location, NodeUsage, Tokens
 from fog_client.errors import parse_retry_after
 
 URL = "http://gateway.test"
@@ -263,3 +263,114 @@ async def test_concurrent_401s_share_one_refresh() -> None:
     assert gateway.paths().count("/v1/auth/refresh") == 1
     sent = sorted(str(auth) for _, path, auth in gateway.calls if path == "/v1/me")
     assert sent == ["Bearer a1", "Bearer a1", "Bearer a3", "Bearer a3"]
+
+
+CAPABILITIES = {
+    "cpu_cores": 8,
+    "memory_bytes": 16 * 2**30,
+    "disk_bytes": 500 * 10**9,
+    "arch": "x86_64",
+    "os": "Linux 6.8.0",
+    "gpus": [{"model": "NVIDIA A100", "memory_bytes": 40 * 2**30}, {"model": "Tesla T4", "memory_bytes": None}],
+}
+NODE = {
+    "id": "n1",
+    "name": "edge-1",
+    "owner_id": "u1",
+    "status": "ready",
+    "capabilities": CAPABILITIES,
+    "labels": {"zone": "a"},
+    "region": "eu-west",
+    "location": {"lat": 52.37, "lon": 4.89},
+    "reputation": 0.5,
+    "running_jobs": 0,
+    "usage": {"cpu_percent": 12.5, "memory_used_bytes": 2**30, "disk_used_bytes": 10**9},
+    "last_heartbeat_at": NOW,
+    "registered_at": NOW,
+    "status_changed_at": NOW,
+}
+
+
+async def test_registering_a_node_sends_its_capabilities_and_keeps_the_credential_out_of_repr() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"node": NODE, "credential": "fogn_secret"})
+
+    capabilities = Capabilities.model_validate(CAPABILITIES)
+    async with client(handler, api_key="fogk_provider") as fog:
+        registered = await fog.register_node(
+            "edge-1", capabilities, labels={"zone": "a"}, region="eu-west", location=Location(lat=52.37, lon=4.89)
+        )
+        bare = await fog.register_node("edge-2", capabilities)
+    assert (seen[0].method, seen[0].url.path, bearer(seen[0])) == ("POST", "/v1/nodes", "Bearer fogk_provider")
+    assert json.loads(seen[0].content) == {
+        "name": "edge-1",
+        "capabilities": CAPABILITIES,
+        "labels": {"zone": "a"},
+        "region": "eu-west",
+        "location": {"lat": 52.37, "lon": 4.89},
+    }
+    sent = json.loads(seen[1].content)
+    assert (sent["labels"], sent["region"], sent["location"]) == ({}, None, None)
+    assert isinstance(sent["capabilities"]["cpu_cores"], int)  # strict gateway: never 8.0
+    assert registered.credential == "fogn_secret"
+    assert "fogn_secret" not in repr(registered)
+    node = registered.node
+    assert (node.id, node.status, node.capabilities.gpus[0].model) == ("n1", "ready", "NVIDIA A100")
+    assert node.capabilities.gpus[1].memory_bytes is None
+    assert node.location == Location(lat=52.37, lon=4.89)
+    assert node.usage == NodeUsage(cpu_percent=12.5, memory_used_bytes=2**30, disk_used_bytes=10**9)
+    assert node.last_heartbeat_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert bare == registered
+
+
+async def test_listing_nodes_sends_only_the_filters_given_and_repeats_label() -> None:
+    queries: list[httpx.QueryParams] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries.append(request.url.params)
+        return httpx.Response(200, json={"items": [NODE, {**NODE, "id": "n2", "usage": None, "location": None}]})
+
+    async with client(handler, access_token="a1") as fog:
+        nodes = await fog.list_nodes(
+            status="ready", labels={"zone": "a", "gpu": "yes"}, min_cpu_cores=2, min_memory_bytes=2**30, owner_id="u1"
+        )
+        await fog.list_nodes()
+    assert [n.id for n in nodes] == ["n1", "n2"]
+    assert (nodes[1].usage, nodes[1].location) == (None, None)
+    everything = queries[0]
+    assert everything.get_list("label") == ["zone=a", "gpu=yes"]
+    assert (everything["status"], everything["min_cpu_cores"], everything["owner_id"]) == ("ready", "2", "u1")
+    assert everything["min_memory_bytes"] == str(2**30)
+    assert not queries[1]
+
+
+async def test_a_node_is_read_drained_and_deregistered_by_id() -> None:
+    calls: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.method, request.url.raw_path.decode()))
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        status = "draining" if request.url.path.endswith("/drain") else "ready"
+        return httpx.Response(200, json={**NODE, "status": status, "future_field": 1})  # extra fields are ignored
+
+    async with client(handler, access_token="a1") as fog:
+        assert (await fog.get_node("n1")).status == "ready"
+        assert (await fog.drain_node("n1")).status == "draining"
+        await fog.deregister_node("n/1")  # an id stays one path segment
+        with pytest.raises(ValueError, match="not an id"):
+            await fog.get_node("..")
+    assert calls == [("GET", "/v1/nodes/n1"), ("POST", "/v1/nodes/n1/drain"), ("DELETE", "/v1/nodes/n%2F1")]
+
+
+async def test_a_refused_node_call_raises_the_problem() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return problem(404, "not_found")
+
+    async with client(handler, access_token="a1") as fog:
+        with pytest.raises(ApiError) as refused:
+            await fog.drain_node("n1")
+    assert (refused.value.status, refused.value.code) == (404, "not_found")

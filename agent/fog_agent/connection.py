@@ -1,0 +1,269 @@
+"""The agent's line to the gateway: connect, heartbeat at the pace the welcome sets, reconnect when it drops.
+
+``AgentConnection.run`` returns the process's exit status: ``EXIT_STOPPED`` after ``stop()`` (the
+signal handlers call it), ``EXIT_REFUSED`` when the gateway refuses the node for good. Any other
+failure (gateway unreachable, connection dropped, a close with another code) is retried after a
+backoff with full jitter; each new connection starts from a fresh welcome and ``seq`` 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from fog_agent import __version__, protocol
+from fog_agent.protocol import ProtocolViolation, Welcome
+from fog_agent.usage import UsageSource
+
+log = logging.getLogger(__name__)
+# websockets logs every handshake header at DEBUG, Authorization included: its logger never gets that verbose.
+_websocket_log = logging.getLogger("fog_agent.websocket")
+_websocket_log.setLevel(logging.INFO)
+
+EXIT_STOPPED, EXIT_REFUSED = 0, 3
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
+#: a connection that stayed up longer than this was healthy: the next failure backs off from the start again
+STABLE_AFTER_S = 60.0
+WELCOME_TIMEOUT_S = 10.0
+#: how long a goodbye may take before the agent leaves anyway
+GOODBYE_TIMEOUT_S = 5.0
+#: what a connection can fail with that is worth another try
+_TRANSIENT = (OSError, TimeoutError, WebSocketException, ProtocolViolation)
+
+T = TypeVar("T")
+
+
+class Socket(Protocol):
+    """The part of a websockets ``ClientConnection`` the agent uses."""
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+#: opens a connection to a URL with these handshake headers (websockets' ``connect`` unless a test says otherwise)
+Connect = Callable[[str, Mapping[str, str]], Awaitable[Socket]]
+
+
+def open_websocket(url: str, headers: Mapping[str, str]) -> Awaitable[Socket]:
+    return connect(
+        url, additional_headers=dict(headers), user_agent_header=f"fog-agent/{__version__}", logger=_websocket_log
+    )
+
+
+def backoff_s(
+    attempt: int, rng: random.Random, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S
+) -> float:
+    """The wait before retry ``attempt`` (0 for the first): uniform in [0, min(cap, base·2^attempt)].
+
+    Full jitter: agents cut off together (a gateway restart) come back spread out, not in waves.
+    """
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, not {attempt}")
+    ceiling = min(cap_s, base_s * 2 ** min(attempt, 64))  # the exponent is bounded so that the float cannot overflow
+    return rng.uniform(0.0, ceiling)
+
+
+class Backoff:
+    """Failures in a row make the wait grow; a connection that held for ``STABLE_AFTER_S`` starts it over."""
+
+    def __init__(self, rng: random.Random, clock: Callable[[], float]) -> None:
+        self._rng, self._clock = rng, clock
+        self._attempt = 0
+        self._up_since: float | None = None
+
+    def connected(self) -> None:
+        self._up_since = self._clock()
+
+    def next_delay(self) -> float:
+        if self._up_since is not None and self._clock() - self._up_since > STABLE_AFTER_S:
+            self._attempt = 0
+        self._up_since = None
+        delay = backoff_s(self._attempt, self._rng)
+        self._attempt += 1
+        return delay
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why the gateway refuses this node for good, or ``None`` when trying again may work."""
+    if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+        meaning = protocol.REFUSING_CLOSE_CODES.get(exc.rcvd.code)
+        if meaning is not None:
+            reason = f" ({exc.rcvd.reason})" if exc.rcvd.reason else ""
+            return f"the gateway closed the connection with code {exc.rcvd.code}{reason}: {meaning}"
+    if isinstance(exc, InvalidStatus):
+        meaning = protocol.REFUSING_HTTP_STATUSES.get(exc.response.status_code)
+        if meaning is not None:
+            return f"the gateway answered the handshake with HTTP {exc.response.status_code}: {meaning}"
+    return None
+
+
+class AgentConnection:
+    """One node's connection to its gateway, kept up until ``stop()`` or a refusal."""
+
+    def __init__(
+        self,
+        gateway_url: str,
+        node_id: str,
+        credential: str,
+        *,
+        usage: UsageSource,
+        connect: Connect = open_websocket,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = protocol.connect_url(gateway_url)
+        self.node_id = node_id
+        self._headers = {"Authorization": f"Bearer {credential}"}
+        self._usage, self._connect, self._clock = usage, connect, clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:  # the default would show the headers, credential included
+        return f"AgentConnection({self.url!r}, node_id={self.node_id!r})"
+
+    def stop(self) -> None:
+        """Drain and leave: no more heartbeats, a goodbye when connected, then ``run`` returns ``EXIT_STOPPED``.
+
+        Synchronous, so that it can be an event loop's signal handler.
+        """
+        self._stopping.set()
+
+    async def run(self) -> int:
+        backoff = Backoff(self._rng, self._clock)
+        while not self._stopping.is_set():
+            try:
+                await self._session(backoff)
+            except _TRANSIENT as exc:
+                why = refusal(exc)
+                if why is not None:
+                    log.error("not reconnecting: %s", why)
+                    return EXIT_REFUSED
+                if self._stopping.is_set():
+                    break
+                delay = backoff.next_delay()
+                log.warning("connection to %s failed: %s; retrying in %.1fs", self.url, _describe(exc), delay)
+                if await self._stopped_within(delay):
+                    break
+        log.info("stopped")
+        return EXIT_STOPPED
+
+    async def _session(self, backoff: Backoff) -> None:
+        """One connection, from the handshake until it fails (raises) or the agent stops (returns)."""
+        log.debug("connecting to %s", self.url)
+        ws = await self._unless_stopped(self._connect(self.url, self._headers))
+        if ws is None:
+            return
+        try:
+            welcome = await self._unless_stopped(asyncio.wait_for(self._welcome(ws), WELCOME_TIMEOUT_S))
+            if welcome is None:
+                return
+            backoff.connected()
+            if welcome.node_id != self.node_id:  # the gateway knows which node the credential is: heartbeat as that
+                log.warning("the gateway welcomed node %s, but the state file names %s", welcome.node_id, self.node_id)
+            log.info(
+                "connected to %s as node %s; heartbeat every %gs",
+                self.url,
+                welcome.node_id,
+                welcome.heartbeat_interval_s,
+            )
+            await self._serve(ws, welcome)
+        finally:
+            await ws.close()  # a normal closure; nothing happens when the connection is already closed
+
+    async def _welcome(self, ws: Socket) -> Welcome:
+        while True:
+            message = self._decode(await ws.recv())
+            if message is not None and message.get("type") == "welcome":
+                return protocol.parse_welcome(message)
+            if message is not None:
+                self._handle(message)  # an error said before the welcome is still worth reading
+
+    async def _serve(self, ws: Socket, welcome: Welcome) -> None:
+        heartbeats = asyncio.create_task(self._heartbeats(ws, welcome))
+        receiving = asyncio.create_task(self._receive(ws))
+        stopping = asyncio.create_task(self._stopping.wait())
+        tasks = (heartbeats, receiving, stopping)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()  # draining: with no jobs yet, that is just no more heartbeats
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._stopping.is_set():
+            await self._goodbye(ws)
+            return
+        for task in (receiving, heartbeats):
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+
+    async def _heartbeats(self, ws: Socket, welcome: Welcome) -> None:
+        for seq in itertools.count(1):
+            await ws.send(protocol.encode(protocol.heartbeat(welcome.node_id, seq, self._usage())))
+            log.debug("heartbeat %d sent", seq)
+            await asyncio.sleep(welcome.heartbeat_interval_s)  # the pace the gateway asked for
+
+    async def _receive(self, ws: Socket) -> None:
+        while True:
+            message = self._decode(await ws.recv())
+            if message is not None:
+                self._handle(message)
+
+    async def _goodbye(self, ws: Socket) -> None:
+        # Best effort: the gateway notices a node that vanished anyway, only later.
+        with contextlib.suppress(*_TRANSIENT):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await ws.send(protocol.encode(protocol.GOODBYE))
+                await ws.close(1000, "shutdown")
+                log.info("said goodbye to the gateway")
+
+    @staticmethod
+    def _decode(raw: str | bytes) -> dict[str, Any] | None:
+        message = protocol.decode(raw)
+        if message is None:
+            log.warning("ignoring a message from the gateway that is not a JSON object")
+        return message
+
+    @staticmethod
+    def _handle(message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "error":
+            log.warning("the gateway reports an error: %s (%s)", message.get("detail"), message.get("code"))
+        else:  # a newer gateway's message (e.g. job assignments): not this agent's business yet
+            log.debug("ignoring a %r message", kind)
+
+    async def _unless_stopped(self, awaitable: Awaitable[T]) -> T | None:
+        """``awaitable``'s result, or ``None`` when the agent is told to stop first (it is then cancelled)."""
+        work = asyncio.ensure_future(awaitable)
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            work.cancel()  # nothing happens when it has finished
+        if work in done:
+            return work.result()  # or its exception
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return None
+
+    async def _stopped_within(self, delay: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        return self._stopping.is_set()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or exc.__class__.__name__

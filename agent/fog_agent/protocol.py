@@ -1,0 +1,81 @@
+"""The messages of ``/v1/nodes/connect``: JSON text frames with a ``type`` member.
+
+Server → agent: ``welcome`` (first, on every connection), ``error``, and types this agent does not
+know yet, which it ignores. Agent → server: ``heartbeat`` and, when it shuts down, ``goodbye``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fog_client import NodeUsage
+
+CONNECT_PATH = "/v1/nodes/connect"
+#: close codes after which trying again cannot help, and what they mean to whoever runs the agent
+REFUSING_CLOSE_CODES = {
+    4401: "the node credential is invalid or revoked; join again with `fog-agent join --force`",
+    4403: "the gateway forbids what this node did",
+    1008: "the gateway closed the connection for a policy violation",
+}
+#: a gateway that refuses before accepting the socket answers the handshake with one of these
+REFUSING_HTTP_STATUSES = {
+    401: "the node credential is invalid or revoked; join again with `fog-agent join --force`",
+    403: "the gateway forbids this node to connect",
+}
+GOODBYE: dict[str, Any] = {"type": "goodbye", "reason": "shutdown"}
+
+
+class ProtocolViolation(Exception):
+    """The gateway sent something this agent cannot work with (a connection-level failure: reconnect)."""
+
+
+@dataclass(frozen=True)
+class Welcome:
+    node_id: str
+    heartbeat_interval_s: float
+
+
+def connect_url(gateway_url: str) -> str:
+    """``http(s)://host[/prefix]`` → ``ws(s)://host[/prefix]/v1/nodes/connect``: a gateway behind a path keeps it."""
+    parts = urlsplit(gateway_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"not an http(s) gateway URL: {gateway_url!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + CONNECT_PATH, "", ""))
+
+
+def heartbeat(node_id: str, seq: int, usage: NodeUsage, *, running_jobs: int = 0) -> dict[str, Any]:
+    return {
+        "type": "heartbeat",
+        "node_id": node_id,
+        "seq": seq,
+        "running_jobs": running_jobs,
+        "usage": usage.model_dump(mode="json"),
+    }
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def decode(raw: str | bytes) -> dict[str, Any] | None:
+    """A message as a JSON object, or ``None`` when it is not one."""
+    try:
+        message = json.loads(raw)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def parse_welcome(message: dict[str, Any]) -> Welcome:
+    node_id, interval = message.get("node_id"), message.get("heartbeat_interval_s")
+    if not isinstance(node_id, str) or not node_id:
+        raise ProtocolViolation("the welcome names no node")
+    # bool is an int to Python, not to JSON; zero, negative or infinite intervals cannot pace heartbeats
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < math.inf:
+        raise ProtocolViolation(f"the welcome's heartbeat_interval_s is unusable: {interval!r}")
+    return Welcome(node_id, float(interval))

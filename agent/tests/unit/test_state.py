@@ -1,0 +1,101 @@
+"""The node's state file: where it lives, who may read it, and that it is replaced whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+
+from fog_agent.state import NodeState, StateError, default_state_dir, state_path
+
+URL = "http://gateway.test"
+CREDENTIAL = "fogn_not_for_logs"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "state" / "fog-agent"
+    monkeypatch.setenv("FOG_AGENT_STATE_DIR", str(directory))
+    return directory
+
+
+def test_the_state_lives_in_fog_agent_state_dir_or_under_home(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert state_path() == state_dir / "node.json"
+    assert state_path(Path("/elsewhere")) == Path("/elsewhere/node.json")
+    monkeypatch.delenv("FOG_AGENT_STATE_DIR")
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert default_state_dir() == Path("/home/someone/.local/state/fog-agent")
+
+
+def test_saved_state_is_private_and_loads_back(state_dir: Path) -> None:
+    assert NodeState.load() is None
+    NodeState(URL, "n1", "edge-1", CREDENTIAL).save()
+    path = state_dir / "node.json"
+    assert (mode(state_dir), mode(path)) == (0o700, 0o600)
+    assert json.loads(path.read_text()) == {
+        "gateway_url": URL, "node_id": "n1", "name": "edge-1", "credential": CREDENTIAL
+    }  # fmt: skip
+    loaded = NodeState.load()
+    assert loaded == NodeState(URL, "n1", "edge-1", CREDENTIAL)
+    assert CREDENTIAL not in repr(loaded)
+
+
+def test_saving_again_replaces_the_file_whole_and_narrows_a_loose_one(state_dir: Path) -> None:
+    NodeState(URL, "n1", "edge-1", CREDENTIAL).save()
+    path = state_dir / "node.json"
+    path.chmod(0o644)
+    before = path.stat().st_ino
+    NodeState(URL, "n2", "edge-1", "fogn_second").save()
+    assert path.stat().st_ino != before  # a new file renamed over the old one, not the old one rewritten
+    assert mode(path) == 0o600
+    assert NodeState.load() == NodeState(URL, "n2", "edge-1", "fogn_second")
+    assert [p.name for p in state_dir.iterdir()] == ["node.json"]  # no temporary left behind
+
+
+def test_a_failed_write_keeps_the_old_state_and_leaves_no_temporary(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    NodeState(URL, "n1", "edge-1", CREDENTIAL).save()
+
+    def full_disk(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        NodeState(URL, "n2", "edge-2", "fogn_second").save()
+    assert NodeState.load() == NodeState(URL, "n1", "edge-1", CREDENTIAL)
+    assert [p.name for p in state_dir.iterdir()] == ["node.json"]
+
+
+def test_a_planted_symlink_at_the_temporary_name_is_not_written_through(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir.mkdir(parents=True)
+    target = tmp_path / "somewhere-else"
+    target.write_text("untouched")
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "guessed")
+    (state_dir / ".node.json.guessed").symlink_to(target)
+    with pytest.raises(FileExistsError):
+        NodeState(URL, "n1", "edge-1", CREDENTIAL).save()
+    assert target.read_text() == "untouched"
+    assert not (state_dir / "node.json").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", "[]", '{"gateway_url": "http://g"}', json.dumps({"gateway_url": URL, "node_id": "n1", "name": "x",
+                                                                   "credential": ""})],
+)  # fmt: skip
+def test_an_unusable_state_file_is_reported(state_dir: Path, content: str) -> None:
+    state_dir.mkdir(parents=True)
+    (state_dir / "node.json").write_text(content)
+    with pytest.raises(StateError, match="not a usable state file"):
+        NodeState.load()

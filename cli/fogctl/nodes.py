@@ -1,0 +1,163 @@
+"""``fogctl node list|get|drain|deregister``: the nodes a provider owns (an admin: all of them).
+
+Calls go out with the saved session (``fogctl login``), refreshed like ``fogctl whoami`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fog_client import FogClient, Node
+from fogctl import account
+
+app = typer.Typer(no_args_is_help=True, help="Nodes: the machines that run jobs.")
+T = TypeVar("T")
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+ENDED = "the session has ended; run `fogctl login`"
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+NodeIdArgument = Annotated[str, typer.Argument(help="The node's id", show_default=False)]
+
+
+@app.command("list")
+def list_nodes(
+    status: Annotated[
+        str | None, typer.Option(help="Only nodes in this status: ready, suspect, down, draining, deregistered")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="key=value; repeat to require several")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Your nodes (every node, for an admin)."""
+    labels = parse_labels(label or [])
+    nodes = _with_client(lambda client: client.list_nodes(status=status, labels=labels))
+    if as_json:
+        typer.echo(json.dumps({"items": [node.model_dump(mode="json") for node in nodes]}))
+    else:
+        Console(highlight=False).print(node_table(nodes))  # made here: it takes its width from $COLUMNS
+
+
+@app.command()
+def get(node_id: NodeIdArgument, as_json: JsonOption = False) -> None:
+    """One node: capabilities, labels, usage and status."""
+    node = _with_client(lambda client: client.get_node(node_id))
+    if as_json:
+        typer.echo(json.dumps(node.model_dump(mode="json")))
+        return
+    for name, value in node_rows(node).items():
+        typer.echo(f"{name:<17} {value}")
+
+
+@app.command()
+def drain(node_id: NodeIdArgument) -> None:
+    """Give the node no new work; what it runs may finish."""
+    node = _with_client(lambda client: client.drain_node(node_id))
+    account.console.print(f"Node {node.id} ({node.name}) is {node.status}.", markup=False)
+
+
+@app.command()
+def deregister(node_id: NodeIdArgument) -> None:
+    """Remove the node for good; its credential stops working at once."""
+    _with_client(lambda client: client.deregister_node(node_id))
+    account.console.print(f"Deregistered node {node_id}; its credential no longer works.", markup=False)
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for value in values:
+        key, equals, text = value.partition("=")
+        if not equals or not key:
+            raise typer.BadParameter(f"{value!r} is not key=value", param_hint="--label")
+        labels[key] = text
+    return labels
+
+
+def node_table(nodes: list[Node]) -> Table:
+    table = Table("id", "name", "status")
+    for number in ("cores", "memory"):
+        table.add_column(number, justify="right")
+    table.add_column("region")
+    table.add_column("reputation", justify="right")
+    table.add_column("last heartbeat")
+    for node in nodes:
+        table.add_row(
+            node.id,
+            node.name,
+            node.status,
+            str(node.capabilities.cpu_cores),
+            human_bytes(node.capabilities.memory_bytes),
+            node.region or "-",
+            f"{node.reputation:.2f}",
+            _when(node.last_heartbeat_at),
+            style="dim" if node.status in ("down", "deregistered") else None,
+        )
+    return table
+
+
+def node_rows(node: Node) -> dict[str, str]:
+    capabilities, usage, location = node.capabilities, node.usage, node.location
+    gpus = [f"{gpu.model} ({human_bytes(gpu.memory_bytes)})" for gpu in capabilities.gpus]
+    return {
+        "id": node.id,
+        "name": node.name,
+        "owner_id": node.owner_id,
+        "status": f"{node.status} since {_when(node.status_changed_at)}",
+        "region": node.region or "-",
+        "location": f"{location.lat}, {location.lon}" if location else "-",
+        "cpu_cores": str(capabilities.cpu_cores),
+        "memory": human_bytes(capabilities.memory_bytes),
+        "disk": human_bytes(capabilities.disk_bytes),
+        "platform": f"{capabilities.os} ({capabilities.arch})",
+        "gpus": ", ".join(gpus) or "-",
+        "labels": ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-",
+        "reputation": f"{node.reputation:.2f}",
+        "running_jobs": str(node.running_jobs),
+        "usage": (
+            f"cpu {usage.cpu_percent:.1f}%, memory {human_bytes(usage.memory_used_bytes)}, "
+            f"disk {human_bytes(usage.disk_used_bytes)}"
+            if usage
+            else "-"
+        ),
+        "last_heartbeat": _when(node.last_heartbeat_at),
+        "registered": _when(node.registered_at),
+    }
+
+
+def human_bytes(count: int | None) -> str:
+    """Binary units, as memory is sold: 16.0 GiB, not 17.2 GB."""
+    if count is None:
+        return "?"
+    if count < 1024:
+        return f"{count} B"
+    size = float(count)
+    for unit in _UNITS:
+        size /= 1024
+        if size < 1024 or unit == _UNITS[-1]:
+            return f"{size:.1f} {unit}"
+    raise AssertionError("the last unit always returns")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"
+
+
+def _with_client(call: Callable[[FogClient], Awaitable[T]]) -> T:
+    """One call with the saved session; failures become one line on stderr and exit status 1."""
+    saved = account.saved_session()
+
+    async def run() -> T:
+        async with account.new_client(
+            saved.gateway_url,
+            access_token=saved.access_token,
+            refresh_token=saved.refresh_token,
+            on_tokens=saved.keep,  # a refresh rotates the refresh token: the file must follow
+        ) as client:
+            return await call(client)
+
+    return account.call_gateway(saved.gateway_url, run(), on_401=ENDED)

@@ -1,0 +1,214 @@
+"""``fogctl node list|get|drain|deregister`` with the saved session, against a scripted gateway (MockTransport)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from fog_client import FogClient, Tokens
+from fogctl import account
+from fogctl.__main__ import app
+from fogctl.nodes import human_bytes
+from fogctl.session import Session
+
+URL = "http://gateway.test"
+EMAIL = "pat@example.org"
+NOW = "2030-01-02T03:04:05Z"
+GIB = 2**30
+
+
+def node(node_id: str, **changes: Any) -> dict[str, Any]:
+    capabilities = {
+        "cpu_cores": 8, "memory_bytes": 16 * GIB, "disk_bytes": 500 * GIB, "arch": "x86_64", "os": "Linux 6.8",
+        "gpus": [{"model": "Tesla T4", "memory_bytes": 15 * GIB}],
+    }  # fmt: skip
+    body = {
+        "id": node_id, "name": f"edge-{node_id}", "owner_id": "u1", "status": "ready", "capabilities": capabilities,
+        "labels": {"zone": "a"}, "region": "eu-west", "location": {"lat": 52.37, "lon": 4.89}, "reputation": 0.5,
+        "running_jobs": 0, "usage": {"cpu_percent": 12.5, "memory_used_bytes": 4 * GIB, "disk_used_bytes": 100 * GIB},
+        "last_heartbeat_at": NOW, "registered_at": NOW, "status_changed_at": NOW,
+    }  # fmt: skip
+    return {**body, **changes}
+
+
+def problem(status: int, code: str) -> httpx.Response:
+    body = {"type": f"urn:fog:problem:{code}", "title": code.replace("_", " "), "status": status, "code": code}
+    return httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json"})
+
+
+class Gateway:
+    """Nodes ``n1`` and ``n2``; access token ``a<current>`` is the valid one, refresh with ``r<current>`` rotates."""
+
+    def __init__(self) -> None:
+        self.current = 1
+        self.nodes = {"n1": node("n1"), "n2": node("n2", region=None, last_heartbeat_at=None, status="down")}
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/v1/auth/refresh":
+            if json.loads(request.content) != {"refresh_token": f"r{self.current}"}:
+                return problem(401, "invalid_grant")
+            self.current += 1
+            pair = {"access_token": f"a{self.current}", "refresh_token": f"r{self.current}", "expires_in": 600}
+            return httpx.Response(200, json=pair)
+        if request.headers.get("Authorization") != f"Bearer a{self.current}":
+            return problem(401, "invalid_token")
+        match request.method, request.url.path.split("/")[3:]:
+            case "GET", []:
+                return httpx.Response(200, json={"items": list(self.nodes.values())})
+            case "GET", [node_id] if node_id in self.nodes:
+                return httpx.Response(200, json=self.nodes[node_id])
+            case "POST", [node_id, "drain"] if node_id in self.nodes:
+                self.nodes[node_id]["status"] = "draining"
+                return httpx.Response(200, json=self.nodes[node_id])
+            case "DELETE", [node_id] if node_id in self.nodes:
+                del self.nodes[node_id]
+                return httpx.Response(204)
+        return problem(404, "not_found")
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    fake = Gateway()
+
+    def new_client(
+        base_url: str,
+        *,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+        on_tokens: Callable[[Tokens], None] | None = None,
+    ) -> FogClient:
+        assert base_url == URL
+        return FogClient(
+            base_url,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            on_tokens=on_tokens,
+            transport=httpx.MockTransport(fake),
+        )
+
+    monkeypatch.setattr(account, "new_client", new_client)
+    return fake
+
+
+@pytest.fixture
+def logged_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Session:
+    monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
+    monkeypatch.setenv("COLUMNS", "200")  # a table as wide as its rows, whatever the test runner's terminal
+    saved = Session(URL, EMAIL, "a1", "r1")
+    saved.save()
+    return saved
+
+
+runner = CliRunner()
+
+
+def fogctl(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def cells(out: str, border: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split(border)[1:-1]] for line in out.splitlines() if line.startswith(border)]
+
+
+def test_list_shows_a_table_of_the_nodes(gateway: Gateway, logged_in: Session) -> None:
+    code, out, err = fogctl("node", "list")
+    assert code == 0, err
+    assert cells(out, "┃") == [["id", "name", "status", "cores", "memory", "region", "reputation", "last heartbeat"]]
+    assert cells(out, "│") == [
+        ["n1", "edge-n1", "ready", "8", "16.0 GiB", "eu-west", "0.50", "2030-01-02 03:04:05 UTC"],
+        ["n2", "edge-n2", "down", "8", "16.0 GiB", "-", "0.50", "never"],
+    ]
+
+
+def test_list_as_json_sends_the_filters(gateway: Gateway, logged_in: Session) -> None:
+    code, out, err = fogctl("node", "list", "--json", "--status", "ready", "--label", "zone=a", "--label", "gpu=t4")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [n["id"] for n in listed["items"]] == ["n1", "n2"]
+    assert listed["items"][0]["capabilities"]["gpus"] == [{"model": "Tesla T4", "memory_bytes": 15 * GIB}]
+    params = gateway.requests[-1].url.params
+    assert (params["status"], params.get_list("label")) == ("ready", ["zone=a", "gpu=t4"])
+
+
+def test_a_label_filter_must_be_key_value(gateway: Gateway, logged_in: Session) -> None:
+    code, _, err = fogctl("node", "list", "--label", "zone")
+    assert code == 2
+    assert "not key=value" in err
+    assert gateway.requests == []
+
+
+def test_get_shows_one_node(gateway: Gateway, logged_in: Session) -> None:
+    code, out, err = fogctl("node", "get", "n1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "status            ready since 2030-01-02 03:04:05 UTC" in lines
+    assert "memory            16.0 GiB" in lines
+    assert "gpus              Tesla T4 (15.0 GiB)" in lines
+    assert "labels            zone=a" in lines
+    assert "usage             cpu 12.5%, memory 4.0 GiB, disk 100.0 GiB" in lines
+
+    code, out, err = fogctl("node", "get", "n2", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["id"], shown["status"], shown["region"], shown["last_heartbeat_at"]) == ("n2", "down", None, None)
+
+
+def test_drain_and_deregister(gateway: Gateway, logged_in: Session) -> None:
+    code, _, err = fogctl("node", "drain", "n1")
+    assert code == 0, err
+    assert "Node n1 (edge-n1) is draining." in err
+    assert (gateway.requests[-1].method, gateway.requests[-1].url.path) == ("POST", "/v1/nodes/n1/drain")
+
+    code, _, err = fogctl("node", "deregister", "n1")
+    assert code == 0, err
+    assert "Deregistered node n1" in err
+    assert (gateway.requests[-1].method, gateway.requests[-1].url.path) == ("DELETE", "/v1/nodes/n1")
+    assert list(gateway.nodes) == ["n2"]
+
+
+def test_an_unknown_node_exits_1_with_the_problem(gateway: Gateway, logged_in: Session) -> None:
+    for command in ("get", "drain", "deregister"):
+        code, _, err = fogctl("node", command, "n9")
+        assert code == 1
+        assert f"{URL} refused: 404 not found [not_found]" in err
+
+
+def test_an_expired_access_token_is_refreshed_and_the_new_pair_saved(gateway: Gateway, logged_in: Session) -> None:
+    gateway.current = 1
+    Session(URL, EMAIL, "a0-expired", "r1").save()
+    code, _, err = fogctl("node", "list", "--json")
+    assert code == 0, err
+    assert [r.url.path for r in gateway.requests] == ["/v1/nodes", "/v1/auth/refresh", "/v1/nodes"]
+    assert Session.load() == Session(URL, EMAIL, "a2", "r2")
+
+
+def test_an_ended_session_says_to_log_in(gateway: Gateway, logged_in: Session) -> None:
+    gateway.current = 5
+    code, _, err = fogctl("node", "list")
+    assert code == 1
+    assert "run `fogctl login`" in err
+
+
+def test_not_logged_in(gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "nobody"))
+    code, _, err = fogctl("node", "list")
+    assert code == 1
+    assert "not logged in" in err
+    assert gateway.requests == []
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(None, "?"), (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (16 * GIB, "16.0 GiB"), (2**60, "1024.0 PiB")],
+)
+def test_bytes_are_shown_in_binary_units(count: int | None, shown: str) -> None:
+    assert human_bytes(count) == shown
