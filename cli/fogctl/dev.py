@@ -27,9 +27,11 @@ DirOption = Annotated[Path | None, typer.Option("--dir", help="Data directory (d
 def up(
     data_dir: DirOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready")] = 60.0,
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between node heartbeats")] = 5.0,
+    agents: Annotated[bool, typer.Option(help="Start two local agents as nodes of a dev provider")] = True,
 ) -> None:
     """Start everything and stay in the foreground; Ctrl-C (or `fogctl dev down`) stops it all."""
-    stack = DevStack(data_dir)
+    stack = DevStack(data_dir, heartbeat_interval_s=heartbeat_interval)
     if stack.state_file.exists() and _alive(StackState.read(stack.state_file).supervisor_pid):
         raise typer.Exit(_fail(f"a dev stack already runs from {stack.dir}; `fogctl dev down` first"))
     stopping = False
@@ -44,14 +46,23 @@ def up(
         console.print(f"[bold]Starting Fog[/] in {stack.dir} …")
         stack.up()
         stack.wait_ready(timeout)
-        assert stack.state is not None
-        _print_state(stack.state)
         _log_in_as_admin(stack)
+        if agents:
+            stack.start_agents()
+        assert stack.state is not None
+        stack.state.up = True
+        stack.state.write(stack.state_file)
+        _print_state(stack.state)
         console.print(
             f"\nFog is up. API: {stack.state.gateway_url}  (OpenAPI at /openapi.json)\n"
+            "Nodes: fogctl node list   Who am I: fogctl whoami\n"
             "Status: fogctl dev status --json   Stop: Ctrl-C or fogctl dev down"
         )
         while not stopping:
+            for name, child in list(stack.agents.items()):
+                if child.poll() is not None:
+                    console.print(f"[yellow]{name} exited with {child.returncode}[/]; see {stack.logs / name}.log")
+                    del stack.agents[name]
             dead = [name for name, child in stack.children.items() if child.poll() is not None]
             if dead:
                 console.print(f"[red]{', '.join(dead)} exited[/]; see the logs in {stack.logs}. Stopping.")

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import nats
 
+from fog_client import ApiError, FogClient
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
 from fog_shared.devservers import NatsServer, PostgresServer, port_or_free
@@ -59,6 +60,8 @@ class StackState:
     processes: list[Process] = field(default_factory=list)
     #: the first admin's e-mail and password (readable only by this user)
     admin_credentials: str = ""
+    #: everything started, the agents joined and fogctl logged in: the stack is usable
+    up: bool = False
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -75,6 +78,9 @@ def default_dir() -> Path:
 
 
 ADMIN_EMAIL = "admin@fog.localhost"
+PROVIDER_EMAIL = "provider@fog.localhost"
+#: local agents `fogctl dev up` starts, as nodes of the dev provider account
+DEV_AGENTS = ("agent-1", "agent-2")
 SIGNING_KEY_PASSPHRASE = "auth_signing_key_passphrase"  # noqa: S105 - the name of a secret in the file
 
 
@@ -100,9 +106,18 @@ def _first_admin() -> dict[str, str]:
     return {"email": ADMIN_EMAIL, "password": secrets.token_urlsafe(18)}
 
 
+def _dev_provider() -> dict[str, str]:
+    return {"email": PROVIDER_EMAIL, "password": secrets.token_urlsafe(18)}
+
+
 class DevStack:
-    def __init__(self, data_dir: Path | None = None, *, gateway_port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, *, gateway_port: int | None = None, heartbeat_interval_s: float = 5.0
+    ) -> None:
         self.dir = data_dir or default_dir()
+        self.heartbeat_interval_s = heartbeat_interval_s
+        #: the local agents: not services, so one exiting does not stop the stack
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = self.dir / "logs"
         self.gateway_port = gateway_port or int(os.environ.get("FOG_GATEWAY_PORT", DEFAULT_PORTS["gateway"]))
         self.nats_server: NatsServer | None = None
@@ -125,6 +140,10 @@ class DevStack:
     def admin(self) -> dict[str, str]:
         """The first admin's e-mail and password, generated on the first start of this data dir."""
         return _secret_file(self.admin_file, _first_admin)
+
+    def provider(self) -> dict[str, str]:
+        """The dev provider account that owns the local agents' nodes."""
+        return _secret_file(self.dir / "provider-credentials.json", _dev_provider)
 
     # -- servers --------------------------------------------------------------------------
     def start_servers(self) -> tuple[str, str]:
@@ -181,6 +200,10 @@ class DevStack:
         prefix = f"FOG_{svc.upper()}_"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FOG_")}
         env |= {f"{prefix}NATS_URL": nats_url, f"{prefix}HTTP_PORT": str(port), f"{prefix}HTTP_HOST": "127.0.0.1"}
+        if svc == "registry":
+            env[f"{prefix}HEARTBEAT_INTERVAL_S"] = str(self.heartbeat_interval_s)
+        if svc == "gateway":
+            env[f"{prefix}NODE_HEARTBEAT_INTERVAL_S"] = str(self.heartbeat_interval_s)
         if svc == "auth":
             admin = self.admin()
             env[f"{prefix}BOOTSTRAP_ADMIN_EMAIL"] = admin["email"]
@@ -251,7 +274,42 @@ class DevStack:
                     time.sleep(0.1)
         self.state.write(self.state_file)
 
+    # -- agents -----------------------------------------------------------------------------
+    def start_agents(self) -> None:
+        """Two local agents as nodes of the dev provider, joined on the first start of this dir."""
+        assert self.state is not None
+        gateway = self.state.gateway_url
+        provider = self.provider()
+        asyncio.run(_ensure_provider(gateway, provider))
+        for name in DEV_AGENTS:
+            state_dir = self.dir / "agents" / name
+            if not (state_dir / "node.json").exists():
+                subprocess.run(
+                    [sys.executable, "-m", "fog_agent", "join", "--gateway", gateway, "--name", f"dev-{name}",
+                     "--label", "dev=true", "--email", provider["email"], "--password-stdin",
+                     "--state-dir", str(state_dir)],
+                    input=provider["password"].encode(), check=True, stdout=subprocess.DEVNULL, stderr=self._log(name),
+                )  # fmt: skip
+            log = self._log(name)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "fog_agent", "run", "--state-dir", str(state_dir)],
+                stdout=log, stderr=log, start_new_session=True,
+            )  # fmt: skip
+            self.agents[name] = child
+            self.state.processes.append(Process(name, child.pid, "", str(self.logs / f"{name}.log"), ready=True))
+        self.state.write(self.state_file)
+
     def down(self, timeout: float = 15.0) -> None:
+        for child in self.agents.values():  # first, so that their goodbyes still reach the gateway
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.agents.values():
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.agents.clear()
         for child in self.children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -267,6 +325,16 @@ class DevStack:
             if server is not None:
                 server.stop()
         self.state_file.unlink(missing_ok=True)
+
+
+async def _ensure_provider(gateway_url: str, provider: dict[str, str]) -> None:
+    """Create the dev provider account unless it exists."""
+    async with FogClient(gateway_url) as fog:
+        try:
+            await fog.register(provider["email"], provider["password"], roles=("user", "provider"))
+        except ApiError as exc:
+            if exc.status != 409:  # 409: it exists from an earlier start
+                raise
 
 
 def probe_ready(url: str) -> bool:

@@ -34,28 +34,30 @@ async def status(data_dir: Path) -> dict[str, Any]:
     return json.loads(stdout) if stdout.strip() else {"running": False, "processes": []}
 
 
-def launch(data_dir: Path) -> subprocess.Popen[bytes]:
+def launch(data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     """`fogctl dev up` as a newcomer runs it, with its own servers and a free gateway port."""
     env = {k: v for k, v in os.environ.items() if k not in ("FOG_NATS_URL", "FOG_DATABASE_URL")}
     env["FOG_GATEWAY_PORT"] = str(free_port())
     env["FOG_CONFIG_DIR"] = str(data_dir / "fogctl")  # where `dev up` logs fogctl in: not the user's own
     log = (data_dir / "fogctl.log").open("wb")
-    return subprocess.Popen([*FOGCTL, "dev", "up", "--dir", str(data_dir)], env=env, stdout=log, stderr=log)
+    command = [*FOGCTL, "dev", "up", "--dir", str(data_dir), *extra]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=log)
 
 
 async def all_ready(data_dir: Path) -> dict[str, Any] | None:
     state = await status(data_dir)
     names = {p["name"] for p in state["processes"]}
-    ready = state["running"] and set(SERVICES) <= names and all(p["ready"] for p in state["processes"])
+    every_process = set(SERVICES) <= names and all(p["ready"] for p in state["processes"])
+    ready = state["running"] and state.get("up") and every_process
     return state if ready else None
 
 
 class RunningStack:
     """A `fogctl dev up` that a test module shares: started once, stopped with Ctrl-C after."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         self.dir = data_dir
-        self.supervisor = launch(data_dir)
+        self.supervisor = launch(data_dir, *options)
         self.extra: list[subprocess.Popen[bytes]] = []
         self.state: dict[str, Any] = {}
 

@@ -1,0 +1,160 @@
+"""Nodes on the real stack with real agent processes (`fog-agent join` and `fog-agent run`).
+
+The stack runs with a 2 s heartbeat interval: suspect after 3 s of silence, down after 8 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from devstack_driver import RunningStack, fogctl
+from websockets.asyncio.client import connect
+
+from fog_client import FogClient
+from fog_shared.events.registry import NodeStatusChanged
+from fog_shared.testing.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+INTERVAL_S = 2.0
+PASSWORD = "a long and unguessable password"
+AGENT = [sys.executable, "-m", "fog_agent"]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    stack = RunningStack(tmp_path_factory.mktemp("nodes-e2e"), "--heartbeat-interval", str(INTERVAL_S))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def stack(running: RunningStack) -> RunningStack:
+    await running.ready()
+    return running
+
+
+async def provider(stack: RunningStack, email: str) -> FogClient:
+    fog = FogClient(stack.state["gateway_url"])
+    await fog.register(email, PASSWORD, roles=("user", "provider"))
+    await fog.login(email, PASSWORD)
+    return fog
+
+
+def join(stack: RunningStack, state_dir: Path, email: str, name: str) -> str:
+    done = subprocess.run(
+        [*AGENT, "join", "--gateway", stack.state["gateway_url"], "--name", name, "--email", email,
+         "--password-stdin", "--state-dir", str(state_dir)],
+        input=PASSWORD.encode(), capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout.decode().strip()
+
+
+def run_agent(state_dir: Path) -> subprocess.Popen[bytes]:
+    log = (state_dir.parent / f"{state_dir.name}.log").open("ab")
+    return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log)
+
+
+async def until_status(fog: FogClient, node_id: str, status: str, timeout: float) -> None:
+    async def reached() -> bool:
+        return (await fog.get_node(node_id)).status == status
+
+    await wait_until(reached, timeout=timeout, interval=0.1, what=f"node {node_id} {status}")
+
+
+async def announced(stack: RunningStack, node_id: str) -> list[str]:
+    """Every status the registry announced for the node, from the event stream."""
+    nc = await nats.connect(stack.state["nats_url"])
+    statuses = []
+    try:
+        sub = await nc.jetstream().subscribe(NodeStatusChanged.TYPE.subject, ordered_consumer=True)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except TimeoutError:
+                return statuses
+            event = NodeStatusChanged.from_json(msg.data)
+            if event.node_id == node_id:
+                statuses.append(event.status)
+    finally:
+        await nc.close()
+
+
+async def test_the_dev_stack_runs_two_agents_as_ready_nodes(stack: RunningStack) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
+
+    async def two_ready() -> list[dict[str, Any]] | None:
+        code, out = await fogctl("node", "list", "--status", "ready", "--label", "dev=true", "--json", env=config)
+        items = json.loads(out)["items"] if code == 0 else []
+        return items if len(items) == 2 else None
+
+    nodes = await wait_until(two_ready, timeout=3 * INTERVAL_S + 10, interval=0.5, what="two dev agents ready")
+    assert sorted(n["name"] for n in nodes) == ["dev-agent-1", "dev-agent-2"]
+
+
+async def test_an_agent_joins_dies_and_comes_back(stack: RunningStack, tmp_path: Path) -> None:
+    owner = await provider(stack, "olga@example.org")
+    state_dir = tmp_path / "agent"
+    node_id = join(stack, state_dir, "olga@example.org", "olgas-box")
+    assert (await owner.get_node(node_id)).status == "down"
+    agent = run_agent(state_dir)
+    try:
+        # Within one interval of the agent's first heartbeat (Python's start-up comes on top).
+        await until_status(owner, node_id, "ready", timeout=INTERVAL_S + 5)
+        agent.send_signal(signal.SIGKILL)  # kill -9: no goodbye
+        await asyncio.to_thread(agent.wait, 10)
+        await until_status(owner, node_id, "suspect", timeout=1.5 * INTERVAL_S + 2)
+        await until_status(owner, node_id, "down", timeout=4 * INTERVAL_S + 2)
+        assert await announced(stack, node_id) == ["ready", "suspect", "down"], "one event per transition"
+        agent = run_agent(state_dir)
+        await until_status(owner, node_id, "ready", timeout=INTERVAL_S + 5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.wait, 15) == 0, "SIGTERM: a clean exit"
+    await until_status(owner, node_id, "down", timeout=5)  # its goodbye: down at once
+    assert await announced(stack, node_id) == ["ready", "suspect", "down", "ready", "down"]
+
+
+async def test_nodes_act_only_as_themselves_and_revocation_cuts_them_off(stack: RunningStack, tmp_path: Path) -> None:
+    owner = await provider(stack, "paul@example.org")
+    first = join(stack, tmp_path / "a", "paul@example.org", "a")
+    second = join(stack, tmp_path / "b", "paul@example.org", "b")
+    credential = json.loads((tmp_path / "a" / "node.json").read_text())["credential"]
+    ws_url = stack.state["gateway_url"].replace("http://", "ws://") + "/v1/nodes/connect"
+    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {credential}"}) as ws:
+        await ws.recv()
+        usage = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
+        await ws.send(json.dumps({"type": "heartbeat", "node_id": second, "seq": 1, "running_jobs": 0, "usage": usage}))
+        await ws.wait_closed()
+        assert ws.close_code == 4403
+    gateway_log = Path(next(p["log"] for p in stack.state["processes"] if p["name"] == "gateway"))
+    assert "heartbeat for another node refused" in await asyncio.to_thread(gateway_log.read_text), "it is logged"
+
+    stranger = await provider(stack, "quinn@example.org")
+    async with httpx.AsyncClient(base_url=stack.state["gateway_url"]) as http:
+        headers = {"Authorization": f"Bearer {stranger.access_token}"}
+        assert (await http.post(f"/v1/nodes/{first}/drain", headers=headers)).status_code == 404
+        bad = {"name": "x", "capabilities": {"cpu_cores": "many"}}
+        refused = await http.post("/v1/nodes", json=bad, headers=headers)
+        assert refused.status_code == 422
+    assert await stranger.list_nodes() == [], "the refused registration left nothing behind"
+
+    agent = run_agent(tmp_path / "a")
+    try:
+        await until_status(owner, first, "ready", timeout=INTERVAL_S + 5)
+        await owner.revoke_node_credential(first)
+        assert await asyncio.to_thread(agent.wait, 10) == 3, "revoked: the agent is cut off and gives up"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
