@@ -63,9 +63,7 @@ def up(
                 if child.poll() is not None:
                     console.print(f"[yellow]{name} exited with {child.returncode}[/]; see {stack.logs / name}.log")
                     del stack.agents[name]
-            dead = [name for name, child in stack.children.items() if child.poll() is not None]
-            if dead:
-                console.print(f"[red]{', '.join(dead)} exited[/]; see the logs in {stack.logs}. Stopping.")
+            if not _restart_the_dead(stack):
                 break
             time.sleep(0.5)  # the supervisor's watch interval, not test synchronisation
     except Exception as exc:
@@ -120,6 +118,23 @@ def status(
         _print_state(state)
     if not running:
         raise typer.Exit(1)
+
+
+#: a service that keeps dying is not restarted forever: the stack stops instead
+MAX_RESTARTS = 5
+
+
+def _restart_the_dead(stack: DevStack) -> bool:
+    """Restart services that exited; False (stop everything) once one has died too often."""
+    for name, child in list(stack.children.items()):
+        if child.poll() is None:
+            continue
+        if stack.restarts.get(name, 0) >= MAX_RESTARTS:
+            console.print(f"[red]{name} keeps exiting[/]; see {stack.logs / name}.log. Stopping.")
+            return False
+        console.print(f"[yellow]{name} exited with {child.returncode}[/]; restarting it (see {stack.logs / name}.log)")
+        stack.restart(name)
+    return True
 
 
 def _log_in_as_admin(stack: DevStack) -> None:

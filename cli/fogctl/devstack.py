@@ -118,6 +118,8 @@ class DevStack:
         self.heartbeat_interval_s = heartbeat_interval_s
         #: the local agents: not services, so one exiting does not stop the stack
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.envs: dict[str, dict[str, str]] = {}
+        self.restarts: dict[str, int] = {}
         self.logs = self.dir / "logs"
         self.gateway_port = gateway_port or int(os.environ.get("FOG_GATEWAY_PORT", DEFAULT_PORTS["gateway"]))
         self.nats_server: NatsServer | None = None
@@ -226,6 +228,7 @@ class DevStack:
         return (self.logs / f"{name}.log").open("ab")
 
     def spawn(self, svc: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.envs[svc] = env
         log = self._log(svc)
         child = subprocess.Popen(
             [sys.executable, "-m", f"fog_{svc}", "serve"], env=env, stdout=log, stderr=log, start_new_session=True
@@ -273,6 +276,17 @@ class DevStack:
                 if not proc.ready:
                     time.sleep(0.1)
         self.state.write(self.state_file)
+
+    def restart(self, svc: str) -> subprocess.Popen[bytes]:
+        """Start a service again after it died (as a process manager would)."""
+        assert self.state is not None
+        child = self.spawn(svc, self.envs[svc])
+        self.restarts[svc] = self.restarts.get(svc, 0) + 1
+        for proc in self.state.processes:
+            if proc.name == svc:
+                proc.pid, proc.ready = child.pid, False
+        self.state.write(self.state_file)
+        return child
 
     # -- agents -----------------------------------------------------------------------------
     def start_agents(self) -> None:

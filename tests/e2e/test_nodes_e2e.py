@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from devstack_driver import RunningStack, fogctl
 from websockets.asyncio.client import connect
 
-from fog_client import FogClient
+from fog_client import ApiError, Capabilities, FogClient
 from fog_shared.events.registry import NodeStatusChanged
 from fog_shared.testing.waiting import wait_until
 
@@ -158,3 +160,50 @@ async def test_nodes_act_only_as_themselves_and_revocation_cuts_them_off(stack: 
     finally:
         if agent.poll() is None:
             agent.kill()
+
+
+async def test_a_registry_restart_reports_no_live_node_down(stack: RunningStack) -> None:
+    owner = await provider(stack, "rita@example.org")
+    capabilities = Capabilities(cpu_cores=2, memory_bytes=1 << 30, disk_bytes=1 << 30, arch="x86_64", os="Linux")
+    registered = [await owner.register_node(f"sim-{i}", capabilities) for i in range(50)]
+    ws_url = stack.state["gateway_url"].replace("http://", "ws://") + "/v1/nodes/connect"
+
+    async def simulated_node(node_id: str, credential: str) -> None:
+        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {credential}"}) as ws:
+            await ws.recv()
+            usage = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
+            for seq in range(1, 10_000):
+                beat = {"type": "heartbeat", "node_id": node_id, "seq": seq, "running_jobs": 0, "usage": usage}
+                await ws.send(json.dumps(beat))
+                await asyncio.sleep(INTERVAL_S)  # the simulated agent's heartbeat period
+
+    nodes = [asyncio.create_task(simulated_node(r.node.id, r.credential)) for r in registered]
+    try:
+
+        async def all_ready() -> bool:
+            return len(await owner.list_nodes(status="ready")) == 50
+
+        await wait_until(all_ready, timeout=3 * INTERVAL_S + 10, interval=0.2, what="50 nodes ready")
+        registry = next(p for p in stack.state["processes"] if p["name"] == "registry")
+        os.kill(registry["pid"], signal.SIGKILL)
+        killed_at = datetime.now(UTC)
+
+        async def beats_long_after_the_restart() -> bool:
+            # The supervisor restarted the registry, its grace period passed, and beats kept coming.
+            try:
+                listed = await owner.list_nodes()
+            except ApiError as exc:
+                if exc.status == 503:  # the registry is still restarting
+                    return False
+                raise
+            seen = [n.last_heartbeat_at for n in listed if n.last_heartbeat_at is not None]
+            return len(seen) == 50 and (min(seen) - killed_at).total_seconds() > 8 * INTERVAL_S
+
+        await wait_until(beats_long_after_the_restart, timeout=60, interval=0.5, what="beats after the restart")
+        assert {n.status for n in await owner.list_nodes()} == {"ready"}
+        for node in registered[:10]:
+            assert await announced(stack, node.node.id) == ["ready"], "no suspect, no down"
+    finally:
+        for task in nodes:
+            task.cancel()
+        await asyncio.gather(*nodes, return_exceptions=True)
