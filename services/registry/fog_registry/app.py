@@ -7,7 +7,8 @@ from fastapi import FastAPI
 from fog_registry import handlers
 from fog_registry.config import Settings
 from fog_registry.domain import LivenessPolicy
-from fog_registry.liveness import LeaderLock, LivenessMonitor
+from fog_registry.liveness import LivenessMonitor
+from fog_shared.pg.leader import LeaderLock
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
 
@@ -17,7 +18,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def build_app(settings: CommonSettings) -> FastAPI:
     assert isinstance(settings, Settings)
     runtime = ServiceRuntime(settings, migrations_dir=MIGRATIONS)
-    lock = LeaderLock(settings.database_url.get_secret_value(), settings.db_schema)
+    lock = LeaderLock(settings.database_url.get_secret_value(), settings.db_schema, "liveness")
     policy = LivenessPolicy.for_interval(settings.heartbeat_interval_s)
     monitor = LivenessMonitor(lock, policy, tick_s=settings.liveness_tick_s)
 

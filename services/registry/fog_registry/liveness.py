@@ -25,44 +25,12 @@ import asyncpg
 
 from fog_registry import domain, service, store
 from fog_shared.commands.registry import HeartbeatBatch
-from fog_shared.pg.pool import connect
+from fog_shared.pg.leader import LeaderLock
 
 log = logging.getLogger(__name__)
 
-LEADER_LOCK = "fog.registry.liveness"
 #: commands commit a little after they stamp ``changed_at``: look back this far when mirroring
 SYNC_SLACK = timedelta(seconds=5)
-
-
-class LeaderLock:
-    """A session advisory lock on a dedicated connection: held while that connection lives."""
-
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.dsn, self.schema = dsn, schema
-        self._conn: asyncpg.Connection | None = None
-
-    async def try_acquire(self) -> bool:
-        try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await connect(self.dsn, self.schema)
-            return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LEADER_LOCK))
-        except (OSError, asyncpg.PostgresError):
-            await self.release()
-            return False
-
-    async def still_held(self) -> bool:
-        try:
-            return self._conn is not None and not self._conn.is_closed() and await self._conn.fetchval("SELECT true")
-        except (OSError, asyncpg.PostgresError):
-            return False
-
-    async def release(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await conn.close(timeout=2)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
-                conn.terminate()
 
 
 class LivenessMonitor:

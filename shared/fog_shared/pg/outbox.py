@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -70,6 +71,24 @@ async def record(
         event.to_json(),
     )
     return envelope
+
+
+async def record_many(conn: asyncpg.Connection, events: Sequence[Event], *, source: str) -> None:
+    """:func:`record` for a whole batch in one round trip: the hot paths (placements) use it."""
+    if not events:
+        return
+    traceparent, tracestate = current_traceparent()
+    rows = []
+    for event in events:
+        envelope = Envelope.new(
+            type=event.TYPE.name, source=source, subject=event.aggregate_id, correlation_id=log_context.correlation_id()
+        )
+        if traceparent:
+            envelope = envelope.with_trace(traceparent, tracestate)
+        rows.append((uuid.UUID(envelope.id), event.TYPE.subject, json.dumps(envelope.to_headers()), event.to_json()))
+    await conn.executemany(
+        "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3::text::jsonb, $4)", rows
+    )
 
 
 class BatchRejected(RuntimeError):
