@@ -2,7 +2,7 @@
 
 import typer
 
-from fogctl import account, dev, nodes
+from fogctl import account, dev, jobs, nodes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
 app.command()(account.login)
@@ -10,6 +10,7 @@ app.command()(account.whoami)
 app.command()(account.logout)
 app.add_typer(dev.app, name="dev")
 app.add_typer(nodes.app, name="node")
+app.add_typer(jobs.app, name="job")
 
 
 def main() -> None:

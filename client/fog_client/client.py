@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Response as HandshakeResponse
 
 from fog_client.errors import ApiError
 from fog_client.models import (
     ApiKey,
     Capabilities,
     CreatedApiKey,
+    Explanation,
     Items,
+    Job,
+    JobArray,
+    JobOutput,
+    JobPage,
+    JobSpec,
     Location,
     Me,
     Node,
@@ -31,6 +44,14 @@ from fog_client.models import (
 M = TypeVar("M", bound=BaseModel)
 #: a query string; a list value repeats the parameter (``label=a=1&label=b=2``)
 Query = Mapping[str, str | int | list[str]]
+
+JOB_UPDATES_PATH = "/v1/jobs/updates"
+#: the largest WebSocket message accepted: a job's spec alone may carry a 1 MiB argv
+MAX_MESSAGE_BYTES = 4 * 2**20
+_REFUSING_CLOSE_CODES = (4401, 4403)
+# websockets logs every handshake header at DEBUG, Authorization included: its logger never gets that verbose.
+_websocket_log = logging.getLogger("fog_client.websocket")
+_websocket_log.setLevel(logging.INFO)
 
 
 class FogClient:
@@ -59,6 +80,7 @@ class FogClient:
         self.access_token, self.refresh_token, self.api_key = access_token, refresh_token, api_key
         self.on_tokens = on_tokens
         headers = {"X-Request-ID": request_id} if request_id else {}
+        self._timeout = timeout
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
         # Refresh tokens rotate, and presenting a rotated-away one revokes the whole session: calls that
         # hit 401 together must share one refresh instead of racing with the same refresh token.
@@ -201,6 +223,91 @@ class FogClient:
     async def revoke_node_credential(self, node_id: str) -> None:
         await self._call("DELETE", f"/v1/nodes/{_segment(node_id)}/credential")
 
+    # -- jobs ------------------------------------------------------------------------------------
+
+    async def submit_job(self, spec: JobSpec) -> Job:
+        """Submit one job. A repeated ``idempotency_key`` answers the job it first created instead of a new one."""
+        return _parse(Job, await self._call("POST", "/v1/jobs", _spec_body(spec)))
+
+    async def submit_array(self, spec: JobSpec, count: int) -> JobArray:
+        """Submit ``count`` jobs that share one spec (each knows its ``array_index``)."""
+        body = {"spec": _spec_body(spec), "count": count}
+        return _parse(JobArray, await self._call("POST", "/v1/jobs/array", body))
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        array_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of your jobs; pass its ``next_cursor`` back as ``cursor`` for the next one."""
+        filters = {"status": status, "array_id": array_id, "limit": limit, "cursor": cursor}
+        query: dict[str, str | int | list[str]] = {k: v for k, v in filters.items() if v is not None}
+        return _parse(JobPage, await self._call("GET", "/v1/jobs", params=query))
+
+    async def iter_jobs(
+        self, *, status: str | None = None, array_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[Job, None]:
+        """Every job matching the filters, following the cursors; ``limit`` is the size of each page."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(status=status, array_id=array_id, limit=limit, cursor=cursor)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def get_job(self, job_id: str) -> Job:
+        return _parse(Job, await self._call("GET", f"/v1/jobs/{_segment(job_id)}"))
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Ask for the job to stop. A running job may still show ``running`` until its node has killed it."""
+        return _parse(Job, await self._call("POST", f"/v1/jobs/{_segment(job_id)}/cancel"))
+
+    async def job_output(self, job_id: str) -> JobOutput:
+        return _parse(JobOutput, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/output"))
+
+    async def explain_job(self, job_id: str) -> Explanation:
+        """The scheduler's last decision about the job: what ruled nodes out, and how the rest scored."""
+        return _parse(Explanation, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/explain"))
+
+    async def wait_job(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None) -> Job:
+        """Poll until the job has ended (see ``Job.ended``); ``TimeoutError`` after ``timeout`` seconds.
+
+        Polling rather than ``job_updates``: it needs no WebSocket through proxies, and a missed update
+        cannot leave it waiting forever.
+        """
+        async with asyncio.timeout(timeout):
+            while not (job := await self.get_job(job_id)).ended:
+                await asyncio.sleep(poll_s)
+        return job
+
+    async def job_updates(self) -> AsyncGenerator[Job, None]:
+        """Each change to your jobs as it happens, until the gateway closes the connection.
+
+        A refusal, whether of the handshake (HTTP 401/403) or right after it (close code 4401/4403),
+        raises ``ApiError``, after one refresh of the session as with the other calls. An unreachable
+        gateway raises ``OSError`` or ``TimeoutError``; a dropped connection
+        ``websockets.exceptions.ConnectionClosedError``. Nothing is replayed: after reconnecting, read
+        the jobs again (``list_jobs``) for what changed meanwhile. Stopping early: close the iterator
+        (``contextlib.aclosing``) so that the connection is closed at once.
+        """
+        refreshed = False
+        while True:
+            sent = self.access_token
+            try:
+                async with contextlib.aclosing(self._job_updates_once()) as updates:
+                    async for job in updates:
+                        yield job
+                return
+            except ApiError as exc:
+                if refreshed or exc.status != 401 or not await self._refreshed_after_401(sent):
+                    raise
+                refreshed = True  # once only, as in ``_call``
+
     async def jwks(self) -> dict[str, Any]:
         """The public signing keys (``{"keys": [...]}``), for verifying access tokens locally."""
         document: dict[str, Any] = (await self._call("GET", "/.well-known/jwks.json", auth=False)).json()
@@ -213,20 +320,57 @@ class FogClient:
     ) -> httpx.Response:
         sent = self.access_token
         response = await self._send(method, path, body, auth=auth, params=params)
-        if response.status_code == 401 and auth and self.api_key is None and self.refresh_token is not None:
-            async with self._refreshing:
-                if self.access_token == sent and self.refresh_token is not None:  # nobody refreshed meanwhile
-                    await self.refresh()
-            if self.access_token != sent:  # once only: a second 401 is the answer
-                response = await self._send(method, path, body, auth=auth, params=params)
+        if response.status_code == 401 and auth and await self._refreshed_after_401(sent):
+            # once only: a second 401 is the answer
+            response = await self._send(method, path, body, auth=auth, params=params)
         if response.is_error:
             raise ApiError.from_response(response)
         return response
+
+    async def _refreshed_after_401(self, sent: str | None) -> bool:
+        """After a 401 to the access token ``sent``: whether there is a new one to try (refreshing if need be)."""
+        if self.api_key is not None or self.refresh_token is None:  # a refused key is not the session's business
+            return False
+        async with self._refreshing:
+            if self.access_token == sent and self.refresh_token is not None:  # nobody refreshed meanwhile
+                await self.refresh()
+        return self.access_token != sent
 
     async def _send(self, method: str, path: str, body: Any, *, auth: bool, params: Query | None) -> httpx.Response:
         credential = (self.api_key or self.access_token) if auth else None
         headers = {"Authorization": f"Bearer {credential}"} if credential else None
         return await self._http.request(method, path, json=body, headers=headers, params=params)
+
+    async def _job_updates_once(self) -> AsyncGenerator[Job, None]:
+        async with await self._handshake(JOB_UPDATES_PATH) as websocket:
+            try:
+                async for message in websocket:
+                    job = _job_update(message)
+                    if job is not None:
+                        yield job
+            except ConnectionClosed as exc:
+                # The gateway checks the bearer after accepting the socket: its refusal is a close code.
+                refusal = _closing_refusal(exc)
+                if refusal is None:
+                    raise
+                raise refusal from None
+
+    async def _handshake(self, path: str) -> ClientConnection:
+        headers = {}
+        if request_id := self._http.headers.get("X-Request-ID"):
+            headers["X-Request-ID"] = request_id
+        if credential := self.api_key or self.access_token:
+            headers["Authorization"] = f"Bearer {credential}"
+        try:
+            return await connect(
+                _websocket_url(self.base_url, path),
+                additional_headers=headers,
+                open_timeout=self._timeout,
+                max_size=MAX_MESSAGE_BYTES,
+                logger=_websocket_log,
+            )
+        except InvalidStatus as exc:
+            raise _handshake_error(exc.response) from None
 
     def _keep(self, tokens: Tokens) -> None:
         self.access_token, self.refresh_token = tokens.access_token, tokens.refresh_token
@@ -236,6 +380,44 @@ class FogClient:
 
 def _parse(model: type[M], response: httpx.Response) -> M:
     return model.model_validate_json(response.content)
+
+
+def _spec_body(spec: JobSpec) -> dict[str, Any]:
+    # Unset optional fields are left out rather than sent as null: the gateway's spec is strict.
+    body: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
+    return body
+
+
+def _job_update(message: str | bytes) -> Job | None:
+    """The job in an update message; ``None`` for a message of another type (a newer gateway may add some)."""
+    update = json.loads(message)
+    if not isinstance(update, dict) or update.get("type") != "job":
+        return None
+    return Job.model_validate(update["job"])
+
+
+def _websocket_url(base_url: str, path: str) -> str:
+    """``http(s)://host[/prefix]`` → ``ws(s)://host[/prefix]<path>``: a gateway behind a path keeps it."""
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"not an http(s) gateway URL: {base_url!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
+
+
+def _closing_refusal(closed: ConnectionClosed) -> ApiError | None:
+    """A close with 4401 or 4403 (the HTTP status plus 4000) is a refusal like a 401 or 403 reply."""
+    frame = closed.rcvd
+    if frame is None or frame.code not in _REFUSING_CLOSE_CODES:
+        return None
+    status = frame.code - 4000
+    return ApiError(status, HTTPStatus(status).phrase, frame.reason)
+
+
+def _handshake_error(response: HandshakeResponse) -> ApiError:
+    """A refused WebSocket handshake, read like any other refusal (problem details, Retry-After)."""
+    headers = list(response.headers.raw_items())
+    return ApiError.from_response(httpx.Response(response.status_code, headers=headers, content=bytes(response.body)))
 
 
 def _segment(value: str) -> str:

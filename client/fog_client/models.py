@@ -7,7 +7,7 @@ model does not leak them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,3 +146,117 @@ class Items(_Reply, Generic[T]):
     """The envelope of every list reply, so that paging can be added without changing its shape."""
 
     items: list[T]
+
+
+# -- jobs (docs/jobs.md) -----------------------------------------------------------------------------
+
+MIB = 2**20
+#: the statuses a job never leaves; ``lost`` is not one of them (a lost job goes back to ``pending``)
+ENDED_STATUSES = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+
+
+class Resources(_Reply):
+    """What a job needs from its node; ``cpu_cores`` may be fractional."""
+
+    cpu_cores: float = 1.0
+    memory_bytes: int = 256 * MIB
+    gpus: int = 0
+
+
+class Constraints(_Reply):
+    """Hard requirements: a node that misses one is never chosen."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    region: str | None = None
+    arch: str | None = None
+
+
+class Affinity(_Reply):
+    """A soft preference: a node whose label ``label`` is ``value`` scores ``weight`` (1..100) more."""
+
+    label: str
+    value: str
+    weight: int
+
+
+class JobSpec(_Reply):
+    """What to run and where: the body of ``submit_job``, with the gateway's defaults.
+
+    The limits (argv length, env size, ranges) are checked by the gateway, whose answer is the one that
+    counts; repeating them here would only let an older client refuse what a newer gateway accepts.
+    """
+
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    constraints: Constraints = Field(default_factory=Constraints)
+    affinities: list[Affinity] = Field(default_factory=list)
+    priority: int = 50
+    timeout_s: float = 3600.0
+    max_attempts: int = 3
+    retry_backoff_s: float = 1.0
+    name: str | None = None
+    idempotency_key: str | None = None
+
+
+class Job(_Reply):
+    """A submitted job. ``status`` is a plain string (see ``Node``); ``ended`` tells whether it can still change."""
+
+    id: str
+    owner_id: str
+    name: str | None = None
+    array_id: str | None = None
+    array_index: int | None = None
+    spec: JobSpec
+    status: str
+    attempt: int = 0
+    node_id: str | None = None
+    not_before: datetime | None = None
+    exit_code: int | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_STATUSES
+
+
+class JobArray(_Reply):
+    """``count`` copies of one spec; ``job_ids`` is ``None`` for an array too large to list (over 1000)."""
+
+    array_id: str
+    count: int
+    job_ids: list[str] | None = None
+
+
+class JobOutput(_Reply):
+    """A job's stdout and stderr interleaved, as its node captured them (capped: see ``truncated``)."""
+
+    output: str
+    truncated: bool = False
+    exit_code: int | None = None
+
+
+class Explanation(_Reply):
+    """Why the scheduler placed a job where it did, or why it has not yet.
+
+    ``filtered`` counts the nodes each filter ruled out; ``candidates`` are the nodes that passed, with
+    their scores. Their inner shape is the scheduler's to evolve, so they stay plain dicts here.
+    """
+
+    job_id: str
+    status: str
+    decided_at: datetime | None = None
+    summary: str | None = None
+    filtered: dict[str, int] = Field(default_factory=dict)
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class JobPage(_Reply):
+    """One page of ``list_jobs``; ``next_cursor`` fetches the next one and is ``None`` on the last."""
+
+    items: list[Job]
+    next_cursor: str | None = None

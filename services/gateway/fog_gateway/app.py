@@ -6,10 +6,11 @@ from fog_gateway import __version__, problems
 from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.config import Settings
+from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
-from fog_gateway.routes import admin, api_keys, auth, nodes
+from fog_gateway.routes import admin, api_keys, auth, jobs, nodes
 from fog_gateway.security import Verifier
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -44,6 +45,14 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.in_background("heartbeat-relay", relay.run)
     node_routes = nodes.build_router(calls, authz, relay, links, settings.node_heartbeat_interval_s)
     api.include_router(node_routes, responses=problems.COMMON_ERRORS)
+    watchers = JobWatchers()
+    feed = JobFeed(links, watchers, calls)
+
+    async def follow_jobs() -> None:
+        await feed.start(runtime.js)
+
+    runtime.after_start(follow_jobs)
+    api.include_router(jobs.build_router(calls, authz, watchers), responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
     api.add_middleware(
         SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from fog_gateway.problems import Problem, status_for
 from fog_shared.bus.rpc import request
-from fog_shared.commands.common import ErrorReply
+from fog_shared.commands.common import refusal_in
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -21,8 +21,8 @@ class ServiceCalls:
     async def ask(self, subject: str, body: BaseModel | dict[str, Any]) -> dict[str, Any]:
         """The reply, or :class:`Problem` when the service refused (``ServiceUnavailable`` → 503)."""
         reply = await request(self.broker, subject, body, timeout=self.timeout_s)
-        if "error" in reply:
-            refusal = ErrorReply.model_validate(reply["error"])
+        refusal = refusal_in(reply)
+        if refusal is not None:
             headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
             title = refusal.code.replace("_", " ").capitalize()
             raise Problem(status_for(refusal.code), title, refusal.detail, code=refusal.code, headers=headers)

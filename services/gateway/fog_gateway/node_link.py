@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from faststream.nats import NatsBroker
@@ -23,8 +24,11 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
 from fog_gateway.authz import Authorizer
+from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import Problem
 from fog_gateway.security import Principal
+from fog_shared.bus.rpc import ServiceUnavailable
+from fog_shared.commands import scheduler
 from fog_shared.commands.registry import HEARTBEATS, Heartbeat, HeartbeatBatch
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,17 @@ class NodeLinks:
         if previous is not None:
             await _close(previous.websocket, CLOSE_REPLACED, "another connection of this node took over")
 
+    async def send(self, node_id: str, message: dict[str, Any]) -> bool:
+        """To the node's connection on this gateway; False when it has none here."""
+        link = self._links.get(node_id)
+        if link is None:
+            return False
+        try:
+            await link.websocket.send_json(message)
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            return False
+        return True
+
     def detach(self, node_id: str, websocket: WebSocket) -> None:
         link = self._links.get(node_id)
         if link is not None and link.websocket is websocket:
@@ -113,18 +128,27 @@ def bearer_of(websocket: WebSocket) -> str | None:
 
 
 class NodeSession:
-    """One agent's connection: welcome, then heartbeats (and a goodbye) until it closes."""
+    """One agent's connection: welcome and its outstanding assignments, then heartbeats and job
+    reports (acked once the scheduler has them) until it closes."""
 
     def __init__(
-        self, websocket: WebSocket, node: Principal, relay: HeartbeatRelay, authz: Authorizer, interval_s: float
+        self,
+        websocket: WebSocket,
+        node: Principal,
+        relay: HeartbeatRelay,
+        authz: Authorizer,
+        calls: ServiceCalls,
+        interval_s: float,
     ) -> None:
-        self.websocket, self.node, self.relay, self.authz, self.interval_s = websocket, node, relay, authz, interval_s
+        self.websocket, self.node, self.relay, self.authz = websocket, node, relay, authz
+        self.calls, self.interval_s = calls, interval_s
         assert node.node_id is not None
         self.node_id: str = node.node_id
 
     async def serve(self) -> None:
         welcome = {"type": "welcome", "node_id": self.node_id, "heartbeat_interval_s": self.interval_s}
         await self.websocket.send_json(welcome)
+        await self._catch_up()
         with contextlib.suppress(WebSocketDisconnect):
             while self.websocket.application_state != WebSocketState.DISCONNECTED:
                 if not await self.handle(await self.websocket.receive_text()):
@@ -141,6 +165,8 @@ class NodeSession:
             self.relay.depart(self.node_id)
             await _close(self.websocket, 1000, "goodbye")
             return False
+        if kind in ("started", "finished"):
+            return await self._report(message)
         if kind != "heartbeat":
             return await self._refuse("invalid", f"unknown message type {kind!r}")
         try:
@@ -160,6 +186,37 @@ class NodeSession:
         except Problem as refused:
             return await self._refuse("rate_limited", refused.detail)
         self.relay.beat(heartbeat)
+        return True
+
+    async def _catch_up(self) -> None:
+        """What the scheduler has placed here: sent again on every connection (the agent
+        ignores what it already runs), so nothing is lost while the node was away."""
+        try:
+            outstanding = await self.calls.ask_for(
+                scheduler.NODE_ASSIGNMENTS, scheduler.NodeAssignmentsQuery(node_id=self.node_id),
+                scheduler.NodeAssignments,
+            )  # fmt: skip
+        except (ServiceUnavailable, Problem):
+            log.warning("outstanding assignments not fetched", extra={"node_id": self.node_id})
+            return
+        for assignment in outstanding.assignments:
+            await self.websocket.send_json({"type": "assignment", **assignment.model_dump(mode="json")})
+
+    async def _report(self, message: dict[str, Any]) -> bool:
+        try:
+            command = scheduler.ReportCommand.model_validate({"node_id": self.node_id, "report": message})
+        except ValidationError as exc:
+            return await self._refuse("invalid", _reasons(exc))
+        try:
+            await self.calls.ask(scheduler.REPORT, command)
+        except (ServiceUnavailable, Problem) as exc:
+            # Not acked: the agent keeps the report and sends it again after reconnecting.
+            log.warning("job report not recorded", extra={"node_id": self.node_id, "reason": str(exc)})
+            return True
+        report = command.report
+        await self.websocket.send_json(
+            {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
+        )
         return True
 
     async def _refuse(self, code: str, detail: str) -> bool:

@@ -33,6 +33,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from fog_shared.bus.rpc import request
 from fog_shared.commands import auth as contract
+from fog_shared.commands.common import refusal_in
 from fog_shared.events.auth import (
     ApiKeyRevoked,
     NodeCredentialRevoked,
@@ -217,8 +218,9 @@ class Verifier:
             raise CredentialRefused("credential too long")
         body = contract.IntrospectRequest(credential=credential)
         reply = await request(self._bus(), contract.INTROSPECT, body, timeout=self.timeout_s)
-        if "error" in reply:
-            raise CredentialRefused(contract.ErrorReply.model_validate(reply["error"]).detail)
+        refusal = refusal_in(reply)
+        if refusal is not None:
+            raise CredentialRefused(refusal.detail)
         answer = contract.IntrospectReply.model_validate(reply)
         self.credentials.put(digest, answer.principal, answer.expires_at)
         return answer.principal

@@ -25,6 +25,9 @@ from fog_gateway.config import Settings as GatewaySettings
 from fog_registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
 from fog_registry.app import build_app as build_registry
 from fog_registry.config import Settings as RegistrySettings
+from fog_scheduler.app import MIGRATIONS as SCHEDULER_MIGRATIONS
+from fog_scheduler.app import build_app as build_scheduler
+from fog_scheduler.config import Settings as SchedulerSettings
 from fog_shared.bus.topology import Topology
 from fog_shared.devservers import free_port
 from fog_shared.testing.plugin import Provisioner, Servers, ServiceDb, ServiceDbFactory, settings_in_schema
@@ -101,6 +104,11 @@ async def open_stack(
     await provision_topology(Topology())
     db = await service_db("auth", AUTH_MIGRATIONS)
     registry_db = await service_db("registry", REGISTRY_MIGRATIONS)
+    scheduler_db = await service_db("scheduler", SCHEDULER_MIGRATIONS)
+    scheduler_settings = settings_in_schema(
+        SchedulerSettings, scheduler_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(scheduler_db.dsn),
+        placement_idle_s=0.2,
+    )  # fmt: skip
     registry_settings = settings_in_schema(
         RegistrySettings, registry_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(registry_db.dsn),
         heartbeat_interval_s=HEARTBEAT_INTERVAL_S, liveness_tick_s=0.05,
@@ -137,6 +145,8 @@ async def open_stack(
             return await exits.enter_async_context(_serving(app))
 
         stop_first = await start_registry()
+        scheduler_app = build_scheduler(scheduler_settings)
+        await exits.enter_async_context(scheduler_app.router.lifespan_context(scheduler_app))
         yield Stack(await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first)
 
 

@@ -4,6 +4,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from fog_scheduler import handlers
+from fog_scheduler.config import Settings
+from fog_scheduler.domain import PlacementPolicy
+from fog_scheduler.placement import PlacementLoop
+from fog_shared.pg.leader import LeaderLock
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
 
@@ -11,5 +16,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def build_app(settings: CommonSettings) -> FastAPI:
+    assert isinstance(settings, Settings)
     runtime = ServiceRuntime(settings, migrations_dir=MIGRATIONS)
+    dsn = settings.database_url.get_secret_value()
+    placement = PlacementLoop(
+        LeaderLock(dsn, settings.db_schema, "placement"), PlacementPolicy(strategy=settings.strategy),
+        dsn=dsn, schema=settings.db_schema, batch_size=settings.placement_batch, idle_s=settings.placement_idle_s,
+    )  # fmt: skip
+
+    async def attach_placement() -> None:
+        placement.attach(runtime.pool)
+
+    runtime.on_start(attach_placement)
+    handlers.register(runtime, placement)
+    runtime.in_background("placement", placement.run)
     return runtime.http_app()

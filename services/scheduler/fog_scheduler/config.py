@@ -1,6 +1,6 @@
 """Settings of the scheduler service: environment variables prefixed ``FOG_SCHEDULER_``."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic_settings import SettingsConfigDict
 
@@ -11,3 +11,9 @@ class Settings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="FOG_SCHEDULER_", extra="ignore")
 
     service: ClassVar[str] = "scheduler"
+    #: pack nodes full (fewer busy nodes) or spread work (less contention)
+    strategy: Literal["binpack", "spread"] = "binpack"
+    #: jobs decided per placement transaction
+    placement_batch: int = 500
+    #: at the latest, look for due work this often (NOTIFY wakes it sooner)
+    placement_idle_s: float = 1.0

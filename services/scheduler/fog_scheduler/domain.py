@@ -1,4 +1,178 @@
-"""Pure rules of the scheduler service: synchronous, no I/O, no clock, no uuid4 (all passed in).
+"""Pure rules of the scheduler: placement (filter, then score), retries. No I/O, no clock.
+
+Placement works on a snapshot: the nodes as the registry announced them, minus what this
+scheduler has already allocated on them. For each job, nodes are *filtered* (ready, fits,
+constraints) and the survivors *scored* (bin-pack or spread, affinities, reputation; a node the
+job already failed or was lost on is penalised, so a retry prefers another). On a large cluster
+not every node is scored: like Nomad, the scheduler stops once it has ``enough_candidates``
+feasible nodes, starting from a position that rotates between jobs, so that decisions stay cheap
+and spread over the cluster. A job that fits nowhere has examined every node, so its
+explanation counts them all.
 
 The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and HTTP out of here.
 """
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Strategy = Literal["binpack", "spread"]
+
+
+@dataclass(slots=True)
+class NodeCapacity:
+    """One node in the snapshot; ``used_*`` grow as this scheduler places work on it."""
+
+    node_id: str
+    status: str
+    cpu_cores: float
+    memory_bytes: int
+    gpus: int
+    arch: str
+    region: str | None
+    labels: dict[str, str]
+    reputation: float = 0.5
+    used_cpu: float = 0.0
+    used_memory: int = 0
+    used_gpus: int = 0
+
+    def free(self) -> tuple[float, int, int]:
+        return self.cpu_cores - self.used_cpu, self.memory_bytes - self.used_memory, self.gpus - self.used_gpus
+
+    def take(self, request: Request) -> None:
+        self.used_cpu += request.cpu_cores
+        self.used_memory += request.memory_bytes
+        self.used_gpus += request.gpus
+
+    def give_back(self, request: Request) -> None:
+        self.used_cpu = max(0.0, self.used_cpu - request.cpu_cores)
+        self.used_memory = max(0, self.used_memory - request.memory_bytes)
+        self.used_gpus = max(0, self.used_gpus - request.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What placement needs to know about a job."""
+
+    cpu_cores: float
+    memory_bytes: int
+    gpus: int
+    labels: dict[str, str] = field(default_factory=dict)
+    region: str | None = None
+    arch: str | None = None
+    affinities: tuple[tuple[str, str, int], ...] = ()
+    avoid: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    node_id: str | None
+    #: why nodes were left out, and how many for each reason
+    filtered: dict[str, int]
+    #: the top candidates, best first: node id, total score, and its parts
+    candidates: list[dict[str, Any]]
+    #: True when some node would fit the job once running work frees capacity
+    waits_for_capacity: bool = False
+
+    def summary(self, examined: int) -> str:
+        if self.node_id is not None:
+            return f"placed on {self.node_id} among {len(self.candidates)} candidates"
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.filtered.items()))
+        return f"no node fits: {examined} examined ({reasons or 'no nodes'})"
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPolicy:
+    strategy: Strategy = "binpack"
+    enough_candidates: int = 8
+    reputation_weight: float = 20.0
+    avoid_penalty: float = 50.0
+    top: int = 3
+
+
+def _static_misfit(node: NodeCapacity, request: Request) -> str | None:
+    """Why the node can never run the job (whatever else runs there), if it cannot."""
+    if node.status != "ready":
+        return f"node {node.status}"
+    if request.arch is not None and node.arch != request.arch:
+        return f"architecture is not {request.arch}"
+    if request.region is not None and node.region != request.region:
+        return f"region is not {request.region}"
+    for key, value in request.labels.items():
+        if node.labels.get(key) != value:
+            return f"label {key}={value} missing"
+    if node.cpu_cores < request.cpu_cores:
+        return "too few CPU cores"
+    if node.memory_bytes < request.memory_bytes:
+        return "too little memory"
+    if node.gpus < request.gpus:
+        return "too few GPUs"
+    return None
+
+
+def _busy(node: NodeCapacity, request: Request) -> str | None:
+    cpu, memory, gpus = node.free()
+    if cpu + 1e-9 < request.cpu_cores:
+        return "CPU in use"
+    if memory < request.memory_bytes:
+        return "memory in use"
+    if gpus < request.gpus:
+        return "GPUs in use"
+    return None
+
+
+def _score(node: NodeCapacity, request: Request, policy: PlacementPolicy) -> dict[str, float]:
+    cpu_after = (node.used_cpu + request.cpu_cores) / node.cpu_cores
+    memory_after = (node.used_memory + request.memory_bytes) / node.memory_bytes
+    fullness = 50.0 * (cpu_after + memory_after)  # 0..100
+    parts = {"fit": fullness if policy.strategy == "binpack" else 100.0 - fullness}
+    affinity = sum(weight for key, value, weight in request.affinities if node.labels.get(key) == value)
+    if affinity:
+        parts["affinity"] = float(affinity)
+    parts["reputation"] = policy.reputation_weight * (node.reputation - 0.5)
+    if node.node_id in request.avoid:
+        parts["tried before"] = -policy.avoid_penalty
+    return parts
+
+
+def place(
+    request: Request, nodes: Sequence[NodeCapacity], policy: PlacementPolicy = PlacementPolicy(), start: int = 0
+) -> Placement:
+    """The best node for ``request`` (or none, and why), without changing ``nodes``."""
+    filtered: Counter[str] = Counter()
+    feasible: list[tuple[float, NodeCapacity, dict[str, float]]] = []
+    waits = False
+    count = len(nodes)
+    for offset in range(count):
+        node = nodes[(start + offset) % count]
+        reason = _static_misfit(node, request)
+        if reason is None:
+            reason = _busy(node, request)
+            waits = waits or reason is not None
+        if reason is not None:
+            filtered[reason] += 1
+            continue
+        parts = _score(node, request, policy)
+        feasible.append((sum(parts.values()), node, parts))
+        if len(feasible) >= policy.enough_candidates:
+            break
+    if not feasible:
+        return Placement(None, dict(filtered), [], waits_for_capacity=waits)
+    feasible.sort(key=lambda item: (-item[0], item[1].node_id))
+    top = [
+        {"node_id": node.node_id, "score": round(total, 2), "parts": {k: round(v, 2) for k, v in parts.items()}}
+        for total, node, parts in feasible[: policy.top]
+    ]
+    return Placement(feasible[0][1].node_id, dict(filtered), top)
+
+
+def retry_delay_s(backoff_s: float, attempt: int) -> float:
+    """Before attempt ``attempt + 1``: the backoff doubles with every attempt, capped at an hour."""
+    return float(min(3600.0, backoff_s * 2 ** max(0, attempt - 1)))
+
+
+def after_failure(attempt: int, max_attempts: int) -> Literal["retry", "give up"]:
+    return "retry" if attempt < max_attempts else "give up"

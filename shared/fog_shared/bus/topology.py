@@ -70,6 +70,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         filter_subjects=("fog.evt.auth.user.>",),
     ),
     ConsumerSpec(
+        stream=event_stream_name("registry"),
+        durable="scheduler__nodes",
+        filter_subjects=("fog.evt.registry.node.>",),
+    ),
+    ConsumerSpec(
         stream=event_stream_name("scheduler"),
         durable="registry__job_outcomes",
         filter_subjects=("fog.evt.scheduler.job.completed.v1", "fog.evt.scheduler.job.failed.v1"),

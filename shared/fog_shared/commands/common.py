@@ -35,3 +35,12 @@ class ErrorReply(Strict):
 
 def error(code: str, detail: str, retry_after_s: int | None = None) -> dict[str, Any]:
     return {"error": ErrorReply(code=code, detail=detail, retry_after_s=retry_after_s).model_dump()}
+
+
+def refusal_in(reply: dict[str, Any]) -> ErrorReply | None:
+    """The refusal a reply carries, if it is one (a reply's own ``error`` field, such as a job's
+    error message, is not a refusal: refusals are objects with a ``code``)."""
+    candidate = reply.get("error")
+    if isinstance(candidate, dict) and "code" in candidate:
+        return ErrorReply.model_validate(candidate)
+    return None

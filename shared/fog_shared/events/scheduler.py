@@ -7,7 +7,7 @@ move node reputation, so their contract is fixed here first.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fog_shared.events.base import Event, EventType
 
@@ -22,6 +22,7 @@ class JobCompleted(Event):
     node_id: str
     exit_code: int
     completed_at: datetime
+    owner_id: str | None = None
 
 
 class JobFailed(Event):
@@ -36,3 +37,71 @@ class JobFailed(Event):
     reason: str
     node_fault: bool
     failed_at: datetime
+    owner_id: str | None = None
+
+
+class JobSubmitted(Event):
+    """A job was accepted (one event per job, arrays included)."""
+
+    TYPE: ClassVar[EventType] = EventType("scheduler", "job", "submitted", 1)
+    AGGREGATE_ID: ClassVar[str] = "job_id"
+
+    job_id: str
+    owner_id: str
+    array_id: str | None
+    priority: int
+    submitted_at: datetime
+
+
+class JobAssigned(Event):
+    """The scheduler placed an attempt of a job on a node; the node's gateway hands it to the
+    agent. It carries what to run, so gateways need not ask: job environments are not a channel
+    for secrets (events are kept for days)."""
+
+    TYPE: ClassVar[EventType] = EventType("scheduler", "job", "assigned", 1)
+    AGGREGATE_ID: ClassVar[str] = "job_id"
+
+    job_id: str
+    owner_id: str
+    node_id: str
+    attempt: int
+    assignment: dict[str, Any]
+    assigned_at: datetime
+
+
+class JobStarted(Event):
+    TYPE: ClassVar[EventType] = EventType("scheduler", "job", "started", 1)
+    AGGREGATE_ID: ClassVar[str] = "job_id"
+
+    job_id: str
+    owner_id: str
+    node_id: str
+    attempt: int
+    started_at: datetime
+
+
+class JobCancelled(Event):
+    """The owner cancelled the job; if it was placed, its node is told to kill it."""
+
+    TYPE: ClassVar[EventType] = EventType("scheduler", "job", "cancelled", 1)
+    AGGREGATE_ID: ClassVar[str] = "job_id"
+
+    job_id: str
+    owner_id: str
+    node_id: str | None
+    attempt: int
+    cancelled_at: datetime
+
+
+class JobLost(Event):
+    """The job's node went down while it was placed there; it goes back to pending while
+    attempts remain."""
+
+    TYPE: ClassVar[EventType] = EventType("scheduler", "job", "lost", 1)
+    AGGREGATE_ID: ClassVar[str] = "job_id"
+
+    job_id: str
+    owner_id: str
+    node_id: str
+    attempt: int
+    lost_at: datetime

@@ -7,8 +7,17 @@ import json
 import asyncpg
 
 
+def _jsonb_out(value: object) -> bytes:
+    return b"\x01" + json.dumps(value).encode()  # jsonb's binary format: version 1, then the text
+
+
+def _jsonb_in(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Binary, so that COPY (bulk inserts of job arrays) can carry jsonb too.
+    await conn.set_type_codec("jsonb", encoder=_jsonb_out, decoder=_jsonb_in, schema="pg_catalog", format="binary")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 

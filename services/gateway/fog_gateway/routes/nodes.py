@@ -135,7 +135,7 @@ def build_router(
             return
         await links.attach(node.node_id, node.credential_id, websocket)
         try:
-            await NodeSession(websocket, node, relay, authz, heartbeat_interval_s).serve()
+            await NodeSession(websocket, node, relay, authz, calls, heartbeat_interval_s).serve()
         finally:
             links.detach(node.node_id, websocket)
 

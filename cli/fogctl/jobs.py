@@ -1,0 +1,392 @@
+"""``fogctl job submit|list|get|logs|cancel|explain|wait``: your jobs, with the saved session (``fogctl login``).
+
+``submit --wait`` and ``wait`` behave like running the job here: its output goes to stdout as captured and
+the command exits with the job's exit code, so that scripts can use fogctl where they would run the program.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fog_client import Affinity, Explanation, FogClient, Job, JobArray, JobOutput, JobPage, JobSpec
+from fogctl import account
+from fogctl.nodes import human_bytes
+
+app = typer.Typer(no_args_is_help=True, help="Jobs: commands run on the nodes.")
+T = TypeVar("T")
+ENDED = "the session has ended; run `fogctl login`"
+#: how often a waiting command asks the gateway about its job (module level: tests set it to 0)
+POLL_S = 0.5
+#: a size: a number, then an optional binary unit (K, M, G, T; Ki/KiB/KB alike, as docker reads them)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
+_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+JobIdArgument = Annotated[str, typer.Argument(help="The job's id", show_default=False)]
+
+
+# A job's argv may hold options of its own (`-- python -m x`): once the command has begun, fogctl reads no
+# more options, so that they all reach the job.
+@app.command(context_settings={"allow_interspersed_args": False})
+def submit(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="CMD", help="The program and its arguments (no shell)", show_default=False),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job; print its output, exit with its code")
+    ] = False,
+    array: Annotated[int | None, typer.Option("--array", min=1, help="Submit N copies as one array")] = None,
+    name: Annotated[str | None, typer.Option(help="A name to recognise the job by")] = None,
+    cpu: Annotated[float | None, typer.Option("--cpu", help="CPU cores, may be fractional (default 1)")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory in binary units, e.g. 512M or 2G (default 256M)")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs (default 0)")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="k=v the node must have; repeatable")] = None,
+    region: Annotated[str | None, typer.Option(help="The region the node must be in")] = None,
+    arch: Annotated[str | None, typer.Option(help="The architecture the node must have, e.g. x86_64")] = None,
+    affinity: Annotated[
+        list[str] | None, typer.Option("--affinity", help="k=v:weight (1..100) a node scores more for; repeatable")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="K=V in the job's environment; repeatable")] = None,
+    priority: Annotated[int | None, typer.Option(help="0..100, higher first (default 50)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds an attempt may run (default 3600)")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts before giving up (default 3)")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submitting again with the same key answers the first job")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a command on a node: fogctl job submit [OPTIONS] -- CMD [ARGS]..."""
+    if not command or not command[0]:
+        raise typer.BadParameter(
+            "no command: give it after `--`, e.g. fogctl job submit -- echo hello", param_hint="CMD"
+        )
+    if wait and array is not None:
+        raise typer.BadParameter("waits for a single job; submit an array without it", param_hint="--wait")
+    memory_bytes = None if memory is None else parse_memory(memory)
+    spec = JobSpec.model_validate(
+        {
+            "command": command,
+            "env": parse_pairs(env or [], "--env"),
+            "resources": _given(cpu_cores=cpu, memory_bytes=memory_bytes, gpus=gpus),
+            "constraints": {"labels": parse_pairs(label or [], "--label"), "region": region, "arch": arch},
+            "affinities": [parse_affinity(value) for value in affinity or []],
+            **_given(priority=priority, timeout_s=timeout, max_attempts=max_attempts),
+            "name": name,
+            "idempotency_key": idempotency_key,
+        }
+    )
+    if wait:
+        job, output = _with_client(lambda client: _submit_and_wait(client, spec))
+        raise typer.Exit(report_end(job, output, as_json=as_json))
+    if array is not None:
+        submitted = _with_client(lambda client: client.submit_array(spec, array))
+        _print_array(submitted, as_json=as_json)
+    else:
+        job = _with_client(lambda client: client.submit_job(spec))
+        typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
+
+
+@app.command("list")
+def list_jobs(
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only jobs in this status: pending, assigned, running, succeeded, failed, timed_out, cancelled"
+        ),
+    ] = None,
+    array: Annotated[str | None, typer.Option("--array", help="Only the jobs of this array")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Jobs per page (default 100)")] = None,
+    cursor: Annotated[str | None, typer.Option(help="Start at this page (a previous list's next cursor)")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursors to the last page")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Your jobs, a page at a time (or all of them with --all)."""
+
+    async def fetch(client: FogClient) -> JobPage:
+        if not all_pages:
+            return await client.list_jobs(status=status, array_id=array, limit=limit, cursor=cursor)
+        items = [job async for job in client.iter_jobs(status=status, array_id=array, limit=limit)]
+        return JobPage(items=items)
+
+    page = _with_client(fetch)
+    if as_json:
+        typer.echo(json.dumps(page.model_dump(mode="json")))
+        return
+    Console(highlight=False).print(job_table(page.items))  # made here: it takes its width from $COLUMNS
+    if page.next_cursor is not None:
+        account.console.print(f"More jobs: --cursor {page.next_cursor} (or --all)", markup=False, soft_wrap=True)
+
+
+@app.command()
+def get(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """One job: its spec, progress and result."""
+    job = _with_client(lambda client: client.get_job(job_id))
+    if as_json:
+        typer.echo(json.dumps(job.model_dump(mode="json")))
+        return
+    for name, value in job_rows(job).items():
+        typer.echo(f"{name:<12} {value}")
+
+
+@app.command()
+def logs(job_id: JobIdArgument) -> None:
+    """The job's output (stdout and stderr interleaved), exactly as its node captured it."""
+    output = _with_client(lambda client: client.job_output(job_id))
+    write_raw(output.output)
+    _warn_if_truncated(output)
+
+
+@app.command()
+def cancel(job_id: JobIdArgument) -> None:
+    """Stop the job (a running one is killed on its node); an ended job stays as it is."""
+    job = _with_client(lambda client: client.cancel_job(job_id))
+    if job.status == "cancelled":
+        message = f"Cancelled job {job.id}."
+    elif job.ended:
+        message = f"Job {job.id} had already ended ({job.status}): nothing to cancel."
+    else:
+        message = f"Cancelling job {job.id}: it is {job.status} until its node has stopped it."
+    account.console.print(message, markup=False, soft_wrap=True)
+
+
+@app.command()
+def explain(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """Why the job runs where it does, or why it is still pending."""
+    explanation = _with_client(lambda client: client.explain_job(job_id))
+    if as_json:
+        typer.echo(json.dumps(explanation.model_dump(mode="json")))
+        return
+    console = Console(highlight=False)
+    for line in explanation_lines(explanation):
+        console.print(line, markup=False, soft_wrap=True)
+    if explanation.candidates:
+        console.print(candidate_table(explanation.candidates))
+
+
+@app.command()
+def wait(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """Wait for the job to end; print its output and exit with its exit code."""
+    job, output = _with_client(lambda client: _wait_and_read(client, job_id))
+    raise typer.Exit(report_end(job, output, as_json=as_json))
+
+
+# -- flags ---------------------------------------------------------------------------------------
+
+
+def parse_memory(text: str) -> int:
+    """``512M``, ``2G``, ``1.5GiB``, ``1048576``: bytes, in binary units (memory is sold in GiB)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G", param_hint="--memory")
+    number, unit = match.groups()
+    power = _POWERS[unit.lower()] if unit else 0
+    return int(Decimal(number) * 1024**power)  # Decimal: 1.1G is a whole number of bytes, not a float's guess
+
+
+def parse_pairs(values: list[str], option: str) -> dict[str, str]:
+    """``k=v`` each; the value may hold ``=`` itself (``--env URL=a?b=c``)."""
+    pairs = {}
+    for value in values:
+        key, equals, text = value.partition("=")
+        if not equals or not key:
+            raise typer.BadParameter(f"{value!r} is not key=value", param_hint=option)
+        pairs[key] = text
+    return pairs
+
+
+def parse_affinity(value: str) -> Affinity:
+    """``k=v:weight``; the weight follows the last ``:``, so that the value may hold one (``zone=eu:1:20``)."""
+    pair, colon, weight = value.rpartition(":")
+    label, equals, text = pair.partition("=")
+    if not (colon and equals and label and weight.isdigit()):
+        raise typer.BadParameter(f"{value!r} is not key=value:weight", param_hint="--affinity")
+    return Affinity(label=label, value=text, weight=int(weight))
+
+
+def _given(**values: object) -> dict[str, object]:
+    """The flags that were given: the others keep the gateway's defaults (JobSpec's)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+# -- waiting ---------------------------------------------------------------------------------------
+
+
+async def _submit_and_wait(client: FogClient, spec: JobSpec) -> tuple[Job, JobOutput]:
+    job = await client.submit_job(spec)
+    # stderr: stdout is the job's alone; the id is what `fogctl job cancel` needs if this wait is interrupted
+    account.console.print(f"Submitted job {job.id}; waiting for it to end.", markup=False, soft_wrap=True)
+    return await _wait_and_read(client, job.id)
+
+
+async def _wait_and_read(client: FogClient, job_id: str) -> tuple[Job, JobOutput]:
+    job = await client.wait_job(job_id, poll_s=POLL_S)
+    return job, await client.job_output(job.id)
+
+
+def report_end(job: Job, output: JobOutput, *, as_json: bool) -> int:
+    """Show how the job ended, as if it had run here; returns the exit status for fogctl."""
+    if as_json:
+        typer.echo(json.dumps({"job": job.model_dump(mode="json"), "output": output.model_dump(mode="json")}))
+    else:
+        write_raw(output.output)
+        _warn_if_truncated(output)
+        if job.status != "succeeded":
+            account.console.print(_ending(job), style="red", markup=False, highlight=False, soft_wrap=True)
+    return exit_status(job)
+
+
+def exit_status(job: Job) -> int:
+    """The job's exit code as a shell sees one; 1 for a job that failed without one (cancelled, timed out)."""
+    if job.exit_code is None:
+        return 0 if job.status == "succeeded" else 1
+    # a negative code is a signal (as Python reports it): the shell says 128+N; and only 0..255 can be exited with
+    status = (128 - job.exit_code if job.exit_code < 0 else job.exit_code) % 256
+    if status == 0 and (job.exit_code != 0 or job.status != "succeeded"):
+        return 1  # 256 wraps to 0: a failure must never read as a success
+    return status
+
+
+def write_raw(text: str) -> None:
+    """Write the job's output as captured: no styling, no ANSI stripping (click.echo would), no newline added."""
+    sys.stdout.flush()  # anything already written comes first
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a stream without bytes underneath (some test harnesses)
+        sys.stdout.write(text)
+    else:
+        buffer.write(text.encode("utf-8", "replace"))  # UTF-8 whatever the locale: the node decoded it as such
+    sys.stdout.flush()
+
+
+def _ending(job: Job) -> str:
+    code = f" with exit code {job.exit_code}" if job.exit_code is not None else ""
+    error = f": {job.error}" if job.error else ""
+    return f"Job {job.id} {job.status}{code}{error}"
+
+
+def _warn_if_truncated(output: JobOutput) -> None:
+    if output.truncated:
+        account.console.print("(the output was truncated: the node keeps its start only)", markup=False)
+
+
+# -- display ---------------------------------------------------------------------------------------
+
+
+def job_table(jobs: list[Job]) -> Table:
+    table = Table("id", "name", "status", "node")
+    table.add_column("attempt", justify="right")
+    table.add_column("exit", justify="right")
+    table.add_column("submitted")
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.name or "-",
+            job.status,
+            job.node_id or "-",
+            str(job.attempt),
+            _or_dash(job.exit_code),
+            _when(job.submitted_at),
+            style="dim" if job.status == "cancelled" else None,
+        )
+    return table
+
+
+def job_rows(job: Job) -> dict[str, str]:
+    spec = job.spec
+    resources, constraints = spec.resources, spec.constraints
+    hard = [*sorted(constraints.labels.items()), ("region", constraints.region), ("arch", constraints.arch)]
+    required = [f"{key}={value}" for key, value in hard if value is not None]
+    return {
+        "id": job.id,
+        "name": job.name or "-",
+        "status": job.status,
+        "array": f"{job.array_id} [{job.array_index}]" if job.array_id else "-",
+        "command": shlex.join(spec.command),
+        # names only: values are often secrets, and `--json` has them for whoever needs them
+        "env": ", ".join(sorted(spec.env)) or "-",
+        "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU",
+        "requires": ", ".join(required) or "-",
+        "prefers": ", ".join(f"{a.label}={a.value} ({a.weight})" for a in spec.affinities) or "-",
+        "priority": str(spec.priority),
+        "timeout": f"{spec.timeout_s:g} s",
+        "node": job.node_id or "-",
+        "attempt": f"{job.attempt} of {spec.max_attempts}",
+        "exit_code": _or_dash(job.exit_code),
+        "duration": f"{job.duration_s:.1f} s" if job.duration_s is not None else "-",
+        "error": job.error or "-",
+        "submitted": _when(job.submitted_at),
+        "not_before": _when(job.not_before),
+        "started": _when(job.started_at),
+        "finished": _when(job.finished_at),
+    }
+
+
+def explanation_lines(explanation: Explanation) -> list[str]:
+    """The decision in words; the filters are why nodes were left out, most common reason first."""
+    lines = [f"Job {explanation.job_id} is {explanation.status}."]
+    if explanation.decided_at is None:
+        lines.append("The scheduler has not considered it yet.")
+    else:
+        lines.append(f"Decided {_when(explanation.decided_at)}: {explanation.summary or 'no summary'}")
+    if explanation.filtered:
+        lines.append("Nodes left out:")
+        ranked = sorted(explanation.filtered.items(), key=lambda item: (-item[1], item[0]))
+        lines += [f"  {count:>5}  {reason}" for reason, count in ranked]
+    if explanation.candidates:
+        lines.append("Candidates, best first:")
+    return lines
+
+
+def candidate_table(candidates: list[dict[str, Any]]) -> Table:
+    """The scheduler's candidates in its order; ``parts`` is how each score was made up."""
+    table = Table("node")
+    table.add_column("score", justify="right")
+    table.add_column("parts")
+    for candidate in candidates:
+        parts = candidate.get("parts")
+        shown = ", ".join(f"{name} {value}" for name, value in parts.items()) if isinstance(parts, dict) else "-"
+        table.add_row(str(candidate.get("node_id", "?")), str(candidate.get("score", "?")), shown)
+    return table
+
+
+def _print_array(submitted: JobArray, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(submitted.model_dump(mode="json")))
+        return
+    typer.echo(submitted.array_id)  # stdout holds the id alone: `ARRAY=$(fogctl job submit --array 10 -- …)`
+    account.console.print(f"Submitted {submitted.count} jobs as array {submitted.array_id}.", markup=False)
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def _with_client(call: Callable[[FogClient], Awaitable[T]]) -> T:
+    """One command's calls with the saved session; failures become one line on stderr and exit status 1."""
+    saved = account.saved_session()
+
+    async def run() -> T:
+        async with account.new_client(
+            saved.gateway_url,
+            access_token=saved.access_token,
+            refresh_token=saved.refresh_token,
+            on_tokens=saved.keep,  # a refresh rotates the refresh token: the file must follow
+        ) as client:
+            return await call(client)
+
+    return account.call_gateway(saved.gateway_url, run(), on_401=ENDED)

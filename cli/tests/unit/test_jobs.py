@@ -1,0 +1,436 @@
+"""``fogctl job ...`` with the saved session, against a scripted gateway (MockTransport)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fog_client import FogClient, Job, Tokens
+from fogctl import account, jobs
+from fogctl.__main__ import app
+from fogctl.jobs import exit_status, parse_memory
+from fogctl.session import Session
+
+URL = "http://gateway.test"
+NOW = "2030-01-02T03:04:05Z"
+MIB = 2**20
+DEFAULT_SPEC = {
+    "command": ["echo", "hi"],
+    "env": {},
+    "resources": {"cpu_cores": 1.0, "memory_bytes": 256 * MIB, "gpus": 0},
+    "constraints": {"labels": {}},
+    "affinities": [],
+    "priority": 50,
+    "timeout_s": 3600.0,
+    "max_attempts": 3,
+    "retry_backoff_s": 1.0,
+}
+
+
+def job(job_id: str = "j1", **changes: Any) -> dict[str, Any]:
+    body = {
+        "id": job_id, "owner_id": "u1", "name": None, "array_id": None, "array_index": None, "spec": DEFAULT_SPEC,
+        "status": "pending", "attempt": 0, "node_id": None, "not_before": None, "exit_code": None,
+        "duration_s": None, "error": None, "submitted_at": NOW, "started_at": None, "finished_at": None,
+    }  # fmt: skip
+    return {**body, **changes}
+
+
+def problem(status: int, code: str) -> httpx.Response:
+    body = {"type": f"urn:fog:problem:{code}", "title": code.replace("_", " "), "status": status, "code": code}
+    return httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json"})
+
+
+class Gateway:
+    """Job ``j1``, whose reads step through ``states`` (the last one stays); pages of ``pages`` by cursor."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = [job()]
+        self.output: dict[str, Any] = {"output": "", "truncated": False, "exit_code": None}
+        self.explanation: dict[str, Any] = {}
+        self.pages: dict[str | None, dict[str, Any]] = {None: {"items": [job()], "next_cursor": None}}
+        self.requests: list[httpx.Request] = []
+
+    def sent(self) -> Any:
+        return json.loads(self.requests[0].content)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("Authorization") != "Bearer a1":
+            return problem(401, "invalid_token")
+        match request.method, request.url.path.split("/")[3:]:
+            case "POST", []:
+                spec = json.loads(request.content)
+                return httpx.Response(201, json=job(spec=spec, name=spec.get("name")))
+            case "POST", ["array"]:
+                count = json.loads(request.content)["count"]
+                return httpx.Response(201, json={"array_id": "a1", "count": count, "job_ids": ["j1", "j2", "j3"]})
+            case "GET", []:
+                return httpx.Response(200, json=self.pages[request.url.params.get("cursor")])
+            case "GET", ["j1"]:
+                return httpx.Response(200, json=self.states.pop(0) if len(self.states) > 1 else self.states[0])
+            case "GET", ["j1", "output"]:
+                return httpx.Response(200, json=self.output)
+            case "GET", ["j1", "explain"]:
+                return httpx.Response(200, json=self.explanation)
+            case "POST", ["j1", "cancel"]:
+                return httpx.Response(200, json=self.states[-1])
+        return problem(404, "not_found")
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    fake = Gateway()
+
+    def new_client(
+        base_url: str,
+        *,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+        on_tokens: Callable[[Tokens], None] | None = None,
+    ) -> FogClient:
+        assert base_url == URL
+        return FogClient(
+            base_url,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            on_tokens=on_tokens,
+            transport=httpx.MockTransport(fake),
+        )
+
+    monkeypatch.setattr(account, "new_client", new_client)
+    monkeypatch.setattr(jobs, "POLL_S", 0)  # the scripted job moves on at every read: no need to pause between them
+    return fake
+
+
+@pytest.fixture
+def logged_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Session:
+    monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
+    monkeypatch.setenv("COLUMNS", "200")  # a table as wide as its rows, whatever the test runner's terminal
+    saved = Session(URL, "pat@example.org", "a1", "r1")
+    saved.save()
+    return saved
+
+
+runner = CliRunner()
+
+
+def fogctl(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def cells(out: str, border: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split(border)[1:-1]] for line in out.splitlines() if line.startswith(border)]
+
+
+# -- submit ------------------------------------------------------------------------------------------
+
+
+def test_submit_sends_the_defaults_and_prints_the_id(gateway: Gateway, logged_in: Session) -> None:
+    code, out, err = fogctl("job", "submit", "--", "echo", "hi")
+    assert code == 0, err
+    assert out == "j1\n"
+    assert (gateway.requests[0].method, gateway.requests[0].url.path) == ("POST", "/v1/jobs")
+    assert gateway.sent() == DEFAULT_SPEC
+
+
+def test_submit_builds_the_spec_from_the_flags(gateway: Gateway, logged_in: Session) -> None:
+    code, out, err = fogctl(
+        "job", "submit", "--name", "serve", "--cpu", "0.5", "--memory", "512M", "--gpus", "1",
+        "--label", "zone=a", "--label", "disk=ssd", "--region", "eu-west", "--arch", "arm64",
+        "--affinity", "tier=gold:30", "--affinity", "url=http://x:5",
+        "--env", "MODE=fast", "--env", "QUERY=a=b", "--priority", "80", "--timeout", "60", "--max-attempts", "2",
+        "--idempotency-key", "k-1", "--json",
+        "--", "python", "-m", "http.server", "--port", "8000", "--", "x",
+    )  # fmt: skip
+    assert code == 0, err
+    assert gateway.sent() == {
+        "command": ["python", "-m", "http.server", "--port", "8000", "--", "x"],  # options after `--` are the job's
+        "env": {"MODE": "fast", "QUERY": "a=b"},
+        "resources": {"cpu_cores": 0.5, "memory_bytes": 512 * MIB, "gpus": 1},
+        "constraints": {"labels": {"zone": "a", "disk": "ssd"}, "region": "eu-west", "arch": "arm64"},
+        "affinities": [
+            {"label": "tier", "value": "gold", "weight": 30},
+            {"label": "url", "value": "http://x", "weight": 5},
+        ],
+        "priority": 80,
+        "timeout_s": 60,
+        "max_attempts": 2,
+        "retry_backoff_s": 1.0,
+        "name": "serve",
+        "idempotency_key": "k-1",
+    }
+    shown = json.loads(out)
+    assert (shown["id"], shown["name"], shown["spec"]["resources"]["memory_bytes"]) == ("j1", "serve", 512 * MIB)
+
+
+def test_once_the_command_begins_every_word_is_the_jobs(gateway: Gateway, logged_in: Session) -> None:
+    code, _, err = fogctl("job", "submit", "--cpu", "2", "python", "-m", "x", "--cpu", "3")
+    assert code == 0, err
+    assert gateway.sent()["command"] == ["python", "-m", "x", "--cpu", "3"]
+    assert gateway.sent()["resources"]["cpu_cores"] == 2
+
+
+@pytest.mark.parametrize("argv", [[], ["--"], ["--name", "x", "--"], ["--", ""]])
+def test_an_empty_command_is_refused(gateway: Gateway, logged_in: Session, argv: list[str]) -> None:
+    code, _, err = fogctl("job", "submit", *argv)
+    assert code == 2
+    assert "no command" in err
+    assert gateway.requests == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--label", "zone", "not key=value"),
+        ("--env", "=x", "not key=value"),
+        ("--affinity", "zone=a", "not key=value:weight"),
+        ("--affinity", "zone=a:heavy", "not key=value:weight"),
+        ("--affinity", "zone:5", "not key=value:weight"),
+        ("--memory", "lots", "not a size"),
+    ],
+)
+def test_a_malformed_flag_is_refused(gateway: Gateway, logged_in: Session, flag: str, value: str, says: str) -> None:
+    code, _, err = fogctl("job", "submit", flag, value, "--", "echo")
+    assert code == 2
+    assert says in err
+    assert gateway.requests == []
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("1048576", 1048576),
+        ("64k", 64 * 1024),
+        ("512M", 512 * MIB),
+        ("512Mi", 512 * MIB),
+        ("2G", 2 * 1024 * MIB),
+        ("2 GB", 2 * 1024 * MIB),
+        ("1.5GiB", 1536 * MIB),
+        ("1t", 2**40),
+        ("100b", 100),
+    ],
+)
+def test_memory_sizes_are_binary(text: str, count: int) -> None:
+    assert parse_memory(text) == count
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1G", "1.2.3M", "2X", "1e9", "5 ib"])
+def test_a_size_must_be_a_number_and_a_unit(text: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_memory(text)
+
+
+def test_submit_an_array_prints_its_id(gateway: Gateway, logged_in: Session) -> None:
+    code, out, err = fogctl("job", "submit", "--array", "3", "--", "echo", "hi")
+    assert code == 0, err
+    assert out == "a1\n"
+    assert "Submitted 3 jobs as array a1." in err
+    assert (gateway.requests[0].url.path, gateway.sent()) == ("/v1/jobs/array", {"spec": DEFAULT_SPEC, "count": 3})
+
+    code, out, err = fogctl("job", "submit", "--array", "3", "--json", "--", "echo", "hi")
+    assert code == 0, err
+    assert json.loads(out) == {"array_id": "a1", "count": 3, "job_ids": ["j1", "j2", "j3"]}
+
+
+def test_wait_is_for_a_single_job(gateway: Gateway, logged_in: Session) -> None:
+    code, _, err = fogctl("job", "submit", "--wait", "--array", "3", "--", "echo")
+    assert code == 2
+    assert "single job" in err
+    assert gateway.requests == []
+
+
+# -- waiting -----------------------------------------------------------------------------------------
+
+
+def test_submit_wait_prints_the_output_raw_and_exits_with_the_jobs_code(gateway: Gateway, logged_in: Session) -> None:
+    raw = "line 1\n\x1b[31mred\x1b[0m ünïcode\r\nno newline at the end"
+    gateway.states = [job(status="running"), job(status="failed", exit_code=3, error="exited with 3")]
+    gateway.output = {"output": raw, "truncated": False, "exit_code": 3}
+    result = runner.invoke(app, ["job", "submit", "--wait", "--", "sh", "-c", "exit 3"])
+    assert result.exit_code == 3, result.stderr
+    assert result.stdout_bytes == raw.encode()  # as captured: colours kept, no newline added, nothing else
+    assert "Submitted job j1" in result.stderr
+    assert "Job j1 failed with exit code 3: exited with 3" in result.stderr
+    assert [r.url.path for r in gateway.requests] == ["/v1/jobs", "/v1/jobs/j1", "/v1/jobs/j1", "/v1/jobs/j1/output"]
+
+
+def test_a_succeeded_job_exits_0_quietly(gateway: Gateway, logged_in: Session) -> None:
+    gateway.states = [job(status="succeeded", exit_code=0)]
+    gateway.output = {"output": "hi\n", "truncated": False, "exit_code": 0}
+    code, out, err = fogctl("job", "submit", "--wait", "--", "echo", "hi")
+    assert (code, out) == (0, "hi\n")
+    assert "Job j1" not in err
+
+
+@pytest.mark.parametrize("status", ["cancelled", "timed_out"])
+def test_a_job_that_ended_without_an_exit_code_exits_1(gateway: Gateway, logged_in: Session, status: str) -> None:
+    gateway.states = [job(status=status, error="stopped")]
+    code, out, err = fogctl("job", "wait", "j1")
+    assert (code, out) == (1, "")
+    assert f"Job j1 {status}: stopped" in err
+
+
+def test_wait_as_json_has_the_job_and_its_output(gateway: Gateway, logged_in: Session) -> None:
+    gateway.states = [job(status="running"), job(status="failed", exit_code=2)]
+    gateway.output = {"output": "oops\n", "truncated": True, "exit_code": 2}
+    code, out, _ = fogctl("job", "wait", "j1", "--json")
+    assert code == 2
+    shown = json.loads(out)
+    assert (shown["job"]["status"], shown["output"]) == ("failed", gateway.output)
+
+
+def test_truncated_output_is_said_on_stderr(gateway: Gateway, logged_in: Session) -> None:
+    gateway.output = {"output": "start of a long story", "truncated": True, "exit_code": None}
+    code, out, err = fogctl("job", "logs", "j1")
+    assert (code, out) == (0, "start of a long story")
+    assert "truncated" in err
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "expected"),
+    [
+        ("succeeded", 0, 0),
+        ("succeeded", None, 0),
+        ("failed", 3, 3),
+        ("failed", -9, 137),  # killed by SIGKILL, as a shell reports it
+        ("failed", 256, 1),  # would wrap to 0: a failure never reads as a success
+        ("failed", None, 1),
+        ("timed_out", None, 1),
+        ("cancelled", None, 1),
+    ],
+)
+def test_the_exit_status_is_the_jobs(status: str, exit_code: int | None, expected: int) -> None:
+    assert exit_status(Job.model_validate(job(status=status, exit_code=exit_code))) == expected
+
+
+# -- the other commands -------------------------------------------------------------------------------
+
+
+def test_list_as_json_follows_the_cursors_with_all(gateway: Gateway, logged_in: Session) -> None:
+    gateway.pages = {
+        None: {"items": [job("j1"), job("j2")], "next_cursor": "c2"},
+        "c2": {"items": [job("j3")], "next_cursor": None},
+    }
+    code, out, err = fogctl("job", "list", "--json", "--status", "pending", "--array", "a1", "--limit", "2")
+    assert code == 0, err
+    page = json.loads(out)
+    assert ([j["id"] for j in page["items"]], page["next_cursor"]) == (["j1", "j2"], "c2")
+    params = gateway.requests[0].url.params
+    assert (params["status"], params["array_id"], params["limit"]) == ("pending", "a1", "2")
+
+    code, out, err = fogctl("job", "list", "--json", "--all")
+    assert code == 0, err
+    page = json.loads(out)
+    assert ([j["id"] for j in page["items"]], page["next_cursor"]) == (["j1", "j2", "j3"], None)
+
+
+def test_list_shows_a_table_and_where_the_next_page_is(gateway: Gateway, logged_in: Session) -> None:
+    running = job("j2", name="calc", status="running", node_id="n1", attempt=2)
+    gateway.pages = {
+        None: {"items": [job("j1", status="failed", attempt=1, exit_code=3), running], "next_cursor": "c2"}
+    }
+    code, out, err = fogctl("job", "list")
+    assert code == 0, err
+    assert cells(out, "┃") == [["id", "name", "status", "node", "attempt", "exit", "submitted"]]
+    assert cells(out, "│") == [
+        ["j1", "-", "failed", "-", "1", "3", "2030-01-02 03:04:05 UTC"],
+        ["j2", "calc", "running", "n1", "2", "-", "2030-01-02 03:04:05 UTC"],
+    ]
+    assert "--cursor c2" in err
+
+
+def test_get_shows_one_job_but_not_its_env_values(gateway: Gateway, logged_in: Session) -> None:
+    spec = {**DEFAULT_SPEC, "command": ["sh", "-c", "echo $TOKEN"], "env": {"TOKEN": "s3cret"}}
+    gateway.states = [job(spec=spec, status="running", node_id="n1", attempt=1)]
+    code, out, err = fogctl("job", "get", "j1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "command      sh -c 'echo $TOKEN'" in lines
+    assert "env          TOKEN" in lines
+    assert "resources    1 CPU, 256.0 MiB, 0 GPU" in lines
+    assert "attempt      1 of 3" in lines
+    assert "timeout      3600 s" in lines
+    assert "s3cret" not in out
+
+    code, out, _ = fogctl("job", "get", "j1", "--json")
+    assert json.loads(out)["spec"]["env"] == {"TOKEN": "s3cret"}
+
+
+def test_cancel_says_what_became_of_the_job(gateway: Gateway, logged_in: Session) -> None:
+    for state, says in [
+        ("cancelled", "Cancelled job j1."),
+        ("succeeded", "Job j1 had already ended (succeeded): nothing to cancel."),
+        ("running", "Cancelling job j1: it is running until its node has stopped it."),
+    ]:
+        gateway.states = [job(status=state)]
+        code, _, err = fogctl("job", "cancel", "j1")
+        assert code == 0, err
+        assert says in err
+    assert {(r.method, r.url.path) for r in gateway.requests} == {("POST", "/v1/jobs/j1/cancel")}
+
+
+def test_explain_a_pending_job_lists_the_filters_most_common_first(gateway: Gateway, logged_in: Session) -> None:
+    gateway.explanation = {
+        "job_id": "j1",
+        "status": "pending",
+        "decided_at": NOW,
+        "summary": "no node fits: 6 examined (1 node down, 5 too little memory)",
+        "filtered": {"node down": 1, "too little memory": 5},
+        "candidates": [],
+    }
+    code, out, err = fogctl("job", "explain", "j1")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "Job j1 is pending.",
+        "Decided 2030-01-02 03:04:05 UTC: no node fits: 6 examined (1 node down, 5 too little memory)",
+        "Nodes left out:",
+        "      5  too little memory",
+        "      1  node down",
+    ]
+
+
+def test_explain_a_placed_job_shows_the_candidates_with_scores(gateway: Gateway, logged_in: Session) -> None:
+    gateway.explanation = {
+        "job_id": "j1",
+        "status": "running",
+        "decided_at": NOW,
+        "summary": "placed on n2 among 2 candidates",
+        "filtered": {},
+        "candidates": [
+            {"node_id": "n2", "score": 81.5, "parts": {"fit": 70.0, "affinity": 10.0, "reputation": 1.5}},
+            {"node_id": "n1", "score": 40.0, "parts": {"fit": 40.0}},
+        ],
+    }
+    code, out, err = fogctl("job", "explain", "j1")
+    assert code == 0, err
+    assert "Candidates, best first:" in out
+    assert cells(out, "┃") == [["node", "score", "parts"]]
+    assert cells(out, "│") == [
+        ["n2", "81.5", "fit 70.0, affinity 10.0, reputation 1.5"],
+        ["n1", "40.0", "fit 40.0"],
+    ]
+
+    code, out, _ = fogctl("job", "explain", "j1", "--json")
+    assert json.loads(out)["candidates"][0]["node_id"] == "n2"
+
+
+def test_a_job_not_yet_considered_says_so(gateway: Gateway, logged_in: Session) -> None:
+    gateway.explanation = {"job_id": "j1", "status": "pending", "decided_at": None, "filtered": {}, "candidates": []}
+    code, out, _ = fogctl("job", "explain", "j1")
+    assert (code, out) == (0, "Job j1 is pending.\nThe scheduler has not considered it yet.\n")
+
+
+def test_someone_elses_job_exits_1_with_the_problem(gateway: Gateway, logged_in: Session) -> None:
+    for command in ("get", "logs", "cancel", "explain", "wait"):
+        code, _, err = fogctl("job", command, "j9")
+        assert code == 1
+        assert f"{URL} refused: 404 not found [not_found]" in err

@@ -1,0 +1,93 @@
+"""``/v1/jobs``: submit work, follow it, read its output, cancel it, ask why it waits."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response, WebSocket, WebSocketDisconnect
+
+from fog_gateway.authz import PEOPLE, Authorizer
+from fog_gateway.calls import ServiceCalls
+from fog_gateway.job_feed import JobWatchers
+from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
+from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
+from fog_gateway.security import Principal
+from fog_shared.commands import scheduler as contract
+
+JobId = Annotated[str, Path(max_length=64)]
+
+
+def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) -> APIRouter:
+    router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=GUARDED_ERRORS)
+    Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
+
+    @router.post("", status_code=201, response_model=contract.JobView, responses={200: {"model": contract.JobView}})
+    async def submit(spec: contract.JobSpec, owner: Person, response: Response) -> dict[str, Any]:
+        """Submit one job. The same ``idempotency_key`` again returns the first job (200)."""
+        reply = await calls.ask(contract.SUBMIT, contract.SubmitCommand(owner_id=_user(owner), spec=spec))
+        if not reply["created"]:
+            response.status_code = 200
+        job: dict[str, Any] = reply["job"]
+        return job
+
+    @router.post("/array", status_code=201, response_model=contract.ArrayView)
+    async def submit_array(body: contract.ArrayRequest, owner: Person) -> dict[str, Any]:
+        """Submit ``count`` jobs from one spec; each gets its index in ``FOG_ARRAY_INDEX``."""
+        return await calls.ask(contract.SUBMIT_ARRAY, contract.SubmitArrayCommand(owner_id=_user(owner), request=body))
+
+    @router.get("", response_model=contract.JobPage, responses=documented(404))
+    async def list_jobs(
+        owner: Person,
+        status: contract.JobStatus | None = None,
+        array_id: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> dict[str, Any]:
+        """Your jobs, oldest first, a page at a time (follow ``next_cursor``)."""
+        query = contract.ListJobsQuery(by=owner, status=status, array_id=array_id, limit=limit, cursor=cursor)
+        return await calls.ask(contract.LIST_JOBS, query)
+
+    @router.get("/{job_id}", response_model=contract.JobView, responses=documented(404))
+    async def get_job(job_id: JobId, owner: Person) -> dict[str, Any]:
+        return await calls.ask(contract.GET_JOB, contract.JobQuery(job_id=job_id, by=owner))
+
+    @router.post("/{job_id}/cancel", response_model=contract.JobView, responses=documented(404))
+    async def cancel_job(job_id: JobId, owner: Person) -> dict[str, Any]:
+        """Cancel the job; if it runs, its node kills it (its whole process tree)."""
+        return await calls.ask(contract.CANCEL_JOB, contract.JobQuery(job_id=job_id, by=owner))
+
+    @router.get("/{job_id}/output", response_model=contract.JobOutput, responses=documented(404))
+    async def job_output(job_id: JobId, owner: Person) -> dict[str, Any]:
+        """What the job wrote (stdout and stderr), up to 1 MiB."""
+        return await calls.ask(contract.JOB_OUTPUT, contract.JobQuery(job_id=job_id, by=owner))
+
+    @router.get("/{job_id}/explain", response_model=contract.Explanation, responses=documented(404))
+    async def explain_job(job_id: JobId, owner: Person) -> dict[str, Any]:
+        """Why the job waits (which filters left out how many nodes), or how its node was chosen."""
+        return await calls.ask(contract.EXPLAIN_JOB, contract.JobQuery(job_id=job_id, by=owner))
+
+    @router.websocket("/updates")
+    async def updates(websocket: WebSocket) -> None:
+        """Your jobs as they change: ``{"type": "job", "job": {...}}`` per change."""
+        await websocket.accept()
+        try:
+            owner = await authz.identify(bearer_of(websocket) or "")
+        except Problem as refused:
+            await websocket.close(code=CLOSE_UNAUTHORIZED, reason=refused.detail[:120])
+            return
+        if owner.kind not in PEOPLE:
+            await websocket.close(code=CLOSE_FORBIDDEN, reason="only people watch jobs")
+            return
+        watchers.add(owner, websocket)
+        try:
+            while True:
+                await websocket.receive_text()  # nothing is expected; this notices the close
+        except WebSocketDisconnect:
+            pass
+        finally:
+            watchers.remove(owner, websocket)
+
+    return router
+
+
+def _user(principal: Principal) -> str:
+    assert principal.user_id is not None
+    return principal.user_id

@@ -1,0 +1,212 @@
+"""Jobs through the gateway: submit, placement, the agent's side of the protocol (simulated here
+over a real WebSocket), results, retries, lost work, cancel, explain, isolation between users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
+from websockets.asyncio.client import ClientConnection, connect
+
+from fog_shared.testing.waiting import wait_until
+
+USAGE = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
+
+
+def capabilities(cores: int = 2, arch: str = "x86_64") -> dict[str, Any]:
+    return {"cpu_cores": cores, "memory_bytes": 4 << 30, "disk_bytes": 1 << 30, "arch": arch, "os": "Linux"}
+
+
+class FakeAgent:
+    """The agent's half of the protocol, by hand: it does what the test tells it to."""
+
+    def __init__(self, ws: ClientConnection, node_id: str) -> None:
+        self.ws, self.node_id, self.seq = ws, node_id, 0
+        self._beating: asyncio.Task[None] | None = None
+
+    def keep_beating(self) -> None:
+        async def beating() -> None:
+            while True:
+                await self.beat()
+                await asyncio.sleep(HEARTBEAT_INTERVAL_S / 2)  # the simulated agent's heartbeat period
+
+        self._beating = asyncio.create_task(beating())
+
+    async def die(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+        await self.ws.close()
+
+    async def beat(self) -> None:
+        self.seq += 1
+        beat = {"type": "heartbeat", "node_id": self.node_id, "seq": self.seq, "running_jobs": 0, "usage": USAGE}
+        await self.ws.send(json.dumps(beat))
+
+    async def next_of(self, kind: str) -> dict[str, Any]:
+        while True:
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=10))
+            if message["type"] == kind:
+                return dict(message)
+
+    async def report(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+        ack = await self.next_of("ack")
+        assert (ack["job_id"], ack["report"]) == (message["job_id"], message["type"])
+
+    async def run(
+        self, assignment: dict[str, Any], outcome: str = "succeeded", exit_code: int = 0, output: str = ""
+    ) -> None:
+        job, attempt = assignment["job_id"], assignment["attempt"]
+        await self.report({"type": "started", "job_id": job, "attempt": attempt})
+        await self.report({"type": "finished", "job_id": job, "attempt": attempt, "outcome": outcome,
+                           "exit_code": exit_code, "duration_s": 0.01, "output": output})  # fmt: skip
+
+
+async def ready_node(stack: Stack, url: str, owner: dict[str, str], name: str, **caps: Any) -> FakeAgent:
+    body = {"name": name, "capabilities": capabilities(**caps), "labels": {"site": name}}
+    registered = (await stack.http.post("/v1/nodes", json=body, headers=owner)).json()
+    node_id = registered["node"]["id"]
+    ws_url = url.replace("http://", "ws://") + "/v1/nodes/connect"
+    ws = await connect(ws_url, additional_headers={"Authorization": f"Bearer {registered['credential']}"})
+    agent = FakeAgent(ws, node_id)
+    await agent.next_of("welcome")
+    agent.keep_beating()
+
+    async def ready() -> bool:
+        return (await stack.http.get(f"/v1/nodes/{node_id}", headers=owner)).json()["status"] == "ready"
+
+    await wait_until(ready, timeout=5, what=f"{name} ready")
+    return agent
+
+
+async def provider(stack: Stack) -> dict[str, str]:
+    return stack.bearer(await stack.register_and_login("pat@example.org", roles=["user", "provider"]))
+
+
+async def job_status(stack: Stack, user: dict[str, str], job_id: str, status: str) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        job = (await stack.http.get(f"/v1/jobs/{job_id}", headers=user)).json()
+        return job if job["status"] == status else None
+
+    return await wait_until(reached, timeout=10, what=f"job {status}")
+
+
+async def test_submit_run_and_read_the_result(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    submitted = await stack.http.post("/v1/jobs", json={"command": ["echo", "hello"]}, headers=user)
+    assert submitted.status_code == 201, submitted.text
+    job = submitted.json()
+    assignment = await agent.next_of("assignment")
+    assert (assignment["job_id"], assignment["command"], assignment["attempt"]) == (job["id"], ["echo", "hello"], 1)
+    await agent.run(assignment, output="hello\n")
+    done = await job_status(stack, user, job["id"], "succeeded")
+    assert (done["exit_code"], done["node_id"]) == (0, agent.node_id)
+    output = (await stack.http.get(f"/v1/jobs/{job['id']}/output", headers=user)).json()
+    assert output == {"output": "hello\n", "truncated": False, "exit_code": 0}
+    explained = (await stack.http.get(f"/v1/jobs/{job['id']}/explain", headers=user)).json()
+    assert explained["candidates"][0]["node_id"] == agent.node_id
+
+    other = stack.bearer(await stack.register_and_login("vic@example.org"))
+    for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/output", f"/v1/jobs/{job['id']}/explain"):
+        assert (await stack.http.get(path, headers=other)).status_code == 404
+    assert (await stack.http.post(f"/v1/jobs/{job['id']}/cancel", headers=other)).status_code == 404
+    assert (await stack.http.get("/v1/jobs", headers=other)).json()["items"] == []
+
+
+async def test_a_job_no_node_fits_stays_pending_and_explain_says_why(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    await ready_node(stack, url, await provider(stack), "small", cores=2)
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["true"], "resources": {"cpu_cores": 8}, "constraints": {"arch": "aarch64"}}
+    job = (await stack.http.post("/v1/jobs", json=spec, headers=user)).json()
+
+    async def explained() -> dict[str, Any] | None:
+        why = (await stack.http.get(f"/v1/jobs/{job['id']}/explain", headers=user)).json()
+        return why if why["filtered"] else None
+
+    why = await wait_until(explained, timeout=5, what="an explanation")
+    assert why["status"] == "pending"
+    assert why["filtered"] == {"architecture is not aarch64": 1}
+    assert "no node fits" in why["summary"]
+
+
+async def test_a_failing_job_is_retried_then_fails_and_a_lost_job_moves_to_another_node(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    owner = await provider(stack)
+    first = await ready_node(stack, url, owner, "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["false"], "max_attempts": 2, "retry_backoff_s": 0}
+    job = (await stack.http.post("/v1/jobs", json=spec, headers=user)).json()
+    for attempt in (1, 2):
+        assignment = await first.next_of("assignment")
+        assert assignment["attempt"] == attempt
+        await first.run(assignment, outcome="failed", exit_code=1)
+    failed = await job_status(stack, user, job["id"], "failed")
+    assert (failed["attempt"], failed["exit_code"]) == (2, 1)
+
+    lost = (await stack.http.post("/v1/jobs", json={"command": ["sleep", "1"]}, headers=user)).json()
+    assignment = await first.next_of("assignment")
+    await first.report({"type": "started", "job_id": lost["id"], "attempt": 1})
+    second = await ready_node(stack, url, owner, "b")
+    await first.die()  # no more heartbeats: suspect, then down
+    moved = await second.next_of("assignment")
+    assert (moved["job_id"], moved["attempt"]) == (lost["id"], 2)
+    await second.run(moved)
+    done = await job_status(stack, user, lost["id"], "succeeded")
+    assert done["node_id"] == second.node_id
+    assert assignment["attempt"] == 1
+
+
+async def test_cancel_tells_the_node_and_idempotent_submits_make_one_job(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["sleep", "100"], "idempotency_key": "nightly-1"}
+    first = await stack.http.post("/v1/jobs", json=spec, headers=user)
+    again = await stack.http.post("/v1/jobs", json=spec, headers=user)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assignment = await agent.next_of("assignment")
+    await agent.report({"type": "started", "job_id": assignment["job_id"], "attempt": 1})
+    cancelled = await stack.http.post(f"/v1/jobs/{assignment['job_id']}/cancel", headers=user)
+    assert cancelled.json()["status"] == "cancelled"
+    told = await agent.next_of("cancel")
+    assert (told["job_id"], told["attempt"]) == (assignment["job_id"], 1)
+
+
+async def test_bad_specs_get_422_and_create_nothing(stack: Stack) -> None:
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    bad = [
+        {"command": []},
+        {"command": [""]},
+        {"command": ["true"], "resources": {"cpu_cores": -1}},
+        {"command": ["true"], "resources": {"memory_bytes": -5}},
+        {"command": ["true"], "env": {"BIG": "x" * 40_000}},
+        {"command": ["true"], "env": {"1BAD": "x"}},
+        {"command": "true"},
+    ]
+    for spec in bad:
+        refused = await stack.http.post("/v1/jobs", json=spec, headers=user)
+        assert refused.status_code == 422, spec
+    assert (await stack.http.get("/v1/jobs", headers=user)).json()["items"] == []
+
+
+async def test_an_array_submits_n_jobs_and_pages(stack: Stack) -> None:
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    array = (
+        await stack.http.post("/v1/jobs/array", json={"spec": {"command": ["true"]}, "count": 25}, headers=user)
+    ).json()
+    assert array["count"] == 25
+    seen, cursor = [], None
+    while True:
+        page = (await stack.http.get("/v1/jobs", params={"limit": 10, **({"cursor": cursor} if cursor else {})},
+                                     headers=user)).json()  # fmt: skip
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(array["job_ids"])

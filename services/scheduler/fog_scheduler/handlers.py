@@ -1,0 +1,106 @@
+"""Bus adapters of the scheduler: decode, call one use case, reply; follow the registry's nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from fog_scheduler import service, store
+from fog_scheduler.placement import PlacementLoop
+from fog_scheduler.service import SchedulerError
+from fog_shared.bus.broker import queue_group
+from fog_shared.bus.topology import CONSUMERS
+from fog_shared.commands import scheduler as contract
+from fog_shared.envelope import Envelope
+from fog_shared.events import Event
+from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
+from fog_shared.runtime import ServiceRuntime
+
+NODES = next(c for c in CONSUMERS if c.durable == "scheduler__nodes")
+UseCase = Callable[[asyncpg.Connection], Awaitable[BaseModel | dict[str, Any] | None]]
+
+
+def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
+    broker, group = runtime.broker, queue_group("scheduler")
+
+    async def answer(use_case: UseCase) -> dict[str, Any]:
+        async with runtime.pool.acquire() as conn:
+            try:
+                result = await use_case(conn)
+            except SchedulerError as exc:
+                return contract.error(exc.code, exc.detail)
+        return result.model_dump(mode="json") if isinstance(result, BaseModel) else result or {}
+
+    @broker.subscriber(contract.SUBMIT, queue=group, title="submit")
+    async def submit(body: contract.SubmitCommand) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            submitted = await service.submit(conn, body, now=_now())
+            return {"job": submitted["job"].model_dump(mode="json"), "created": submitted["created"]}
+
+        return await answer(run)
+
+    @broker.subscriber(contract.SUBMIT_ARRAY, queue=group, title="submit_array")
+    async def submit_array(body: contract.SubmitArrayCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.submit_array(conn, body, now=_now()))
+
+    @broker.subscriber(contract.GET_JOB, queue=group, title="get_job")
+    async def get_job(body: contract.JobQuery) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> contract.JobView:
+            return service.view(await service.owned_job(conn, body))
+
+        return await answer(run)
+
+    @broker.subscriber(contract.LIST_JOBS, queue=group, title="list_jobs")
+    async def list_jobs(body: contract.ListJobsQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.list_jobs(conn, body))
+
+    @broker.subscriber(contract.CANCEL_JOB, queue=group, title="cancel_job")
+    async def cancel_job(body: contract.JobQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.cancel(conn, body, now=_now()))
+
+    @broker.subscriber(contract.JOB_OUTPUT, queue=group, title="job_output")
+    async def job_output(body: contract.JobQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.job_output(conn, body))
+
+    @broker.subscriber(contract.EXPLAIN_JOB, queue=group, title="explain_job")
+    async def explain_job(body: contract.JobQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.explain(conn, body))
+
+    @broker.subscriber(contract.NODE_ASSIGNMENTS, queue=group, title="node_assignments")
+    async def node_assignments(body: contract.NodeAssignmentsQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.node_assignments(conn, body.node_id))
+
+    @broker.subscriber(contract.REPORT, queue=group, title="report")
+    async def report(body: contract.ReportCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.report(conn, body, now=_now()))
+
+    async def on_node_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
+        await follow_node(conn, event)
+        placement.wake()  # capacity changed
+
+    runtime.consume(NODES, on_node_event)
+
+
+async def follow_node(conn: asyncpg.Connection, event: Event) -> None:
+    """The scheduler's own view of the nodes; a node going down loses the work placed there."""
+    now = datetime.now(UTC)
+    if isinstance(event, NodeRegistered):
+        await store.upsert_node(conn, event.node_id, status="down", capabilities=event.capabilities,
+                                labels=event.labels, region=event.region, now=now)  # fmt: skip
+    elif isinstance(event, NodeStatusChanged):
+        await store.set_node_status(conn, event.node_id, event.status, now)
+        if event.status == "down":
+            await service.node_went_down(conn, event.node_id, now=now)
+    elif isinstance(event, NodeReputationChanged):
+        await store.set_node_reputation(conn, event.node_id, event.reputation, now)
+    elif isinstance(event, NodeDeregistered):
+        await service.node_went_down(conn, event.node_id, now=now)
+        await store.delete_node(conn, event.node_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

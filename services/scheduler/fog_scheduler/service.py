@@ -1,0 +1,286 @@
+"""Scheduler use cases: submit, see, cancel; the agents' reports; lost work; the node view.
+
+Each takes the connection it works in; state changes and the events they cause commit together
+(through the outbox). Refusals are :class:`SchedulerError` with a stable code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from fog_scheduler import domain, store
+from fog_shared.commands import scheduler as contract
+from fog_shared.commands.auth import Principal
+from fog_shared.events.base import Event
+from fog_shared.events.scheduler import (
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobLost,
+    JobStarted,
+    JobSubmitted,
+)
+from fog_shared.pg import outbox
+
+SOURCE = "fog/scheduler"
+#: the ids of arrays up to this size come back from the submit
+ARRAY_IDS_SHOWN = 1000
+
+
+class SchedulerError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def view(row: asyncpg.Record) -> contract.JobView:
+    values = dict(row)
+    values["id"] = str(values["id"])
+    values["array_id"] = str(values["array_id"]) if values["array_id"] else None
+    return contract.JobView(**values)
+
+
+def _job_uuid(job_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise SchedulerError("not_found", "no such job") from None
+
+
+# -- submitting ------------------------------------------------------------------------------
+
+
+async def submit(conn: asyncpg.Connection, command: contract.SubmitCommand, *, now: datetime) -> dict[str, Any]:
+    """One job; a repeated idempotency key returns the job it made the first time."""
+    spec = command.spec
+    async with conn.transaction():
+        if spec.idempotency_key is not None:
+            await _serialise_key(conn, command.owner_id, spec.idempotency_key)
+            existing = await store.job_by_key(conn, command.owner_id, spec.idempotency_key)
+            if existing is not None:
+                return {"job": view(existing), "created": False}
+        job_id = uuid.uuid4()
+        row = (job_id, command.owner_id, spec.name, None, None, spec.model_dump(mode="json"), spec.priority,
+               spec.idempotency_key, now)  # fmt: skip
+        await store.insert_jobs(conn, [row])
+        event = JobSubmitted(
+            job_id=str(job_id), owner_id=command.owner_id, array_id=None, priority=spec.priority, submitted_at=now
+        )
+        await outbox.record(conn, event, source=SOURCE)
+        created = await store.job(conn, job_id)
+    assert created is not None
+    return {"job": view(created), "created": True}
+
+
+async def submit_array(
+    conn: asyncpg.Connection, command: contract.SubmitArrayCommand, *, now: datetime
+) -> contract.ArrayView:
+    """N jobs from one spec in one transaction (COPY); each sees its index in ``FOG_ARRAY_INDEX``."""
+    spec, count, owner = command.request.spec, command.request.count, command.owner_id
+    array_id = uuid.uuid4()
+    async with conn.transaction():
+        if spec.idempotency_key is not None:
+            await _serialise_key(conn, owner, spec.idempotency_key)
+            existing = await store.array_by_key(conn, owner, spec.idempotency_key)
+            if existing is not None:
+                return await _array_view(conn, existing["id"], existing["count"])
+        await store.insert_array(conn, array_id, owner, count, spec.idempotency_key, now)
+        base = spec.model_dump(mode="json")
+        base["idempotency_key"] = None  # the key names the array; the jobs need none of their own
+        rows, events = [], list[Event]()
+        for index in range(count):
+            job_id, job_spec = uuid.uuid4(), {**base, "env": {**base["env"], "FOG_ARRAY_INDEX": str(index)}}
+            rows.append((job_id, owner, spec.name, array_id, index, job_spec, spec.priority, None, now))
+            events.append(JobSubmitted(job_id=str(job_id), owner_id=owner, array_id=str(array_id),
+                                       priority=spec.priority, submitted_at=now))  # fmt: skip
+        await store.insert_jobs(conn, rows)
+        await outbox.record_many(conn, events, source=SOURCE)
+    return contract.ArrayView(
+        array_id=str(array_id), count=count, job_ids=[str(r[0]) for r in rows] if count <= ARRAY_IDS_SHOWN else None
+    )
+
+
+async def _serialise_key(conn: asyncpg.Connection, owner: str, key: str) -> None:
+    # Two concurrent submits with one key: the second waits, then finds the first one's job.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{owner}/{key}")
+
+
+async def _array_view(conn: asyncpg.Connection, array_id: uuid.UUID, count: int) -> contract.ArrayView:
+    ids = await store.array_job_ids(conn, array_id) if count <= ARRAY_IDS_SHOWN else None
+    return contract.ArrayView(array_id=str(array_id), count=count, job_ids=ids)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+async def owned_job(conn: asyncpg.Connection, query: contract.JobQuery, *, for_update: bool = False) -> Any:
+    row = await store.job(conn, _job_uuid(query.job_id), for_update=for_update)
+    if row is None or not _may_see(query.by, row["owner_id"]):
+        raise SchedulerError("not_found", "no such job")  # someone else's job looks like none
+    return row
+
+
+def _may_see(by: Principal, owner_id: str) -> bool:
+    return by.kind in ("user", "api_key") and (by.user_id == owner_id or "admin" in by.roles)
+
+
+async def list_jobs(conn: asyncpg.Connection, query: contract.ListJobsQuery) -> contract.JobPage:
+    if query.by.kind not in ("user", "api_key") or query.by.user_id is None:
+        return contract.JobPage(items=[], next_cursor=None)
+    array_id = _job_uuid(query.array_id) if query.array_id else None
+    rows = await store.list_jobs(
+        conn, owner_id=query.by.user_id, status=query.status, array_id=array_id, after=_decode_cursor(query.cursor),
+        limit=query.limit + 1,
+    )  # fmt: skip
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = _encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
+    return contract.JobPage(items=[view(r) for r in rows], next_cursor=cursor)
+
+
+def _encode_cursor(at: datetime, job_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{job_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if cursor is None:
+        return None
+    try:
+        at, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(job_id)
+    except (ValueError, binascii.Error):
+        raise SchedulerError("invalid_cursor", "the cursor is not one this API gave out") from None
+
+
+async def job_output(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.JobOutput:
+    await owned_job(conn, query)
+    row = await store.job_detail(conn, _job_uuid(query.job_id), "output, output_truncated, exit_code")
+    assert row is not None
+    return contract.JobOutput(output=row["output"] or "", truncated=row["output_truncated"], exit_code=row["exit_code"])
+
+
+async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
+    job = await owned_job(conn, query)
+    row = await store.job_detail(conn, _job_uuid(query.job_id), "explain")
+    recorded = (row["explain"] if row else None) or {}
+    return contract.Explanation(
+        job_id=query.job_id, status=job["status"], decided_at=recorded.get("decided_at"),
+        summary=recorded.get("summary"), filtered=recorded.get("filtered", {}),
+        candidates=recorded.get("candidates", []),
+    )  # fmt: skip
+
+
+# -- cancelling ------------------------------------------------------------------------------
+
+
+async def cancel(conn: asyncpg.Connection, query: contract.JobQuery, *, now: datetime) -> contract.JobView:
+    """Cancelled at once; a placed job's node is told to kill it (``job.cancelled``)."""
+    async with conn.transaction():
+        job = await owned_job(conn, query, for_update=True)
+        if job["status"] in contract.ENDED:
+            return view(job)
+        await store.finish(conn, job["id"], status="cancelled", exit_code=None, duration_s=None, output=None,
+                           truncated=False, error="cancelled by its owner", now=now)  # fmt: skip
+        placed = job["node_id"] if job["status"] in store.PLACED else None
+        event = JobCancelled(
+            job_id=str(job["id"]), owner_id=job["owner_id"], node_id=placed, attempt=job["attempt"], cancelled_at=now
+        )
+        await outbox.record(conn, event, source=SOURCE)
+        updated = await store.job(conn, job["id"])
+    assert updated is not None
+    return view(updated)
+
+
+# -- what agents report ----------------------------------------------------------------------
+
+
+async def report(conn: asyncpg.Connection, command: contract.ReportCommand, *, now: datetime) -> None:
+    """Record a node's report. Reports of stale attempts (the job moved on) change nothing."""
+    message = command.report
+    job_id = _job_uuid(message.job_id)
+    async with conn.transaction():
+        if isinstance(message, contract.Started):
+            started = await store.mark_started(conn, job_id, message.attempt, command.node_id, now)
+            if started is not None:
+                event = JobStarted(job_id=message.job_id, owner_id=started["owner_id"], node_id=command.node_id,
+                                   attempt=message.attempt, started_at=now)  # fmt: skip
+                await outbox.record(conn, event, source=SOURCE)
+            return
+        await _finished(conn, job_id, command.node_id, message, now)
+
+
+async def _finished(
+    conn: asyncpg.Connection, job_id: uuid.UUID, node_id: str, report: contract.Finished, now: datetime
+) -> None:
+    job = await store.placed_attempt(conn, job_id)
+    if job is None or job["attempt"] != report.attempt or job["node_id"] != node_id:
+        return
+    if job["status"] == "cancelled":
+        await store.keep_output(conn, job_id, report.output, report.output_truncated, report.exit_code)
+        return
+    if job["status"] not in store.PLACED:
+        return
+    owner, spec = job["owner_id"], job["spec"]
+    if report.outcome == "failed" and domain.after_failure(job["attempt"], spec["max_attempts"]) == "retry":
+        delay = domain.retry_delay_s(spec["retry_backoff_s"], job["attempt"])
+        await store.requeue(conn, job_id, tried_node=node_id, not_before=now + timedelta(seconds=delay),
+                            error=report.error or f"exit code {report.exit_code}")  # fmt: skip
+        await store.keep_output(conn, job_id, report.output, report.output_truncated, report.exit_code)
+        event: Event = JobFailed(job_id=str(job_id), node_id=node_id, reason=f"attempt {job['attempt']} failed",
+                                 node_fault=False, failed_at=now, owner_id=owner)  # fmt: skip
+        await outbox.record(conn, event, source=SOURCE)
+        return
+    await store.finish(
+        conn, job_id, status=report.outcome, exit_code=report.exit_code, duration_s=report.duration_s,
+        output=report.output, truncated=report.output_truncated, error=report.error, now=now,
+    )  # fmt: skip
+    if report.outcome == "succeeded":
+        event = JobCompleted(job_id=str(job_id), node_id=node_id, exit_code=report.exit_code or 0, completed_at=now,
+                             owner_id=owner)  # fmt: skip
+    elif report.outcome == "cancelled":
+        event = JobCancelled(job_id=str(job_id), owner_id=owner, node_id=node_id, attempt=report.attempt,
+                             cancelled_at=now)  # fmt: skip
+    else:
+        event = JobFailed(job_id=str(job_id), node_id=node_id, reason=report.outcome, node_fault=False, failed_at=now,
+                          owner_id=owner)  # fmt: skip
+    await outbox.record(conn, event, source=SOURCE)
+
+
+async def node_assignments(conn: asyncpg.Connection, node_id: str) -> contract.NodeAssignments:
+    """What the node should be running: sent again when its agent (re)connects."""
+    rows = await conn.fetch(
+        "SELECT id, attempt, spec FROM jobs WHERE node_id = $1 AND status IN ('assigned', 'running')", node_id
+    )
+    return contract.NodeAssignments(assignments=[assignment(str(r["id"]), r["attempt"], r["spec"]) for r in rows])
+
+
+def assignment(job_id: str, attempt: int, spec: dict[str, Any]) -> contract.Assignment:
+    return contract.Assignment(
+        job_id=job_id, attempt=attempt, command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
+        resources=contract.Resources(**spec["resources"]),
+    )  # fmt: skip
+
+
+# -- nodes, as the registry announces them ---------------------------------------------------
+
+
+async def node_went_down(conn: asyncpg.Connection, node_id: str, *, now: datetime) -> None:
+    """Its placed jobs are lost: back to pending (another node preferred) while attempts remain."""
+    for job in await store.placed_on(conn, node_id):
+        owner, attempt = job["owner_id"], job["attempt"]
+        await outbox.record(conn, JobLost(job_id=str(job["id"]), owner_id=owner, node_id=node_id, attempt=attempt,
+                                          lost_at=now), source=SOURCE)  # fmt: skip
+        if domain.after_failure(attempt, job["spec"]["max_attempts"]) == "retry":
+            await store.requeue(conn, job["id"], tried_node=node_id, not_before=None, error=f"lost on {node_id}")
+        else:
+            await store.finish(conn, job["id"], status="failed", exit_code=None, duration_s=None, output=None,
+                               truncated=False, error=f"lost on {node_id}; no attempts left", now=now)  # fmt: skip
+            event = JobFailed(job_id=str(job["id"]), node_id=node_id, reason="lost", node_fault=True, failed_at=now,
+                              owner_id=owner)  # fmt: skip
+            await outbox.record(conn, event, source=SOURCE)

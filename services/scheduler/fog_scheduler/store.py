@@ -1,0 +1,244 @@
+"""SQL of the scheduler. Every function runs on a connection (and transaction) the caller owns.
+
+jsonb values go in and come out as Python objects (the pool's codec, ``fog_shared.pg.pool``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+VIEW_COLUMNS = (
+    "id, owner_id, name, array_id, array_index, spec, status, attempt, node_id, exit_code, duration_s, error,"
+    " not_before, submitted_at, started_at, finished_at"
+)
+PLACED = ("assigned", "running")
+
+
+async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at)."""
+    await conn.copy_records_to_table(
+        "jobs",
+        records=[(*row[:8], "pending", row[8]) for row in rows],
+        columns=["id", "owner_id", "name", "array_id", "array_index", "spec", "priority", "idempotency_key",
+                 "status", "submitted_at"],
+    )  # fmt: skip
+
+
+async def job_by_key(conn: asyncpg.Connection, owner_id: str, key: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {VIEW_COLUMNS} FROM jobs WHERE owner_id = $1 AND idempotency_key = $2", owner_id, key
+    )
+    return row
+
+
+async def insert_array(
+    conn: asyncpg.Connection, array_id: uuid.UUID, owner_id: str, count: int, key: str | None, now: datetime
+) -> bool:
+    """False when the owner already submitted an array with this idempotency key."""
+    inserted = await conn.fetchval(
+        "INSERT INTO job_arrays (id, owner_id, count, idempotency_key, submitted_at) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        array_id, owner_id, count, key, now,
+    )  # fmt: skip
+    return bool(inserted)
+
+
+async def array_by_key(conn: asyncpg.Connection, owner_id: str, key: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, count FROM job_arrays WHERE owner_id = $1 AND idempotency_key = $2", owner_id, key
+    )
+    return row
+
+
+async def array_job_ids(conn: asyncpg.Connection, array_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch("SELECT id FROM jobs WHERE array_id = $1 ORDER BY array_index", array_id)
+    return [str(r["id"]) for r in rows]
+
+
+async def job(conn: asyncpg.Connection, job_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row: asyncpg.Record | None = await conn.fetchrow(f"SELECT {VIEW_COLUMNS} FROM jobs WHERE id = $1{lock}", job_id)
+    return row
+
+
+async def job_detail(conn: asyncpg.Connection, job_id: uuid.UUID, columns: str) -> asyncpg.Record | None:
+    sql = f"SELECT owner_id, status, {columns} FROM jobs WHERE id = $1"
+    row: asyncpg.Record | None = await conn.fetchrow(sql, job_id)
+    return row
+
+
+async def list_jobs(
+    conn: asyncpg.Connection,
+    *,
+    owner_id: str,
+    status: str | None,
+    array_id: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    clauses, args = ["owner_id = $1"], list[Any]([owner_id])
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if status is not None:
+        clauses.append(f"status = {arg(status)}")
+    if array_id is not None:
+        clauses.append(f"array_id = {arg(array_id)}")
+    if after is not None:
+        clauses.append(f"(submitted_at, id) > ({arg(after[0])}, {arg(after[1])})")
+    sql = f"SELECT {VIEW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY submitted_at, id LIMIT {arg(limit)}"
+    return list(await conn.fetch(sql, *args))
+
+
+async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Pending jobs due now: higher priority first, and within a priority the owners take turns
+    (the n-th job of every owner before anyone's n+1-th), oldest first."""
+    return list(
+        await conn.fetch(
+            "SELECT id, owner_id, spec, attempt, tried_nodes FROM ("
+            "  SELECT id, owner_id, spec, attempt, tried_nodes, priority, submitted_at,"
+            "         row_number() OVER (PARTITION BY owner_id, priority ORDER BY submitted_at, id) AS turn"
+            "  FROM jobs WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)"
+            ") due ORDER BY priority DESC, turn, submitted_at, id LIMIT $2",
+            now,
+            limit,
+        )
+    )
+
+
+async def allocations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """What placed jobs hold on each node."""
+    return list(
+        await conn.fetch(
+            "SELECT node_id, sum((spec->'resources'->>'cpu_cores')::float8) AS cpu,"
+            " sum((spec->'resources'->>'memory_bytes')::bigint) AS memory,"
+            " sum((spec->'resources'->>'gpus')::int) AS gpus"
+            " FROM jobs WHERE status IN ('assigned', 'running') GROUP BY node_id"
+        )
+    )
+
+
+async def assign_many(
+    conn: asyncpg.Connection, placements: Sequence[tuple[uuid.UUID, str, dict[str, Any]]], now: datetime
+) -> list[asyncpg.Record]:
+    """Place these pending jobs in one statement; returns the ones that were still pending."""
+    rows = await conn.fetch(
+        "UPDATE jobs SET status = 'assigned', node_id = p.node_id, explain = p.explain, assigned_at = $4,"
+        " not_before = NULL"
+        " FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS p(id, node_id, explain)"
+        " WHERE jobs.id = p.id AND jobs.status = 'pending'"
+        " RETURNING jobs.id, jobs.owner_id, jobs.node_id, jobs.attempt, jobs.spec",
+        [p[0] for p in placements], [p[1] for p in placements], [p[2] for p in placements], now,
+    )  # fmt: skip
+    return list(rows)
+
+
+async def defer_many(
+    conn: asyncpg.Connection, deferred: Sequence[tuple[uuid.UUID, dict[str, Any]]], not_before: datetime | None
+) -> None:
+    """Record why these jobs fit nowhere; with ``not_before``, look at them again only then."""
+    await conn.execute(
+        "UPDATE jobs SET explain = d.explain, not_before = coalesce($3, jobs.not_before)"
+        " FROM unnest($1::uuid[], $2::jsonb[]) AS d(id, explain) WHERE jobs.id = d.id AND jobs.status = 'pending'",
+        [d[0] for d in deferred], [d[1] for d in deferred], not_before,
+    )  # fmt: skip
+
+
+async def mark_started(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, node_id: str, now: datetime) -> Any:
+    return await conn.fetchrow(
+        "UPDATE jobs SET status = 'running', started_at = $4"
+        " WHERE id = $1 AND attempt = $2 AND node_id = $3 AND status = 'assigned' RETURNING owner_id",
+        job_id, attempt, node_id, now,
+    )  # fmt: skip
+
+
+async def placed_attempt(conn: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, owner_id, status, attempt, node_id, spec, tried_nodes FROM jobs WHERE id = $1 FOR UPDATE", job_id
+    )
+    return row
+
+
+async def finish(
+    conn: asyncpg.Connection, job_id: uuid.UUID, *, status: str, exit_code: int | None, duration_s: float | None,
+    output: str | None, truncated: bool, error: str | None, now: datetime,
+) -> None:  # fmt: skip
+    await conn.execute(
+        "UPDATE jobs SET status = $2, exit_code = $3, duration_s = $4, output = coalesce($5, output),"
+        " output_truncated = $6, error = $7, finished_at = $8 WHERE id = $1",
+        job_id, status, exit_code, duration_s, output, truncated, error, now,
+    )  # fmt: skip
+
+
+async def keep_output(
+    conn: asyncpg.Connection, job_id: uuid.UUID, output: str, truncated: bool, exit_code: int | None
+) -> None:
+    """A cancelled job's last words, when its node reports them after the cancel."""
+    await conn.execute(
+        "UPDATE jobs SET output = $2, output_truncated = $3, exit_code = coalesce(exit_code, $4) WHERE id = $1",
+        job_id, output, truncated, exit_code,
+    )  # fmt: skip
+
+
+async def requeue(
+    conn: asyncpg.Connection, job_id: uuid.UUID, *, tried_node: str | None, not_before: datetime | None,
+    error: str | None,
+) -> None:  # fmt: skip
+    """Back to pending for its next attempt, preferring a node it has not tried."""
+    await conn.execute(
+        "UPDATE jobs SET status = 'pending', attempt = attempt + 1, node_id = NULL, not_before = $3, error = $4,"
+        " tried_nodes = CASE WHEN $2::text IS NULL THEN tried_nodes ELSE array_append(tried_nodes, $2) END,"
+        " started_at = NULL, assigned_at = NULL WHERE id = $1",
+        job_id, tried_node, not_before, error,
+    )  # fmt: skip
+
+
+async def placed_on(conn: asyncpg.Connection, node_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT id, owner_id, status, attempt, node_id, spec, tried_nodes FROM jobs"
+            " WHERE node_id = $1 AND status IN ('assigned', 'running') ORDER BY assigned_at FOR UPDATE",
+            node_id,
+        )
+    )
+
+
+# -- the scheduler's view of the nodes (from registry events) -----------------------------------
+
+
+async def upsert_node(
+    conn: asyncpg.Connection, node_id: str, *, status: str, capabilities: dict[str, Any], labels: dict[str, str],
+    region: str | None, now: datetime,
+) -> None:  # fmt: skip
+    await conn.execute(
+        "INSERT INTO nodes (id, status, capabilities, labels, region, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (id) DO UPDATE SET capabilities = $3, labels = $4, region = $5, updated_at = $6",
+        node_id, status, capabilities, labels, region, now,
+    )  # fmt: skip
+
+
+async def set_node_status(conn: asyncpg.Connection, node_id: str, status: str, now: datetime) -> None:
+    await conn.execute("UPDATE nodes SET status = $2, updated_at = $3 WHERE id = $1", node_id, status, now)
+
+
+async def set_node_reputation(conn: asyncpg.Connection, node_id: str, reputation: float, now: datetime) -> None:
+    await conn.execute("UPDATE nodes SET reputation = $2, updated_at = $3 WHERE id = $1", node_id, reputation, now)
+
+
+async def delete_node(conn: asyncpg.Connection, node_id: str) -> None:
+    await conn.execute("DELETE FROM nodes WHERE id = $1", node_id)
+
+
+async def nodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return list(await conn.fetch("SELECT id, status, capabilities, labels, region, reputation FROM nodes ORDER BY id"))
+
+
+async def nodes_changed_since(conn: asyncpg.Connection, since: datetime) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM nodes WHERE updated_at >= $1)", since))

@@ -1,0 +1,203 @@
+"""Requests the scheduler answers, and its replies: the job API behind ``/v1/jobs``, and the
+agents' reports relayed by the gateway. See docs/jobs.md."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from fog_shared.commands.auth import NodeId, Principal
+from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.commands.registry import LabelKey, LabelValue, Region
+from fog_shared.subjects import command_subject, query_subject
+
+__all__ = ["ErrorReply", "error"]
+
+SUBMIT = command_subject("scheduler", "submit")
+SUBMIT_ARRAY = command_subject("scheduler", "submit_array")
+GET_JOB = query_subject("scheduler", "get_job")
+LIST_JOBS = query_subject("scheduler", "list_jobs")
+CANCEL_JOB = command_subject("scheduler", "cancel_job")
+JOB_OUTPUT = query_subject("scheduler", "job_output")
+EXPLAIN_JOB = query_subject("scheduler", "explain_job")
+NODE_ASSIGNMENTS = query_subject("scheduler", "node_assignments")
+REPORT = command_subject("scheduler", "report")
+
+JobStatus = Literal["pending", "assigned", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
+ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+Arg = Annotated[str, StringConstraints(max_length=4096)]
+MAX_ENV_BYTES = 32 * 1024
+OUTPUT_LIMIT_BYTES = 1 << 20
+
+
+class Resources(Strict):
+    cpu_cores: float = Field(default=1.0, gt=0, le=256)
+    memory_bytes: int = Field(default=256 << 20, ge=1 << 20, le=1 << 42)
+    gpus: int = Field(default=0, ge=0, le=16)
+
+
+class Constraints(Strict):
+    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=32)
+    region: Region | None = None
+    arch: str | None = Field(default=None, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class Affinity(Strict):
+    label: LabelKey
+    value: LabelValue
+    weight: int = Field(ge=1, le=100)
+
+
+class JobSpec(Strict):
+    """What a user asks to run: the public ``POST /v1/jobs`` body."""
+
+    command: list[Arg] = Field(min_length=1, max_length=256)
+    env: dict[EnvName, str] = Field(default={}, max_length=64)
+    resources: Resources = Resources()
+    constraints: Constraints = Constraints()
+    affinities: list[Affinity] = Field(default=[], max_length=16)
+    priority: int = Field(default=50, ge=0, le=100)
+    timeout_s: float = Field(default=3600.0, ge=1, le=86_400)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=3600)
+    name: str | None = Field(default=None, max_length=128)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("command")
+    @classmethod
+    def _program_named(cls, command: list[str]) -> list[str]:
+        if not command[0].strip():
+            raise ValueError("the command's first element (the program) must not be empty")
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _env_bounded(cls, env: dict[str, str]) -> dict[str, str]:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"the environment is {size} bytes; at most {MAX_ENV_BYTES}")
+        return env
+
+
+class ArrayRequest(Strict):
+    spec: JobSpec
+    count: int = Field(ge=1, le=100_000)
+
+
+class SubmitCommand(Strict):
+    owner_id: str
+    spec: JobSpec
+
+
+class SubmitArrayCommand(Strict):
+    owner_id: str
+    request: ArrayRequest
+
+
+class JobView(Strict):
+    id: str
+    owner_id: str
+    name: str | None
+    array_id: str | None
+    array_index: int | None
+    spec: JobSpec
+    status: JobStatus
+    attempt: int
+    node_id: str | None
+    exit_code: int | None
+    duration_s: float | None
+    error: str | None
+    not_before: Timestamp | None
+    submitted_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class ArrayView(Strict):
+    array_id: str
+    count: int
+    #: only for arrays of up to 1,000 jobs
+    job_ids: list[str] | None
+
+
+class JobPage(Strict):
+    items: list[JobView]
+    next_cursor: str | None
+
+
+class JobQuery(Strict):
+    job_id: str = Field(max_length=64)
+    by: Principal
+
+
+class ListJobsQuery(Strict):
+    by: Principal
+    status: JobStatus | None = None
+    array_id: str | None = Field(default=None, max_length=64)
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=128)
+
+
+class JobOutput(Strict):
+    output: str
+    truncated: bool
+    exit_code: int | None
+
+
+class Explanation(Strict):
+    job_id: str
+    status: JobStatus
+    decided_at: Timestamp | None
+    summary: str | None
+    #: why nodes were left out, and how many for each reason
+    filtered: dict[str, int]
+    #: the best-scoring nodes, best first, with the parts of their scores
+    candidates: list[dict[str, Any]]
+
+
+class Assignment(Strict):
+    """What an agent is told to run (the ``assignment`` message, without its ``type``)."""
+
+    job_id: str
+    attempt: int
+    command: list[str]
+    env: dict[str, str]
+    timeout_s: float
+    resources: Resources
+    output_limit_bytes: int = OUTPUT_LIMIT_BYTES
+
+
+class NodeAssignments(Strict):
+    assignments: list[Assignment]
+    #: jobs the node may still be running that were cancelled meanwhile
+    cancelled: list[dict[str, Any]] = Field(default=[])
+
+
+class NodeAssignmentsQuery(Strict):
+    node_id: NodeId
+
+
+class Started(Strict):
+    type: Literal["started"] = "started"
+    job_id: str = Field(max_length=64)
+    attempt: int = Field(ge=1, le=100)
+
+
+class Finished(Strict):
+    type: Literal["finished"] = "finished"
+    job_id: str = Field(max_length=64)
+    attempt: int = Field(ge=1, le=100)
+    outcome: Outcome
+    exit_code: int | None = Field(default=None, ge=-255, le=255)
+    duration_s: float = Field(ge=0, le=10 * 86_400)
+    output: str = Field(default="", max_length=OUTPUT_LIMIT_BYTES)
+    output_truncated: bool = False
+    error: str | None = Field(default=None, max_length=4096)
+
+
+class ReportCommand(Strict):
+    node_id: NodeId
+    report: Started | Finished = Field(discriminator="type")
