@@ -4,6 +4,10 @@
 signal handlers call it), ``EXIT_REFUSED`` when the gateway refuses the node for good. Any other
 failure (gateway unreachable, connection dropped, a close with another code) is retried after a
 backoff with full jitter; each new connection starts from a fresh welcome and ``seq`` 1.
+
+Job messages go to the ``JobRunner``; each new connection gets the reports the gateway has not acked
+yet, right after the welcome. ``stop()`` drains: the connection (and reconnection) goes on while the
+running jobs end and their reports are acked, and only then says goodbye.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from fog_agent import __version__, protocol
+from fog_agent.jobs import JobRunner, Send
 from fog_agent.protocol import ProtocolViolation, Welcome
 from fog_agent.usage import UsageSource
 
@@ -36,6 +41,10 @@ STABLE_AFTER_S = 60.0
 WELCOME_TIMEOUT_S = 10.0
 #: how long a goodbye may take before the agent leaves anyway
 GOODBYE_TIMEOUT_S = 5.0
+#: how long running jobs may go on once the agent is told to stop, before they are killed
+DRAIN_TIMEOUT_S = 60.0
+#: how long the agent waits, once its jobs have ended, for the gateway to ack their reports
+REPORTS_ACK_TIMEOUT_S = 5.0
 #: what a connection can fail with that is worth another try
 _TRANSIENT = (OSError, TimeoutError, WebSocketException, ProtocolViolation)
 
@@ -58,7 +67,11 @@ Connect = Callable[[str, Mapping[str, str]], Awaitable[Socket]]
 
 def open_websocket(url: str, headers: Mapping[str, str]) -> Awaitable[Socket]:
     return connect(
-        url, additional_headers=dict(headers), user_agent_header=f"fog-agent/{__version__}", logger=_websocket_log
+        url,
+        additional_headers=dict(headers),
+        user_agent_header=f"fog-agent/{__version__}",
+        logger=_websocket_log,
+        max_size=protocol.MAX_MESSAGE_BYTES,  # websockets' default (1 MiB) is below what an assignment may be
     )
 
 
@@ -119,6 +132,8 @@ class AgentConnection:
         credential: str,
         *,
         usage: UsageSource,
+        jobs: JobRunner,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
         connect: Connect = open_websocket,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -127,20 +142,43 @@ class AgentConnection:
         self.node_id = node_id
         self._headers = {"Authorization": f"Bearer {credential}"}
         self._usage, self._connect, self._clock = usage, connect, clock
+        self._jobs, self._drain_timeout_s = jobs, drain_timeout_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
-        self._stopping = asyncio.Event()
+        self._draining = asyncio.Event()  # told to stop: jobs end, reports go out
+        self._hurry = asyncio.Event()  # told twice: running jobs are killed at once
+        self._stopping = asyncio.Event()  # drained: goodbye
 
     def __repr__(self) -> str:  # the default would show the headers, credential included
         return f"AgentConnection({self.url!r}, node_id={self.node_id!r})"
 
     def stop(self) -> None:
-        """Drain and leave: no more heartbeats, a goodbye when connected, then ``run`` returns ``EXIT_STOPPED``.
+        """Drain and leave: take no more jobs, let the running ones end (until the drain timeout, then kill them),
+        wait a little for their reports to be acked, say goodbye when connected, then ``run`` returns
+        ``EXIT_STOPPED``. A second call kills the running jobs at once.
 
         Synchronous, so that it can be an event loop's signal handler.
         """
-        self._stopping.set()
+        if self._draining.is_set():
+            self._hurry.set()
+        self._jobs.stop_accepting()  # at once: an assignment read after the signal is not taken
+        self._draining.set()
 
     async def run(self) -> int:
+        drainer = asyncio.create_task(self._drain_when_told())
+        try:
+            return await self._connect_until_stopped()
+        finally:
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
+
+    async def _drain_when_told(self) -> None:
+        await self._draining.wait()
+        await self._jobs.drain(self._drain_timeout_s, self._hurry)
+        if not await self._jobs.reports_acked(REPORTS_ACK_TIMEOUT_S, self._hurry):
+            log.warning("leaving with %d job report(s) the gateway has not acked", len(self._jobs.unacked_reports))
+        self._stopping.set()
+
+    async def _connect_until_stopped(self) -> int:
         backoff = Backoff(self._rng, self._clock)
         while not self._stopping.is_set():
             try:
@@ -178,7 +216,11 @@ class AgentConnection:
                 welcome.node_id,
                 welcome.heartbeat_interval_s,
             )
-            await self._serve(ws, welcome)
+            self._jobs.attach(_sender(ws))
+            try:
+                await self._serve(ws, welcome)
+            finally:
+                self._jobs.detach()
         finally:
             await ws.close()  # a normal closure; nothing happens when the connection is already closed
 
@@ -199,7 +241,7 @@ class AgentConnection:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
-                task.cancel()  # draining: with no jobs yet, that is just no more heartbeats
+                task.cancel()  # when stopping, the jobs have drained already: this is no more heartbeats
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._stopping.is_set():
             await self._goodbye(ws)
@@ -211,7 +253,8 @@ class AgentConnection:
 
     async def _heartbeats(self, ws: Socket, welcome: Welcome) -> None:
         for seq in itertools.count(1):
-            await ws.send(protocol.encode(protocol.heartbeat(welcome.node_id, seq, self._usage())))
+            beat = protocol.heartbeat(welcome.node_id, seq, self._usage(), running_jobs=self._jobs.running_jobs)
+            await ws.send(protocol.encode(beat))
             log.debug("heartbeat %d sent", seq)
             await asyncio.sleep(welcome.heartbeat_interval_s)  # the pace the gateway asked for
 
@@ -236,12 +279,17 @@ class AgentConnection:
             log.warning("ignoring a message from the gateway that is not a JSON object")
         return message
 
-    @staticmethod
-    def _handle(message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "error":
             log.warning("the gateway reports an error: %s (%s)", message.get("detail"), message.get("code"))
-        else:  # a newer gateway's message (e.g. job assignments): not this agent's business yet
+        elif kind == "assignment":
+            self._jobs.assign(message)
+        elif kind == "cancel":
+            self._jobs.cancel(message)
+        elif kind == "ack":
+            self._jobs.ack(message)
+        else:  # a newer gateway's message: not this agent's business
             log.debug("ignoring a %r message", kind)
 
     async def _unless_stopped(self, awaitable: Awaitable[T]) -> T | None:
@@ -263,6 +311,13 @@ class AgentConnection:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
         return self._stopping.is_set()
+
+
+def _sender(ws: Socket) -> Send:
+    async def send(message: dict[str, Any]) -> None:
+        await ws.send(protocol.encode(message))
+
+    return send
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,9 @@
 """The messages of ``/v1/nodes/connect``: JSON text frames with a ``type`` member.
 
-Server → agent: ``welcome`` (first, on every connection), ``error``, and types this agent does not
-know yet, which it ignores. Agent → server: ``heartbeat`` and, when it shuts down, ``goodbye``.
+Server → agent: ``welcome`` (first, on every connection), ``error``, ``assignment``, ``cancel``,
+``ack``, and types this agent does not know yet, which it ignores. Agent → server: ``heartbeat``,
+the job reports ``started`` and ``finished``, and, when it shuts down, ``goodbye``. The job
+messages are the contract of ``docs/jobs.md`` ("Agent ↔ gateway").
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ REFUSING_HTTP_STATUSES = {
     403: "the gateway forbids this node to connect",
 }
 GOODBYE: dict[str, Any] = {"type": "goodbye", "reason": "shutdown"}
+#: the largest message either side accepts (docs/jobs.md)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class ProtocolViolation(Exception):
@@ -59,7 +63,8 @@ def heartbeat(node_id: str, seq: int, usage: NodeUsage, *, running_jobs: int = 0
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    # Non-ASCII text as UTF-8, not \u escapes: a job's output full of U+FFFD stays 3 bytes a character, not 6.
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(raw: str | bytes) -> dict[str, Any] | None:

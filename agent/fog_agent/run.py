@@ -1,24 +1,54 @@
-"""``fog-agent run``: keep this node connected to its gateway until told to stop."""
+"""``fog-agent run``: keep this node connected to its gateway and run the jobs it assigns, until told to stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from fog_agent.cli import StateDirOption, fail
-from fog_agent.connection import AgentConnection
+from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
+from fog_agent.fingerprint import cpu_cores, detect_gpus
+from fog_agent.jobs import Capacity, JobRunner
+from fog_agent.sandbox import Sandbox, SandboxError, job_user_from_env, keep_workdirs_from_env
 from fog_agent.state import NodeState, StateError, state_path
 from fog_agent.usage import usage_of
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+WorkDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--work-dir",
+        envvar="FOG_AGENT_WORK_DIR",
+        help="Where jobs get their working directories (default: <state dir>/work). When the agent runs as root, "
+        "the job user must be able to pass through every directory above it.",
+        show_default=False,
+    ),
+]
+DrainTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout", min=0, help="On SIGTERM/SIGINT, how long running jobs may go on before they are killed (s)"
+    ),
+]
 
-def run(state_dir: StateDirOption = None) -> None:
-    """Connect to the gateway and heartbeat until SIGTERM or SIGINT (exit 0) or a refusal (exit 3)."""
+
+def run(
+    state_dir: StateDirOption = None,
+    work_dir: WorkDirOption = None,
+    drain_timeout: DrainTimeoutOption = DRAIN_TIMEOUT_S,
+) -> None:
+    """Connect to the gateway, heartbeat and run jobs until SIGTERM or SIGINT (exit 0) or a refusal (exit 3).
+
+    A signal drains: no new jobs, running ones may finish (--drain-timeout), then goodbye. A second one kills
+    the running jobs at once.
+    """
     path = state_path(state_dir)
     try:
         state = NodeState.load(path)
@@ -26,22 +56,51 @@ def run(state_dir: StateDirOption = None) -> None:
         raise typer.Exit(fail(f"{exc}; `fog-agent join --force` replaces it")) from None
     if state is None:
         raise typer.Exit(fail(f"not joined yet (no {path}); run `fog-agent join` first"))
+    jobs = _job_runner(work_dir or path.parent / "work")
     try:
-        connection = AgentConnection(state.gateway_url, state.node_id, state.credential, usage=usage_of(path.parent))
+        connection = AgentConnection(
+            state.gateway_url,
+            state.node_id,
+            state.credential,
+            usage=usage_of(path.parent),
+            jobs=jobs,
+            drain_timeout_s=drain_timeout,
+        )
     except ValueError as exc:
         raise typer.Exit(fail(f"{path}: {exc}")) from None
     log.info("node %s (%s) starting", state.node_id, state.name)
-    status = asyncio.run(serve(connection))
+    status = asyncio.run(serve(connection, jobs))
     if status:
         raise typer.Exit(status)  # the connection has logged why
 
 
-async def serve(connection: AgentConnection) -> int:
-    """Run the connection with SIGTERM and SIGINT turned into its ``stop()``."""
+def _job_runner(work_root: Path) -> JobRunner:
+    try:
+        sandbox = Sandbox(work_root, user=job_user_from_env(), keep_workdirs=keep_workdirs_from_env())
+        sandbox.prepare()
+    except SandboxError as exc:
+        raise typer.Exit(fail(f"cannot run jobs: {exc}")) from None
+    except OSError as exc:
+        raise typer.Exit(fail(f"cannot prepare the work directory {work_root}: {exc.strerror or exc}")) from None
+    # Measured now, not at join: what this process may use today is what its jobs share.
+    capacity = Capacity(cpu_cores=cpu_cores(), gpus=len(detect_gpus()))
+    user = sandbox.user.name if sandbox.user is not None else "the agent's own user"
+    log.info("jobs share %g core(s) and %d GPU(s) and run as %s", capacity.cpu_cores, capacity.gpus, user)
+    return JobRunner(sandbox, capacity)
+
+
+async def serve(connection: AgentConnection, jobs: JobRunner) -> int:
+    """Run the connection with SIGTERM and SIGINT turned into its ``stop()``; no job outlives it."""
     loop = asyncio.get_running_loop()
+    told = 0
 
     def stop(signum: signal.Signals) -> None:
-        log.info("%s: draining and leaving", signum.name)
+        nonlocal told
+        told += 1
+        if told == 1:
+            log.info("%s: draining and leaving", signum.name)
+        else:
+            log.warning("%s again: killing the running jobs", signum.name)
         connection.stop()
 
     for signum in STOP_SIGNALS:
@@ -51,3 +110,4 @@ async def serve(connection: AgentConnection) -> int:
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+        await jobs.close()  # after a refusal, say: the jobs' processes would run on, unwatched

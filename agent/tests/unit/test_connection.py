@@ -1,6 +1,7 @@
-"""The run loop against a real WebSocket server on 127.0.0.1: welcome, heartbeats, reconnection, refusal, goodbye.
+"""The run loop against a real WebSocket server on 127.0.0.1: welcome, heartbeats, reconnection, refusal, goodbye,
+and jobs: assignments run, reports resent until acked, cancel.
 
-The last tests run ``fog-agent run`` as a process and stop it with real signals.
+The last tests run ``fog-agent run`` as a process and stop it with real signals, draining its jobs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from fog_agent.connection import EXIT_REFUSED, EXIT_STOPPED, AgentConnection
+from fog_agent.jobs import Capacity, JobRunner
 from fog_agent.protocol import ProtocolViolation, connect_url, parse_welcome
+from fog_agent.sandbox import Sandbox, job_user_from_env
 from fog_agent.state import NodeState
 from fog_client import NodeUsage
 from fog_shared.testing.waiting import wait_until
@@ -47,6 +50,7 @@ class Gateway:
         self.received: list[list[dict[str, Any]]] = []  # per connection
         self.closed_with: list[int | None] = []  # the close code each connection ended with
         self.requests: list[Request] = []
+        self.auto_ack = False  # ack every job report as it arrives, as the real gateway does once recorded
 
     def reject(self, connection: ServerConnection, request: Request) -> Response | None:
         self.requests.append(request)
@@ -68,13 +72,30 @@ class Gateway:
                 await ws.send(json.dumps(self.welcome))
             with contextlib.suppress(ConnectionClosed):
                 async for raw in ws:
-                    self.received[index].append(json.loads(raw))
+                    message = json.loads(raw)
+                    self.received[index].append(message)
+                    if self.auto_ack and message["type"] in ("started", "finished"):
+                        await ws.send(json.dumps({**_job_of(message), "type": "ack", "report": message["type"]}))
         finally:
             await ws.wait_closed()
             self.closed_with.append(ws.close_code)
 
     def heartbeats(self, index: int) -> list[dict[str, Any]]:
         return [m for m in self.received[index] if m["type"] == "heartbeat"]
+
+    def reports(self, index: int) -> list[tuple[str, str]]:
+        """The job reports connection ``index`` received: (type, job_id)."""
+        if index >= len(self.received):
+            return []
+        return [(m["type"], m["job_id"]) for m in self.received[index] if m["type"] in ("started", "finished")]
+
+    def finished(self, index: int, job_id: str) -> dict[str, Any]:
+        [report] = [m for m in self.received[index] if m["type"] == "finished" and m["job_id"] == job_id]
+        return report
+
+
+def _job_of(message: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": message["job_id"], "attempt": message["attempt"]}
 
 
 @pytest.fixture
@@ -98,8 +119,38 @@ class NoJitter(random.Random):
         return a
 
 
-def new_agent(url: str, rng: random.Random | None = None) -> AgentConnection:
-    return AgentConnection(url, NODE_ID, CREDENTIAL, usage=lambda: USAGE, rng=rng or NoJitter())
+def new_agent(url: str, rng: random.Random | None = None, jobs: JobRunner | None = None) -> AgentConnection:
+    # Without a runner of its own, the agent gets one that never starts a job (they would fail to).
+    jobs = jobs or JobRunner(Sandbox(Path("/nonexistent/fog-agent-work"), user=None), Capacity(cpu_cores=1))
+    return AgentConnection(url, NODE_ID, CREDENTIAL, usage=lambda: USAGE, jobs=jobs, rng=rng or NoJitter())
+
+
+@pytest.fixture
+async def jobs(tmp_path: Path) -> AsyncIterator[JobRunner]:
+    sandbox = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
+    sandbox.prepare()
+    runner = JobRunner(sandbox, Capacity(cpu_cores=2))
+    yield runner
+    await runner.close()
+
+
+def assignment(job_id: str, *command: str, timeout_s: float = 30) -> str:
+    return json.dumps(
+        {
+            "type": "assignment",
+            "job_id": job_id,
+            "attempt": 1,
+            "command": list(command),
+            "env": {},
+            "timeout_s": timeout_s,
+            "resources": {"cpu_cores": 1, "memory_bytes": 256 * 2**20, "gpus": 0},
+            "output_limit_bytes": 2**20,
+        }
+    )
+
+
+def ack(job_id: str, report: str) -> str:
+    return json.dumps({"type": "ack", "job_id": job_id, "attempt": 1, "report": report})
 
 
 async def until(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
@@ -235,7 +286,7 @@ async def test_errors_and_unknown_messages_are_logged_and_ignored(
     agent.stop()
     assert await finished(run) == EXIT_STOPPED
     assert len(gateway.sockets) == 1  # none of it cost the connection
-    assert "ignoring a 'assignment' message" in caplog.text
+    assert "ignoring an assignment: attempt is not a positive integer" in caplog.text
     assert "not a JSON object" in caplog.text
     assert "seq went backwards (bad_heartbeat)" in caplog.text
     assert "before the welcome (slow_down)" in caplog.text
@@ -292,13 +343,101 @@ def _unused_port() -> int:
     return port
 
 
+# -- jobs over the connection -------------------------------------------------------------------------------------
+
+
+async def test_an_assignment_runs_and_its_reports_are_sent_again_after_reconnecting_until_acked(
+    gateway: Gateway, jobs: JobRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = new_agent(gateway.url, jobs=jobs)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    await gateway.sockets[0].send(assignment("j1", "echo", "hello"))
+    await until(lambda: gateway.reports(0) == [("started", "j1"), ("finished", "j1")], "both reports")
+    report = gateway.finished(0, "j1")
+    assert {k: v for k, v in report.items() if k != "duration_s"} == {
+        "type": "finished",
+        "job_id": "j1",
+        "attempt": 1,
+        "outcome": "succeeded",
+        "exit_code": 0,
+        "output": "hello\n",
+        "output_truncated": False,
+        "error": None,
+    }
+
+    gateway.sockets[0].transport.abort()  # gone before acking anything
+    await until(lambda: gateway.reports(1) == [("started", "j1"), ("finished", "j1")], "the reports sent again")
+    assert gateway.finished(1, "j1") == report
+    await gateway.sockets[1].send(ack("j1", "started"))
+    await gateway.sockets[1].send(ack("j1", "finished"))
+    await until(lambda: not jobs.unacked_reports, "the acks")
+
+    await gateway.sockets[1].close(1001, "going")
+    await until(lambda: len(gateway.received) >= 3 and len(gateway.heartbeats(2)) >= 2, "a third connection")
+    await gateway.sockets[2].send(assignment("j1", "echo", "hello"))  # handed out again: it does not run again
+    await gateway.sockets[2].send(json.dumps({"type": "error", "code": "marker", "detail": "after the repeat"}))
+    await until(lambda: "after the repeat" in caplog.text, "the marker after the repeated assignment")
+    agent.stop()
+    assert await finished(run) == EXIT_STOPPED
+    assert gateway.reports(2) == []
+    assert jobs.unacked_reports == []
+
+
+async def test_heartbeats_count_the_running_jobs_and_a_cancel_kills_one(gateway: Gateway, jobs: JobRunner) -> None:
+    gateway.auto_ack = True
+    agent = new_agent(gateway.url, jobs=jobs)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    await gateway.sockets[0].send(assignment("j1", "sleep", "100"))
+    await until(lambda: any(b["running_jobs"] == 1 for b in gateway.heartbeats(0)), "a heartbeat counting the job")
+    await gateway.sockets[0].send(json.dumps({"type": "cancel", "job_id": "j1", "attempt": 1}))
+    await until(lambda: ("finished", "j1") in gateway.reports(0), "the job's end")
+    assert gateway.finished(0, "j1")["outcome"] == "cancelled"
+    counted = len(gateway.heartbeats(0))
+    await until(lambda: len(gateway.heartbeats(0)) > counted, "another heartbeat")
+    assert gateway.heartbeats(0)[-1]["running_jobs"] == 0
+    await until(lambda: not jobs.unacked_reports, "the acks")
+    agent.stop()
+    assert await finished(run) == EXIT_STOPPED
+
+
+async def test_messages_up_to_4_mib_are_received(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    agent = new_agent(gateway.url)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    await gateway.sockets[0].send(json.dumps({"type": "news", "padding": "x" * (4 * 2**20 - 100)}))
+    await gateway.sockets[0].send(json.dumps({"type": "error", "code": "marker", "detail": "after the big one"}))
+    await until(lambda: "after the big one" in caplog.text, "the marker after the big message")
+    agent.stop()
+    assert await finished(run) == EXIT_STOPPED
+    assert len(gateway.sockets) == 1
+
+
+async def test_stopping_lets_the_running_job_finish_and_report_before_the_goodbye(
+    gateway: Gateway, jobs: JobRunner
+) -> None:
+    gateway.auto_ack = True
+    agent = new_agent(gateway.url, jobs=jobs)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    await gateway.sockets[0].send(assignment("j1", "sh", "-c", "sleep 0.3; echo done"))
+    await until(lambda: gateway.reports(0) == [("started", "j1")], "the job started")
+    agent.stop()
+    await gateway.sockets[0].send(assignment("j2", "echo", "too late"))
+    assert await finished(run) == EXIT_STOPPED
+    after_start = [m["type"] for m in gateway.received[0] if m["type"] != "heartbeat"]
+    assert after_start == ["started", "finished", "goodbye"]  # j2 was not taken
+    assert (gateway.finished(0, "j1")["outcome"], gateway.finished(0, "j1")["output"]) == ("succeeded", "done\n")
+
+
 # -- fog-agent run as a process ------------------------------------------------------------------------------------
 
 
-async def start_agent(gateway: Gateway, state_dir: Path) -> asyncio.subprocess.Process:
+async def start_agent(gateway: Gateway, state_dir: Path, *options: str) -> asyncio.subprocess.Process:
     NodeState(gateway.url, NODE_ID, "edge-1", CREDENTIAL, state_dir / "node.json").save()
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fog_agent", "run", "--state-dir", str(state_dir),
+        sys.executable, "-m", "fog_agent", "run", "--state-dir", str(state_dir), *options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -339,3 +478,34 @@ async def test_the_agent_process_exits_3_when_its_credential_is_refused(gateway:
     assert "code 4401" in stderr
     assert "fog-agent join --force" in stderr
     assert CREDENTIAL not in stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "options", "outcome", "output"),
+    [
+        (["sh", "-c", "sleep 0.5; echo done"], [], "succeeded", "done\n"),  # finishes within the drain
+        (["sleep", "100"], ["--drain-timeout", "0.2"], "failed", ""),  # outlasts it: killed
+    ],
+)
+async def test_the_agent_process_drains_its_jobs_on_sigterm(
+    gateway: Gateway, tmp_path: Path, command: list[str], options: list[str], outcome: str, output: str
+) -> None:
+    gateway.auto_ack = True
+    process = await start_agent(gateway, tmp_path / "state", *options)
+    try:
+        await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat", timeout=20)
+        await gateway.sockets[0].send(assignment("j1", *command))
+        await until(lambda: gateway.reports(0) == [("started", "j1")], "the job started")
+        process.send_signal(signal.SIGTERM)
+        code, stderr = await exited(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert code == 0, stderr
+    assert gateway.reports(0) == [("started", "j1"), ("finished", "j1")]
+    report = gateway.finished(0, "j1")
+    assert (report["outcome"], report["output"]) == (outcome, output)
+    if outcome == "failed":
+        assert "drain timeout 0.2s" in report["error"]
+    assert gateway.received[0][-1] == {"type": "goodbye", "reason": "shutdown"}
+    assert list((tmp_path / "state" / "work").iterdir()) == []

@@ -38,6 +38,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 #: another connection of the same node took over (the agent reconnected)
 CLOSE_REPLACED = 4409
+#: first wait before recording a job report again when the scheduler did not answer
+REPORT_RETRY_S = 0.5
 
 
 class HeartbeatRelay:
@@ -142,6 +144,7 @@ class NodeSession:
     ) -> None:
         self.websocket, self.node, self.relay, self.authz = websocket, node, relay, authz
         self.calls, self.interval_s = calls, interval_s
+        self._retries: set[asyncio.Task[None]] = set()
         assert node.node_id is not None
         self.node_id: str = node.node_id
 
@@ -207,17 +210,34 @@ class NodeSession:
             command = scheduler.ReportCommand.model_validate({"node_id": self.node_id, "report": message})
         except ValidationError as exc:
             return await self._refuse("invalid", _reasons(exc))
+        if not await self._record(command):
+            # The scheduler is away (restarting, say): keep trying in the background; the agent
+            # holds the report until the ack and sends it again if the connection drops.
+            task = asyncio.create_task(self._record_until_acked(command))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+        return True
+
+    async def _record(self, command: scheduler.ReportCommand) -> bool:
         try:
             await self.calls.ask(scheduler.REPORT, command)
         except (ServiceUnavailable, Problem) as exc:
-            # Not acked: the agent keeps the report and sends it again after reconnecting.
-            log.warning("job report not recorded", extra={"node_id": self.node_id, "reason": str(exc)})
-            return True
+            log.warning("job report not recorded yet", extra={"node_id": self.node_id, "reason": str(exc)})
+            return False
         report = command.report
-        await self.websocket.send_json(
-            {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
-        )
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await self.websocket.send_json(
+                {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
+            )
         return True
+
+    async def _record_until_acked(self, command: scheduler.ReportCommand) -> None:
+        delay = REPORT_RETRY_S
+        while self.websocket.application_state != WebSocketState.DISCONNECTED:
+            await asyncio.sleep(delay)  # the retry period, not synchronisation
+            if await self._record(command):
+                return
+            delay = min(delay * 2, 10.0)
 
     async def _refuse(self, code: str, detail: str) -> bool:
         await self.websocket.send_json({"type": "error", "code": code, "detail": detail})

@@ -50,6 +50,8 @@ class Stack:
     #: another registry (a restart, or a second replica); returns how to stop it
     start_registry: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
     stop_first_registry: Callable[[], Awaitable[None]]
+    #: stop the scheduler and start a new one on the same schema
+    restart_scheduler: Callable[[], Awaitable[None]]
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -93,8 +95,8 @@ class Stack:
         await wait_until(answered, timeout=timeout, what=f"GET {path} answers {status}")
 
 
-#: node liveness at test speed: suspect after 0.45 s of silence, down after 1.2 s
-HEARTBEAT_INTERVAL_S = 0.3
+#: node liveness at test speed: suspect after 0.75 s of silence, down after 2 s
+HEARTBEAT_INTERVAL_S = 0.5
 FAST_NODES = {"node_heartbeat_interval_s": HEARTBEAT_INTERVAL_S, "heartbeat_flush_s": 0.05}
 
 
@@ -144,10 +146,24 @@ async def open_stack(
             app = build_gateway(gateway_settings(settings))
             return await exits.enter_async_context(_serving(app))
 
+        async def start_scheduler() -> Callable[[], Awaitable[None]]:
+            scheduler_app = build_scheduler(scheduler_settings)
+            running = contextlib.AsyncExitStack()
+            await running.enter_async_context(scheduler_app.router.lifespan_context(scheduler_app))
+            exits.push_async_callback(running.aclose)
+            return running.aclose
+
         stop_first = await start_registry()
-        scheduler_app = build_scheduler(scheduler_settings)
-        await exits.enter_async_context(scheduler_app.router.lifespan_context(scheduler_app))
-        yield Stack(await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first)
+        schedulers = [await start_scheduler()]
+
+        async def restart_scheduler() -> None:
+            await schedulers.pop()()
+            schedulers.append(await start_scheduler())
+
+        yield Stack(
+            await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
+            restart_scheduler,
+        )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

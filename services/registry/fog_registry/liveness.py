@@ -54,6 +54,9 @@ class LivenessMonitor:
         self.leading = False
         self.grace_until = 0.0
         self._pending: dict[str, tuple[datetime, dict[str, float], int]] = {}
+        #: heartbeat batches and the tick both write node rows: one writer at a time, or their
+        #: transactions can lock rows in opposite orders and deadlock
+        self._writing = asyncio.Lock()
         self._synced_at = datetime.min.replace(tzinfo=UTC)
         self._next_flush = 0.0
 
@@ -165,7 +168,7 @@ class LivenessMonitor:
         if not transitions:
             return
         wall, stale = self.wall(), []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._writing, self.pool.acquire() as conn, conn.transaction():
             for transition in transitions:
                 if not await service.record_transition(conn, transition, now=wall):
                     stale.append(transition.node_id)
@@ -182,5 +185,5 @@ class LivenessMonitor:
         beats, self._pending = self._pending, {}
         if not beats:
             return
-        async with self.pool.acquire() as conn:
-            await store.write_heartbeats(conn, [(node_id, *beat) for node_id, beat in beats.items()])
+        async with self._writing, self.pool.acquire() as conn:
+            await store.write_heartbeats(conn, [(node_id, *beat) for node_id, beat in sorted(beats.items())])

@@ -118,8 +118,8 @@ async def allocations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
             "SELECT node_id, sum((spec->'resources'->>'cpu_cores')::float8) AS cpu,"
-            " sum((spec->'resources'->>'memory_bytes')::bigint) AS memory,"
-            " sum((spec->'resources'->>'gpus')::int) AS gpus"
+            " sum((spec->'resources'->>'memory_bytes')::bigint)::bigint AS memory,"
+            " sum((spec->'resources'->>'gpus')::int)::int AS gpus"
             " FROM jobs WHERE status IN ('assigned', 'running') GROUP BY node_id"
         )
     )

@@ -24,6 +24,7 @@ class FakeAgent:
 
     def __init__(self, ws: ClientConnection, node_id: str) -> None:
         self.ws, self.node_id, self.seq = ws, node_id, 0
+        self.unread: list[dict[str, Any]] = []
         self._beating: asyncio.Task[None] | None = None
 
     def keep_beating(self) -> None:
@@ -45,10 +46,15 @@ class FakeAgent:
         await self.ws.send(json.dumps(beat))
 
     async def next_of(self, kind: str) -> dict[str, Any]:
+        """The next message of this type; others are kept for whoever asks for them."""
+        for index, message in enumerate(self.unread):
+            if message["type"] == kind:
+                return self.unread.pop(index)
         while True:
             message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=10))
             if message["type"] == kind:
                 return dict(message)
+            self.unread.append(message)
 
     async def report(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
@@ -210,3 +216,47 @@ async def test_an_array_submits_n_jobs_and_pages(stack: Stack) -> None:
         if cursor is None:
             break
     assert sorted(seen) == sorted(array["job_ids"])
+
+
+async def test_restarting_the_scheduler_during_a_1000_job_array_loses_none_and_runs_none_twice(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    owner = await provider(stack)
+    agents = [await ready_node(stack, url, owner, name, cores=4) for name in ("a", "b")]
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    runs: list[tuple[str, int]] = []
+
+    async def work(agent: FakeAgent) -> None:
+        done: set[tuple[str, int]] = set()
+        while True:
+            assignment = await agent.next_of("assignment")
+            key = (assignment["job_id"], assignment["attempt"])
+            if key in done:
+                continue  # sent again after a reconnect or a restart: run once
+            done.add(key)
+            runs.append(key)
+            await agent.run(assignment)
+
+    workers = [asyncio.create_task(work(agent)) for agent in agents]
+    try:
+        array = {"spec": {"command": ["true"], "resources": {"cpu_cores": 0.5}}, "count": 1000}
+        submitted = (await stack.http.post("/v1/jobs/array", json=array, headers=user)).json()
+        array_id = submitted["array_id"]
+
+        async def succeeded() -> int:
+            page = await stack.http.get("/v1/jobs", params={"array_id": array_id, "status": "succeeded", "limit": 1000},
+                                        headers=user)  # fmt: skip
+            return len(page.json()["items"])
+
+        await wait_until(lambda: _at_least(succeeded(), 200), timeout=60, what="some jobs done")
+        await stack.restart_scheduler()
+        await wait_until(lambda: _at_least(succeeded(), 1000), timeout=120, interval=0.5, what="every job done")
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    assert len(runs) == 1000, "none ran twice"
+    assert len({job for job, _ in runs}) == 1000, "none lost"
+
+
+async def _at_least(count: Any, expected: int) -> bool:
+    return bool(await count >= expected)

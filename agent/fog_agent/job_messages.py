@@ -1,0 +1,174 @@
+"""The job messages of ``/v1/nodes/connect`` (``docs/jobs.md``, "Agent ↔ gateway").
+
+In: ``assignment``, ``cancel`` and ``ack``. Out: the reports ``started`` and ``finished``. Parsing
+checks what the agent acts on and names the first problem; ``finished`` always fits in
+``MAX_MESSAGE_BYTES``, whatever the job printed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast, get_args
+
+from fog_agent.protocol import MAX_MESSAGE_BYTES, encode
+
+#: a job attempt, as every job message names it: (job_id, attempt)
+JobKey = tuple[str, int]
+Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
+ReportKind = Literal["started", "finished"]
+
+MIB = 1024 * 1024
+#: what docs/jobs.md gives a job that asks for nothing; an assignment without them gets these
+DEFAULT_TIMEOUT_S, DEFAULT_OUTPUT_LIMIT_BYTES = 3600.0, MIB
+DEFAULT_CPU_CORES, DEFAULT_MEMORY_BYTES, DEFAULT_GPUS = 1.0, 256 * MIB, 0
+MAX_JOB_ID = 256
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class BadMessage(ValueError):
+    """A job message the agent cannot act on. ``key`` names its job attempt when that much was readable."""
+
+    def __init__(self, why: str, key: JobKey | None = None) -> None:
+        super().__init__(why)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_cores: float = DEFAULT_CPU_CORES
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    gpus: int = DEFAULT_GPUS
+
+
+@dataclass(frozen=True)
+class Assignment:
+    job_id: str
+    attempt: int
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    resources: Resources = field(default_factory=Resources)
+    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
+
+    @property
+    def key(self) -> JobKey:
+        return (self.job_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class Result:
+    """How an attempt ended: the body of its ``finished`` report."""
+
+    outcome: Outcome
+    exit_code: int | None
+    duration_s: float
+    output: str = ""
+    output_truncated: bool = False
+    error: str | None = None
+
+
+def job_key(message: dict[str, Any]) -> JobKey:
+    job_id, attempt = message.get("job_id"), message.get("attempt")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID:
+        raise BadMessage(f"job_id is not a string of 1 to {MAX_JOB_ID} characters: {job_id!r}"[:200])
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:  # JSON's true is no number
+        raise BadMessage(f"attempt is not a positive integer: {attempt!r}"[:200])
+    return (job_id, attempt)
+
+
+def parse_assignment(message: dict[str, Any]) -> Assignment:
+    key = job_key(message)
+    try:
+        return Assignment(
+            *key,
+            command=_command(message.get("command")),
+            env=_env(message.get("env", {})),
+            timeout_s=_positive_number(message.get("timeout_s", DEFAULT_TIMEOUT_S), "timeout_s"),
+            resources=_resources(message.get("resources", {})),
+            output_limit_bytes=_int_at_least(
+                message.get("output_limit_bytes", DEFAULT_OUTPUT_LIMIT_BYTES), 0, "output_limit_bytes"
+            ),
+        )
+    except BadMessage as exc:
+        raise BadMessage(str(exc), key) from None
+
+
+def parse_ack(message: dict[str, Any]) -> tuple[JobKey, ReportKind]:
+    key = job_key(message)
+    report = message.get("report")
+    if report not in get_args(ReportKind):
+        raise BadMessage(f"an ack of an unknown report: {report!r}"[:200], key)
+    return key, cast(ReportKind, report)
+
+
+def started(key: JobKey) -> dict[str, Any]:
+    return {"type": "started", "job_id": key[0], "attempt": key[1]}
+
+
+def finished(key: JobKey, result: Result, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """The ``finished`` report, its output cut further when escaping would make the message too large.
+
+    The output limit counts the job's bytes, but JSON may spend up to 6 bytes on one of them (a control
+    character becomes ``\\u0001``): 1 MiB of such output would make a message the gateway refuses,
+    and the report would be resent, refused again, forever.
+    """
+    report: dict[str, Any] = {
+        "type": "finished",
+        "job_id": key[0],
+        "attempt": key[1],
+        "outcome": result.outcome,
+        "exit_code": result.exit_code,
+        "duration_s": round(result.duration_s, 3),
+        "output": result.output,
+        "output_truncated": result.output_truncated,
+        "error": result.error,
+    }
+    size = len(encode(report).encode())
+    while size > max_bytes:
+        output: str = report["output"]
+        # proportionally, less a margin; every character is at least one byte, so this ends
+        keep = max(0, min(len(output) - 1, len(output) * max_bytes // size - 64))
+        report.update(output=output[:keep], output_truncated=True)
+        size = len(encode(report).encode())
+    return report
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(part, str) for part in value):
+        raise BadMessage("command is not a non-empty list of strings")
+    if not value[0]:
+        raise BadMessage("command names no program")
+    return tuple(value)
+
+
+def _env(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise BadMessage("env is not an object")
+    for name, text in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or not isinstance(text, str):
+            raise BadMessage(f"env has an unusable variable: {name!r}"[:200])
+    return dict(value)
+
+
+def _resources(value: object) -> Resources:
+    if not isinstance(value, dict):
+        raise BadMessage("resources is not an object")
+    return Resources(
+        cpu_cores=_positive_number(value.get("cpu_cores", DEFAULT_CPU_CORES), "resources.cpu_cores"),
+        memory_bytes=_int_at_least(value.get("memory_bytes", DEFAULT_MEMORY_BYTES), 1, "resources.memory_bytes"),
+        gpus=_int_at_least(value.get("gpus", DEFAULT_GPUS), 0, "resources.gpus"),
+    )
+
+
+def _positive_number(value: object, name: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:  # NaN fails too
+        return float(value)
+    raise BadMessage(f"{name} is not a positive number: {value!r}"[:200])
+
+
+def _int_at_least(value: object, minimum: int, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return value
+    raise BadMessage(f"{name} is not an integer >= {minimum}: {value!r}"[:200])

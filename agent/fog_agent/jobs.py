@@ -1,0 +1,299 @@
+"""The node's jobs: which run, which wait, and what the gateway has yet to hear about them.
+
+Capacity: the node offers the cores and GPUs measured when ``fog-agent run`` starts. A job starts only
+when its ``resources.cpu_cores`` and ``resources.gpus`` fit in what the running jobs leave free; until
+then it waits in a queue. The queue is first in, first out, strictly: a small job does not overtake a
+bigger one ahead of it, which could starve the big one for ever. A job that asks for more than the
+whole node (the scheduler placed it by capabilities this machine no longer has) runs alone, once the
+node is idle, rather than wait for ever. Cores are counted in thousandths, so that 0.1 + 0.2 fits in 0.3.
+
+Reports: every ``started`` and ``finished`` is kept until the gateway acks it. It is sent at once when
+connected, and all unacked reports are sent again, in order, on each new connection (``attach``). An
+ack of ``finished`` settles the attempt's ``started`` too.
+
+Duplicates: the gateway sends outstanding assignments again on each connection, so an assignment of
+an attempt that is queued, running, or ended (acked or not; the last ``REMEMBERED_ENDED``) is ignored.
+
+Shutdown (``drain``): new assignments are ignored; queued ones are dropped without a report (they never
+started: the gateway hands them out again once the node has left); running ones may finish until the
+drain timeout, then are killed and reported ``failed``, so that the scheduler may retry them elsewhere
+(``cancelled`` would end them for good, as if their owner had asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fog_agent import job_messages
+from fog_agent.job_messages import Assignment, BadMessage, JobKey, ReportKind, Result
+from fog_agent.sandbox import Sandbox, SandboxedJob
+
+log = logging.getLogger(__name__)
+
+#: sends one message to the gateway; raises when the connection is gone
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: ended attempts remembered to ignore a late duplicate of their assignment
+REMEMBERED_ENDED = 4096
+_MILLI = 1000
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the node offers its jobs together."""
+
+    cpu_cores: float
+    gpus: int = 0
+
+
+@dataclass
+class _Running:
+    job: SandboxedJob
+    millicores: int
+    gpu_ids: tuple[int, ...]
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class JobRunner:
+    """Runs the gateway's assignments within the node's capacity and reports on them until acked."""
+
+    def __init__(self, sandbox: Sandbox, capacity: Capacity) -> None:
+        self._sandbox = sandbox
+        self._cpu_capacity = max(1, round(capacity.cpu_cores * _MILLI))
+        self._gpu_capacity = max(0, capacity.gpus)
+        self._free_millicores = self._cpu_capacity
+        self._free_gpus = list(range(self._gpu_capacity))
+        self._queue: deque[Assignment] = deque()
+        self._running: dict[JobKey, _Running] = {}
+        self._ended: OrderedDict[JobKey, None] = OrderedDict()
+        self._unacked: dict[tuple[JobKey, ReportKind], dict[str, Any]] = {}
+        self._outbox: asyncio.Queue[dict[str, Any]] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._idle, self._all_acked = asyncio.Event(), asyncio.Event()
+        self._idle.set()
+        self._all_acked.set()
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._running)
+
+    @property
+    def unacked_reports(self) -> list[dict[str, Any]]:
+        return list(self._unacked.values())
+
+    # -- what the gateway says ----------------------------------------------------------------------------------
+
+    def assign(self, message: dict[str, Any]) -> None:
+        try:
+            assignment = job_messages.parse_assignment(message)
+        except BadMessage as exc:
+            self._refuse(exc)
+            return
+        key = assignment.key
+        if self._knows(key):
+            log.debug("job %s attempt %d: a repeated assignment, ignored", *key)
+        elif not self._accepting:
+            log.info("job %s attempt %d: not taken, the agent is shutting down", *key)
+        else:
+            self._queue.append(assignment)
+            self._idle.clear()
+            self._pump()
+
+    def cancel(self, message: dict[str, Any]) -> None:
+        try:
+            key = job_messages.job_key(message)
+        except BadMessage as exc:
+            log.warning("ignoring a cancel: %s", exc)
+            return
+        running = self._running.get(key)
+        if running is not None:
+            log.info("job %s attempt %d: cancelling", *key)
+            running.job.cancel()
+            return
+        queued = next((assignment for assignment in self._queue if assignment.key == key), None)
+        if queued is None:
+            log.debug("job %s attempt %d: nothing to cancel", *key)
+            return
+        self._queue.remove(queued)
+        log.info("job %s attempt %d: cancelled before it started", *key)
+        self._end(key, Result("cancelled", None, 0.0))
+        self._pump()  # the head of the queue may have been what held the others
+
+    def ack(self, message: dict[str, Any]) -> None:
+        try:
+            key, report = job_messages.parse_ack(message)
+        except BadMessage as exc:
+            log.warning("ignoring an ack: %s", exc)
+            return
+        self._unacked.pop((key, report), None)
+        if report == "finished":  # the scheduler has the end: the start no longer matters
+            self._unacked.pop((key, "started"), None)
+        if not self._unacked:
+            self._all_acked.set()
+
+    # -- the connection -----------------------------------------------------------------------------------------
+
+    def attach(self, send: Send) -> None:
+        """A connection is up: send it every unacked report, in order, then each new one."""
+        self.detach()
+        self._outbox = asyncio.Queue()
+        for report in self._unacked.values():
+            self._outbox.put_nowait(report)
+        self._sender = asyncio.create_task(_deliver(send, self._outbox), name="job reports")
+
+    def detach(self) -> None:
+        """The connection is gone: reports wait for the next one."""
+        if self._sender is not None:
+            self._sender.cancel()
+        self._sender = None
+        self._outbox = None
+
+    # -- shutting down ------------------------------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        """Take no more jobs, and drop those that wait: they never started, and the gateway hands them out again."""
+        self._accepting = False
+        for assignment in self._queue:
+            log.info("job %s attempt %d: dropped from the queue, the agent is shutting down", *assignment.key)
+        self._queue.clear()
+        self._update_idle()
+
+    async def drain(self, timeout_s: float, hurry: asyncio.Event) -> None:
+        """Take no more jobs, let the running ones end until ``timeout_s`` (or ``hurry``), then kill them."""
+        self.stop_accepting()
+        if self._running:
+            log.info("waiting up to %gs for %d running job(s) to end", timeout_s, len(self._running))
+        await _any_set((self._idle, hurry), timeout_s)
+        why = f"the node's agent shut down before the job ended (drain timeout {timeout_s:g}s)"
+        for key, running in self._running.items():
+            log.warning("job %s attempt %d: killed, the agent is shutting down", *key)
+            running.job.interrupt(why)
+        await self._idle.wait()
+
+    async def reports_acked(self, timeout_s: float, hurry: asyncio.Event) -> bool:
+        """Whether the gateway acked every report within ``timeout_s`` (without ``hurry``)."""
+        await _any_set((self._all_acked, hurry), timeout_s)
+        return self._all_acked.is_set()
+
+    async def close(self) -> None:
+        """Kill whatever still runs, without reports: the agent is leaving now."""
+        self._accepting = False
+        self._queue.clear()
+        self.detach()
+        tasks = [running.task for running in self._running.values() if running.task is not None]
+        for task in tasks:
+            task.cancel()  # the sandbox kills the job's process tree as it unwinds
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()  # a task cancelled before it ran never got to remove its job
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while self._queue and self._fits(self._queue[0]):
+            self._start(self._queue.popleft())
+        self._update_idle()
+
+    def _demand(self, assignment: Assignment) -> tuple[int, int]:
+        # More than the node has means all of it: the job runs alone instead of waiting for ever.
+        millicores = max(1, round(assignment.resources.cpu_cores * _MILLI))
+        return min(millicores, self._cpu_capacity), min(assignment.resources.gpus, self._gpu_capacity)
+
+    def _fits(self, assignment: Assignment) -> bool:
+        millicores, gpus = self._demand(assignment)
+        return millicores <= self._free_millicores and gpus <= len(self._free_gpus)
+
+    def _start(self, assignment: Assignment) -> None:
+        millicores, gpus = self._demand(assignment)
+        if self._oversized(assignment):
+            log.warning("job %s attempt %d asks for more than this node has: it runs alone", *assignment.key)
+        gpu_ids, self._free_gpus = tuple(self._free_gpus[:gpus]), self._free_gpus[gpus:]
+        self._free_millicores -= millicores
+        # Without GPUs on the node there is nothing to hide; with some, a job sees only those it was given.
+        job = self._sandbox.job(assignment, gpu_ids=gpu_ids if self._gpu_capacity else None)
+        running = _Running(job, millicores, gpu_ids)
+        self._running[assignment.key] = running
+        running.task = asyncio.create_task(self._execute(assignment.key, running), name=f"job {assignment.job_id}")
+
+    def _oversized(self, assignment: Assignment) -> bool:
+        wanted = assignment.resources
+        return round(wanted.cpu_cores * _MILLI) > self._cpu_capacity or wanted.gpus > self._gpu_capacity
+
+    async def _execute(self, key: JobKey, running: _Running) -> None:
+        self._report(job_messages.started(key))
+        log.info("job %s attempt %d: started", *key)
+        try:
+            result = await running.job.run()
+        except Exception as exc:  # a bug, or the machine (no file descriptors left): the gateway must still hear
+            log.exception("job %s attempt %d: the agent failed to run it", *key)
+            result = Result("failed", None, 0.0, error=f"the agent could not run the job ({exc.__class__.__name__})")
+        finally:
+            del self._running[key]
+            self._free_millicores += running.millicores
+            self._free_gpus = sorted(self._free_gpus + list(running.gpu_ids))
+        log.info(
+            "job %s attempt %d: %s (exit code %s, %.1fs)", *key, result.outcome, result.exit_code, result.duration_s
+        )
+        self._end(key, result)
+        self._pump()
+
+    def _end(self, key: JobKey, result: Result) -> None:
+        self._ended[key] = None
+        while len(self._ended) > REMEMBERED_ENDED:
+            self._ended.popitem(last=False)
+        self._report(job_messages.finished(key, result))
+        self._update_idle()
+
+    def _refuse(self, exc: BadMessage) -> None:
+        if exc.key is None:  # nothing to report on
+            log.warning("ignoring an assignment: %s", exc)
+        elif not self._knows(exc.key):
+            log.warning("job %s attempt %d: cannot run it: %s", *exc.key, exc)
+            self._end(exc.key, Result("failed", None, 0.0, error=f"the agent cannot run this assignment: {exc}"))
+
+    def _knows(self, key: JobKey) -> bool:
+        return (
+            key in self._running
+            or key in self._ended
+            or (key, "finished") in self._unacked
+            or any(assignment.key == key for assignment in self._queue)
+        )
+
+    def _update_idle(self) -> None:
+        if self._running or self._queue:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def _report(self, report: dict[str, Any]) -> None:
+        key: JobKey = (report["job_id"], report["attempt"])
+        self._unacked[(key, report["type"])] = report
+        self._all_acked.clear()
+        if self._outbox is not None:
+            self._outbox.put_nowait(report)
+
+
+async def _deliver(send: Send, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+    while True:
+        report = await outbox.get()
+        try:
+            await send(report)
+        except Exception as exc:  # the connection is gone; it reconnects, and the report stays unacked until then
+            log.debug("a job report was not sent: %s", exc.__class__.__name__)
+            return
+
+
+async def _any_set(events: tuple[asyncio.Event, ...], timeout_s: float) -> bool:
+    """Wait until one of ``events`` is set or ``timeout_s`` passes; whether one is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return any(event.is_set() for event in events)

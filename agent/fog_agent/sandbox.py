@@ -1,0 +1,415 @@
+"""Run one job attempt as a sandboxed subprocess.
+
+Every attempt gets:
+
+- a fresh working directory under the work root (``<state dir>/work`` unless told otherwise), which is
+  also its ``HOME``, removed afterwards unless ``FOG_AGENT_KEEP_WORKDIRS`` is set;
+- a clean environment (``job_environment``): nothing of the agent's own (its credential, its ``FOG_*``);
+- resource limits (``rlimits_for``), set between fork and exec;
+- a session of its own, so that one ``killpg`` reaches its whole process tree: on a timeout or a cancel
+  (SIGTERM, then SIGKILL after a grace), and as soon as its first process exits (whatever that left
+  running in the background dies with it: a job does not outlive itself);
+- when the agent runs as root, an unprivileged user (``nobody`` or ``$FOG_AGENT_JOB_USER``) with no
+  supplementary groups, which owns the working directory.
+
+This is not a container. A process that leaves the session (``setsid``) and outlives its parent
+escapes the kill; a job reads whatever its user may read (when the agent is not root, that includes
+the agent's state file); the jobs of a node share one user; memory is limited per process (address
+space), not per job. cgroups would close these gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import math
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from fog_agent.job_messages import MIB, Assignment, Outcome, Result
+from fog_agent.protocol import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+PATH = "/usr/local/bin:/usr/bin:/bin"
+DEFAULT_JOB_USER = "nobody"
+#: the least address space a job gets, whatever it asked for: with less, a shell or Python cannot even start
+MIN_ADDRESS_SPACE = 64 * MIB
+MAX_OPEN_FILES = 1024
+#: RLIMIT_NPROC counts every process (thread, even) of the *user*, not of the job. With a dedicated job user it
+#: caps the node's jobs together, which is what stops a fork bomb. Jobs that run as the agent's own user (the
+#: agent is not root) get none: the user's other processes would count against it, and fail the job at random.
+MAX_PROCESSES = 256
+#: RLIMIT_CPU is a backstop for when the agent is no longer there to enforce the timeout (it crashed). It allows
+#: what the job's cores can burn in its timeout and a little more, so that the wall-clock timeout comes first.
+CPU_SLACK_S = 1
+#: between the soft CPU limit (SIGXCPU, which a process may catch) and the hard one (SIGKILL)
+CPU_HARD_AFTER_S = 5
+#: how long a job may take to end after SIGTERM before it gets SIGKILL
+KILL_GRACE_S = 2.0
+#: once the job's processes are gone, how long the last of its output may take to arrive: a process that
+#: escaped the kill may hold the pipe open forever
+OUTPUT_DRAIN_S = 2.0
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+#: one resource limit, as ``resource.setrlimit`` takes it
+Rlimit = tuple[int, tuple[int, int]]
+
+
+class SandboxError(Exception):
+    """The sandbox cannot be set up as configured (the agent cannot run jobs safely)."""
+
+
+@dataclass(frozen=True)
+class JobUser:
+    """Who jobs run as when the agent is root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def job_user_from_env(environ: Mapping[str, str] = os.environ, *, euid: int | None = None) -> JobUser | None:
+    """The user jobs run as, or ``None`` when the agent is not root (jobs then run as the agent's user)."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return None
+    name = environ.get("FOG_AGENT_JOB_USER") or DEFAULT_JOB_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise SandboxError(f"the job user {name!r} does not exist; create it or set FOG_AGENT_JOB_USER") from None
+    if entry.pw_uid == 0:
+        raise SandboxError(f"the job user {name!r} is root: jobs never run as root")
+    return JobUser(name, entry.pw_uid, entry.pw_gid)
+
+
+def keep_workdirs_from_env(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("FOG_AGENT_KEEP_WORKDIRS", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def job_environment(assignment: Assignment, home: Path, gpu_ids: Sequence[int] | None = None) -> dict[str, str]:
+    """The job's ``env`` over defaults for ``PATH`` and ``LANG``; ``HOME`` and ``FOG_JOB_*`` are facts it cannot change.
+
+    ``gpu_ids`` (when the node has GPUs) become ``CUDA_VISIBLE_DEVICES``: a job sees the GPUs it was given, and
+    a job that asked for none sees none.
+    """
+    env = {"PATH": PATH, "LANG": "C.UTF-8", **assignment.env}
+    env.update(HOME=str(home), FOG_JOB_ID=assignment.job_id, FOG_JOB_ATTEMPT=str(assignment.attempt))
+    if gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpu_ids)
+    return env
+
+
+def rlimits_for(assignment: Assignment, *, dedicated_user: bool) -> list[Rlimit]:
+    """The job's resource limits, ``RLIMIT_AS`` last (see ``_apply``), none above what the agent has itself."""
+    wanted = assignment.resources
+    cpu_s = math.ceil(assignment.timeout_s * max(1, math.ceil(wanted.cpu_cores))) + CPU_SLACK_S
+    address_space = max(wanted.memory_bytes, MIN_ADDRESS_SPACE)
+    limits = [
+        (resource.RLIMIT_CORE, (0, 0)),  # a core dump would be the job's memory, written where nobody cleans up
+        (resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES)),
+        (resource.RLIMIT_CPU, (cpu_s, cpu_s + CPU_HARD_AFTER_S)),
+    ]
+    if dedicated_user:
+        limits.append((resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES)))
+    limits.append((resource.RLIMIT_AS, (address_space, address_space)))
+    return [(which, _within_own_limit(which, *values)) for which, values in limits]
+
+
+def _within_own_limit(which: int, soft: int, hard: int) -> tuple[int, int]:
+    # Raising a hard limit takes privileges; lowering one never does.
+    _, own_hard = resource.getrlimit(which)
+    if own_hard != resource.RLIM_INFINITY:
+        hard = min(hard, own_hard)
+    return min(soft, hard), hard
+
+
+#: prctl(PR_SET_PDEATHSIG, SIGKILL): the job dies with the agent. Were the agent killed (kill -9),
+#: the scheduler gives the job to another node; the old copy must not run on beside it.
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if sys.platform == "linux" else None
+
+
+def _apply(limits: list[Rlimit]) -> Callable[[], None]:
+    def apply_limits() -> None:
+        # In the forked child, before exec: nothing but the calls. The child is still a copy of the agent, bigger
+        # than a job's address space may be, so after RLIMIT_AS (last) nothing may allocate.
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for which, values in limits:
+            resource.setrlimit(which, values)
+
+    return apply_limits
+
+
+def unreachable_ancestor(path: Path, user: JobUser) -> Path | None:
+    """The first directory on the way to ``path`` that ``user`` may not pass through, if any.
+
+    Only the mode bits are read (no ACLs), with the user's primary group only, as jobs get no other.
+    """
+    for directory in reversed((path, *path.parents)):
+        info = directory.stat()
+        if info.st_uid == user.uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == user.gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return directory
+    return None
+
+
+class Sandbox:
+    """Where and as whom jobs run; ``job()`` makes one attempt's ``SandboxedJob``."""
+
+    def __init__(
+        self, work_root: Path, *, user: JobUser | None, keep_workdirs: bool = False, kill_grace_s: float = KILL_GRACE_S
+    ) -> None:
+        self.work_root = work_root.absolute()
+        self.user = user
+        self.keep_workdirs = keep_workdirs
+        self.kill_grace_s = kill_grace_s
+
+    def prepare(self) -> None:
+        """Create the work root. A job user may pass through it to its own directory, but not list it."""
+        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.work_root.chmod(0o711 if self.user is not None else 0o700)
+        if self.user is None:
+            return
+        blocked = unreachable_ancestor(self.work_root, self.user)
+        if blocked is not None:
+            # Jobs still start in their directory (the agent enters it before dropping privileges), but every
+            # absolute path into it, $HOME included, fails for them.
+            log.warning(
+                "%s cannot pass through %s: jobs cannot reach their HOME by its path; "
+                "choose a work directory they can reach (--work-dir)",
+                self.user.name,
+                blocked,
+            )
+
+    def job(self, assignment: Assignment, *, gpu_ids: Sequence[int] | None = None) -> SandboxedJob:
+        return SandboxedJob(self, assignment, gpu_ids)
+
+
+class SandboxedJob:
+    """One attempt: ``run()`` it once; ``cancel()`` or ``interrupt()`` it from elsewhere at any time."""
+
+    def __init__(self, sandbox: Sandbox, assignment: Assignment, gpu_ids: Sequence[int] | None) -> None:
+        self._sandbox, self.assignment, self._gpu_ids = sandbox, assignment, gpu_ids
+        self.pid: int | None = None  # the job's first process (and its process group), once it started
+        self._stop = asyncio.Event()
+        self._stop_outcome: Outcome = "cancelled"
+        self._stop_error: str | None = None
+
+    def cancel(self) -> None:
+        """The gateway cancelled the job: kill it; it ends ``cancelled``."""
+        self._request_stop("cancelled", None)
+
+    def interrupt(self, why: str) -> None:
+        """The agent cannot let the job finish (it is shutting down): kill it; it ends ``failed`` with ``why``."""
+        self._request_stop("failed", why)
+
+    def _request_stop(self, outcome: Outcome, error: str | None) -> None:
+        if not self._stop.is_set():  # the first reason is the one that counts
+            self._stop_outcome, self._stop_error = outcome, error
+            self._stop.set()
+
+    async def run(self) -> Result:
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix=self._workdir_prefix(), dir=self._sandbox.work_root))
+            if self._sandbox.user is not None:
+                os.chown(workdir, self._sandbox.user.uid, self._sandbox.user.gid)
+        except OSError as exc:
+            return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
+        try:
+            return await self._run_in(workdir)
+        finally:
+            await self._remove(workdir)
+
+    def _workdir_prefix(self) -> str:
+        # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
+        return f"{_UNSAFE_IN_NAME.sub('_', self.assignment.job_id)[:64]}.{self.assignment.attempt}."
+
+    async def _run_in(self, workdir: Path) -> Result:
+        if self._stop.is_set():  # cancelled before it could start
+            return Result(self._stop_outcome, None, 0.0, error=self._stop_error)
+        limit = min(self.assignment.output_limit_bytes, MAX_MESSAGE_BYTES)  # no more could ever be sent
+        output_transport, output, write_end = await _open_output(limit)
+        try:
+            try:
+                process = await self._spawn(workdir, write_end)
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:  # not found, not executable, NUL in it
+                why = f"cannot start {self.assignment.command[0]!r}: {_describe(exc)}"
+                return Result("failed", None, 0.0, error=why)
+            finally:
+                os.close(write_end)  # the job holds it now: the pipe ends when the job's last process does
+            self.pid = process.pid
+            began = time.monotonic()
+            try:
+                stopped_as = await self._supervise(process)
+            finally:
+                # What the job left running dies with it; everything does when this coroutine is cancelled.
+                _signal_tree(process.pid, signal.SIGKILL)
+            duration_s = time.monotonic() - began
+            await asyncio.wait((output.closed,), timeout=OUTPUT_DRAIN_S)
+            return self._result(stopped_as, process.returncode, duration_s, output)
+        finally:
+            output_transport.close()
+
+    async def _spawn(self, workdir: Path, write_end: int) -> asyncio.subprocess.Process:
+        user = self._sandbox.user
+        return await asyncio.create_subprocess_exec(
+            *self.assignment.command,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.STDOUT,  # interleaved as the job wrote them
+            cwd=workdir,
+            env=job_environment(self.assignment, workdir, self._gpu_ids),
+            start_new_session=True,
+            preexec_fn=_apply(rlimits_for(self.assignment, dedicated_user=user is not None)),
+            umask=0o077,
+            # None leaves the agent's own: only root can change them
+            user=None if user is None else user.uid,
+            group=None if user is None else user.gid,
+            extra_groups=None if user is None else [],
+        )
+
+    async def _supervise(self, process: asyncio.subprocess.Process) -> Outcome | None:
+        """``None`` when the job's first process exited by itself, else the outcome it was stopped with."""
+        exited = asyncio.ensure_future(process.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                (exited, stop), timeout=self.assignment.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            exited.cancel()
+            stop.cancel()
+        if exited in done:
+            return None
+        outcome: Outcome = self._stop_outcome if stop in done else "timed_out"
+        await self._terminate(process)
+        return outcome
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        # Descendants that left the process group are found while their parents still live.
+        tree = _descendants(process.pid)
+        _signal_tree(process.pid, signal.SIGTERM, tree)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), self._sandbox.kill_grace_s)
+        _signal_tree(process.pid, signal.SIGKILL, tree)
+        await process.wait()
+
+    def _result(self, stopped_as: Outcome | None, code: int | None, duration_s: float, output: _Output) -> Result:
+        text, truncated = output.text(), output.truncated
+        if stopped_as is not None:
+            return Result(stopped_as, code, duration_s, text, truncated, self._stop_error)
+        if code == 0:
+            return Result("succeeded", 0, duration_s, text, truncated)
+        return Result("failed", code, duration_s, text, truncated, _death(code))
+
+    async def _remove(self, workdir: Path) -> None:
+        if self._sandbox.keep_workdirs:
+            log.info("keeping the working directory of job %s: %s", self.assignment.job_id, workdir)
+            return
+        await asyncio.to_thread(_remove_tree, workdir)
+
+
+class _Output(asyncio.Protocol):
+    """Keeps the first ``limit`` bytes of the job's output and drops the rest, reading on: the pipe never fills."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit, self._kept = limit, 0
+        self._chunks: list[bytes] = []
+        self.truncated = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        room = self._limit - self._kept
+        if len(data) > room:
+            self.truncated = True
+            data = data[:room]
+        if data:
+            self._chunks.append(data)
+            self._kept += len(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", errors="replace")
+
+
+async def _open_output(limit: int) -> tuple[asyncio.ReadTransport, _Output, int]:
+    """A pipe for the job's stdout and stderr: its read end served by an ``_Output``, and its write end.
+
+    The agent's own pipe, not asyncio's ``PIPE``: it can stop reading (close its end) when a process that
+    escaped the kill keeps the pipe open.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        transport, output = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: _Output(limit), os.fdopen(read_end, "rb", buffering=0)
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    return transport, output, write_end
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _signal_tree(pgid: int, signum: int, descendants: Iterable[psutil.Process] = ()) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left to signal
+        os.killpg(pgid, signum)
+    for process in descendants:
+        with contextlib.suppress(psutil.Error):  # psutil refuses a pid that now names another process
+            process.send_signal(signum)
+
+
+def _death(code: int | None) -> str | None:
+    if code is None or code >= 0:
+        return None
+    if -code == signal.SIGXCPU:
+        return "killed by SIGXCPU: the job used more CPU time than its timeout allows its cores"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def _remove_tree(path: Path) -> None:
+    def report(function: object, failed: str, exc_info: object) -> None:
+        # e.g. a directory the job made read-only, when the agent is not root: leave it, say so
+        log.warning("cannot remove %s from a job's working directory", failed)
+
+    shutil.rmtree(path, onerror=report)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or exc.__class__.__name__

@@ -1,0 +1,264 @@
+"""One job as a real sandboxed subprocess: outcomes, output, environment, limits, user, and killing the whole tree."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import pwd
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fog_agent.job_messages import MIB, Assignment, Resources
+from fog_agent.sandbox import (
+    MAX_OPEN_FILES,
+    PATH,
+    JobUser,
+    Sandbox,
+    SandboxError,
+    job_user_from_env,
+    keep_workdirs_from_env,
+    unreachable_ancestor,
+)
+from fog_shared.testing.waiting import wait_until
+
+AS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    box = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
+    box.prepare()
+    return box
+
+
+def job(
+    *command: str, timeout_s: float = 5.0, resources: Resources | None = None, output_limit_bytes: int = MIB
+) -> Assignment:
+    return Assignment("j-1", 1, command, {}, timeout_s, resources or Resources(), output_limit_bytes)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def all_gone(pids: list[int]) -> None:
+    async def gone() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    await wait_until(gone, timeout=5, what=f"processes {pids} to be gone")
+
+
+async def test_a_job_that_exits_0_succeeds_with_its_output_and_leaves_no_directory(sandbox: Sandbox) -> None:
+    result = await sandbox.job(job("echo", "hello")).run()
+    assert (result.outcome, result.exit_code, result.output, result.output_truncated) == (
+        "succeeded",
+        0,
+        "hello\n",
+        False,
+    )
+    assert result.error is None
+    assert result.duration_s >= 0
+    assert list(sandbox.work_root.iterdir()) == []
+
+
+async def test_a_non_zero_exit_fails_with_its_code_and_stderr_is_interleaved(sandbox: Sandbox) -> None:
+    result = await sandbox.job(job("sh", "-c", "echo one; echo two >&2; echo three; exit 3")).run()
+    assert (result.outcome, result.exit_code, result.error) == ("failed", 3, None)
+    assert result.output == "one\ntwo\nthree\n"
+
+
+async def test_a_death_by_signal_is_minus_the_signal(sandbox: Sandbox) -> None:
+    result = await sandbox.job(job("sh", "-c", "kill -KILL $$")).run()
+    assert (result.outcome, result.exit_code, result.error) == ("failed", -9, "killed by SIGKILL")
+
+
+@pytest.mark.parametrize("command", ["fog-no-such-program", "/etc/passwd"])  # not found; not executable
+async def test_a_command_that_cannot_start_fails_without_an_exit_code(sandbox: Sandbox, command: str) -> None:
+    result = await sandbox.job(job(command)).run()
+    assert (result.outcome, result.exit_code, result.output) == ("failed", None, "")
+    assert result.error is not None
+    assert result.error.startswith(f"cannot start {command!r}: ")
+    assert list(sandbox.work_root.iterdir()) == []
+
+
+async def test_a_timeout_kills_the_whole_tree(sandbox: Sandbox) -> None:
+    script = "sleep 100 & echo $!; echo $$; exec sleep 100"  # a background grandchild, then the shell waits
+    result = await sandbox.job(job("sh", "-c", script, timeout_s=1)).run()
+    assert result.outcome == "timed_out"
+    assert result.exit_code == -15  # SIGTERM was enough
+    pids = [int(line) for line in result.output.split()]
+    assert len(pids) == 2
+    await all_gone(pids)
+
+
+async def test_cancel_kills_the_whole_tree(sandbox: Sandbox) -> None:
+    sandboxed = sandbox.job(job("sh", "-c", "sleep 100 & sleep 100 & wait", timeout_s=60))
+    running = asyncio.create_task(sandboxed.run())
+
+    async def two_children() -> list[int]:
+        if sandboxed.pid is None:
+            return []
+        children = [child.pid for child in psutil.Process(sandboxed.pid).children()]
+        return [sandboxed.pid, *children] if len(children) == 2 else []
+
+    pids = await wait_until(two_children, timeout=5, what="the job and its two children")
+    sandboxed.cancel()
+    result = await asyncio.wait_for(running, timeout=10)
+    assert (result.outcome, result.exit_code) == ("cancelled", -15)
+    await all_gone(pids)
+
+
+async def test_cancelling_the_task_that_runs_a_job_kills_the_whole_tree(sandbox: Sandbox) -> None:
+    sandboxed = sandbox.job(job("sh", "-c", "sleep 100 & echo $!; exec sleep 100", timeout_s=60))
+    running = asyncio.create_task(sandboxed.run())
+
+    async def with_a_child() -> list[int]:
+        if sandboxed.pid is None:
+            return []
+        children = [child.pid for child in psutil.Process(sandboxed.pid).children()]
+        return [sandboxed.pid, *children] if children else []
+
+    pids = await wait_until(with_a_child, timeout=5, what="the job and its child")
+    running.cancel()  # as when the agent leaves without draining
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await all_gone(pids)
+    assert list(sandbox.work_root.iterdir()) == []
+
+
+async def test_what_a_job_leaves_in_the_background_dies_with_it(sandbox: Sandbox) -> None:
+    # The background sleep also holds the output pipe: the job still ends when its first process does.
+    result = await sandbox.job(job("sh", "-c", "sleep 100 & echo $!", timeout_s=30)).run()
+    assert result.outcome == "succeeded"
+    await all_gone([int(result.output)])
+
+
+async def test_output_is_capped_while_the_job_runs_to_its_end(sandbox: Sandbox) -> None:
+    five_mib = f"yes hello | head -c {5 * MIB}; echo finished >&2"
+    result = await sandbox.job(job("sh", "-c", five_mib, output_limit_bytes=1000)).run()
+    assert result.outcome == "succeeded"  # it never blocked on a full pipe
+    assert result.output == ("hello\n" * 200)[:1000]
+    assert result.output_truncated
+
+
+async def test_output_of_exactly_the_limit_is_not_truncated(sandbox: Sandbox) -> None:
+    result = await sandbox.job(job("head", "-c", "1000", "/dev/zero", output_limit_bytes=1000)).run()
+    assert (len(result.output), result.output_truncated) == (1000, False)
+
+
+async def test_output_that_is_not_utf8_is_replaced(sandbox: Sandbox) -> None:
+    result = await sandbox.job(job("printf", "\\377ok \\303\\251")).run()
+    assert result.output == "\ufffdok é"
+
+
+async def test_the_environment_is_the_jobs_and_nothing_of_the_agents(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOG_AGENT_SECRET", "the agent's credential")
+    env = {"GREETING": "hi there", "LANG": "en_GB.UTF-8", "FOG_JOB_ID": "forged"}
+    result = await sandbox.job(Assignment("j-7", 2, ("env",), env=env, timeout_s=5)).run()
+    seen = dict(line.split("=", 1) for line in result.output.splitlines())
+    home = Path(seen.pop("HOME"))
+    assert home.parent == sandbox.work_root
+    assert seen == {
+        "GREETING": "hi there",
+        "LANG": "en_GB.UTF-8",  # the job may choose its own
+        "PATH": PATH,
+        "FOG_JOB_ID": "j-7",  # but not this
+        "FOG_JOB_ATTEMPT": "2",
+    }
+
+
+async def test_gpus_given_to_a_job_are_the_only_ones_it_sees(sandbox: Sandbox) -> None:
+    command = ("sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"')
+    assert (await sandbox.job(job(*command), gpu_ids=(1, 3)).run()).output == "[1,3]\n"
+    assert (await sandbox.job(job(*command), gpu_ids=()).run()).output == "[]\n"
+
+
+async def test_the_job_id_cannot_lead_the_working_directory_elsewhere(sandbox: Sandbox) -> None:
+    result = await sandbox.job(Assignment("../../etc", 1, ("pwd",), timeout_s=5)).run()
+    workdir = Path(result.output.strip())
+    assert workdir.parent == sandbox.work_root
+    assert workdir.name.startswith(".._.._etc.1.")
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="only root can run jobs as another user")
+async def test_as_root_jobs_run_as_nobody_in_a_directory_they_own(sandbox: Sandbox) -> None:
+    nobody = pwd.getpwnam("nobody")
+    script = "id -u; id -G; echo written > file; cat file; stat -c %u ."
+    result = await sandbox.job(job("sh", "-c", script)).run()
+    assert result.outcome == "succeeded", result.output
+    uid, groups, written, owner = result.output.splitlines()
+    assert int(uid) == nobody.pw_uid != 0
+    assert groups.split() == [str(nobody.pw_gid)]  # none of root's groups
+    assert written == "written"
+    assert int(owner) == nobody.pw_uid
+
+
+async def test_a_job_allocating_more_than_its_memory_fails(sandbox: Sandbox) -> None:
+    limit = Resources(memory_bytes=64 * MIB)
+    too_much = await sandbox.job(job("dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1", resources=limit)).run()
+    assert too_much.outcome == "failed"
+    assert "memory exhausted" in too_much.output
+    within = await sandbox.job(job("dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=1", resources=limit)).run()
+    assert within.outcome == "succeeded", within.output
+
+
+async def test_limits_on_files_core_dumps_and_cpu_time(sandbox: Sandbox) -> None:
+    resources = Resources(cpu_cores=1.5)
+    result = await sandbox.job(
+        job("sh", "-c", "ulimit -n; ulimit -c; ulimit -t", timeout_s=2.5, resources=resources)
+    ).run()
+    files, core, cpu_s = result.output.split()
+    assert (int(files), core) == (MAX_OPEN_FILES, "0")
+    assert int(cpu_s) == math.ceil(2.5 * 2) + 1  # what two cores burn in the timeout, and a second
+
+
+async def test_a_kept_working_directory_stays(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path / "work", user=job_user_from_env(), keep_workdirs=True)
+    box.prepare()
+    result = await box.job(job("sh", "-c", "echo kept > file")).run()
+    assert result.outcome == "succeeded"
+    [kept] = box.work_root.iterdir()
+    assert (kept / "file").read_text() == "kept\n"
+
+
+async def test_cancelled_before_it_started_never_runs(sandbox: Sandbox) -> None:
+    sandboxed = sandbox.job(job("sh", "-c", "echo ran"))
+    sandboxed.cancel()
+    result = await sandboxed.run()
+    assert (result.outcome, result.exit_code, result.output, sandboxed.pid) == ("cancelled", None, "", None)
+
+
+def test_the_job_user_is_nobody_unless_configured_and_never_root() -> None:
+    assert job_user_from_env({}, euid=1000) is None  # not root: jobs run as the agent's user
+    nobody = pwd.getpwnam("nobody")
+    assert job_user_from_env({}, euid=0) == JobUser("nobody", nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(SandboxError, match="does not exist"):
+        job_user_from_env({"FOG_AGENT_JOB_USER": "fog-no-such-user"}, euid=0)
+    with pytest.raises(SandboxError, match="never run as root"):
+        job_user_from_env({"FOG_AGENT_JOB_USER": "root"}, euid=0)
+
+
+@pytest.mark.parametrize(("value", "keep"), [(None, False), ("", False), ("0", False), ("false", False), ("1", True)])
+def test_keeping_working_directories_is_asked_for(value: str | None, keep: bool) -> None:
+    assert keep_workdirs_from_env({} if value is None else {"FOG_AGENT_KEEP_WORKDIRS": value}) is keep
+
+
+def test_a_directory_the_job_user_cannot_pass_through_is_found(tmp_path: Path) -> None:
+    owner = JobUser("owner", os.getuid(), os.getgid())  # the owner of tmp_path and of what leads to it
+    closed, open_ = tmp_path / "closed", tmp_path / "open"
+    (closed / "work").mkdir(parents=True)
+    (open_ / "work").mkdir(parents=True)
+    closed.chmod(0o600)  # the owner may list it, not pass through it
+    try:
+        assert unreachable_ancestor(closed / "work", owner) == closed
+        assert unreachable_ancestor(open_ / "work", owner) is None
+    finally:
+        closed.chmod(0o700)

@@ -1,0 +1,82 @@
+"""Placement: filters, scores, explanations, retries — the pure part of the scheduler."""
+
+from __future__ import annotations
+
+from fog_scheduler import domain
+from fog_scheduler.domain import NodeCapacity, PlacementPolicy, Request
+
+
+def node(
+    node_id: str, cores: float = 4, memory: int = 8 << 30, *, status: str = "ready", **extra: object
+) -> NodeCapacity:
+    values: dict[str, object] = {"gpus": 0, "arch": "x86_64", "region": "eu", "labels": {}, **extra}
+    return NodeCapacity(node_id, status, cores, memory, **values)  # type: ignore[arg-type]
+
+
+def test_filters_say_why_each_node_is_left_out() -> None:
+    nodes = [
+        node("down", status="down"),
+        node("arm", arch="aarch64"),
+        node("us", region="us"),
+        node("small", cores=1, labels={"site": "shop"}),
+        node("nolabel"),
+        node("fits", labels={"site": "shop"}),
+    ]
+    request = Request(cpu_cores=2, memory_bytes=1 << 30, gpus=0, labels={"site": "shop"}, region="eu", arch="x86_64")
+    placed = domain.place(request, nodes)
+    assert placed.node_id == "fits"
+    assert placed.filtered == {
+        "node down": 1, "architecture is not x86_64": 1, "region is not eu": 1, "too few CPU cores": 1,
+        "label site=shop missing": 1,
+    }  # fmt: skip
+
+
+def test_a_job_nothing_can_ever_fit_is_not_waiting_for_capacity() -> None:
+    placed = domain.place(Request(cpu_cores=64, memory_bytes=1, gpus=0), [node("a"), node("b")])
+    assert placed.node_id is None
+    assert not placed.waits_for_capacity
+    assert placed.summary(2) == "no node fits: 2 examined (2 too few CPU cores)"
+
+
+def test_busy_nodes_make_a_job_wait_for_capacity() -> None:
+    busy = node("a", cores=2)
+    busy.take(Request(cpu_cores=2, memory_bytes=1, gpus=0))
+    placed = domain.place(Request(cpu_cores=1, memory_bytes=1, gpus=0), [busy])
+    assert placed.node_id is None
+    assert placed.waits_for_capacity
+    assert placed.filtered == {"CPU in use": 1}
+
+
+def test_binpack_fills_the_fuller_node_and_spread_the_emptier() -> None:
+    fuller, emptier = node("fuller"), node("emptier")
+    fuller.take(Request(cpu_cores=3, memory_bytes=4 << 30, gpus=0))
+    request = Request(cpu_cores=1, memory_bytes=1 << 30, gpus=0)
+    assert domain.place(request, [fuller, emptier], PlacementPolicy(strategy="binpack")).node_id == "fuller"
+    assert domain.place(request, [fuller, emptier], PlacementPolicy(strategy="spread")).node_id == "emptier"
+
+
+def test_affinity_reputation_and_a_previous_failure_move_the_choice() -> None:
+    a, b = node("a", labels={"ssd": "yes"}), node("b")
+    request = Request(cpu_cores=1, memory_bytes=1, gpus=0, affinities=(("ssd", "yes", 30),))
+    placed = domain.place(request, [a, b])
+    assert placed.node_id == "a"
+    assert placed.candidates[0]["parts"]["affinity"] == 30
+    retry = Request(cpu_cores=1, memory_bytes=1, gpus=0, affinities=(("ssd", "yes", 30),), avoid=frozenset({"a"}))
+    assert domain.place(retry, [a, b]).node_id == "b", "a retry prefers a node it has not failed on"
+    trusted, doubtful = node("t", reputation=0.9), node("d", reputation=0.1)
+    assert domain.place(Request(cpu_cores=1, memory_bytes=1, gpus=0), [doubtful, trusted]).node_id == "t"
+
+
+def test_large_clusters_score_only_enough_candidates() -> None:
+    nodes = [node(f"n{i:05}") for i in range(10_000)]
+    placed = domain.place(Request(cpu_cores=1, memory_bytes=1, gpus=0), nodes, PlacementPolicy(enough_candidates=4))
+    assert placed.node_id is not None
+    assert len(placed.candidates) == 3
+    assert placed.filtered == {}
+
+
+def test_retries_back_off_and_stop() -> None:
+    assert [domain.retry_delay_s(1.0, a) for a in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert domain.retry_delay_s(1000.0, 10) == 3600.0
+    assert domain.after_failure(1, 3) == "retry"
+    assert domain.after_failure(3, 3) == "give up"
