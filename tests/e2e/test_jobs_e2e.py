@@ -1,0 +1,187 @@
+"""Jobs on the real stack: fogctl and the HTTP API in front, real agents running real processes.
+
+The stack runs with a 1 s heartbeat interval (a dead node is down after 4 s). Tests that kill
+agents start their own, with a label only their jobs ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from devstack_driver import RunningStack, fogctl
+
+from fog_client import ApiError, Constraints, FogClient, JobSpec, Resources
+from fog_shared.testing.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+INTERVAL_S = 1.0
+PASSWORD = "a long and unguessable password"
+AGENT = [sys.executable, "-m", "fog_agent"]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    stack = RunningStack(tmp_path_factory.mktemp("jobs-e2e"), "--heartbeat-interval", str(INTERVAL_S))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def stack(running: RunningStack) -> RunningStack:
+    await running.ready()
+    return running
+
+
+async def user(stack: RunningStack, email: str, roles: tuple[str, ...] = ("user",)) -> FogClient:
+    fog = FogClient(stack.state["gateway_url"])
+    await fog.register(email, PASSWORD, roles=roles)
+    await fog.login(email, PASSWORD)
+    return fog
+
+
+async def ended(fog: FogClient, job_id: str, timeout: float = 30) -> Any:
+    return await asyncio.wait_for(fog.wait_job(job_id, poll_s=0.1), timeout=timeout)
+
+
+async def status_is(fog: FogClient, job_id: str, status: str, timeout: float = 20) -> Any:
+    async def reached() -> Any:
+        job = await fog.get_job(job_id)
+        return job if job.status == status else None
+
+    return await wait_until(reached, timeout=timeout, interval=0.1, what=f"job {status}")
+
+
+def processes_running(marker: str) -> list[int]:
+    """Processes on this machine whose command line holds ``marker``."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if marker in " ".join(process.info["cmdline"] or []):
+            found.append(process.info["pid"])
+    return found
+
+
+async def none_running(marker: str) -> bool:
+    return not await asyncio.to_thread(processes_running, marker)
+
+
+async def test_fogctl_submit_wait_echo_hello(stack: RunningStack) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
+    code, out = await fogctl("job", "submit", "--wait", "--", "echo", "hello", env=config)
+    assert (code, out) == (0, "hello\n")
+    code, listed = await fogctl("job", "list", "--json", env=config)
+    jobs = json.loads(listed)["items"]
+    assert [(j["status"], j["spec"]["command"]) for j in jobs] == [("succeeded", ["echo", "hello"])]
+
+
+async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningStack) -> None:
+    fog = await user(stack, "cora@example.org")
+    nowhere = await fog.submit_job(JobSpec(command=["true"], constraints=Constraints(labels={"gpu": "a100"})))
+    too_big = await fog.submit_job(JobSpec(command=["true"], resources=Resources(cpu_cores=64)))
+    placed = await fog.submit_job(JobSpec(command=["true"], constraints=Constraints(labels={"dev": "true"})))
+    assert (await ended(fog, placed.id)).status == "succeeded"
+
+    async def explained(job_id: str) -> Any:
+        why = await fog.explain_job(job_id)
+        return why if why.filtered else None
+
+    assert (await wait_until(lambda: explained(nowhere.id), timeout=10, what="explain")).filtered == {
+        "label gpu=a100 missing": 2
+    }
+    assert (await wait_until(lambda: explained(too_big.id), timeout=10, what="explain")).filtered == {
+        "too few CPU cores": 2
+    }
+    assert (await fog.get_job(nowhere.id)).status == "pending"
+    other = await user(stack, "dora@example.org")
+    with pytest.raises(ApiError) as hidden:
+        await other.job_output(placed.id)
+    assert hidden.value.status == 404
+    with pytest.raises(ApiError) as bad:
+        await fog.submit_job(JobSpec(command=["true"], env={"HUGE": "x" * 40_000}))
+    assert bad.value.status == 422
+
+
+async def test_a_job_past_its_timeout_is_killed_with_its_children(stack: RunningStack) -> None:
+    fog = await user(stack, "tim@example.org")
+    marker = "sleep 61.0101"
+    job = await fog.submit_job(JobSpec(command=["sh", "-c", f"{marker} & {marker}"], timeout_s=2))
+    await status_is(fog, job.id, "running")
+    await wait_until(lambda: _some_running(marker), timeout=10, what="the job's processes")
+    done = await ended(fog, job.id)
+    assert done.status == "timed_out"
+    await wait_until(lambda: none_running(marker), timeout=10, what="the job's whole tree gone")
+
+
+async def _some_running(marker: str) -> bool:
+    return not await none_running(marker)
+
+
+async def test_a_failing_job_is_retried_with_backoff_then_fails(stack: RunningStack) -> None:
+    fog = await user(stack, "fay@example.org")
+    spec = JobSpec(command=["sh", "-c", "echo trying; exit 3"], max_attempts=3, retry_backoff_s=0.2)
+    job = await fog.submit_job(spec)
+    done = await ended(fog, job.id)
+    assert (done.status, done.attempt, done.exit_code) == ("failed", 3, 3)
+    assert (await fog.job_output(job.id)).output == "trying\n"
+
+
+async def test_cancel_stops_a_running_job_on_the_node(stack: RunningStack) -> None:
+    fog = await user(stack, "cal@example.org")
+    marker = "sleep 62.0202"
+    job = await fog.submit_job(JobSpec(command=["sh", "-c", marker]))
+    await status_is(fog, job.id, "running")
+    await wait_until(lambda: _some_running(marker), timeout=10, what="the job running")
+    assert (await fog.cancel_job(job.id)).status == "cancelled"
+    await wait_until(lambda: none_running(marker), timeout=10, what="the job killed")
+
+
+def join_and_run(stack: RunningStack, state_dir: Path, email: str, name: str) -> subprocess.Popen[bytes]:
+    subprocess.run(
+        [*AGENT, "join", "--gateway", stack.state["gateway_url"], "--name", name, "--label", "pool=kill",
+         "--email", email, "--password-stdin", "--state-dir", str(state_dir)],
+        input=PASSWORD.encode(), capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    log = (state_dir.parent / f"{name}.log").open("ab")
+    return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log)
+
+
+async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_never_twice(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    owner = await user(stack, "kim@example.org", roles=("user", "provider"))
+    agents = [join_and_run(stack, tmp_path / name, "kim@example.org", name) for name in ("k1", "k2")]
+    try:
+
+        async def both_ready() -> bool:
+            return len(await owner.list_nodes(status="ready", labels={"pool": "kill"})) == 2
+
+        await wait_until(both_ready, timeout=20, what="two agents ready")
+        marker = "sleep 4.0303"
+        spec = JobSpec(command=["sh", "-c", f"{marker}; echo done"], constraints=Constraints(labels={"pool": "kill"}))
+        job = await owner.submit_job(spec)
+        first = await status_is(owner, job.id, "running")
+        await wait_until(lambda: _some_running(marker), timeout=10, what="the job running")
+        victim_name = (await owner.get_node(first.node_id)).name
+        victim = agents[("k1", "k2").index(victim_name)]
+        victim.send_signal(signal.SIGKILL)
+        # The job dies with its agent: it never runs beside its next attempt.
+        await wait_until(lambda: none_running(marker), timeout=5, what="the first attempt gone with its agent")
+        done = await ended(owner, job.id, timeout=60)
+        assert (done.status, done.attempt) == ("succeeded", 2)
+        assert done.node_id != first.node_id
+        assert (await owner.job_output(job.id)).output == "done\n"
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(agent.wait, 30)
