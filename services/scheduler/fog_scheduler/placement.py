@@ -69,6 +69,9 @@ class PlacementLoop:
         self._wake = asyncio.Event()
         self._rotation = itertools.count()
         self._explained: set[uuid.UUID] = set()
+        #: when each owner last had a job placed (a counter): ties in turn go to whoever waited longest
+        self._served: dict[str, int] = {}
+        self._serving = itertools.count(1)
         self.placed_total = 0
 
     def attach(self, pool: asyncpg.Pool) -> None:
@@ -147,6 +150,8 @@ class PlacementLoop:
                list[tuple[uuid.UUID, dict[str, Any]]]]:  # fmt: skip
         placed, waiting, unplaceable = [], [], []
         by_id = {node.node_id: node for node in nodes}
+        served = self._served
+        jobs = sorted(jobs, key=lambda j: (-j["priority"], j["turn"], served.get(j["owner_id"], 0)))  # stable
         for job in jobs:
             request = request_of(job["spec"], job["tried_nodes"])
             decision = domain.place(request, nodes, self.policy, start=next(self._rotation))
@@ -157,6 +162,7 @@ class PlacementLoop:
             if decision.node_id is not None:
                 by_id[decision.node_id].take(request)
                 placed.append((job["id"], decision.node_id, explanation))
+                served[job["owner_id"]] = next(self._serving)
                 self._explained.discard(job["id"])
             elif decision.waits_for_capacity:
                 if len(self._explained) > 100_000:  # ended jobs leave no trace here; keep it bounded

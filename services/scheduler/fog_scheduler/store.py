@@ -98,14 +98,21 @@ async def list_jobs(
 
 
 async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
-    """Pending jobs due now: higher priority first, and within a priority the owners take turns
-    (the n-th job of every owner before anyone's n+1-th), oldest first."""
+    """Pending jobs due now: higher priority first; within a priority the owners take turns.
+
+    An owner's turn counts what they already have placed: an owner with ten jobs running waits
+    behind one with none, however early the first one's 100,000-job array came in.
+    """
     return list(
         await conn.fetch(
-            "SELECT id, owner_id, spec, attempt, tried_nodes FROM ("
-            "  SELECT id, owner_id, spec, attempt, tried_nodes, priority, submitted_at,"
-            "         row_number() OVER (PARTITION BY owner_id, priority ORDER BY submitted_at, id) AS turn"
-            "  FROM jobs WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)"
+            "WITH placed AS ("
+            "  SELECT owner_id, count(*) AS n FROM jobs WHERE status IN ('assigned', 'running') GROUP BY owner_id"
+            ") SELECT id, owner_id, spec, attempt, tried_nodes, priority, turn FROM ("
+            "  SELECT j.id, j.owner_id, j.spec, j.attempt, j.tried_nodes, j.priority, j.submitted_at,"
+            "         row_number() OVER (PARTITION BY j.owner_id, j.priority ORDER BY j.submitted_at, j.id)"
+            "           + coalesce(p.n, 0) AS turn"
+            "  FROM jobs j LEFT JOIN placed p ON p.owner_id = j.owner_id"
+            "  WHERE j.status = 'pending' AND (j.not_before IS NULL OR j.not_before <= $1)"
             ") due ORDER BY priority DESC, turn, submitted_at, id LIMIT $2",
             now,
             limit,

@@ -247,9 +247,9 @@ async def test_restarting_the_scheduler_during_a_1000_job_array_loses_none_and_r
                                         headers=user)  # fmt: skip
             return len(page.json()["items"])
 
-        await wait_until(lambda: _at_least(succeeded(), 200), timeout=60, what="some jobs done")
+        await wait_until(lambda: _at_least(succeeded(), 200), timeout=120, what="some jobs done")
         await stack.restart_scheduler()
-        await wait_until(lambda: _at_least(succeeded(), 1000), timeout=120, interval=0.5, what="every job done")
+        await wait_until(lambda: _at_least(succeeded(), 1000), timeout=150, interval=0.5, what="every job done")
     finally:
         for worker in workers:
             worker.cancel()
@@ -260,3 +260,38 @@ async def test_restarting_the_scheduler_during_a_1000_job_array_loses_none_and_r
 
 async def _at_least(count: Any, expected: int) -> bool:
     return bool(await count >= expected)
+
+
+async def test_owners_take_turns_a_big_array_does_not_starve_a_single_job(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "solo", cores=1)
+    alice = stack.bearer(await stack.register_and_login("alice@example.org"))
+    bob = stack.bearer(await stack.register_and_login("bob@example.org"))
+    array = {"spec": {"command": ["true"], "resources": {"cpu_cores": 1}}, "count": 50}
+    await stack.http.post("/v1/jobs/array", json=array, headers=alice)
+    first = await agent.next_of("assignment")  # the node runs one job at a time
+    single = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=bob)).json()
+    order = [first["job_id"]]
+    await agent.run(first)
+    while single["id"] not in order:
+        assignment = await agent.next_of("assignment")
+        order.append(assignment["job_id"])
+        await agent.run(assignment)
+    assert order.index(single["id"]) <= 2, "bob's job ran after at most one more of alice's"
+
+
+async def test_owners_see_their_jobs_change_live(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    tokens = await stack.register_and_login("uma@example.org")
+    ws_url = url.replace("http://", "ws://") + "/v1/jobs/updates"
+    async with connect(ws_url, additional_headers=stack.bearer(tokens)) as updates:
+        job = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=stack.bearer(tokens))).json()
+        await agent.run(await agent.next_of("assignment"))
+        seen: list[str] = []
+        while "succeeded" not in seen:
+            message = json.loads(await asyncio.wait_for(updates.recv(), timeout=10))
+            assert message["job"]["id"] == job["id"]
+            seen.append(message["job"]["status"])
+    assert seen[-1] == "succeeded"
+    assert len(seen) >= 2, f"it saw the job move: {seen}"
