@@ -55,6 +55,7 @@ def up(
         _print_state(stack.state)
         console.print(
             f"\nFog is up. API: {stack.state.gateway_url}  (OpenAPI at /openapi.json)\n"
+            "First job: fogctl job submit --wait -- echo hello\n"
             "Nodes: fogctl node list   Who am I: fogctl whoami\n"
             "Status: fogctl dev status --json   Stop: Ctrl-C or fogctl dev down"
         )
