@@ -185,3 +185,30 @@ async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_n
             if agent.poll() is None:
                 agent.send_signal(signal.SIGTERM)
             await asyncio.to_thread(agent.wait, 30)
+
+
+async def test_a_scheduler_restart_during_a_1000_job_array_loses_none_and_runs_none_twice(stack: RunningStack) -> None:
+    fog = await user(stack, "ari@example.org")
+    dev_nodes = Constraints(labels={"dev": "true"})
+    spec = JobSpec(command=["true"], resources=Resources(cpu_cores=0.25), constraints=dev_nodes)
+    array = await fog.submit_array(spec, 1000)
+
+    async def succeeded() -> list[Any]:
+        return [job async for job in fog.iter_jobs(array_id=array.array_id, status="succeeded", limit=1000)]
+
+    await wait_until(lambda: _count_at_least(succeeded(), 100), timeout=120, interval=0.5, what="100 jobs done")
+    scheduler = next(p for p in stack.state["processes"] if p["name"] == "scheduler")
+    psutil.Process(scheduler["pid"]).kill()  # the dev supervisor starts it again
+    done = await wait_until(lambda: _count_at_least(succeeded(), 1000), timeout=240, interval=1, what="all done")
+    assert len({job.id for job in done}) == 1000, "none lost"
+    assert {job.attempt for job in done} == {1}, "none ran twice"
+
+
+async def _count_at_least(jobs: Any, expected: int) -> Any:
+    try:
+        found = await jobs
+    except ApiError as exc:
+        if exc.status == 503:  # the scheduler is restarting
+            return None
+        raise
+    return found if len(found) >= expected else None

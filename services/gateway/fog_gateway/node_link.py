@@ -144,18 +144,24 @@ class NodeSession:
     ) -> None:
         self.websocket, self.node, self.relay, self.authz = websocket, node, relay, authz
         self.calls, self.interval_s = calls, interval_s
-        self._retries: set[asyncio.Task[None]] = set()
+        self._reports: asyncio.Queue[scheduler.ReportCommand] = asyncio.Queue()
         assert node.node_id is not None
         self.node_id: str = node.node_id
 
     async def serve(self) -> None:
         welcome = {"type": "welcome", "node_id": self.node_id, "heartbeat_interval_s": self.interval_s}
         await self.websocket.send_json(welcome)
-        await self._catch_up()
-        with contextlib.suppress(WebSocketDisconnect):
-            while self.websocket.application_state != WebSocketState.DISCONNECTED:
-                if not await self.handle(await self.websocket.receive_text()):
-                    return
+        # In the background too: heartbeats must flow even while the scheduler is slow to answer.
+        catching_up = asyncio.create_task(self._catch_up())
+        worker = asyncio.create_task(self._record_reports())
+        try:
+            with contextlib.suppress(WebSocketDisconnect):
+                while self.websocket.application_state != WebSocketState.DISCONNECTED:
+                    if not await self.handle(await self.websocket.receive_text()):
+                        return
+        finally:
+            worker.cancel()
+            catching_up.cancel()
 
     async def handle(self, raw: str) -> bool:
         """One message; False once the connection is to end."""
@@ -210,13 +216,15 @@ class NodeSession:
             command = scheduler.ReportCommand.model_validate({"node_id": self.node_id, "report": message})
         except ValidationError as exc:
             return await self._refuse("invalid", _reasons(exc))
-        if not await self._record(command):
-            # The scheduler is away (restarting, say): keep trying in the background; the agent
-            # holds the report until the ack and sends it again if the connection drops.
-            task = asyncio.create_task(self._record_until_acked(command))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+        # Recorded by this connection's report worker, in order, so that a scheduler that is slow
+        # or away (restarting, say) never holds up the heartbeats behind the report.
+        self._reports.put_nowait(command)
         return True
+
+    async def _record_reports(self) -> None:
+        while True:
+            command = await self._reports.get()
+            await self._record_until_acked(command)
 
     async def _record(self, command: scheduler.ReportCommand) -> bool:
         try:
@@ -232,11 +240,13 @@ class NodeSession:
         return True
 
     async def _record_until_acked(self, command: scheduler.ReportCommand) -> None:
+        """Keep trying while the agent is connected; the agent holds the report until the ack
+        and sends it again if the connection drops."""
         delay = REPORT_RETRY_S
-        while self.websocket.application_state != WebSocketState.DISCONNECTED:
-            await asyncio.sleep(delay)  # the retry period, not synchronisation
-            if await self._record(command):
+        while not await self._record(command):
+            if self.websocket.application_state == WebSocketState.DISCONNECTED:
                 return
+            await asyncio.sleep(delay)  # the retry period, not synchronisation
             delay = min(delay * 2, 10.0)
 
     async def _refuse(self, code: str, detail: str) -> bool:
