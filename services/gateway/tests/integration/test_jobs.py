@@ -45,20 +45,20 @@ class FakeAgent:
         beat = {"type": "heartbeat", "node_id": self.node_id, "seq": self.seq, "running_jobs": 0, "usage": USAGE}
         await self.ws.send(json.dumps(beat))
 
-    async def next_of(self, kind: str) -> dict[str, Any]:
+    async def next_of(self, kind: str, timeout: float = 10) -> dict[str, Any]:
         """The next message of this type; others are kept for whoever asks for them."""
         for index, message in enumerate(self.unread):
             if message["type"] == kind:
                 return self.unread.pop(index)
         while True:
-            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=10))
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=timeout))
             if message["type"] == kind:
                 return dict(message)
             self.unread.append(message)
 
     async def report(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
-        ack = await self.next_of("ack")
+        ack = await self.next_of("ack", timeout=60)  # the gateway retries while the scheduler is away
         assert (ack["job_id"], ack["report"]) == (message["job_id"], message["type"])
 
     async def run(
@@ -228,7 +228,10 @@ async def test_restarting_the_scheduler_during_a_1000_job_array_loses_none_and_r
     async def work(agent: FakeAgent) -> None:
         done: set[tuple[str, int]] = set()
         while True:
-            assignment = await agent.next_of("assignment")
+            try:
+                assignment = await agent.next_of("assignment")
+            except TimeoutError:
+                continue  # nothing to do for a while (the scheduler is restarting): keep listening
             key = (assignment["job_id"], assignment["attempt"])
             if key in done:
                 continue  # sent again after a reconnect or a restart: run once
