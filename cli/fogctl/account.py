@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import httpx
@@ -151,3 +151,23 @@ def _print_me(saved: Session, me: Me) -> None:
 def _fail(message: str) -> int:
     console.print(f"[red]{escape(message)}[/]", soft_wrap=True)  # one line, whatever the width: grep-able
     return 1
+
+
+#: what a command says when the saved session can no longer be refreshed
+SESSION_ENDED = "the session has ended; run `fogctl login`"
+
+
+def with_saved_session(call: Callable[[FogClient], Awaitable[T]]) -> T:
+    """One command's calls with the saved session; failures become one line on stderr and exit status 1."""
+    saved = saved_session()
+
+    async def run() -> T:
+        async with new_client(
+            saved.gateway_url,
+            access_token=saved.access_token,
+            refresh_token=saved.refresh_token,
+            on_tokens=saved.keep,  # a refresh rotates the refresh token: the file must follow
+        ) as client:
+            return await call(client)
+
+    return call_gateway(saved.gateway_url, run(), on_401=SESSION_ENDED)

@@ -10,7 +10,6 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
@@ -25,7 +24,6 @@ from fogctl.nodes import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: commands run on the nodes.")
 T = TypeVar("T")
-ENDED = "the session has ended; run `fogctl login`"
 #: how often a waiting command asks the gateway about its job (module level: tests set it to 0)
 POLL_S = 0.5
 #: a size: a number, then an optional binary unit (K, M, G, T; Ki/KiB/KB alike, as docker reads them)
@@ -88,13 +86,13 @@ def submit(
         }
     )
     if wait:
-        job, output = _with_client(lambda client: _submit_and_wait(client, spec))
+        job, output = account.with_saved_session(lambda client: _submit_and_wait(client, spec))
         raise typer.Exit(report_end(job, output, as_json=as_json))
     if array is not None:
-        submitted = _with_client(lambda client: client.submit_array(spec, array))
+        submitted = account.with_saved_session(lambda client: client.submit_array(spec, array))
         _print_array(submitted, as_json=as_json)
     else:
-        job = _with_client(lambda client: client.submit_job(spec))
+        job = account.with_saved_session(lambda client: client.submit_job(spec))
         typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
 
 
@@ -120,7 +118,7 @@ def list_jobs(
         items = [job async for job in client.iter_jobs(status=status, array_id=array, limit=limit)]
         return JobPage(items=items)
 
-    page = _with_client(fetch)
+    page = account.with_saved_session(fetch)
     if as_json:
         typer.echo(json.dumps(page.model_dump(mode="json")))
         return
@@ -132,7 +130,7 @@ def list_jobs(
 @app.command()
 def get(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """One job: its spec, progress and result."""
-    job = _with_client(lambda client: client.get_job(job_id))
+    job = account.with_saved_session(lambda client: client.get_job(job_id))
     if as_json:
         typer.echo(json.dumps(job.model_dump(mode="json")))
         return
@@ -143,7 +141,7 @@ def get(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
 @app.command()
 def logs(job_id: JobIdArgument) -> None:
     """The job's output (stdout and stderr interleaved), exactly as its node captured it."""
-    output = _with_client(lambda client: client.job_output(job_id))
+    output = account.with_saved_session(lambda client: client.job_output(job_id))
     write_raw(output.output)
     _warn_if_truncated(output)
 
@@ -151,7 +149,7 @@ def logs(job_id: JobIdArgument) -> None:
 @app.command()
 def cancel(job_id: JobIdArgument) -> None:
     """Stop the job (a running one is killed on its node); an ended job stays as it is."""
-    job = _with_client(lambda client: client.cancel_job(job_id))
+    job = account.with_saved_session(lambda client: client.cancel_job(job_id))
     if job.status == "cancelled":
         message = f"Cancelled job {job.id}."
     elif job.ended:
@@ -164,7 +162,7 @@ def cancel(job_id: JobIdArgument) -> None:
 @app.command()
 def explain(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Why the job runs where it does, or why it is still pending."""
-    explanation = _with_client(lambda client: client.explain_job(job_id))
+    explanation = account.with_saved_session(lambda client: client.explain_job(job_id))
     if as_json:
         typer.echo(json.dumps(explanation.model_dump(mode="json")))
         return
@@ -178,7 +176,7 @@ def explain(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
 @app.command()
 def wait(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Wait for the job to end; print its output and exit with its exit code."""
-    job, output = _with_client(lambda client: _wait_and_read(client, job_id))
+    job, output = account.with_saved_session(lambda client: _wait_and_read(client, job_id))
     raise typer.Exit(report_end(job, output, as_json=as_json))
 
 
@@ -374,19 +372,3 @@ def _or_dash(value: object) -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
-
-
-def _with_client(call: Callable[[FogClient], Awaitable[T]]) -> T:
-    """One command's calls with the saved session; failures become one line on stderr and exit status 1."""
-    saved = account.saved_session()
-
-    async def run() -> T:
-        async with account.new_client(
-            saved.gateway_url,
-            access_token=saved.access_token,
-            refresh_token=saved.refresh_token,
-            on_tokens=saved.keep,  # a refresh rotates the refresh token: the file must follow
-        ) as client:
-            return await call(client)
-
-    return account.call_gateway(saved.gateway_url, run(), on_401=ENDED)

@@ -6,7 +6,6 @@ Calls go out with the saved session (``fogctl login``), refreshed like ``fogctl 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
@@ -14,13 +13,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fog_client import FogClient, Node
+from fog_client import Node
 from fogctl import account
 
 app = typer.Typer(no_args_is_help=True, help="Nodes: the machines that run jobs.")
 T = TypeVar("T")
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
-ENDED = "the session has ended; run `fogctl login`"
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 NodeIdArgument = Annotated[str, typer.Argument(help="The node's id", show_default=False)]
@@ -36,7 +34,7 @@ def list_nodes(
 ) -> None:
     """Your nodes (every node, for an admin)."""
     labels = parse_labels(label or [])
-    nodes = _with_client(lambda client: client.list_nodes(status=status, labels=labels))
+    nodes = account.with_saved_session(lambda client: client.list_nodes(status=status, labels=labels))
     if as_json:
         typer.echo(json.dumps({"items": [node.model_dump(mode="json") for node in nodes]}))
     else:
@@ -46,7 +44,7 @@ def list_nodes(
 @app.command()
 def get(node_id: NodeIdArgument, as_json: JsonOption = False) -> None:
     """One node: capabilities, labels, usage and status."""
-    node = _with_client(lambda client: client.get_node(node_id))
+    node = account.with_saved_session(lambda client: client.get_node(node_id))
     if as_json:
         typer.echo(json.dumps(node.model_dump(mode="json")))
         return
@@ -57,14 +55,14 @@ def get(node_id: NodeIdArgument, as_json: JsonOption = False) -> None:
 @app.command()
 def drain(node_id: NodeIdArgument) -> None:
     """Give the node no new work; what it runs may finish."""
-    node = _with_client(lambda client: client.drain_node(node_id))
+    node = account.with_saved_session(lambda client: client.drain_node(node_id))
     account.console.print(f"Node {node.id} ({node.name}) is {node.status}.", markup=False)
 
 
 @app.command()
 def deregister(node_id: NodeIdArgument) -> None:
     """Remove the node for good; its credential stops working at once."""
-    _with_client(lambda client: client.deregister_node(node_id))
+    account.with_saved_session(lambda client: client.deregister_node(node_id))
     account.console.print(f"Deregistered node {node_id}; its credential no longer works.", markup=False)
 
 
@@ -145,19 +143,3 @@ def human_bytes(count: int | None) -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"
-
-
-def _with_client(call: Callable[[FogClient], Awaitable[T]]) -> T:
-    """One call with the saved session; failures become one line on stderr and exit status 1."""
-    saved = account.saved_session()
-
-    async def run() -> T:
-        async with account.new_client(
-            saved.gateway_url,
-            access_token=saved.access_token,
-            refresh_token=saved.refresh_token,
-            on_tokens=saved.keep,  # a refresh rotates the refresh token: the file must follow
-        ) as client:
-            return await call(client)
-
-    return account.call_gateway(saved.gateway_url, run(), on_401=ENDED)
