@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from fog_auth import admin, credentials, service
 from fog_auth.passwords import Passwords
-from fog_auth.service import AuthConfig, AuthError
+from fog_auth.service import AuthConfig
 from fog_shared.bus.broker import queue_group
 from fog_shared.commands import auth as contract
 from fog_shared.runtime import ServiceRuntime
@@ -28,25 +28,10 @@ UseCase = Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | BaseModel | 
 
 
 def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) -> None:
-    answer = _answerer(runtime)
+    answer = runtime.answer
     _account_handlers(runtime, passwords, config, answer)
     _credential_handlers(runtime, answer)
     _admin_handlers(runtime, config, answer)
-
-
-def _answerer(runtime: ServiceRuntime) -> Callable[[UseCase], Awaitable[dict[str, Any]]]:
-    async def answer(use_case: UseCase) -> dict[str, Any]:
-        """Run one use case on a pooled connection; a refusal becomes an error reply."""
-        async with runtime.pool.acquire() as conn:
-            try:
-                result = await use_case(conn)
-            except AuthError as exc:
-                return contract.error(exc.code, exc.detail, exc.retry_after_s)
-        if isinstance(result, BaseModel):
-            return result.model_dump(mode="json")
-        return result or {}
-
-    return answer
 
 
 def _account_handlers(

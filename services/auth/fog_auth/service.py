@@ -19,6 +19,7 @@ import asyncpg
 from fog_auth import domain, store
 from fog_auth.passwords import Passwords
 from fog_auth.signing import KeyVault, SigningKey, active_key, issue_access_token, jwks
+from fog_shared.commands.common import Refusal
 from fog_shared.events.auth import SessionRevoked, SigningKeyRotated, UserRegistered
 from fog_shared.pg import outbox
 
@@ -36,12 +37,8 @@ class AuthConfig:
     vault: KeyVault = field(default_factory=KeyVault)
 
 
-class AuthError(Exception):
-    def __init__(self, code: str, detail: str, *, retry_after_s: int | None = None) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.retry_after_s = retry_after_s
+class AuthError(Refusal):
+    """A refusal of the auth service (a stable ``code`` and a detail for people)."""
 
 
 @dataclass(frozen=True, slots=True)

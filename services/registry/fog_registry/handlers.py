@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
 
 from fog_registry import domain, service
 from fog_registry.liveness import LivenessMonitor
-from fog_registry.service import RegistryError
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS
 from fog_shared.commands import registry as contract
@@ -21,19 +18,12 @@ from fog_shared.events.scheduler import JobCompleted, JobFailed
 from fog_shared.runtime import ServiceRuntime
 
 JOB_OUTCOMES = next(c for c in CONSUMERS if c.durable == "registry__job_outcomes")
-UseCase = Callable[[asyncpg.Connection], Awaitable[BaseModel | dict[str, Any] | None]]
 
 
 def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
     broker, group = runtime.broker, queue_group("registry")
 
-    async def answer(use_case: UseCase) -> dict[str, Any]:
-        async with runtime.pool.acquire() as conn:
-            try:
-                result = await use_case(conn)
-            except RegistryError as exc:
-                return contract.error(exc.code, exc.detail)
-        return result.model_dump(mode="json") if isinstance(result, BaseModel) else result or {}
+    answer = runtime.answer
 
     def live_view(row: asyncpg.Record) -> contract.NodeView:
         return service.view(row, monitor.live.get(row["id"]))

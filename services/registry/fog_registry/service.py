@@ -15,16 +15,15 @@ import asyncpg
 from fog_registry import domain, store
 from fog_shared.commands import registry as contract
 from fog_shared.commands.auth import Principal
+from fog_shared.commands.common import Refusal
 from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
 from fog_shared.pg import outbox
 
 SOURCE = "fog/registry"
 
 
-class RegistryError(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code, self.detail = code, detail
+class RegistryError(Refusal):
+    """A refusal of the registry service (a stable ``code`` and a detail for people)."""
 
 
 def view(row: asyncpg.Record, live: dict[str, Any] | None = None) -> contract.NodeView:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
 
 from fog_scheduler import service, store
 from fog_scheduler.placement import PlacementLoop
-from fog_scheduler.service import SchedulerError
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS
 from fog_shared.commands import scheduler as contract
@@ -21,19 +18,12 @@ from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeRep
 from fog_shared.runtime import ServiceRuntime
 
 NODES = next(c for c in CONSUMERS if c.durable == "scheduler__nodes")
-UseCase = Callable[[asyncpg.Connection], Awaitable[BaseModel | dict[str, Any] | None]]
 
 
 def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     broker, group = runtime.broker, queue_group("scheduler")
 
-    async def answer(use_case: UseCase) -> dict[str, Any]:
-        async with runtime.pool.acquire() as conn:
-            try:
-                result = await use_case(conn)
-            except SchedulerError as exc:
-                return contract.error(exc.code, exc.detail)
-        return result.model_dump(mode="json") if isinstance(result, BaseModel) else result or {}
+    answer = runtime.answer
 
     @broker.subscriber(contract.SUBMIT, queue=group, title="submit")
     async def submit(body: contract.SubmitCommand) -> dict[str, Any]:

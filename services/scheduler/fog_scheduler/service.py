@@ -17,6 +17,7 @@ import asyncpg
 from fog_scheduler import domain, store
 from fog_shared.commands import scheduler as contract
 from fog_shared.commands.auth import Principal
+from fog_shared.commands.common import Refusal
 from fog_shared.events.base import Event
 from fog_shared.events.scheduler import (
     JobCancelled,
@@ -33,10 +34,8 @@ SOURCE = "fog/scheduler"
 ARRAY_IDS_SHOWN = 1000
 
 
-class SchedulerError(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code, self.detail = code, detail
+class SchedulerError(Refusal):
+    """A refusal of the scheduler service (a stable ``code`` and a detail for people)."""
 
 
 def view(row: asyncpg.Record) -> contract.JobView:

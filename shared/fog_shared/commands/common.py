@@ -33,6 +33,17 @@ class ErrorReply(Strict):
     retry_after_s: int | None = None
 
 
+class Refusal(Exception):
+    """A use case's refusal with a stable ``code``; request handlers answer it as an :class:`ErrorReply`."""
+
+    def __init__(self, code: str, detail: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.retry_after_s = code, detail, retry_after_s
+
+    def reply(self) -> dict[str, Any]:
+        return error(self.code, self.detail, self.retry_after_s)
+
+
 def error(code: str, detail: str, retry_after_s: int | None = None) -> dict[str, Any]:
     return {"error": ErrorReply(code=code, detail=detail, retry_after_s=retry_after_s).model_dump()}
 

@@ -20,10 +20,12 @@ import nats
 from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from pydantic import BaseModel
 
 from fog_shared.bus.broker import make_broker, queue_group
 from fog_shared.bus.consumer import EventConsumer, Handler
 from fog_shared.bus.topology import ConsumerSpec, event_stream_name
+from fog_shared.commands.common import Refusal
 from fog_shared.pg.housekeeping import run_housekeeping
 from fog_shared.pg.migrate import Migration, migrations_for, pending
 from fog_shared.pg.outbox import OutboxRelay
@@ -80,6 +82,19 @@ class ServiceRuntime:
     def after_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once request handlers answer (it may make requests itself)."""
         self._after_start_hooks.append(hook)
+
+    async def answer(self, use_case: Callable[[asyncpg.Connection], Awaitable[Any]]) -> dict[str, Any]:
+        """Run one request's use case on a pooled connection and make its reply: a model's JSON,
+        a dict as it is, nothing as ``{}``, and a :class:`Refusal` as the error reply."""
+        async with self.pool.acquire() as conn:
+            try:
+                result = await use_case(conn)
+            except Refusal as refused:
+                return refused.reply()
+        if isinstance(result, BaseModel):
+            dumped: dict[str, Any] = result.model_dump(mode="json")
+            return dumped
+        return dict(result or {})
 
     def in_background(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``loop()`` as a task once the service has started; it is cancelled at stop."""
