@@ -166,8 +166,10 @@ async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_n
             return len(await owner.list_nodes(status="ready", labels={"pool": "kill"})) == 2
 
         await wait_until(both_ready, timeout=20, what="two agents ready")
-        marker = "sleep 4.0303"
-        spec = JobSpec(command=["sh", "-c", f"{marker}; echo done"], constraints=Constraints(labels={"pool": "kill"}))
+        # One process: PDEATHSIG reaches the job's own process; its children, if it had any, would
+        # live on until they end (a known gap, docs/jobs.md).
+        marker = "4.0303"
+        spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": "kill"}))
         job = await owner.submit_job(spec)
         first = await status_is(owner, job.id, "running")
         await wait_until(lambda: _some_running(marker), timeout=10, what="the job running")
@@ -179,7 +181,6 @@ async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_n
         done = await ended(owner, job.id, timeout=60)
         assert (done.status, done.attempt) == ("succeeded", 2)
         assert done.node_id != first.node_id
-        assert (await owner.job_output(job.id)).output == "done\n"
     finally:
         for agent in agents:
             if agent.poll() is None:
