@@ -57,6 +57,8 @@ contracts: setup ## Regenerate the committed event JSON Schemas (refuses incompa
 bench: setup ## Benchmarks; figures go to docs/performance.md
 	$(BIN)/python bench/event_path.py
 	$(BIN)/python bench/gateway_auth.py
+	$(BIN)/python bench/node_heartbeats.py
+	$(BIN)/python bench/jobs.py
 
 clean: ## Remove the venv and the dev stack's data
 	rm -rf $(VENV) .fog
