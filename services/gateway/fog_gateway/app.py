@@ -6,6 +6,7 @@ from fog_gateway import __version__, problems
 from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.config import Settings
+from fog_gateway.heap import HeapFreezer
 from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
@@ -52,6 +53,8 @@ def build_app(settings: CommonSettings) -> FastAPI:
         await feed.start(runtime.js)
 
     runtime.after_start(follow_jobs)
+    if settings.gc_freeze_every_s > 0:
+        runtime.in_background("heap-freezer", HeapFreezer(every_s=settings.gc_freeze_every_s).run)
     api.include_router(jobs.build_router(calls, authz, watchers), responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
     api.add_middleware(

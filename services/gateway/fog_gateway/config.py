@@ -30,3 +30,6 @@ class Settings(CommonSettings):
     node_heartbeat_interval_s: float = 5.0
     #: heartbeats are forwarded to the registry in one batch per this period
     heartbeat_flush_s: float = 0.25
+    #: how often the long-lived heap is moved out of the cyclic GC's way (fog_gateway.heap);
+    #: 0 turns that off
+    gc_freeze_every_s: float = 10.0

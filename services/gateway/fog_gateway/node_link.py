@@ -15,12 +15,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from faststream.nats import NatsBroker
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
 from fog_gateway.authz import Authorizer
@@ -29,7 +36,7 @@ from fog_gateway.problems import Problem
 from fog_gateway.security import Principal
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
-from fog_shared.commands.registry import HEARTBEATS, Heartbeat, HeartbeatBatch
+from fog_shared.commands.registry import HEARTBEATS, MAX_BATCH_ITEMS, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +47,40 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_REPLACED = 4409
 #: first wait before recording a job report again when the scheduler did not answer
 REPORT_RETRY_S = 0.5
+REPORT: TypeAdapter[scheduler.Started | scheduler.Finished] = TypeAdapter(scheduler.Report)
 
 
 class HeartbeatRelay:
-    def __init__(self, broker: NatsBroker, *, flush_s: float = 0.25) -> None:
-        self.broker, self.flush_s = broker, flush_s
-        self._beats: dict[str, Heartbeat] = {}
+    """The latest beat per node, published as one batch every ``flush_s``.
+
+    Beats are kept as their JSON text and batches are built as bytes: at 10,000 nodes a model
+    per beat, held for a flush period, outlived the young GC generations and fed the full
+    collections that paused the whole gateway (docs/performance.md). Strings are not tracked by
+    the cyclic GC at all.
+
+    When no node has anything to say, the relay still publishes an empty batch every
+    ``keepalive_s``: the registry then knows this gateway is alive and not stalled, and does not
+    blame its nodes for a silence that is the gateway's (see the registry's liveness).
+    """
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        *,
+        source: str | None = None,
+        flush_s: float = 0.25,
+        keepalive_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.broker, self.flush_s, self.keepalive_s, self.clock = broker, flush_s, keepalive_s, clock
+        #: names this gateway process in its batches
+        self.source = source or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._beats: dict[str, str] = {}
         self._departed: set[str] = set()
+        self._published_at = -math.inf
 
     def beat(self, heartbeat: Heartbeat) -> None:
-        self._beats[heartbeat.node_id] = heartbeat  # only the latest one per batch matters
+        self._beats[heartbeat.node_id] = heartbeat.model_dump_json()  # only the latest one matters
         self._departed.discard(heartbeat.node_id)
 
     def depart(self, node_id: str) -> None:
@@ -65,11 +96,25 @@ class HeartbeatRelay:
                 log.warning("heartbeat batch not published", exc_info=True)
 
     async def flush(self) -> None:
-        if not self._beats and not self._departed:
+        now = self.clock()
+        if not self._beats and not self._departed and now - self._published_at < self.keepalive_s:
             return
-        batch = HeartbeatBatch(heartbeats=list(self._beats.values()), departed=sorted(self._departed))
+        beats, departed = list(self._beats.values()), sorted(self._departed)
         self._beats, self._departed = {}, set()
-        await self.broker.publish(batch.model_dump(mode="json"), subject=HEARTBEATS)
+        self._published_at = now
+        for body in batch_bodies(self.source, beats, departed):
+            await self.broker.publish(body, subject=HEARTBEATS)
+
+
+def batch_bodies(source: str, beats: list[str], departed: list[str]) -> Iterator[bytes]:
+    """:class:`HeartbeatBatch` JSON from beats already serialised, split to fit its size limits."""
+    chunk = MAX_BATCH_ITEMS
+    for start in range(0, max(len(beats), len(departed), 1), chunk):
+        body = (
+            f'{{"source":{json.dumps(source)},"heartbeats":[{",".join(beats[start : start + chunk])}],'
+            f'"departed":{json.dumps(departed[start : start + chunk])}}}'
+        )
+        yield body.encode()
 
 
 @dataclass(slots=True)
@@ -144,7 +189,8 @@ class NodeSession:
     ) -> None:
         self.websocket, self.node, self.relay, self.authz = websocket, node, relay, authz
         self.calls, self.interval_s = calls, interval_s
-        self._reports: asyncio.Queue[scheduler.ReportCommand] = asyncio.Queue()
+        self._reports: deque[scheduler.Started | scheduler.Finished] = deque()
+        self._reported = asyncio.Event()
         assert node.node_id is not None
         self.node_id: str = node.node_id
 
@@ -213,33 +259,38 @@ class NodeSession:
 
     async def _report(self, message: dict[str, Any]) -> bool:
         try:
-            command = scheduler.ReportCommand.model_validate({"node_id": self.node_id, "report": message})
+            report = REPORT.validate_python(message)
         except ValidationError as exc:
             return await self._refuse("invalid", _reasons(exc))
         # Recorded by this connection's report worker, in order, so that a scheduler that is slow
         # or away (restarting, say) never holds up the heartbeats behind the report.
-        self._reports.put_nowait(command)
+        self._reports.append(report)
+        self._reported.set()
         return True
 
     async def _record_reports(self) -> None:
+        """Whatever queued while the previous batch was being recorded goes as the next one."""
         while True:
-            command = await self._reports.get()
-            await self._record_until_acked(command)
+            while not self._reports:
+                self._reported.clear()
+                await self._reported.wait()
+            batch = take_batch(self._reports)
+            await self._record_until_acked(scheduler.ReportsCommand(node_id=self.node_id, reports=batch))
 
-    async def _record(self, command: scheduler.ReportCommand) -> bool:
+    async def _record(self, command: scheduler.ReportsCommand) -> bool:
         try:
-            await self.calls.ask(scheduler.REPORT, command)
+            await self.calls.ask(scheduler.REPORTS, command)
         except (ServiceUnavailable, Problem) as exc:
-            log.warning("job report not recorded yet", extra={"node_id": self.node_id, "reason": str(exc)})
+            log.warning("job reports not recorded yet", extra={"node_id": self.node_id, "reason": str(exc)})
             return False
-        report = command.report
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            await self.websocket.send_json(
-                {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
-            )
+            for report in command.reports:
+                await self.websocket.send_json(
+                    {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
+                )
         return True
 
-    async def _record_until_acked(self, command: scheduler.ReportCommand) -> None:
+    async def _record_until_acked(self, command: scheduler.ReportsCommand) -> None:
         """Keep trying while the agent is connected; the agent holds the report until the ack
         and sends it again if the connection drops."""
         delay = REPORT_RETRY_S
@@ -252,6 +303,20 @@ class NodeSession:
     async def _refuse(self, code: str, detail: str) -> bool:
         await self.websocket.send_json({"type": "error", "code": code, "detail": detail})
         return True
+
+
+def take_batch(reports: deque[scheduler.Started | scheduler.Finished]) -> list[scheduler.Started | scheduler.Finished]:
+    """The oldest reports, as many as one command carries: at most ``MAX_REPORTS``, and no more
+    output than ``REPORTS_OUTPUT_BUDGET`` unless a single report has that much alone."""
+    batch = [reports.popleft()]
+    output = len(getattr(batch[0], "output", ""))
+    while reports and len(batch) < scheduler.MAX_REPORTS:
+        size = len(getattr(reports[0], "output", ""))
+        if output + size > scheduler.REPORTS_OUTPUT_BUDGET:
+            break
+        batch.append(reports.popleft())
+        output += size
+    return batch
 
 
 def _reasons(exc: ValidationError) -> str:

@@ -52,6 +52,7 @@ class Stack:
     stop_first_registry: Callable[[], Awaitable[None]]
     #: stop the scheduler and start a new one on the same schema
     restart_scheduler: Callable[[], Awaitable[None]]
+    scheduler_db: ServiceDb
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -133,7 +134,13 @@ async def open_stack(
             return running.aclose
 
         def gateway_settings(settings: dict[str, Any]) -> GatewaySettings:
-            values: dict[str, Any] = {"nats_url": fog_servers.nats_url, "request_timeout_s": 2.0, **FAST_NODES}
+            # The heap freezer stays off in-process: it would freeze the test session's heap too.
+            values: dict[str, Any] = {
+                "nats_url": fog_servers.nats_url,
+                "request_timeout_s": 2.0,
+                "gc_freeze_every_s": 0,
+                **FAST_NODES,
+            }
             return GatewaySettings(**(values | settings))
 
         async def open_gateway(**settings: Any) -> httpx.AsyncClient:
@@ -162,7 +169,7 @@ async def open_stack(
 
         yield Stack(
             await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
-            restart_scheduler,
+            restart_scheduler, scheduler_db,
         )  # fmt: skip
 
 

@@ -11,7 +11,9 @@ that halves every ``flap_half_life_s``; a node whose penalty passes ``flap_suppr
 announced as it is (no event per bounce) until the penalty has decayed under ``flap_reuse_at``
 while it keeps heartbeating (route-flap damping, as BGP does it). After the registry (re)starts,
 no node is suspected before ``restart_grace_s``: heartbeats missed while it was away are not the
-nodes' fault.
+nodes' fault. For the same reason a node is not blamed for the silence of the gateway that
+relays its beats: gateways publish a batch at least every ``source_keepalive_s``, and whatever
+silence of theirs goes beyond that (up to one interval) is taken off their nodes' silence.
 
 The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and HTTP out of here.
 """
@@ -34,6 +36,8 @@ class LivenessPolicy:
     flap_half_life_s: float = 60.0
     flap_suppress_at: float = 3.0
     flap_reuse_at: float = 1.5
+    #: the longest a live gateway stays quiet (it publishes an empty batch when no node spoke)
+    source_keepalive_s: float = 1.0
 
     @classmethod
     def for_interval(cls, interval_s: float) -> LivenessPolicy:
@@ -69,6 +73,8 @@ class NodeLiveness:
     suppressed: bool = False
     seq: int = 0
     running_jobs: int = 0
+    #: the gateway that relayed its latest beat
+    source: str | None = None
     usage: dict[str, float] | None = field(default=None)
 
     def alive_status(self) -> str:
@@ -104,8 +110,20 @@ def on_heartbeat(
     return node._move(node.alive_status(), "heartbeat")
 
 
-def on_tick(node: NodeLiveness, *, now: float, grace_until: float, policy: LivenessPolicy) -> Transition | None:
-    """Suspect or down a silent node; bring back a suppressed one that has been steady."""
+def excused_silence(source_quiet_s: float, policy: LivenessPolicy) -> float:
+    """How much of its nodes' silence a gateway's own silence explains: whatever it stayed quiet
+    beyond its keepalive, and at most one interval (a gateway that is gone is not an excuse for
+    long; its nodes reconnect elsewhere or are really silent)."""
+    return min(max(0.0, source_quiet_s - policy.source_keepalive_s), policy.interval_s)
+
+
+def on_tick(
+    node: NodeLiveness, *, now: float, grace_until: float, policy: LivenessPolicy, excused_s: float = 0.0
+) -> Transition | None:
+    """Suspect or down a silent node; bring back a suppressed one that has been steady.
+
+    ``excused_s`` is the part of the silence its gateway's stall explains (:func:`excused_silence`).
+    """
     heard_lately = node.last_seen is not None and now - node.last_seen <= policy.suspect_after_s
     if node.suppressed and heard_lately:
         if node.decayed_penalty(now, policy.flap_half_life_s) >= policy.flap_reuse_at:
@@ -114,7 +132,7 @@ def on_tick(node: NodeLiveness, *, now: float, grace_until: float, policy: Liven
         return node._move(node.alive_status(), "steady again after flapping")
     if now < grace_until or node.announced == DOWN:
         return None
-    silent_s = now - node.last_seen if node.last_seen is not None else math.inf
+    silent_s = now - node.last_seen - excused_s if node.last_seen is not None else math.inf
     if silent_s > policy.down_after_s:
         node._add_penalty(1.0, now, policy)
         return node._move(DOWN, f"no heartbeat for {policy.down_after_s:g}s", counts_against=True)

@@ -9,7 +9,9 @@ replica; they change the table, and the leader mirrors such changes every tick (
 
 When a replica takes the lead (at start, or after the leader died), it allows the nodes
 ``restart_grace_s`` before suspecting anyone: heartbeats sent while no registry listened are
-not the nodes' fault.
+not the nodes' fault. Likewise, a gateway that stalls (its batches stop, then arrive in a burst)
+or a registry too busy to read them for a moment does not make nodes suspect: the silence of
+each batch *source* is taken off its nodes' silence (``domain.excused_silence``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class LivenessMonitor:
         #: the latest beat per node, on every replica: seen_at (wall), usage, running_jobs
         self.live: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, domain.NodeLiveness] = {}
+        #: when (monotonic) the latest batch of each gateway was handled
+        self.sources: dict[str, float] = {}
         self.leading = False
         self.grace_until = 0.0
         self._pending: dict[str, tuple[datetime, dict[str, float], int]] = {}
@@ -73,6 +77,8 @@ class LivenessMonitor:
     # -- heartbeats (every replica) --------------------------------------------------------
     async def on_batch(self, batch: HeartbeatBatch) -> None:
         now, wall = self.clock(), self.wall()
+        if batch.source is not None:
+            self.sources[batch.source] = now
         for beat in batch.heartbeats:
             usage = beat.usage.model_dump()
             self.live[beat.node_id] = {"seen_at": wall, "usage": usage, "running_jobs": beat.running_jobs}
@@ -88,6 +94,7 @@ class LivenessMonitor:
                 continue  # deregistered, or never registered: nothing to keep alive
             usage = beat.usage.model_dump()
             self._pending[beat.node_id] = (wall, usage, beat.running_jobs)
+            node.source = batch.source
             moved = domain.on_heartbeat(
                 node, now=now, seq=beat.seq, running_jobs=beat.running_jobs, usage=usage, policy=self.policy
             )
@@ -119,11 +126,22 @@ class LivenessMonitor:
             return
         await self._mirror_commands()
         now = self.clock()
-        grace, policy = self.grace_until, self.policy
-        moved = [domain.on_tick(node, now=now, grace_until=grace, policy=policy) for node in self.nodes.values()]
+        grace, policy, excuses = self.grace_until, self.policy, self._excuses(now)
+        moved = [
+            domain.on_tick(node, now=now, grace_until=grace, policy=policy, excused_s=excuses.get(node.source, 0.0))
+            for node in self.nodes.values()
+        ]
         await self._persist([t for t in moved if t is not None])
         if now >= self._next_flush:
             await self.flush()
+
+    def _excuses(self, now: float) -> dict[str | None, float]:
+        """The silence each gateway explains; gateways silent past any node's down time are
+        forgotten (gateways that restarted come back under a new name)."""
+        forget_after = self.policy.down_after_s + self.policy.interval_s
+        for source in [s for s, at in self.sources.items() if now - at > forget_after]:
+            del self.sources[source]
+        return {source: domain.excused_silence(now - at, self.policy) for source, at in self.sources.items()}
 
     async def _take_over(self) -> None:
         now = self.clock()

@@ -64,9 +64,9 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     async def node_assignments(body: contract.NodeAssignmentsQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.node_assignments(conn, body.node_id))
 
-    @broker.subscriber(contract.REPORT, queue=group, title="report")
-    async def report(body: contract.ReportCommand) -> dict[str, Any]:
-        return await answer(lambda conn: service.report(conn, body, now=_now()))
+    @broker.subscriber(contract.REPORTS, queue=group, title="reports")
+    async def reports(body: contract.ReportsCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.record_reports(conn, body, now=_now()))
 
     async def on_node_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
         await follow_node(conn, event)

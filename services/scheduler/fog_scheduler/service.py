@@ -46,10 +46,17 @@ def view(row: asyncpg.Record) -> contract.JobView:
 
 
 def _job_uuid(job_id: str) -> uuid.UUID:
+    parsed = _maybe_uuid(job_id)
+    if parsed is None:
+        raise SchedulerError("not_found", "no such job")
+    return parsed
+
+
+def _maybe_uuid(job_id: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(job_id)
     except ValueError:
-        raise SchedulerError("not_found", "no such job") from None
+        return None
 
 
 # -- submitting ------------------------------------------------------------------------------
@@ -184,8 +191,8 @@ async def cancel(conn: asyncpg.Connection, query: contract.JobQuery, *, now: dat
         job = await owned_job(conn, query, for_update=True)
         if job["status"] in contract.ENDED:
             return view(job)
-        await store.finish(conn, job["id"], status="cancelled", exit_code=None, duration_s=None, output=None,
-                           truncated=False, error="cancelled by its owner", now=now)  # fmt: skip
+        ending = store.Ending(job["id"], "cancelled", None, None, None, False, "cancelled by its owner")
+        await store.finish(conn, [ending], now=now)
         placed = job["node_id"] if job["status"] in store.PLACED else None
         event = JobCancelled(
             job_id=str(job["id"]), owner_id=job["owner_id"], node_id=placed, attempt=job["attempt"], cancelled_at=now
@@ -199,56 +206,69 @@ async def cancel(conn: asyncpg.Connection, query: contract.JobQuery, *, now: dat
 # -- what agents report ----------------------------------------------------------------------
 
 
-async def report(conn: asyncpg.Connection, command: contract.ReportCommand, *, now: datetime) -> None:
-    """Record a node's report. Reports of stale attempts (the job moved on) change nothing."""
-    message = command.report
-    job_id = _job_uuid(message.job_id)
+async def record_reports(conn: asyncpg.Connection, command: contract.ReportsCommand, *, now: datetime) -> None:
+    """A node's reports, in one transaction with one statement per kind of change (a job array's
+    reports arrive by the thousand). Reports of stale attempts (the job moved on) change nothing,
+    and a report sent again (the agent resends what was not acked) changes nothing twice."""
+    node_id, events = command.node_id, list[Event]()
+    started: dict[tuple[uuid.UUID, int], contract.Started] = {}
+    finished: dict[tuple[uuid.UUID, int], contract.Finished] = {}
+    for report in command.reports:
+        job_id = _maybe_uuid(report.job_id)
+        if job_id is None:
+            continue  # no such job: nothing to change, and nothing to hold the node's other reports up
+        reports: dict[Any, Any] = started if isinstance(report, contract.Started) else finished
+        reports.setdefault((job_id, report.attempt), report)  # the first of a resent report counts
     async with conn.transaction():
-        if isinstance(message, contract.Started):
-            started = await store.mark_started(conn, job_id, message.attempt, command.node_id, now)
-            if started is not None:
-                event = JobStarted(job_id=message.job_id, owner_id=started["owner_id"], node_id=command.node_id,
-                                   attempt=message.attempt, started_at=now)  # fmt: skip
-                await outbox.record(conn, event, source=SOURCE)
-            return
-        await _finished(conn, job_id, command.node_id, message, now)
+        await store.lock_jobs(conn, {job_id for job_id, _ in [*started, *finished]})
+        if started:
+            for row in await store.mark_started(conn, list(started), node_id, now):
+                events.append(JobStarted(job_id=str(row["id"]), owner_id=row["owner_id"], node_id=node_id,
+                                         attempt=row["attempt"], started_at=now))  # fmt: skip
+        if finished:
+            jobs = await store.placed_attempts(conn, [job_id for job_id, _ in finished])
+            endings: list[store.Ending] = []
+            for (job_id, attempt), done in finished.items():
+                job = jobs.get(job_id)
+                if job is not None and job["attempt"] == attempt and job["node_id"] == node_id:
+                    events += await _finished(conn, job, node_id, done, now, endings)
+            await store.finish(conn, endings, now=now)
+        await outbox.record_many(conn, events, source=SOURCE)
 
 
 async def _finished(
-    conn: asyncpg.Connection, job_id: uuid.UUID, node_id: str, report: contract.Finished, now: datetime
-) -> None:
-    job = await store.placed_attempt(conn, job_id)
-    if job is None or job["attempt"] != report.attempt or job["node_id"] != node_id:
-        return
+    conn: asyncpg.Connection,
+    job: asyncpg.Record,
+    node_id: str,
+    report: contract.Finished,
+    now: datetime,
+    endings: list[store.Ending],
+) -> list[Event]:
+    """The events of one finished attempt; its ending, if final, goes to ``endings`` (written in
+    one statement for the batch), the rarer retries and cancellations are written here."""
+    job_id, owner, spec = job["id"], job["owner_id"], job["spec"]
     if job["status"] == "cancelled":
         await store.keep_output(conn, job_id, report.output, report.output_truncated, report.exit_code)
-        return
+        return []
     if job["status"] not in store.PLACED:
-        return
-    owner, spec = job["owner_id"], job["spec"]
+        return []
     if report.outcome == "failed" and domain.after_failure(job["attempt"], spec["max_attempts"]) == "retry":
         delay = domain.retry_delay_s(spec["retry_backoff_s"], job["attempt"])
         await store.requeue(conn, job_id, tried_node=node_id, not_before=now + timedelta(seconds=delay),
                             error=report.error or f"exit code {report.exit_code}")  # fmt: skip
         await store.keep_output(conn, job_id, report.output, report.output_truncated, report.exit_code)
-        event: Event = JobFailed(job_id=str(job_id), node_id=node_id, reason=f"attempt {job['attempt']} failed",
-                                 node_fault=False, failed_at=now, owner_id=owner)  # fmt: skip
-        await outbox.record(conn, event, source=SOURCE)
-        return
-    await store.finish(
-        conn, job_id, status=report.outcome, exit_code=report.exit_code, duration_s=report.duration_s,
-        output=report.output, truncated=report.output_truncated, error=report.error, now=now,
-    )  # fmt: skip
+        return [JobFailed(job_id=str(job_id), node_id=node_id, reason=f"attempt {job['attempt']} failed",
+                          node_fault=False, failed_at=now, owner_id=owner)]  # fmt: skip
+    endings.append(store.Ending(job_id, report.outcome, report.exit_code, report.duration_s, report.output,
+                                report.output_truncated, report.error))  # fmt: skip
     if report.outcome == "succeeded":
-        event = JobCompleted(job_id=str(job_id), node_id=node_id, exit_code=report.exit_code or 0, completed_at=now,
-                             owner_id=owner)  # fmt: skip
-    elif report.outcome == "cancelled":
-        event = JobCancelled(job_id=str(job_id), owner_id=owner, node_id=node_id, attempt=report.attempt,
-                             cancelled_at=now)  # fmt: skip
-    else:
-        event = JobFailed(job_id=str(job_id), node_id=node_id, reason=report.outcome, node_fault=False, failed_at=now,
-                          owner_id=owner)  # fmt: skip
-    await outbox.record(conn, event, source=SOURCE)
+        return [JobCompleted(job_id=str(job_id), node_id=node_id, exit_code=report.exit_code or 0, completed_at=now,
+                             owner_id=owner)]  # fmt: skip
+    if report.outcome == "cancelled":
+        return [JobCancelled(job_id=str(job_id), owner_id=owner, node_id=node_id, attempt=report.attempt,
+                             cancelled_at=now)]  # fmt: skip
+    return [JobFailed(job_id=str(job_id), node_id=node_id, reason=report.outcome, node_fault=False, failed_at=now,
+                      owner_id=owner)]  # fmt: skip
 
 
 async def node_assignments(conn: asyncpg.Connection, node_id: str) -> contract.NodeAssignments:
@@ -278,8 +298,8 @@ async def node_went_down(conn: asyncpg.Connection, node_id: str, *, now: datetim
         if domain.after_failure(attempt, job["spec"]["max_attempts"]) == "retry":
             await store.requeue(conn, job["id"], tried_node=node_id, not_before=None, error=f"lost on {node_id}")
         else:
-            await store.finish(conn, job["id"], status="failed", exit_code=None, duration_s=None, output=None,
-                               truncated=False, error=f"lost on {node_id}; no attempts left", now=now)  # fmt: skip
+            ending = store.Ending(job["id"], "failed", None, None, None, False, f"lost on {node_id}; no attempts left")
+            await store.finish(conn, [ending], now=now)
             event = JobFailed(job_id=str(job["id"]), node_id=node_id, reason="lost", node_fault=True, failed_at=now,
                               owner_id=owner)  # fmt: skip
             await outbox.record(conn, event, source=SOURCE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -158,29 +159,59 @@ async def defer_many(
     )  # fmt: skip
 
 
-async def mark_started(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, node_id: str, now: datetime) -> Any:
-    return await conn.fetchrow(
-        "UPDATE jobs SET status = 'running', started_at = $4"
-        " WHERE id = $1 AND attempt = $2 AND node_id = $3 AND status = 'assigned' RETURNING owner_id",
-        job_id, attempt, node_id, now,
+async def lock_jobs(conn: asyncpg.Connection, job_ids: set[uuid.UUID]) -> None:
+    """Row locks in id order, so that two transactions over overlapping jobs cannot deadlock."""
+    await conn.execute("SELECT 1 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", sorted(job_ids))
+
+
+async def mark_started(
+    conn: asyncpg.Connection, attempts: Sequence[tuple[uuid.UUID, int]], node_id: str, now: datetime
+) -> list[asyncpg.Record]:
+    """Assigned attempts of this node now running; the ones that moved on are left alone."""
+    return list(
+        await conn.fetch(
+            "UPDATE jobs SET status = 'running', started_at = $4"
+            " FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)"
+            " WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.node_id = $3 AND jobs.status = 'assigned'"
+            " RETURNING jobs.id, jobs.owner_id, jobs.attempt",
+            [a[0] for a in attempts], [a[1] for a in attempts], node_id, now,
+        )
     )  # fmt: skip
 
 
-async def placed_attempt(conn: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, owner_id, status, attempt, node_id, spec, tried_nodes FROM jobs WHERE id = $1 FOR UPDATE", job_id
+async def placed_attempts(conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT id, owner_id, status, attempt, node_id, spec, tried_nodes FROM jobs WHERE id = ANY($1::uuid[])",
+        list(job_ids),
     )
-    return row
+    return {row["id"]: row for row in rows}
 
 
-async def finish(
-    conn: asyncpg.Connection, job_id: uuid.UUID, *, status: str, exit_code: int | None, duration_s: float | None,
-    output: str | None, truncated: bool, error: str | None, now: datetime,
-) -> None:  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A final outcome to write."""
+
+    job_id: uuid.UUID
+    status: str
+    exit_code: int | None
+    duration_s: float | None
+    output: str | None
+    truncated: bool
+    error: str | None
+
+
+async def finish(conn: asyncpg.Connection, endings: Sequence[Ending], *, now: datetime) -> None:
+    if not endings:
+        return
     await conn.execute(
-        "UPDATE jobs SET status = $2, exit_code = $3, duration_s = $4, output = coalesce($5, output),"
-        " output_truncated = $6, error = $7, finished_at = $8 WHERE id = $1",
-        job_id, status, exit_code, duration_s, output, truncated, error, now,
+        "UPDATE jobs SET status = r.status, exit_code = r.exit_code, duration_s = r.duration_s,"
+        " output = coalesce(r.output, jobs.output), output_truncated = r.truncated, error = r.error,"
+        " finished_at = $8"
+        " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::bool[], $7::text[])"
+        " AS r(id, status, exit_code, duration_s, output, truncated, error) WHERE jobs.id = r.id",
+        [e.job_id for e in endings], [e.status for e in endings], [e.exit_code for e in endings],
+        [e.duration_s for e in endings], [e.output for e in endings], [e.truncated for e in endings],
+        [e.error for e in endings], now,
     )  # fmt: skip
 
 

@@ -82,10 +82,17 @@ class Heartbeat(Strict):
     usage: Usage
 
 
+#: beats (and departures) per batch; a gateway splits larger flushes
+MAX_BATCH_ITEMS = 10_000
+
+
 class HeartbeatBatch(Strict):
-    heartbeats: list[Heartbeat] = Field(default=[], max_length=10_000)
+    #: the gateway process that relayed it; gateways publish a batch at least every second
+    #: (empty when no node spoke), so a quiet source is a stalled or gone gateway
+    source: str | None = Field(default=None, max_length=200)
+    heartbeats: list[Heartbeat] = Field(default=[], max_length=MAX_BATCH_ITEMS)
     #: nodes that said goodbye (clean shutdown): down at once, no waiting for the grace period
-    departed: list[str] = Field(default=[], max_length=10_000)
+    departed: list[str] = Field(default=[], max_length=MAX_BATCH_ITEMS)
 
 
 class NodeView(Strict):

@@ -22,7 +22,7 @@ CANCEL_JOB = command_subject("scheduler", "cancel_job")
 JOB_OUTPUT = query_subject("scheduler", "job_output")
 EXPLAIN_JOB = query_subject("scheduler", "explain_job")
 NODE_ASSIGNMENTS = query_subject("scheduler", "node_assignments")
-REPORT = command_subject("scheduler", "report")
+REPORTS = command_subject("scheduler", "reports")
 
 JobStatus = Literal["pending", "assigned", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
 ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
@@ -198,6 +198,15 @@ class Finished(Strict):
     error: str | None = Field(default=None, max_length=4096)
 
 
-class ReportCommand(Strict):
+Report = Annotated[Started | Finished, Field(discriminator="type")]
+#: reports per command, and the output (characters) they may carry together: as much as one
+#: report may carry, which even as escaped JSON stays under NATS' 8 MB payload
+MAX_REPORTS = 256
+REPORTS_OUTPUT_BUDGET = OUTPUT_LIMIT_BYTES
+
+
+class ReportsCommand(Strict):
+    """A node's reports, in the order its agent sent them: recorded in one transaction."""
+
     node_id: NodeId
-    report: Started | Finished = Field(discriminator="type")
+    reports: list[Report] = Field(min_length=1, max_length=MAX_REPORTS)

@@ -7,9 +7,11 @@ import asyncio
 import json
 from typing import Any
 
+import asyncpg
 from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
 from websockets.asyncio.client import ClientConnection, connect
 
+from fog_shared.events.scheduler import JobCompleted, JobStarted
 from fog_shared.testing.waiting import wait_until
 
 USAGE = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
@@ -121,6 +123,41 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
         assert (await stack.http.get(path, headers=other)).status_code == 404
     assert (await stack.http.post(f"/v1/jobs/{job['id']}/cancel", headers=other)).status_code == 404
     assert (await stack.http.get("/v1/jobs", headers=other)).json()["items"] == []
+
+
+async def test_reports_sent_back_to_back_are_recorded_once_each_in_order(stack: Stack) -> None:
+    """An agent sends reports as jobs end, without waiting for acks; the gateway records them in
+    batches. Resent, stale and unknown reports are acked and change nothing."""
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a", cores=32)
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    array = {"spec": {"command": ["true"], "resources": {"cpu_cores": 1, "memory_bytes": 64 << 20}}, "count": 30}
+    await stack.http.post("/v1/jobs/array", json=array, headers=user)
+    assignments = [await agent.next_of("assignment") for _ in range(30)]
+    reports: list[dict[str, Any]] = []
+    for a in assignments:
+        job, attempt = a["job_id"], a["attempt"]
+        finished = {"type": "finished", "job_id": job, "attempt": attempt, "outcome": "succeeded", "exit_code": 0,
+                    "duration_s": 0.01, "output": job}  # fmt: skip
+        reports += [{"type": "started", "job_id": job, "attempt": attempt}, finished]
+    reports += [reports[1], {**reports[3], "attempt": 2}, {**reports[5], "job_id": "no-such-job"}]
+    for report in reports:
+        await agent.ws.send(json.dumps(report))
+    acks = [await agent.next_of("ack") for _ in reports]
+    assert [(a["job_id"], a["report"]) for a in acks] == [(r["job_id"], r["type"]) for r in reports]
+
+    for a in assignments:
+        done = await job_status(stack, user, a["job_id"], "succeeded")
+        assert done["attempt"] == 1
+        output = (await stack.http.get(f"/v1/jobs/{a['job_id']}/output", headers=user)).json()
+        assert output["output"] == a["job_id"]
+    db = await asyncpg.connect(stack.scheduler_db.owner_dsn)
+    try:
+        counted = f"SELECT count(*) FROM {stack.scheduler_db.schema}.outbox WHERE subject = $1"
+        assert await db.fetchval(counted, JobStarted.TYPE.subject) == 30
+        assert await db.fetchval(counted, JobCompleted.TYPE.subject) == 30, "one completion per job"
+    finally:
+        await db.close()
 
 
 async def test_a_job_no_node_fits_stays_pending_and_explain_says_why(stack: Stack) -> None:

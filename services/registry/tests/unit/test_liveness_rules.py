@@ -14,8 +14,8 @@ def beat(node: NodeLiveness, now: float) -> str | None:
     return moved.status if moved else None
 
 
-def tick(node: NodeLiveness, now: float, grace_until: float = 0.0) -> str | None:
-    moved = domain.on_tick(node, now=now, grace_until=grace_until, policy=POLICY)
+def tick(node: NodeLiveness, now: float, grace_until: float = 0.0, excused_s: float = 0.0) -> str | None:
+    moved = domain.on_tick(node, now=now, grace_until=grace_until, policy=POLICY, excused_s=excused_s)
     return moved.status if moved else None
 
 
@@ -41,6 +41,21 @@ def test_no_node_is_suspected_during_the_restart_grace() -> None:
     assert tick(node, 30.0, grace_until=40.0) is None
     assert beat(node, 35.0) is None
     assert tick(node, 41.0, grace_until=40.0) is None, "it heartbeat during the grace"
+
+
+def test_a_gateway_stall_is_not_held_against_its_nodes() -> None:
+    assert domain.excused_silence(0.25, POLICY) == 0.0, "a gateway publishing normally excuses nothing"
+    assert domain.excused_silence(3.0, POLICY) == 2.0, "quiet beyond its 1 s keepalive is the gateway's"
+    assert domain.excused_silence(60.0, POLICY) == 5.0, "at most one interval: a gone gateway is no excuse"
+    node = NodeLiveness("n1", DOWN)
+    beat(node, 0.0)
+    # Its gateway stalled 3 s just as the beat due at 5 s was sent: at 8 s it looks 8 s silent.
+    assert tick(node, 8.0, excused_s=domain.excused_silence(3.0, POLICY)) is None
+    assert beat(node, 8.1) is None, "the delayed beat arrives in the burst after the stall"
+    # A node behind a gateway gone for good goes suspect one interval later than usual, then down.
+    assert tick(node, 8.1 + 7.6, excused_s=5.0) is None
+    assert tick(node, 8.1 + 12.6, excused_s=5.0) == SUSPECT
+    assert tick(node, 8.1 + 25.1, excused_s=5.0) == DOWN
 
 
 def test_a_flapping_node_is_not_announced_on_every_bounce() -> None:
