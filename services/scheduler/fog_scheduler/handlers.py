@@ -68,14 +68,14 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     async def report(body: contract.ReportCommand) -> dict[str, Any]:
         return await answer(lambda conn: service.report(conn, body, now=_now()))
 
-    async def on_node_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
-        await follow_node(conn, event)
+    async def on_node_event(conn: asyncpg.Connection, event: Event, envelope: Envelope) -> None:
+        await follow_node(conn, event, envelope)
         placement.wake()  # capacity changed
 
     runtime.consume(NODES, on_node_event)
 
 
-async def follow_node(conn: asyncpg.Connection, event: Event) -> None:
+async def follow_node(conn: asyncpg.Connection, event: Event, envelope: Envelope | None = None) -> None:
     """The scheduler's own view of the nodes; a node going down loses the work placed there."""
     now = datetime.now(UTC)
     if isinstance(event, NodeRegistered):
@@ -84,11 +84,11 @@ async def follow_node(conn: asyncpg.Connection, event: Event) -> None:
     elif isinstance(event, NodeStatusChanged):
         await store.set_node_status(conn, event.node_id, event.status, now)
         if event.status == "down":
-            await service.node_went_down(conn, event.node_id, now=now)
+            await service.node_went_down(conn, event.node_id, now=now, caused_by=envelope)
     elif isinstance(event, NodeReputationChanged):
         await store.set_node_reputation(conn, event.node_id, event.reputation, now)
     elif isinstance(event, NodeDeregistered):
-        await service.node_went_down(conn, event.node_id, now=now)
+        await service.node_went_down(conn, event.node_id, now=now, caused_by=envelope)
         await store.delete_node(conn, event.node_id)
 
 

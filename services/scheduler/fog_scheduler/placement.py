@@ -130,13 +130,18 @@ class PlacementLoop:
         async with self.pool.acquire() as conn, conn.transaction():
             events: list[Event] = []
             if placed:
-                for row in await store.assign_many(conn, [(job_id, node, why) for job_id, node, why in placed], now):
+                rows = await store.assign_many(conn, [(job_id, node, why) for job_id, node, why in placed], now)
+                for row in rows:
                     assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"])
                     events.append(JobAssigned(
                         job_id=str(row["id"]), owner_id=row["owner_id"], node_id=row["node_id"],
                         attempt=row["attempt"], assignment=assignment.model_dump(mode="json"), assigned_at=now,
                     ))  # fmt: skip
-                await outbox.record_many(conn, events, source=service.SOURCE)
+                # Each assignment follows from its job's previous event, in the request that submitted it.
+                causes = [(row["correlation_id"], row["last_event_id"]) for row in rows]
+                envelopes = await outbox.record_many(conn, events, source=service.SOURCE, causes=causes)
+                links = [(row["id"], e.id, e.correlation_id) for row, e in zip(rows, envelopes, strict=True)]
+                await store.continue_chains(conn, links)
             if waiting:
                 await store.defer_many(conn, waiting, None)
             if unplaceable:

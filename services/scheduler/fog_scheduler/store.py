@@ -20,12 +20,28 @@ PLACED = ("assigned", "running")
 
 
 async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at)."""
+    """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,
+    correlation_id, submitted event id)."""
     await conn.copy_records_to_table(
         "jobs",
-        records=[(*row[:8], "pending", row[8]) for row in rows],
+        records=[(*row[:8], "pending", *row[8:]) for row in rows],
         columns=["id", "owner_id", "name", "array_id", "array_index", "spec", "priority", "idempotency_key",
-                 "status", "submitted_at"],
+                 "status", "submitted_at", "correlation_id", "last_event_id"],
+    )  # fmt: skip
+
+
+async def job_chain(conn: asyncpg.Connection, job_id: uuid.UUID) -> tuple[str | None, str | None]:
+    """(correlation id, latest event id) of the job's events so far."""
+    row = await conn.fetchrow("SELECT correlation_id, last_event_id FROM jobs WHERE id = $1", job_id)
+    return (row["correlation_id"], row["last_event_id"]) if row else (None, None)
+
+
+async def continue_chains(conn: asyncpg.Connection, links: Sequence[tuple[uuid.UUID, str, str | None]]) -> None:
+    """(job id, its latest event id, the correlation id): the next event of each job follows from it."""
+    await conn.execute(
+        "UPDATE jobs SET last_event_id = l.event_id, correlation_id = coalesce(jobs.correlation_id, l.correlation_id)"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS l(id, event_id, correlation_id) WHERE jobs.id = l.id",
+        [link[0] for link in links], [link[1] for link in links], [link[2] for link in links],
     )  # fmt: skip
 
 
@@ -141,7 +157,8 @@ async def assign_many(
         " not_before = NULL"
         " FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS p(id, node_id, explain)"
         " WHERE jobs.id = p.id AND jobs.status = 'pending'"
-        " RETURNING jobs.id, jobs.owner_id, jobs.node_id, jobs.attempt, jobs.spec",
+        " RETURNING jobs.id, jobs.owner_id, jobs.node_id, jobs.attempt, jobs.spec, jobs.correlation_id,"
+        " jobs.last_event_id",
         [p[0] for p in placements], [p[1] for p in placements], [p[2] for p in placements], now,
     )  # fmt: skip
     return list(rows)
