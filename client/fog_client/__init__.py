@@ -2,6 +2,7 @@
 
 from fog_client.client import FogClient
 from fog_client.errors import ApiError
+from fog_client.events import DeadLetter, EventPage, Gap, Redriven, StoredEvent, Trace, TraceStep
 from fog_client.models import (
     ENDED_STATUSES,
     Affinity,
@@ -37,8 +38,11 @@ __all__ = [
     "Capabilities",
     "Constraints",
     "CreatedApiKey",
+    "DeadLetter",
+    "EventPage",
     "Explanation",
     "FogClient",
+    "Gap",
     "Gpu",
     "Job",
     "JobArray",
@@ -50,9 +54,13 @@ __all__ = [
     "Node",
     "NodeCredential",
     "NodeUsage",
+    "Redriven",
     "RegisteredNode",
     "Resources",
     "RotatedKey",
+    "StoredEvent",
     "Tokens",
+    "Trace",
+    "TraceStep",
     "User",
 ]

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response as HandshakeResponse
 
 from fog_client.errors import ApiError
+from fog_client.events import EventPage, Redriven, StoredEvent, Trace
 from fog_client.models import (
     ApiKey,
     Capabilities,
@@ -163,6 +164,49 @@ class FogClient:
 
     async def rotate_signing_key(self) -> RotatedKey:
         return _parse(RotatedKey, await self._call("POST", "/v1/admin/signing-keys/rotate"))
+
+    # -- events (admin) --------------------------------------------------------------------------
+
+    async def event_history(
+        self,
+        *,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        aggregate_id: str | None = None,
+        correlation_id: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> EventPage:
+        """One page of stored events, oldest first; pass its ``cursor`` back for the next one."""
+        filters = {
+            "subject": subject, "since": _iso(since), "until": _iso(until), "aggregate_id": aggregate_id,
+            "correlation_id": correlation_id, "cursor": cursor, "limit": limit,
+        }  # fmt: skip
+        query = {k: v for k, v in filters.items() if v is not None}
+        return _parse(EventPage, await self._call("GET", "/v1/admin/events", params=query))
+
+    async def event_trace(
+        self, correlation_id: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Trace:
+        """Every event one request (its ``X-Request-ID``) caused, as a causal tree."""
+        query = {k: v for k, v in (("since", _iso(since)), ("until", _iso(until))) if v is not None}
+        path = f"/v1/admin/events/trace/{_segment(correlation_id)}"
+        return _parse(Trace, await self._call("GET", path, params=query))
+
+    async def dead_letters(
+        self, *, consumer: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> EventPage:
+        filters = {"consumer": consumer, "cursor": cursor, "limit": limit}
+        query = {k: v for k, v in filters.items() if v is not None}
+        return _parse(EventPage, await self._call("GET", "/v1/admin/dead-letters", params=query))
+
+    async def dead_letter(self, seq: int) -> StoredEvent:
+        return _parse(StoredEvent, await self._call("GET", f"/v1/admin/dead-letters/{int(seq)}"))
+
+    async def redrive_dead_letter(self, seq: int) -> Redriven:
+        """Hand a dead letter back to the consumer that parked it."""
+        return _parse(Redriven, await self._call("POST", f"/v1/admin/dead-letters/{int(seq)}/redrive"))
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -425,3 +469,7 @@ def _segment(value: str) -> str:
     if value in ("", ".", ".."):  # URL normalisation would drop or climb these
         raise ValueError(f"not an id: {value!r}")
     return quote(value, safe="")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
