@@ -58,6 +58,8 @@ class EventRecord(BaseModel):
     data: Any = None
     dead_letter: DeadLetter | None = None
     redrive_of: str | None = None
+    #: the one consumer a re-driven copy is for
+    redrive_for: str | None = None
 
 
 class Gap(BaseModel):
@@ -107,6 +109,7 @@ def build_record(
         data=_body(body),
         dead_letter=_dead_letter(headers),
         redrive_of=headers.get(engine.H_REDRIVE_OF),
+        redrive_for=headers.get(engine.H_REDRIVE_FOR),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from fog_shared.replay.causality import build_trace
 from fog_shared.replay.history import CursorError, format_cursor, parse_cursor, subject_matches
+from fog_shared.replay.rebuild import diff_rows
 from fog_shared.replay.records import EventRecord, subjects_overlap, trace_id_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -89,3 +90,13 @@ def test_events_whose_cause_is_missing_or_circular_still_show_as_roots() -> None
     trace = build_trace("req-1", events)
     assert sorted(s.event.id or "" for s in trace.steps) == ["a", "b", "orphan"]
     assert {s.event.id: s.depth for s in trace.steps}["orphan"] == 0
+
+
+def test_rows_differ_by_key_and_by_column() -> None:
+    live = {"a": {"status": "ready", "reputation": 0.5}, "b": {"status": "down", "reputation": 0.5}}
+    rebuilt = {"a": {"status": "ready", "reputation": 0.7}, "c": {"status": "ready", "reputation": 0.5}}
+    differences = diff_rows(live, rebuilt)
+    assert [(d.key, d.kind, d.columns) for d in differences] == [
+        ("a", "changed", {"reputation": [0.5, 0.7]}), ("b", "missing_rebuilt", {}), ("c", "missing_live", {}),
+    ]  # fmt: skip
+    assert diff_rows(live, live) == []
