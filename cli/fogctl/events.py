@@ -1,4 +1,4 @@
-"""``fogctl events history|tail|trace|dlq``: the event history, through the gateway's admin routes.
+"""``fogctl events history|tail|trace|dlq|rebuild``: the event history, through the gateway's admin routes.
 
 Every command reads through the gateway (so it works against any cluster the saved session
 reaches) and needs the ``admin`` role. Reading never changes state or re-runs a handler; only
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fog_client import EventPage, FogClient, Gap, StoredEvent, Trace
+from fog_client import EventPage, FogClient, Gap, RebuildReport, StoredEvent, Trace
 from fogctl import account
 
 app = typer.Typer(no_args_is_help=True, help="Events: history, live tail, request traces, dead letters (admin).")
@@ -281,3 +281,39 @@ def _when(moment: datetime) -> str:
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= 100 else line[:99] + "…"
+
+
+@app.command()
+def rebuild(
+    service: Annotated[str, typer.Argument(help="The service: scheduler (its node view, from registry events)")],
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON document")] = False,
+) -> None:
+    """Replay a service's events into a scratch read model and diff it against the live one.
+
+    Exits 1 when they differ (or history is missing), like diff(1). Nothing live is written.
+    """
+    report = account.with_saved_session(lambda client: client.rebuild_read_model(service))
+    if as_json:
+        typer.echo(report.model_dump_json())
+    else:
+        _print_rebuild(report)
+    if report.differences or report.gaps:
+        raise typer.Exit(1)
+
+
+def _print_rebuild(report: RebuildReport) -> None:
+    typer.echo(
+        f"{report.service} {report.read_model}: replayed {report.events_replayed} events of {report.consumer} "
+        f"(up to seq {report.replayed_to_seq}; {report.events_skipped} undecodable skipped); "
+        f"{report.rows_live} rows live, {report.rows_rebuilt} rebuilt"
+    )
+    for gap in report.gaps:
+        _print_gap(gap, as_json=False)
+    if not report.differences:
+        typer.echo("no differences")
+        return
+    for difference in report.differences:
+        if difference.kind != "changed":
+            typer.echo(f"{difference.key}: {difference.kind.replace('_', ' ')}")
+        for column, (live, rebuilt) in difference.columns.items():
+            typer.echo(f"{difference.key}: {column}: live {live!r}, rebuilt {rebuilt!r}")

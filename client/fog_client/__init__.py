@@ -2,7 +2,17 @@
 
 from fog_client.client import FogClient
 from fog_client.errors import ApiError
-from fog_client.events import DeadLetter, EventPage, Gap, Redriven, StoredEvent, Trace, TraceStep
+from fog_client.events import (
+    DeadLetter,
+    EventPage,
+    Gap,
+    RebuildReport,
+    Redriven,
+    RowDifference,
+    StoredEvent,
+    Trace,
+    TraceStep,
+)
 from fog_client.models import (
     ENDED_STATUSES,
     Affinity,
@@ -54,10 +64,12 @@ __all__ = [
     "Node",
     "NodeCredential",
     "NodeUsage",
+    "RebuildReport",
     "Redriven",
     "RegisteredNode",
     "Resources",
     "RotatedKey",
+    "RowDifference",
     "StoredEvent",
     "Tokens",
     "Trace",

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response as HandshakeResponse
 
 from fog_client.errors import ApiError
-from fog_client.events import EventPage, Redriven, StoredEvent, Trace
+from fog_client.events import EventPage, RebuildReport, Redriven, StoredEvent, Trace
 from fog_client.models import (
     ApiKey,
     Capabilities,
@@ -207,6 +207,10 @@ class FogClient:
     async def redrive_dead_letter(self, seq: int) -> Redriven:
         """Hand a dead letter back to the consumer that parked it."""
         return _parse(Redriven, await self._call("POST", f"/v1/admin/dead-letters/{int(seq)}/redrive"))
+
+    async def rebuild_read_model(self, service: str) -> RebuildReport:
+        """Have ``service`` rebuild its event-derived read model in a scratch copy and compare."""
+        return _parse(RebuildReport, await self._call("POST", f"/v1/admin/rebuild/{_segment(service)}"))
 
     # -- nodes -----------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
+
 from fog_client.models import _Reply
 
 
@@ -36,6 +38,7 @@ class StoredEvent(_Reply):
     data: Any = None
     dead_letter: DeadLetter | None = None
     redrive_of: str | None = None
+    redrive_for: str | None = None
 
 
 class Gap(_Reply):
@@ -76,3 +79,26 @@ class Redriven(_Reply):
     stream: str
     subject: str
     seq: int
+
+
+class RowDifference(_Reply):
+    key: str
+    #: ``missing_live``, ``missing_rebuilt`` or ``changed``
+    kind: str
+    #: column → [live value, rebuilt value]
+    columns: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class RebuildReport(_Reply):
+    """A read model rebuilt from the events in a scratch copy, compared with the live one."""
+
+    service: str
+    read_model: str
+    consumer: str
+    replayed_to_seq: int
+    events_replayed: int
+    events_skipped: int
+    rows_live: int
+    rows_rebuilt: int
+    differences: list[RowDifference]
+    gaps: list[Gap]

@@ -54,6 +54,11 @@ class Gateway:
             "EVT_SCHEDULER:2": page([stored(2, "scheduler.job.completed.v1")], "EVT_SCHEDULER:3"),
         }
         self.requests: list[httpx.Request] = []
+        self.rebuild_report: dict[str, Any] = {
+            "service": "scheduler", "read_model": "nodes", "consumer": "scheduler__nodes", "replayed_to_seq": 5,
+            "events_replayed": 5, "events_skipped": 0, "rows_live": 1, "rows_rebuilt": 1, "differences": [],
+            "gaps": [],
+        }  # fmt: skip
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -82,6 +87,8 @@ class Gateway:
                 redriven = {"dead_letter_seq": 3, "consumer": "scheduler__nodes", "stream": "EVT_REGISTRY",
                             "subject": "fog.evt.registry.node.retired.v2", "seq": 10}  # fmt: skip
                 return httpx.Response(200, json=redriven)
+            case "POST", "/v1/admin/rebuild/scheduler":
+                return httpx.Response(200, json=self.rebuild_report)
         body = {"type": "urn:fog:problem:not_found", "title": "Not found", "status": 404, "detail": "no such thing"}
         return httpx.Response(404, json=body, headers={"Content-Type": "application/problem+json"})
 
@@ -196,3 +203,18 @@ def test_dead_letters_listed_shown_and_redriven(gateway: Gateway) -> None:
     code, _, err = fogctl("events", "dlq", "show", "4")
     assert code == 1
     assert "no such thing" in err
+
+
+def test_rebuild_says_no_differences_or_lists_them_and_fails(gateway: Gateway) -> None:
+    code, out, err = fogctl("events", "rebuild", "scheduler")
+    assert code == 0, err
+    assert "replayed 5 events of scheduler__nodes" in out
+    assert out.endswith("no differences\n")
+    gateway.rebuild_report["differences"] = [
+        {"key": "n1", "kind": "changed", "columns": {"reputation": [0.01, 0.5]}},
+        {"key": "n2", "kind": "missing_rebuilt", "columns": {}},
+    ]
+    code, out, _ = fogctl("events", "rebuild", "scheduler")
+    assert code == 1
+    assert "n1: reputation: live 0.01, rebuilt 0.5" in out
+    assert "n2: missing rebuilt" in out

@@ -40,7 +40,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
     authz = Authorizer(verifier, RateLimiter(settings.rate_per_principal_per_s, settings.burst_per_principal))
     for module in (auth, api_keys, admin):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
-    api.include_router(events.build_router(lambda: runtime.js, authz), responses=problems.COMMON_ERRORS)
+    api.include_router(events.build_router(lambda: runtime.js, calls, authz), responses=problems.COMMON_ERRORS)
     relay, links = HeartbeatRelay(runtime.broker, flush_s=settings.heartbeat_flush_s), NodeLinks()
     verifier.on_node_revoked.append(links.revoked)
     runtime.in_background("heartbeat-relay", relay.run)

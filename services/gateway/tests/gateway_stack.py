@@ -52,6 +52,7 @@ class Stack:
     stop_first_registry: Callable[[], Awaitable[None]]
     #: stop the scheduler and start a new one on the same schema
     restart_scheduler: Callable[[], Awaitable[None]]
+    scheduler_db: ServiceDb
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -162,7 +163,7 @@ async def open_stack(
 
         yield Stack(
             await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
-            restart_scheduler,
+            restart_scheduler, scheduler_db,
         )  # fmt: skip
 
 

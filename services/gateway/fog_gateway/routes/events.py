@@ -1,4 +1,4 @@
-"""``/v1/admin/events`` and ``/v1/admin/dead-letters``: the event history, for the ``admin`` role only.
+"""``/v1/admin/events``, ``/dead-letters`` and ``/rebuild``: the event history, for the ``admin`` role only.
 
 Reading goes straight to JetStream (:mod:`fog_shared.replay`) with ephemeral, ordered consumers
 that ack nothing, so no read changes state or re-runs a handler. Re-driving a dead letter is the
@@ -7,7 +7,7 @@ one write: it hands the parked event back to the consumer that parked it.
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 from nats.errors import Error as NatsError
@@ -15,12 +15,15 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError
 
 from fog_gateway.authz import PEOPLE, Authorizer
+from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.security import Principal
+from fog_shared.commands import scheduler
 from fog_shared.replay import deadletters
 from fog_shared.replay.causality import DEFAULT_LOOKBACK, Trace, trace
 from fog_shared.replay.history import CursorError, Page, history, parse_cursor
 from fog_shared.replay.history import Query as HistoryQuery
+from fog_shared.replay.rebuild import RebuildReport
 from fog_shared.replay.records import EventRecord
 
 T = TypeVar("T")
@@ -37,10 +40,15 @@ Cursor = Annotated[
 Limit = Annotated[int, Query(ge=1, le=1000)]
 AnId = Annotated[str, Query(min_length=1, max_length=200)]
 Sequence = Annotated[int, Path(ge=1, le=2**63 - 1, description="The entry's sequence in the dead-letter stream")]
+#: the services that can rebuild a read model from events, and the command that asks them
+REBUILDERS = {"scheduler": scheduler.REBUILD}
+RebuildableService = Annotated[Literal["scheduler"], Path(description="The service whose read model to rebuild")]
+#: a replay reads a whole stream: longer than a request's usual few seconds
+REBUILD_TIMEOUT_S = 120.0
 Consumer = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]*$", max_length=200)]
 
 
-def build_router(js: Callable[[], JetStreamContext], authz: Authorizer) -> APIRouter:
+def build_router(js: Callable[[], JetStreamContext], calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", tags=["events"], responses=GUARDED_ERRORS)
     Admin = Annotated[Principal, Depends(authz.allow(PEOPLE, roles=("admin",)))]
 
@@ -101,6 +109,15 @@ def build_router(js: Callable[[], JetStreamContext], authz: Authorizer) -> APIRo
         Only that consumer handles the copy: the others handled the original already and skip it.
         """
         return await _reading(lambda: deadletters.redrive(js(), seq))
+
+    @router.post("/rebuild/{service}", response_model=RebuildReport)
+    async def rebuild(service: RebuildableService, _: Admin) -> dict[str, Any]:
+        """Rebuild a service's event-derived read model in a scratch copy and compare it with the live one.
+
+        For now the scheduler's node view (from the registry's node events): its jobs change through
+        commands, not events, so there is nothing to rebuild them from. Nothing live is written.
+        """
+        return await calls.ask(REBUILDERS[service], {}, timeout_s=REBUILD_TIMEOUT_S)
 
     return router
 

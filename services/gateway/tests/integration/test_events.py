@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import asyncpg
 import pytest
 from gateway_stack import Stack
 from nats.js import JetStreamContext
@@ -154,3 +155,44 @@ async def test_a_poisoned_event_is_listed_and_redriven_after_the_fix(
     assert await parked() == []
     again = await stack.http.post(f"/v1/admin/dead-letters/{entry['seq']}/redrive", headers=admin)
     assert again.status_code == 404
+
+
+async def test_rebuild_of_the_scheduler_agrees_until_a_row_is_changed_behind_its_back(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    admin = stack.bearer(await stack.admin())
+
+    async def rebuilt() -> dict[str, Any]:
+        answer = await stack.http.post("/v1/admin/rebuild/scheduler", headers=admin)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    async def agrees() -> dict[str, Any] | None:
+        report = await rebuilt()
+        return report if report["rows_live"] == 1 and not report["differences"] else None
+
+    report = await wait_until(agrees, what="the rebuilt node view equal to the live one")
+    assert report["read_model"] == "nodes"
+    assert report["events_replayed"] >= 2  # registered, then ready
+    assert report["gaps"] == []
+
+    conn = await asyncpg.connect(stack.scheduler_db.dsn)
+    try:
+        await conn.execute(
+            f'UPDATE "{stack.scheduler_db.schema}".nodes SET reputation = 0.01 WHERE id = $1', agent.node_id
+        )
+        report = await rebuilt()
+        [difference] = report["differences"]
+        assert difference["key"] == agent.node_id
+        assert difference["kind"] == "changed"
+        assert difference["columns"]["reputation"][0] == 0.01
+        assert difference["columns"]["reputation"][1] != 0.01
+        # The rebuild wrote nothing live: the tampered row is as the test left it.
+        live = await conn.fetchval(
+            f'SELECT reputation FROM "{stack.scheduler_db.schema}".nodes WHERE id = $1', agent.node_id
+        )
+        assert live == 0.01
+    finally:
+        await conn.close()
+    unknown = await stack.http.post("/v1/admin/rebuild/gateway", headers=admin)
+    assert unknown.status_code == 422
