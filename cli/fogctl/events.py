@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -178,14 +179,13 @@ def dlq_list(
         for event in page.items:
             typer.echo(event.model_dump_json())
         return
-    table = Table("seq", "parked at", "consumer", "reason", "type", "aggregate", "error")
+    rows = []
     for event in page.items:
         letter = event.dead_letter
-        table.add_row(
-            str(event.seq), _when(event.stored_at), letter.consumer if letter else "-",
-            letter.reason if letter else "-", event.type or event.subject, event.aggregate_id or "-",
-            _first_line(letter.error if letter else ""),
-        )  # fmt: skip
+        consumer, reason = (letter.consumer, letter.reason) if letter else ("-", "-")
+        error = _first_line(letter.error if letter else "")
+        rows.append((str(event.seq), _when(event.stored_at), consumer, reason, _kind(event), error))
+    table = _table(("seq", "parked at", "consumer", "reason", "type"), ("error",), rows)
     out.print(table)
     if page.more:
         err.print(f"more: add --cursor {page.cursor}", style="yellow", markup=False)
@@ -232,13 +232,24 @@ def _print_page(page: EventPage, as_json: bool, *, header: bool, gaps: bool = Tr
         return
     if not page.items and not header:
         return
-    table = Table("stored at", "stream:seq", "type", "aggregate", "correlation", "source", box=None)
-    for event in page.items:
-        table.add_row(
-            _when(event.stored_at), f"{event.stream}:{event.seq}", _type(event), event.aggregate_id or "-",
-            event.correlation_id or "-", event.source or "-",
-        )  # fmt: skip
+    rows = [
+        (_when(e.stored_at), f"{e.stream}:{e.seq}", _type(e), e.aggregate_id or "-", e.correlation_id or "-")
+        for e in page.items
+    ]
+    table = _table(("stored at", "stream:seq", "type"), ("aggregate", "correlation"), rows)
     out.print(table)
+
+
+def _table(whole: tuple[str, ...], shrinking: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
+    """Columns in ``whole`` always show in full; those in ``shrinking`` give way when the terminal is narrow."""
+    table = Table(box=None)
+    for index, column in enumerate(whole):
+        table.add_column(column, no_wrap=True, min_width=max([len(column)] + [len(row[index]) for row in rows]))
+    for column in shrinking:
+        table.add_column(column, overflow="ellipsis", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _print_gap(gap: Gap, as_json: bool) -> None:
@@ -267,6 +278,11 @@ def _print_trace(found: Trace) -> None:
         out.print(escape(line), highlight=False)
 
 
+def _kind(event: StoredEvent) -> str:
+    kind = event.type or event.subject
+    return f"{kind} (re-driven)" if event.redrive_of else kind
+
+
 def _type(event: StoredEvent) -> str:
     kind = event.type or event.subject
     if event.dead_letter is not None:
@@ -275,7 +291,7 @@ def _type(event: StoredEvent) -> str:
 
 
 def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _first_line(text: str) -> str:
