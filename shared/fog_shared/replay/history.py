@@ -226,6 +226,9 @@ async def _read(
         subject, stream=stream, ordered_consumer=True, config=config, inactive_threshold=INACTIVE_THRESHOLD_S
     )
     try:
+        created = await subscription.consumer_info()
+        if not created.num_pending and not (created.delivered and created.delivered.consumer_seq):
+            return True  # nothing to read: do not wait for what will not come
         stalled_since = time.monotonic()
         while True:
             try:

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
-from fog_shared.bus.consumer import EventConsumer
-from fog_shared.bus.publish import publish_event
+from fog_shared.bus.consumer import H_REDRIVE_FOR, EventConsumer
+from fog_shared.bus.publish import publish_event, publish_raw
 from fog_shared.bus.topology import ConsumerSpec
-from fog_shared.envelope import Envelope
+from fog_shared.envelope import NATS_MSG_ID, Envelope
 from fog_shared.replay import deadletters
 from fog_shared.replay.causality import trace
 from fog_shared.replay.history import Query, history, parse_cursor
@@ -143,3 +143,20 @@ async def test_a_dead_letter_is_listed_with_its_error_and_redriven_once_fixed(
     copy = (await history(streams, Query(subject=AUTH_EVENTS, aggregate_id="u1"))).items[-1]
     assert copy.id == poison.id
     assert copy.redrive_of == f"DLQ:{entry.seq}"
+
+
+async def test_a_redriven_copy_meant_for_another_consumer_is_acked_unhandled(
+    engine: EventConsumer, consumer_pool: asyncpg.Pool, streams: JetStreamContext
+) -> None:
+    elsewhere = user(5, "elsewhere@example.org")
+    envelope = Envelope.new(type=elsewhere.TYPE.name, source="fog/auth", subject=elsewhere.aggregate_id)
+    headers = {**envelope.to_headers(), H_REDRIVE_FOR: "someone__else", NATS_MSG_ID: "redrive:DLQ:9:x"}
+    ack = await publish_raw(streams, AUTH_STREAM, elsewhere.TYPE.subject, elsewhere.to_json(), headers)
+    await publish(streams, 6)  # the stream flows on past it
+
+    async def past_both() -> bool:
+        info = await streams.consumer_info(AUTH_STREAM, engine.spec.durable)
+        return bool(info.ack_floor and (info.ack_floor.stream_seq or 0) > ack.seq)
+
+    await wait_until(past_both, what="the consumer past the copy")
+    assert await emails_handled(consumer_pool) == ["user6@example.org"]
