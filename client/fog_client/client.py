@@ -47,6 +47,8 @@ M = TypeVar("M", bound=BaseModel)
 Query = Mapping[str, str | int | list[str]]
 
 JOB_UPDATES_PATH = "/v1/jobs/updates"
+#: a trace or a rebuild reads whole streams: the gateway gives a rebuild up to 120 s
+SCANNING_TIMEOUT_S = 130.0
 #: the largest WebSocket message accepted: a job's spec alone may carry a 1 MiB argv
 MAX_MESSAGE_BYTES = 4 * 2**20
 _REFUSING_CLOSE_CODES = (4401, 4403)
@@ -192,7 +194,7 @@ class FogClient:
         """Every event one request (its ``X-Request-ID``) caused, as a causal tree."""
         query = {k: v for k, v in (("since", _iso(since)), ("until", _iso(until))) if v is not None}
         path = f"/v1/admin/events/trace/{_segment(correlation_id)}"
-        return _parse(Trace, await self._call("GET", path, params=query))
+        return _parse(Trace, await self._call("GET", path, params=query, timeout=SCANNING_TIMEOUT_S))
 
     async def dead_letters(
         self, *, consumer: str | None = None, cursor: str | None = None, limit: int | None = None
@@ -210,7 +212,8 @@ class FogClient:
 
     async def rebuild_read_model(self, service: str) -> RebuildReport:
         """Have ``service`` rebuild its event-derived read model in a scratch copy and compare."""
-        return _parse(RebuildReport, await self._call("POST", f"/v1/admin/rebuild/{_segment(service)}"))
+        path = f"/v1/admin/rebuild/{_segment(service)}"
+        return _parse(RebuildReport, await self._call("POST", path, timeout=SCANNING_TIMEOUT_S))
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -364,13 +367,21 @@ class FogClient:
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Query | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        params: Query | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
+        """One call; ``timeout`` replaces the client's for calls known to take long."""
         sent = self.access_token
-        response = await self._send(method, path, body, auth=auth, params=params)
+        response = await self._send(method, path, body, auth=auth, params=params, timeout=timeout)
         if response.status_code == 401 and auth and await self._refreshed_after_401(sent):
             # once only: a second 401 is the answer
-            response = await self._send(method, path, body, auth=auth, params=params)
+            response = await self._send(method, path, body, auth=auth, params=params, timeout=timeout)
         if response.is_error:
             raise ApiError.from_response(response)
         return response
@@ -384,10 +395,13 @@ class FogClient:
                 await self.refresh()
         return self.access_token != sent
 
-    async def _send(self, method: str, path: str, body: Any, *, auth: bool, params: Query | None) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, body: Any, *, auth: bool, params: Query | None, timeout: float | None = None
+    ) -> httpx.Response:
         credential = (self.api_key or self.access_token) if auth else None
         headers = {"Authorization": f"Bearer {credential}"} if credential else None
-        return await self._http.request(method, path, json=body, headers=headers, params=params)
+        wait = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
+        return await self._http.request(method, path, json=body, headers=headers, params=params, timeout=wait)
 
     async def _job_updates_once(self) -> AsyncGenerator[Job, None]:
         async with await self._handshake(JOB_UPDATES_PATH) as websocket:
