@@ -271,6 +271,8 @@ def _print_trace(found: Trace) -> None:
     for step in found.steps:
         event = step.event
         after = f" (+{step.after_cause_ms:.0f} ms)" if step.after_cause_ms is not None else ""
+        if step.after_cause_ms is None and event.causation_id:
+            after = f" (caused by event {event.causation_id}, outside this request)"
         line = (
             f"{step.offset_ms:>9.0f} ms  {'  ' * step.depth}{'└─ ' if step.depth else ''}{_type(event)}  "
             f"{event.aggregate_id or '-'}  {event.source or '-'}  {event.stream}:{event.seq}{after}"

@@ -196,3 +196,39 @@ async def test_rebuild_of_the_scheduler_agrees_until_a_row_is_changed_behind_its
         await conn.close()
     unknown = await stack.http.post("/v1/admin/rebuild/gateway", headers=admin)
     assert unknown.status_code == 422
+
+
+async def test_a_job_lost_with_its_node_stays_in_its_requests_chain_and_names_the_node_event_as_cause(
+    stack: Stack,
+) -> None:
+    url = await stack.serve_gateway()
+    owner = await provider(stack)
+    first = await ready_node(stack, url, owner, "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    submitted = await stack.http.post("/v1/jobs", json={"command": ["sleep", "1"]}, headers=user)
+    job_id, request_id = submitted.json()["id"], submitted.headers["X-Request-ID"]
+    await first.next_of("assignment")
+    second = await ready_node(stack, url, owner, "b")
+    await first.die()  # no more heartbeats: down, and its job lost
+    await second.run(await second.next_of("assignment"))
+    await job_status(stack, user, job_id, "succeeded")
+    admin = stack.bearer(await stack.admin())
+
+    async def traced() -> list[dict[str, Any]] | None:
+        found = (await stack.http.get(f"/v1/admin/events/trace/{request_id}", headers=admin)).json()
+        kinds = [step["event"]["type"] for step in found["steps"]]
+        return found["steps"] if "scheduler.job.completed.v1" in kinds else None
+
+    steps = await wait_until(traced, what="the job's chain to its completion")
+    by_type = {step["event"]["type"]: step for step in steps if step["event"]["aggregate_id"] == job_id}
+    lost = by_type["scheduler.job.lost.v1"]["event"]
+    down = (await stack.http.get("/v1/admin/events", params={"aggregate_id": first.node_id}, headers=admin)).json()
+    [went_down] = [
+        e for e in down["items"] if e["type"] == "registry.node.status_changed.v1" and e["data"]["status"] == "down"
+    ]
+    assert lost["causation_id"] == went_down["id"]
+    assert lost["correlation_id"] == request_id
+    # The retry follows from the loss, and the chain runs on to the completion.
+    chain = [step["event"]["type"] for step in steps if step["event"]["aggregate_id"] == job_id]
+    assert chain[-4:] == ["scheduler.job.lost.v1", "scheduler.job.assigned.v1", "scheduler.job.started.v1",
+                          "scheduler.job.completed.v1"]  # fmt: skip
