@@ -130,7 +130,8 @@ class PlacementLoop:
         async with self.pool.acquire() as conn, conn.transaction():
             events: list[Event] = []
             if placed:
-                rows = await store.assign_many(conn, [(job_id, node, why) for job_id, node, why in placed], now)
+                decided = [(job_id, node, why, str(uuid.uuid4())) for job_id, node, why in placed]
+                rows = await store.assign_many(conn, decided, now)
                 for row in rows:
                     assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"])
                     events.append(JobAssigned(
@@ -138,10 +139,9 @@ class PlacementLoop:
                         attempt=row["attempt"], assignment=assignment.model_dump(mode="json"), assigned_at=now,
                     ))  # fmt: skip
                 # Each assignment follows from its job's previous event, in the request that submitted it.
-                causes = [(row["correlation_id"], row["last_event_id"]) for row in rows]
-                envelopes = await outbox.record_many(conn, events, source=service.SOURCE, causes=causes)
-                links = [(row["id"], e.id, e.correlation_id) for row, e in zip(rows, envelopes, strict=True)]
-                await store.continue_chains(conn, links)
+                causes = [(row["correlation_id"], row["previous_event_id"]) for row in rows]
+                ids = [row["event_id"] for row in rows]
+                await outbox.record_many(conn, events, source=service.SOURCE, causes=causes, ids=ids)
             if waiting:
                 await store.defer_many(conn, waiting, None)
             if unplaceable:

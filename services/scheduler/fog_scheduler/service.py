@@ -307,8 +307,9 @@ async def record_for_job(
     It follows from the job's previous event, or from ``caused_by`` (another service's event, such
     as a node going down), so that a trace of the submit request reaches the job's last event.
     """
-    correlation, previous = await store.job_chain(conn, job_id)
+    event_id = str(uuid.uuid4())
+    correlation, previous = await store.advance_chain(conn, job_id, event_id)
     cause = caused_by.id if caused_by is not None else previous
-    envelope = await outbox.record(conn, event, source=SOURCE, correlation_id=correlation, causation_id=cause)
-    await store.continue_chains(conn, [(job_id, envelope.id, envelope.correlation_id)])
-    return envelope
+    return await outbox.record(
+        conn, event, source=SOURCE, correlation_id=correlation, causation_id=cause, event_id=event_id
+    )

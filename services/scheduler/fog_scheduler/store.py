@@ -30,19 +30,14 @@ async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]])
     )  # fmt: skip
 
 
-async def job_chain(conn: asyncpg.Connection, job_id: uuid.UUID) -> tuple[str | None, str | None]:
-    """(correlation id, latest event id) of the job's events so far."""
-    row = await conn.fetchrow("SELECT correlation_id, last_event_id FROM jobs WHERE id = $1", job_id)
-    return (row["correlation_id"], row["last_event_id"]) if row else (None, None)
-
-
-async def continue_chains(conn: asyncpg.Connection, links: Sequence[tuple[uuid.UUID, str, str | None]]) -> None:
-    """(job id, its latest event id, the correlation id): the next event of each job follows from it."""
-    await conn.execute(
-        "UPDATE jobs SET last_event_id = l.event_id, correlation_id = coalesce(jobs.correlation_id, l.correlation_id)"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS l(id, event_id, correlation_id) WHERE jobs.id = l.id",
-        [link[0] for link in links], [link[1] for link in links], [link[2] for link in links],
+async def advance_chain(conn: asyncpg.Connection, job_id: uuid.UUID, event_id: str) -> tuple[str | None, str | None]:
+    """Make ``event_id`` the job's latest event; (correlation id, the event it follows from)."""
+    row = await conn.fetchrow(
+        "UPDATE jobs SET last_event_id = $2 FROM jobs AS before WHERE jobs.id = $1 AND before.id = $1"
+        " RETURNING jobs.correlation_id, before.last_event_id",
+        job_id, event_id,
     )  # fmt: skip
+    return (row["correlation_id"], row["last_event_id"]) if row else (None, None)
 
 
 async def job_by_key(conn: asyncpg.Connection, owner_id: str, key: str) -> asyncpg.Record | None:
@@ -149,17 +144,23 @@ async def allocations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def assign_many(
-    conn: asyncpg.Connection, placements: Sequence[tuple[uuid.UUID, str, dict[str, Any]]], now: datetime
+    conn: asyncpg.Connection, placements: Sequence[tuple[uuid.UUID, str, dict[str, Any], str]], now: datetime
 ) -> list[asyncpg.Record]:
-    """Place these pending jobs in one statement; returns the ones that were still pending."""
+    """Place these pending jobs in one statement; returns the ones that were still pending.
+
+    Each placement's last item is the id of its ``job.assigned`` event, which becomes the job's
+    latest; each row returned carries the job's correlation id and the event it follows from.
+    """
     rows = await conn.fetch(
         "UPDATE jobs SET status = 'assigned', node_id = p.node_id, explain = p.explain, assigned_at = $4,"
-        " not_before = NULL"
-        " FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS p(id, node_id, explain)"
+        " not_before = NULL, last_event_id = p.event_id"
+        " FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $5::text[]) AS p(id, node_id, explain, event_id)"
+        " JOIN jobs AS before ON before.id = p.id"
         " WHERE jobs.id = p.id AND jobs.status = 'pending'"
         " RETURNING jobs.id, jobs.owner_id, jobs.node_id, jobs.attempt, jobs.spec, jobs.correlation_id,"
-        " jobs.last_event_id",
+        " jobs.last_event_id AS event_id, before.last_event_id AS previous_event_id",
         [p[0] for p in placements], [p[1] for p in placements], [p[2] for p in placements], now,
+        [p[3] for p in placements],
     )  # fmt: skip
     return list(rows)
 
