@@ -251,6 +251,7 @@ async def test_restarting_the_scheduler_during_a_job_array_loses_none_and_runs_n
                                         headers=user)  # fmt: skip
             if page.status_code == 503:  # the busy scheduler did not answer in time: ask again
                 return 0
+            assert page.status_code == 200, page.text
             return len(page.json()["items"])
 
         await wait_until(lambda: _at_least(succeeded(), 100), timeout=120, what="some jobs done")
