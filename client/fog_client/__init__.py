@@ -2,6 +2,17 @@
 
 from fog_client.client import FogClient
 from fog_client.errors import ApiError
+from fog_client.events import (
+    DeadLetter,
+    EventPage,
+    Gap,
+    RebuildReport,
+    Redriven,
+    RowDifference,
+    StoredEvent,
+    Trace,
+    TraceStep,
+)
 from fog_client.models import (
     ENDED_STATUSES,
     Affinity,
@@ -37,8 +48,11 @@ __all__ = [
     "Capabilities",
     "Constraints",
     "CreatedApiKey",
+    "DeadLetter",
+    "EventPage",
     "Explanation",
     "FogClient",
+    "Gap",
     "Gpu",
     "Job",
     "JobArray",
@@ -50,9 +64,15 @@ __all__ = [
     "Node",
     "NodeCredential",
     "NodeUsage",
+    "RebuildReport",
+    "Redriven",
     "RegisteredNode",
     "Resources",
     "RotatedKey",
+    "RowDifference",
+    "StoredEvent",
     "Tokens",
+    "Trace",
+    "TraceStep",
     "User",
 ]

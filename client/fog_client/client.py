@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response as HandshakeResponse
 
 from fog_client.errors import ApiError
+from fog_client.events import EventPage, RebuildReport, Redriven, StoredEvent, Trace
 from fog_client.models import (
     ApiKey,
     Capabilities,
@@ -46,6 +47,8 @@ M = TypeVar("M", bound=BaseModel)
 Query = Mapping[str, str | int | list[str]]
 
 JOB_UPDATES_PATH = "/v1/jobs/updates"
+#: a trace or a rebuild reads whole streams: the gateway gives a rebuild up to 120 s
+SCANNING_TIMEOUT_S = 130.0
 #: the largest WebSocket message accepted: a job's spec alone may carry a 1 MiB argv
 MAX_MESSAGE_BYTES = 4 * 2**20
 _REFUSING_CLOSE_CODES = (4401, 4403)
@@ -163,6 +166,54 @@ class FogClient:
 
     async def rotate_signing_key(self) -> RotatedKey:
         return _parse(RotatedKey, await self._call("POST", "/v1/admin/signing-keys/rotate"))
+
+    # -- events (admin) --------------------------------------------------------------------------
+
+    async def event_history(
+        self,
+        *,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        aggregate_id: str | None = None,
+        correlation_id: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> EventPage:
+        """One page of stored events, oldest first; pass its ``cursor`` back for the next one."""
+        filters = {
+            "subject": subject, "since": _iso(since), "until": _iso(until), "aggregate_id": aggregate_id,
+            "correlation_id": correlation_id, "cursor": cursor, "limit": limit,
+        }  # fmt: skip
+        query = {k: v for k, v in filters.items() if v is not None}
+        return _parse(EventPage, await self._call("GET", "/v1/admin/events", params=query))
+
+    async def event_trace(
+        self, correlation_id: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Trace:
+        """Every event one request (its ``X-Request-ID``) caused, as a causal tree."""
+        query = {k: v for k, v in (("since", _iso(since)), ("until", _iso(until))) if v is not None}
+        path = f"/v1/admin/events/trace/{_segment(correlation_id)}"
+        return _parse(Trace, await self._call("GET", path, params=query, timeout=SCANNING_TIMEOUT_S))
+
+    async def dead_letters(
+        self, *, consumer: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> EventPage:
+        filters = {"consumer": consumer, "cursor": cursor, "limit": limit}
+        query = {k: v for k, v in filters.items() if v is not None}
+        return _parse(EventPage, await self._call("GET", "/v1/admin/dead-letters", params=query))
+
+    async def dead_letter(self, seq: int) -> StoredEvent:
+        return _parse(StoredEvent, await self._call("GET", f"/v1/admin/dead-letters/{int(seq)}"))
+
+    async def redrive_dead_letter(self, seq: int) -> Redriven:
+        """Hand a dead letter back to the consumer that parked it."""
+        return _parse(Redriven, await self._call("POST", f"/v1/admin/dead-letters/{int(seq)}/redrive"))
+
+    async def rebuild_read_model(self, service: str) -> RebuildReport:
+        """Have ``service`` rebuild its event-derived read model in a scratch copy and compare."""
+        path = f"/v1/admin/rebuild/{_segment(service)}"
+        return _parse(RebuildReport, await self._call("POST", path, timeout=SCANNING_TIMEOUT_S))
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -316,13 +367,21 @@ class FogClient:
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Query | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        params: Query | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
+        """One call; ``timeout`` replaces the client's for calls known to take long."""
         sent = self.access_token
-        response = await self._send(method, path, body, auth=auth, params=params)
+        response = await self._send(method, path, body, auth=auth, params=params, timeout=timeout)
         if response.status_code == 401 and auth and await self._refreshed_after_401(sent):
             # once only: a second 401 is the answer
-            response = await self._send(method, path, body, auth=auth, params=params)
+            response = await self._send(method, path, body, auth=auth, params=params, timeout=timeout)
         if response.is_error:
             raise ApiError.from_response(response)
         return response
@@ -336,10 +395,13 @@ class FogClient:
                 await self.refresh()
         return self.access_token != sent
 
-    async def _send(self, method: str, path: str, body: Any, *, auth: bool, params: Query | None) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, body: Any, *, auth: bool, params: Query | None, timeout: float | None = None
+    ) -> httpx.Response:
         credential = (self.api_key or self.access_token) if auth else None
         headers = {"Authorization": f"Bearer {credential}"} if credential else None
-        return await self._http.request(method, path, json=body, headers=headers, params=params)
+        wait = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
+        return await self._http.request(method, path, json=body, headers=headers, params=params, timeout=wait)
 
     async def _job_updates_once(self) -> AsyncGenerator[Job, None]:
         async with await self._handshake(JOB_UPDATES_PATH) as websocket:
@@ -425,3 +487,7 @@ def _segment(value: str) -> str:
     if value in ("", ".", ".."):  # URL normalisation would drop or climb these
         raise ValueError(f"not an id: {value!r}")
     return quote(value, safe="")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None

@@ -11,7 +11,7 @@ from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
-from fog_gateway.routes import admin, api_keys, auth, jobs, nodes
+from fog_gateway.routes import admin, api_keys, auth, events, jobs, nodes
 from fog_gateway.security import Verifier
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -41,6 +41,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
     authz = Authorizer(verifier, RateLimiter(settings.rate_per_principal_per_s, settings.burst_per_principal))
     for module in (auth, api_keys, admin):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
+    api.include_router(events.build_router(lambda: runtime.js, calls, authz), responses=problems.COMMON_ERRORS)
     relay, links = HeartbeatRelay(runtime.broker, flush_s=settings.heartbeat_flush_s), NodeLinks()
     verifier.on_node_revoked.append(links.revoked)
     runtime.in_background("heartbeat-relay", relay.run)

@@ -18,9 +18,11 @@ class ServiceCalls:
     def __init__(self, broker: NatsBroker, timeout_s: float) -> None:
         self.broker, self.timeout_s = broker, timeout_s
 
-    async def ask(self, subject: str, body: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    async def ask(
+        self, subject: str, body: BaseModel | dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         """The reply, or :class:`Problem` when the service refused (``ServiceUnavailable`` → 503)."""
-        reply = await request(self.broker, subject, body, timeout=self.timeout_s)
+        reply = await request(self.broker, subject, body, timeout=timeout_s or self.timeout_s)
         refusal = refusal_in(reply)
         if refusal is not None:
             headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None

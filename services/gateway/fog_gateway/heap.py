@@ -52,9 +52,12 @@ class HeapFreezer:
         self.reclaims = 0
 
     async def run(self) -> None:
-        while True:
-            self.step()
-            await asyncio.sleep(self.every_s)  # the freezing period
+        try:
+            while True:
+                self.step()
+                await asyncio.sleep(self.every_s)  # the freezing period
+        finally:
+            self.gc.unfreeze()  # a process that goes on without the gateway (a test run) gets its GC back
 
     def step(self) -> None:
         """Freeze what survived since the last step, or reclaim first once the heap has grown."""

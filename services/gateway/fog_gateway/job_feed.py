@@ -22,6 +22,7 @@ from nats.js.api import DeliverPolicy
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.node_link import NodeLinks
 from fog_gateway.problems import Problem
+from fog_shared.bus.consumer import H_REDRIVE_FOR
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
 from fog_shared.commands.auth import Principal
@@ -60,6 +61,8 @@ class JobFeed:
         await js.subscribe(JOB_EVENTS, cb=self._on_event, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
 
     async def _on_event(self, msg: Msg) -> None:
+        if H_REDRIVE_FOR in (msg.headers or {}):
+            return  # a dead letter handed back to one consumer: its effects here happened already
         try:
             await self.dispatch(msg.subject, json.loads(msg.data))
         except Exception:

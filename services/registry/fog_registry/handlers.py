@@ -65,17 +65,18 @@ def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
     runtime.consume(JOB_OUTCOMES, on_job_outcome)
 
 
-async def on_job_outcome(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
+async def on_job_outcome(conn: asyncpg.Connection, event: Event, envelope: Envelope) -> None:
     """Reputation follows what happened to the jobs a node ran."""
     now = datetime.now(UTC)
     if isinstance(event, JobCompleted):
         await service.record_outcome(
-            conn, event.node_id, success=True, weight=domain.JOB_COMPLETED_WEIGHT, reason="job completed", now=now
-        )
+            conn, event.node_id, success=True, weight=domain.JOB_COMPLETED_WEIGHT, reason="job completed", now=now,
+            caused_by=envelope,
+        )  # fmt: skip
     elif isinstance(event, JobFailed) and event.node_fault and event.node_id:
         await service.record_outcome(
             conn, event.node_id, success=False, weight=domain.JOB_FAILED_BY_NODE_WEIGHT,
-            reason=f"job failed: {event.reason}", now=now,
+            reason=f"job failed: {event.reason}", now=now, caused_by=envelope,
         )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from fog_registry import domain, store
 from fog_shared.commands import registry as contract
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.common import Refusal
+from fog_shared.envelope import Envelope
 from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
 from fog_shared.pg import outbox
 
@@ -115,9 +116,10 @@ async def record_transition(conn: asyncpg.Connection, transition: domain.Transit
 
 
 async def record_outcome(
-    conn: asyncpg.Connection, node_id: str, *, success: bool, weight: float, reason: str, now: datetime
-) -> None:
-    """Move the node's reputation; announce it when it moved noticeably."""
+    conn: asyncpg.Connection, node_id: str, *, success: bool, weight: float, reason: str, now: datetime,
+    caused_by: Envelope | None = None,
+) -> None:  # fmt: skip
+    """Move the node's reputation; announce it when it moved noticeably (following ``caused_by``)."""
     row = await store.reputation(conn, node_id)
     if row is None:
         return
@@ -135,4 +137,4 @@ async def record_outcome(
             node_id=node_id, reputation=round(after.score, 4), previous_reputation=round(announced, 4), reason=reason,
             changed_at=now,
         )  # fmt: skip
-        await outbox.record(conn, event, source=SOURCE)
+        await outbox.record(conn, event, source=SOURCE, caused_by=caused_by)

@@ -7,14 +7,14 @@ from typing import Any
 
 import asyncpg
 
-from fog_scheduler import service, store
+from fog_scheduler import node_view, rebuild, service
 from fog_scheduler.placement import PlacementLoop
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS
 from fog_shared.commands import scheduler as contract
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
-from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
+from fog_shared.events.registry import NodeDeregistered, NodeStatusChanged
 from fog_shared.runtime import ServiceRuntime
 
 NODES = next(c for c in CONSUMERS if c.durable == "scheduler__nodes")
@@ -68,28 +68,25 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     async def reports(body: contract.ReportsCommand) -> dict[str, Any]:
         return await answer(lambda conn: service.record_reports(conn, body, now=_now()))
 
-    async def on_node_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
-        await follow_node(conn, event)
+    @broker.subscriber(contract.REBUILD, queue=group, title="rebuild")
+    async def rebuild_read_model(_: dict[str, Any]) -> dict[str, Any]:
+        return await answer(lambda conn: rebuild.rebuild_node_view(conn, runtime.js, NODES, runtime.settings.db_schema))
+
+    async def on_node_event(conn: asyncpg.Connection, event: Event, envelope: Envelope) -> None:
+        await follow_node(conn, event, envelope)
         placement.wake()  # capacity changed
 
     runtime.consume(NODES, on_node_event)
 
 
-async def follow_node(conn: asyncpg.Connection, event: Event) -> None:
+async def follow_node(conn: asyncpg.Connection, event: Event, envelope: Envelope | None = None) -> None:
     """The scheduler's own view of the nodes; a node going down loses the work placed there."""
     now = datetime.now(UTC)
-    if isinstance(event, NodeRegistered):
-        await store.upsert_node(conn, event.node_id, status="down", capabilities=event.capabilities,
-                                labels=event.labels, region=event.region, now=now)  # fmt: skip
-    elif isinstance(event, NodeStatusChanged):
-        await store.set_node_status(conn, event.node_id, event.status, now)
-        if event.status == "down":
-            await service.node_went_down(conn, event.node_id, now=now)
-    elif isinstance(event, NodeReputationChanged):
-        await store.set_node_reputation(conn, event.node_id, event.reputation, now)
-    elif isinstance(event, NodeDeregistered):
-        await service.node_went_down(conn, event.node_id, now=now)
-        await store.delete_node(conn, event.node_id)
+    await node_view.project(conn, event, now)
+    gone = isinstance(event, NodeDeregistered) or (isinstance(event, NodeStatusChanged) and event.status == "down")
+    if gone:
+        assert isinstance(event, NodeDeregistered | NodeStatusChanged)
+        await service.node_went_down(conn, event.node_id, now=now, caused_by=envelope)
 
 
 def _now() -> datetime:

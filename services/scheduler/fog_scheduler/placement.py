@@ -130,13 +130,18 @@ class PlacementLoop:
         async with self.pool.acquire() as conn, conn.transaction():
             events: list[Event] = []
             if placed:
-                for row in await store.assign_many(conn, [(job_id, node, why) for job_id, node, why in placed], now):
+                decided = [(job_id, node, why, str(uuid.uuid4())) for job_id, node, why in placed]
+                rows = await store.assign_many(conn, decided, now)
+                for row in rows:
                     assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"])
                     events.append(JobAssigned(
                         job_id=str(row["id"]), owner_id=row["owner_id"], node_id=row["node_id"],
                         attempt=row["attempt"], assignment=assignment.model_dump(mode="json"), assigned_at=now,
                     ))  # fmt: skip
-                await outbox.record_many(conn, events, source=service.SOURCE)
+                # Each assignment follows from its job's previous event, in the request that submitted it.
+                causes = [(row["correlation_id"], row["previous_event_id"]) for row in rows]
+                ids = [row["event_id"] for row in rows]
+                await outbox.record_many(conn, events, source=service.SOURCE, causes=causes, ids=ids)
             if waiting:
                 await store.defer_many(conn, waiting, None)
             if unplaceable:

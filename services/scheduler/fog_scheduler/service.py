@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from fog_scheduler import domain, store
 from fog_shared.commands import scheduler as contract
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.common import Refusal
+from fog_shared.envelope import Envelope
 from fog_shared.events.base import Event
 from fog_shared.events.scheduler import (
     JobCancelled,
@@ -28,6 +30,7 @@ from fog_shared.events.scheduler import (
     JobSubmitted,
 )
 from fog_shared.pg import outbox
+from fog_shared.telemetry import correlation_id
 
 SOURCE = "fog/scheduler"
 #: the ids of arrays up to this size come back from the submit
@@ -71,14 +74,14 @@ async def submit(conn: asyncpg.Connection, command: contract.SubmitCommand, *, n
             existing = await store.job_by_key(conn, command.owner_id, spec.idempotency_key)
             if existing is not None:
                 return {"job": view(existing), "created": False}
-        job_id = uuid.uuid4()
+        job_id, event_id = uuid.uuid4(), str(uuid.uuid4())
         row = (job_id, command.owner_id, spec.name, None, None, spec.model_dump(mode="json"), spec.priority,
-               spec.idempotency_key, now)  # fmt: skip
+               spec.idempotency_key, now, _request(event_id), event_id)  # fmt: skip
         await store.insert_jobs(conn, [row])
         event = JobSubmitted(
             job_id=str(job_id), owner_id=command.owner_id, array_id=None, priority=spec.priority, submitted_at=now
         )
-        await outbox.record(conn, event, source=SOURCE)
+        await outbox.record(conn, event, source=SOURCE, correlation_id=_request(event_id), event_id=event_id)
         created = await store.job(conn, job_id)
     assert created is not None
     return {"job": view(created), "created": True}
@@ -99,14 +102,16 @@ async def submit_array(
         await store.insert_array(conn, array_id, owner, count, spec.idempotency_key, now)
         base = spec.model_dump(mode="json")
         base["idempotency_key"] = None  # the key names the array; the jobs need none of their own
-        rows, events = [], list[Event]()
+        rows, events, event_ids = [], list[Event](), [str(uuid.uuid4()) for _ in range(count)]
+        request = _request(str(array_id))  # one request: all the array's chains share its correlation id
         for index in range(count):
             job_id, job_spec = uuid.uuid4(), {**base, "env": {**base["env"], "FOG_ARRAY_INDEX": str(index)}}
-            rows.append((job_id, owner, spec.name, array_id, index, job_spec, spec.priority, None, now))
+            rows.append((job_id, owner, spec.name, array_id, index, job_spec, spec.priority, None, now, request,
+                         event_ids[index]))  # fmt: skip
             events.append(JobSubmitted(job_id=str(job_id), owner_id=owner, array_id=str(array_id),
                                        priority=spec.priority, submitted_at=now))  # fmt: skip
         await store.insert_jobs(conn, rows)
-        await outbox.record_many(conn, events, source=SOURCE)
+        await outbox.record_many(conn, events, source=SOURCE, causes=[(request, None)] * count, ids=event_ids)
     return contract.ArrayView(
         array_id=str(array_id), count=count, job_ids=[str(r[0]) for r in rows] if count <= ARRAY_IDS_SHOWN else None
     )
@@ -197,7 +202,7 @@ async def cancel(conn: asyncpg.Connection, query: contract.JobQuery, *, now: dat
         event = JobCancelled(
             job_id=str(job["id"]), owner_id=job["owner_id"], node_id=placed, attempt=job["attempt"], cancelled_at=now
         )
-        await outbox.record(conn, event, source=SOURCE)
+        await record_for_job(conn, job["id"], event)
         updated = await store.job(conn, job["id"])
     assert updated is not None
     return view(updated)
@@ -233,7 +238,7 @@ async def record_reports(conn: asyncpg.Connection, command: contract.ReportsComm
                 if job is not None and job["attempt"] == attempt and job["node_id"] == node_id:
                     events += await _finished(conn, job, node_id, done, now, endings)
             await store.finish(conn, endings, now=now)
-        await outbox.record_many(conn, events, source=SOURCE)
+        await record_for_jobs(conn, events)
 
 
 async def _finished(
@@ -289,12 +294,14 @@ def assignment(job_id: str, attempt: int, spec: dict[str, Any]) -> contract.Assi
 # -- nodes, as the registry announces them ---------------------------------------------------
 
 
-async def node_went_down(conn: asyncpg.Connection, node_id: str, *, now: datetime) -> None:
+async def node_went_down(
+    conn: asyncpg.Connection, node_id: str, *, now: datetime, caused_by: Envelope | None = None
+) -> None:
     """Its placed jobs are lost: back to pending (another node preferred) while attempts remain."""
     for job in await store.placed_on(conn, node_id):
         owner, attempt = job["owner_id"], job["attempt"]
-        await outbox.record(conn, JobLost(job_id=str(job["id"]), owner_id=owner, node_id=node_id, attempt=attempt,
-                                          lost_at=now), source=SOURCE)  # fmt: skip
+        lost = JobLost(job_id=str(job["id"]), owner_id=owner, node_id=node_id, attempt=attempt, lost_at=now)
+        await record_for_job(conn, job["id"], lost, caused_by=caused_by)
         if domain.after_failure(attempt, job["spec"]["max_attempts"]) == "retry":
             await store.requeue(conn, job["id"], tried_node=node_id, not_before=None, error=f"lost on {node_id}")
         else:
@@ -302,4 +309,45 @@ async def node_went_down(conn: asyncpg.Connection, node_id: str, *, now: datetim
             await store.finish(conn, [ending], now=now)
             event = JobFailed(job_id=str(job["id"]), node_id=node_id, reason="lost", node_fault=True, failed_at=now,
                               owner_id=owner)  # fmt: skip
-            await outbox.record(conn, event, source=SOURCE)
+            await record_for_job(conn, job["id"], event)
+
+
+# -- each job's causal chain -----------------------------------------------------------------
+
+
+def _request(fallback: str) -> str:
+    """The correlation id of the request being served (the gateway's request id)."""
+    return correlation_id() or fallback
+
+
+async def record_for_jobs(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """:func:`record_for_job` for many events of many jobs (in order; a job may have several),
+    with one statement for the chains and one for the outbox."""
+    if not events:
+        return
+    ids = [str(uuid.uuid4()) for _ in events]
+    latest = {uuid.UUID(event.aggregate_id): event_id for event, event_id in zip(events, ids, strict=True)}
+    chains = await store.advance_chains(conn, latest)
+    causes: list[tuple[str | None, str | None]] = []
+    for event, event_id in zip(events, ids, strict=True):
+        job_id = uuid.UUID(event.aggregate_id)
+        correlation, previous = chains.get(job_id, (None, None))
+        causes.append((correlation, previous))
+        chains[job_id] = (correlation, event_id)  # the job's next event in this batch follows this one
+    await outbox.record_many(conn, events, source=SOURCE, causes=causes, ids=ids)
+
+
+async def record_for_job(
+    conn: asyncpg.Connection, job_id: uuid.UUID, event: Event, *, caused_by: Envelope | None = None
+) -> Envelope:
+    """Record a job's event in the chain of the request that submitted it.
+
+    It follows from the job's previous event, or from ``caused_by`` (another service's event, such
+    as a node going down), so that a trace of the submit request reaches the job's last event.
+    """
+    event_id = str(uuid.uuid4())
+    correlation, previous = await store.advance_chain(conn, job_id, event_id)
+    cause = caused_by.id if caused_by is not None else previous
+    return await outbox.record(
+        conn, event, source=SOURCE, correlation_id=correlation, causation_id=cause, event_id=event_id
+    )

@@ -21,13 +21,37 @@ PLACED = ("assigned", "running")
 
 
 async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at)."""
+    """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,
+    correlation_id, submitted event id)."""
     await conn.copy_records_to_table(
         "jobs",
-        records=[(*row[:8], "pending", row[8]) for row in rows],
+        records=[(*row[:8], "pending", *row[8:]) for row in rows],
         columns=["id", "owner_id", "name", "array_id", "array_index", "spec", "priority", "idempotency_key",
-                 "status", "submitted_at"],
+                 "status", "submitted_at", "correlation_id", "last_event_id"],
     )  # fmt: skip
+
+
+async def advance_chain(conn: asyncpg.Connection, job_id: uuid.UUID, event_id: str) -> tuple[str | None, str | None]:
+    """Make ``event_id`` the job's latest event; (correlation id, the event it follows from)."""
+    row = await conn.fetchrow(
+        "UPDATE jobs SET last_event_id = $2 FROM jobs AS before WHERE jobs.id = $1 AND before.id = $1"
+        " RETURNING jobs.correlation_id, before.last_event_id",
+        job_id, event_id,
+    )  # fmt: skip
+    return (row["correlation_id"], row["last_event_id"]) if row else (None, None)
+
+
+async def advance_chains(
+    conn: asyncpg.Connection, latest: dict[uuid.UUID, str]
+) -> dict[uuid.UUID, tuple[str | None, str | None]]:
+    """:func:`advance_chain` for many jobs: ``latest`` maps each to its new latest event id."""
+    rows = await conn.fetch(
+        "UPDATE jobs SET last_event_id = r.event_id FROM unnest($1::uuid[], $2::text[]) AS r(id, event_id)"
+        " JOIN jobs AS before ON before.id = r.id WHERE jobs.id = r.id"
+        " RETURNING jobs.id, jobs.correlation_id, before.last_event_id",
+        list(latest), list(latest.values()),
+    )  # fmt: skip
+    return {row["id"]: (row["correlation_id"], row["last_event_id"]) for row in rows}
 
 
 async def job_by_key(conn: asyncpg.Connection, owner_id: str, key: str) -> asyncpg.Record | None:
@@ -134,16 +158,23 @@ async def allocations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def assign_many(
-    conn: asyncpg.Connection, placements: Sequence[tuple[uuid.UUID, str, dict[str, Any]]], now: datetime
+    conn: asyncpg.Connection, placements: Sequence[tuple[uuid.UUID, str, dict[str, Any], str]], now: datetime
 ) -> list[asyncpg.Record]:
-    """Place these pending jobs in one statement; returns the ones that were still pending."""
+    """Place these pending jobs in one statement; returns the ones that were still pending.
+
+    Each placement's last item is the id of its ``job.assigned`` event, which becomes the job's
+    latest; each row returned carries the job's correlation id and the event it follows from.
+    """
     rows = await conn.fetch(
         "UPDATE jobs SET status = 'assigned', node_id = p.node_id, explain = p.explain, assigned_at = $4,"
-        " not_before = NULL"
-        " FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS p(id, node_id, explain)"
+        " not_before = NULL, last_event_id = p.event_id"
+        " FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $5::text[]) AS p(id, node_id, explain, event_id)"
+        " JOIN jobs AS before ON before.id = p.id"
         " WHERE jobs.id = p.id AND jobs.status = 'pending'"
-        " RETURNING jobs.id, jobs.owner_id, jobs.node_id, jobs.attempt, jobs.spec",
+        " RETURNING jobs.id, jobs.owner_id, jobs.node_id, jobs.attempt, jobs.spec, jobs.correlation_id,"
+        " jobs.last_event_id AS event_id, before.last_event_id AS previous_event_id",
         [p[0] for p in placements], [p[1] for p in placements], [p[2] for p in placements], now,
+        [p[3] for p in placements],
     )  # fmt: skip
     return list(rows)
 

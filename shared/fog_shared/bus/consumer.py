@@ -7,6 +7,7 @@ event rolls back alone while the others commit. Per event:
 
 * headers that are not a CloudEvent, an unknown type or a body that fails validation go to the
   dead-letter stream at once, with the reason (retrying cannot fix them);
+* a re-driven dead letter meant for another consumer is acked and skipped;
 * an event already in the inbox is acked and skipped (redelivery, or a re-publish past the
   duplicate window);
 * a handler that raises gets its savepoint rolled back and the event NAKed with the consumer's
@@ -56,6 +57,10 @@ H_DLQ_STREAM = "fog-dlq-stream"
 H_DLQ_SEQUENCE = "fog-dlq-stream-seq"
 H_DLQ_SUBJECT = "fog-dlq-subject"
 H_DLQ_DELIVERIES = "fog-dlq-deliveries"
+#: a re-driven copy of a dead letter names the entry it came from (``DLQ:<seq>``) and the one
+#: consumer it is for: every other consumer, having handled the original, acks it unseen
+H_REDRIVE_OF = "fog-redrive-of"
+H_REDRIVE_FOR = "fog-redrive-for"
 
 REASON_INVALID = "invalid"
 REASON_FAILED = "handler_failed"
@@ -138,11 +143,20 @@ class EventConsumer:
         with EVENT_HANDLE_SECONDS.labels(self.spec.durable).time():
             decoded = []
             for msg in messages:
+                if self._redriven_for_another(msg):
+                    await msg.ack()
+                    EVENTS_HANDLED.labels(self.spec.durable, "duplicate").inc()
+                    continue
                 item = await self._decode_or_dead_letter(msg)
                 if item is not None:
                     decoded.append(item)
             if decoded:
                 await self._handle_decoded(decoded)
+
+    def _redriven_for_another(self, msg: Msg) -> bool:
+        """A re-driven dead letter is for the consumer that parked it; the others handled it already."""
+        meant_for = (msg.headers or {}).get(H_REDRIVE_FOR)
+        return meant_for is not None and meant_for != self.spec.durable
 
     async def _decode_or_dead_letter(self, msg: Msg) -> _Decoded | None:
         try:

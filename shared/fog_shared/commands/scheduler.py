@@ -23,6 +23,8 @@ JOB_OUTPUT = query_subject("scheduler", "job_output")
 EXPLAIN_JOB = query_subject("scheduler", "explain_job")
 NODE_ASSIGNMENTS = query_subject("scheduler", "node_assignments")
 REPORTS = command_subject("scheduler", "reports")
+#: rebuild the scheduler's event-derived read model (its node view) and compare: replies a RebuildReport
+REBUILD = command_subject("scheduler", "rebuild")
 
 JobStatus = Literal["pending", "assigned", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
 ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})

@@ -43,11 +43,15 @@ async def record(
     source: str,
     caused_by: Envelope | None = None,
     correlation_id: str | None = None,
+    causation_id: str | None = None,
+    event_id: str | None = None,
 ) -> Envelope:
     """Write ``event`` to the outbox inside the caller's transaction; returns its envelope.
 
     The envelope carries the current trace context, so the consumer's span joins this trace,
     and the correlation id of the request (or of ``caused_by``, whose id becomes the causation).
+    Without ``caused_by``, ``correlation_id`` and ``causation_id`` say which request and which
+    earlier event this one follows from (an aggregate's next event after its previous one).
     """
     aggregate = event.aggregate_id
     if caused_by is not None:
@@ -58,6 +62,8 @@ async def record(
             source=source,
             subject=aggregate,
             correlation_id=correlation_id or log_context.correlation_id(),
+            causation_id=causation_id,
+            id=event_id,
         )
     traceparent, tracestate = current_traceparent()
     if traceparent:
@@ -73,22 +79,39 @@ async def record(
     return envelope
 
 
-async def record_many(conn: asyncpg.Connection, events: Sequence[Event], *, source: str) -> None:
-    """:func:`record` for a whole batch in one round trip: the hot paths (placements) use it."""
+async def record_many(
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    source: str,
+    causes: Sequence[tuple[str | None, str | None]] | None = None,
+    ids: Sequence[str] | None = None,
+) -> list[Envelope]:
+    """:func:`record` for a whole batch in one round trip: the hot paths (placements) use it.
+
+    ``causes`` gives each event its (correlation id, causation id); by default every event gets
+    the current correlation id and no causation. ``ids`` are the events' ids, when the caller
+    needs to know them before (to store them with the state they describe).
+    """
     if not events:
-        return
+        return []
     traceparent, tracestate = current_traceparent()
-    rows = []
-    for event in events:
+    rows, envelopes = [], []
+    for index, event in enumerate(events):
+        correlation, causation = causes[index] if causes is not None else (None, None)
         envelope = Envelope.new(
-            type=event.TYPE.name, source=source, subject=event.aggregate_id, correlation_id=log_context.correlation_id()
-        )
+            type=event.TYPE.name, source=source, subject=event.aggregate_id,
+            correlation_id=correlation or log_context.correlation_id(), causation_id=causation,
+            id=ids[index] if ids is not None else None,
+        )  # fmt: skip
         if traceparent:
             envelope = envelope.with_trace(traceparent, tracestate)
+        envelopes.append(envelope)
         rows.append((uuid.UUID(envelope.id), event.TYPE.subject, json.dumps(envelope.to_headers()), event.to_json()))
     await conn.executemany(
         "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3::text::jsonb, $4)", rows
     )
+    return envelopes
 
 
 class BatchRejected(RuntimeError):
