@@ -6,13 +6,22 @@ written by ``deploy/kind/make_secrets.py``, as ``make kind-up`` does: the real o
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from k8s_manifests import DEPLOY, OVERLAYS, Manifests, render
+
+from fog_shared.bus.permissions import PROVISIONER, all_permissions, password_variable
+from fog_shared.bus.permissions import render as render_nats_users
+from fog_shared.devservers import NatsServer, free_port
+from fog_shared.subjects import SERVICES
+
+NATS_USERS = (*SERVICES, PROVISIONER)
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +48,27 @@ def overlay(request: pytest.FixtureRequest, rendered: dict[str, Manifests]) -> M
     """Each overlay in turn: the checks hold for every cluster Fog is deployed to."""
     manifests: Manifests = rendered[request.param]
     return manifests
+
+
+@pytest.fixture(scope="session")
+def nats_passwords() -> dict[str, str]:
+    return {user: secrets.token_hex(16) for user in NATS_USERS}
+
+
+@pytest.fixture(scope="session")
+def nats_with_users(tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]) -> Iterator[NatsServer]:
+    """A real NATS server running the generated users, as the cluster's does."""
+    server = NatsServer(
+        tmp_path_factory.mktemp("nats-users"),
+        port=free_port(),
+        monitor_port=free_port(),
+        extra_config=render_nats_users(all_permissions()),
+    )
+    with pytest.MonkeyPatch.context() as env:  # the server resolves $NATS_PASSWORD_<USER> from its environment
+        for user, password in nats_passwords.items():
+            env.setenv(password_variable(user), password)
+        server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

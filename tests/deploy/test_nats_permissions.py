@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -26,7 +26,7 @@ from fog_shared.bus.permissions import (
 )
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology, event_stream_name
-from fog_shared.devservers import NatsServer, free_port
+from fog_shared.devservers import NatsServer
 from fog_shared.subjects import SERVICES
 from fog_shared.testing.waiting import wait_until
 
@@ -64,31 +64,8 @@ async def _async_true(value: bool) -> bool:
     return value
 
 
-@pytest.fixture(scope="module")
-def passwords() -> dict[str, str]:
-    return {user: secrets.token_hex(16) for user in USERS}
-
-
-@pytest.fixture(scope="module")
-def nats_with_users(tmp_path_factory: pytest.TempPathFactory, passwords: dict[str, str]) -> Iterator[NatsServer]:
-    server = NatsServer(
-        tmp_path_factory.mktemp("nats-users"),
-        port=free_port(),
-        monitor_port=free_port(),
-        extra_config=render(all_permissions()),
-    )
-    with pytest.MonkeyPatch.context() as env:  # the server resolves $NATS_PASSWORD_<USER> from its environment
-        for user, password in passwords.items():
-            env.setenv(password_variable(user), password)
-        server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-async def login(nats_with_users: NatsServer, passwords: dict[str, str]) -> AsyncIterator[dict[str, Connection]]:
+async def login(nats_with_users: NatsServer, nats_passwords: dict[str, str]) -> AsyncIterator[dict[str, Connection]]:
     """One connection per user, on a freshly provisioned topology (provisioned as the Job does)."""
     connections: dict[str, Connection] = {}
     for user in USERS:
@@ -98,7 +75,7 @@ async def login(nats_with_users: NatsServer, passwords: dict[str, str]) -> Async
             errors.append(str(exc).lower())
 
         nc = await nats.connect(
-            nats_with_users.url, user=user, password=passwords[user], error_cb=record, allow_reconnect=False
+            nats_with_users.url, user=user, password=nats_passwords[user], error_cb=record, allow_reconnect=False
         )
         connections[user] = Connection(nc, errors)
     admin = connections[PROVISIONER].js
