@@ -7,6 +7,7 @@ pull its durable consumers, read its live feeds) and is refused the rest.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, StreamConfig
 
 from fog_shared.bus.permissions import (
+    LIVE_READS,
     PROVISIONER,
+    REQUESTS,
     all_permissions,
     main,
     password_variable,
@@ -183,3 +186,31 @@ async def test_the_gateway_reads_no_other_stream(login: dict[str, Connection]) -
     with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
         await gateway.js.subscribe("fog.evt.messaging.>", ordered_consumer=True)
     await gateway.refused("$JS.API.CONSUMER.CREATE.EVT_MESSAGING")
+
+
+# -- the declarations the permissions rest on, against the services' code ----------------------------
+def _sources(service: str) -> list[str]:
+    package = REPO / "services" / service / f"fog_{service}"
+    return [path.read_text() for path in package.rglob("*.py")]
+
+
+def _imported_contracts(service: str) -> set[str]:
+    """The services whose request/reply contracts (fog_shared.commands.<svc>) the code imports."""
+    found = set()
+    for source in _sources(service):
+        found |= set(re.findall(r"from fog_shared\.commands import (\w+)", source))
+        found |= set(re.findall(r"from fog_shared\.commands\.(\w+) import", source))
+    return found - {"common", service}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_that_sends_requests_is_declared_with_whom_it_calls(service: str) -> None:
+    sends = any(re.search(r"from fog_shared\.bus\.rpc import .*\brequest|\.request\(", s) for s in _sources(service))
+    assert sends == (service in REQUESTS), "update REQUESTS in fog_shared.bus.permissions"
+    assert set(REQUESTS.get(service, ())) <= _imported_contracts(service), "a declared callee is never called"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_that_follows_streams_live_is_declared(service: str) -> None:
+    follows = any("ordered_consumer=True" in source for source in _sources(service))
+    assert follows == bool(LIVE_READS.get(service)), "update LIVE_READS in fog_shared.bus.permissions"
