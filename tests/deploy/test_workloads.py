@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -221,3 +222,17 @@ def test_the_kind_cluster_maps_the_gateway_to_the_host_port_e2e_kind_uses(render
     (port,) = rendered["kind"].get("Service", "gateway")["spec"]["ports"]
     assert mapping["containerPort"] == port["nodePort"]
     assert f"http://127.0.0.1:{mapping['hostPort']}" in (REPO / "Makefile").read_text()
+
+
+def test_kind_secrets_are_made_once_readable_only_by_their_owner(tmp_path: Path) -> None:
+    script = DEPLOY / "kind" / "make_secrets.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    first = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert {path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {0o600}
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == first  # a re-apply keeps the passwords
+    for text in first.values():
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            assert re.fullmatch(r"[a-z-]+", key)
+            assert "@" in value or re.fullmatch(r"[0-9a-f]{48}|postgres", value), f"{key}: not hex"
