@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -89,6 +90,37 @@ def test_every_container_command_is_a_console_script_installed_in_the_image(over
         script = container["command"][0]
         assert script in scripts, f"{where}: {script} is no console script of the repository"
         assert scripts[script] in installed, f"{where}: {scripts[script]} is not installed in the image"
+
+
+def _package_data_globs(dist: str) -> dict[str, list[str]]:
+    setuptools = tomllib.loads((REPO / dist / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {})
+    globs: dict[str, list[str]] = setuptools.get("package-data", {})
+    return globs
+
+
+def _declared(dist: str, data_file: Path) -> bool:
+    """Whether setuptools ships ``data_file`` in the wheel: a package-data glob of its package matches it."""
+    globs = _package_data_globs(dist)
+    for package_dir in data_file.parents:
+        if not (package_dir / "__init__.py").exists():
+            continue
+        package = ".".join(package_dir.relative_to(REPO / dist).parts)
+        relative = data_file.relative_to(package_dir).as_posix()
+        for pattern in globs.get(package, []) + globs.get("*", []):
+            if fnmatch.fnmatch(relative, pattern) and relative.count("/") == pattern.count("/"):
+                return True
+    return False
+
+
+def test_the_image_gets_every_data_file_of_its_distributions() -> None:
+    """The image installs the distributions as wheels, not from the source tree: SQL migrations
+    and other non-Python files reach it only as declared package data."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for dist in _installed_in_platform_image():
+        for path in tracked.splitlines():
+            if not path.startswith(f"{dist}/fog_") or path.endswith(".py"):
+                continue
+            assert _declared(dist, REPO / path), f"{path} is not package data of {dist}: not in the image"
 
 
 def test_every_container_subcommand_exists(rendered: dict[str, Manifests]) -> None:
