@@ -41,6 +41,11 @@ class ConsumerSpec:
     max_ack_pending: int = 10_000
 
     @property
+    def service(self) -> str:
+        """The consuming service: durables are named ``<service>__<purpose>``."""
+        return self.durable.split("__", 1)[0]
+
+    @property
     def dead_letter_subject(self) -> str:
         return dead_letter_subject(self.durable)
 

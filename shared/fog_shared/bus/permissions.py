@@ -1,0 +1,152 @@
+"""One NATS user per service, allowed only its own subjects, derived from the bus topology.
+
+``python -m fog_shared.bus.permissions`` prints the ``authorization`` block of the NATS server
+configuration; ``deploy/k8s/base/nats/auth.conf`` is that output, committed, and ``--check FILE``
+fails when it is stale (as ``fog_shared.contracts --check`` does for the event schemas).
+Passwords are not in it: each is a ``$NATS_PASSWORD_<USER>`` reference the server resolves from
+its environment, which Kubernetes fills from a Secret.
+
+What a service may do follows from the topology and from two declarations below:
+
+* answer its own commands and queries (``fog.cmd.<svc>.>``, ``fog.qry.<svc>.>``), replying through
+  ``allow_responses``;
+* publish its own events (``fog.evt.<svc>.>``) when it has an event stream;
+* pull, ack and dead-letter on its own durable consumers (``<svc>__<purpose>``) and nothing else;
+* send commands and queries to the services in :data:`REQUESTS`;
+* read the streams in :data:`LIVE_READS` through ephemeral ordered consumers.
+
+Stream and consumer administration belongs to the provisioning user alone (DESIGN §8).
+Every user subscribes to ``_INBOX.>`` for replies and JetStream acks: services do not set a
+per-service inbox prefix yet, so they cannot be held to their own inboxes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fog_shared.bus.topology import ConsumerSpec, Topology, event_stream_name
+from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, service_events
+
+JS_API = "$JS.API"
+REPLY_INBOXES = "_INBOX.>"
+#: the user the provisioning Job runs as: it creates and updates streams and consumers
+PROVISIONER = "provision"
+
+#: whose commands and queries each service sends: only the gateway calls other services
+REQUESTS: dict[str, tuple[str, ...]] = {"gateway": ("auth", "registry", "scheduler")}
+
+#: streams a service reads with ephemeral ordered consumers: the gateway's revocation cache
+#: (auth events) and its job feeds to agents and users (scheduler events)
+LIVE_READS: dict[str, tuple[str, ...]] = {"gateway": (event_stream_name("auth"), event_stream_name("scheduler"))}
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    user: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    #: may reply to requests it received (the reply inbox is not in ``publish``)
+    allow_responses: bool = True
+
+
+def password_variable(user: str) -> str:
+    """The environment variable the NATS server reads ``user``'s password from."""
+    return f"NATS_PASSWORD_{user.upper()}"
+
+
+def _answers(service: str) -> list[str]:
+    return [f"{COMMAND_PREFIX}.{service}.>", f"{QUERY_PREFIX}.{service}.>"]
+
+
+def _durable(spec: ConsumerSpec) -> list[str]:
+    """Fetch from, look up and ack one durable; park its poison events in dead-letter."""
+    stream, name = spec.stream, spec.durable
+    return [
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
+        f"{JS_API}.CONSUMER.INFO.{stream}.{name}",
+        f"$JS.ACK.{stream}.{name}.>",
+        spec.dead_letter_subject,
+    ]
+
+
+def _live_read(stream: str) -> list[str]:
+    """An ordered consumer: found by subject, created, recreated after a gap, flow-controlled."""
+    return [
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
+        f"{JS_API}.CONSUMER.INFO.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def service_permissions(service: str, topology: Topology | None = None) -> Permissions:
+    topology = topology or Topology()
+    stream_names = {spec.name for spec in topology.streams}
+    publish: list[str] = []
+    if event_stream_name(service) in stream_names:
+        publish.append(service_events(service))
+    for spec in topology.consumers:
+        if spec.service == service:
+            publish += _durable(spec)
+    for callee in REQUESTS.get(service, ()):
+        publish += _answers(callee)
+    if LIVE_READS.get(service):
+        publish.append(f"{JS_API}.STREAM.NAMES")
+        for stream in LIVE_READS[service]:
+            publish += _live_read(stream)
+    return Permissions(service, tuple(publish), (*_answers(service), REPLY_INBOXES))
+
+
+def provisioner_permissions() -> Permissions:
+    return Permissions(PROVISIONER, (f"{JS_API}.>",), (REPLY_INBOXES,), allow_responses=False)
+
+
+def all_permissions(topology: Topology | None = None) -> list[Permissions]:
+    return [*(service_permissions(svc, topology) for svc in SERVICES), provisioner_permissions()]
+
+
+def _user_block(perms: Permissions) -> str:
+    permissions: dict[str, object] = {
+        "publish": {"allow": list(perms.publish)},
+        "subscribe": {"allow": list(perms.subscribe)},
+    }
+    if perms.allow_responses:
+        permissions["allow_responses"] = True
+    # NATS config accepts JSON values; the password stays a bare variable reference.
+    return (
+        f"    {{\n      user: {json.dumps(perms.user)}\n      password: ${password_variable(perms.user)}\n"
+        f"      permissions: {json.dumps(permissions, indent=2).replace(chr(10), chr(10) + '      ')}\n    }}"
+    )
+
+
+def render(users: Sequence[Permissions]) -> str:
+    blocks = "\n".join(_user_block(user) for user in users)
+    return (
+        "# Generated by `python -m fog_shared.bus.permissions` from the bus topology: do not edit.\n"
+        "# Each password is read from the server's environment (a Secret), never stored here.\n"
+        f"authorization {{\n  users: [\n{blocks}\n  ]\n}}\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--check", type=Path, help="fail unless this file holds the current configuration")
+    args = parser.parse_args(argv)
+    text = render(all_permissions())
+    if args.check is None:
+        sys.stdout.write(text)
+        return 0
+    if not args.check.exists() or args.check.read_text() != text:
+        sys.stderr.write(f"{args.check} is stale: run `make nats-auth`\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

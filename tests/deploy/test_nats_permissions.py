@@ -1,0 +1,216 @@
+"""The generated per-service NATS users, enforced by a real NATS server started with them.
+
+Each service can do what it does in production (publish its events, answer and send its requests,
+pull its durable consumers, read its live feeds) and is refused the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, StreamConfig
+
+from fog_shared.bus.permissions import (
+    LIVE_READS,
+    PROVISIONER,
+    REQUESTS,
+    all_permissions,
+    main,
+    password_variable,
+    render,
+)
+from fog_shared.bus.provision import provision
+from fog_shared.bus.topology import Topology, event_stream_name
+from fog_shared.devservers import NatsServer
+from fog_shared.subjects import SERVICES
+from fog_shared.testing.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / "deploy" / "k8s" / "base" / "nats" / "auth.conf"
+USERS = (*SERVICES, PROVISIONER)
+
+
+def test_committed_nats_users_are_generated_from_the_topology() -> None:
+    assert main(["--check", str(COMMITTED)]) == 0, "run `make nats-auth`"
+
+
+def test_no_password_is_written_into_the_configuration() -> None:
+    text = render(all_permissions())
+    for user in USERS:
+        assert f"password: ${password_variable(user)}\n" in text
+
+
+class Connection:
+    """A client logged in as one user, recording the permission errors the server sends it."""
+
+    def __init__(self, nc: NatsClient, errors: list[str]) -> None:
+        self.nc, self.errors = nc, errors
+        self.js = nc.jetstream(timeout=2)
+
+    async def refused(self, subject: str) -> None:
+        await wait_until(
+            lambda: _async_true(any("permissions violation" in e and subject.lower() in e for e in self.errors)),
+            timeout=5,
+            what=f"a permissions violation for {subject}",
+        )
+
+
+async def _async_true(value: bool) -> bool:
+    return value
+
+
+@pytest.fixture
+async def login(nats_with_users: NatsServer, nats_passwords: dict[str, str]) -> AsyncIterator[dict[str, Connection]]:
+    """One connection per user, on a freshly provisioned topology (provisioned as the Job does)."""
+    connections: dict[str, Connection] = {}
+    for user in USERS:
+        errors: list[str] = []
+
+        async def record(exc: Exception, errors: list[str] = errors) -> None:
+            errors.append(str(exc).lower())
+
+        nc = await nats.connect(
+            nats_with_users.url, user=user, password=nats_passwords[user], error_cb=record, allow_reconnect=False
+        )
+        connections[user] = Connection(nc, errors)
+    admin = connections[PROVISIONER].js
+    for info in await admin.streams_info():
+        await admin.delete_stream(info.config.name or "")
+    await provision(admin, Topology())
+    try:
+        yield connections
+    finally:
+        for connection in connections.values():
+            await connection.nc.close()
+
+
+async def _publish_event(connection: Connection, service: str, name: str) -> None:
+    subject = f"fog.evt.{service}.{name}"
+    ack = await connection.js.publish(
+        subject, b"{}", stream=event_stream_name(service), headers={"Nats-Msg-Id": secrets.token_hex(8)}
+    )
+    assert ack.stream == event_stream_name(service)
+
+
+@pytest.mark.parametrize("service", ["auth", "registry", "scheduler", "messaging"])
+async def test_a_service_publishes_its_own_events_only(login: dict[str, Connection], service: str) -> None:
+    me = login[service]
+    await _publish_event(me, service, "thing.happened.v1")
+    other = "registry" if service == "auth" else "auth"
+    await me.nc.publish(f"fog.evt.{other}.thing.happened.v1", b"{}")
+    await me.refused(f"fog.evt.{other}.thing.happened.v1")
+
+
+@pytest.mark.parametrize("service", ["auth", "registry", "scheduler", "messaging", "gateway"])
+async def test_no_service_administers_streams(login: dict[str, Connection], service: str) -> None:
+    me = login[service]
+    with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+        await me.nc.jetstream(timeout=0.5).add_stream(StreamConfig(name="ROGUE", subjects=["rogue.>"]))
+    await me.refused("$JS.API.STREAM.CREATE.ROGUE")
+
+
+async def test_the_gateway_calls_services_and_services_answer(login: dict[str, Connection]) -> None:
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b'{"ok": true}')
+
+    await login["auth"].nc.subscribe("fog.qry.auth.jwks.v1", queue="fog-auth", cb=answer)
+    await login["auth"].nc.flush()
+    reply = await login["gateway"].nc.request("fog.qry.auth.jwks.v1", b"{}", timeout=2)
+    assert reply.data == b'{"ok": true}'
+
+
+async def test_services_do_not_call_each_other(login: dict[str, Connection]) -> None:
+    registry = login["registry"]
+    await registry.nc.publish("fog.cmd.auth.login.v1", b"{}")
+    await registry.refused("fog.cmd.auth.login.v1")
+
+
+async def test_a_service_cannot_listen_to_another_services_commands(login: dict[str, Connection]) -> None:
+    scheduler = login["scheduler"]
+    await scheduler.nc.subscribe("fog.cmd.auth.>")
+    await scheduler.refused("fog.cmd.auth.>")
+
+
+async def test_a_service_pulls_and_acks_its_own_durable(login: dict[str, Connection]) -> None:
+    await _publish_event(login["registry"], "registry", "node.registered.v1")
+    scheduler = login["scheduler"]
+    subscription = await scheduler.js.pull_subscribe_bind(durable="scheduler__nodes", stream="EVT_REGISTRY")
+    messages = await subscription.fetch(1, timeout=5)
+    assert [m.subject for m in messages] == ["fog.evt.registry.node.registered.v1"]
+    await messages[0].ack_sync(timeout=2)
+    info = await login[PROVISIONER].js.consumer_info("EVT_REGISTRY", "scheduler__nodes")
+    assert info.num_ack_pending == 0
+    await subscription.unsubscribe()
+
+
+async def test_a_service_cannot_pull_another_services_durable(login: dict[str, Connection]) -> None:
+    scheduler = login["scheduler"]
+    subscription = await scheduler.js.pull_subscribe_bind(durable="messaging__users", stream="EVT_AUTH")
+    with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+        await subscription.fetch(1, timeout=1)
+    await scheduler.refused("$JS.API.CONSUMER.MSG.NEXT.EVT_AUTH.messaging__users")
+
+
+async def test_a_consumer_dead_letters_its_own_poison_events(login: dict[str, Connection]) -> None:
+    registry = login["registry"]
+    ack = await registry.js.publish(
+        "fog.dlq.registry__job_outcomes", b"{}", stream="DLQ", headers={"Nats-Msg-Id": secrets.token_hex(8)}
+    )
+    assert ack.stream == "DLQ"
+    await registry.nc.publish("fog.dlq.scheduler__nodes", b"{}")
+    await registry.refused("fog.dlq.scheduler__nodes")
+
+
+async def test_the_gateway_follows_auth_events_live(login: dict[str, Connection]) -> None:
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        await received.put(msg.subject)
+
+    gateway = login["gateway"]
+    await gateway.js.subscribe("fog.evt.auth.>", cb=on_event, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    await _publish_event(login["auth"], "auth", "session.revoked.v1")
+    assert await asyncio.wait_for(received.get(), timeout=5) == "fog.evt.auth.session.revoked.v1"
+
+
+async def test_the_gateway_reads_no_other_stream(login: dict[str, Connection]) -> None:
+    gateway = login["gateway"]
+    with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+        await gateway.js.subscribe("fog.evt.messaging.>", ordered_consumer=True)
+    await gateway.refused("$JS.API.CONSUMER.CREATE.EVT_MESSAGING")
+
+
+# -- the declarations the permissions rest on, against the services' code ----------------------------
+def _sources(service: str) -> list[str]:
+    package = REPO / "services" / service / f"fog_{service}"
+    return [path.read_text() for path in package.rglob("*.py")]
+
+
+def _imported_contracts(service: str) -> set[str]:
+    """The services whose request/reply contracts (fog_shared.commands.<svc>) the code imports."""
+    found = set()
+    for source in _sources(service):
+        found |= set(re.findall(r"from fog_shared\.commands import (\w+)", source))
+        found |= set(re.findall(r"from fog_shared\.commands\.(\w+) import", source))
+    return found - {"common", service}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_that_sends_requests_is_declared_with_whom_it_calls(service: str) -> None:
+    sends = any(re.search(r"from fog_shared\.bus\.rpc import .*\brequest|\.request\(", s) for s in _sources(service))
+    assert sends == (service in REQUESTS), "update REQUESTS in fog_shared.bus.permissions"
+    assert set(REQUESTS.get(service, ())) <= _imported_contracts(service), "a declared callee is never called"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_that_follows_streams_live_is_declared(service: str) -> None:
+    follows = any("ordered_consumer=True" in source for source in _sources(service))
+    assert follows == bool(LIVE_READS.get(service)), "update LIVE_READS in fog_shared.bus.permissions"
