@@ -181,11 +181,30 @@ async def test_the_gateway_follows_auth_events_live(login: dict[str, Connection]
     assert await asyncio.wait_for(received.get(), timeout=5) == "fog.evt.auth.session.revoked.v1"
 
 
-async def test_the_gateway_reads_no_other_stream(login: dict[str, Connection]) -> None:
-    gateway = login["gateway"]
+async def test_a_service_reads_no_stream_it_is_not_declared_to(login: dict[str, Connection]) -> None:
+    registry = login["registry"]
     with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
-        await gateway.js.subscribe("fog.evt.messaging.>", ordered_consumer=True)
-    await gateway.refused("$JS.API.CONSUMER.CREATE.EVT_MESSAGING")
+        await registry.js.subscribe("fog.evt.messaging.>", stream="EVT_MESSAGING", ordered_consumer=True)
+    await registry.refused("$JS.API.CONSUMER.CREATE.EVT_MESSAGING")
+
+
+async def test_the_gateway_reads_every_streams_history_and_redrives_dead_letters(
+    login: dict[str, Connection],
+) -> None:
+    """What `fogctl events` needs through the gateway's admin routes, and nothing that
+    administers a stream."""
+    gateway = login["gateway"]
+    await _publish_event(login["messaging"], "messaging", "message.sent.v1")
+    history = await gateway.js.subscribe("fog.evt.messaging.>", ordered_consumer=True)
+    assert (await history.next_msg(timeout=5)).subject == "fog.evt.messaging.message.sent.v1"
+    await history.unsubscribe()
+    info = await gateway.js.stream_info("EVT_MESSAGING")
+    assert info.state.messages == 1
+    assert (await gateway.js.get_msg("EVT_MESSAGING", seq=info.state.first_seq)).data == b"{}"
+    parked = await login["scheduler"].js.publish("fog.dlq.scheduler__nodes", b"{}", stream="DLQ")
+    await _publish_event(gateway, "registry", "node.registered.v1")  # re-driven on its own subject
+    await gateway.js.delete_msg("DLQ", parked.seq)
+    assert gateway.errors == []
 
 
 # -- the declarations the permissions rest on, against the services' code ----------------------------

@@ -13,7 +13,11 @@ What a service may do follows from the topology and from two declarations below:
 * publish its own events (``fog.evt.<svc>.>``) when it has an event stream;
 * pull, ack and dead-letter on its own durable consumers (``<svc>__<purpose>``) and nothing else;
 * send commands and queries to the services in :data:`REQUESTS`;
-* read the streams in :data:`LIVE_READS` through ephemeral ordered consumers.
+* read the streams in :data:`LIVE_READS` through ephemeral ordered consumers;
+* replay the streams in :data:`REPLAYS` (``fogctl events rebuild``);
+* for the :data:`OPERATOR` (the gateway, behind its admin-only routes): read every stream's
+  history (``fogctl events history|tail|trace``) and re-drive dead letters, which means
+  publishing a parked event again on its original subject and deleting it from ``DLQ``.
 
 Stream and consumer administration belongs to the provisioning user alone (DESIGN §8).
 Every user subscribes to ``_INBOX.>`` for replies and JetStream acks: services do not set a
@@ -29,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fog_shared.bus.topology import ConsumerSpec, Topology, event_stream_name
+from fog_shared.bus.topology import DEAD_LETTER_STREAM, ConsumerSpec, Topology, event_stream_name
 from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, service_events
 
 JS_API = "$JS.API"
@@ -43,6 +47,14 @@ REQUESTS: dict[str, tuple[str, ...]] = {"gateway": ("auth", "registry", "schedul
 #: streams a service reads with ephemeral ordered consumers: the gateway's revocation cache
 #: (auth events) and its job feeds to agents and users (scheduler events)
 LIVE_READS: dict[str, tuple[str, ...]] = {"gateway": (event_stream_name("auth"), event_stream_name("scheduler"))}
+
+#: streams a service replays into a scratch copy of its read model, to diff it against the live one
+REPLAYS: dict[str, tuple[str, ...]] = {"scheduler": (event_stream_name("registry"),)}
+
+#: the service whose admin routes read every stream and re-drive dead letters for operators
+OPERATOR = "gateway"
+#: re-driving publishes parked events on their original subjects (whichever service's they are)
+EVENT_SUBJECTS = "fog.evt.>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,18 @@ def _live_read(stream: str) -> list[str]:
     ]
 
 
+def _history(stream: str) -> list[str]:
+    """What reading a stream's history takes beyond a live read: its bounds and single messages."""
+    return [*_live_read(stream), f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.STREAM.MSG.GET.{stream}"]
+
+
+def _operator(topology: Topology) -> list[str]:
+    publish = [f"{JS_API}.STREAM.NAMES"]
+    for spec in topology.streams:
+        publish += _history(spec.name)
+    return [*publish, f"{JS_API}.STREAM.MSG.DELETE.{DEAD_LETTER_STREAM.name}", EVENT_SUBJECTS]
+
+
 def service_permissions(service: str, topology: Topology | None = None) -> Permissions:
     topology = topology or Topology()
     stream_names = {spec.name for spec in topology.streams}
@@ -100,7 +124,12 @@ def service_permissions(service: str, topology: Topology | None = None) -> Permi
         publish.append(f"{JS_API}.STREAM.NAMES")
         for stream in LIVE_READS[service]:
             publish += _live_read(stream)
-    return Permissions(service, tuple(publish), (*_answers(service), REPLY_INBOXES))
+    for stream in REPLAYS.get(service, ()):
+        publish += _history(stream)
+    if service == OPERATOR:
+        publish += _operator(topology)
+    unique = tuple(dict.fromkeys(publish))  # in order, each once
+    return Permissions(service, unique, (*_answers(service), REPLY_INBOXES))
 
 
 def provisioner_permissions() -> Permissions:
