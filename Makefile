@@ -95,7 +95,7 @@ kind-up: setup images ## Create the kind cluster, load the images, deploy Fog, w
 	@echo "Fog is up: gateway at $(KIND_GATEWAY); the first admin is in $(KIND_SECRETS)/auth.env"
 
 e2e-kind: setup ## The e2e suite against the kind cluster's gateway (after make kind-up)
-	FOG_E2E_GATEWAY_URL=$(KIND_GATEWAY) \
+	FOG_E2E_GATEWAY_URL=$(KIND_GATEWAY) FOG_E2E_HEARTBEAT_INTERVAL_S=2 \
 	FOG_E2E_ADMIN_EMAIL="$$(sed -n 's/^bootstrap-admin-email=//p' $(KIND_SECRETS)/auth.env)" \
 	FOG_E2E_ADMIN_PASSWORD="$$(sed -n 's/^bootstrap-admin-password=//p' $(KIND_SECRETS)/auth.env)" \
 		$(BIN)/python -m pytest tests/e2e

@@ -1,5 +1,12 @@
 """Driving a dev stack from e2e tests: `fogctl dev up` as a process, its status, its readiness.
 
+The suite picks its target from the environment. By default each module starts its own local
+dev stack (:class:`RunningStack`). With ``FOG_E2E_GATEWAY_URL`` set (``make e2e-kind`` sets it),
+the same tests run against that deployed Fog through its gateway (:class:`RemoteStack`), logged
+in as the first admin given by ``FOG_E2E_ADMIN_EMAIL`` and ``FOG_E2E_ADMIN_PASSWORD``; agents the
+tests start run on this machine and join it as nodes. Tests marked ``local_stack`` need more than
+a gateway (the stack's processes, logs, NATS or Postgres) and are skipped there.
+
 Importable from the e2e tests (``pythonpath`` in pyproject.toml).
 """
 
@@ -8,18 +15,33 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from fog_client import FogClient
 from fog_shared.devservers import free_port
 from fog_shared.testing.waiting import wait_until
 from fogctl.devstack import probe_ready
+from fogctl.session import login_and_save
 
 SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
+#: a deployed Fog to run the suite against instead of local dev stacks
+TARGET_URL = os.environ.get("FOG_E2E_GATEWAY_URL", "").rstrip("/") or None
+#: tells this run's accounts apart from earlier runs' on a deployment that outlives them
+RUN = secrets.token_hex(4)
+
+
+def email(name: str) -> str:
+    """A test account's address: unique to this run when the target is a deployed Fog."""
+    return f"{name}+{RUN}@example.org" if TARGET_URL else f"{name}@example.org"
+
+
 FOGCTL = [sys.executable, "-m", "fogctl"]
+AGENT = [sys.executable, "-m", "fog_agent"]
 
 
 async def fogctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -88,6 +110,74 @@ class RunningStack:
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+class RemoteStack(RunningStack):
+    """A deployed Fog reached through its gateway only: what the tests not marked
+    ``local_stack`` use of a :class:`RunningStack` (its gateway URL, the first admin's credentials
+    file, fogctl logged in as that admin under ``dir / "fogctl"``), and, as `fogctl dev up` gives
+    a local stack, two agents of this machine joined as nodes labelled ``dev=true``."""
+
+    def __init__(self, data_dir: Path, gateway_url: str) -> None:
+        self.dir, self.gateway_url = data_dir, gateway_url
+        self.extra, self.state = [], {}
+        self.supervisor = None  # type: ignore[assignment]
+
+    async def ready(self) -> dict[str, Any]:
+        if self.state:
+            return self.state
+        url = self.gateway_url
+        await wait_until(lambda: asyncio.to_thread(probe_ready, url), timeout=60, interval=1, what=f"{url} ready")
+        admin = {"email": os.environ["FOG_E2E_ADMIN_EMAIL"], "password": os.environ["FOG_E2E_ADMIN_PASSWORD"]}
+        credentials = self.dir / "admin.json"
+        credentials.touch(mode=0o600)
+        credentials.write_text(json.dumps(admin))
+        await asyncio.to_thread(login_and_save, url, admin["email"], admin["password"], self.dir / "fogctl")
+        await self._start_agents()
+        self.state = {"gateway_url": url, "admin_credentials": str(credentials), "processes": [], "running": True}
+        return self.state
+
+    async def _start_agents(self) -> None:
+        provider = {"email": email(f"dev-provider-{secrets.token_hex(3)}"), "password": secrets.token_urlsafe(18)}
+        async with FogClient(self.gateway_url) as fog:
+            await fog.register(provider["email"], provider["password"], roles=("user", "provider"))
+        for name in ("agent-1", "agent-2"):
+            self.extra.append(await asyncio.to_thread(self._agent, name, provider))
+
+    def _agent(self, name: str, provider: dict[str, str]) -> subprocess.Popen[bytes]:
+        state_dir = self.dir / "agents" / name
+        subprocess.run(
+            [*AGENT, "join", "--gateway", self.gateway_url, "--name", f"dev-{name}-{RUN}", "--label", "dev=true",
+             "--email", provider["email"], "--password-stdin", "--state-dir", str(state_dir)],
+            input=provider["password"].encode(), capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        log = (self.dir / f"{name}.log").open("ab")
+        return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log)
+
+    def process(self, name: str) -> dict[str, Any]:
+        raise RuntimeError(f"a deployed Fog's {name} is not a process of this machine: mark the test local_stack")
+
+    def stop(self) -> None:
+        """Only this machine's agents: the deployment outlives the suite."""
+        for agent in self.extra:
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+
+
+def heartbeat_interval(local_s: float) -> float:
+    """The nodes' heartbeat interval of the target: ``local_s`` for the local stacks (each module
+    starts its own with ``--heartbeat-interval``), the deployment's own otherwise."""
+    return float(os.environ.get("FOG_E2E_HEARTBEAT_INTERVAL_S", "5")) if TARGET_URL else local_s
+
+
+def open_stack(data_dir: Path, *options: str) -> RunningStack:
+    """The suite's target for one module: the deployed Fog named by ``FOG_E2E_GATEWAY_URL``, or a
+    new local dev stack started with these ``fogctl dev up`` options."""
+    return RemoteStack(data_dir, TARGET_URL) if TARGET_URL else RunningStack(data_dir, *options)
 
 
 def _serve(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -23,18 +23,20 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from devstack_driver import RunningStack, fogctl
+from devstack_driver import RUN, RunningStack, email, fogctl, open_stack
 
 from fog_client import ApiError, FogClient
 from fog_shared.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "a long and unguessable password"
+#: node ids: unique to the run, as a deployed Fog keeps earlier runs' nodes
+EDGE_A, EDGE_B = f"edge-a-{RUN}", f"edge-b-{RUN}"
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = RunningStack(tmp_path_factory.mktemp("auth-e2e"))
+    stack = open_stack(tmp_path_factory.mktemp("auth-e2e"))
     try:
         yield stack
     finally:
@@ -67,6 +69,7 @@ async def until_refused(url: str, token: str, *, timeout: float) -> None:
         await wait_until(refused, timeout=timeout, interval=0.02, what="the token refused")
 
 
+@pytest.mark.local_stack
 async def test_the_first_admin_exists_and_fogctl_is_logged_in_as_it(stack: RunningStack) -> None:
     path = Path(stack.state["admin_credentials"])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -79,9 +82,10 @@ async def test_the_first_admin_exists_and_fogctl_is_logged_in_as_it(stack: Runni
     assert stat.S_IMODE(os.stat(stack.dir / "fogctl" / "credentials.json").st_mode) == 0o600
 
 
+@pytest.mark.local_stack
 async def test_register_login_call_refresh_logout_and_revocation_on_a_second_gateway(stack: RunningStack) -> None:
     second = await stack.extra_gateway()
-    fog = await new_user(stack, "alice@example.org")
+    fog = await new_user(stack, email("alice"))
     assert (await fog.me()).roles == ["user"]
     first_refresh = fog.refresh_token
     await fog.refresh()
@@ -99,7 +103,7 @@ async def test_register_login_call_refresh_logout_and_revocation_on_a_second_gat
 
 
 async def test_reusing_a_refreshed_token_revokes_the_whole_family(stack: RunningStack) -> None:
-    fog = await new_user(stack, "bob@example.org")
+    fog = await new_user(stack, email("bob"))
     spent = fog.refresh_token
     await fog.refresh()
     newer_access, newer_refresh = fog.access_token, fog.refresh_token
@@ -133,8 +137,9 @@ def _b64(data: bytes | dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+@pytest.mark.local_stack
 async def test_forged_expired_and_misaddressed_tokens_get_401(stack: RunningStack) -> None:
-    fog = await new_user(stack, "carol@example.org")
+    fog = await new_user(stack, email("carol"))
     assert fog.access_token is not None
     genuine = jwt.decode(fog.access_token, options={"verify_signature": False})
     kid, key = await _signing_key(stack)
@@ -174,62 +179,64 @@ async def _admin(stack: RunningStack) -> FogClient:
     return fog
 
 
+@pytest.mark.local_stack
 async def test_rotation_keeps_old_tokens_until_they_expire(stack: RunningStack) -> None:
-    admin, user = await _admin(stack), await new_user(stack, "dan@example.org")
+    admin, user = await _admin(stack), await new_user(stack, email("dan"))
     assert user.access_token is not None
     old_kid = jwt.get_unverified_header(user.access_token)["kid"]
     new_kid = (await admin.rotate_signing_key()).kid
     assert (await user.me()).kind == "user", "a token signed with the old key still verifies"
-    await user.login("dan@example.org", PASSWORD)
+    await user.login(email("dan"), PASSWORD)
     assert user.access_token is not None
     assert jwt.get_unverified_header(user.access_token)["kid"] == new_kid != old_kid
     assert (await user.me()).kind == "user"
 
 
 async def test_authorization_users_keys_and_nodes(stack: RunningStack) -> None:
-    user = await new_user(stack, "erin@example.org")
+    user = await new_user(stack, email("erin"))
     with pytest.raises(ApiError) as forbidden:
         await user.list_users()
     assert forbidden.value.status == 403
     with pytest.raises(ApiError) as too_wide:
         await user.create_api_key("escalate", ["admin"])
     assert too_wide.value.status == 403
-    provider = await new_user(stack, "pat@example.org", roles=("user", "provider"))
+    provider = await new_user(stack, email("pat"), roles=("user", "provider"))
     scoped = await provider.create_api_key("read-only", ["user"])
     async with client(stack, api_key=scoped.key) as by_key:
         assert (await by_key.me()).roles == ["user"]
         with pytest.raises(ApiError) as beyond_scope:
-            await by_key.issue_node_credential("edge-a")
+            await by_key.issue_node_credential(EDGE_A)
     assert beyond_scope.value.status == 403
-    credential = (await provider.issue_node_credential("edge-a")).credential
-    await provider.issue_node_credential("edge-b")
+    credential = (await provider.issue_node_credential(EDGE_A)).credential
+    await provider.issue_node_credential(EDGE_B)
     async with client(stack, api_key=credential) as node:
-        assert (await node.me()).node_id == "edge-a"
+        assert (await node.me()).node_id == EDGE_A
         for as_user in (node.list_api_keys(), node.create_api_key("k", ["user"]), node.list_users()):
             with pytest.raises(ApiError) as not_a_user:
                 await as_user
             assert not_a_user.value.status == 403
         with pytest.raises(ApiError) as other_node:
-            await node.revoke_node_credential("edge-b")
+            await node.revoke_node_credential(EDGE_B)
         assert other_node.value.status == 403
 
 
 async def test_wrong_passwords_lock_the_account(stack: RunningStack) -> None:
-    await new_user(stack, "frank@example.org")
+    await new_user(stack, email("frank"))
     async with client(stack) as fog:
         for _ in range(5):
             with pytest.raises(ApiError) as wrong:
-                await fog.login("frank@example.org", "not the right password")
+                await fog.login(email("frank"), "not the right password")
             assert wrong.value.status == 401
         with pytest.raises(ApiError) as locked:
-            await fog.login("frank@example.org", PASSWORD)
+            await fog.login(email("frank"), PASSWORD)
     assert locked.value.status == 429
     assert (locked.value.retry_after or 0) > 0
 
 
+@pytest.mark.local_stack
 async def test_rate_limit_answers_429_with_retry_after_and_recovers(stack: RunningStack) -> None:
     limited = await stack.extra_gateway(rate_per_principal_per_s="2", burst_per_principal="3")
-    fog = await new_user(stack, "gina@example.org")
+    fog = await new_user(stack, email("gina"))
     assert fog.access_token is not None
     headers = {"Authorization": f"Bearer {fog.access_token}"}
     async with httpx.AsyncClient(base_url=limited) as http:
@@ -245,9 +252,10 @@ async def test_rate_limit_answers_429_with_retry_after_and_recovers(stack: Runni
         await wait_until(recovered, timeout=5, interval=0.5, what="the bucket refilled")
 
 
+@pytest.mark.local_stack
 async def test_with_auth_stopped_auth_routes_answer_503_within_the_timeout(stack: RunningStack) -> None:
     auth_pid = stack.process("auth")["pid"]
-    body = {"email": "hank@example.org", "password": PASSWORD}
+    body = {"email": email("hank"), "password": PASSWORD}
     os.kill(auth_pid, signal.SIGSTOP)  # auth stops answering, as a hung or partitioned process does
     try:
         async with httpx.AsyncClient(base_url=stack.state["gateway_url"], timeout=30) as http:

@@ -24,7 +24,7 @@ from fog_shared.events.auth import UserRegistered
 from fog_shared.subjects import query_subject
 from fog_shared.testing.waiting import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.local_stack]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import nats
 import pytest
-from devstack_driver import RunningStack, fogctl
+from devstack_driver import RunningStack, email, fogctl, open_stack
 
 from fog_client import FogClient
 from fog_shared.bus.publish import publish_raw
@@ -33,7 +33,7 @@ JOB_CHAIN = [
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = RunningStack(tmp_path_factory.mktemp("events-e2e"))
+    stack = open_stack(tmp_path_factory.mktemp("events-e2e"))
     try:
         yield stack
     finally:
@@ -55,8 +55,8 @@ async def submit_with_request_id(stack: RunningStack, request_id: str) -> str:
     """A user's job, submitted over plain HTTP with the request id we chose; waits until it ran."""
     url = stack.state["gateway_url"]
     fog = FogClient(url)
-    await fog.register("eve@example.org", PASSWORD)
-    await fog.login("eve@example.org", PASSWORD)
+    await fog.register(email("eve"), PASSWORD)
+    await fog.login(email("eve"), PASSWORD)
     headers = {"Authorization": f"Bearer {fog.access_token}", "X-Request-ID": request_id}
     async with httpx.AsyncClient(base_url=url) as http:
         submitted = await http.post("/v1/jobs", json={"command": ["true"]}, headers=headers)
@@ -99,6 +99,7 @@ async def test_a_jobs_trace_runs_from_the_submit_to_its_completion_and_its_histo
     assert {event["correlation_id"] for event in events if "type" in event} == {request_id}
 
 
+@pytest.mark.local_stack
 async def test_a_poisoned_event_shows_in_the_dead_letters_and_redrive_hands_it_back(stack: RunningStack) -> None:
     envelope = Envelope.new(type="registry.node.retired.v2", source="fog/registry", subject="n-poison")
     nc = await nats.connect(stack.state["nats_url"])
@@ -139,6 +140,7 @@ async def _redriven_copy(parked: Any, seq: int) -> dict[str, Any] | None:
     return None
 
 
+@pytest.mark.local_stack
 async def test_rebuild_of_the_scheduler_agrees_then_finds_a_row_changed_behind_its_back(stack: RunningStack) -> None:
     async def agrees() -> str | None:
         code, out = await admin_fogctl(stack, "rebuild", "scheduler")

@@ -17,20 +17,20 @@ from typing import Any
 
 import psutil
 import pytest
-from devstack_driver import RunningStack, fogctl
+from devstack_driver import RunningStack, email, fogctl, heartbeat_interval, open_stack
 
 from fog_client import ApiError, Constraints, FogClient, JobSpec, Resources
 from fog_shared.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-INTERVAL_S = 1.0
+INTERVAL_S = heartbeat_interval(1.0)
 PASSWORD = "a long and unguessable password"
 AGENT = [sys.executable, "-m", "fog_agent"]
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = RunningStack(tmp_path_factory.mktemp("jobs-e2e"), "--heartbeat-interval", str(INTERVAL_S))
+    stack = open_stack(tmp_path_factory.mktemp("jobs-e2e"), "--heartbeat-interval", str(INTERVAL_S))
     try:
         yield stack
     finally:
@@ -80,29 +80,31 @@ async def test_fogctl_submit_wait_echo_hello(stack: RunningStack) -> None:
     code, out = await fogctl("job", "submit", "--wait", "--", "echo", "hello", env=config)
     assert (code, out) == (0, "hello\n")
     code, listed = await fogctl("job", "list", "--json", env=config)
-    jobs = json.loads(listed)["items"]
-    assert [(j["status"], j["spec"]["command"]) for j in jobs] == [("succeeded", ["echo", "hello"])]
+    newest = json.loads(listed)["items"][0]
+    assert (newest["status"], newest["spec"]["command"]) == ("succeeded", ["echo", "hello"])
 
 
 async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningStack) -> None:
-    fog = await user(stack, "cora@example.org")
+    fog = await user(stack, email("cora"))
     nowhere = await fog.submit_job(JobSpec(command=["true"], constraints=Constraints(labels={"gpu": "a100"})))
     too_big = await fog.submit_job(JobSpec(command=["true"], resources=Resources(cpu_cores=64)))
     placed = await fog.submit_job(JobSpec(command=["true"], constraints=Constraints(labels={"dev": "true"})))
     assert (await ended(fog, placed.id)).status == "succeeded"
 
-    async def explained(job_id: str) -> Any:
+    async def explained(job_id: str) -> dict[str, int] | None:
         why = await fog.explain_job(job_id)
-        return why if why.filtered else None
+        # Nodes not ready ("node down": an earlier run's, on a deployed Fog) are left out for that.
+        return {reason: n for reason, n in why.filtered.items() if not reason.startswith("node ")} or None
 
-    assert (await wait_until(lambda: explained(nowhere.id), timeout=10, what="explain")).filtered == {
-        "label gpu=a100 missing": 2
-    }
-    assert (await wait_until(lambda: explained(too_big.id), timeout=10, what="explain")).filtered == {
-        "too few CPU cores": 2
-    }
+    # Every ready node is excluded, for the one reason: the two dev agents (more on a shared target).
+    unlabelled = await wait_until(lambda: explained(nowhere.id), timeout=10, what="explain")
+    assert list(unlabelled) == ["label gpu=a100 missing"]
+    assert unlabelled["label gpu=a100 missing"] >= 2
+    too_small = await wait_until(lambda: explained(too_big.id), timeout=10, what="explain")
+    assert list(too_small) == ["too few CPU cores"]
+    assert too_small["too few CPU cores"] >= 2
     assert (await fog.get_job(nowhere.id)).status == "pending"
-    other = await user(stack, "dora@example.org")
+    other = await user(stack, email("dora"))
     with pytest.raises(ApiError) as hidden:
         await other.job_output(placed.id)
     assert hidden.value.status == 404
@@ -112,7 +114,7 @@ async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningS
 
 
 async def test_a_job_past_its_timeout_is_killed_with_its_children(stack: RunningStack) -> None:
-    fog = await user(stack, "tim@example.org")
+    fog = await user(stack, email("tim"))
     marker = "sleep 61.0101"
     job = await fog.submit_job(JobSpec(command=["sh", "-c", f"{marker} & {marker}"], timeout_s=2))
     await status_is(fog, job.id, "running")
@@ -127,7 +129,7 @@ async def _some_running(marker: str) -> bool:
 
 
 async def test_a_failing_job_is_retried_with_backoff_then_fails(stack: RunningStack) -> None:
-    fog = await user(stack, "fay@example.org")
+    fog = await user(stack, email("fay"))
     spec = JobSpec(command=["sh", "-c", "echo trying; exit 3"], max_attempts=3, retry_backoff_s=0.2)
     job = await fog.submit_job(spec)
     done = await ended(fog, job.id)
@@ -136,7 +138,7 @@ async def test_a_failing_job_is_retried_with_backoff_then_fails(stack: RunningSt
 
 
 async def test_cancel_stops_a_running_job_on_the_node(stack: RunningStack) -> None:
-    fog = await user(stack, "cal@example.org")
+    fog = await user(stack, email("cal"))
     marker = "sleep 62.0202"
     job = await fog.submit_job(JobSpec(command=["sh", "-c", marker]))
     await status_is(fog, job.id, "running")
@@ -158,8 +160,8 @@ def join_and_run(stack: RunningStack, state_dir: Path, email: str, name: str) ->
 async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_never_twice(
     stack: RunningStack, tmp_path: Path
 ) -> None:
-    owner = await user(stack, "kim@example.org", roles=("user", "provider"))
-    agents = [join_and_run(stack, tmp_path / name, "kim@example.org", name) for name in ("k1", "k2")]
+    owner = await user(stack, email("kim"), roles=("user", "provider"))
+    agents = [join_and_run(stack, tmp_path / name, email("kim"), name) for name in ("k1", "k2")]
     try:
 
         async def both_ready() -> bool:
@@ -188,8 +190,9 @@ async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_n
             await asyncio.to_thread(agent.wait, 30)
 
 
+@pytest.mark.local_stack
 async def test_a_scheduler_restart_during_a_1000_job_array_loses_none_and_runs_none_twice(stack: RunningStack) -> None:
-    fog = await user(stack, "ari@example.org")
+    fog = await user(stack, email("ari"))
     dev_nodes = Constraints(labels={"dev": "true"})
     spec = JobSpec(command=["true"], resources=Resources(cpu_cores=0.25), constraints=dev_nodes)
     array = await fog.submit_array(spec, 1000)

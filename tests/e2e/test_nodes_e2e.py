@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
-from devstack_driver import RunningStack, fogctl
+from devstack_driver import RunningStack, email, fogctl, heartbeat_interval, open_stack
 from websockets.asyncio.client import connect
 
 from fog_client import ApiError, Capabilities, FogClient
@@ -27,14 +26,14 @@ from fog_shared.events.registry import NodeStatusChanged
 from fog_shared.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-INTERVAL_S = 2.0
+INTERVAL_S = heartbeat_interval(2.0)
 PASSWORD = "a long and unguessable password"
 AGENT = [sys.executable, "-m", "fog_agent"]
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = RunningStack(tmp_path_factory.mktemp("nodes-e2e"), "--heartbeat-interval", str(INTERVAL_S))
+    stack = open_stack(tmp_path_factory.mktemp("nodes-e2e"), "--heartbeat-interval", str(INTERVAL_S))
     try:
         yield stack
     finally:
@@ -76,23 +75,23 @@ async def until_status(fog: FogClient, node_id: str, status: str, timeout: float
 
 
 async def announced(stack: RunningStack, node_id: str) -> list[str]:
-    """Every status the registry announced for the node, from the event stream."""
-    nc = await nats.connect(stack.state["nats_url"])
-    statuses = []
-    try:
-        sub = await nc.jetstream().subscribe(NodeStatusChanged.TYPE.subject, ordered_consumer=True)
+    """Every status the registry announced for the node, from the event history as an operator
+    reads it (the gateway's admin route behind `fogctl events history`)."""
+    admin = json.loads(await asyncio.to_thread(Path(stack.state["admin_credentials"]).read_text))
+    statuses: list[str] = []
+    async with FogClient(stack.state["gateway_url"]) as fog:
+        await fog.login(admin["email"], admin["password"])
+        cursor = None
         while True:
-            try:
-                msg = await sub.next_msg(timeout=0.5)
-            except TimeoutError:
+            page = await fog.event_history(subject=NodeStatusChanged.TYPE.subject, aggregate_id=node_id, cursor=cursor)
+            assert not page.gaps, "the history of a node made minutes ago is complete"
+            statuses += [event.data["status"] for event in page.items]
+            if not page.more:
                 return statuses
-            event = NodeStatusChanged.from_json(msg.data)
-            if event.node_id == node_id:
-                statuses.append(event.status)
-    finally:
-        await nc.close()
+            cursor = page.cursor
 
 
+@pytest.mark.local_stack
 async def test_the_dev_stack_runs_two_agents_as_ready_nodes(stack: RunningStack) -> None:
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
 
@@ -106,9 +105,9 @@ async def test_the_dev_stack_runs_two_agents_as_ready_nodes(stack: RunningStack)
 
 
 async def test_an_agent_joins_dies_and_comes_back(stack: RunningStack, tmp_path: Path) -> None:
-    owner = await provider(stack, "olga@example.org")
+    owner = await provider(stack, email("olga"))
     state_dir = tmp_path / "agent"
-    node_id = join(stack, state_dir, "olga@example.org", "olgas-box")
+    node_id = join(stack, state_dir, email("olga"), "olgas-box")
     assert (await owner.get_node(node_id)).status == "down"
     agent = run_agent(state_dir)
     try:
@@ -128,10 +127,11 @@ async def test_an_agent_joins_dies_and_comes_back(stack: RunningStack, tmp_path:
     assert await announced(stack, node_id) == ["ready", "suspect", "down", "ready", "down"]
 
 
+@pytest.mark.local_stack
 async def test_nodes_act_only_as_themselves_and_revocation_cuts_them_off(stack: RunningStack, tmp_path: Path) -> None:
-    owner = await provider(stack, "paul@example.org")
-    first = join(stack, tmp_path / "a", "paul@example.org", "a")
-    second = join(stack, tmp_path / "b", "paul@example.org", "b")
+    owner = await provider(stack, email("paul"))
+    first = join(stack, tmp_path / "a", email("paul"), "a")
+    second = join(stack, tmp_path / "b", email("paul"), "b")
     credential = json.loads((tmp_path / "a" / "node.json").read_text())["credential"]
     ws_url = stack.state["gateway_url"].replace("http://", "ws://") + "/v1/nodes/connect"
     async with connect(ws_url, additional_headers={"Authorization": f"Bearer {credential}"}) as ws:
@@ -143,7 +143,7 @@ async def test_nodes_act_only_as_themselves_and_revocation_cuts_them_off(stack: 
     gateway_log = Path(next(p["log"] for p in stack.state["processes"] if p["name"] == "gateway"))
     assert "heartbeat for another node refused" in await asyncio.to_thread(gateway_log.read_text), "it is logged"
 
-    stranger = await provider(stack, "quinn@example.org")
+    stranger = await provider(stack, email("quinn"))
     async with httpx.AsyncClient(base_url=stack.state["gateway_url"]) as http:
         headers = {"Authorization": f"Bearer {stranger.access_token}"}
         assert (await http.post(f"/v1/nodes/{first}/drain", headers=headers)).status_code == 404
@@ -162,8 +162,9 @@ async def test_nodes_act_only_as_themselves_and_revocation_cuts_them_off(stack: 
             agent.kill()
 
 
+@pytest.mark.local_stack
 async def test_a_registry_restart_reports_no_live_node_down(stack: RunningStack) -> None:
-    owner = await provider(stack, "rita@example.org")
+    owner = await provider(stack, email("rita"))
     capabilities = Capabilities(cpu_cores=2, memory_bytes=1 << 30, disk_bytes=1 << 30, arch="x86_64", os="Linux")
     registered = [await owner.register_node(f"sim-{i}", capabilities) for i in range(50)]
     ws_url = stack.state["gateway_url"].replace("http://", "ws://") + "/v1/nodes/connect"
