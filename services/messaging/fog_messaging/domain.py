@@ -311,22 +311,25 @@ def parse_sync_token(token: str | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class SyncWindow:
-    """Which part of the caller's timeline one sync returns.
+    """Where one sync starts in the caller's timeline.
 
-    ``limited`` when what the caller missed is no longer all kept (older than retention) or is
-    more than ``catch_up_max`` entries: the sync then starts at ``start`` (after the gap) and
-    says so, and the client pages back per conversation for what it wants of the gap."""
+    ``limited`` when the caller missed more than is kept (retention dropped entries after their
+    token) or more than ``catch_up_max`` entries: the sync then starts after the gap and says so,
+    and the client pages back per conversation for what it wants of it. ``start`` None means
+    "just before the caller's newest ``limit`` entries"."""
 
-    start: int
+    start: int | None
     limited: bool
 
 
-def sync_window(since: int, head: int, oldest_kept: int | None, catch_up_max: int, limit: int) -> SyncWindow:
-    """``head`` is the newest position; ``oldest_kept`` the oldest still stored (None: none)."""
+def sync_window(since: int, head: int, pruned_through: int, missed: int, catch_up_max: int) -> SyncWindow:
+    """``head``: the newest position; ``pruned_through``: retention may have dropped entries up to
+    this position; ``missed``: how many entries the caller has after ``since`` (counted up to
+    ``catch_up_max + 1``)."""
     if since > head:
         raise Rejected("invalid_token", "the since token is from the future")
-    if oldest_kept is not None and since < oldest_kept - 1:
-        return SyncWindow(start=oldest_kept - 1, limited=True)  # all that is still kept, oldest first
-    if head - since > catch_up_max:
-        return SyncWindow(start=head - limit, limited=True)
+    if since < pruned_through:
+        return SyncWindow(start=pruned_through, limited=True)  # all that is still kept, oldest first
+    if missed > catch_up_max:
+        return SyncWindow(start=None, limited=True)
     return SyncWindow(start=since, limited=False)

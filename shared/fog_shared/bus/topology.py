@@ -70,6 +70,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         filter_subjects=("fog.evt.auth.user.>",),
     ),
     ConsumerSpec(
+        stream=event_stream_name("auth"),
+        durable="messaging__node_owners",
+        filter_subjects=("fog.evt.auth.node_credential.>",),
+    ),
+    ConsumerSpec(
         stream=event_stream_name("registry"),
         durable="scheduler__nodes",
         filter_subjects=("fog.evt.registry.node.>",),

@@ -199,22 +199,22 @@ def test_sync_tokens_round_trip_and_reject_what_they_did_not_give() -> None:
 
 
 def test_a_sync_within_retention_continues_where_it_left_off() -> None:
-    window = domain.sync_window(since=100, head=1100, oldest_kept=1, catch_up_max=10_000, limit=500)
+    window = domain.sync_window(since=100, head=1100, pruned_through=0, missed=1000, catch_up_max=10_000)
     assert window == domain.SyncWindow(start=100, limited=False)
 
 
 def test_a_sync_past_retention_is_limited_from_the_oldest_kept() -> None:
-    window = domain.sync_window(since=10, head=1100, oldest_kept=600, catch_up_max=10_000, limit=500)
+    window = domain.sync_window(since=10, head=1100, pruned_through=599, missed=400, catch_up_max=10_000)
     assert window == domain.SyncWindow(start=599, limited=True)
     # right at the edge nothing is missing
-    assert not domain.sync_window(since=599, head=1100, oldest_kept=600, catch_up_max=10_000, limit=500).limited
+    assert not domain.sync_window(since=599, head=1100, pruned_through=599, missed=400, catch_up_max=10_000).limited
 
 
 def test_a_sync_too_far_behind_jumps_to_the_latest_and_says_so() -> None:
-    window = domain.sync_window(since=0, head=50_000, oldest_kept=1, catch_up_max=10_000, limit=500)
-    assert window == domain.SyncWindow(start=49_500, limited=True)
+    window = domain.sync_window(since=0, head=50_000, pruned_through=0, missed=10_001, catch_up_max=10_000)
+    assert window == domain.SyncWindow(start=None, limited=True)
 
 
 def test_a_token_from_the_future_is_refused() -> None:
     with refused("invalid_token"):
-        domain.sync_window(since=11, head=10, oldest_kept=1, catch_up_max=10_000, limit=500)
+        domain.sync_window(since=11, head=10, pruned_through=0, missed=0, catch_up_max=10_000)
