@@ -1,4 +1,5 @@
-"""A real auth service and a gateway in this process, on the session's real NATS and Postgres.
+"""Real auth, registry, scheduler and messaging services and a gateway in this process, on the
+session's real NATS and Postgres.
 
 HTTP goes to the gateway's ASGI app through httpx (no socket); everything behind it is real.
 Tests import :class:`Stack` from here (``pythonpath`` in pyproject.toml); the fixture is
@@ -22,6 +23,9 @@ from fog_auth.app import build_app as build_auth
 from fog_auth.config import Settings as AuthSettings
 from fog_gateway.app import build_app as build_gateway
 from fog_gateway.config import Settings as GatewaySettings
+from fog_messaging.app import MIGRATIONS as MESSAGING_MIGRATIONS
+from fog_messaging.app import build_app as build_messaging
+from fog_messaging.config import Settings as MessagingSettings
 from fog_registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
 from fog_registry.app import build_app as build_registry
 from fog_registry.config import Settings as RegistrySettings
@@ -52,6 +56,7 @@ class Stack:
     stop_first_registry: Callable[[], Awaitable[None]]
     #: stop the scheduler and start a new one on the same schema
     restart_scheduler: Callable[[], Awaitable[None]]
+    messaging_db: ServiceDb
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -107,6 +112,10 @@ async def open_stack(
     db = await service_db("auth", AUTH_MIGRATIONS)
     registry_db = await service_db("registry", REGISTRY_MIGRATIONS)
     scheduler_db = await service_db("scheduler", SCHEDULER_MIGRATIONS)
+    messaging_db = await service_db("messaging", MESSAGING_MIGRATIONS)
+    messaging_settings = settings_in_schema(
+        MessagingSettings, messaging_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(messaging_db.dsn),
+    )  # fmt: skip
     scheduler_settings = settings_in_schema(
         SchedulerSettings, scheduler_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(scheduler_db.dsn),
         placement_idle_s=0.2,
@@ -154,6 +163,8 @@ async def open_stack(
             return running.aclose
 
         stop_first = await start_registry()
+        messaging_app = build_messaging(messaging_settings)
+        await exits.enter_async_context(messaging_app.router.lifespan_context(messaging_app))
         schedulers = [await start_scheduler()]
 
         async def restart_scheduler() -> None:
@@ -162,7 +173,7 @@ async def open_stack(
 
         yield Stack(
             await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
-            restart_scheduler,
+            restart_scheduler, messaging_db,
         )  # fmt: skip
 
 

@@ -106,7 +106,10 @@ async def _store_message(
 ) -> asyncpg.Record:
     domain.check_text(message.text)
     periods = await store.access(conn, conv["id"], me)
-    if message.reply_to_seq is not None and not domain.may_read(periods, message.reply_to_seq):
+    readable = domain.readable_up_to(periods, conv["last_seq"])
+    if message.reply_to_seq is not None and not (
+        message.reply_to_seq <= readable and domain.may_read(periods, message.reply_to_seq)
+    ):
         raise Rejected("invalid_reply_to", f"no message {message.reply_to_seq} to reply to in this conversation")
     seq = domain.next_seq(conv["last_seq"])
     clock, concurrent = None, list[int]()
