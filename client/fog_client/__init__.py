@@ -1,5 +1,6 @@
 """fog_client: a small typed async client for Fog's HTTP API (fogctl, the e2e tests, the node agent)."""
 
+from fog_client.chat import Conversation, Message, MessagePage, Receipt, Sync, SyncEntry
 from fog_client.client import FogClient
 from fog_client.errors import ApiError
 from fog_client.models import (
@@ -36,6 +37,7 @@ __all__ = [
     "ApiKey",
     "Capabilities",
     "Constraints",
+    "Conversation",
     "CreatedApiKey",
     "Explanation",
     "FogClient",
@@ -47,12 +49,17 @@ __all__ = [
     "JobSpec",
     "Location",
     "Me",
+    "Message",
+    "MessagePage",
     "Node",
     "NodeCredential",
     "NodeUsage",
+    "Receipt",
     "RegisteredNode",
     "Resources",
     "RotatedKey",
+    "Sync",
+    "SyncEntry",
     "Tokens",
     "User",
 ]

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response as HandshakeResponse
 
+from fog_client.chat import ChatCalls
 from fog_client.errors import ApiError
 from fog_client.models import (
     ApiKey,
@@ -40,6 +41,7 @@ from fog_client.models import (
     Tokens,
     User,
 )
+from fog_client.paths import segment as _segment
 
 M = TypeVar("M", bound=BaseModel)
 #: a query string; a list value repeats the parameter (``label=a=1&label=b=2``)
@@ -54,7 +56,7 @@ _websocket_log = logging.getLogger("fog_client.websocket")
 _websocket_log.setLevel(logging.INFO)
 
 
-class FogClient:
+class FogClient(ChatCalls):
     """One gateway, one set of credentials.
 
     ``api_key`` (an API key or a node credential) is sent as the bearer when given; otherwise the
@@ -418,10 +420,3 @@ def _handshake_error(response: HandshakeResponse) -> ApiError:
     """A refused WebSocket handshake, read like any other refusal (problem details, Retry-After)."""
     headers = list(response.headers.raw_items())
     return ApiError.from_response(httpx.Response(response.status_code, headers=headers, content=bytes(response.body)))
-
-
-def _segment(value: str) -> str:
-    """An id as one path segment: a ``/`` or ``..`` in it must not reach another route."""
-    if value in ("", ".", ".."):  # URL normalisation would drop or climb these
-        raise ValueError(f"not an id: {value!r}")
-    return quote(value, safe="")

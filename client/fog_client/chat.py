@@ -1,0 +1,206 @@
+"""BitChat calls of :class:`~fog_client.FogClient`: conversations, messages, groups, receipts, sync.
+
+Members are named by member id: a user's id, or ``node:<node id>`` for a node.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from fog_client.paths import segment as _segment
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Message(_Reply):
+    id: str
+    conversation_id: str
+    #: the message's number in its conversation: 1, 2, 3, … without gaps
+    seq: int
+    sender_id: str
+    #: None once deleted
+    text: str | None
+    client_msg_id: str
+    reply_to_seq: int | None = None
+    device_id: str | None = None
+    clock: dict[str, int] | None = None
+    #: seqs of earlier messages written concurrently with this one (by their vector clocks)
+    concurrent_with: list[int] = Field(default_factory=list)
+    sent_at: datetime
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class MessagePage(_Reply):
+    items: list[Message]
+    more: bool
+
+
+class ConversationMember(_Reply):
+    member_id: str
+    role: str
+
+
+class Conversation(_Reply):
+    id: str
+    kind: Literal["direct", "group"]
+    name: str | None = None
+    last_seq: int
+    members: list[ConversationMember]
+    created_at: datetime
+
+
+class Receipt(_Reply):
+    member_id: str
+    delivered_seq: int
+    read_seq: int
+
+
+class MemberChange(_Reply):
+    member_id: str
+    role: str | None = None
+    by: str
+
+
+class SyncEntry(_Reply):
+    position: int
+    conversation_id: str
+    kind: str
+    message: Message | None = None
+    member: MemberChange | None = None
+    receipt: Receipt | None = None
+    at: datetime
+
+
+class Gap(_Reply):
+    since: str
+    until: str
+
+
+class Sync(_Reply):
+    entries: list[SyncEntry]
+    next: str
+    #: changes were left out (too many, or past retention): see ``gap``, page back per conversation
+    limited: bool
+    gap: Gap | None = None
+    #: more entries wait: sync again with ``next`` at once
+    more: bool
+
+
+class ChatCalls:
+    """The chat calls; :class:`~fog_client.FogClient` provides ``_call``."""
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Any = None
+    ) -> httpx.Response:
+        raise NotImplementedError
+
+    async def send_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to_seq: int | None = None,
+        device_id: str | None = None,
+        clock: Mapping[str, int] | None = None,
+    ) -> Message:
+        """Send to a conversation. Retrying with the same ``client_msg_id`` stores one message."""
+        body = _message_body(text, client_msg_id, reply_to_seq, device_id, clock)
+        path = f"/v1/conversations/{_segment(conversation_id)}/messages"
+        return Message.model_validate_json((await self._call("POST", path, body)).content)
+
+    async def send_direct(self, member_id: str, text: str, *, client_msg_id: str | None = None) -> Message:
+        """Message a user (or your node, ``node:<id>``; a node: its owner); the conversation is made
+        by the first message."""
+        body = _message_body(text, client_msg_id, None, None, None)
+        path = f"/v1/conversations/direct/{_segment(member_id)}/messages"
+        return Message.model_validate_json((await self._call("POST", path, body)).content)
+
+    async def list_conversations(self) -> list[Conversation]:
+        items = (await self._call("GET", "/v1/conversations")).json()["items"]
+        return [Conversation.model_validate(item) for item in items]
+
+    async def get_conversation(self, conversation_id: str) -> Conversation:
+        response = await self._call("GET", f"/v1/conversations/{_segment(conversation_id)}")
+        return Conversation.model_validate_json(response.content)
+
+    async def list_messages(
+        self,
+        conversation_id: str,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        order: Literal["seq", "causal"] = "seq",
+    ) -> MessagePage:
+        """Messages you may read: forward after ``after_seq``, back before ``before_seq``."""
+        given = {"after_seq": after_seq, "before_seq": before_seq, "limit": limit, "order": order}
+        path = f"/v1/conversations/{_segment(conversation_id)}/messages"
+        response = await self._call("GET", path, params={k: v for k, v in given.items() if v is not None})
+        return MessagePage.model_validate_json(response.content)
+
+    async def edit_message(self, conversation_id: str, seq: int, text: str) -> Message:
+        path = f"/v1/conversations/{_segment(conversation_id)}/messages/{seq}"
+        return Message.model_validate_json((await self._call("PATCH", path, {"text": text})).content)
+
+    async def delete_message(self, conversation_id: str, seq: int) -> Message:
+        path = f"/v1/conversations/{_segment(conversation_id)}/messages/{seq}"
+        return Message.model_validate_json((await self._call("DELETE", path)).content)
+
+    async def mark(self, conversation_id: str, up_to_seq: int, kind: Literal["delivered", "read"] = "read") -> Receipt:
+        """Say that everything up to ``up_to_seq`` reached you, or that you read it."""
+        path = f"/v1/conversations/{_segment(conversation_id)}/receipts"
+        response = await self._call("POST", path, {"kind": kind, "up_to_seq": up_to_seq})
+        return Receipt.model_validate_json(response.content)
+
+    async def receipts(self, conversation_id: str) -> list[Receipt]:
+        items = (await self._call("GET", f"/v1/conversations/{_segment(conversation_id)}/receipts")).json()["items"]
+        return [Receipt.model_validate(item) for item in items]
+
+    async def create_group(self, name: str, member_ids: Sequence[str] = ()) -> Conversation:
+        response = await self._call("POST", "/v1/groups", {"name": name, "member_ids": list(member_ids)})
+        return Conversation.model_validate_json(response.content)
+
+    async def add_member(
+        self, group_id: str, member_id: str, role: Literal["admin", "member"] = "member"
+    ) -> Conversation:
+        path = f"/v1/groups/{_segment(group_id)}/members"
+        response = await self._call("POST", path, {"member_id": member_id, "role": role})
+        return Conversation.model_validate_json(response.content)
+
+    async def remove_member(self, group_id: str, member_id: str) -> None:
+        """Remove a member, or leave the group (your own id)."""
+        await self._call("DELETE", f"/v1/groups/{_segment(group_id)}/members/{_segment(member_id)}")
+
+    async def transfer_group(self, group_id: str, member_id: str) -> Conversation:
+        path = f"/v1/groups/{_segment(group_id)}/owner"
+        return Conversation.model_validate_json((await self._call("POST", path, {"member_id": member_id})).content)
+
+    async def sync(self, since: str | None = None, *, limit: int | None = None, timeout_ms: int = 0) -> Sync:
+        """What is new for you after ``since`` (from the start without one); with ``timeout_ms``,
+        waits that long for something new. Keep ``next`` for the following call."""
+        given = {"since": since, "limit": limit, "timeout_ms": timeout_ms or None}
+        response = await self._call("GET", "/v1/sync", params={k: v for k, v in given.items() if v is not None})
+        return Sync.model_validate_json(response.content)
+
+
+def _message_body(
+    text: str,
+    client_msg_id: str | None,
+    reply_to_seq: int | None,
+    device_id: str | None,
+    clock: Mapping[str, int] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": text, "client_msg_id": client_msg_id or uuid.uuid4().hex}
+    extras = {"reply_to_seq": reply_to_seq, "device_id": device_id, "clock": dict(clock) if clock else None}
+    body.update({k: v for k, v in extras.items() if v is not None})
+    return body

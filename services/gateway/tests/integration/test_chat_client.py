@@ -1,0 +1,103 @@
+"""BitChat from the client library and ``fogctl chat``, against a gateway served on a real port
+with the real messaging service behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from chat_driver import Member, members
+from gateway_stack import Stack
+from typer.testing import CliRunner
+
+from fog_client import ApiError, FogClient
+from fogctl.__main__ import app
+from fogctl.session import Session
+
+runner = CliRunner()
+
+
+async def fogctl(*args: str) -> tuple[int, str, str]:
+    # fogctl runs its own event loop: it gets a thread of its own.
+    result = await asyncio.to_thread(runner.invoke, app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def signed_in(url: str, member: Member) -> FogClient:
+    assert member.tokens is not None
+    return FogClient(url, access_token=member.tokens["access_token"], refresh_token=member.tokens["refresh_token"])
+
+
+def use_session(url: str, member: Member) -> None:
+    assert member.tokens is not None
+    Session(url, f"{member.id}@example.org", member.tokens["access_token"], member.tokens["refresh_token"]).save()
+
+
+async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    alice, bob, carol = await members(stack, 3)
+    async with signed_in(url, alice) as a, signed_in(url, bob) as b:
+        first = await a.send_direct(bob.id, "hi", client_msg_id="c-1")
+        assert (await a.send_direct(bob.id, "hi", client_msg_id="c-1")).id == first.id
+        reply = await b.send_message(first.conversation_id, "hello", reply_to_seq=1, device_id="phone",
+                                     clock={"phone": 1})  # fmt: skip
+        assert (reply.seq, reply.reply_to_seq, reply.clock) == (2, 1, {"phone": 1})
+        synced = await b.sync()
+        assert [e.message.text for e in synced.entries if e.message] == ["hi", "hello"]
+        assert (await b.sync(synced.next)).entries == []
+        assert (await b.mark(first.conversation_id, 2)).read_seq == 2
+        assert {r.member_id: r.read_seq for r in await a.receipts(first.conversation_id)} == {alice.id: 0, bob.id: 2}
+        page = await a.list_messages(first.conversation_id, after_seq=1)
+        assert [m.text for m in page.items] == ["hello"]
+        group = await a.create_group("team", [bob.id])
+        await a.add_member(group.id, carol.id)
+        await a.transfer_group(group.id, bob.id)
+        await a.remove_member(group.id, alice.id)  # leaving, as an admin now
+        listed = {c.id: c for c in await b.list_conversations()}
+        assert {m.member_id: m.role for m in listed[group.id].members} == {bob.id: "owner", carol.id: "member"}
+        with pytest.raises(ApiError) as refused:
+            await a.send_message(group.id, "still here?")
+        assert refused.value.status == 404
+
+
+async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = await stack.serve_gateway()
+    alice, bob = await members(stack, 2)
+    monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
+    monkeypatch.setenv("COLUMNS", "200")
+    use_session(url, alice)
+    code, out, err = await fogctl("chat", "send", "--to", bob.id, "hello from the shell", "--json")
+    assert code == 0, err
+    conversation = json.loads(out)["conversation_id"]
+    code, out, err = await fogctl("chat", "groups", "create", "ops", "--member", bob.id)
+    assert code == 0, err
+    group = out.split()[2]
+
+    use_session(url, bob)
+    code, out, err = await fogctl("chat", "read")
+    assert code == 0, err
+    assert conversation in out
+    assert group in out
+    code, out, err = await fogctl("chat", "read", conversation, "--mark-read")
+    assert code == 0, err
+    assert out.strip().endswith(f"{alice.id}: hello from the shell")
+    code, out, err = await fogctl("chat", "send", "--conversation", group, "on it", "--reply-to", "9")
+    assert code == 1
+    assert "no message 9" in err
+    code, out, err = await fogctl("chat", "send", "--conversation", group, "on it")
+    assert code == 0, err
+    assert out.startswith("Sent #1 to ")
+    code, out, err = await fogctl("chat", "groups", "--json")
+    assert code == 0, err
+    assert [g["id"] for g in json.loads(out)["items"]] == [group]
+    code, out, err = await fogctl("chat", "groups", "leave", group)
+    assert code == 0, err
+    code, out, err = await fogctl("chat", "sync")
+    assert code == 0, err
+    kinds = [json.loads(line).get("kind") for line in out.splitlines()[:-1]]
+    assert kinds == ["message", "group_created", "receipt", "message", "member_removed"]
+    assert json.loads(out.splitlines()[-1])["more"] is False
+    code, _, err = await fogctl("chat", "send", "--to", bob.id, "--conversation", group, "both")
+    assert code != 0
