@@ -1,0 +1,85 @@
+"""SQL of the messaging service, one module per part of its schema. Every function runs on a
+connection the caller owns.
+
+jsonb values go in and come out as Python objects (the pool's codec, ``fog_shared.pg.pool``).
+"""
+
+from fog_messaging.store.conversations import (
+    access,
+    add_member,
+    conversation,
+    conversations_of,
+    create_direct,
+    create_group,
+    direct_conversation_id,
+    members,
+    readers,
+    remove_member,
+    rosters,
+    set_role,
+)
+from fog_messaging.store.messages import (
+    delete_message,
+    edit_message,
+    insert_message,
+    list_messages,
+    message,
+    message_by_client_id,
+    recent_clocks,
+)
+from fog_messaging.store.people import (
+    count_users,
+    known_users,
+    node_owner,
+    set_node_owner,
+    upsert_user,
+)
+from fog_messaging.store.receipts import (
+    receipt,
+    receipts,
+    save_receipt,
+)
+from fog_messaging.store.timeline import (
+    append_timeline,
+    missed,
+    position_before_latest,
+    prune_timeline,
+    read_timeline,
+    timeline_bounds,
+)
+
+__all__ = [
+    "access",
+    "add_member",
+    "append_timeline",
+    "conversation",
+    "conversations_of",
+    "count_users",
+    "create_direct",
+    "create_group",
+    "delete_message",
+    "direct_conversation_id",
+    "edit_message",
+    "insert_message",
+    "known_users",
+    "list_messages",
+    "members",
+    "message",
+    "message_by_client_id",
+    "missed",
+    "node_owner",
+    "position_before_latest",
+    "prune_timeline",
+    "read_timeline",
+    "readers",
+    "receipt",
+    "receipts",
+    "recent_clocks",
+    "remove_member",
+    "rosters",
+    "save_receipt",
+    "set_node_owner",
+    "set_role",
+    "timeline_bounds",
+    "upsert_user",
+]
