@@ -5,13 +5,16 @@ Members are named by member id: a user's id, or ``node:<node id>`` for a node.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
+from websockets.asyncio.client import ClientConnection
 
 from fog_client.paths import segment as _segment
 
@@ -96,11 +99,14 @@ class Sync(_Reply):
 
 
 class ChatCalls:
-    """The chat calls; :class:`~fog_client.FogClient` provides ``_call``."""
+    """The chat calls; :class:`~fog_client.FogClient` provides ``_call`` and ``_handshake``."""
 
     async def _call(
         self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Any = None
     ) -> httpx.Response:
+        raise NotImplementedError
+
+    async def _handshake(self, path: str) -> ClientConnection:
         raise NotImplementedError
 
     async def send_message(
@@ -191,6 +197,20 @@ class ChatCalls:
         given = {"since": since, "limit": limit, "timeout_ms": timeout_ms or None}
         response = await self._call("GET", "/v1/sync", params={k: v for k, v in given.items() if v is not None})
         return Sync.model_validate_json(response.content)
+
+    async def live(self, since: str | None = None) -> AsyncGenerator[Sync, None]:
+        """Your changes as they happen, as :class:`Sync` pages, until the connection ends.
+
+        Keep the ``next`` of the last page you processed: reconnecting with it resumes with
+        nothing lost and nothing repeated. A dropped connection raises
+        ``websockets.exceptions.ConnectionClosedError``; close the iterator
+        (``contextlib.aclosing``) to stop early."""
+        path = "/v1/sync/live" + (f"?since={quote(since, safe='')}" if since else "")
+        async with await self._handshake(path) as websocket:
+            async for frame in websocket:
+                update = json.loads(frame)
+                if isinstance(update, dict) and update.get("type") == "sync":  # a newer gateway may add types
+                    yield Sync.model_validate(update)
 
 
 def _message_body(

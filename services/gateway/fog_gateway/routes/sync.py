@@ -1,20 +1,36 @@
-"""``GET /v1/sync``: everything new for the caller across conversations, with long-polling."""
+"""``GET /v1/sync``: everything new for the caller across conversations, with long-polling; and
+``/v1/sync/live``, the same as a WebSocket stream.
+
+Both read the messaging service's sync and nothing else, so a client that reconnects with its
+last ``next`` token gets exactly what it has not had: no loss, no duplicates.
+"""
 
 import asyncio
+import contextlib
+import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 
 from fog_gateway.authz import PEOPLE, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.chat_feed import ChatWaiters
-from fog_gateway.problems import GUARDED_ERRORS
+from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
+from fog_gateway.problems import GUARDED_ERRORS, Problem
 from fog_gateway.security import Principal
+from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 
+log = logging.getLogger(__name__)
 #: the longest a sync waits for something new
 MAX_WAIT_MS = 30_000
+#: a live stream looks again this often even without a wake-up (a wake-up may be missed while
+#: the gateway's event subscription reconnects)
+LIVE_RECHECK_S = 15.0
+#: a live stream whose sync is refused by an unavailable service tries again after this
+LIVE_RETRY_S = 1.0
+CLOSE_BAD_TOKEN = 4400
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -> APIRouter:
@@ -46,4 +62,52 @@ def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -
                 except TimeoutError:
                     return reply
 
+    @router.websocket("/live")
+    async def live(websocket: WebSocket, since: Annotated[str | None, Query(max_length=32)] = None) -> None:
+        """Your changes as they happen: ``{"type": "sync", ...}`` frames shaped like ``GET /v1/sync``
+        replies, each with its ``next`` token. Reconnect with the last one you processed."""
+        await websocket.accept()
+        try:
+            me = await authz.identify(bearer_of(websocket) or "")
+        except Problem as refused:
+            await websocket.close(code=CLOSE_UNAUTHORIZED, reason=refused.detail[:120])
+            return
+        if me.kind not in PEOPLE or me.user_id is None:
+            await websocket.close(code=CLOSE_FORBIDDEN, reason="only people have conversations")
+            return
+        stream = asyncio.create_task(_stream(websocket, calls, waiters, me, since))
+        try:
+            while True:
+                await websocket.receive_text()  # nothing is expected; this notices the close
+        except WebSocketDisconnect:
+            pass
+        finally:
+            stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await stream
+
     return router
+
+
+async def _stream(
+    websocket: WebSocket, calls: ServiceCalls, waiters: ChatWaiters, me: Principal, since: str | None
+) -> None:
+    assert me.user_id is not None
+    with waiters.watch(me.user_id) as woken:
+        while True:
+            woken.clear()
+            try:
+                reply = await calls.ask(contract.SYNC, contract.SyncQuery(by=me, since=since))
+            except ServiceUnavailable:
+                await asyncio.sleep(LIVE_RETRY_S)  # a pause before asking again, not a synchronisation
+                continue
+            except Problem as refused:  # a token this API never gave
+                await websocket.close(code=CLOSE_BAD_TOKEN, reason=refused.detail[:120])
+                return
+            if reply["entries"] or reply["limited"]:
+                await websocket.send_json({"type": "sync", **reply})
+            since = reply["next"]
+            if reply["more"]:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=LIVE_RECHECK_S)

@@ -4,13 +4,15 @@ with the real messaging service behind it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
-from chat_driver import Member, members
+from chat_driver import Member, members, start_direct
 from gateway_stack import Stack
 from typer.testing import CliRunner
+from websockets.exceptions import ConnectionClosedError
 
 from fog_client import ApiError, FogClient
 from fogctl.__main__ import app
@@ -101,3 +103,40 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert json.loads(out.splitlines()[-1])["more"] is False
     code, _, err = await fogctl("chat", "send", "--to", bob.id, "--conversation", group, "both")
     assert code != 0
+
+
+async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob, "0")
+    seen: list[int] = []
+    token = None
+
+    async def flood() -> None:
+        for index in range(1, 21):
+            await alice.send(conversation, str(index))
+
+    async with signed_in(url, bob) as b:
+        sending = asyncio.create_task(flood())
+        async with contextlib.aclosing(b.live()) as stream:
+            async for page in stream:
+                seen += [e.message.seq for e in page.entries if e.message]
+                token = page.next
+                if len(seen) >= 2:
+                    break  # the connection drops while messages keep coming
+        await sending
+        async with contextlib.aclosing(b.live(token)) as stream:
+            async for page in stream:
+                seen += [e.message.seq for e in page.entries if e.message]
+                if seen[-1] == 21:
+                    break
+    assert seen == list(range(1, 22))
+
+
+async def test_a_live_stream_needs_a_signed_in_person(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    async with FogClient(url) as anonymous, contextlib.aclosing(anonymous.live()) as stream:
+        with pytest.raises(ConnectionClosedError) as closed:
+            await anext(stream)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
