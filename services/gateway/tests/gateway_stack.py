@@ -57,6 +57,8 @@ class Stack:
     #: stop the scheduler and start a new one on the same schema
     restart_scheduler: Callable[[], Awaitable[None]]
     messaging_db: ServiceDb
+    #: stop the messaging service and start a new one on the same schema
+    restart_messaging: Callable[[], Awaitable[None]]
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -163,8 +165,20 @@ async def open_stack(
             return running.aclose
 
         stop_first = await start_registry()
-        messaging_app = build_messaging(messaging_settings)
-        await exits.enter_async_context(messaging_app.router.lifespan_context(messaging_app))
+
+        async def start_messaging() -> Callable[[], Awaitable[None]]:
+            messaging_app = build_messaging(messaging_settings)
+            running = contextlib.AsyncExitStack()
+            await running.enter_async_context(messaging_app.router.lifespan_context(messaging_app))
+            exits.push_async_callback(running.aclose)
+            return running.aclose
+
+        messaging = [await start_messaging()]
+
+        async def restart_messaging() -> None:
+            await messaging.pop()()
+            messaging.append(await start_messaging())
+
         schedulers = [await start_scheduler()]
 
         async def restart_scheduler() -> None:
@@ -173,7 +187,7 @@ async def open_stack(
 
         yield Stack(
             await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
-            restart_scheduler, messaging_db,
+            restart_scheduler, messaging_db, restart_messaging,
         )  # fmt: skip
 
 

@@ -191,6 +191,40 @@ async def test_a_long_poll_with_nothing_new_answers_empty_at_its_timeout(stack: 
     assert (page["entries"], page["limited"], page["more"]) == ([], False, False)
 
 
+async def test_restarting_messaging_during_a_flood_of_sends_loses_and_duplicates_nothing(stack: Stack) -> None:
+    http = await stack.open_gateway(**GENEROUS_LIMITS)
+    alice, bob = await members(stack, 2, http=http)
+    conversation = await start_direct(alice, bob, "0")
+    stored: list[int] = []
+
+    async def send_until_stored(index: int) -> None:
+        """What a client does: retry with the same client message id until the send is answered."""
+        body = {"text": str(index), "client_msg_id": f"flood-{index}"}
+        while True:
+            sent = await http.post(f"/v1/conversations/{conversation}/messages", json=body, headers=alice.headers)
+            if sent.status_code in (200, 201):
+                stored.append(index)
+                return
+            assert sent.status_code == 503, sent.text
+            await asyncio.sleep(0.05)  # the client's retry pause
+
+    async def sender(first: int) -> None:
+        for index in range(first, 401, 4):
+            await send_until_stored(index)
+
+    flood = asyncio.gather(*(sender(first) for first in range(1, 5)))
+
+    async def under_way() -> bool:
+        return len(stored) >= 50
+
+    await wait_until(under_way, timeout=30, what="the flood under way")
+    await stack.restart_messaging()
+    await flood
+    messages = await bob.messages(conversation)
+    assert [m["seq"] for m in messages] == list(range(1, 402))
+    assert sorted(m["client_msg_id"] for m in messages[1:]) == sorted(f"flood-{index}" for index in range(1, 401))
+
+
 # -- causal order --------------------------------------------------------------------------
 
 #: written offline: the phone and the laptop each write two messages without seeing the other's,
