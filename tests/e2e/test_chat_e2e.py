@@ -54,7 +54,9 @@ async def first_message(sender: FogClient, to: str, text: str) -> Message:
                 raise
             return None
 
-    return await wait_until(sent, timeout=15, interval=0.1, what="the recipient known to messaging")
+    found = await wait_until(sent, timeout=15, interval=0.1, what="the recipient known to messaging")
+    assert found is not None
+    return found
 
 
 async def test_direct_messages_a_group_with_receipts_and_a_live_stream(stack: RunningStack) -> None:
