@@ -239,6 +239,15 @@ def check_clock(clock: VectorClock, device_id: str | None) -> dict[str, int]:
     return dict(clock)
 
 
+def check_device_counter(clock: VectorClock, device_id: str, *, used_by_another: bool, previous: int | None) -> None:
+    """A device belongs to one sender in a conversation, and its own counter grows with every
+    message it writes: otherwise the clock would claim another's writes or rewrite history."""
+    if used_by_another:
+        raise Rejected("invalid_clock", f"device {device_id} writes for another member of this conversation")
+    if previous is not None and clock[device_id] <= previous:
+        raise Rejected("stale_clock", f"device {device_id} already wrote with counter {previous}; counters only grow")
+
+
 def compare(a: VectorClock, b: VectorClock) -> Causality:
     """How the event stamped ``a`` relates to the one stamped ``b`` (a missing device counts 0)."""
     a_less = b_less = False

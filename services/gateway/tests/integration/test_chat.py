@@ -259,6 +259,18 @@ async def test_offline_devices_are_ordered_deterministically_and_concurrency_is_
     assert order.index("p2") < order.index("l3")
 
 
+async def test_a_clock_must_count_its_own_device_up_and_not_borrow_another_members(stack: Stack) -> None:
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob)
+    await alice.send(conversation, "one", device_id="alice-phone", clock={"alice-phone": 2})
+    url = f"/v1/conversations/{conversation}/messages"
+    replayed = {"text": "two", "client_msg_id": "replay", "device_id": "alice-phone", "clock": {"alice-phone": 2}}
+    assert (await alice.http.post(url, json=replayed, headers=alice.headers)).status_code == 409
+    borrowed = {"text": "me", "client_msg_id": "borrow", "device_id": "alice-phone", "clock": {"alice-phone": 3}}
+    assert (await bob.http.post(url, json=borrowed, headers=bob.headers)).status_code == 422
+    assert [m["text"] for m in await bob.messages(conversation)] == ["hello", "one"]
+
+
 # -- nodes ---------------------------------------------------------------------------------
 
 

@@ -18,6 +18,8 @@ CREATE TABLE conversations (
     -- the heaviest vector clock seen: a message without a clock orders after everything before it
     max_weight bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL,
+    -- when its newest message was sent (or it was made): conversation lists put the liveliest first
+    active_at  timestamptz NOT NULL DEFAULT now(),
     CHECK ((kind = 'direct') = (direct_key IS NOT NULL))
 );
 
@@ -65,6 +67,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_causal ON messages (conversation_id, weight, (coalesce(device_id, '')), sender_id, client_msg_id);
 CREATE INDEX messages_clocked ON messages (conversation_id, seq DESC) WHERE clock IS NOT NULL;
+CREATE INDEX messages_by_device ON messages (conversation_id, device_id) WHERE device_id IS NOT NULL;
 
 CREATE TABLE receipts (
     conversation_id uuid   NOT NULL REFERENCES conversations (id),

@@ -72,6 +72,9 @@ async def _store_message(
     clock, concurrent = None, list[int]()
     if message.clock is not None:
         clock = domain.check_clock(message.clock, message.device_id)
+        assert message.device_id is not None  # check_clock refuses a clock without one
+        taken, previous = await store.device_history(conn, conv["id"], me, message.device_id)
+        domain.check_device_counter(clock, message.device_id, used_by_another=taken, previous=previous)
         weight = domain.clock_weight(clock)
         concurrent = domain.concurrent_with(clock, await store.recent_clocks(conn, conv["id"], CLOCK_WINDOW))
     else:

@@ -20,6 +20,7 @@ from fog_messaging.store.conversations import (
 )
 from fog_messaging.store.messages import (
     delete_message,
+    device_history,
     edit_message,
     insert_message,
     list_messages,
@@ -58,6 +59,7 @@ __all__ = [
     "create_direct",
     "create_group",
     "delete_message",
+    "device_history",
     "direct_conversation_id",
     "edit_message",
     "insert_message",

@@ -20,7 +20,7 @@ async def direct_conversation_id(conn: asyncpg.Connection, key: str) -> uuid.UUI
 async def create_direct(conn: asyncpg.Connection, key: str, members: Sequence[str], now: datetime) -> uuid.UUID:
     """The pair's conversation, made now unless a concurrent first message made it already."""
     made: uuid.UUID | None = await conn.fetchval(
-        "INSERT INTO conversations (id, kind, direct_key, created_at) VALUES ($1, 'direct', $2, $3)"
+        "INSERT INTO conversations (id, kind, direct_key, created_at, active_at) VALUES ($1, 'direct', $2, $3, $3)"
         " ON CONFLICT (direct_key) DO NOTHING RETURNING id",
         uuid.uuid4(),
         key,
@@ -37,7 +37,7 @@ async def create_direct(conn: asyncpg.Connection, key: str, members: Sequence[st
 
 async def create_group(conn: asyncpg.Connection, conversation_id: uuid.UUID, name: str, now: datetime) -> None:
     await conn.execute(
-        "INSERT INTO conversations (id, kind, name, created_at) VALUES ($1, 'group', $2, $3)",
+        "INSERT INTO conversations (id, kind, name, created_at, active_at) VALUES ($1, 'group', $2, $3, $3)",
         conversation_id,
         name,
         now,
@@ -133,7 +133,7 @@ async def conversations_of(conn: asyncpg.Connection, member_id: str) -> list[asy
     """The conversations the member belongs to now, most recently active first."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT c.id, c.kind, c.name, c.last_seq, c.created_at FROM conversations c"
-        " JOIN members m ON m.conversation_id = c.id WHERE m.member_id = $1 ORDER BY c.last_seq DESC, c.id LIMIT 1000",
+        " JOIN members m ON m.conversation_id = c.id WHERE m.member_id = $1 ORDER BY c.active_at DESC, c.id LIMIT 1000",
         member_id,
     )
     return rows

@@ -14,9 +14,6 @@ MESSAGE_COLUMNS = (
 )
 
 
-# -- messages -------------------------------------------------------------------------------
-
-
 async def message_by_client_id(
     conn: asyncpg.Connection, conversation_id: uuid.UUID, sender_id: str, client_msg_id: str
 ) -> asyncpg.Record | None:
@@ -44,13 +41,31 @@ async def recent_clocks(conn: asyncpg.Connection, conversation_id: uuid.UUID, li
     return [(r["seq"], r["clock"]) for r in rows]
 
 
+async def device_history(
+    conn: asyncpg.Connection, conversation_id: uuid.UUID, sender_id: str, device_id: str
+) -> tuple[bool, int | None]:
+    """Whether another sender wrote from ``device_id`` in this conversation, and the highest
+    counter the sender's device gave itself so far."""
+    row = await conn.fetchrow(
+        "SELECT coalesce(bool_or(sender_id <> $2), false) AS taken,"
+        " max((clock ->> $3)::bigint) FILTER (WHERE sender_id = $2) AS counter"
+        " FROM messages WHERE conversation_id = $1 AND device_id = $3",
+        conversation_id,
+        sender_id,
+        device_id,
+    )
+    assert row is not None
+    return bool(row["taken"]), row["counter"]
+
+
 async def insert_message(conn: asyncpg.Connection, values: dict[str, Any]) -> asyncpg.Record:
     """Store the message and move the conversation's numbering on (the caller holds its row)."""
     await conn.execute(
-        "UPDATE conversations SET last_seq = $2, max_weight = greatest(max_weight, $3) WHERE id = $1",
+        "UPDATE conversations SET last_seq = $2, max_weight = greatest(max_weight, $3), active_at = $4 WHERE id = $1",
         values["conversation_id"],
         values["seq"],
         values["weight"],
+        values["sent_at"],
     )
     columns = list(values)
     placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))

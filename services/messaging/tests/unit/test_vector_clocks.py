@@ -109,3 +109,14 @@ def test_concurrent_messages_are_reported_by_seq() -> None:
     earlier = [(1, {"phone": 1}), (2, {"phone": 2}), (3, {"laptop": 1}), (4, {"phone": 2, "laptop": 2})]
     assert domain.concurrent_with({"phone": 3}, earlier) == [3, 4]
     assert domain.concurrent_with({"phone": 2, "laptop": 3}, earlier) == []
+
+
+def test_a_device_counts_up_and_writes_for_one_sender_only() -> None:
+    domain.check_device_counter({"phone": 3}, "phone", used_by_another=False, previous=None)
+    domain.check_device_counter({"phone": 3}, "phone", used_by_another=False, previous=2)
+    with pytest.raises(Rejected) as stale:
+        domain.check_device_counter({"phone": 2, "laptop": 9}, "phone", used_by_another=False, previous=2)
+    assert stale.value.code == "stale_clock"
+    with pytest.raises(Rejected) as borrowed:
+        domain.check_device_counter({"phone": 3}, "phone", used_by_another=True, previous=None)
+    assert borrowed.value.code == "invalid_clock"
