@@ -1,6 +1,16 @@
 """fog_client: a small typed async client for Fog's HTTP API (fogctl, the e2e tests, the node agent)."""
 
-from fog_client.chat import Conversation, Message, MessagePage, Receipt, Sync, SyncEntry
+from fog_client.chat import (
+    ClaimedPrekey,
+    Conversation,
+    DeviceKeys,
+    Message,
+    MessagePage,
+    Prekey,
+    Receipt,
+    Sync,
+    SyncEntry,
+)
 from fog_client.client import FogClient
 from fog_client.errors import ApiError
 from fog_client.models import (
@@ -36,9 +46,11 @@ __all__ = [
     "ApiError",
     "ApiKey",
     "Capabilities",
+    "ClaimedPrekey",
     "Constraints",
     "Conversation",
     "CreatedApiKey",
+    "DeviceKeys",
     "Explanation",
     "FogClient",
     "Gpu",
@@ -54,6 +66,7 @@ __all__ = [
     "Node",
     "NodeCredential",
     "NodeUsage",
+    "Prekey",
     "Receipt",
     "RegisteredNode",
     "Resources",

@@ -98,6 +98,26 @@ class Sync(_Reply):
     more: bool
 
 
+class Prekey(_Reply):
+    key_id: int
+    public_key: str
+
+
+class DeviceKeys(_Reply):
+    device_id: str
+    identity_key: str
+    prekeys_left: int
+    updated_at: datetime
+
+
+class ClaimedPrekey(_Reply):
+    user_id: str
+    device_id: str
+    identity_key: str
+    #: None when the device has no one-time prekey left
+    prekey: Prekey | None = None
+
+
 class ChatCalls:
     """The chat calls; :class:`~fog_client.FogClient` provides ``_call`` and ``_handshake``."""
 
@@ -197,6 +217,26 @@ class ChatCalls:
         given = {"since": since, "limit": limit, "timeout_ms": timeout_ms or None}
         response = await self._call("GET", "/v1/sync", params={k: v for k, v in given.items() if v is not None})
         return Sync.model_validate_json(response.content)
+
+    async def publish_keys(
+        self, device_id: str, identity_key: str, prekeys: Mapping[int, str] | None = None
+    ) -> DeviceKeys:
+        """Publish a device's X25519 identity key and one-time prekeys (key id → public key), base64."""
+        body = {
+            "identity_key": identity_key,
+            "prekeys": [{"key_id": key_id, "public_key": key} for key_id, key in (prekeys or {}).items()],
+        }
+        response = await self._call("PUT", f"/v1/keys/devices/{_segment(device_id)}", body)
+        return DeviceKeys.model_validate_json(response.content)
+
+    async def user_keys(self, user_id: str) -> list[DeviceKeys]:
+        devices = (await self._call("GET", f"/v1/keys/users/{_segment(user_id)}")).json()["devices"]
+        return [DeviceKeys.model_validate(device) for device in devices]
+
+    async def claim_prekey(self, user_id: str, device_id: str) -> ClaimedPrekey:
+        """One of the device's one-time prekeys, handed to you only."""
+        path = f"/v1/keys/users/{_segment(user_id)}/devices/{_segment(device_id)}/claim"
+        return ClaimedPrekey.model_validate_json((await self._call("POST", path)).content)
 
     async def live(self, since: str | None = None) -> AsyncGenerator[Sync, None]:
         """Your changes as they happen, as :class:`Sync` pages, until the connection ends.

@@ -298,6 +298,15 @@ def concurrent_with(clock: VectorClock, earlier: Iterable[tuple[int, VectorClock
     return sorted(seq for seq, other in earlier if concurrent(clock, other))
 
 
+# -- the key directory ----------------------------------------------------------------------
+
+
+def replaces_identity(current: str | None, published: str) -> bool:
+    """A device publishing another identity key is a new device under the old id (reinstalled):
+    what belonged to the old identity (its unclaimed prekeys) must not be handed out with it."""
+    return current is not None and current != published
+
+
 # -- sync tokens ----------------------------------------------------------------------------
 
 TOKEN_PREFIX = "s"  # noqa: S105 - a format marker, not a secret

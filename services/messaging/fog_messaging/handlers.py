@@ -12,6 +12,7 @@ import asyncpg
 
 from fog_messaging import service, store
 from fog_messaging.config import Settings
+from fog_messaging.service import keys
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS
 from fog_shared.commands import messaging as contract
@@ -67,6 +68,7 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
         return await answer(lambda conn: service.get_conversation(conn, body))
 
     register_groups(runtime)
+    register_keys(runtime)
 
     @broker.subscriber(contract.RECORD_RECEIPT, queue=group, title="record_receipt")
     async def record_receipt(body: contract.ReceiptCommand) -> dict[str, Any]:
@@ -107,6 +109,22 @@ def register_groups(runtime: ServiceRuntime) -> None:
     @broker.subscriber(contract.TRANSFER, queue=group, title="transfer")
     async def transfer(body: contract.TransferCommand) -> dict[str, Any]:
         return await answer(lambda conn: service.transfer(conn, body, now=_now()))
+
+
+def register_keys(runtime: ServiceRuntime) -> None:
+    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+
+    @broker.subscriber(contract.PUBLISH_KEYS, queue=group, title="publish_keys")
+    async def publish_keys(body: contract.PublishKeysCommand) -> dict[str, Any]:
+        return await answer(lambda conn: keys.publish(conn, body, now=_now()))
+
+    @broker.subscriber(contract.USER_KEYS, queue=group, title="user_keys")
+    async def user_keys(body: contract.UserKeysQuery) -> dict[str, Any]:
+        return await answer(lambda conn: keys.user_keys(conn, body))
+
+    @broker.subscriber(contract.CLAIM_PREKEY, queue=group, title="claim_prekey")
+    async def claim_prekey(body: contract.ClaimPrekeyCommand) -> dict[str, Any]:
+        return await answer(lambda conn: keys.claim(conn, body, now=_now()))
 
 
 async def _keep_retention(runtime: ServiceRuntime, settings: Settings) -> None:

@@ -7,9 +7,11 @@ message is always the caller the gateway authenticated (``by``): bodies cannot n
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
@@ -284,3 +286,80 @@ class SyncReply(Strict):
     gap: Gap | None = None
     #: more entries wait: sync again with ``next`` at once
     more: bool
+
+
+# -- the key directory (end-to-end encryption) -----------------------------------------------
+
+PUBLISH_KEYS = command_subject("messaging", "publish_keys")
+USER_KEYS = query_subject("messaging", "user_keys")
+CLAIM_PREKEY = command_subject("messaging", "claim_prekey")
+MAX_PREKEYS_PER_UPLOAD = 100
+
+
+def _x25519_public(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a public key is standard base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"an X25519 public key is 32 bytes, not {len(raw)}")
+    return value
+
+
+#: an X25519 public key: 32 bytes, standard base64 with padding (44 characters)
+PublicKey = Annotated[str, StringConstraints(min_length=44, max_length=44), AfterValidator(_x25519_public)]
+
+
+class Prekey(Strict):
+    key_id: int = Field(ge=0, le=2**31 - 1)
+    public_key: PublicKey
+
+
+class DeviceKeysUpload(Strict):
+    """A device's identity key and a batch of one-time prekeys (``PUT /v1/keys/devices/{id}``).
+
+    The same identity key again adds the prekeys; another identity key replaces the device (its
+    unclaimed prekeys go)."""
+
+    identity_key: PublicKey
+    prekeys: list[Prekey] = Field(default=[], max_length=MAX_PREKEYS_PER_UPLOAD)
+
+
+class PublishKeysCommand(Strict):
+    by: Principal
+    device_id: DeviceId
+    keys: DeviceKeysUpload
+
+
+class DeviceKeys(Strict):
+    device_id: str
+    identity_key: str
+    #: one-time prekeys not yet claimed
+    prekeys_left: int
+    updated_at: Timestamp
+
+
+class UserKeys(Strict):
+    user_id: str
+    devices: list[DeviceKeys]
+
+
+class UserKeysQuery(Strict):
+    by: Principal
+    user_id: MemberId
+
+
+class ClaimPrekeyCommand(Strict):
+    by: Principal
+    user_id: MemberId
+    device_id: DeviceId
+
+
+class ClaimedPrekey(Strict):
+    """What a sender needs to open a session with one device: its identity key and one prekey,
+    never handed out twice (None when the device has none left: use the identity key alone)."""
+
+    user_id: str
+    device_id: str
+    identity_key: str
+    prekey: Prekey | None

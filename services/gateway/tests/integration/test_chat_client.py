@@ -4,6 +4,7 @@ with the real messaging service behind it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from gateway_stack import Stack
 from typer.testing import CliRunner
 from websockets.exceptions import ConnectionClosedError
 
-from fog_client import ApiError, FogClient
+from fog_client import ApiError, FogClient, Prekey
 from fogctl.__main__ import app
 from fogctl.session import Session
 
@@ -62,6 +63,12 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         with pytest.raises(ApiError) as refused:
             await a.send_message(group.id, "still here?")
         assert refused.value.status == 404
+        identity, prekey = base64.b64encode(b"i" * 32).decode(), base64.b64encode(b"p" * 32).decode()
+        assert (await a.publish_keys("phone", identity, {5: prekey})).prekeys_left == 1
+        assert [d.device_id for d in await b.user_keys(alice.id)] == ["phone"]
+        claimed = await b.claim_prekey(alice.id, "phone")
+        assert (claimed.identity_key, claimed.prekey) == (identity, Prekey(key_id=5, public_key=prekey))
+        assert (await b.claim_prekey(alice.id, "phone")).prekey is None
 
 
 async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

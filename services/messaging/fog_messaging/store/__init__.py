@@ -18,6 +18,7 @@ from fog_messaging.store.conversations import (
     rosters,
     set_role,
 )
+from fog_messaging.store.keys import add_prekeys, claim_prekey, devices, identity_key, put_device
 from fog_messaging.store.messages import (
     delete_message,
     device_history,
@@ -52,7 +53,9 @@ from fog_messaging.store.timeline import (
 __all__ = [
     "access",
     "add_member",
+    "add_prekeys",
     "append_timeline",
+    "claim_prekey",
     "conversation",
     "conversations_of",
     "count_users",
@@ -60,8 +63,10 @@ __all__ = [
     "create_group",
     "delete_message",
     "device_history",
+    "devices",
     "direct_conversation_id",
     "edit_message",
+    "identity_key",
     "insert_message",
     "known_users",
     "list_messages",
@@ -72,6 +77,7 @@ __all__ = [
     "node_owner",
     "position_before_latest",
     "prune_timeline",
+    "put_device",
     "read_timeline",
     "readers",
     "receipt",

@@ -63,5 +63,5 @@ async def test_ready_when_nats_postgres_and_migrations_are(migrated: httpx.Async
 async def test_not_ready_while_migrations_are_pending(unmigrated: httpx.AsyncClient) -> None:
     ready = await unmigrated.get("/readyz")
     assert ready.status_code == 503
-    pending = "pending: messaging:0001_users, messaging:0002_conversations"
+    pending = "pending: messaging:0001_users, messaging:0002_conversations, messaging:0003_keys"
     assert ready.json()["checks"]["migrations"] == pending

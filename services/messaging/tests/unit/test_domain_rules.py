@@ -218,3 +218,12 @@ def test_a_sync_too_far_behind_jumps_to_the_latest_and_says_so() -> None:
 def test_a_token_from_the_future_is_refused() -> None:
     with refused("invalid_token"):
         domain.sync_window(since=11, head=10, pruned_through=0, missed=0, catch_up_max=10_000)
+
+
+# -- the key directory --------------------------------------------------------------------
+
+
+def test_a_new_identity_key_replaces_the_device_and_the_same_one_does_not() -> None:
+    assert not domain.replaces_identity(None, "k1")
+    assert not domain.replaces_identity("k1", "k1")
+    assert domain.replaces_identity("k1", "k2")
