@@ -1,18 +1,20 @@
-"""``fogctl chat send|read|sync|groups``: BitChat with the saved session (``fogctl login``).
+"""``fogctl chat send|read|sync|groups|upload|download``: BitChat with the saved session (``fogctl login``).
 
 Members are named by member id: a user's id, or ``node:<node id>`` for one of your nodes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from fog_client import Conversation, FogClient, Message
+from fog_client import Conversation, FileInfo, FogClient, Message
 from fogctl import account
 
 app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages.")
@@ -100,6 +102,40 @@ def sync(
     for entry in reply.entries:
         typer.echo(entry.model_dump_json())
     typer.echo(json.dumps({"next": reply.next, "more": reply.more}))
+
+
+@app.command()
+def upload(
+    conversation: ConversationArgument,
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file to send", show_default=False)],
+    name: Annotated[str | None, typer.Option(help="The name members see (default: the file's)")] = None,
+    resume: Annotated[str | None, typer.Option(help="The id of an upload that broke off: send what it misses")] = None,
+) -> None:
+    """Send a file to a conversation's members, in checked chunks."""
+    data = path.read_bytes()
+    sent = account.with_saved_session(
+        lambda client: client.upload_file(conversation, name or path.name, data, file_id=resume)
+    )
+    typer.echo(f"Uploaded {sent.name} ({sent.size} bytes) as file {sent.id}")
+
+
+@app.command()
+def download(
+    file_id: Annotated[str, typer.Argument(help="The file's id", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write it (default: its name)")] = None,
+) -> None:
+    """Fetch a file of one of your conversations; its SHA-256 is checked."""
+
+    async def run(client: FogClient) -> tuple[FileInfo, bytes]:
+        return await client.file_info(file_id), await client.download_file(file_id)
+
+    info, data = account.with_saved_session(run)
+    if hashlib.sha256(data).hexdigest() != info.sha256:
+        account.console.print(f"{info.name}: the download does not match its SHA-256; nothing written", markup=False)
+        raise typer.Exit(1)
+    target = output or Path(Path(info.name).name)  # never a path the sender chose
+    target.write_bytes(data)
+    typer.echo(f"Wrote {len(data)} bytes to {target}")
 
 
 @groups_app.callback(invoke_without_command=True)

@@ -5,6 +5,7 @@ Members are named by member id: a user's id, or ``node:<node id>`` for a node.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -118,11 +119,35 @@ class ClaimedPrekey(_Reply):
     prekey: Prekey | None = None
 
 
+class FileInfo(_Reply):
+    id: str
+    conversation_id: str
+    name: str
+    size: int
+    sha256: str
+    chunk_size: int
+    chunks: int
+    #: chunks not received yet
+    missing: list[int] = Field(default_factory=list)
+    status: Literal["uploading", "complete"]
+    uploaded_by: str
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
 class ChatCalls:
     """The chat calls; :class:`~fog_client.FogClient` provides ``_call`` and ``_handshake``."""
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Any = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        params: Any = None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         raise NotImplementedError
 
@@ -237,6 +262,34 @@ class ChatCalls:
         """One of the device's one-time prekeys, handed to you only."""
         path = f"/v1/keys/users/{_segment(user_id)}/devices/{_segment(device_id)}/claim"
         return ClaimedPrekey.model_validate_json((await self._call("POST", path)).content)
+
+    async def upload_file(
+        self, conversation_id: str, name: str, data: bytes, *, file_id: str | None = None
+    ) -> FileInfo:
+        """Send a file in chunks and complete it. With the ``file_id`` of an upload that broke
+        off, only the chunks it is missing are sent."""
+        if file_id is None:
+            body = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            path = f"/v1/conversations/{_segment(conversation_id)}/files"
+            info = FileInfo.model_validate_json((await self._call("POST", path, body)).content)
+        else:
+            info = await self.file_info(file_id)
+        for index in info.missing:
+            chunk = data[index * info.chunk_size : (index + 1) * info.chunk_size]
+            await self._call(
+                "PUT", f"/v1/files/{_segment(info.id)}/chunks/{index}", raw=chunk,
+                headers={"X-Chunk-SHA256": hashlib.sha256(chunk).hexdigest()},
+            )  # fmt: skip
+        completed = await self._call("POST", f"/v1/files/{_segment(info.id)}/complete")
+        return FileInfo.model_validate_json(completed.content)
+
+    async def file_info(self, file_id: str) -> FileInfo:
+        return FileInfo.model_validate_json((await self._call("GET", f"/v1/files/{_segment(file_id)}")).content)
+
+    async def download_file(self, file_id: str, *, first: int | None = None, last: int | None = None) -> bytes:
+        """The file's bytes, or bytes ``first`` to ``last`` (inclusive) of it."""
+        headers = {"Range": f"bytes={first or 0}-{'' if last is None else last}"} if first or last else None
+        return (await self._call("GET", f"/v1/files/{_segment(file_id)}/content", headers=headers)).content
 
     async def live(self, since: str | None = None) -> AsyncGenerator[Sync, None]:
         """Your changes as they happen, as :class:`Sync` pages, until the connection ends.

@@ -318,13 +318,22 @@ class FogClient(ChatCalls):
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, params: Query | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        params: Query | None = None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        """One call; ``raw`` is sent as the body instead of ``body``'s JSON (file chunks)."""
         sent = self.access_token
-        response = await self._send(method, path, body, auth=auth, params=params)
+        response = await self._send(method, path, body, auth=auth, params=params, raw=raw, headers=headers)
         if response.status_code == 401 and auth and await self._refreshed_after_401(sent):
             # once only: a second 401 is the answer
-            response = await self._send(method, path, body, auth=auth, params=params)
+            response = await self._send(method, path, body, auth=auth, params=params, raw=raw, headers=headers)
         if response.is_error:
             raise ApiError.from_response(response)
         return response
@@ -338,10 +347,24 @@ class FogClient(ChatCalls):
                 await self.refresh()
         return self.access_token != sent
 
-    async def _send(self, method: str, path: str, body: Any, *, auth: bool, params: Query | None) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        auth: bool,
+        params: Query | None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         credential = (self.api_key or self.access_token) if auth else None
-        headers = {"Authorization": f"Bearer {credential}"} if credential else None
-        return await self._http.request(method, path, json=body, headers=headers, params=params)
+        sent_headers = dict(headers or {})
+        if credential:
+            sent_headers["Authorization"] = f"Bearer {credential}"
+        if raw is not None:
+            return await self._http.request(method, path, content=raw, headers=sent_headers, params=params)
+        return await self._http.request(method, path, json=body, headers=sent_headers or None, params=params)
 
     async def _job_updates_once(self) -> AsyncGenerator[Job, None]:
         async with await self._handshake(JOB_UPDATES_PATH) as websocket:

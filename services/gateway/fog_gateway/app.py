@@ -11,7 +11,7 @@ from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
-from fog_gateway.routes import admin, api_keys, auth, conversations, groups, jobs, keys, nodes, sync
+from fog_gateway.routes import admin, api_keys, auth, conversations, files, groups, jobs, keys, nodes, sync
 from fog_gateway.security import Verifier
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -61,7 +61,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         await chat_feed.start(runtime.js)
 
     runtime.after_start(follow_chat)
-    for module in (conversations, groups, keys):
+    for module in (conversations, groups, keys, files):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
     api.include_router(sync.build_router(calls, authz, chat_waiters), responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.

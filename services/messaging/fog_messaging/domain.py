@@ -298,6 +298,35 @@ def concurrent_with(clock: VectorClock, earlier: Iterable[tuple[int, VectorClock
     return sorted(seq for seq, other in earlier if concurrent(clock, other))
 
 
+# -- files --------------------------------------------------------------------------------
+
+
+def chunk_count(size: int, chunk_bytes: int) -> int:
+    return -(-size // chunk_bytes)
+
+
+def expected_chunk_size(size: int, index: int, chunk_bytes: int) -> int:
+    """Every chunk is ``chunk_bytes`` long but the last, which holds the rest."""
+    count = chunk_count(size, chunk_bytes)
+    if not 0 <= index < count:
+        raise Rejected("invalid_chunk", f"the file has chunks 0 to {count - 1}")
+    return size - chunk_bytes * (count - 1) if index == count - 1 else chunk_bytes
+
+
+def check_chunk(size: int, index: int, chunk_bytes: int, length: int, claimed_sha256: str, sha256: str) -> None:
+    """A chunk is the right length and its bytes hash to what the client says (else it was
+    damaged on the way, and is refused so that the client sends it again)."""
+    expected = expected_chunk_size(size, index, chunk_bytes)
+    if length != expected:
+        raise Rejected("invalid_chunk", f"chunk {index} is {expected} bytes, not {length}")
+    if claimed_sha256 != sha256:
+        raise Rejected("chunk_corrupt", f"chunk {index} does not match its SHA-256")
+
+
+def missing_chunks(count: int, received: Iterable[int]) -> list[int]:
+    return sorted(set(range(count)) - set(received))
+
+
 # -- the key directory ----------------------------------------------------------------------
 
 

@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from nats.js.object_store import ObjectStore
 
 from fog_messaging import service, store
 from fog_messaging.config import Settings
-from fog_messaging.service import keys
+from fog_messaging.service import files, keys
 from fog_shared.bus.broker import queue_group
-from fog_shared.bus.topology import CONSUMERS
+from fog_shared.bus.topology import CONSUMERS, FILES_BUCKET
 from fog_shared.commands import messaging as contract
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
@@ -69,6 +70,7 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
 
     register_groups(runtime)
     register_keys(runtime)
+    register_files(runtime)
 
     @broker.subscriber(contract.RECORD_RECEIPT, queue=group, title="record_receipt")
     async def record_receipt(body: contract.ReceiptCommand) -> dict[str, Any]:
@@ -125,6 +127,51 @@ def register_keys(runtime: ServiceRuntime) -> None:
     @broker.subscriber(contract.CLAIM_PREKEY, queue=group, title="claim_prekey")
     async def claim_prekey(body: contract.ClaimPrekeyCommand) -> dict[str, Any]:
         return await answer(lambda conn: keys.claim(conn, body, now=_now()))
+
+
+class JetStreamObjects:
+    """File chunks in the JetStream object store (provisioned with the streams)."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self._store: ObjectStore | None = None
+
+    async def _bucket(self) -> ObjectStore:
+        if self._store is None:
+            self._store = await self.runtime.js.object_store(FILES_BUCKET)
+        return self._store
+
+    async def put(self, name: str, data: bytes) -> None:
+        await (await self._bucket()).put(name, data)
+
+    async def get(self, name: str) -> bytes:
+        found = await (await self._bucket()).get(name)
+        return bytes(found.data or b"")
+
+
+def register_files(runtime: ServiceRuntime) -> None:
+    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+    objects = JetStreamObjects(runtime)
+
+    @broker.subscriber(contract.START_UPLOAD, queue=group, title="start_upload")
+    async def start_upload(body: contract.StartUploadCommand) -> dict[str, Any]:
+        return await answer(lambda conn: files.start(conn, body, now=_now()))
+
+    @broker.subscriber(contract.PUT_CHUNK, queue=group, title="put_chunk")
+    async def put_chunk(body: contract.ChunkCommand) -> dict[str, Any]:
+        return await answer(lambda conn: files.put_chunk(conn, objects, body))
+
+    @broker.subscriber(contract.COMPLETE_UPLOAD, queue=group, title="complete_upload")
+    async def complete_upload(body: contract.FileQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.complete(conn, objects, body, now=_now()))
+
+    @broker.subscriber(contract.GET_FILE, queue=group, title="get_file")
+    async def get_file(body: contract.FileQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.get_file(conn, body))
+
+    @broker.subscriber(contract.READ_CHUNK, queue=group, title="read_chunk")
+    async def read_chunk(body: contract.ReadChunkQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.read_chunk(conn, objects, body))
 
 
 async def _keep_retention(runtime: ServiceRuntime, settings: Settings) -> None:

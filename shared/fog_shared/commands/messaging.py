@@ -246,8 +246,26 @@ class SyncQuery(Strict):
 
 
 EntryKind = Literal[
-    "message", "edited", "deleted", "group_created", "member_added", "member_removed", "role_changed", "receipt"
+    "message",
+    "edited",
+    "deleted",
+    "group_created",
+    "member_added",
+    "member_removed",
+    "role_changed",
+    "receipt",
+    "file",
 ]
+
+
+class FileSummary(Strict):
+    """A file in a sync entry: fetch it with ``GET /v1/files/{id}/content``."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    uploaded_by: str
 
 
 class MemberChange(Strict):
@@ -266,6 +284,7 @@ class SyncEntry(Strict):
     message: MessageView | None = None
     member: MemberChange | None = None
     receipt: ReceiptView | None = None
+    file: FileSummary | None = None
     at: Timestamp
 
 
@@ -363,3 +382,79 @@ class ClaimedPrekey(Strict):
     device_id: str
     identity_key: str
     prekey: Prekey | None
+
+
+# -- files ------------------------------------------------------------------------------------
+
+START_UPLOAD = command_subject("messaging", "start_upload")
+PUT_CHUNK = command_subject("messaging", "put_chunk")
+COMPLETE_UPLOAD = command_subject("messaging", "complete_upload")
+GET_FILE = query_subject("messaging", "get_file")
+READ_CHUNK = query_subject("messaging", "read_chunk")
+
+#: files are sent in chunks of this size (the last one may be shorter)
+CHUNK_BYTES = 512 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_CHUNKS = MAX_FILE_BYTES // CHUNK_BYTES
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+FileId = Annotated[str, StringConstraints(max_length=64)]
+ChunkIndex = Annotated[int, Field(ge=0, lt=MAX_CHUNKS)]
+FileStatus = Literal["uploading", "complete"]
+
+
+class FileUploadRequest(Strict):
+    """A file about to be sent in chunks (``POST /v1/conversations/{id}/files``)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=1, le=MAX_FILE_BYTES)
+    #: of the whole file, lower-case hex: checked when the last chunk is in
+    sha256: Sha256Hex
+
+
+class StartUploadCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    upload: FileUploadRequest
+
+
+class FileView(Strict):
+    id: str
+    conversation_id: str
+    name: str
+    size: int
+    sha256: str
+    chunk_size: int
+    chunks: int
+    #: chunks not received yet: after a dropped connection, send only these
+    missing: list[int]
+    status: FileStatus
+    uploaded_by: str
+    created_at: Timestamp
+    completed_at: Timestamp | None
+
+
+class ChunkCommand(Strict):
+    by: Principal
+    file_id: FileId
+    index: ChunkIndex
+    #: of this chunk, lower-case hex: a chunk that does not match is refused
+    sha256: Sha256Hex
+    #: the chunk's bytes, base64
+    data: str = Field(max_length=(CHUNK_BYTES // 3 + 1) * 4)
+
+
+class FileQuery(Strict):
+    by: Principal
+    file_id: FileId
+
+
+class ReadChunkQuery(Strict):
+    by: Principal
+    file_id: FileId
+    index: ChunkIndex
+
+
+class ChunkData(Strict):
+    index: int
+    #: base64
+    data: str

@@ -123,3 +123,19 @@ class ReceiptRecorded(Event):
     up_to_seq: int
     audience: list[str]
     recorded_at: datetime
+
+
+class FileUploaded(Event):
+    """A file's last chunk is in and the whole file's SHA-256 matched: members may fetch it."""
+
+    TYPE: ClassVar[EventType] = EventType("messaging", "file", "uploaded", 1)
+    AGGREGATE_ID: ClassVar[str] = "file_id"
+
+    file_id: str
+    conversation_id: str
+    uploaded_by: str
+    name: str
+    size: int
+    sha256: str
+    audience: list[str]
+    uploaded_at: datetime

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -70,6 +71,17 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         assert (claimed.identity_key, claimed.prekey) == (identity, Prekey(key_id=5, public_key=prekey))
         assert (await b.claim_prekey(alice.id, "phone")).prekey is None
 
+        data = bytes(range(256)) * 3000  # two chunks
+        announced = {"name": "t.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        started = await alice.http.post(
+            f"/v1/conversations/{first.conversation_id}/files", json=announced, headers=alice.headers
+        )
+        partial = started.json()["id"]  # an upload that broke off before any chunk arrived
+        uploaded = await a.upload_file(first.conversation_id, "t.bin", data, file_id=partial)
+        assert (uploaded.id, uploaded.status) == (partial, "complete")
+        assert await b.download_file(partial) == data
+        assert await b.download_file(partial, first=10, last=19) == data[10:20]
+
 
 async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = await stack.serve_gateway()
@@ -110,6 +122,16 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert json.loads(out.splitlines()[-1])["more"] is False
     code, _, err = await fogctl("chat", "send", "--to", bob.id, "--conversation", group, "both")
     assert code != 0
+
+    sent = tmp_path / "report.txt"
+    sent.write_bytes(b"all systems nominal\n" * 50_000)  # two chunks
+    code, out, err = await fogctl("chat", "upload", conversation, str(sent))
+    assert code == 0, err
+    file_id = out.split()[-1]
+    received = tmp_path / "received.txt"
+    code, out, err = await fogctl("chat", "download", file_id, "--output", str(received))
+    assert code == 0, err
+    assert received.read_bytes() == sent.read_bytes()
 
 
 async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:

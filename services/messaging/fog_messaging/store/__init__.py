@@ -18,6 +18,14 @@ from fog_messaging.store.conversations import (
     rosters,
     set_role,
 )
+from fog_messaging.store.files import (
+    file,
+    forget_chunks,
+    insert_file,
+    mark_complete,
+    received_chunks,
+    record_chunk,
+)
 from fog_messaging.store.keys import add_prekeys, claim_prekey, devices, identity_key, put_device
 from fog_messaging.store.messages import (
     delete_message,
@@ -66,10 +74,14 @@ __all__ = [
     "devices",
     "direct_conversation_id",
     "edit_message",
+    "file",
+    "forget_chunks",
     "identity_key",
+    "insert_file",
     "insert_message",
     "known_users",
     "list_messages",
+    "mark_complete",
     "members",
     "message",
     "message_by_client_id",
@@ -82,7 +94,9 @@ __all__ = [
     "readers",
     "receipt",
     "receipts",
+    "received_chunks",
     "recent_clocks",
+    "record_chunk",
     "remove_member",
     "rosters",
     "save_receipt",

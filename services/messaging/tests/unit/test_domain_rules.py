@@ -227,3 +227,27 @@ def test_a_new_identity_key_replaces_the_device_and_the_same_one_does_not() -> N
     assert not domain.replaces_identity(None, "k1")
     assert not domain.replaces_identity("k1", "k1")
     assert domain.replaces_identity("k1", "k2")
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def test_files_split_into_full_chunks_and_a_last_one_with_the_rest() -> None:
+    assert domain.chunk_count(10, 4) == 3
+    assert domain.chunk_count(8, 4) == 2
+    assert [domain.expected_chunk_size(10, index, 4) for index in range(3)] == [4, 4, 2]
+    with refused("invalid_chunk"):
+        domain.expected_chunk_size(10, 3, 4)
+
+
+def test_a_chunk_must_have_its_length_and_its_hash() -> None:
+    domain.check_chunk(10, 2, 4, 2, "ab", "ab")
+    with refused("invalid_chunk"):
+        domain.check_chunk(10, 2, 4, 4, "ab", "ab")
+    with refused("chunk_corrupt"):
+        domain.check_chunk(10, 0, 4, 4, "ab", "cd")
+
+
+def test_missing_chunks_are_the_ones_not_received() -> None:
+    assert domain.missing_chunks(5, [0, 2, 2, 4]) == [1, 3]
+    assert domain.missing_chunks(2, [0, 1]) == []
