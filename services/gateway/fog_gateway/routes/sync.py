@@ -58,7 +58,8 @@ def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -
                 if reply["entries"] or reply["limited"] or remaining <= 0:
                     return reply
                 try:
-                    await asyncio.wait_for(woken.wait(), timeout=remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancellation
+                        await woken.wait()
                 except TimeoutError:
                     return reply
 
@@ -110,4 +111,5 @@ async def _stream(
             if reply["more"]:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), timeout=LIVE_RECHECK_S)
+                async with asyncio.timeout(LIVE_RECHECK_S):  # not wait_for: it can swallow a cancellation
+                    await woken.wait()
