@@ -2,7 +2,7 @@
 
 import typer
 
-from fogctl import account, dev, events, jobs, nodes
+from fogctl import account, chat, dev, events, jobs, nodes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
 app.command()(account.login)
@@ -12,6 +12,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(nodes.app, name="node")
 app.add_typer(jobs.app, name="job")
 app.add_typer(events.app, name="events")
+app.add_typer(chat.app, name="chat")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response as HandshakeResponse
 
+from fog_client.chat import ChatCalls
 from fog_client.errors import ApiError
 from fog_client.events import EventPage, RebuildReport, Redriven, StoredEvent, Trace
 from fog_client.models import (
@@ -41,6 +42,7 @@ from fog_client.models import (
     Tokens,
     User,
 )
+from fog_client.paths import segment as _segment
 
 M = TypeVar("M", bound=BaseModel)
 #: a query string; a list value repeats the parameter (``label=a=1&label=b=2``)
@@ -57,7 +59,7 @@ _websocket_log = logging.getLogger("fog_client.websocket")
 _websocket_log.setLevel(logging.INFO)
 
 
-class FogClient:
+class FogClient(ChatCalls):
     """One gateway, one set of credentials.
 
     ``api_key`` (an API key or a node credential) is sent as the bearer when given; otherwise the
@@ -375,13 +377,20 @@ class FogClient:
         auth: bool = True,
         params: Query | None = None,
         timeout: float | None = None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """One call; ``timeout`` replaces the client's for calls known to take long."""
+        """One call; ``timeout`` replaces the client's for calls known to take long; ``raw`` is sent
+        as the body instead of ``body``'s JSON (file chunks)."""
         sent = self.access_token
-        response = await self._send(method, path, body, auth=auth, params=params, timeout=timeout)
+        response = await self._send(
+            method, path, body, auth=auth, params=params, timeout=timeout, raw=raw, headers=headers
+        )
         if response.status_code == 401 and auth and await self._refreshed_after_401(sent):
             # once only: a second 401 is the answer
-            response = await self._send(method, path, body, auth=auth, params=params, timeout=timeout)
+            response = await self._send(
+                method, path, body, auth=auth, params=params, timeout=timeout, raw=raw, headers=headers
+            )
         if response.is_error:
             raise ApiError.from_response(response)
         return response
@@ -396,12 +405,29 @@ class FogClient:
         return self.access_token != sent
 
     async def _send(
-        self, method: str, path: str, body: Any, *, auth: bool, params: Query | None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        auth: bool,
+        params: Query | None,
+        timeout: float | None = None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         credential = (self.api_key or self.access_token) if auth else None
-        headers = {"Authorization": f"Bearer {credential}"} if credential else None
+        sent_headers = dict(headers or {})
+        if credential:
+            sent_headers["Authorization"] = f"Bearer {credential}"
         wait = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
-        return await self._http.request(method, path, json=body, headers=headers, params=params, timeout=wait)
+        if raw is not None:
+            return await self._http.request(
+                method, path, content=raw, headers=sent_headers, params=params, timeout=wait
+            )
+        return await self._http.request(
+            method, path, json=body, headers=sent_headers or None, params=params, timeout=wait
+        )
 
     async def _job_updates_once(self) -> AsyncGenerator[Job, None]:
         async with await self._handshake(JOB_UPDATES_PATH) as websocket:
@@ -480,13 +506,6 @@ def _handshake_error(response: HandshakeResponse) -> ApiError:
     """A refused WebSocket handshake, read like any other refusal (problem details, Retry-After)."""
     headers = list(response.headers.raw_items())
     return ApiError.from_response(httpx.Response(response.status_code, headers=headers, content=bytes(response.body)))
-
-
-def _segment(value: str) -> str:
-    """An id as one path segment: a ``/`` or ``..`` in it must not reach another route."""
-    if value in ("", ".", ".."):  # URL normalisation would drop or climb these
-        raise ValueError(f"not an id: {value!r}")
-    return quote(value, safe="")
 
 
 def _iso(moment: datetime | None) -> str | None:

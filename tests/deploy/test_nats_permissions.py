@@ -233,3 +233,16 @@ def test_a_service_that_sends_requests_is_declared_with_whom_it_calls(service: s
 def test_a_service_that_follows_streams_live_is_declared(service: str) -> None:
     follows = any("ordered_consumer=True" in source for source in _sources(service))
     assert follows == bool(LIVE_READS.get(service)), "update LIVE_READS in fog_shared.bus.permissions"
+
+
+async def test_only_messaging_keeps_files_in_the_object_store(login: dict[str, Connection]) -> None:
+    bucket = await login["messaging"].js.object_store("FOG_FILES")
+    await bucket.put("chunk-1", b"x" * 200_000)
+    assert (await bucket.get("chunk-1")).data == b"x" * 200_000
+    await bucket.put("chunk-1", b"again")  # a chunk sent again replaces the first
+    assert (await bucket.get("chunk-1")).data == b"again"
+    assert login["messaging"].errors == []
+    gateway = login["gateway"]
+    with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+        await gateway.nc.jetstream(timeout=0.5).object_store("FOG_FILES")
+    await gateway.refused("$JS.API.STREAM.INFO.OBJ_FOG_FILES")

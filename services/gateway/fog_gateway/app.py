@@ -5,13 +5,14 @@ from fastapi import FastAPI
 from fog_gateway import __version__, problems
 from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
+from fog_gateway.chat_feed import ChatFeed, ChatWaiters
 from fog_gateway.config import Settings
 from fog_gateway.heap import HeapFreezer
 from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
-from fog_gateway.routes import admin, api_keys, auth, events, jobs, nodes
+from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
 from fog_gateway.security import Verifier
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -57,6 +58,16 @@ def build_app(settings: CommonSettings) -> FastAPI:
     if settings.gc_freeze_every_s > 0:
         runtime.in_background("heap-freezer", HeapFreezer(every_s=settings.gc_freeze_every_s).run)
     api.include_router(jobs.build_router(calls, authz, watchers), responses=problems.COMMON_ERRORS)
+    chat_waiters = ChatWaiters()
+    chat_feed = ChatFeed(chat_waiters)
+
+    async def follow_chat() -> None:
+        await chat_feed.start(runtime.js)
+
+    runtime.after_start(follow_chat)
+    for module in (conversations, groups, keys, files):
+        api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
+    api.include_router(sync.build_router(calls, authz, chat_waiters), responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
     api.add_middleware(
         SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)

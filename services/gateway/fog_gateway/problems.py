@@ -19,6 +19,11 @@ STATUS_BY_CODE = {
     "weak_password": 422, "invalid_role": 422, "invalid_expiry": 422, "email_taken": 409, "last_admin": 409,
     "invalid_credentials": 401, "invalid_grant": 401, "invalid_credential": 401, "account_disabled": 403,
     "forbidden": 403, "scope_exceeds_roles": 403, "not_found": 404, "locked": 429,
+    # messaging
+    "invalid_clock": 422, "invalid_reply_to": 422, "invalid_receipt": 422, "invalid_member": 422,
+    "invalid_recipient": 422, "too_large": 422, "empty": 422, "group_full": 409, "owner_must_transfer": 409,
+    "use_transfer": 409, "deleted": 409, "stale_clock": 409, "invalid_chunk": 422, "chunk_corrupt": 422,
+    "checksum_mismatch": 422, "incomplete": 409, "complete": 409,
 }  # fmt: skip
 
 
@@ -39,7 +44,7 @@ class ProblemDetails(BaseModel):
 
 _TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
-    413: "Request body too large", 422: "Invalid request", 429: "Too many requests",
+    413: "Request body too large", 416: "Range not satisfiable", 422: "Invalid request", 429: "Too many requests",
     503: "A service did not answer in time",
 }  # fmt: skip
 

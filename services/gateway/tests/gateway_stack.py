@@ -1,4 +1,5 @@
-"""A real auth service and a gateway in this process, on the session's real NATS and Postgres.
+"""Real auth, registry, scheduler and messaging services and a gateway in this process, on the
+session's real NATS and Postgres.
 
 HTTP goes to the gateway's ASGI app through httpx (no socket); everything behind it is real.
 Tests import :class:`Stack` from here (``pythonpath`` in pyproject.toml); the fixture is
@@ -22,6 +23,9 @@ from fog_auth.app import build_app as build_auth
 from fog_auth.config import Settings as AuthSettings
 from fog_gateway.app import build_app as build_gateway
 from fog_gateway.config import Settings as GatewaySettings
+from fog_messaging.app import MIGRATIONS as MESSAGING_MIGRATIONS
+from fog_messaging.app import build_app as build_messaging
+from fog_messaging.config import Settings as MessagingSettings
 from fog_registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
 from fog_registry.app import build_app as build_registry
 from fog_registry.config import Settings as RegistrySettings
@@ -53,6 +57,9 @@ class Stack:
     #: stop the scheduler and start a new one on the same schema
     restart_scheduler: Callable[[], Awaitable[None]]
     scheduler_db: ServiceDb
+    messaging_db: ServiceDb
+    #: stop the messaging service and start a new one on the same schema
+    restart_messaging: Callable[[], Awaitable[None]]
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -108,6 +115,10 @@ async def open_stack(
     db = await service_db("auth", AUTH_MIGRATIONS)
     registry_db = await service_db("registry", REGISTRY_MIGRATIONS)
     scheduler_db = await service_db("scheduler", SCHEDULER_MIGRATIONS)
+    messaging_db = await service_db("messaging", MESSAGING_MIGRATIONS)
+    messaging_settings = settings_in_schema(
+        MessagingSettings, messaging_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(messaging_db.dsn),
+    )  # fmt: skip
     scheduler_settings = settings_in_schema(
         SchedulerSettings, scheduler_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(scheduler_db.dsn),
         placement_idle_s=0.2,
@@ -161,6 +172,20 @@ async def open_stack(
             return running.aclose
 
         stop_first = await start_registry()
+
+        async def start_messaging() -> Callable[[], Awaitable[None]]:
+            messaging_app = build_messaging(messaging_settings)
+            running = contextlib.AsyncExitStack()
+            await running.enter_async_context(messaging_app.router.lifespan_context(messaging_app))
+            exits.push_async_callback(running.aclose)
+            return running.aclose
+
+        messaging = [await start_messaging()]
+
+        async def restart_messaging() -> None:
+            await messaging.pop()()
+            messaging.append(await start_messaging())
+
         schedulers = [await start_scheduler()]
 
         async def restart_scheduler() -> None:
@@ -169,7 +194,7 @@ async def open_stack(
 
         yield Stack(
             await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
-            restart_scheduler, scheduler_db,
+            restart_scheduler, scheduler_db, messaging_db, restart_messaging,
         )  # fmt: skip
 
 

@@ -6,8 +6,17 @@ from pydantic_settings import SettingsConfigDict
 
 from fog_shared.settings import CommonSettings
 
+DAY_S = 86_400.0
+
 
 class Settings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="FOG_MESSAGING_", extra="ignore")
 
     service: ClassVar[str] = "messaging"
+    #: timeline entries older than this are dropped; a sync from before them is ``limited``
+    #: (messages themselves stay readable through the conversation's history)
+    timeline_retention_s: float = 30 * DAY_S
+    #: how often the retention runs
+    timeline_prune_every_s: float = 3600.0
+    #: a sync that missed more entries than this jumps to the newest ones and says ``limited``
+    sync_catch_up_max: int = 10_000

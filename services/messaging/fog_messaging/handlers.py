@@ -1,15 +1,30 @@
-"""Bus adapters of the messaging service: decode, call one use case, reply."""
+"""Bus adapters of the messaging service: decode, call one use case, reply; follow auth's users
+and node credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
+from nats.js.object_store import ObjectStore
 
-from fog_messaging import store
-from fog_shared.bus.topology import CONSUMERS
+from fog_messaging import service, store
+from fog_messaging.config import Settings
+from fog_messaging.service import files, keys
+from fog_shared.bus.broker import queue_group
+from fog_shared.bus.topology import CONSUMERS, FILES_BUCKET
+from fog_shared.commands import messaging as contract
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
-from fog_shared.events.auth import UserRegistered
+from fog_shared.events.auth import NodeCredentialIssued, NodeCredentialRevoked, UserRegistered
 from fog_shared.runtime import ServiceRuntime
 
+log = logging.getLogger(__name__)
 USERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__users")
+NODE_OWNERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__node_owners")
 
 
 async def on_user_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
@@ -18,5 +33,158 @@ async def on_user_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> 
         await store.upsert_user(conn, event.user_id, event.email, event.registered_at)
 
 
-def register(runtime: ServiceRuntime) -> None:
+async def on_node_credential_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
+    """Whose each node is: a node may message its owner only, and only while its credential lives."""
+    if isinstance(event, NodeCredentialIssued):
+        await store.set_node_owner(conn, event.node_id, event.owner_id, revoked=False)
+    elif isinstance(event, NodeCredentialRevoked):
+        await store.set_node_owner(conn, event.node_id, event.owner_id, revoked=True)
+
+
+def register(runtime: ServiceRuntime, settings: Settings) -> None:
+    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+
+    @broker.subscriber(contract.SEND, queue=group, title="send")
+    async def send(body: contract.SendCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.send(conn, body, now=_now()))
+
+    @broker.subscriber(contract.EDIT, queue=group, title="edit")
+    async def edit(body: contract.EditCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.edit(conn, body, now=_now()))
+
+    @broker.subscriber(contract.DELETE, queue=group, title="delete")
+    async def delete(body: contract.MessageCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.delete(conn, body, now=_now()))
+
+    @broker.subscriber(contract.LIST_MESSAGES, queue=group, title="list_messages")
+    async def list_messages(body: contract.ListMessagesQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.list_messages(conn, body))
+
+    @broker.subscriber(contract.LIST_CONVERSATIONS, queue=group, title="list_conversations")
+    async def list_conversations(body: contract.ByQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.list_conversations(conn, body))
+
+    @broker.subscriber(contract.GET_CONVERSATION, queue=group, title="get_conversation")
+    async def get_conversation(body: contract.ConversationQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.get_conversation(conn, body))
+
+    register_groups(runtime)
+    register_keys(runtime)
+    register_files(runtime)
+
+    @broker.subscriber(contract.RECORD_RECEIPT, queue=group, title="record_receipt")
+    async def record_receipt(body: contract.ReceiptCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.record_receipt(conn, body, now=_now()))
+
+    @broker.subscriber(contract.LIST_RECEIPTS, queue=group, title="list_receipts")
+    async def list_receipts(body: contract.ConversationQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.list_receipts(conn, body))
+
+    @broker.subscriber(contract.SYNC, queue=group, title="sync")
+    async def sync(body: contract.SyncQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.sync(conn, body, catch_up_max=settings.sync_catch_up_max))
+
     runtime.consume(USERS_CONSUMER, on_user_event)
+    runtime.consume(NODE_OWNERS_CONSUMER, on_node_credential_event)
+    runtime.in_background("timeline-retention", lambda: _keep_retention(runtime, settings))
+
+
+def register_groups(runtime: ServiceRuntime) -> None:
+    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+
+    @broker.subscriber(contract.CREATE_GROUP, queue=group, title="create_group")
+    async def create_group(body: contract.CreateGroupCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.create_group(conn, body, now=_now()))
+
+    @broker.subscriber(contract.ADD_MEMBER, queue=group, title="add_member")
+    async def add_member(body: contract.AddMemberCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.add_member(conn, body, now=_now()))
+
+    @broker.subscriber(contract.REMOVE_MEMBER, queue=group, title="remove_member")
+    async def remove_member(body: contract.RemoveMemberCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.remove_member(conn, body, now=_now()))
+
+    @broker.subscriber(contract.SET_ROLE, queue=group, title="set_role")
+    async def set_role(body: contract.SetRoleCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.set_role(conn, body, now=_now()))
+
+    @broker.subscriber(contract.TRANSFER, queue=group, title="transfer")
+    async def transfer(body: contract.TransferCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.transfer(conn, body, now=_now()))
+
+
+def register_keys(runtime: ServiceRuntime) -> None:
+    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+
+    @broker.subscriber(contract.PUBLISH_KEYS, queue=group, title="publish_keys")
+    async def publish_keys(body: contract.PublishKeysCommand) -> dict[str, Any]:
+        return await answer(lambda conn: keys.publish(conn, body, now=_now()))
+
+    @broker.subscriber(contract.USER_KEYS, queue=group, title="user_keys")
+    async def user_keys(body: contract.UserKeysQuery) -> dict[str, Any]:
+        return await answer(lambda conn: keys.user_keys(conn, body))
+
+    @broker.subscriber(contract.CLAIM_PREKEY, queue=group, title="claim_prekey")
+    async def claim_prekey(body: contract.ClaimPrekeyCommand) -> dict[str, Any]:
+        return await answer(lambda conn: keys.claim(conn, body, now=_now()))
+
+
+class JetStreamObjects:
+    """File chunks in the JetStream object store (provisioned with the streams)."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self._store: ObjectStore | None = None
+
+    async def _bucket(self) -> ObjectStore:
+        if self._store is None:
+            self._store = await self.runtime.js.object_store(FILES_BUCKET)
+        return self._store
+
+    async def put(self, name: str, data: bytes) -> None:
+        await (await self._bucket()).put(name, data)
+
+    async def get(self, name: str) -> bytes:
+        found = await (await self._bucket()).get(name)
+        return bytes(found.data or b"")
+
+
+def register_files(runtime: ServiceRuntime) -> None:
+    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+    objects = JetStreamObjects(runtime)
+
+    @broker.subscriber(contract.START_UPLOAD, queue=group, title="start_upload")
+    async def start_upload(body: contract.StartUploadCommand) -> dict[str, Any]:
+        return await answer(lambda conn: files.start(conn, body, now=_now()))
+
+    @broker.subscriber(contract.PUT_CHUNK, queue=group, title="put_chunk")
+    async def put_chunk(body: contract.ChunkCommand) -> dict[str, Any]:
+        return await answer(lambda conn: files.put_chunk(conn, objects, body))
+
+    @broker.subscriber(contract.COMPLETE_UPLOAD, queue=group, title="complete_upload")
+    async def complete_upload(body: contract.FileQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.complete(conn, objects, body, now=_now()))
+
+    @broker.subscriber(contract.GET_FILE, queue=group, title="get_file")
+    async def get_file(body: contract.FileQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.get_file(conn, body))
+
+    @broker.subscriber(contract.READ_CHUNK, queue=group, title="read_chunk")
+    async def read_chunk(body: contract.ReadChunkQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.read_chunk(conn, objects, body))
+
+
+async def _keep_retention(runtime: ServiceRuntime, settings: Settings) -> None:
+    """Drop timeline entries past retention, now and then (every replica may: it is idempotent)."""
+    while True:
+        try:
+            async with runtime.pool.acquire() as conn:
+                cutoff = _now() - timedelta(seconds=settings.timeline_retention_s)
+                await store.prune_timeline(conn, cutoff)
+        except (OSError, asyncpg.PostgresError):
+            log.warning("timeline retention failed; trying again later", exc_info=True)
+        await asyncio.sleep(settings.timeline_prune_every_s)  # a period, not a synchronisation
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

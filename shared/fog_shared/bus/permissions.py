@@ -42,11 +42,17 @@ REPLY_INBOXES = "_INBOX.>"
 PROVISIONER = "provision"
 
 #: whose commands and queries each service sends: only the gateway calls other services
-REQUESTS: dict[str, tuple[str, ...]] = {"gateway": ("auth", "registry", "scheduler")}
+REQUESTS: dict[str, tuple[str, ...]] = {"gateway": ("auth", "registry", "scheduler", "messaging")}
 
 #: streams a service reads with ephemeral ordered consumers: the gateway's revocation cache
-#: (auth events) and its job feeds to agents and users (scheduler events)
-LIVE_READS: dict[str, tuple[str, ...]] = {"gateway": (event_stream_name("auth"), event_stream_name("scheduler"))}
+#: (auth events), its job feeds to agents and users (scheduler events) and the wake-ups of its
+#: sync long-polls and live streams (messaging events)
+LIVE_READS: dict[str, tuple[str, ...]] = {
+    "gateway": (event_stream_name("auth"), event_stream_name("scheduler"), event_stream_name("messaging"))
+}
+
+#: the JetStream object stores each belong to one service, the only one that reads and writes them
+OBJECT_STORE_OWNERS: dict[str, str] = {"FOG_FILES": "messaging"}
 
 #: streams a service replays into a scratch copy of its read model, to diff it against the live one
 REPLAYS: dict[str, tuple[str, ...]] = {"scheduler": (event_stream_name("registry"),)}
@@ -102,6 +108,21 @@ def _history(stream: str) -> list[str]:
     return [*_live_read(stream), f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.STREAM.MSG.GET.{stream}"]
 
 
+def _object_store(bucket: str) -> list[str]:
+    """Put, get (meta by direct get, chunks by an ordered consumer) and replace objects of one
+    bucket, whose stream is ``OBJ_<bucket>``."""
+    stream = f"OBJ_{bucket}"
+    return [
+        f"$O.{bucket}.>",
+        f"{JS_API}.STREAM.NAMES",  # reading chunks looks the stream up by subject
+        f"{JS_API}.STREAM.INFO.{stream}",
+        f"{JS_API}.STREAM.MSG.GET.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}.>",
+        f"{JS_API}.STREAM.PURGE.{stream}",
+        *_live_read(stream),
+    ]
+
+
 def _operator(topology: Topology) -> list[str]:
     publish = [f"{JS_API}.STREAM.NAMES"]
     for spec in topology.streams:
@@ -126,6 +147,9 @@ def service_permissions(service: str, topology: Topology | None = None) -> Permi
             publish += _live_read(stream)
     for stream in REPLAYS.get(service, ()):
         publish += _history(stream)
+    for bucket in topology.object_stores:
+        if OBJECT_STORE_OWNERS.get(bucket) == service:
+            publish += _object_store(bucket)
     if service == OPERATOR:
         publish += _operator(topology)
     unique = tuple(dict.fromkeys(publish))  # in order, each once

@@ -13,11 +13,12 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from fog_shared.bus.topology import ConsumerSpec, StreamSpec, Topology
 
@@ -58,6 +59,16 @@ async def provision(js: JetStreamContext, topology: Topology) -> None:
         await ensure_stream(js, stream, topology.replicas)
     for consumer in topology.consumers:
         await ensure_consumer(js, consumer)
+    for bucket in topology.object_stores:
+        await ensure_object_store(js, bucket, topology.replicas)
+
+
+async def ensure_object_store(js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
+    try:
+        await js.object_store(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        await js.create_object_store(bucket, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas))
+        log.info("object store created", extra={"bucket": bucket})
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:

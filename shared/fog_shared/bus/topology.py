@@ -75,6 +75,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         filter_subjects=("fog.evt.auth.user.>",),
     ),
     ConsumerSpec(
+        stream=event_stream_name("auth"),
+        durable="messaging__node_owners",
+        filter_subjects=("fog.evt.auth.node_credential.>",),
+    ),
+    ConsumerSpec(
         stream=event_stream_name("registry"),
         durable="scheduler__nodes",
         filter_subjects=("fog.evt.registry.node.>",),
@@ -87,13 +92,19 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
 )
 
 
+#: JetStream object stores: BitChat's file contents (the messaging service owns them)
+FILES_BUCKET = "FOG_FILES"
+OBJECT_STORES: tuple[str, ...] = (FILES_BUCKET,)
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """The streams and consumers to provision; tests build their own, with fresh names."""
+    """The streams, consumers and object stores to provision; tests build their own, with fresh names."""
 
     streams: tuple[StreamSpec, ...] = STREAMS
     consumers: tuple[ConsumerSpec, ...] = CONSUMERS
     replicas: int = 1
+    object_stores: tuple[str, ...] = OBJECT_STORES
 
     def stream(self, name: str) -> StreamSpec:
         for spec in self.streams:

@@ -174,9 +174,12 @@ class OutboxRelay:
             while True:
                 self._wake.clear()
                 await self.drain(conn)
-                # The poll fallback: a missed NOTIFY delays an event, never loses it.
+                # The poll fallback: a missed NOTIFY delays an event, never loses it. asyncio.timeout,
+                # not wait_for: on 3.11 wait_for swallows a cancellation that meets a NOTIFY, and
+                # the relay would then outlive its service's stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+                    async with asyncio.timeout(self.poll_interval_s):
+                        await self._wake.wait()
         finally:
             await conn.close(timeout=2)
 

@@ -36,6 +36,8 @@ from fog_shared.subjects import query_subject
 from fog_shared.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
+#: how long a stopping service waits for a cancelled loop before cancelling it again
+CANCEL_AGAIN_AFTER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +178,7 @@ class ServiceRuntime:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _until_cancelled(task)
         self._tasks.clear()
         await self.broker.stop()
         if self._nc is not None:
@@ -227,3 +228,15 @@ class ServiceRuntime:
             app.router.lifespan_context = lifespan
         add_ops_routes(app, self)
         return app
+
+
+async def _until_cancelled(task: asyncio.Task[None]) -> None:
+    """Wait for a cancelled task to end, cancelling it again while it runs on: on Python 3.11,
+    ``asyncio.wait_for`` (nats-py's requests use it) swallows a cancellation that arrives as its
+    future completes, and the loop it was in would run on and hold up the stop for good."""
+    while not task.done():
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_AFTER_S)
+        if not task.done():
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -56,10 +56,13 @@ async def test_ready_when_nats_postgres_and_migrations_are(migrated: httpx.Async
     assert "fog_outbox_pending" in metrics
     asyncapi = (await migrated.get("/asyncapi.json")).json()
     assert asyncapi["asyncapi"].startswith("3.")
-    assert asyncapi["x-fog-consumes"][0]["durable"] == "messaging__users"
+    consumed = {c["durable"] for c in asyncapi["x-fog-consumes"]}
+    assert consumed == {"messaging__users", "messaging__node_owners"}
 
 
 async def test_not_ready_while_migrations_are_pending(unmigrated: httpx.AsyncClient) -> None:
     ready = await unmigrated.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["checks"]["migrations"] == "pending: messaging:0001_users"
+    migrations = ("0001_users", "0002_conversations", "0003_keys", "0004_files")
+    pending = "pending: " + ", ".join(f"messaging:{name}" for name in migrations)
+    assert ready.json()["checks"]["migrations"] == pending

@@ -1,0 +1,210 @@
+"""``fogctl chat send|read|sync|groups|upload|download``: BitChat with the saved session (``fogctl login``).
+
+Members are named by member id: a user's id, or ``node:<node id>`` for one of your nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fog_client import Conversation, FileInfo, FogClient, Message
+from fogctl import account
+
+app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages.")
+groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, leave, transfer.")
+app.add_typer(groups_app, name="groups")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+ConversationArgument = Annotated[str, typer.Argument(help="The conversation's (or group's) id", show_default=False)]
+MemberArgument = Annotated[str, typer.Argument(help="A user's id, or node:<node id>", show_default=False)]
+
+
+@app.command()
+def send(
+    text: Annotated[str, typer.Argument(help="The message", show_default=False)],
+    to: Annotated[str | None, typer.Option("--to", help="A member to message directly")] = None,
+    conversation: Annotated[str | None, typer.Option("--conversation", "-c", help="A conversation or group")] = None,
+    reply_to: Annotated[int | None, typer.Option("--reply-to", min=1, help="The seq of the message answered")] = None,
+    client_msg_id: Annotated[
+        str | None, typer.Option("--id", help="Your id for the message: sending it again stores nothing new")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a message to a member (--to) or into a conversation (--conversation)."""
+    if (to is None) == (conversation is None):
+        raise typer.BadParameter("give either --to or --conversation")
+
+    async def run(client: FogClient) -> Message:
+        if to is not None:
+            return await client.send_direct(to, text, client_msg_id=client_msg_id)
+        assert conversation is not None
+        return await client.send_message(conversation, text, client_msg_id=client_msg_id, reply_to_seq=reply_to)
+
+    sent = account.with_saved_session(run)
+    if as_json:
+        typer.echo(sent.model_dump_json())
+    else:
+        typer.echo(f"Sent #{sent.seq} to {sent.conversation_id}")
+
+
+@app.command()
+def read(
+    conversation: Annotated[
+        str | None, typer.Argument(help="A conversation's id; without one, your conversations", show_default=False)
+    ] = None,
+    after: Annotated[int | None, typer.Option("--after", min=0, help="Only messages after this seq")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many messages")] = 100,
+    causal: Annotated[bool, typer.Option("--causal", help="In causal order (vector clocks), not seq order")] = False,
+    mark_read: Annotated[bool, typer.Option("--mark-read", help="Mark what is shown as read")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Your conversations, or the messages of one."""
+    if conversation is None:
+        conversations = account.with_saved_session(lambda client: client.list_conversations())
+        _print_conversations(conversations, as_json)
+        return
+    target = conversation
+
+    async def run(client: FogClient) -> list[Message]:
+        page = await client.list_messages(target, after_seq=after, limit=limit, order="causal" if causal else "seq")
+        if mark_read and page.items:
+            await client.mark(target, max(m.seq for m in page.items), "read")
+        return page.items
+
+    messages = account.with_saved_session(run)
+    if as_json:
+        typer.echo(json.dumps({"items": [m.model_dump(mode="json") for m in messages]}))
+        return
+    for message in messages:
+        typer.echo(message_line(message))
+
+
+@app.command()
+def sync(
+    since: Annotated[str | None, typer.Option(help="The token from the last sync (none: from the start)")] = None,
+    wait: Annotated[float, typer.Option(min=0, max=30, help="Seconds to wait for something new")] = 0,
+) -> None:
+    """What is new across your conversations, one JSON line per change, then the next token."""
+    reply = account.with_saved_session(lambda client: client.sync(since, timeout_ms=int(wait * 1000)))
+    if reply.limited and reply.gap is not None:
+        account.console.print(
+            f"limited: changes from {reply.gap.since} to {reply.gap.until} are not included;"
+            " read the conversations for their history",
+            markup=False,
+        )
+    for entry in reply.entries:
+        typer.echo(entry.model_dump_json())
+    typer.echo(json.dumps({"next": reply.next, "more": reply.more}))
+
+
+@app.command()
+def upload(
+    conversation: ConversationArgument,
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file to send", show_default=False)],
+    name: Annotated[str | None, typer.Option(help="The name members see (default: the file's)")] = None,
+    resume: Annotated[str | None, typer.Option(help="The id of an upload that broke off: send what it misses")] = None,
+) -> None:
+    """Send a file to a conversation's members, in checked chunks."""
+    data = path.read_bytes()
+    sent = account.with_saved_session(
+        lambda client: client.upload_file(conversation, name or path.name, data, file_id=resume)
+    )
+    typer.echo(f"Uploaded {sent.name} ({sent.size} bytes) as file {sent.id}")
+
+
+@app.command()
+def download(
+    file_id: Annotated[str, typer.Argument(help="The file's id", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write it (default: its name)")] = None,
+) -> None:
+    """Fetch a file of one of your conversations; its SHA-256 is checked."""
+
+    async def run(client: FogClient) -> tuple[FileInfo, bytes]:
+        return await client.file_info(file_id), await client.download_file(file_id)
+
+    info, data = account.with_saved_session(run)
+    if hashlib.sha256(data).hexdigest() != info.sha256:
+        account.console.print(f"{info.name}: the download does not match its SHA-256; nothing written", markup=False)
+        raise typer.Exit(1)
+    target = output or Path(Path(info.name).name)  # never a path the sender chose
+    target.write_bytes(data)
+    typer.echo(f"Wrote {len(data)} bytes to {target}")
+
+
+@groups_app.callback(invoke_without_command=True)
+def groups(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Your groups (with no command)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    conversations = account.with_saved_session(lambda client: client.list_conversations())
+    _print_conversations([c for c in conversations if c.kind == "group"], as_json)
+
+
+@groups_app.command()
+def create(
+    name: Annotated[str, typer.Argument(help="The group's name", show_default=False)],
+    member: Annotated[list[str] | None, typer.Option("--member", "-m", help="A member's user id; repeatable")] = None,
+) -> None:
+    """Make a group that you own."""
+    group = account.with_saved_session(lambda client: client.create_group(name, member or []))
+    typer.echo(f"Created group {group.id} ({group.name}) with {len(group.members)} members")
+
+
+@groups_app.command()
+def add(group: ConversationArgument, member: MemberArgument) -> None:
+    """Add a member (owners and admins)."""
+    account.with_saved_session(lambda client: client.add_member(group, member))
+    typer.echo(f"Added {member} to {group}")
+
+
+@groups_app.command()
+def remove(group: ConversationArgument, member: MemberArgument) -> None:
+    """Remove a member: nothing sent afterwards reaches them."""
+    account.with_saved_session(lambda client: client.remove_member(group, member))
+    typer.echo(f"Removed {member} from {group}")
+
+
+@groups_app.command()
+def leave(group: ConversationArgument) -> None:
+    """Leave a group (an owner hands it over first: ``transfer``)."""
+
+    async def run(client: FogClient) -> None:
+        me = await client.me()
+        assert me.user_id is not None
+        await client.remove_member(group, me.user_id)
+
+    account.with_saved_session(run)
+    typer.echo(f"Left {group}")
+
+
+@groups_app.command()
+def transfer(group: ConversationArgument, member: MemberArgument) -> None:
+    """Hand the group to another member; you stay on as an admin."""
+    account.with_saved_session(lambda client: client.transfer_group(group, member))
+    typer.echo(f"{member} now owns {group}")
+
+
+def message_line(message: Message) -> str:
+    at = message.sent_at.strftime("%Y-%m-%d %H:%M:%S")
+    text = "(deleted)" if message.text is None else message.text
+    edited = " (edited)" if message.edited_at and message.text is not None else ""
+    reply = f" ↪#{message.reply_to_seq}" if message.reply_to_seq else ""
+    return f"#{message.seq} {at} {message.sender_id}{reply}: {text}{edited}"
+
+
+def _print_conversations(conversations: list[Conversation], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"items": [c.model_dump(mode="json") for c in conversations]}))
+        return
+    table = Table("id", "kind", "name", "members", "messages")
+    for conv in conversations:
+        members = ", ".join(m.member_id if m.role == "member" else f"{m.member_id} ({m.role})" for m in conv.members)
+        table.add_row(conv.id, conv.kind, conv.name or "-", members, str(conv.last_seq))
+    Console(highlight=False).print(table)  # made here: it takes its width from $COLUMNS

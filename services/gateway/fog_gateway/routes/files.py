@@ -1,0 +1,116 @@
+"""BitChat files: ``POST /v1/conversations/{id}/files`` announces one, ``PUT /v1/files/{id}/chunks/{n}``
+sends its chunks (raw bytes with their SHA-256 in ``X-Chunk-SHA256``; after a drop, send the
+``missing`` ones), ``POST .../complete`` checks the whole, ``GET .../content`` downloads it (with
+``Range``). Only the conversation's members see a file."""
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.responses import StreamingResponse
+
+from fog_gateway.authz import PEOPLE, Authorizer
+from fog_gateway.byte_range import Unsatisfiable, parse_range
+from fog_gateway.calls import ServiceCalls
+from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
+from fog_gateway.routes.conversations import ConversationIdPath
+from fog_gateway.security import Principal
+from fog_shared.commands import messaging as contract
+
+FileIdPath = Annotated[str, Path(max_length=64)]
+ChunkIndexPath = Annotated[int, Path(ge=0, lt=contract.MAX_CHUNKS)]
+Sha256Header = Annotated[str, Header(alias="X-Chunk-SHA256", pattern=r"^[0-9a-f]{64}$")]
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+CHUNK_BODY = {"requestBody": {"required": True, "content": BINARY}}
+CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the whole file", "content": BINARY},
+    206: {"description": "the range asked for", "content": BINARY},
+}
+
+
+def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["messaging"], responses=GUARDED_ERRORS)
+    Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
+
+    @router.post(
+        "/conversations/{conversation_id}/files", status_code=201, response_model=contract.FileView,
+        responses=documented(404),
+    )  # fmt: skip
+    async def start_upload(
+        conversation_id: ConversationIdPath, body: contract.FileUploadRequest, me: Person
+    ) -> dict[str, Any]:
+        """Announce a file (name, size, SHA-256); then send its chunks of ``chunk_size`` bytes."""
+        command = contract.StartUploadCommand(by=me, conversation_id=conversation_id, upload=body)
+        return await calls.ask(contract.START_UPLOAD, command)
+
+    @router.get("/files/{file_id}", response_model=contract.FileView, responses=documented(404))
+    async def get_file(file_id: FileIdPath, me: Person) -> dict[str, Any]:
+        """A file's details; while uploading, the chunks still ``missing``."""
+        return await calls.ask(contract.GET_FILE, contract.FileQuery(by=me, file_id=file_id))
+
+    @router.put(
+        "/files/{file_id}/chunks/{index}", response_model=contract.FileView, responses=documented(404, 409),
+        openapi_extra=CHUNK_BODY,
+    )  # fmt: skip
+    async def put_chunk(
+        file_id: FileIdPath, index: ChunkIndexPath, sha256: Sha256Header, request: Request, me: Person
+    ) -> dict[str, Any]:
+        """One chunk, as raw bytes; refused (422) when it does not match ``X-Chunk-SHA256``."""
+        data = await request.body()
+        if len(data) > contract.CHUNK_BYTES:
+            raise Problem(413, "Chunk too large", f"a chunk is at most {contract.CHUNK_BYTES} bytes", code="too_large")
+        command = contract.ChunkCommand(
+            by=me, file_id=file_id, index=index, sha256=sha256, data=base64.b64encode(data).decode()
+        )
+        return await calls.ask(contract.PUT_CHUNK, command)
+
+    @router.post("/files/{file_id}/complete", response_model=contract.FileView, responses=documented(404, 409))
+    async def complete_upload(file_id: FileIdPath, me: Person) -> dict[str, Any]:
+        """All chunks are in: check the file's SHA-256 and make it available to the members."""
+        return await calls.ask(contract.COMPLETE_UPLOAD, contract.FileQuery(by=me, file_id=file_id))
+
+    @router.get("/files/{file_id}/content", response_class=Response, responses={**CONTENT, **documented(404, 416)})
+    async def download(
+        file_id: FileIdPath, me: Person, range_header: Annotated[str | None, Header(alias="Range")] = None
+    ) -> Response:
+        """The file's bytes; ``Range: bytes=first-last`` (or ``-n``, ``first-``) for a part of it."""
+        found = contract.FileView.model_validate(
+            await calls.ask(contract.GET_FILE, contract.FileQuery(by=me, file_id=file_id))
+        )
+        if found.status != "complete":
+            raise Problem(404, "Not found", "the file is not uploaded yet", code="not_found")
+        try:
+            wanted = parse_range(range_header, found.size)
+        except Unsatisfiable as exc:
+            raise Problem(
+                416, "Range not satisfiable", str(exc), code="range_not_satisfiable",
+                headers={"Content-Range": f"bytes */{found.size}"},
+            ) from None  # fmt: skip
+        first, last = wanted if wanted is not None else (0, found.size - 1)
+        headers = {
+            "Accept-Ranges": "bytes", "Content-Length": str(last - first + 1), "ETag": f'"{found.sha256}"',
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.name, safe='')}",
+        }  # fmt: skip
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {first}-{last}/{found.size}"
+        body = _chunks(calls, me, found, first, last)
+        return StreamingResponse(
+            body, status_code=206 if wanted else 200, media_type="application/octet-stream", headers=headers
+        )
+
+    return router
+
+
+async def _chunks(
+    calls: ServiceCalls, me: Principal, found: contract.FileView, first: int, last: int
+) -> AsyncIterator[bytes]:
+    """Bytes ``first`` to ``last`` of the file, asked of the service one chunk at a time."""
+    size = found.chunk_size
+    for index in range(first // size, last // size + 1):
+        query = contract.ReadChunkQuery(by=me, file_id=found.id, index=index)
+        data = base64.b64decode((await calls.ask(contract.READ_CHUNK, query))["data"])
+        start = first - index * size if index == first // size else 0
+        end = last - index * size + 1 if index == last // size else len(data)
+        yield data[start:end]

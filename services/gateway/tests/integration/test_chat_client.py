@@ -1,0 +1,171 @@
+"""BitChat from the client library and ``fogctl chat``, against a gateway served on a real port
+with the real messaging service behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from chat_driver import Member, members, start_direct
+from gateway_stack import Stack
+from typer.testing import CliRunner
+from websockets.exceptions import ConnectionClosedError
+
+from fog_client import ApiError, FogClient, Prekey
+from fogctl.__main__ import app
+from fogctl.session import Session
+
+runner = CliRunner()
+
+
+async def fogctl(*args: str) -> tuple[int, str, str]:
+    # fogctl runs its own event loop: it gets a thread of its own.
+    result = await asyncio.to_thread(runner.invoke, app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def signed_in(url: str, member: Member) -> FogClient:
+    assert member.tokens is not None
+    return FogClient(url, access_token=member.tokens["access_token"], refresh_token=member.tokens["refresh_token"])
+
+
+def use_session(url: str, member: Member) -> None:
+    assert member.tokens is not None
+    Session(url, f"{member.id}@example.org", member.tokens["access_token"], member.tokens["refresh_token"]).save()
+
+
+async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    alice, bob, carol = await members(stack, 3)
+    async with signed_in(url, alice) as a, signed_in(url, bob) as b:
+        first = await a.send_direct(bob.id, "hi", client_msg_id="c-1")
+        assert (await a.send_direct(bob.id, "hi", client_msg_id="c-1")).id == first.id
+        reply = await b.send_message(first.conversation_id, "hello", reply_to_seq=1, device_id="phone",
+                                     clock={"phone": 1})  # fmt: skip
+        assert (reply.seq, reply.reply_to_seq, reply.clock) == (2, 1, {"phone": 1})
+        synced = await b.sync()
+        assert [e.message.text for e in synced.entries if e.message] == ["hi", "hello"]
+        assert (await b.sync(synced.next)).entries == []
+        assert (await b.mark(first.conversation_id, 2)).read_seq == 2
+        assert {r.member_id: r.read_seq for r in await a.receipts(first.conversation_id)} == {alice.id: 0, bob.id: 2}
+        page = await a.list_messages(first.conversation_id, after_seq=1)
+        assert [m.text for m in page.items] == ["hello"]
+        group = await a.create_group("team", [bob.id])
+        await a.add_member(group.id, carol.id)
+        await a.transfer_group(group.id, bob.id)
+        await a.remove_member(group.id, alice.id)  # leaving, as an admin now
+        listed = {c.id: c for c in await b.list_conversations()}
+        assert {m.member_id: m.role for m in listed[group.id].members} == {bob.id: "owner", carol.id: "member"}
+        with pytest.raises(ApiError) as refused:
+            await a.send_message(group.id, "still here?")
+        assert refused.value.status == 404
+        identity, prekey = base64.b64encode(b"i" * 32).decode(), base64.b64encode(b"p" * 32).decode()
+        assert (await a.publish_keys("phone", identity, {5: prekey})).prekeys_left == 1
+        assert [d.device_id for d in await b.user_keys(alice.id)] == ["phone"]
+        claimed = await b.claim_prekey(alice.id, "phone")
+        assert (claimed.identity_key, claimed.prekey) == (identity, Prekey(key_id=5, public_key=prekey))
+        assert (await b.claim_prekey(alice.id, "phone")).prekey is None
+
+        data = bytes(range(256)) * 3000  # two chunks
+        announced = {"name": "t.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        started = await alice.http.post(
+            f"/v1/conversations/{first.conversation_id}/files", json=announced, headers=alice.headers
+        )
+        partial = started.json()["id"]  # an upload that broke off before any chunk arrived
+        uploaded = await a.upload_file(first.conversation_id, "t.bin", data, file_id=partial)
+        assert (uploaded.id, uploaded.status) == (partial, "complete")
+        assert await b.download_file(partial) == data
+        assert await b.download_file(partial, first=10, last=19) == data[10:20]
+
+
+async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = await stack.serve_gateway()
+    alice, bob = await members(stack, 2)
+    monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
+    monkeypatch.setenv("COLUMNS", "200")
+    use_session(url, alice)
+    code, out, err = await fogctl("chat", "send", "--to", bob.id, "hello from the shell", "--json")
+    assert code == 0, err
+    conversation = json.loads(out)["conversation_id"]
+    code, out, err = await fogctl("chat", "groups", "create", "ops", "--member", bob.id)
+    assert code == 0, err
+    group = out.split()[2]
+
+    use_session(url, bob)
+    code, out, err = await fogctl("chat", "read")
+    assert code == 0, err
+    assert conversation in out
+    assert group in out
+    code, out, err = await fogctl("chat", "read", conversation, "--mark-read")
+    assert code == 0, err
+    assert out.strip().endswith(f"{alice.id}: hello from the shell")
+    code, out, err = await fogctl("chat", "send", "--conversation", group, "on it", "--reply-to", "9")
+    assert code == 1
+    assert "no message 9" in err
+    code, out, err = await fogctl("chat", "send", "--conversation", group, "on it")
+    assert code == 0, err
+    assert out.startswith("Sent #1 to ")
+    code, out, err = await fogctl("chat", "groups", "--json")
+    assert code == 0, err
+    assert [g["id"] for g in json.loads(out)["items"]] == [group]
+    code, out, err = await fogctl("chat", "groups", "leave", group)
+    assert code == 0, err
+    code, out, err = await fogctl("chat", "sync")
+    assert code == 0, err
+    kinds = [json.loads(line).get("kind") for line in out.splitlines()[:-1]]
+    assert kinds == ["message", "group_created", "receipt", "message", "member_removed"]
+    assert json.loads(out.splitlines()[-1])["more"] is False
+    code, _, err = await fogctl("chat", "send", "--to", bob.id, "--conversation", group, "both")
+    assert code != 0
+
+    sent = tmp_path / "report.txt"
+    sent.write_bytes(b"all systems nominal\n" * 50_000)  # two chunks
+    code, out, err = await fogctl("chat", "upload", conversation, str(sent))
+    assert code == 0, err
+    file_id = out.split()[-1]
+    received = tmp_path / "received.txt"
+    code, out, err = await fogctl("chat", "download", file_id, "--output", str(received))
+    assert code == 0, err
+    assert received.read_bytes() == sent.read_bytes()
+
+
+async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob, "0")
+    seen: list[int] = []
+    token = None
+
+    async def flood() -> None:
+        for index in range(1, 21):
+            await alice.send(conversation, str(index))
+
+    async with signed_in(url, bob) as b:
+        sending = asyncio.create_task(flood())
+        async with contextlib.aclosing(b.live()) as stream:
+            async for page in stream:
+                seen += [e.message.seq for e in page.entries if e.message]
+                token = page.next
+                if len(seen) >= 2:
+                    break  # the connection drops while messages keep coming
+        await sending
+        async with contextlib.aclosing(b.live(token)) as stream:
+            async for page in stream:
+                seen += [e.message.seq for e in page.entries if e.message]
+                if seen[-1] == 21:
+                    break
+    assert seen == list(range(1, 22))
+
+
+async def test_a_live_stream_needs_a_signed_in_person(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    async with FogClient(url) as anonymous, contextlib.aclosing(anonymous.live()) as stream:
+        with pytest.raises(ConnectionClosedError) as closed:
+            await anext(stream)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401

@@ -1,0 +1,104 @@
+"""BitChat files through the gateway, stored in the real JetStream object store: chunked,
+resumable uploads checked chunk by chunk and whole, downloads with Range, members only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from chat_driver import Member, members, start_direct, sync_all
+from gateway_stack import Stack
+
+from fog_shared.commands.messaging import CHUNK_BYTES
+
+MIB = 1024 * 1024
+
+
+async def announce(member: Member, conversation: str, data: bytes, name: str = "data.bin") -> dict[str, Any]:
+    body = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    started = await member.http.post(f"/v1/conversations/{conversation}/files", json=body, headers=member.headers)
+    assert started.status_code == 201, started.text
+    return dict(started.json())
+
+
+async def put_chunk(member: Member, file_id: str, index: int, chunk: bytes, sha256: str | None = None) -> Any:
+    headers = {**member.headers, "X-Chunk-SHA256": sha256 or hashlib.sha256(chunk).hexdigest()}
+    return await member.http.put(f"/v1/files/{file_id}/chunks/{index}", content=chunk, headers=headers)
+
+
+def chunk_of(data: bytes, index: int) -> bytes:
+    return data[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
+
+
+async def test_a_50_mib_file_resumed_after_a_drop_downloads_whole_and_in_ranges(stack: Stack) -> None:
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob)
+    data = os.urandom(50 * MIB)
+    announced = await announce(alice, conversation, data, "big.bin")
+    file_id, chunks = announced["id"], announced["chunks"]
+    assert (chunks, announced["missing"]) == (100, list(range(100)))
+    for index in range(chunks):
+        if index != 42:  # the connection dropped while this one was on its way
+            sent = await put_chunk(alice, file_id, index, chunk_of(data, index))
+            assert sent.status_code == 200, sent.text
+    assert (await alice.http.get(f"/v1/files/{file_id}", headers=alice.headers)).json()["missing"] == [42]
+    early = await alice.http.post(f"/v1/files/{file_id}/complete", headers=alice.headers)
+    assert (early.status_code, early.json()["code"]) == (409, "incomplete")
+    assert (await put_chunk(alice, file_id, 42, chunk_of(data, 42))).json()["missing"] == []
+    assert (await put_chunk(alice, file_id, 7, chunk_of(data, 7))).status_code == 200  # a resend replaces
+    done = await alice.http.post(f"/v1/files/{file_id}/complete", headers=alice.headers)
+    assert (done.status_code, done.json()["status"]) == (200, "complete")
+
+    whole = await bob.http.get(f"/v1/files/{file_id}/content", headers=bob.headers)
+    assert whole.status_code == 200
+    assert hashlib.sha256(whole.content).hexdigest() == hashlib.sha256(data).hexdigest()
+    across = (CHUNK_BYTES - 10, CHUNK_BYTES + 9)  # the end of chunk 0 and the start of chunk 1
+    for asked, first, last in (
+        (f"bytes={across[0]}-{across[1]}", *across), ("bytes=-100", len(data) - 100, len(data) - 1),
+        (f"bytes={len(data) - 5}-", len(data) - 5, len(data) - 1),
+    ):  # fmt: skip
+        part = await bob.http.get(f"/v1/files/{file_id}/content", headers={**bob.headers, "Range": asked})
+        assert part.status_code == 206
+        assert part.headers["content-range"] == f"bytes {first}-{last}/{len(data)}"
+        assert part.content == data[first : last + 1]
+
+
+async def test_corrupted_chunks_outsiders_and_bad_ranges_are_refused(stack: Stack) -> None:
+    alice, bob, eve = await members(stack, 3)
+    conversation = await start_direct(alice, bob)
+    _, token = await sync_all(bob)
+    data = os.urandom(CHUNK_BYTES + 1000)
+    file_id = (await announce(alice, conversation, data, "notes.txt"))["id"]
+    corrupt = await put_chunk(alice, file_id, 0, chunk_of(data, 0), sha256=hashlib.sha256(b"other").hexdigest())
+    assert (corrupt.status_code, corrupt.json()["code"]) == (422, "chunk_corrupt")
+    assert (await put_chunk(alice, file_id, 1, data[:10])).status_code == 422  # the wrong length
+    assert (await put_chunk(bob, file_id, 0, chunk_of(data, 0))).status_code == 404  # not bob's upload
+    assert (await alice.http.get(f"/v1/files/{file_id}", headers=alice.headers)).json()["missing"] == [0, 1]
+    for index in (0, 1):
+        assert (await put_chunk(alice, file_id, index, chunk_of(data, index))).status_code == 200
+    assert (await alice.http.post(f"/v1/files/{file_id}/complete", headers=alice.headers)).status_code == 200
+
+    for path in (f"/v1/files/{file_id}", f"/v1/files/{file_id}/content"):
+        assert (await eve.http.get(path, headers=eve.headers)).status_code == 404  # not her conversation
+    past_the_end = await bob.http.get(
+        f"/v1/files/{file_id}/content", headers={**bob.headers, "Range": f"bytes={len(data)}-"}
+    )
+    assert (past_the_end.status_code, past_the_end.headers["content-range"]) == (416, f"bytes */{len(data)}")
+    entries, _ = await sync_all(bob, since=token)
+    assert [(e["kind"], e["file"]["name"]) for e in entries] == [("file", "notes.txt")]
+
+
+async def test_a_whole_file_that_does_not_match_its_sha256_starts_over(stack: Stack) -> None:
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob)
+    data = os.urandom(1000)
+    body = {"name": "x", "size": len(data), "sha256": hashlib.sha256(b"something else").hexdigest()}
+    started = await alice.http.post(f"/v1/conversations/{conversation}/files", json=body, headers=alice.headers)
+    file_id = started.json()["id"]
+    assert (await put_chunk(alice, file_id, 0, data)).status_code == 200
+    mismatch = await alice.http.post(f"/v1/files/{file_id}/complete", headers=alice.headers)
+    assert (mismatch.status_code, mismatch.json()["code"]) == (422, "checksum_mismatch")
+    after = (await alice.http.get(f"/v1/files/{file_id}", headers=alice.headers)).json()
+    assert (after["status"], after["missing"]) == ("uploading", [0])
+    assert (await bob.http.get(f"/v1/files/{file_id}/content", headers=bob.headers)).status_code == 404

@@ -1,4 +1,0 @@
-"""Pure rules of the messaging service: synchronous, no I/O, no clock, no uuid4 (all passed in).
-
-The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and HTTP out of here.
-"""

@@ -1,0 +1,39 @@
+"""Files in chunks; the key directory's rule for reinstalled devices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fog_messaging.domain.common import Rejected
+
+
+def chunk_count(size: int, chunk_bytes: int) -> int:
+    return -(-size // chunk_bytes)
+
+
+def expected_chunk_size(size: int, index: int, chunk_bytes: int) -> int:
+    """Every chunk is ``chunk_bytes`` long but the last, which holds the rest."""
+    count = chunk_count(size, chunk_bytes)
+    if not 0 <= index < count:
+        raise Rejected("invalid_chunk", f"the file has chunks 0 to {count - 1}")
+    return size - chunk_bytes * (count - 1) if index == count - 1 else chunk_bytes
+
+
+def check_chunk(size: int, index: int, chunk_bytes: int, length: int, claimed_sha256: str, sha256: str) -> None:
+    """A chunk is the right length and its bytes hash to what the client says (else it was
+    damaged on the way, and is refused so that the client sends it again)."""
+    expected = expected_chunk_size(size, index, chunk_bytes)
+    if length != expected:
+        raise Rejected("invalid_chunk", f"chunk {index} is {expected} bytes, not {length}")
+    if claimed_sha256 != sha256:
+        raise Rejected("chunk_corrupt", f"chunk {index} does not match its SHA-256")
+
+
+def missing_chunks(count: int, received: Iterable[int]) -> list[int]:
+    return sorted(set(range(count)) - set(received))
+
+
+def replaces_identity(current: str | None, published: str) -> bool:
+    """A device publishing another identity key is a new device under the old id (reinstalled):
+    what belonged to the old identity (its unclaimed prekeys) must not be handed out with it."""
+    return current is not None and current != published

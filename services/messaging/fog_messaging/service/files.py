@@ -1,0 +1,171 @@
+"""Files: sent in chunks (each checked against its SHA-256, resumable: only missing chunks are
+sent again), checked whole at the end, then fetched chunk by chunk by the conversation's members.
+
+The bytes live in the JetStream object store, one object per chunk, so a download can start at
+any chunk (HTTP Range) and nothing holds a whole file in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from fog_messaging import domain, store
+from fog_messaging.domain import Rejected
+from fog_messaging.service.common import SOURCE, MessagingError, conversation_uuid, member_of, refusal
+from fog_shared.commands import messaging as contract
+from fog_shared.events.messaging import FileUploaded
+from fog_shared.pg import outbox
+
+
+class Objects(Protocol):
+    """Where file chunks are kept (the JetStream object store; a dict in unit tests)."""
+
+    async def put(self, name: str, data: bytes) -> None: ...
+
+    async def get(self, name: str) -> bytes: ...
+
+
+def chunk_name(file_id: uuid.UUID, index: int) -> str:
+    return f"{file_id}/{index}"
+
+
+def _file_uuid(file_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(file_id)
+    except ValueError:
+        raise MessagingError("not_found", "no such file") from None
+
+
+def _no_file() -> MessagingError:
+    return MessagingError("not_found", "no such file")
+
+
+async def start(conn: asyncpg.Connection, command: contract.StartUploadCommand, *, now: datetime) -> contract.FileView:
+    """Announce a file to a conversation you are in; then send its chunks."""
+    me, conversation_id, upload = member_of(command.by), conversation_uuid(command.conversation_id), command.upload
+    if me not in await store.members(conn, conversation_id):
+        raise MessagingError("not_found", "no such conversation")
+    file_id = uuid.uuid4()
+    values = {
+        "id": file_id, "conversation_id": conversation_id, "uploaded_by": me, "name": upload.name,
+        "size": upload.size, "sha256": upload.sha256, "chunk_size": contract.CHUNK_BYTES,
+        "chunks": domain.chunk_count(upload.size, contract.CHUNK_BYTES), "status": "uploading", "created_at": now,
+    }  # fmt: skip
+    await store.insert_file(conn, values)
+    return await _view(conn, file_id)
+
+
+async def put_chunk(conn: asyncpg.Connection, objects: Objects, command: contract.ChunkCommand) -> contract.FileView:
+    """Store one chunk of your upload; sending a chunk again replaces it."""
+    me, file_id = member_of(command.by), _file_uuid(command.file_id)
+    try:
+        data = base64.b64decode(command.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise MessagingError("invalid_chunk", "a chunk's data is base64") from None
+    async with conn.transaction():
+        # FOR SHARE: chunks go in side by side, but not while the upload is being completed
+        row = await conn.fetchrow("SELECT * FROM files WHERE id = $1 FOR SHARE", file_id)
+        if row is None or row["uploaded_by"] != me:
+            raise _no_file()
+        if row["status"] == "complete":
+            raise MessagingError("complete", "the file is complete; it takes no more chunks")
+        sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            domain.check_chunk(row["size"], command.index, row["chunk_size"], len(data), command.sha256, sha256)
+        except Rejected as rejected:
+            raise refusal(rejected) from None
+        await objects.put(chunk_name(file_id, command.index), data)
+        await store.record_chunk(conn, file_id, command.index, sha256)
+    return await _view(conn, file_id)
+
+
+async def complete(
+    conn: asyncpg.Connection, objects: Objects, query: contract.FileQuery, *, now: datetime
+) -> contract.FileView:
+    """Check the whole file against its SHA-256 and make it fetchable (``file.uploaded``). A
+    mismatch drops the chunks: the upload starts over."""
+    me, file_id = member_of(query.by), _file_uuid(query.file_id)
+    async with conn.transaction():
+        row = await store.file(conn, file_id, lock=True)
+        if row is None or row["uploaded_by"] != me:
+            raise _no_file()
+        if row["status"] == "complete":
+            return await _view(conn, file_id)
+        missing = domain.missing_chunks(row["chunks"], await store.received_chunks(conn, file_id))
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (", …" if len(missing) > 20 else "")
+            raise MessagingError("incomplete", f"{len(missing)} chunks missing: {shown}")
+        matches = await _whole_file_sha256(objects, file_id, row["chunks"]) == row["sha256"]
+        if matches:
+            await _publish(conn, row, now)
+        else:
+            await store.forget_chunks(conn, file_id)
+    if not matches:
+        raise MessagingError("checksum_mismatch", "the chunks do not add up to the file's SHA-256; send them again")
+    return await _view(conn, file_id)
+
+
+async def _whole_file_sha256(objects: Objects, file_id: uuid.UUID, chunks: int) -> str:
+    whole = hashlib.sha256()
+    for index in range(chunks):
+        whole.update(await objects.get(chunk_name(file_id, index)))
+    return whole.hexdigest()
+
+
+async def _publish(conn: asyncpg.Connection, row: Any, now: datetime) -> None:
+    await store.mark_complete(conn, row["id"], now)
+    audience = list(await store.members(conn, row["conversation_id"]))
+    event = FileUploaded(
+        file_id=str(row["id"]), conversation_id=str(row["conversation_id"]), uploaded_by=row["uploaded_by"],
+        name=row["name"], size=row["size"], sha256=row["sha256"], audience=audience, uploaded_at=now,
+    )  # fmt: skip
+    await outbox.record(conn, event, source=SOURCE)
+    summary = {"id": str(row["id"]), "name": row["name"], "size": row["size"], "sha256": row["sha256"],
+               "uploaded_by": row["uploaded_by"]}  # fmt: skip
+    await store.append_timeline(conn, audience, row["conversation_id"], "file", payload=summary, now=now)
+
+
+async def get_file(conn: asyncpg.Connection, query: contract.FileQuery) -> contract.FileView:
+    await _readable(conn, member_of(query.by), _file_uuid(query.file_id))
+    return await _view(conn, _file_uuid(query.file_id))
+
+
+async def read_chunk(conn: asyncpg.Connection, objects: Objects, query: contract.ReadChunkQuery) -> contract.ChunkData:
+    """One chunk of a complete file, for the conversation's members only."""
+    file_id = _file_uuid(query.file_id)
+    row = await _readable(conn, member_of(query.by), file_id)
+    if row["status"] != "complete":
+        raise MessagingError("not_found", "the file is not uploaded yet")
+    if query.index >= row["chunks"]:
+        raise MessagingError("invalid_chunk", f"the file has chunks 0 to {row['chunks'] - 1}")
+    data = await objects.get(chunk_name(file_id, query.index))
+    return contract.ChunkData(index=query.index, data=base64.b64encode(data).decode())
+
+
+async def _readable(conn: asyncpg.Connection, me: str, file_id: uuid.UUID) -> Any:
+    """The file's row, if ``me`` is a member of its conversation now (else it looks like none)."""
+    row = await store.file(conn, file_id)
+    if row is None or me not in await store.members(conn, row["conversation_id"]):
+        raise _no_file()
+    return row
+
+
+async def _view(conn: asyncpg.Connection, file_id: uuid.UUID) -> contract.FileView:
+    row = await store.file(conn, file_id)
+    assert row is not None
+    missing = domain.missing_chunks(row["chunks"], await store.received_chunks(conn, file_id))
+    if row["status"] == "complete":
+        missing = []
+    return contract.FileView(
+        id=str(row["id"]), conversation_id=str(row["conversation_id"]), name=row["name"], size=row["size"],
+        sha256=row["sha256"], chunk_size=row["chunk_size"], chunks=row["chunks"], missing=missing,
+        status=row["status"], uploaded_by=row["uploaded_by"], created_at=row["created_at"],
+        completed_at=row["completed_at"],
+    )  # fmt: skip

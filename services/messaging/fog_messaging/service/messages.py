@@ -1,0 +1,206 @@
+"""Sending, editing, deleting and reading messages; the caller's conversations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from fog_messaging import domain, store
+from fog_messaging.domain import Rejected
+from fog_messaging.service.common import (
+    SOURCE,
+    MessagingError,
+    conversation_seen_by,
+    conversation_uuid,
+    locked,
+    member_of,
+    no_conversation,
+    refusal,
+)
+from fog_messaging.views import conversation_view, message_view
+from fog_shared.commands import messaging as contract
+from fog_shared.commands.auth import Principal
+from fog_shared.events.messaging import MessageDeleted, MessageEdited, MessageSent
+from fog_shared.pg import outbox
+
+#: how many of a conversation's latest clocked messages a new one is compared with
+CLOCK_WINDOW = 200
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+async def send(conn: asyncpg.Connection, command: contract.SendCommand, *, now: datetime) -> contract.SendReply:
+    """Store a message as its conversation's next seq; the same client message id again returns it."""
+    me, message = member_of(command.by), command.message
+    try:
+        async with conn.transaction():
+            conversation_id = await _conversation_to_send_to(conn, me, command, now)
+            conv = await locked(conn, conversation_id)  # numbers messages one at a time, without gaps
+            roster = await store.members(conn, conversation_id)
+            if me not in roster:
+                raise no_conversation()
+            existing = await store.message_by_client_id(conn, conversation_id, me, message.client_msg_id)
+            if existing is not None:
+                return contract.SendReply(message=message_view(existing), created=False)
+            stored = await _store_message(conn, conv, me, message, now)
+            event = MessageSent(
+                message_id=str(stored["id"]), conversation_id=str(conversation_id), seq=stored["seq"], sender_id=me,
+                reply_to_seq=message.reply_to_seq, concurrent_with=list(stored["concurrent_with"]),
+                audience=list(roster), sent_at=now,
+            )  # fmt: skip
+            await outbox.record(conn, event, source=SOURCE)
+            await store.append_timeline(conn, list(roster), conversation_id, "message", msg_seq=stored["seq"], now=now)
+    except Rejected as rejected:
+        raise refusal(rejected) from None
+    return contract.SendReply(message=message_view(stored), created=True)
+
+
+async def _store_message(
+    conn: asyncpg.Connection, conv: Any, me: str, message: contract.SendRequest, now: datetime
+) -> asyncpg.Record:
+    domain.check_text(message.text)
+    periods = await store.access(conn, conv["id"], me)
+    readable = domain.readable_up_to(periods, conv["last_seq"])
+    if message.reply_to_seq is not None and not (
+        message.reply_to_seq <= readable and domain.may_read(periods, message.reply_to_seq)
+    ):
+        raise Rejected("invalid_reply_to", f"no message {message.reply_to_seq} to reply to in this conversation")
+    seq = domain.next_seq(conv["last_seq"])
+    clock, concurrent = None, list[int]()
+    if message.clock is not None:
+        clock = domain.check_clock(message.clock, message.device_id)
+        assert message.device_id is not None  # check_clock refuses a clock without one
+        taken, previous = await store.device_history(conn, conv["id"], me, message.device_id)
+        domain.check_device_counter(clock, message.device_id, used_by_another=taken, previous=previous)
+        weight = domain.clock_weight(clock)
+        concurrent = domain.concurrent_with(clock, await store.recent_clocks(conn, conv["id"], CLOCK_WINDOW))
+    else:
+        weight = conv["max_weight"] + 1  # after everything the service has seen so far
+    return await store.insert_message(
+        conn,
+        {
+            "conversation_id": conv["id"], "seq": seq, "id": uuid.uuid4(), "sender_id": me,
+            "client_msg_id": message.client_msg_id, "device_id": message.device_id, "text": message.text,
+            "reply_to_seq": message.reply_to_seq, "clock": clock, "weight": weight, "concurrent_with": concurrent,
+            "sent_at": now,
+        },
+    )  # fmt: skip
+
+
+async def _conversation_to_send_to(
+    conn: asyncpg.Connection, me: str, command: contract.SendCommand, now: datetime
+) -> uuid.UUID:
+    if (command.conversation_id is None) == (command.to is None):
+        raise MessagingError("invalid", "name either the conversation or the recipient")
+    if command.to is None:
+        if command.by.kind == "node":
+            raise MessagingError("forbidden", "a node messages its owner only")
+        assert command.conversation_id is not None
+        return conversation_uuid(command.conversation_id)
+    await _check_direct_recipient(conn, me, command.by, command.to)
+    key = domain.direct_key(me, command.to)
+    existing = await store.direct_conversation_id(conn, key)
+    if existing is not None:
+        return existing
+    return await store.create_direct(conn, key, [me, command.to], now)
+
+
+async def _check_direct_recipient(conn: asyncpg.Connection, me: str, by: Principal, to: str) -> None:
+    if by.kind == "node":
+        owner = await store.node_owner(conn, by.node_id or "")
+        if owner is None or to != owner:
+            raise MessagingError("forbidden", "a node messages its owner only")
+        return
+    if domain.is_node(to):
+        if await store.node_owner(conn, to.removeprefix(domain.NODE_PREFIX)) != me:
+            raise MessagingError("not_found", "no such member")  # only a node's owner talks to it
+        return
+    if not await store.known_users(conn, [to]):
+        raise MessagingError("not_found", "no such user")
+
+
+# -- editing and deleting ---------------------------------------------------------------------
+
+
+async def _readable_message(conn: asyncpg.Connection, me: str, conversation_id: uuid.UUID, seq: int) -> Any:
+    found = await store.message(conn, conversation_id, seq)
+    if found is None or not domain.may_read(await store.access(conn, conversation_id, me), seq):
+        raise MessagingError("not_found", "no such message")
+    return found
+
+
+async def edit(conn: asyncpg.Connection, command: contract.EditCommand, *, now: datetime) -> contract.MessageView:
+    me, conversation_id = member_of(command.by), conversation_uuid(command.conversation_id)
+    try:
+        async with conn.transaction():
+            await locked(conn, conversation_id)
+            if me not in await store.members(conn, conversation_id):
+                raise no_conversation()
+            found = await _readable_message(conn, me, conversation_id, command.seq)
+            domain.check_edit(me, found["sender_id"], found["deleted_at"] is not None)
+            domain.check_text(command.edit.text)
+            edited = await store.edit_message(conn, conversation_id, command.seq, command.edit.text, now)
+            audience = await store.readers(conn, conversation_id, command.seq)
+            event = MessageEdited(message_id=str(found["id"]), conversation_id=str(conversation_id), seq=command.seq,
+                                  sender_id=me, audience=audience, edited_at=now)  # fmt: skip
+            await outbox.record(conn, event, source=SOURCE)
+            await store.append_timeline(conn, audience, conversation_id, "edited", msg_seq=command.seq, now=now)
+    except Rejected as rejected:
+        raise refusal(rejected) from None
+    return message_view(edited)
+
+
+async def delete(conn: asyncpg.Connection, command: contract.MessageCommand, *, now: datetime) -> contract.MessageView:
+    """The text goes; the seq stays as a tombstone. Deleting a deleted message changes nothing."""
+    me, conversation_id = member_of(command.by), conversation_uuid(command.conversation_id)
+    async with conn.transaction():
+        await locked(conn, conversation_id)
+        roster = await store.members(conn, conversation_id)
+        if me not in roster:
+            raise no_conversation()
+        found = await _readable_message(conn, me, conversation_id, command.seq)
+        if not domain.may_delete(me, roster[me], found["sender_id"]):
+            raise MessagingError("forbidden", "only the sender, or a group's owner or admins, delete a message")
+        if found["deleted_at"] is None:
+            await store.delete_message(conn, conversation_id, command.seq, now)
+            audience = await store.readers(conn, conversation_id, command.seq)
+            event = MessageDeleted(message_id=str(found["id"]), conversation_id=str(conversation_id), seq=command.seq,
+                                   deleted_by=me, audience=audience, deleted_at=now)  # fmt: skip
+            await outbox.record(conn, event, source=SOURCE)
+            await store.append_timeline(conn, audience, conversation_id, "deleted", msg_seq=command.seq, now=now)
+        deleted = await store.message(conn, conversation_id, command.seq)
+    assert deleted is not None
+    return message_view(deleted)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+async def list_messages(conn: asyncpg.Connection, query: contract.ListMessagesQuery) -> contract.MessagePage:
+    me, conversation_id = member_of(query.by), conversation_uuid(query.conversation_id)
+    if not await store.access(conn, conversation_id, me):
+        raise no_conversation()
+    rows = await store.list_messages(
+        conn, conversation_id, me, after_seq=query.after_seq, before_seq=query.before_seq, limit=query.limit + 1,
+        causal=query.order == "causal",
+    )  # fmt: skip
+    more, rows = len(rows) > query.limit, rows[: query.limit]
+    if query.order == "seq" and query.before_seq is not None and query.after_seq is None:
+        rows = rows[::-1]  # paged back newest first; pages read oldest first
+    return contract.MessagePage(items=[message_view(r) for r in rows], more=more)
+
+
+async def list_conversations(conn: asyncpg.Connection, query: contract.ByQuery) -> contract.ConversationList:
+    me = member_of(query.by)
+    rows = await store.conversations_of(conn, me)
+    rosters = await store.rosters(conn, [r["id"] for r in rows])
+    items = [conversation_view(r, rosters.get(r["id"], {}), r["last_seq"]) for r in rows]
+    return contract.ConversationList(items=items)
+
+
+async def get_conversation(conn: asyncpg.Connection, query: contract.ConversationQuery) -> contract.ConversationView:
+    me, conversation_id = member_of(query.by), conversation_uuid(query.conversation_id)
+    return await conversation_seen_by(conn, me, conversation_id)

@@ -1,0 +1,460 @@
+"""Requests the messaging service answers, and its replies: BitChat behind ``/v1/conversations``,
+``/v1/groups`` and ``/v1/sync``. See docs/messaging.md.
+
+Members are named by member id: a user's id, or ``node:<node id>`` for a node. The sender of a
+message is always the caller the gateway authenticated (``by``): bodies cannot name one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
+
+from fog_shared.commands.auth import Principal
+from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.subjects import command_subject, query_subject
+
+__all__ = ["ErrorReply", "error"]
+
+SEND = command_subject("messaging", "send")
+EDIT = command_subject("messaging", "edit")
+DELETE = command_subject("messaging", "delete")
+LIST_MESSAGES = query_subject("messaging", "list_messages")
+LIST_CONVERSATIONS = query_subject("messaging", "list_conversations")
+GET_CONVERSATION = query_subject("messaging", "get_conversation")
+CREATE_GROUP = command_subject("messaging", "create_group")
+ADD_MEMBER = command_subject("messaging", "add_member")
+REMOVE_MEMBER = command_subject("messaging", "remove_member")
+SET_ROLE = command_subject("messaging", "set_role")
+TRANSFER = command_subject("messaging", "transfer")
+RECORD_RECEIPT = command_subject("messaging", "record_receipt")
+LIST_RECEIPTS = query_subject("messaging", "list_receipts")
+SYNC = query_subject("messaging", "sync")
+
+#: a message's text, in UTF-8 bytes
+MAX_TEXT_BYTES = 16 * 1024
+MAX_CLOCK_DEVICES = 64
+
+MemberId = Annotated[str, StringConstraints(pattern=r"^(node:)?[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ConversationId = Annotated[str, StringConstraints(max_length=64)]
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+Seq = Annotated[int, Field(ge=1, le=2**53)]
+Counter = Annotated[int, Field(ge=1, le=2**53)]
+SyncToken = Annotated[str, StringConstraints(max_length=32)]
+Kind = Literal["direct", "group"]
+Role = Literal["owner", "admin", "member"]
+ReceiptKind = Literal["delivered", "read"]
+Order = Literal["seq", "causal"]
+
+
+def _text_bounded(text: str) -> str:
+    size = len(text.encode())
+    if size > MAX_TEXT_BYTES:
+        raise ValueError(f"the text is {size} bytes; at most {MAX_TEXT_BYTES}")
+    return text
+
+
+class SendRequest(Strict):
+    """A message as a client sends it (``POST .../messages``)."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_BYTES)
+    #: the client's id for this message: a retry with the same id stores nothing new
+    client_msg_id: ClientMsgId
+    reply_to_seq: Seq | None = None
+    #: the writing device; needed with a clock
+    device_id: DeviceId | None = None
+    #: the device's vector clock when it wrote the message (offline-authored messages)
+    clock: dict[DeviceId, Counter] | None = Field(default=None, max_length=MAX_CLOCK_DEVICES)
+
+    _bounded = field_validator("text")(_text_bounded)
+
+
+class EditRequest(Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_BYTES)
+
+    _bounded = field_validator("text")(_text_bounded)
+
+
+class SendCommand(Strict):
+    by: Principal
+    #: the conversation, or ``to`` for the direct conversation with that member (made on first use)
+    conversation_id: ConversationId | None = None
+    to: MemberId | None = None
+    message: SendRequest
+
+
+class MessageView(Strict):
+    id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    #: None once deleted (the seq stays, as a tombstone)
+    text: str | None
+    client_msg_id: str
+    reply_to_seq: int | None
+    device_id: str | None
+    clock: dict[str, int] | None
+    #: seqs of earlier messages this one's clock shows as concurrent with it
+    concurrent_with: list[int]
+    sent_at: Timestamp
+    edited_at: Timestamp | None
+    deleted_at: Timestamp | None
+
+
+class SendReply(Strict):
+    message: MessageView
+    #: False when the client message id was already used: the first message comes back
+    created: bool
+
+
+class MessageCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    seq: Seq
+
+
+class EditCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    seq: Seq
+    edit: EditRequest
+
+
+class ListMessagesQuery(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    #: only messages after / before these seqs (paging forward / back)
+    after_seq: int | None = Field(default=None, ge=0, le=2**53)
+    before_seq: Seq | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    #: ``seq``: as stored; ``causal``: happened-before first, concurrent ones in a fixed order
+    order: Order = "seq"
+
+
+class MessagePage(Strict):
+    items: list[MessageView]
+    #: more messages in the direction asked
+    more: bool
+
+
+class MemberView(Strict):
+    member_id: str
+    role: Role
+
+
+class ConversationView(Strict):
+    id: str
+    kind: Kind
+    name: str | None
+    #: the newest message seq the caller may read
+    last_seq: int
+    members: list[MemberView]
+    created_at: Timestamp
+
+
+class ConversationList(Strict):
+    items: list[ConversationView]
+
+
+class ConversationQuery(Strict):
+    by: Principal
+    conversation_id: ConversationId
+
+
+class ByQuery(Strict):
+    by: Principal
+
+
+class CreateGroupRequest(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    member_ids: list[MemberId] = Field(default=[], max_length=255)
+
+
+class CreateGroupCommand(Strict):
+    by: Principal
+    group: CreateGroupRequest
+
+
+class AddMemberRequest(Strict):
+    member_id: MemberId
+    role: Literal["admin", "member"] = "member"
+
+
+class AddMemberCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    member: AddMemberRequest
+
+
+class RemoveMemberCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    member_id: MemberId
+
+
+class SetRoleRequest(Strict):
+    role: Literal["admin", "member"]
+
+
+class SetRoleCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    member_id: MemberId
+    change: SetRoleRequest
+
+
+class TransferRequest(Strict):
+    member_id: MemberId
+
+
+class TransferCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    transfer: TransferRequest
+
+
+class ReceiptRequest(Strict):
+    kind: ReceiptKind
+    #: everything up to this seq was delivered / read
+    up_to_seq: Seq
+
+
+class ReceiptCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    receipt: ReceiptRequest
+
+
+class ReceiptView(Strict):
+    member_id: str
+    delivered_seq: int
+    read_seq: int
+
+
+class ReceiptList(Strict):
+    items: list[ReceiptView]
+
+
+class SyncQuery(Strict):
+    by: Principal
+    since: SyncToken | None = None
+    limit: int = Field(default=500, ge=1, le=1000)
+
+
+EntryKind = Literal[
+    "message",
+    "edited",
+    "deleted",
+    "group_created",
+    "member_added",
+    "member_removed",
+    "role_changed",
+    "receipt",
+    "file",
+]
+
+
+class FileSummary(Strict):
+    """A file in a sync entry: fetch it with ``GET /v1/files/{id}/content``."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    uploaded_by: str
+
+
+class MemberChange(Strict):
+    member_id: str
+    role: Role | None
+    by: str
+
+
+class SyncEntry(Strict):
+    """One change in the caller's timeline; ``position`` orders them across conversations."""
+
+    position: int
+    conversation_id: str
+    kind: EntryKind
+    #: the message as it is now (message, edited, deleted)
+    message: MessageView | None = None
+    member: MemberChange | None = None
+    receipt: ReceiptView | None = None
+    file: FileSummary | None = None
+    at: Timestamp
+
+
+class Gap(Strict):
+    """Changes after ``since`` and up to ``until`` are not in this sync: too many, or past retention.
+    Page back through ``GET /v1/conversations/{id}/messages?before_seq=`` for what is still kept."""
+
+    since: str
+    until: str
+
+
+class SyncReply(Strict):
+    entries: list[SyncEntry]
+    #: the token for the next sync
+    next: str
+    #: True when changes were left out (see ``gap``): never a silent skip
+    limited: bool
+    gap: Gap | None = None
+    #: more entries wait: sync again with ``next`` at once
+    more: bool
+
+
+# -- the key directory (end-to-end encryption) -----------------------------------------------
+
+PUBLISH_KEYS = command_subject("messaging", "publish_keys")
+USER_KEYS = query_subject("messaging", "user_keys")
+CLAIM_PREKEY = command_subject("messaging", "claim_prekey")
+MAX_PREKEYS_PER_UPLOAD = 100
+
+
+def _x25519_public(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a public key is standard base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"an X25519 public key is 32 bytes, not {len(raw)}")
+    return value
+
+
+#: an X25519 public key: 32 bytes, standard base64 with padding (44 characters)
+PublicKey = Annotated[str, StringConstraints(min_length=44, max_length=44), AfterValidator(_x25519_public)]
+
+
+class Prekey(Strict):
+    key_id: int = Field(ge=0, le=2**31 - 1)
+    public_key: PublicKey
+
+
+class DeviceKeysUpload(Strict):
+    """A device's identity key and a batch of one-time prekeys (``PUT /v1/keys/devices/{id}``).
+
+    The same identity key again adds the prekeys; another identity key replaces the device (its
+    unclaimed prekeys go)."""
+
+    identity_key: PublicKey
+    prekeys: list[Prekey] = Field(default=[], max_length=MAX_PREKEYS_PER_UPLOAD)
+
+
+class PublishKeysCommand(Strict):
+    by: Principal
+    device_id: DeviceId
+    keys: DeviceKeysUpload
+
+
+class DeviceKeys(Strict):
+    device_id: str
+    identity_key: str
+    #: one-time prekeys not yet claimed
+    prekeys_left: int
+    updated_at: Timestamp
+
+
+class UserKeys(Strict):
+    user_id: str
+    devices: list[DeviceKeys]
+
+
+class UserKeysQuery(Strict):
+    by: Principal
+    user_id: MemberId
+
+
+class ClaimPrekeyCommand(Strict):
+    by: Principal
+    user_id: MemberId
+    device_id: DeviceId
+
+
+class ClaimedPrekey(Strict):
+    """What a sender needs to open a session with one device: its identity key and one prekey,
+    never handed out twice (None when the device has none left: use the identity key alone)."""
+
+    user_id: str
+    device_id: str
+    identity_key: str
+    prekey: Prekey | None
+
+
+# -- files ------------------------------------------------------------------------------------
+
+START_UPLOAD = command_subject("messaging", "start_upload")
+PUT_CHUNK = command_subject("messaging", "put_chunk")
+COMPLETE_UPLOAD = command_subject("messaging", "complete_upload")
+GET_FILE = query_subject("messaging", "get_file")
+READ_CHUNK = query_subject("messaging", "read_chunk")
+
+#: files are sent in chunks of this size (the last one may be shorter)
+CHUNK_BYTES = 512 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_CHUNKS = MAX_FILE_BYTES // CHUNK_BYTES
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+FileId = Annotated[str, StringConstraints(max_length=64)]
+ChunkIndex = Annotated[int, Field(ge=0, lt=MAX_CHUNKS)]
+FileStatus = Literal["uploading", "complete"]
+
+
+class FileUploadRequest(Strict):
+    """A file about to be sent in chunks (``POST /v1/conversations/{id}/files``)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=1, le=MAX_FILE_BYTES)
+    #: of the whole file, lower-case hex: checked when the last chunk is in
+    sha256: Sha256Hex
+
+
+class StartUploadCommand(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    upload: FileUploadRequest
+
+
+class FileView(Strict):
+    id: str
+    conversation_id: str
+    name: str
+    size: int
+    sha256: str
+    chunk_size: int
+    chunks: int
+    #: chunks not received yet: after a dropped connection, send only these
+    missing: list[int]
+    status: FileStatus
+    uploaded_by: str
+    created_at: Timestamp
+    completed_at: Timestamp | None
+
+
+class ChunkCommand(Strict):
+    by: Principal
+    file_id: FileId
+    index: ChunkIndex
+    #: of this chunk, lower-case hex: a chunk that does not match is refused
+    sha256: Sha256Hex
+    #: the chunk's bytes, base64
+    data: str = Field(max_length=(CHUNK_BYTES // 3 + 1) * 4)
+
+
+class FileQuery(Strict):
+    by: Principal
+    file_id: FileId
+
+
+class ReadChunkQuery(Strict):
+    by: Principal
+    file_id: FileId
+    index: ChunkIndex
+
+
+class ChunkData(Strict):
+    index: int
+    #: base64
+    data: str
