@@ -59,6 +59,7 @@ bench: setup ## Benchmarks; figures go to docs/performance.md
 	$(BIN)/python bench/gateway_auth.py
 	$(BIN)/python bench/node_heartbeats.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/messaging.py
 
 clean: ## Remove the venv and the dev stack's data
 	rm -rf $(VENV) .fog
