@@ -36,14 +36,19 @@ a delivery is matched to it even when its frame arrives before the POST's answer
 * **lost**: accepted messages that did not reach every recipient by the end of the drain, and
   the deliveries missing; **dup**: a recipient receiving the same message more than once;
 * **latency**: per delivery, from just before the POST to the arrival of the live frame that
-  carried it (after the frame is read, before it is parsed); p50, p99 and max;
+  carried it (after the frame is read, before it is parsed); p50, p99 and max; and, for
+  comparison, each accepted POST's own time to its answer;
 * **CPU**: user + system time of each process, read at the window's start and when the drain
-  ends, in cores (Postgres with its backends); "other" is what the rest of the machine used.
+  ends, in cores (Postgres with its backends); "other" is what the rest of the machine used;
+* **messaging's handlers**: from the service's own FastStream counters (``/metrics``), read at
+  the same moments, the ``send`` and ``sync`` requests it finished and the time spent in them.
+  Each subscriber handles one request at a time, so a handler busy for nearly all of the phase's
+  time is where the path queues.
 
 The target (≥ 5,000 messages/s delivered with p99 ≤ 50 ms) is judged per rate on deliveries/s
 (for a direct conversation a delivery is a message), with nothing lost or duplicated.
 Usage: ``python bench/messaging.py [--clients 50] [--groups 2] [--group-size 8]
-[--rates 250,500,1000,2000,5000] [--seconds 10] [--warmup 5] [--drain 15] [--max-in-flight 64]``.
+[--rates 50,100,250,500,1000,2000,5000] [--seconds 10] [--warmup 5] [--drain 15] [--max-in-flight 64]``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import gc
 import json
 import os
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -69,6 +75,7 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from fog_shared.commands import messaging as contract
 from fog_shared.devservers import free_port
 from fogctl.devstack import DevStack
 
@@ -132,6 +139,28 @@ def _cpu_seconds(process: psutil.Process, with_children: bool) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+# -- the messaging service's own view --------------------------------------------------------
+
+#: FastStream's Prometheus counters per subscriber (the subject is one of the labels)
+_METRIC = re.compile(r"^(fog_received_processed_messages_(?:total|duration_seconds_sum))\{([^}]*)\} ([0-9.e+-]+)$")
+#: the messaging handlers whose work is reported: a send, and the sync every live stream asks
+HANDLERS = {"send": contract.SEND, "sync": contract.SYNC}
+
+
+async def handler_counters(http: httpx.AsyncClient, messaging_url: str) -> dict[str, float]:
+    """Requests each reported handler has finished, and the seconds spent in them, so far."""
+    counters: dict[str, float] = {}
+    for line in (await http.get(f"{messaging_url}/metrics")).text.splitlines():
+        match = _METRIC.match(line)
+        if match is None:
+            continue
+        for name, subject in HANDLERS.items():
+            if f'"{subject}"' in match[2]:
+                key = f"{name} {'seconds' if match[1].endswith('_sum') else 'handled'}"
+                counters[key] = counters.get(key, 0.0) + float(match[3])
+    return counters
 
 
 # -- users and conversations -----------------------------------------------------------------
@@ -252,7 +281,11 @@ class Phase:
     complete: int = 0
     last_delivery: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    #: per accepted send, from just before the POST to its answer
+    answers_ms: list[float] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
+    #: messaging's handlers over the same time: requests handled and seconds spent (``handler_counters``)
+    handlers: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     lost_messages: int = 0
     #: sends still waiting for their answer, and the moment everything expected has arrived
@@ -349,6 +382,7 @@ async def listen(ws_url: str, user: User, ledger: Ledger, closed: Counter[str]) 
 @dataclass
 class Load:
     http: httpx.AsyncClient
+    messaging_url: str
     users: list[User]
     ledger: Ledger
     #: (sender, conversation) in the order the pacing task visits them
@@ -360,13 +394,14 @@ class Load:
     async def run_phase(self, phase: Phase, cpu: CpuMeter, drain_s: float) -> None:
         """Offer ``phase.rate`` for ``phase.seconds``, then drain; CPU is read around both."""
         await refresh_tokens(self.http, self.users)
-        cpu_before = cpu.sample()
+        handlers_before, cpu_before = await handler_counters(self.http, self.messaging_url), cpu.sample()
         await self._offer(phase)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(phase.settled.wait(), drain_s)
         phase.elapsed_s, phase.closed = time.perf_counter() - phase.started, True
-        cpu_after = cpu.sample()
+        cpu_after, handlers_after = cpu.sample(), await handler_counters(self.http, self.messaging_url)
         phase.cpu_s = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        phase.handlers = {k: v - handlers_before.get(k, 0.0) for k, v in handlers_after.items()}
         phase.lost_messages = sum(
             1
             for s in self.ledger.sent.values()
@@ -413,6 +448,7 @@ class Load:
             )
             phase.statuses[str(response.status_code)] += 1
             if response.status_code == 201:
+                phase.answers_ms.append((time.perf_counter() - sent.at) * 1000)
                 self.ledger.accepted(sent)
         except httpx.HTTPError as exc:
             phase.statuses[f"error:{type(exc).__name__}"] += 1
@@ -443,8 +479,9 @@ class Run:
     setup_s: float = 0.0
 
 
-async def run(gateway_url: str, args: argparse.Namespace, rates: list[float], cpu: CpuMeter, result: Run) -> None:
+async def run(urls: dict[str, str], args: argparse.Namespace, rates: list[float], cpu: CpuMeter, result: Run) -> None:
     limits = httpx.Limits(max_connections=args.max_in_flight + 4, max_keepalive_connections=None)
+    gateway_url = urls["gateway"]
     async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=30.0) as http:
         started = time.monotonic()
         users = await sign_up(http, args.clients)
@@ -461,8 +498,8 @@ async def run(gateway_url: str, args: argparse.Namespace, rates: list[float], cp
         # otherwise pause every stream at once (see bench/node_heartbeats.py).
         gc.collect()
         gc.freeze()
-        load = Load(http, users, result.ledger, sender_slots(result.conversations), args.max_in_flight,
-                    "x" * args.text_bytes)  # fmt: skip
+        slots = sender_slots(result.conversations)
+        load = Load(http, urls["messaging"], users, result.ledger, slots, args.max_in_flight, "x" * args.text_bytes)
         try:
             phases = [Phase("warm-up", min(rates), args.warmup)] if args.warmup > 0 else []
             phases += [Phase(f"{rate:g}/s", rate, args.seconds) for rate in rates]
@@ -487,19 +524,20 @@ def _ms(value: float | None) -> str:
 
 HEADER = (
     f"{'offered':>9} {'sent/s':>7} {'deliv/s':>8} {'msgs/s':>7} {'lost':>9} {'dup':>4} "
-    f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lag ms':>7} {'unsent':>6}  answers"
+    f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'POST p50/p99':>12} {'lag ms':>7} {'unsent':>6}  answers"
 )
 
 
 def row(p: Phase) -> str:
-    lat = sorted(p.latencies_ms)
+    lat, answered = sorted(p.latencies_ms), sorted(p.answers_ms)
+    post = f"{_ms(percentile(answered, 0.5))}/{_ms(percentile(answered, 0.99))}"
     span = max(p.seconds, (p.last_delivery - p.started) if p.last_delivery else 0.0)
     answers = ", ".join(f"{status}: {n}" for status, n in sorted(p.statuses.items()))
     lost = f"{p.lost_messages}/{p.expected - p.delivered}"
     return (
         f"{p.name:>9} {p.accepted / p.seconds:7.0f} {p.delivered / span:8.0f} {p.complete / span:7.0f} "
         f"{lost:>9} {p.duplicates:4} {_ms(percentile(lat, 0.5)):>7} {_ms(percentile(lat, 0.99)):>7} "
-        f"{_ms(lat[-1] if lat else None):>7} {1000 * p.max_lag_s:7.0f} {p.not_sent:6}  {answers}"
+        f"{_ms(lat[-1] if lat else None):>7} {post:>12} {1000 * p.max_lag_s:7.0f} {p.not_sent:6}  {answers}"
     )
 
 
@@ -510,7 +548,10 @@ def report(result: Run, args: argparse.Namespace) -> None:
         f"{args.groups} groups of {args.group_size}; every member a sender; {args.seconds:g} s per rate, "
         f"at most {args.max_in_flight} sends in flight, drain up to {args.drain:g} s"
     )
-    print("lost: messages not delivered to every recipient / deliveries missing; lag: latest send start")
+    print(
+        "lost: messages not delivered to every recipient / deliveries missing; POST: its answer, ms; "
+        "lag: the latest send's start behind schedule; unsent: due but never started"
+    )
     print(HEADER)
     for phase in result.phases:
         print(row(phase))
@@ -523,6 +564,14 @@ def report(result: Run, args: argparse.Namespace) -> None:
             f"{1000 * p.cpu_s.get(name, 0.0) / max(1, p.accepted):9.2f}" for name in ("gateway", "messaging")
         )
         print(f"{p.name:>9} " + " ".join(f"{used / p.elapsed_s:9.2f}" for used in shares) + f" {per_message}")
+    print("\nmessaging's handlers (each takes one request at a time): requests, mean ms, share of the phase busy")
+    for p in result.phases:
+        cells = []
+        for name in HANDLERS:
+            handled, seconds = p.handlers.get(f"{name} handled", 0.0), p.handlers.get(f"{name} seconds", 0.0)
+            mean = 1000 * seconds / handled if handled else 0.0
+            cells.append(f"{name} {handled:7.0f} {mean:6.2f} ms {100 * seconds / p.elapsed_s:4.0f} %")
+        print(f"{p.name:>9}   " + "   ".join(cells))
     echoes = sum(p.echoes for p in result.phases)
     ledger = result.ledger
     print(f"\nsenders' own copies on their streams: {echoes}; deliveries after their drain: {ledger.late}")
@@ -556,7 +605,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="users, each with one live WebSocket")
     parser.add_argument("--groups", type=int, default=2, help="groups; the other users talk in direct pairs")
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--rates", default="250,500,1000,2000,5000", help="offered messages/s, one window each")
+    parser.add_argument("--rates", default="50,100,250,500,1000,2000,5000", help="offered messages/s, one window each")
     parser.add_argument("--seconds", type=float, default=10.0, help="the measured window per rate")
     parser.add_argument("--warmup", type=float, default=5.0, help="at the lowest rate, not reported")
     parser.add_argument("--drain", type=float, default=15.0, help="the longest wait for deliveries after a window")
@@ -572,7 +621,8 @@ def main() -> None:
             stack.wait_ready(120)
             pids = {p.name: p.pid for p in state.processes} | {"client": os.getpid()}
             cpu = CpuMeter({name: pids[name] for name in MEASURED})
-            asyncio.run(run(state.gateway_url, args, rates, cpu, result))
+            urls = {p.name: p.url for p in state.processes} | {"gateway": state.gateway_url}
+            asyncio.run(run(urls, args, rates, cpu, result))
         except BaseException:
             for log in sorted(stack.logs.glob("*.log")):  # the data dir goes with the stack: show why first
                 print(f"--- {log.name}, last lines:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
