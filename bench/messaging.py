@@ -320,14 +320,18 @@ class Ledger:
         self.unmatched = 0
         #: frames that said changes were left out (``limited``)
         self.limited_frames = 0
-        #: deliveries that arrived after their phase's drain had ended
+        #: deliveries, and POST answers, that arrived after their phase's drain had ended
         self.late = 0
+        self.late_answers = 0
 
     def sending(self, client_msg_id: str, sent: Sent) -> None:
         self.sent[client_msg_id] = sent
 
     def accepted(self, sent: Sent) -> None:
         phase = sent.phase
+        if phase.closed:  # the phase's figures are final: a send that slow is only counted apart
+            self.late_answers += 1
+            return
         sent.accepted = True
         phase.accepted += 1
         phase.expected += sent.recipients
@@ -402,6 +406,8 @@ class Load:
         cpu_after, handlers_after = cpu.sample(), await handler_counters(self.http, self.messaging_url)
         phase.cpu_s = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
         phase.handlers = {k: v - handlers_before.get(k, 0.0) for k, v in handlers_after.items()}
+        # Sends still unanswered would land in the next phase: let them end first (30 s timeout).
+        await asyncio.gather(*self.sends, return_exceptions=True)
         phase.lost_messages = sum(
             1
             for s in self.ledger.sent.values()
@@ -574,7 +580,10 @@ def report(result: Run, args: argparse.Namespace) -> None:
         print(f"{p.name:>9}   " + "   ".join(cells))
     echoes = sum(p.echoes for p in result.phases)
     ledger = result.ledger
-    print(f"\nsenders' own copies on their streams: {echoes}; deliveries after their drain: {ledger.late}")
+    print(
+        f"\nsenders' own copies on their streams: {echoes}; after their drain: {ledger.late} deliveries, "
+        f"{ledger.late_answers} POST answers"
+    )
     print(
         f"message entries not sent by this run: {ledger.unmatched}; frames with changes left out "
         f"(limited): {ledger.limited_frames}; streams that ended: {dict(result.closed) or 0}"
