@@ -21,14 +21,16 @@ Then, from this process:
    most ``--max-in-flight`` HTTP requests outstanding. A send due while that many are in flight
    waits for a slot (its lag behind schedule is reported); sends not started by the end of the
    window are counted as not sent. Each send is ``POST /v1/conversations/{id}/messages`` with a
-   fresh ``client_msg_id``, through one shared ``httpx.AsyncClient``.
+   fresh ``client_msg_id``, through one shared ``httpx.AsyncClient``; a send whose connection
+   fails is sent once more with the same ``client_msg_id`` (the API stores it once).
 5. **drain**: after the window, until every accepted message has reached every other member of
    its conversation or ``--drain`` seconds have passed.
 
 Each message's send time (just before its POST) is kept by ``client_msg_id`` in this process, so
 a delivery is matched to it even when its frame arrives before the POST's answer. Figures per rate:
 
-* **sent/s**: messages the API accepted (201) over the window;
+* **sent/s**: messages the API accepted (201, or 200 for a retry whose first attempt was
+  stored) over the window;
 * **deliveries/s**: (message, recipient) pairs received, a recipient being a member other than
   the sender (the sender's own copy on its stream is counted apart, as "echoes"), over the time
   from the window's start to the last delivery; **msgs delivered/s**: messages that reached every
@@ -448,12 +450,18 @@ class Load:
         sent = Sent(phase, sender, len(conversation.members) - 1, time.perf_counter())
         self.ledger.sending(client_msg_id, sent)
         body = {"text": self.text, "client_msg_id": client_msg_id}
+        path, headers = f"/v1/conversations/{conversation.id}/messages", self.users[sender].bearer
         try:
-            response = await self.http.post(
-                f"/v1/conversations/{conversation.id}/messages", json=body, headers=self.users[sender].bearer
-            )
+            try:
+                response = await self.http.post(path, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                # A kept-alive connection the gateway closed as it was reused (uvicorn closes idle
+                # ones after 5 s): sent again with the same client_msg_id, as clients do, which
+                # stores nothing twice (200 says the first attempt was stored).
+                phase.statuses[f"retried after {type(exc).__name__}"] += 1
+                response = await self.http.post(path, json=body, headers=headers)
             phase.statuses[str(response.status_code)] += 1
-            if response.status_code == 201:
+            if response.status_code in (200, 201):
                 phase.answers_ms.append((time.perf_counter() - sent.at) * 1000)
                 self.ledger.accepted(sent)
         except httpx.HTTPError as exc:
