@@ -33,7 +33,7 @@ a delivery is matched to it even when its frame arrives before the POST's answer
   stored) over the window;
 * **deliveries/s**: (message, recipient) pairs received, a recipient being a member other than
   the sender (the sender's own copy on its stream is counted apart, as "echoes"), over the time
-  from the window's start to the last delivery; **msgs delivered/s**: messages that reached every
+  from the window's start to the last delivery; **msgs/s**: messages that reached every
   recipient, over the same time;
 * **lost**: accepted messages that did not reach every recipient by the end of the drain, and
   the deliveries missing; **dup**: a recipient receiving the same message more than once;
@@ -50,7 +50,8 @@ a delivery is matched to it even when its frame arrives before the POST's answer
 The target (≥ 5,000 messages/s delivered with p99 ≤ 50 ms) is judged per rate on deliveries/s
 (for a direct conversation a delivery is a message), with nothing lost or duplicated.
 Usage: ``python bench/messaging.py [--clients 50] [--groups 2] [--group-size 8]
-[--rates 50,100,250,500,1000,2000,5000] [--seconds 10] [--warmup 5] [--drain 15] [--max-in-flight 64]``.
+[--rates 50,100,250,500,1000,2000,5000] [--seconds 10] [--warmup 5] [--drain 15] [--max-in-flight 64]
+[--text-bytes 64]``.
 """
 
 from __future__ import annotations
