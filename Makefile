@@ -73,6 +73,7 @@ bench: setup ## Benchmarks; figures go to docs/performance.md
 	$(BIN)/python bench/gateway_auth.py
 	$(BIN)/python bench/node_heartbeats.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/messaging.py
 
 images: ## Build the platform and agent images (docker)
 	$(DOCKER) build -f deploy/docker/Dockerfile --target platform -t fog:kind .
