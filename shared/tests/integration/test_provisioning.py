@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
-from fog_shared.bus.topology import CONSUMERS, STREAMS
+from fog_shared.bus.topology import CONSUMERS, OBJECT_STORES, STREAMS
 from fog_shared.pg.roles import ServiceDatabase
 from fog_shared.provisioning import (
     DATABASE_SERVICES,
@@ -26,7 +26,8 @@ async def test_streams_provisions_every_stream_and_consumer_and_can_run_again(
 ) -> None:
     for _ in range(2):  # a Job may run twice (a retried pod): the second run changes nothing
         await provision_streams(fog_servers.nats_url, replicas=1)
-    assert {info.config.name for info in await jetstream.streams_info()} == {s.name for s in STREAMS}
+    object_stores = {f"OBJ_{bucket}" for bucket in OBJECT_STORES}  # each object store is a stream too
+    assert {info.config.name for info in await jetstream.streams_info()} == {s.name for s in STREAMS} | object_stores
     for spec in CONSUMERS:
         info = await jetstream.consumer_info(spec.stream, spec.durable)
         assert info.config.filter_subjects == list(spec.filter_subjects)
