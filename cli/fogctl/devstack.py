@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ import asyncpg
 import nats
 
 from fog_client import ApiError, FogClient
+from fog_shared.bus.permissions import PROVISIONER, Permissions, all_permissions, password_variable
+from fog_shared.bus.permissions import render as render_nats_users
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
 from fog_shared.devservers import NatsServer, PostgresServer, port_or_free
@@ -36,6 +39,11 @@ from fog_shared.pg.roles import ServiceDatabase, ensure_database, provision_serv
 DATABASE = "fog"
 DB_SERVICES = ("auth", "registry", "scheduler", "messaging")
 SERVICES = (*DB_SERVICES, "gateway")
+#: the developer's own NATS user on the dev stack: every subject. Connections without credentials
+#: (the plain ``nats_url`` of ``fogctl dev status``) act as it; each service logs in as its own
+#: user, with the permissions Kubernetes gives it (``fog_shared.bus.permissions``).
+DEV_NATS_USER = "dev"
+NATS_USERS = (*SERVICES, PROVISIONER, DEV_NATS_USER)
 #: ports tried first; taken ones are replaced by free ones (a NATS or Postgres may already run)
 DEFAULT_PORTS = {"nats": 14222, "nats-monitor": 18222, "postgres": 15432, "gateway": 8080,
                  "auth": 18081, "registry": 18082, "scheduler": 18083, "messaging": 18084}  # fmt: skip
@@ -62,6 +70,8 @@ class StackState:
     admin_credentials: str = ""
     #: everything started, the agents joined and fogctl logged in: the stack is usable
     up: bool = False
+    #: the NATS server's monitoring endpoint (``/connz?auth=true`` shows who is logged in as whom)
+    nats_monitor_url: str = ""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -100,6 +110,39 @@ def _service_secrets() -> dict[str, str]:
     values = {svc: secrets.token_urlsafe(24) for svc in DB_SERVICES}
     values |= {f"{svc}_owner": secrets.token_urlsafe(24) for svc in DB_SERVICES}
     return values | {SIGNING_KEY_PASSPHRASE: secrets.token_urlsafe(24)}
+
+
+def _add_secrets(path: Path, values: dict[str, str]) -> None:
+    """Secrets added to a data dir's file (one from before they existed), still owner-only."""
+    stored: dict[str, str] = json.loads(path.read_text())
+    fresh = path.with_suffix(".new")
+    fresh.unlink(missing_ok=True)
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(stored | values, out, indent=2)
+    fresh.replace(path)
+
+
+def nats_users_config() -> str:
+    """The ``authorization`` block of the dev stack's NATS server: the services' users as on
+    Kubernetes, plus the developer's, which anonymous connections get."""
+    dev = Permissions(DEV_NATS_USER, (">",), (">",))
+    return render_nats_users([*all_permissions(), dev]) + f"no_auth_user: {DEV_NATS_USER}\n"
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment meanwhile (a child started now inherits them)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _first_admin() -> dict[str, str]:
@@ -143,6 +186,21 @@ class DevStack:
         """The first admin's e-mail and password, generated on the first start of this data dir."""
         return _secret_file(self.admin_file, _first_admin)
 
+    def nats_passwords(self) -> dict[str, str]:
+        """Each NATS user's password, made on the first start that needed it."""
+        stored = self.secrets()
+        missing = {f"nats_{user}": secrets.token_hex(16) for user in NATS_USERS if f"nats_{user}" not in stored}
+        if missing:
+            _add_secrets(self.dir / "secrets.json", missing)
+        return {user: (stored | missing)[f"nats_{user}"] for user in NATS_USERS}
+
+    def nats_url_of(self, user: str, nats_url: str) -> str:
+        """How ``user`` connects: with its credentials to the stack's own server; as given to one
+        the developer runs (``FOG_NATS_URL``), whose users are the developer's business."""
+        if self.nats_server is None:
+            return nats_url
+        return f"nats://{user}:{self.nats_passwords()[user]}@{nats_url.removeprefix('nats://')}"
+
     def provider(self) -> dict[str, str]:
         """The dev provider account that owns the local agents' nodes."""
         return _secret_file(self.dir / "provider-credentials.json", _dev_provider)
@@ -158,9 +216,12 @@ class DevStack:
                 self.dir / "nats",
                 port=port_or_free(DEFAULT_PORTS["nats"]),
                 monitor_port=port_or_free(DEFAULT_PORTS["nats-monitor"]),
+                extra_config=nats_users_config(),
             )
             self.nats_server.data_dir.mkdir(exist_ok=True)
-            self.nats_server.start()
+            # The server resolves each user's $NATS_PASSWORD_<USER> from its environment.
+            with _environment({password_variable(u): p for u, p in self.nats_passwords().items()}):
+                self.nats_server.start()
             nats_url = self.nats_server.url
         admin_dsn = os.environ.get("FOG_DATABASE_URL")
         if not admin_dsn:
@@ -188,7 +249,7 @@ class DevStack:
                 await provision_service(admin, DATABASE, dbs[svc])
         finally:
             await admin.close()
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(self.nats_url_of(PROVISIONER, nats_url))
         try:
             await provision(nc.jetstream(), Topology())
         finally:
@@ -201,7 +262,8 @@ class DevStack:
     ) -> dict[str, str]:
         prefix = f"FOG_{svc.upper()}_"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FOG_")}
-        env |= {f"{prefix}NATS_URL": nats_url, f"{prefix}HTTP_PORT": str(port), f"{prefix}HTTP_HOST": "127.0.0.1"}
+        env |= {f"{prefix}NATS_URL": self.nats_url_of(svc, nats_url), f"{prefix}HTTP_PORT": str(port),
+                f"{prefix}HTTP_HOST": "127.0.0.1"}  # fmt: skip
         if svc == "registry":
             env[f"{prefix}HEARTBEAT_INTERVAL_S"] = str(self.heartbeat_interval_s)
         if svc == "gateway":
@@ -248,6 +310,8 @@ class DevStack:
             os.getpid(), str(self.dir), nats_url, _redact(admin_dsn), f"http://127.0.0.1:{ports['gateway']}",
             admin_credentials=str(self.admin_file),
         )  # fmt: skip
+        if self.nats_server is not None:
+            state.nats_monitor_url = f"http://127.0.0.1:{self.nats_server.monitor_port}"
         for svc in SERVICES:
             child = self.spawn(svc, envs[svc])
             state.processes.append(

@@ -88,6 +88,39 @@ async def test_services_answer_over_nats_and_consume_events(stack: dict[str, Any
         await conn.close()
 
 
+async def test_each_service_is_its_own_nats_user_refused_the_rest(stack: dict[str, Any]) -> None:
+    """The NATS permission model of the Kubernetes deployment, on the dev stack: a service's user
+    may not publish another service's events nor administer streams."""
+    state = await wait_until(lambda: all_ready(stack["dir"]), timeout=60, interval=0.5, what="the whole stack ready")
+    async with httpx.AsyncClient() as http:
+        connz = (await http.get(f"{state['nats_monitor_url']}/connz", params={"auth": "true"})).json()
+    logged_in = {c.get("authorized_user") for c in connz["connections"]}
+    assert set(SERVICES) <= logged_in, "every service connects as its own user"
+
+    secrets = json.loads(await asyncio.to_thread((stack["dir"] / "secrets.json").read_text))
+    refusals: list[str] = []
+
+    async def record(exc: Exception) -> None:
+        refusals.append(str(exc).lower())
+
+    host = state["nats_url"].removeprefix("nats://")
+    registry = await nats.connect(
+        f"nats://registry:{secrets['nats_registry']}@{host}", error_cb=record, allow_reconnect=False
+    )
+    try:
+        await registry.publish("fog.evt.auth.user.registered.v1", b"{}")
+        with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+            await registry.jetstream(timeout=1).add_stream(name="ROGUE", subjects=["rogue.>"])
+
+        async def refused(subject: str) -> bool:
+            return any("permissions violation" in r and subject in r for r in refusals)
+
+        await wait_until(lambda: refused("fog.evt.auth.user.registered.v1"), what="another service's event refused")
+        await wait_until(lambda: refused("$js.api.stream.create.rogue"), what="stream administration refused")
+    finally:
+        await registry.close()
+
+
 async def test_down_stops_every_process(stack: dict[str, Any]) -> None:
     state = await wait_until(lambda: all_ready(stack["dir"]), timeout=60, interval=0.5, what="the whole stack ready")
     assert (await fogctl("dev", "down", "--dir", str(stack["dir"])))[0] == 0
