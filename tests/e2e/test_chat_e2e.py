@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from devstack_driver import RunningStack, fogctl
+from devstack_driver import RunningStack, fogctl, open_stack
 
 from fog_client import ApiError, FogClient, Message
 from fog_shared.testing.waiting import wait_until
@@ -20,7 +20,7 @@ PASSWORD = "a long and unguessable password"
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = RunningStack(tmp_path_factory.mktemp("chat-e2e"))
+    stack = open_stack(tmp_path_factory.mktemp("chat-e2e"))
     try:
         yield stack
     finally:
