@@ -346,7 +346,8 @@ async def record_for_job(
     as a node going down), so that a trace of the submit request reaches the job's last event.
     """
     event_id = str(uuid.uuid4())
-    correlation, previous = await store.advance_chain(conn, job_id, event_id)
+    chains = await store.advance_chains(conn, {job_id: event_id})
+    correlation, previous = chains.get(job_id, (None, None))
     cause = caused_by.id if caused_by is not None else previous
     return await outbox.record(
         conn, event, source=SOURCE, correlation_id=correlation, causation_id=cause, event_id=event_id

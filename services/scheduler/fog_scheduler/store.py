@@ -31,20 +31,11 @@ async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]])
     )  # fmt: skip
 
 
-async def advance_chain(conn: asyncpg.Connection, job_id: uuid.UUID, event_id: str) -> tuple[str | None, str | None]:
-    """Make ``event_id`` the job's latest event; (correlation id, the event it follows from)."""
-    row = await conn.fetchrow(
-        "UPDATE jobs SET last_event_id = $2 FROM jobs AS before WHERE jobs.id = $1 AND before.id = $1"
-        " RETURNING jobs.correlation_id, before.last_event_id",
-        job_id, event_id,
-    )  # fmt: skip
-    return (row["correlation_id"], row["last_event_id"]) if row else (None, None)
-
-
 async def advance_chains(
     conn: asyncpg.Connection, latest: dict[uuid.UUID, str]
 ) -> dict[uuid.UUID, tuple[str | None, str | None]]:
-    """:func:`advance_chain` for many jobs: ``latest`` maps each to its new latest event id."""
+    """Make each job's new latest event the one ``latest`` maps it to; for each job, (its
+    correlation id, the event the new one follows from)."""
     rows = await conn.fetch(
         "UPDATE jobs SET last_event_id = r.event_id FROM unnest($1::uuid[], $2::text[]) AS r(id, event_id)"
         " JOIN jobs AS before ON before.id = r.id WHERE jobs.id = r.id"
