@@ -14,6 +14,7 @@ from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
 from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
 from fog_gateway.security import Verifier
+from fog_gateway.sync_batches import SyncBatcher
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
 
@@ -67,7 +68,9 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.after_start(follow_chat)
     for module in (conversations, groups, keys, files):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
-    api.include_router(sync.build_router(calls, authz, chat_waiters), responses=problems.COMMON_ERRORS)
+    syncs = SyncBatcher(calls)
+    runtime.in_background("sync-batches", syncs.run)
+    api.include_router(sync.build_router(authz, chat_waiters, syncs), responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
     api.add_middleware(
         SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)

@@ -9,9 +9,16 @@ from pydantic import BaseModel
 
 from fog_gateway.problems import Problem, status_for
 from fog_shared.bus.rpc import request
-from fog_shared.commands.common import refusal_in
+from fog_shared.commands.common import ErrorReply, refusal_in
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def problem_for(refusal: ErrorReply) -> Problem:
+    """A service's refusal as the problem+json answer it becomes."""
+    headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
+    title = refusal.code.replace("_", " ").capitalize()
+    return Problem(status_for(refusal.code), title, refusal.detail, code=refusal.code, headers=headers)
 
 
 class ServiceCalls:
@@ -25,9 +32,7 @@ class ServiceCalls:
         reply = await request(self.broker, subject, body, timeout=timeout_s or self.timeout_s)
         refusal = refusal_in(reply)
         if refusal is not None:
-            headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
-            title = refusal.code.replace("_", " ").capitalize()
-            raise Problem(status_for(refusal.code), title, refusal.detail, code=refusal.code, headers=headers)
+            raise problem_for(refusal)
         return reply
 
     async def ask_for(self, subject: str, body: BaseModel | dict[str, Any], reply: type[M]) -> M:

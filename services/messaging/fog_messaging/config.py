@@ -20,3 +20,6 @@ class Settings(CommonSettings):
     timeline_prune_every_s: float = 3600.0
     #: a sync that missed more entries than this jumps to the newest ones and says ``limited``
     sync_catch_up_max: int = 10_000
+    #: the most sends one transaction commits together (group commit); also how many sends
+    #: this process takes in at once
+    send_batch_max: int = 64

@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from nats.js.object_store import ObjectStore
+from pydantic import BaseModel
 
 from fog_messaging import service, store
 from fog_messaging.config import Settings
-from fog_messaging.service import files, keys
+from fog_messaging.service import MessagingError, files, keys
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS, FILES_BUCKET
 from fog_shared.commands import messaging as contract
+from fog_shared.commands.common import Refusal
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
 from fog_shared.events.auth import NodeCredentialIssued, NodeCredentialRevoked, UserRegistered
+from fog_shared.pg.group_commit import GroupCommit, Stopping
 from fog_shared.runtime import ServiceRuntime
+from fog_shared.telemetry.context import correlation_id
+from fog_shared.telemetry.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 USERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__users")
@@ -44,9 +50,18 @@ async def on_node_credential_event(conn: asyncpg.Connection, event: Event, _: En
 def register(runtime: ServiceRuntime, settings: Settings) -> None:
     broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
 
-    @broker.subscriber(contract.SEND, queue=group, title="send")
+    sends = GroupCommit(lambda: runtime.pool, _send_batch, max_batch=settings.send_batch_max)
+    runtime.in_background("send-group-commit", sends.run)
+
+    # Many sends in flight at once, so that those arriving during a commit share the next one.
+    @broker.subscriber(contract.SEND, queue=group, title="send", max_workers=settings.send_batch_max)
     async def send(body: contract.SendCommand) -> dict[str, Any]:
-        return await answer(lambda conn: service.send(conn, body, now=_now()))
+        origin = (correlation_id(), *current_traceparent())
+        try:
+            outcome = await sends.submit(service.Sending(body, origin))
+        except Stopping:
+            return _STOPPING.reply()
+        return _reply_of(outcome)
 
     @broker.subscriber(contract.EDIT, queue=group, title="edit")
     async def edit(body: contract.EditCommand) -> dict[str, Any]:
@@ -84,9 +99,34 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
     async def sync(body: contract.SyncQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.sync(conn, body, catch_up_max=settings.sync_catch_up_max))
 
+    @broker.subscriber(contract.SYNC_MANY, queue=group, title="sync_many", max_workers=SYNC_MANY_WORKERS)
+    async def sync_many(body: contract.SyncManyQuery) -> dict[str, Any]:
+        async with runtime.pool.acquire() as conn:
+            found = await service.sync_many(conn, body.queries, catch_up_max=settings.sync_catch_up_max)
+        entries = [entry.model_dump(mode="json") for entry in found.entries.values()]
+        return {"entries": entries, "replies": [_reply_of(part) for part in found.parts]}
+
     runtime.consume(USERS_CONSUMER, on_user_event)
     runtime.consume(NODE_OWNERS_CONSUMER, on_node_credential_event)
     runtime.in_background("timeline-retention", lambda: _keep_retention(runtime, settings))
+
+
+#: a gateway asks one sync_many at a time or two; more replicas answer more gateways
+SYNC_MANY_WORKERS = 4
+_STOPPING = MessagingError("service_unavailable", "the messaging service is stopping; send again", retry_after_s=1)
+
+
+async def _send_batch(
+    conn: asyncpg.Connection, sendings: Sequence[service.Sending]
+) -> list[contract.SendReply | service.MessagingError]:
+    return await service.send_many(conn, sendings, now=_now())
+
+
+def _reply_of(outcome: BaseModel | Refusal) -> dict[str, Any]:
+    if isinstance(outcome, Refusal):
+        return outcome.reply()
+    dumped: dict[str, Any] = outcome.model_dump(mode="json")
+    return dumped
 
 
 def register_groups(runtime: ServiceRuntime) -> None:

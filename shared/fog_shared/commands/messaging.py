@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
@@ -33,6 +33,7 @@ TRANSFER = command_subject("messaging", "transfer")
 RECORD_RECEIPT = command_subject("messaging", "record_receipt")
 LIST_RECEIPTS = query_subject("messaging", "list_receipts")
 SYNC = query_subject("messaging", "sync")
+SYNC_MANY = query_subject("messaging", "sync_many")
 
 #: a message's text, in UTF-8 bytes
 MAX_TEXT_BYTES = 16 * 1024
@@ -305,6 +306,35 @@ class SyncReply(Strict):
     gap: Gap | None = None
     #: more entries wait: sync again with ``next`` at once
     more: bool
+
+
+#: the most syncs one ``sync_many`` carries
+MAX_SYNC_BATCH = 500
+
+
+class SyncManyQuery(Strict):
+    """Several callers' syncs answered from one snapshot: a gateway asks this for all of its live
+    streams that a change woke at once, instead of one request per stream."""
+
+    queries: list[SyncQuery] = Field(min_length=1, max_length=MAX_SYNC_BATCH)
+
+
+class SyncPart(Strict):
+    """One query's answer in a :class:`SyncManyReply`: a :class:`SyncReply` whose entries are
+    named by position (a change's entry is the same for everyone it concerns, so it travels once)."""
+
+    positions: list[int]
+    next: str
+    limited: bool
+    gap: Gap | None = None
+    more: bool
+
+
+class SyncManyReply(Strict):
+    #: every entry some part names, once each
+    entries: list[SyncEntry]
+    #: one per query, in order: a :class:`SyncPart`'s JSON, or an error reply (``{"error": ...}``)
+    replies: list[dict[str, Any]]
 
 
 # -- the key directory (end-to-end encryption) -----------------------------------------------

@@ -86,16 +86,19 @@ async def record_many(
     source: str,
     causes: Sequence[tuple[str | None, str | None]] | None = None,
     ids: Sequence[str] | None = None,
+    traces: Sequence[tuple[str | None, str | None]] | None = None,
 ) -> list[Envelope]:
     """:func:`record` for a whole batch in one round trip: the hot paths (placements) use it.
 
     ``causes`` gives each event its (correlation id, causation id); by default every event gets
     the current correlation id and no causation. ``ids`` are the events' ids, when the caller
-    needs to know them before (to store them with the state they describe).
+    needs to know them before (to store them with the state they describe). ``traces`` gives
+    each event its (traceparent, tracestate), when the events of one batch come from different
+    requests (group-committed sends); by default all carry the current trace.
     """
     if not events:
         return []
-    traceparent, tracestate = current_traceparent()
+    current = current_traceparent()
     rows, envelopes = [], []
     for index, event in enumerate(events):
         correlation, causation = causes[index] if causes is not None else (None, None)
@@ -104,6 +107,7 @@ async def record_many(
             correlation_id=correlation or log_context.correlation_id(), causation_id=causation,
             id=ids[index] if ids is not None else None,
         )  # fmt: skip
+        traceparent, tracestate = traces[index] if traces is not None else current
         if traceparent:
             envelope = envelope.with_trace(traceparent, tracestate)
         envelopes.append(envelope)

@@ -1,7 +1,8 @@
 """``GET /v1/sync``: everything new for the caller across conversations, with long-polling; and
 ``/v1/sync/live``, the same as a WebSocket stream.
 
-Both read the messaging service's sync and nothing else, so a client that reconnects with its
+Both read the messaging service's sync and nothing else (asked together with the other syncs
+woken at the same moment: ``fog_gateway.sync_batches``), so a client that reconnects with its
 last ``next`` token gets exactly what it has not had: no loss, no duplicates.
 """
 
@@ -14,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 
 from fog_gateway.authz import PEOPLE, Authorizer
-from fog_gateway.calls import ServiceCalls
 from fog_gateway.chat_feed import ChatWaiters
 from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
 from fog_gateway.problems import GUARDED_ERRORS, Problem
 from fog_gateway.security import Principal
+from fog_gateway.sync_batches import SyncBatcher
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 
@@ -33,7 +34,7 @@ LIVE_RETRY_S = 1.0
 CLOSE_BAD_TOKEN = 4400
 
 
-def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -> APIRouter:
+def build_router(authz: Authorizer, waiters: ChatWaiters, syncs: SyncBatcher) -> APIRouter:
     router = APIRouter(prefix="/v1/sync", tags=["messaging"], responses=GUARDED_ERRORS)
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
@@ -53,15 +54,15 @@ def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -
         with waiters.watch(me.user_id) as woken:
             while True:
                 woken.clear()
-                reply = await calls.ask(contract.SYNC, query)
+                synced = await syncs.sync(query)
                 remaining = deadline - time.monotonic()
-                if reply["entries"] or reply["limited"] or remaining <= 0:
-                    return reply
+                if synced.entries or synced.limited or remaining <= 0:
+                    return synced.reply()
                 try:
                     async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancellation
                         await woken.wait()
                 except TimeoutError:
-                    return reply
+                    return synced.reply()
 
     @router.websocket("/live")
     async def live(websocket: WebSocket, since: Annotated[str | None, Query(max_length=32)] = None) -> None:
@@ -76,7 +77,7 @@ def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -
         if me.kind not in PEOPLE or me.user_id is None:
             await websocket.close(code=CLOSE_FORBIDDEN, reason="only people have conversations")
             return
-        stream = asyncio.create_task(_stream(websocket, calls, waiters, me, since))
+        stream = asyncio.create_task(_stream(websocket, syncs, waiters, me, since))
         try:
             while True:
                 await websocket.receive_text()  # nothing is expected; this notices the close
@@ -91,24 +92,24 @@ def build_router(calls: ServiceCalls, authz: Authorizer, waiters: ChatWaiters) -
 
 
 async def _stream(
-    websocket: WebSocket, calls: ServiceCalls, waiters: ChatWaiters, me: Principal, since: str | None
+    websocket: WebSocket, syncs: SyncBatcher, waiters: ChatWaiters, me: Principal, since: str | None
 ) -> None:
     assert me.user_id is not None
     with waiters.watch(me.user_id) as woken:
         while True:
             woken.clear()
             try:
-                reply = await calls.ask(contract.SYNC, contract.SyncQuery(by=me, since=since))
+                synced = await syncs.sync(contract.SyncQuery(by=me, since=since))
             except ServiceUnavailable:
                 await asyncio.sleep(LIVE_RETRY_S)  # a pause before asking again, not a synchronisation
                 continue
             except Problem as refused:  # a token this API never gave
                 await websocket.close(code=CLOSE_BAD_TOKEN, reason=refused.detail[:120])
                 return
-            if reply["entries"] or reply["limited"]:
-                await websocket.send_json({"type": "sync", **reply})
-            since = reply["next"]
-            if reply["more"]:
+            if synced.entries or synced.limited:
+                await websocket.send_text(synced.frame())
+            since = synced.next
+            if synced.more:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LIVE_RECHECK_S):  # not wait_for: it can swallow a cancellation

@@ -8,18 +8,21 @@ with a stable code. Someone else's conversation looks like none (``not_found``).
 from fog_messaging.service.common import MessagingError, member_of
 from fog_messaging.service.groups import add_member, create_group, remove_member, set_role, transfer
 from fog_messaging.service.messages import (
+    Sending,
     delete,
     edit,
     get_conversation,
     list_conversations,
     list_messages,
     send,
+    send_many,
 )
 from fog_messaging.service.receipts import list_receipts, record_receipt
-from fog_messaging.service.sync import sync
+from fog_messaging.service.sync import sync, sync_many
 
 __all__ = [
     "MessagingError",
+    "Sending",
     "add_member",
     "create_group",
     "delete",
@@ -32,7 +35,9 @@ __all__ = [
     "record_receipt",
     "remove_member",
     "send",
+    "send_many",
     "set_role",
     "sync",
+    "sync_many",
     "transfer",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,30 +34,100 @@ CLOCK_WINDOW = 200
 # -- sending ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A send that passed every check and is stored; ``event`` is None for a retry of a stored one."""
+
+    reply: contract.SendReply
+    event: MessageSent | None = None
+    #: the request's (correlation id, traceparent, tracestate), for its event
+    origin: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """One send of a batch, with the request it came from (batches run outside its context)."""
+
+    command: contract.SendCommand
+    origin: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
 async def send(conn: asyncpg.Connection, command: contract.SendCommand, *, now: datetime) -> contract.SendReply:
     """Store a message as its conversation's next seq; the same client message id again returns it."""
+    async with conn.transaction():
+        accepted = await _accept(conn, command, now)
+        await _publish(conn, [accepted], now)
+    return accepted.reply
+
+
+async def send_many(
+    conn: asyncpg.Connection, sendings: Sequence[Sending], *, now: datetime
+) -> list[contract.SendReply | MessagingError]:
+    """:func:`send` for each, in order, in one transaction (one commit for all): each in a
+    savepoint of its own, so a refused send changes nothing and refuses only itself.
+
+    The timeline head is taken once, last, after every conversation the batch locks: the same
+    lock order as a single send, so batches and other changes do not deadlock."""
+    outcomes: list[contract.SendReply | MessagingError] = []
+    accepted: list[Accepted] = []
+    async with conn.transaction():
+        for sending in sendings:
+            try:
+                async with conn.transaction():
+                    one = await _accept(conn, sending.command, now, origin=sending.origin)
+            except MessagingError as refused:
+                outcomes.append(refused)
+                continue
+            outcomes.append(one.reply)
+            accepted.append(one)
+        await _publish(conn, accepted, now)
+    return outcomes
+
+
+async def _accept(
+    conn: asyncpg.Connection,
+    command: contract.SendCommand,
+    now: datetime,
+    *,
+    origin: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> Accepted:
     me, message = member_of(command.by), command.message
     try:
-        async with conn.transaction():
-            conversation_id = await _conversation_to_send_to(conn, me, command, now)
-            conv = await locked(conn, conversation_id)  # numbers messages one at a time, without gaps
-            roster = await store.members(conn, conversation_id)
-            if me not in roster:
-                raise no_conversation()
-            existing = await store.message_by_client_id(conn, conversation_id, me, message.client_msg_id)
-            if existing is not None:
-                return contract.SendReply(message=message_view(existing), created=False)
-            stored = await _store_message(conn, conv, me, message, now)
-            event = MessageSent(
-                message_id=str(stored["id"]), conversation_id=str(conversation_id), seq=stored["seq"], sender_id=me,
-                reply_to_seq=message.reply_to_seq, concurrent_with=list(stored["concurrent_with"]),
-                audience=list(roster), sent_at=now,
-            )  # fmt: skip
-            await outbox.record(conn, event, source=SOURCE)
-            await store.append_timeline(conn, list(roster), conversation_id, "message", msg_seq=stored["seq"], now=now)
+        conversation_id = await _conversation_to_send_to(conn, me, command, now)
+        conv = await locked(conn, conversation_id)  # numbers messages one at a time, without gaps
+        roster = await store.members(conn, conversation_id)
+        if me not in roster:
+            raise no_conversation()
+        existing = await store.message_by_client_id(conn, conversation_id, me, message.client_msg_id)
+        if existing is not None:
+            return Accepted(contract.SendReply(message=message_view(existing), created=False))
+        stored = await _store_message(conn, conv, me, message, now)
     except Rejected as rejected:
         raise refusal(rejected) from None
-    return contract.SendReply(message=message_view(stored), created=True)
+    event = MessageSent(
+        message_id=str(stored["id"]), conversation_id=str(conversation_id), seq=stored["seq"], sender_id=me,
+        reply_to_seq=message.reply_to_seq, concurrent_with=list(stored["concurrent_with"]),
+        audience=list(roster), sent_at=now,
+    )  # fmt: skip
+    return Accepted(contract.SendReply(message=message_view(stored), created=True), event, origin)
+
+
+async def _publish(conn: asyncpg.Connection, accepted: Sequence[Accepted], now: datetime) -> None:
+    """The new messages' events and timeline entries; call it last in the transaction (it takes
+    the timeline head)."""
+    new = [(one, one.event) for one in accepted if one.event is not None]
+    if not new:
+        return
+    single = len(new) == 1 and new[0][0].origin == (None, None, None)  # a send in its request's own context
+    await outbox.record_many(
+        conn, [event for _, event in new], source=SOURCE,
+        causes=None if single else [(one.origin[0], None) for one, _ in new],
+        traces=None if single else [(one.origin[1], one.origin[2]) for one, _ in new],
+    )  # fmt: skip
+    await store.append_timelines(
+        conn, [(list(event.audience), uuid.UUID(event.conversation_id), event.seq) for _, event in new],
+        "message", now=now,
+    )  # fmt: skip
 
 
 async def _store_message(

@@ -51,11 +51,14 @@ from fog_messaging.store.receipts import (
 )
 from fog_messaging.store.timeline import (
     append_timeline,
+    append_timelines,
     missed,
     position_before_latest,
     prune_timeline,
     read_timeline,
     timeline_bounds,
+    timeline_entries,
+    timeline_positions,
 )
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "add_member",
     "add_prekeys",
     "append_timeline",
+    "append_timelines",
     "claim_prekey",
     "conversation",
     "conversations_of",
@@ -103,5 +107,7 @@ __all__ = [
     "set_node_owner",
     "set_role",
     "timeline_bounds",
+    "timeline_entries",
+    "timeline_positions",
     "upsert_user",
 ]

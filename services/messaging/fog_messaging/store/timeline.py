@@ -33,6 +33,44 @@ async def append_timeline(
     return position
 
 
+async def append_timelines(
+    conn: asyncpg.Connection,
+    changes: Sequence[tuple[Sequence[str], uuid.UUID, int | None]],
+    kind: str,
+    *,
+    now: datetime,
+) -> list[int]:
+    """:func:`append_timeline` for several changes of one kind without payload, each an
+    (audience, conversation, msg_seq): consecutive positions in their order, one statement each
+    for the head and the entries. Call it last in the transaction, as :func:`append_timeline`."""
+    if not changes:
+        return []
+    last: int = await conn.fetchval(
+        "UPDATE timeline_head SET position = position + $1 RETURNING position", len(changes)
+    )
+    positions = list(range(last - len(changes) + 1, last + 1))
+    members, at, conversations, seqs = [], [], [], []
+    for position, (audience, conversation_id, msg_seq) in zip(positions, changes, strict=True):
+        for member in audience:
+            members.append(member)
+            at.append(position)
+            conversations.append(conversation_id)
+            seqs.append(msg_seq)
+    await conn.execute(
+        "INSERT INTO timeline (member_id, position, conversation_id, kind, msg_seq, created_at)"
+        " SELECT member_id, position, conversation_id, $4, msg_seq, $6"
+        " FROM unnest($1::text[], $2::bigint[], $3::uuid[], $5::bigint[])"
+        "      AS e(member_id, position, conversation_id, msg_seq)",
+        members,
+        at,
+        conversations,
+        kind,
+        seqs,
+        now,
+    )
+    return positions
+
+
 async def timeline_bounds(conn: asyncpg.Connection) -> tuple[int, int]:
     """(newest position, positions up to which retention may have dropped entries)."""
     row = await conn.fetchrow("SELECT position, pruned_through FROM timeline_head")
@@ -40,17 +78,55 @@ async def timeline_bounds(conn: asyncpg.Connection) -> tuple[int, int]:
     return int(row["position"]), int(row["pruned_through"])
 
 
+_ENTRY_COLUMNS = (
+    "t.position, t.conversation_id, t.kind, t.payload, t.created_at, m.id AS message_id, m.seq, m.sender_id, m.text,"
+    " m.client_msg_id, m.reply_to_seq, m.device_id, m.clock, m.concurrent_with, m.sent_at, m.edited_at, m.deleted_at"
+)
+
+
 async def read_timeline(conn: asyncpg.Connection, member_id: str, after: int, limit: int) -> list[asyncpg.Record]:
     """The member's entries after position ``after``, with the messages they name as they are now."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT t.position, t.conversation_id, t.kind, t.payload, t.created_at, m.id AS message_id, m.seq,"
-        " m.sender_id, m.text, m.client_msg_id, m.reply_to_seq, m.device_id, m.clock, m.concurrent_with, m.sent_at,"
-        " m.edited_at, m.deleted_at"
+        f"SELECT {_ENTRY_COLUMNS}"
         " FROM timeline t LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
         " WHERE t.member_id = $1 AND t.position > $2 ORDER BY t.position LIMIT $3",
         member_id,
         after,
         limit,
+    )
+    return rows
+
+
+async def timeline_positions(conn: asyncpg.Connection, reads: Sequence[tuple[str, int]], limit: int) -> list[list[int]]:
+    """For each (member, after) of ``reads``, in one statement: the positions of up to ``limit``
+    of the member's entries after ``after``, in order."""
+    rows = await conn.fetch(
+        "SELECT q.i, t.position"
+        " FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(member_id, after, i)"
+        " CROSS JOIN LATERAL (SELECT position FROM timeline t WHERE t.member_id = q.member_id"
+        "                     AND t.position > q.after ORDER BY t.position LIMIT $3) t",
+        [member for member, _ in reads],
+        [after for _, after in reads],
+        limit,
+    )
+    found: list[list[int]] = [[] for _ in reads]
+    for row in rows:
+        found[row["i"] - 1].append(row["position"])
+    for positions in found:
+        positions.sort()
+    return found
+
+
+async def timeline_entries(conn: asyncpg.Connection, holders: Sequence[tuple[str, int]]) -> list[asyncpg.Record]:
+    """The entries at these (member, position) pairs, as :func:`read_timeline` gives them: one
+    member's copy stands for everyone's (a change's entry is the same in every timeline)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {_ENTRY_COLUMNS}"
+        " FROM unnest($1::text[], $2::bigint[]) AS q(member_id, position)"
+        " JOIN timeline t ON t.member_id = q.member_id AND t.position = q.position"
+        " LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq",
+        [member for member, _ in holders],
+        [position for _, position in holders],
     )
     return rows
 
