@@ -25,6 +25,10 @@ class CommonSettings(BaseSettings):
     migrate_database_url: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    #: offer permessage-deflate on WebSockets. Off: the frames are small (chat changes, heartbeats,
+    #: assignments), and deflating each one for each connection cost the gateway 8 % of its CPU
+    #: in the BitChat fan-out benchmark (docs/performance.md) for a few hundred bytes saved.
+    ws_per_message_deflate: bool = False
     log_level: str = "INFO"
     log_json: bool = True
     #: OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); tracing export is off when unset

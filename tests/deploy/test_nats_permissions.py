@@ -18,6 +18,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import ServerError
 
 from fog_shared.bus.permissions import (
     LIVE_READS,
@@ -85,12 +87,24 @@ async def login(nats_with_users: NatsServer, nats_passwords: dict[str, str]) -> 
     admin = connections[PROVISIONER].js
     for info in await admin.streams_info():
         await admin.delete_stream(info.config.name or "")
-    await provision(admin, Topology())
+    await wait_until(lambda: _provisioned(admin), timeout=10, what="the topology provisioned afresh")
     try:
         yield connections
     finally:
         for connection in connections.values():
             await connection.nc.close()
+
+
+async def _provisioned(admin: JetStreamContext) -> bool:
+    # The server removes a deleted stream's files after it answers the delete; creating the
+    # stream again before they are gone fails with "error creating store for stream" (10049).
+    try:
+        await provision(admin, Topology())
+    except ServerError as exc:
+        if exc.err_code != 10049:
+            raise
+        return False
+    return True
 
 
 async def _publish_event(connection: Connection, service: str, name: str) -> None:

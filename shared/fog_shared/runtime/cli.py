@@ -29,7 +29,10 @@ def run_service_cli(
         settings = settings_cls()
         configure_logging(settings.service, settings.log_level, settings.log_json)
         app = build_app(settings)
-        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+        uvicorn.run(
+            app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
+            ws_per_message_deflate=settings.ws_per_message_deflate,
+        )  # fmt: skip
 
     @cli.command("migrate")
     def migrate_cmd() -> None:

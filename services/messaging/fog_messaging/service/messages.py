@@ -73,8 +73,7 @@ async def send_many(
     async with conn.transaction():
         for sending in sendings:
             try:
-                async with conn.transaction():
-                    one = await _accept(conn, sending.command, now, origin=sending.origin)
+                one = await _accept_alone(conn, sending, now)
             except MessagingError as refused:
                 outcomes.append(refused)
                 continue
@@ -84,6 +83,16 @@ async def send_many(
     return outcomes
 
 
+async def _accept_alone(conn: asyncpg.Connection, sending: Sending, now: datetime) -> Accepted:
+    """:func:`_accept`, changing nothing when it refuses. A send to a conversation refuses before
+    it writes anything; a first message to a recipient may make their conversation first, so it
+    runs in a savepoint of its own."""
+    if sending.command.to is None:
+        return await _accept(conn, sending.command, now, origin=sending.origin)
+    async with conn.transaction():
+        return await _accept(conn, sending.command, now, origin=sending.origin)
+
+
 async def _accept(
     conn: asyncpg.Connection,
     command: contract.SendCommand,
@@ -91,23 +100,26 @@ async def _accept(
     *,
     origin: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> Accepted:
+    """Check the send and store its message: every refusal comes before the message is written."""
     me, message = member_of(command.by), command.message
     try:
         conversation_id = await _conversation_to_send_to(conn, me, command, now)
-        conv = await locked(conn, conversation_id)  # numbers messages one at a time, without gaps
-        roster = await store.members(conn, conversation_id)
-        if me not in roster:
+        # One statement: the conversation's row locked (it numbers messages one at a time,
+        # without gaps), its roster, the sender's access, an earlier send with this client id.
+        context = await store.send_context(conn, conversation_id, me, message.client_msg_id)
+        if context is None or me not in context["roster"]:
             raise no_conversation()
-        existing = await store.message_by_client_id(conn, conversation_id, me, message.client_msg_id)
-        if existing is not None:
+        if context["existing_seq"] is not None:
+            existing = await store.message(conn, conversation_id, context["existing_seq"])
+            assert existing is not None
             return Accepted(contract.SendReply(message=message_view(existing), created=False))
-        stored = await _store_message(conn, conv, me, message, now)
+        stored = await _store_message(conn, context, me, message, now)
     except Rejected as rejected:
         raise refusal(rejected) from None
     event = MessageSent(
         message_id=str(stored["id"]), conversation_id=str(conversation_id), seq=stored["seq"], sender_id=me,
         reply_to_seq=message.reply_to_seq, concurrent_with=list(stored["concurrent_with"]),
-        audience=list(roster), sent_at=now,
+        audience=list(context["roster"]), sent_at=now,
     )  # fmt: skip
     return Accepted(contract.SendReply(message=message_view(stored), created=True), event, origin)
 
@@ -134,7 +146,7 @@ async def _store_message(
     conn: asyncpg.Connection, conv: Any, me: str, message: contract.SendRequest, now: datetime
 ) -> asyncpg.Record:
     domain.check_text(message.text)
-    periods = await store.access(conn, conv["id"], me)
+    periods = store.periods_in(conv)
     readable = domain.readable_up_to(periods, conv["last_seq"])
     if message.reply_to_seq is not None and not (
         message.reply_to_seq <= readable and domain.may_read(periods, message.reply_to_seq)

@@ -13,9 +13,11 @@ from fog_messaging.store.conversations import (
     create_group,
     direct_conversation_id,
     members,
+    periods_in,
     readers,
     remove_member,
     rosters,
+    send_context,
     set_role,
 )
 from fog_messaging.store.files import (
@@ -91,6 +93,7 @@ __all__ = [
     "message_by_client_id",
     "missed",
     "node_owner",
+    "periods_in",
     "position_before_latest",
     "prune_timeline",
     "put_device",
@@ -104,6 +107,7 @@ __all__ = [
     "remove_member",
     "rosters",
     "save_receipt",
+    "send_context",
     "set_node_owner",
     "set_role",
     "timeline_bounds",

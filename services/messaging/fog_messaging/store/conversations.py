@@ -53,6 +53,35 @@ async def conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, *, 
     )
 
 
+async def send_context(
+    conn: asyncpg.Connection, conversation_id: uuid.UUID, sender_id: str, client_msg_id: str
+) -> asyncpg.Record | None:
+    """What a send needs, in one statement, with the conversation's row locked (numbering):
+    the conversation, its ``roster`` (member ids in joining order), the sender's access periods
+    (``after_seqs``, ``until_seqs``) and the seq of a message the sender already sent with this
+    client message id (``existing_seq``). None: no such conversation."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT c.id, c.kind, c.name, c.last_seq, c.max_weight, c.created_at,"
+        " ARRAY(SELECT member_id FROM members WHERE conversation_id = c.id ORDER BY joined_at, member_id) AS roster,"
+        " ARRAY(SELECT after_seq FROM access WHERE conversation_id = c.id AND member_id = $2"
+        "       ORDER BY after_seq) AS after_seqs,"
+        " ARRAY(SELECT until_seq FROM access WHERE conversation_id = c.id AND member_id = $2"
+        "       ORDER BY after_seq) AS until_seqs,"
+        " (SELECT seq FROM messages WHERE conversation_id = c.id AND sender_id = $2 AND client_msg_id = $3)"
+        "   AS existing_seq"
+        " FROM conversations c WHERE c.id = $1 FOR UPDATE OF c",
+        conversation_id,
+        sender_id,
+        client_msg_id,
+    )
+    return row
+
+
+def periods_in(context: asyncpg.Record) -> list[Access]:
+    """The sender's access periods of a :func:`send_context`."""
+    return [Access(after_seq=a, until_seq=u) for a, u in zip(context["after_seqs"], context["until_seqs"], strict=True)]
+
+
 async def members(conn: asyncpg.Connection, conversation_id: uuid.UUID) -> dict[str, Role]:
     rows = await conn.fetch(
         "SELECT member_id, role FROM members WHERE conversation_id = $1 ORDER BY joined_at, member_id",

@@ -58,22 +58,24 @@ async def device_history(
     return bool(row["taken"]), row["counter"]
 
 
+#: what :func:`insert_message` stores, in its parameters' order
+INSERTED_COLUMNS = (
+    "conversation_id", "seq", "id", "sender_id", "client_msg_id", "device_id", "text", "reply_to_seq", "clock",
+    "weight", "concurrent_with", "sent_at",
+)  # fmt: skip
+
+
 async def insert_message(conn: asyncpg.Connection, values: dict[str, Any]) -> asyncpg.Record:
-    """Store the message and move the conversation's numbering on (the caller holds its row)."""
-    await conn.execute(
-        "UPDATE conversations SET last_seq = $2, max_weight = greatest(max_weight, $3), active_at = $4 WHERE id = $1",
-        values["conversation_id"],
-        values["seq"],
-        values["weight"],
-        values["sent_at"],
+    """Store the message and move the conversation's numbering on (the caller holds its row), in
+    one statement; returns the stored message."""
+    placeholders = ", ".join(f"${i}" for i in range(1, len(INSERTED_COLUMNS) + 1))
+    stored: asyncpg.Record = await conn.fetchrow(
+        "WITH moved AS (UPDATE conversations SET last_seq = $2, max_weight = greatest(max_weight, $10),"
+        "               active_at = $12 WHERE id = $1)"
+        f" INSERT INTO messages AS m ({', '.join(INSERTED_COLUMNS)}) VALUES ({placeholders})"
+        f" RETURNING {MESSAGE_COLUMNS}",
+        *(values[column] for column in INSERTED_COLUMNS),
     )
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    await conn.execute(
-        f"INSERT INTO messages ({', '.join(columns)}) VALUES ({placeholders})", *(values[c] for c in columns)
-    )
-    stored = await message(conn, values["conversation_id"], values["seq"])
-    assert stored is not None
     return stored
 
 
