@@ -39,11 +39,12 @@ class SyncedMany:
 async def sync_many(
     conn: asyncpg.Connection, queries: Sequence[contract.SyncQuery], *, catch_up_max: int
 ) -> SyncedMany:
-    """Each query's :func:`sync`, all from one snapshot, in order; a refused query refuses only itself.
+    """Each query's :func:`sync`, in order; a refused query refuses only itself.
 
-    The common case (callers a few entries behind) is two statements for all of them: their
-    positions, then each entry once. A caller with more than a page to catch up, or past
-    retention, gets the single sync's full treatment."""
+    The common case (callers a few entries behind) is one statement for all of them, one
+    snapshot: their positions, each entry once. A caller with more than a page to catch up, past
+    retention or with a token from the future gets the single sync, in a snapshot of its own
+    (each part's ``next`` is from the snapshot its entries came from)."""
     parts: list[contract.SyncPart | MessagingError | None] = [None] * len(queries)
     readers: list[tuple[int, str, int]] = []  # (index, member, since)
     for index, query in enumerate(queries):
@@ -53,36 +54,32 @@ async def sync_many(
             parts[index] = refused
         except Rejected as rejected:
             parts[index] = refusal(rejected)
+    page = max(1, min(min(q.limit for q in queries), catch_up_max))
+    caught = await store.catch_up(conn, [(me, since) for _, me, since in readers], page + 1)
     entries: dict[int, contract.SyncEntry] = {}
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        head, pruned_through = await store.timeline_bounds(conn)
-        page = max(1, min(min(q.limit for q in queries), catch_up_max))
-        cheap = [(i, me, since) for i, me, since in readers if pruned_through <= since <= head]
-        found = await store.timeline_positions(conn, [(me, since) for _, me, since in cheap], page + 1)
-        holders: dict[int, str] = {}  # a member whose timeline holds the position
-        for (index, me, _), positions in zip(cheap, found, strict=True):
-            if len(positions) <= page:  # all of what it missed, fewer than catch_up_max: not limited
-                parts[index] = contract.SyncPart(
-                    positions=positions, next=domain.sync_token(head), limited=False, more=False
-                )
-                holders.update((position, me) for position in positions if position not in holders)
-        if holders:
-            for row in await store.timeline_entries(conn, [(me, position) for position, me in holders.items()]):
-                entries[row["position"]] = sync_entry(row)
-        for index, me, since in readers:
-            if parts[index] is None:
-                try:
-                    reply = await _sync_in_snapshot(
-                        conn, me, since, queries[index].limit, head, pruned_through, catch_up_max
-                    )
-                except Rejected as rejected:
-                    parts[index] = refusal(rejected)
-                    continue
-                entries.update((entry.position, entry) for entry in reply.entries)
-                parts[index] = contract.SyncPart(
-                    positions=[entry.position for entry in reply.entries], next=reply.next, limited=reply.limited,
-                    gap=reply.gap, more=reply.more,
-                )  # fmt: skip
+    wanted: set[int] = set()
+    for (index, _, since), positions in zip(readers, caught.positions, strict=True):
+        # all of what it missed, within retention and fewer than a page: not limited
+        if caught.pruned_through <= since <= caught.head and len(positions) <= page:
+            parts[index] = contract.SyncPart(
+                positions=positions, next=domain.sync_token(caught.head), limited=False, more=False
+            )
+            wanted.update(positions)
+    entries.update((row["position"], sync_entry(row)) for row in caught.entries if row["position"] in wanted)
+    for index, _, _ in readers:
+        if parts[index] is not None:
+            continue
+        # far behind, past retention or ahead of the head: the single sync, in a snapshot of its own
+        try:
+            reply = await sync(conn, queries[index], catch_up_max=catch_up_max)
+        except MessagingError as refused:
+            parts[index] = refused
+            continue
+        entries.update((entry.position, entry) for entry in reply.entries)
+        parts[index] = contract.SyncPart(
+            positions=[entry.position for entry in reply.entries], next=reply.next, limited=reply.limited,
+            gap=reply.gap, more=reply.more,
+        )  # fmt: skip
     answered = [part for part in parts if part is not None]
     assert len(answered) == len(queries)  # every query was answered or refused above
     return SyncedMany(entries, answered)

@@ -52,23 +52,25 @@ from fog_messaging.store.receipts import (
     save_receipt,
 )
 from fog_messaging.store.timeline import (
+    CatchUp,
     append_timeline,
     append_timelines,
+    catch_up,
     missed,
     position_before_latest,
     prune_timeline,
     read_timeline,
     timeline_bounds,
-    timeline_entries,
-    timeline_positions,
 )
 
 __all__ = [
+    "CatchUp",
     "access",
     "add_member",
     "add_prekeys",
     "append_timeline",
     "append_timelines",
+    "catch_up",
     "claim_prekey",
     "conversation",
     "conversations_of",
@@ -111,7 +113,5 @@ __all__ = [
     "set_node_owner",
     "set_role",
     "timeline_bounds",
-    "timeline_entries",
-    "timeline_positions",
     "upsert_user",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -97,38 +98,49 @@ async def read_timeline(conn: asyncpg.Connection, member_id: str, after: int, li
     return rows
 
 
-async def timeline_positions(conn: asyncpg.Connection, reads: Sequence[tuple[str, int]], limit: int) -> list[list[int]]:
-    """For each (member, after) of ``reads``, in one statement: the positions of up to ``limit``
-    of the member's entries after ``after``, in order."""
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What :func:`catch_up` read, all from one snapshot."""
+
+    head: int
+    pruned_through: int
+    #: per read, in order: the positions found, ascending
+    positions: list[list[int]]
+    #: each position found, once, as :func:`read_timeline` gives it
+    entries: list[asyncpg.Record]
+
+
+async def catch_up(conn: asyncpg.Connection, reads: Sequence[tuple[str, int]], limit: int) -> CatchUp:
+    """For each (member, after) of ``reads``: the positions of up to ``limit`` of the member's
+    entries after ``after``; each entry found once; and the timeline's bounds.
+
+    One statement, so one snapshot without a transaction: a live stream's wake-up costs one
+    round trip to Postgres however many members it serves. Each position comes once, with the
+    reads that found it (one member's copy stands for everyone's: a change's entry is the same
+    in every timeline)."""
     rows = await conn.fetch(
-        "SELECT q.i, t.position"
-        " FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(member_id, after, i)"
-        " CROSS JOIN LATERAL (SELECT position FROM timeline t WHERE t.member_id = q.member_id"
-        "                     AND t.position > q.after ORDER BY t.position LIMIT $3) t",
+        "WITH q AS (SELECT * FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(member_id, after, i)),"
+        " found AS ("
+        "   SELECT f.position, array_agg(q.i) AS readers, min(q.member_id) AS holder"
+        "   FROM q CROSS JOIN LATERAL (SELECT position FROM timeline t WHERE t.member_id = q.member_id"
+        "                              AND t.position > q.after ORDER BY t.position LIMIT $3) f"
+        "   GROUP BY f.position)"
+        f" SELECT h.position AS head, h.pruned_through, f.readers, {_ENTRY_COLUMNS}"
+        " FROM timeline_head h"
+        " LEFT JOIN found f ON true"
+        " LEFT JOIN timeline t ON t.member_id = f.holder AND t.position = f.position"
+        " LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
+        " ORDER BY t.position",
         [member for member, _ in reads],
         [after for _, after in reads],
         limit,
     )
-    found: list[list[int]] = [[] for _ in reads]
-    for row in rows:
-        found[row["i"] - 1].append(row["position"])
-    for positions in found:
-        positions.sort()
-    return found
-
-
-async def timeline_entries(conn: asyncpg.Connection, holders: Sequence[tuple[str, int]]) -> list[asyncpg.Record]:
-    """The entries at these (member, position) pairs, as :func:`read_timeline` gives them: one
-    member's copy stands for everyone's (a change's entry is the same in every timeline)."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT {_ENTRY_COLUMNS}"
-        " FROM unnest($1::text[], $2::bigint[]) AS q(member_id, position)"
-        " JOIN timeline t ON t.member_id = q.member_id AND t.position = q.position"
-        " LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq",
-        [member for member, _ in holders],
-        [position for _, position in holders],
-    )
-    return rows
+    positions: list[list[int]] = [[] for _ in reads]
+    entries = [row for row in rows if row["readers"] is not None]
+    for row in entries:  # in position order, so each read's positions come ascending
+        for reader in row["readers"]:
+            positions[reader - 1].append(row["position"])
+    return CatchUp(int(rows[0]["head"]), int(rows[0]["pruned_through"]), positions, entries)
 
 
 async def missed(conn: asyncpg.Connection, member_id: str, after: int, at_most: int) -> int:
