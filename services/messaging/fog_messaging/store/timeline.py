@@ -42,34 +42,35 @@ async def append_timelines(
     now: datetime,
 ) -> list[int]:
     """:func:`append_timeline` for several changes of one kind without payload, each an
-    (audience, conversation, msg_seq): consecutive positions in their order, one statement each
-    for the head and the entries. Call it last in the transaction, as :func:`append_timeline`."""
+    (audience, conversation, msg_seq): consecutive positions in their order, the head and the
+    entries in one statement. Call it last in the transaction, as :func:`append_timeline`."""
     if not changes:
         return []
-    last: int = await conn.fetchval(
-        "UPDATE timeline_head SET position = position + $1 RETURNING position", len(changes)
-    )
-    positions = list(range(last - len(changes) + 1, last + 1))
-    members, at, conversations, seqs = [], [], [], []
-    for position, (audience, conversation_id, msg_seq) in zip(positions, changes, strict=True):
+    members, nth, conversations, seqs = [], [], [], []
+    for index, (audience, conversation_id, msg_seq) in enumerate(changes):
         for member in audience:
             members.append(member)
-            at.append(position)
+            nth.append(index)
             conversations.append(conversation_id)
             seqs.append(msg_seq)
-    await conn.execute(
-        "INSERT INTO timeline (member_id, position, conversation_id, kind, msg_seq, created_at)"
-        " SELECT member_id, position, conversation_id, $4, msg_seq, $6"
-        " FROM unnest($1::text[], $2::bigint[], $3::uuid[], $5::bigint[])"
-        "      AS e(member_id, position, conversation_id, msg_seq)",
+    # the changes take positions head+1 .. head+n: the n-th's is the new head - n + 1 + its index
+    last: int = await conn.fetchval(
+        "WITH head AS (UPDATE timeline_head SET position = position + $7 RETURNING position),"
+        " entries AS ("
+        "   INSERT INTO timeline (member_id, position, conversation_id, kind, msg_seq, created_at)"
+        "   SELECT e.member_id, head.position - $7 + 1 + e.nth, e.conversation_id, $4, e.msg_seq, $6"
+        "   FROM head, unnest($1::text[], $2::int[], $3::uuid[], $5::bigint[])"
+        "              AS e(member_id, nth, conversation_id, msg_seq))"
+        " SELECT position FROM head",
         members,
-        at,
+        nth,
         conversations,
         kind,
         seqs,
         now,
+        len(changes),
     )
-    return positions
+    return list(range(last - len(changes) + 1, last + 1))
 
 
 async def timeline_bounds(conn: asyncpg.Connection) -> tuple[int, int]:
