@@ -18,10 +18,12 @@ Three parts, each optional (``--parts``):
   and run (``fog-agent run``) with its own state directory. An agent offers the cores it may run
   on (this machine's 2), so with ``--cpu-cores 0.25`` each runs up to 8 jobs at once.
 
-  - **latency** (on the idle stack, before anything else): ``--singles`` jobs ``["true"]`` (after
-    ``--warmup`` uncounted ones), one at a time: submit, wait until it has ended, pause ``--gap``,
-    next. For each: the client's time from just before ``POST /v1/jobs`` to the first update on
-    the owner's ``/v1/jobs/updates`` WebSocket that shows the job started; and, from the database,
+  - **latency** (on the idle stack, before anything else): ``--singles`` jobs ``["date", "+%s%N"]``
+    (after ``--warmup`` uncounted ones), one at a time: submit, wait until it has ended, pause
+    ``--gap``, next. For each: **submit → running**, from the wall clock just before
+    ``POST /v1/jobs`` to the wall-clock time the job's own process printed (same machine, same
+    clock; it includes the exec of ``date`` itself); the client's time to the first update on the
+    owner's ``/v1/jobs/updates`` WebSocket that shows the job started; and, from the database,
     ``started_at - submitted_at`` (the scheduler stamps ``submitted_at`` when it takes the submit,
     ``assigned_at`` when placement decides, ``started_at`` when it records the agent's ``started``).
   - **throughput**: for each count in ``--jobs``, one array of that many ``["true"]``
@@ -233,10 +235,17 @@ def report_placement(results: list[PlacementResult], node_count: int) -> None:
 
 class BenchStack(DevStack):
     """The dev stack with the gateway's rate limits raised (``service_env`` drops the caller's
-    ``FOG_*`` variables, so they are added where the gateway is started)."""
+    ``FOG_*`` variables, so they are added where the gateway is started), and with the
+    scheduler's push of assignments off when ``push`` is False (to measure without it)."""
+
+    push = True
 
     def spawn(self, svc: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return super().spawn(svc, env | GATEWAY_LIMITS if svc == "gateway" else env)
+        if svc == "gateway":
+            env = env | GATEWAY_LIMITS
+        if svc == "scheduler" and not self.push:
+            env = env | {"FOG_SCHEDULER_PUSH_ASSIGNMENTS": "false"}
+        return super().spawn(svc, env)
 
 
 class CpuMeter:
@@ -331,8 +340,13 @@ async def wait_for(what: str, check: Callable[[], Any], timeout: float, interval
     return value
 
 
-def job_spec(cpu_cores: float) -> JobSpec:
-    return JobSpec(command=["true"], resources=Resources(cpu_cores=cpu_cores, memory_bytes=64 * MIB), timeout_s=60)
+def job_spec(cpu_cores: float, command: tuple[str, ...] = ("true",)) -> JobSpec:
+    resources = Resources(cpu_cores=cpu_cores, memory_bytes=64 * MIB)
+    return JobSpec(command=list(command), resources=resources, timeout_s=60)
+
+
+#: a single job that says when it ran: the wall clock in nanoseconds, as the client reads it too
+CLOCK_JOB = ("date", "+%s%N")
 
 
 # -- where the time goes -----------------------------------------------------------------------
@@ -402,6 +416,10 @@ class Single:
     responded_s: float
     running_s: float
     ended_s: float
+    #: from just before the POST to the time the job's process printed (the wall clock)
+    ran_s: float = 0.0
+    #: from just before the POST to the scheduler's submitted_at (the wall clock)
+    taken_s: float = 0.0
     #: database: from submitted_at
     assigned_s: float = 0.0
     started_s: float = 0.0
@@ -447,14 +465,18 @@ async def run_singles(
     singles = []
     try:
         for index in range(warmup + count):
-            sent = time.perf_counter()
+            sent_ns, sent = time.time_ns(), time.perf_counter()
             job = await bench.user.submit_job(spec)
             responded = time.perf_counter()
             # The first warm-up also waits for the update socket to be watched: its job may end unseen.
             ended = await _ended(bench, updates, job.id, timeout=30 if index else 10)
             if index >= warmup:
                 running = updates.started.get(job.id, ended)
-                singles.append(Single(job.id, responded - sent, running - sent, ended - sent))
+                single = Single(job.id, responded - sent, running - sent, ended - sent)
+                single.taken_s = job.submitted_at.timestamp() - sent_ns / 1e9
+                printed = (await bench.user.job_output(job.id)).output.strip()
+                single.ran_s = (int(printed) - sent_ns) / 1e9 if printed.isdigit() else float("nan")
+                singles.append(single)
             await asyncio.sleep(gap_s)
     finally:
         await updates.close()
@@ -493,6 +515,8 @@ def report_singles(singles: list[Single], gap_s: float) -> None:
     print(f"{'interval':<52} {'p50':>8} {'p99':>8} {'max':>8}")
     rows: tuple[tuple[str, Callable[[Single], float]], ...] = (
         ("client: POST /v1/jobs answered", lambda s: s.responded_s),
+        ("submit -> running (the job's own clock)", lambda s: s.ran_s),
+        ("submit -> the scheduler takes it (submitted_at)", lambda s: s.taken_s),
         ("client: submit -> update shows it started", lambda s: s.running_s),
         ("client: submit -> update shows it ended", lambda s: s.ended_s),
         ("db: submitted_at -> assigned_at (placement)", lambda s: s.assigned_s),
@@ -700,7 +724,7 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
         results = StackResults()
         if "latency" in parts:
             print(f"\nlatency: {args.singles} single jobs after {args.warmup} warm-up ones", flush=True)
-            spec = job_spec(args.cpu_cores)
+            spec = job_spec(args.cpu_cores, CLOCK_JOB)
             results.singles, results.single_stages = await run_singles(bench, args.singles, args.warmup, args.gap, spec)
         if "throughput" in parts:
             for index, count in enumerate(int(n) for n in args.jobs.split(",")):
@@ -750,6 +774,7 @@ def main() -> None:
     parser.add_argument("--cpu-cores", type=float, default=0.25, help="what each benchmark job requests")
     parser.add_argument("--singles", type=int, default=50, help="single jobs measured for latency")
     parser.add_argument("--warmup", type=int, default=5, help="single jobs run first and not counted")
+    parser.add_argument("--no-push", action="store_true", help="the scheduler does not push assignments")
     parser.add_argument("--gap", type=float, default=0.2, help="pause between single jobs (s)")
     parser.add_argument("--jobs", default="1000,10000", help="array sizes, one array run each, in order")
     parser.add_argument("--timeout", type=float, default=900.0, help="per array run (s)")
@@ -768,6 +793,7 @@ def main() -> None:
                 cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fog-bench-jobs-"))
             )
             stack = BenchStack(data_dir, gateway_port=free_port())
+            stack.push = not args.no_push
             try:
                 stack.up()
                 stack.wait_ready(120)

@@ -11,8 +11,9 @@ Reports: every ``started`` and ``finished`` is kept until the gateway acks it. I
 connected, and all unacked reports are sent again, in order, on each new connection (``attach``). An
 ack of ``finished`` settles the attempt's ``started`` too.
 
-Duplicates: the gateway sends outstanding assignments again on each connection, so an assignment of
-an attempt that is queued, running, or ended (acked or not; the last ``REMEMBERED_ENDED``) is ignored.
+Duplicates: the gateway sends outstanding assignments again on each connection, and may send a new
+one twice (pushed, then from its event), so an assignment of an attempt that is queued, running, or
+ended (acked or not; the last ``REMEMBERED_ENDED``) is ignored. So is one whose cancel came first.
 
 Shutdown (``drain``): new assignments are ignored; queued ones are dropped without a report (they never
 started: the gateway hands them out again once the node has left); running ones may finish until the
@@ -117,6 +118,10 @@ class JobRunner:
             return
         queued = next((assignment for assignment in self._queue if assignment.key == key), None)
         if queued is None:
+            # Assignments may come by a faster path than cancels, but not always first: one of this
+            # attempt arriving after its cancel must not run (the scheduler has ended it already).
+            if not self._knows(key):
+                self._remember_ended(key)
             log.debug("job %s attempt %d: nothing to cancel", *key)
             return
         self._queue.remove(queued)
@@ -242,11 +247,14 @@ class JobRunner:
         self._pump()
 
     def _end(self, key: JobKey, result: Result) -> None:
+        self._remember_ended(key)
+        self._report(job_messages.finished(key, result))
+        self._update_idle()
+
+    def _remember_ended(self, key: JobKey) -> None:
         self._ended[key] = None
         while len(self._ended) > REMEMBERED_ENDED:
             self._ended.popitem(last=False)
-        self._report(job_messages.finished(key, result))
-        self._update_idle()
 
     def _refuse(self, exc: BadMessage) -> None:
         if exc.key is None:  # nothing to report on

@@ -188,6 +188,19 @@ async def test_cancelling_a_queued_job_reports_it_cancelled_without_starting_it(
     assert jobs.running_jobs == 1
 
 
+async def test_an_assignment_that_comes_after_its_cancel_never_runs(new_runner: NewRunner) -> None:
+    """Assignments may come by a faster path than cancels: a cancelled attempt arriving late stays
+    cancelled (the scheduler ended it already, so there is nothing to report), another attempt runs."""
+    jobs, sent = new_runner(Capacity(cpu_cores=1)), Sent()
+    jobs.attach(sent)
+    jobs.cancel(cancel("late"))
+    jobs.assign(assignment("late", "sh", "-c", "echo never"))
+    jobs.assign(assignment("late", "true", attempt=2))
+    await until(lambda: sent.ids("finished") == ["late"], "the other attempt finished")
+    assert [(r["job_id"], r["attempt"]) for r in sent.messages if r["type"] == "started"] == [("late", 2)]
+    assert jobs.running_jobs == 0
+
+
 async def test_reports_are_sent_again_on_each_connection_until_acked(new_runner: NewRunner) -> None:
     jobs = new_runner(Capacity(cpu_cores=1))
     jobs.assign(assignment("a", "echo", "hello"))  # while no connection is up

@@ -3,6 +3,9 @@
 * ``job.assigned`` and ``job.cancelled`` go to the node's connection, if it is on this gateway
   (every gateway sees every event; the one holding the node's connection delivers it; a node
   connected nowhere gets its assignments when it reconnects);
+* the scheduler's pushes of new assignments (``fog_shared.commands.gateway``) go the same way,
+  usually well before their ``job.assigned`` events: whichever of the two comes second is not
+  sent again;
 * every job event of an owner who watches ``/v1/jobs/updates`` here makes that owner's sockets
   receive the job as it is now.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 from fastapi import WebSocket
@@ -26,10 +29,14 @@ from fog_shared.bus.consumer import H_REDRIVE_FOR
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
 from fog_shared.commands.auth import Principal
+from fog_shared.commands.gateway import AssignmentPush
 from fog_shared.events.scheduler import JobAssigned, JobCancelled
 
 log = logging.getLogger(__name__)
 JOB_EVENTS = "fog.evt.scheduler.job.>"
+#: assignments sent by one path whose other copy has not come yet; beyond this many (copies that
+#: never come: a push lost, a node gone meanwhile), the oldest are forgotten
+AWAITED_COPIES = 50_000
 
 
 class JobWatchers:
@@ -56,6 +63,8 @@ class JobWatchers:
 class JobFeed:
     def __init__(self, links: NodeLinks, watchers: JobWatchers, calls: ServiceCalls) -> None:
         self.links, self.watchers, self.calls = links, watchers, calls
+        self._awaited: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.copies_skipped = 0
 
     async def start(self, js: JetStreamContext) -> None:
         await js.subscribe(JOB_EVENTS, cb=self._on_event, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
@@ -71,7 +80,7 @@ class JobFeed:
     async def dispatch(self, subject: str, body: dict[str, Any]) -> None:
         if subject == JobAssigned.TYPE.subject:
             event = JobAssigned.model_validate(body)
-            await self.links.send(event.node_id, {"type": "assignment", **event.assignment})
+            await self.deliver(event.node_id, event.assignment)
         elif subject == JobCancelled.TYPE.subject:
             cancelled = JobCancelled.model_validate(body)
             if cancelled.node_id is not None:
@@ -80,6 +89,23 @@ class JobFeed:
         owner, job_id = body.get("owner_id"), body.get("job_id")
         if isinstance(owner, str) and isinstance(job_id, str):
             await self._tell_owner(owner, job_id)
+
+    async def on_push(self, push: AssignmentPush) -> None:
+        for pushed in push.assignments:
+            await self.deliver(pushed.node_id, pushed.assignment.model_dump(mode="json"))
+
+    async def deliver(self, node_id: str, assignment: dict[str, Any]) -> None:
+        """To the node, if it is connected here, unless the other path has brought it already."""
+        key = (str(assignment.get("job_id")), int(assignment.get("attempt", 0)))
+        if key in self._awaited:
+            del self._awaited[key]
+            self.copies_skipped += 1
+            return
+        self._awaited[key] = None  # before the send: a copy arriving meanwhile is the second one
+        if not await self.links.send(node_id, {"type": "assignment", **assignment}):
+            self._awaited.pop(key, None)  # not sent: the other copy, if it comes, is not a repeat
+        elif len(self._awaited) > AWAITED_COPIES:
+            self._awaited.popitem(last=False)
 
     async def _tell_owner(self, owner_id: str, job_id: str) -> None:
         for websocket, principal in self.watchers.of(owner_id):

@@ -5,6 +5,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from fog_scheduler import handlers
+from fog_scheduler.assignment_push import AssignmentPusher
 from fog_scheduler.config import Settings
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.placement import PlacementLoop
@@ -22,6 +23,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
     placement = PlacementLoop(
         LeaderLock(dsn, settings.db_schema, "placement"), PlacementPolicy(strategy=settings.strategy),
         dsn=dsn, schema=settings.db_schema, batch_size=settings.placement_batch, idle_s=settings.placement_idle_s,
+        push=AssignmentPusher(runtime.broker) if settings.push_assignments else None,
     )  # fmt: skip
 
     async def attach_placement() -> None:

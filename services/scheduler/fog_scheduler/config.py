@@ -17,3 +17,6 @@ class Settings(CommonSettings):
     placement_batch: int = 500
     #: at the latest, look for due work this often (NOTIFY wakes it sooner)
     placement_idle_s: float = 1.0
+    #: push each placement's assignments to the gateways over core NATS as soon as it commits, ahead
+    #: of their ``job.assigned`` events (off: nodes hear of new jobs from the events alone)
+    push_assignments: bool = True

@@ -29,13 +29,19 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     async def submit(body: contract.SubmitCommand) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:
             submitted = await service.submit(conn, body, now=_now())
+            placement.wake()  # committed: this replica's loop, if it leads, need not wait for the NOTIFY
             return {"job": submitted["job"].model_dump(mode="json"), "created": submitted["created"]}
 
         return await answer(run)
 
     @broker.subscriber(contract.SUBMIT_ARRAY, queue=group, title="submit_array")
     async def submit_array(body: contract.SubmitArrayCommand) -> dict[str, Any]:
-        return await answer(lambda conn: service.submit_array(conn, body, now=_now()))
+        async def run(conn: asyncpg.Connection) -> contract.ArrayView:
+            submitted = await service.submit_array(conn, body, now=_now())
+            placement.wake()
+            return submitted
+
+        return await answer(run)
 
     @broker.subscriber(contract.GET_JOB, queue=group, title="get_job")
     async def get_job(body: contract.JobQuery) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 Each cycle takes a snapshot (the node view, minus what placed jobs hold), reads a batch of due
 pending jobs in fair-share order, decides each with :func:`fog_scheduler.domain.place`, and
 writes all decisions of the batch (and their ``job.assigned`` events) in one transaction: no
-commit per job. A cycle starts when jobs arrive or change (a NOTIFY), when the node view
-changes, or every ``idle_s`` at the latest.
+commit per job. Once that commits, the batch's assignments are pushed to the gateways
+(:mod:`fog_scheduler.assignment_push`), ahead of their events. A cycle starts when jobs arrive or
+change (a NOTIFY, or a submit on this replica), when the node view changes, or every ``idle_s``
+at the latest.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: a job no node could ever run is looked at again after this long (nodes may join meanwhile)
 UNPLACEABLE_RETRY = timedelta(seconds=5)
+
+#: hands a committed batch's assignments to the gateways: ``{"node_id": ..., "assignment": {...}}`` each
+Push = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
 def request_of(spec: dict[str, Any], tried: list[str]) -> domain.Request:
@@ -62,8 +67,10 @@ class PlacementLoop:
         batch_size: int = 500,
         idle_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        push: Push | None = None,
     ) -> None:
         self.lock, self.policy, self.dsn, self.schema = lock, policy, dsn, schema
+        self.push = push
         self.batch_size, self.idle_s, self.wall = batch_size, idle_s, wall
         self._pool: asyncpg.Pool | None = None
         self._wake = asyncio.Event()
@@ -127,17 +134,19 @@ class PlacementLoop:
                 if node is not None:
                     node.take(domain.Request(held["cpu"] or 0.0, held["memory"] or 0, held["gpus"] or 0))
         placed, waiting, unplaceable = self._decide(jobs, nodes, now)
+        events: list[Event] = []
+        pushed: list[dict[str, Any]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            events: list[Event] = []
             if placed:
                 decided = [(job_id, node, why, str(uuid.uuid4())) for job_id, node, why in placed]
                 rows = await store.assign_many(conn, decided, now)
                 for row in rows:
-                    assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"])
+                    assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"]).model_dump(mode="json")
                     events.append(JobAssigned(
                         job_id=str(row["id"]), owner_id=row["owner_id"], node_id=row["node_id"],
-                        attempt=row["attempt"], assignment=assignment.model_dump(mode="json"), assigned_at=now,
+                        attempt=row["attempt"], assignment=assignment, assigned_at=now,
                     ))  # fmt: skip
+                    pushed.append({"node_id": row["node_id"], "assignment": assignment})
                 # Each assignment follows from its job's previous event, in the request that submitted it.
                 causes = [(row["correlation_id"], row["previous_event_id"]) for row in rows]
                 ids = [row["event_id"] for row in rows]
@@ -147,6 +156,8 @@ class PlacementLoop:
             if unplaceable:
                 await store.defer_many(conn, unplaceable, now + UNPLACEABLE_RETRY)
         self.placed_total += len(events)
+        if pushed and self.push is not None:  # committed: the nodes may start these now
+            await self.push(pushed)
         return len(jobs) == self.batch_size and bool(placed)
 
     def _decide(

@@ -13,6 +13,7 @@ What a service may do follows from the topology and from two declarations below:
 * publish its own events (``fog.evt.<svc>.>``) when it has an event stream;
 * pull, ack and dead-letter on its own durable consumers (``<svc>__<purpose>``) and nothing else;
 * send commands and queries to the services in :data:`REQUESTS`;
+* publish, without a reply, the other services' subjects in :data:`PUSHES`;
 * read the streams in :data:`LIVE_READS` through ephemeral ordered consumers;
 * replay the streams in :data:`REPLAYS` (``fogctl events rebuild``);
 * for the :data:`OPERATOR` (the gateway, behind its admin-only routes): read every stream's
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fog_shared.bus.topology import DEAD_LETTER_STREAM, ConsumerSpec, Topology, event_stream_name
+from fog_shared.commands.gateway import ASSIGNMENTS
 from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, service_events
 
 JS_API = "$JS.API"
@@ -43,6 +45,10 @@ PROVISIONER = "provision"
 
 #: whose commands and queries each service sends: only the gateway calls other services
 REQUESTS: dict[str, tuple[str, ...]] = {"gateway": ("auth", "registry", "scheduler", "messaging")}
+
+#: another service's subjects a service publishes to without asking for a reply (core NATS, at
+#: most once): the scheduler's fast path of new assignments to the gateways
+PUSHES: dict[str, tuple[str, ...]] = {"scheduler": (ASSIGNMENTS,)}
 
 #: streams a service reads with ephemeral ordered consumers: the gateway's revocation cache
 #: (auth events), its job feeds to agents and users (scheduler events) and the wake-ups of its
@@ -141,6 +147,7 @@ def service_permissions(service: str, topology: Topology | None = None) -> Permi
             publish += _durable(spec)
     for callee in REQUESTS.get(service, ()):
         publish += _answers(callee)
+    publish += PUSHES.get(service, ())
     if LIVE_READS.get(service):
         publish.append(f"{JS_API}.STREAM.NAMES")
         for stream in LIVE_READS[service]:

@@ -8,10 +8,15 @@ import json
 from typing import Any
 
 import asyncpg
+import nats
 from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
+from nats.aio.msg import Msg
 from websockets.asyncio.client import ClientConnection, connect
 
+from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
+from fog_shared.commands.scheduler import Assignment, Resources
 from fog_shared.events.scheduler import JobCompleted, JobStarted
+from fog_shared.testing.plugin import Servers
 from fog_shared.testing.waiting import wait_until
 
 USAGE = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
@@ -339,3 +344,62 @@ async def test_owners_see_their_jobs_change_live(stack: Stack) -> None:
             seen.append(message["job"]["status"])
     assert seen[-1] == "succeeded"
     assert len(seen) >= 2, f"it saw the job move: {seen}"
+
+
+async def test_a_placement_is_pushed_to_the_gateways_once_committed_and_reaches_its_node_once(
+    stack: Stack, fog_servers: Servers
+) -> None:
+    """The fast path: the scheduler pushes what it placed as soon as the placement commits; the
+    gateway holding the node's link sends it on, and does not send it again when the job's
+    ``job.assigned`` event comes."""
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    nc, db = await nats.connect(fog_servers.nats_url), await asyncpg.connect(stack.scheduler_db.owner_dsn)
+    pushes: asyncio.Queue[tuple[AssignmentPush, asyncpg.Record | None]] = asyncio.Queue()
+
+    async def on_push(msg: Msg) -> None:
+        push = AssignmentPush.model_validate_json(msg.data)
+        job_id = push.assignments[0].assignment.job_id
+        row = await db.fetchrow(
+            f"SELECT status, node_id FROM {stack.scheduler_db.schema}.jobs WHERE id = $1::uuid", job_id
+        )
+        await pushes.put((push, row))
+
+    try:
+        await nc.subscribe(ASSIGNMENTS, cb=on_push)
+        await nc.flush()
+        job = (await stack.http.post("/v1/jobs", json={"command": ["echo", "hi"]}, headers=user)).json()
+        push, row = await asyncio.wait_for(pushes.get(), timeout=10)
+        [pushed] = push.assignments
+        assert (pushed.node_id, pushed.assignment.job_id, pushed.assignment.attempt) == (agent.node_id, job["id"], 1)
+        assert pushed.assignment.command == ["echo", "hi"]
+        assert row is not None, "committed before it was pushed"
+        assert (row["status"], row["node_id"]) == ("assigned", agent.node_id)
+
+        assert (await agent.next_of("assignment"))["job_id"] == job["id"]
+        # The cancel comes through the job's events, after its job.assigned: by then that event was handled.
+        assert (await stack.http.post(f"/v1/jobs/{job['id']}/cancel", headers=user)).status_code == 200
+        assert (await agent.next_of("cancel"))["job_id"] == job["id"]
+        assert [m for m in agent.unread if m["type"] == "assignment"] == [], "the node heard of the job once"
+    finally:
+        await nc.close()
+        await db.close()
+
+
+async def test_a_pushed_assignment_reaches_its_node_without_waiting_for_an_event(
+    stack: Stack, fog_servers: Servers
+) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    assignment = Assignment(
+        job_id="pushed-only", attempt=1, command=["true"], env={}, timeout_s=60.0, resources=Resources()
+    )
+    nc = await nats.connect(fog_servers.nats_url)
+    try:
+        push = AssignmentPush(assignments=[NodeAssignment(node_id=agent.node_id, assignment=assignment)])
+        await nc.publish(ASSIGNMENTS, push.model_dump_json().encode())
+        received = await agent.next_of("assignment")
+    finally:
+        await nc.close()
+    assert received == {"type": "assignment", **assignment.model_dump(mode="json")}
