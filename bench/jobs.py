@@ -362,6 +362,7 @@ STAGES = (
     ("recorded -> relay marked it published (commit, relay, JetStream ack)", "recorded", "published"),
     ("recorded -> agent starts the job (+ JetStream -> gateway -> agent)", "recorded", "agent_started"),
     ("agent starts the job -> scheduler records started_at", "agent_started", "started"),
+    ("agent starts the job -> its process runs (singles: the job's own clock)", "agent_started", "ran"),
     ("agent starts the job -> agent sees it end (sandbox, true)", "agent_started", "agent_ended"),
     ("agent sees it end -> scheduler records finished_at", "agent_ended", "finished"),
 )
@@ -370,8 +371,11 @@ STAGES = (
 DB_STAGES = ("submitted", "assigned", "started", "finished", "recorded", "published")
 
 
-async def job_times(bench: Bench, where: str, arg: Any) -> list[dict[str, float]]:
-    """Per job, epoch seconds of every stage in ``STAGES`` that is known."""
+async def job_times(
+    bench: Bench, where: str, arg: Any, ran: dict[str, float] | None = None
+) -> list[dict[str, float]]:
+    """Per job, epoch seconds of every stage in ``STAGES`` that is known (``ran``: when each job's
+    process said it ran, for the jobs that say so)."""
     rows = await bench.db.fetch(
         "SELECT j.id::text AS id, j.submitted_at AS submitted, j.assigned_at AS assigned, j.started_at AS started,"
         " j.finished_at AS finished, o.created_at AS recorded, o.published_at AS published"
@@ -390,6 +394,8 @@ async def job_times(bench: Bench, where: str, arg: Any) -> list[dict[str, float]
     times = []
     for row in rows:
         known = {key: row[key].timestamp() for key in DB_STAGES if row[key] is not None}
+        if ran is not None and row["id"] in ran:
+            known["ran"] = ran[row["id"]]
         times.append(known | agent.get(row["id"], {}))
     return times
 
@@ -462,7 +468,7 @@ async def run_singles(
 ) -> tuple[list[Single], list[dict[str, float]]]:
     updates = Updates(bench.user)
     updates.start()
-    singles = []
+    singles, ran_at = [], dict[str, float]()
     try:
         for index in range(warmup + count):
             sent_ns, sent = time.time_ns(), time.perf_counter()
@@ -476,6 +482,8 @@ async def run_singles(
                 single.taken_s = job.submitted_at.timestamp() - sent_ns / 1e9
                 printed = (await bench.user.job_output(job.id)).output.strip()
                 single.ran_s = (int(printed) - sent_ns) / 1e9 if printed.isdigit() else float("nan")
+                if printed.isdigit():
+                    ran_at[job.id] = int(printed) / 1e9
                 singles.append(single)
             await asyncio.sleep(gap_s)
     finally:
@@ -492,7 +500,7 @@ async def run_singles(
         row = by_id[single.job_id]
         single.assigned_s, single.started_s = float(row["assigned"]), float(row["started"])
         single.finished_s = float(row["finished"])
-    return singles, await job_times(bench, "j.id = ANY($1::uuid[])", [s.job_id for s in singles])
+    return singles, await job_times(bench, "j.id = ANY($1::uuid[])", [s.job_id for s in singles], ran_at)
 
 
 async def _ended(bench: Bench, updates: Updates, job_id: str, timeout: float) -> float:
