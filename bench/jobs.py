@@ -371,9 +371,7 @@ STAGES = (
 DB_STAGES = ("submitted", "assigned", "started", "finished", "recorded", "published")
 
 
-async def job_times(
-    bench: Bench, where: str, arg: Any, ran: dict[str, float] | None = None
-) -> list[dict[str, float]]:
+async def job_times(bench: Bench, where: str, arg: Any, ran: dict[str, float] | None = None) -> list[dict[str, float]]:
     """Per job, epoch seconds of every stage in ``STAGES`` that is known (``ran``: when each job's
     process said it ran, for the jobs that say so)."""
     rows = await bench.db.fetch(
