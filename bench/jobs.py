@@ -479,9 +479,10 @@ async def run_singles(
                 single = Single(job.id, responded - sent, running - sent, ended - sent)
                 single.taken_s = job.submitted_at.timestamp() - sent_ns / 1e9
                 printed = (await bench.user.job_output(job.id)).output.strip()
-                single.ran_s = (int(printed) - sent_ns) / 1e9 if printed.isdigit() else float("nan")
+                single.ran_s = float("nan")
                 if printed.isdigit():
                     ran_at[job.id] = int(printed) / 1e9
+                    single.ran_s = ran_at[job.id] - sent_ns / 1e9
                 singles.append(single)
             await asyncio.sleep(gap_s)
     finally:

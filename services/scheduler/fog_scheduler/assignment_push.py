@@ -16,7 +16,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from fog_shared.commands.gateway import ASSIGNMENTS, PUSH_BUDGET_BYTES
+from fog_shared.commands.gateway import ASSIGNMENTS, PUSH_BUDGET_BYTES, PUSH_MAX_ASSIGNMENTS
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def push_bodies(assignments: list[dict[str, Any]], budget: int = PUSH_BUDGET_BYTES) -> Iterator[bytes]:
     """:class:`~fog_shared.commands.gateway.AssignmentPush` JSON, halved until each part fits."""
     body = json.dumps({"assignments": assignments}, separators=(",", ":")).encode()
-    if len(body) <= budget or len(assignments) == 1:
+    if len(assignments) == 1 or (len(body) <= budget and len(assignments) <= PUSH_MAX_ASSIGNMENTS):
         yield body
         return
     half = len(assignments) // 2
@@ -37,7 +37,6 @@ class AssignmentPusher:
 
     def __init__(self, broker: NatsBroker) -> None:
         self.broker = broker
-        self.pushed_total = 0
 
     async def __call__(self, assignments: list[dict[str, Any]]) -> None:
         try:
@@ -45,5 +44,3 @@ class AssignmentPusher:
                 await self.broker.publish(body, subject=ASSIGNMENTS)
         except Exception:  # the job.assigned events will bring them, a little later
             log.warning("assignments not pushed to the gateways", exc_info=True)
-            return
-        self.pushed_total += len(assignments)

@@ -23,6 +23,8 @@ from fog_shared.subjects import command_subject
 ASSIGNMENTS = command_subject("gateway", "assignments")
 #: serialised assignments per push at most: NATS takes up to 8 MiB, and one assignment may be 1 MiB
 PUSH_BUDGET_BYTES = 4 << 20
+#: assignments per push at most (a placement batch may be larger: it is pushed in parts)
+PUSH_MAX_ASSIGNMENTS = 10_000
 
 
 class NodeAssignment(Strict):
@@ -31,4 +33,4 @@ class NodeAssignment(Strict):
 
 
 class AssignmentPush(Strict):
-    assignments: list[NodeAssignment] = Field(min_length=1, max_length=10_000)
+    assignments: list[NodeAssignment] = Field(min_length=1, max_length=PUSH_MAX_ASSIGNMENTS)
