@@ -32,7 +32,7 @@ from fog_shared.bus.permissions import (
 )
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology, event_stream_name
-from fog_shared.commands.gateway import ASSIGNMENTS
+from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE
 from fog_shared.devservers import NatsServer
 from fog_shared.subjects import SERVICES
 from fog_shared.testing.waiting import wait_until
@@ -169,6 +169,21 @@ async def test_the_scheduler_pushes_assignments_to_the_gateways_and_no_one_else_
     await login["scheduler"].nc.publish("fog.cmd.gateway.anything_else.v1", b"{}")
     await login["scheduler"].refused("fog.cmd.gateway.anything_else.v1")
     assert not any(ASSIGNMENTS.lower() in e for e in login["scheduler"].errors), "its own push was allowed"
+
+
+async def test_messaging_pushes_timeline_entries_to_the_gateways_and_no_one_else_does(
+    login: dict[str, Connection],
+) -> None:
+    gateway = login["gateway"]
+    subscription = await gateway.nc.subscribe(TIMELINE)
+    await gateway.nc.flush()
+    await login["messaging"].nc.publish(TIMELINE, b"{}")
+    assert (await subscription.next_msg(timeout=5)).data == b"{}"
+    await login["scheduler"].nc.publish(TIMELINE, b"{}")
+    await login["scheduler"].refused(TIMELINE)
+    await login["messaging"].nc.publish(ASSIGNMENTS, b"{}")
+    await login["messaging"].refused(ASSIGNMENTS)
+    assert not any(TIMELINE.lower() in e for e in login["messaging"].errors), "its own push was allowed"
 
 
 async def test_a_service_cannot_listen_to_another_services_commands(login: dict[str, Connection]) -> None:

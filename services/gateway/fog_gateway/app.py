@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from fog_gateway import __version__, problems
 from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
-from fog_gateway.chat_feed import ChatFeed, ChatWaiters
+from fog_gateway.chat_feed import ChatFeed, ChatWaiters, TimelineChain
 from fog_gateway.config import Settings
 from fog_gateway.heap import HeapFreezer
 from fog_gateway.job_feed import JobFeed, JobWatchers
@@ -15,7 +15,7 @@ from fog_gateway.ratelimit import RateLimiter
 from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
 from fog_gateway.security import Verifier
 from fog_gateway.sync_batches import SyncBatcher
-from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush
+from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE, AssignmentPush, TimelinePush
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
 
@@ -67,7 +67,13 @@ def build_app(settings: CommonSettings) -> FastAPI:
         runtime.in_background("heap-freezer", HeapFreezer(every_s=settings.gc_freeze_every_s).run)
     api.include_router(jobs.build_router(calls, authz, watchers), responses=problems.COMMON_ERRORS)
     chat_waiters = ChatWaiters()
-    chat_feed = ChatFeed(chat_waiters)
+    chain = TimelineChain(chat_waiters)
+    chat_feed = ChatFeed(chat_waiters, chain)
+
+    # No queue group either: every gateway keeps its own chain of every push.
+    @runtime.broker.subscriber(TIMELINE, title="timeline")
+    async def timeline_pushed(push: TimelinePush) -> None:
+        chain.on_push(push)
 
     async def follow_chat() -> None:
         await chat_feed.start(runtime.js)
@@ -77,7 +83,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
     syncs = SyncBatcher(calls)
     runtime.in_background("sync-batches", syncs.run)
-    api.include_router(sync.build_router(authz, chat_waiters, syncs), responses=problems.COMMON_ERRORS)
+    api.include_router(sync.build_router(authz, chat_waiters, chain, syncs), responses=problems.COMMON_ERRORS)
     # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
     api.add_middleware(
         SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)

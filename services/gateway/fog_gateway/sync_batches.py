@@ -42,6 +42,21 @@ class Synced:
         return f'{{"type":"sync","entries":[{",".join(self.texts)}],{rest[1:]}'
 
 
+def fed_frame(texts: list[str], through: int) -> str:
+    """A ``sync`` frame of entries the timeline chain brought, each already JSON text: everything
+    up to ``through`` is sent with it."""
+    token = contract.sync_token(through)
+    return f'{{"type":"sync","entries":[{",".join(texts)}],"next":"{token}","limited":false,"gap":null,"more":false}}'
+
+
+def position_of(token: str) -> int | None:
+    return contract.token_position(token)
+
+
+def token_of(position: int) -> str:
+    return contract.sync_token(position)
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 

@@ -23,3 +23,6 @@ class Settings(CommonSettings):
     #: the most sends one transaction commits together (group commit); also how many sends
     #: this process takes in at once
     send_batch_max: int = 64
+    #: publish each change's timeline entries to the gateways as soon as it commits (the fast
+    #: path of live streams); without it they learn of changes from the events alone
+    push_timeline: bool = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from fog_messaging import service, store
 from fog_messaging.config import Settings
 from fog_messaging.service import MessagingError, files, keys
+from fog_messaging.timeline_push import TimelinePusher
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS, FILES_BUCKET
 from fog_shared.commands import messaging as contract
@@ -47,10 +48,34 @@ async def on_node_credential_event(conn: asyncpg.Connection, event: Event, _: En
         await store.set_node_owner(conn, event.node_id, event.owner_id, revoked=True)
 
 
-def register(runtime: ServiceRuntime, settings: Settings) -> None:
-    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+UseCase = Callable[[asyncpg.Connection], Awaitable[Any]]
+Answer = Callable[[UseCase], Awaitable[dict[str, Any]]]
 
-    sends = GroupCommit(lambda: runtime.pool, _send_batch, max_batch=settings.send_batch_max)
+
+def pushing_answers(runtime: ServiceRuntime, pusher: TimelinePusher) -> Answer:
+    """``runtime.answer``, with the timeline entries the use case commits pushed to the gateways."""
+
+    async def answer(use_case: UseCase) -> dict[str, Any]:
+        async def pushed(conn: asyncpg.Connection) -> Any:
+            async with pusher.pushing(conn):
+                return await use_case(conn)
+
+        return await runtime.answer(pushed)
+
+    return answer
+
+
+def register(runtime: ServiceRuntime, settings: Settings) -> None:
+    pusher = TimelinePusher(runtime.broker, enabled=settings.push_timeline)
+    broker, group, answer = runtime.broker, queue_group("messaging"), pushing_answers(runtime, pusher)
+
+    async def send_batch(
+        conn: asyncpg.Connection, sendings: Sequence[service.Sending]
+    ) -> list[contract.SendReply | service.MessagingError]:
+        async with pusher.pushing(conn):
+            return await service.send_many(conn, sendings, now=_now())
+
+    sends = GroupCommit(lambda: runtime.pool, send_batch, max_batch=settings.send_batch_max)
     runtime.in_background("send-group-commit", sends.run)
 
     # Many sends in flight at once, so that those arriving during a commit share the next one.
@@ -83,9 +108,9 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
     async def get_conversation(body: contract.ConversationQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.get_conversation(conn, body))
 
-    register_groups(runtime)
-    register_keys(runtime)
-    register_files(runtime)
+    register_groups(runtime, answer)
+    register_keys(runtime, answer)
+    register_files(runtime, answer)
 
     @broker.subscriber(contract.RECORD_RECEIPT, queue=group, title="record_receipt")
     async def record_receipt(body: contract.ReceiptCommand) -> dict[str, Any]:
@@ -116,12 +141,6 @@ SYNC_MANY_WORKERS = 4
 _STOPPING = MessagingError("service_unavailable", "the messaging service is stopping; send again", retry_after_s=1)
 
 
-async def _send_batch(
-    conn: asyncpg.Connection, sendings: Sequence[service.Sending]
-) -> list[contract.SendReply | service.MessagingError]:
-    return await service.send_many(conn, sendings, now=_now())
-
-
 def _reply_of(outcome: BaseModel | Refusal) -> dict[str, Any]:
     if isinstance(outcome, Refusal):
         return outcome.reply()
@@ -129,8 +148,8 @@ def _reply_of(outcome: BaseModel | Refusal) -> dict[str, Any]:
     return dumped
 
 
-def register_groups(runtime: ServiceRuntime) -> None:
-    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+def register_groups(runtime: ServiceRuntime, answer: Answer) -> None:
+    broker, group = runtime.broker, queue_group("messaging")
 
     @broker.subscriber(contract.CREATE_GROUP, queue=group, title="create_group")
     async def create_group(body: contract.CreateGroupCommand) -> dict[str, Any]:
@@ -153,8 +172,8 @@ def register_groups(runtime: ServiceRuntime) -> None:
         return await answer(lambda conn: service.transfer(conn, body, now=_now()))
 
 
-def register_keys(runtime: ServiceRuntime) -> None:
-    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+def register_keys(runtime: ServiceRuntime, answer: Answer) -> None:
+    broker, group = runtime.broker, queue_group("messaging")
 
     @broker.subscriber(contract.PUBLISH_KEYS, queue=group, title="publish_keys")
     async def publish_keys(body: contract.PublishKeysCommand) -> dict[str, Any]:
@@ -189,8 +208,8 @@ class JetStreamObjects:
         return bytes(found.data or b"")
 
 
-def register_files(runtime: ServiceRuntime) -> None:
-    broker, group, answer = runtime.broker, queue_group("messaging"), runtime.answer
+def register_files(runtime: ServiceRuntime, answer: Answer) -> None:
+    broker, group = runtime.broker, queue_group("messaging")
     objects = JetStreamObjects(runtime)
 
     @broker.subscriber(contract.START_UPLOAD, queue=group, title="start_upload")

@@ -9,6 +9,15 @@ JetStream store, and nothing else depends on it.
 The ``job.assigned`` event stays the durable record, and gateways deliver it too. A gateway
 skips the copy it has already pushed, and agents ignore an assignment they already have. So a
 push that is lost, or never sent, delays a job and never loses one.
+
+:data:`TIMELINE` is the same fast path for BitChat. Right after a transaction that added
+timeline entries commits, the messaging service publishes them here, with the positions they
+took: every position after ``after`` up to ``through`` is in the push (a position none may see
+has no entry). Positions commit in order, so a gateway that has every push since a position
+knows each member's timeline up to the newest one, and its live streams send new entries
+without asking messaging for a sync. A push that is lost or late leaves a gap in that chain; the
+gateway then falls back to the sync, woken by the changes' events, which the push names so that
+the gateway skips the wake-ups it has already served.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from pydantic import Field
 
 from fog_shared.commands.auth import NodeId
 from fog_shared.commands.common import Strict
+from fog_shared.commands.messaging import MemberId
 from fog_shared.commands.scheduler import Assignment
 from fog_shared.subjects import command_subject
 
@@ -34,3 +44,29 @@ class NodeAssignment(Strict):
 
 class AssignmentPush(Strict):
     assignments: list[NodeAssignment] = Field(min_length=1, max_length=PUSH_MAX_ASSIGNMENTS)
+
+
+TIMELINE = command_subject("gateway", "timeline")
+#: serialised entries per push at most, well under the 8 MiB NATS takes (a push is split by
+#: position, and a single entry bigger than this still goes alone)
+TIMELINE_BUDGET_BYTES = 1 << 20
+
+
+class PushedEntry(Strict):
+    """One committed timeline entry and the members whose timelines hold it."""
+
+    position: int = Field(ge=1)
+    audience: list[MemberId]
+    #: the entry as ``GET /v1/sync`` returns it (a :class:`~fog_shared.commands.messaging.SyncEntry`),
+    #: as JSON text, so a gateway writes it to every stream without serialising it again
+    text: str
+
+
+class TimelinePush(Strict):
+    """The entries at positions ``after`` + 1 up to ``through``, in position order."""
+
+    after: int = Field(ge=0)
+    through: int = Field(ge=1)
+    entries: list[PushedEntry]
+    #: the ids of the events these changes recorded, whose wake-ups this push makes needless
+    event_ids: list[str] = Field(default_factory=list)

@@ -46,6 +46,25 @@ ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}
 Seq = Annotated[int, Field(ge=1, le=2**53)]
 Counter = Annotated[int, Field(ge=1, le=2**53)]
 SyncToken = Annotated[str, StringConstraints(max_length=32)]
+#: a sync token is this and a timeline position: opaque to clients, read by the gateways that
+#: feed live streams from timeline pushes
+SYNC_TOKEN_PREFIX = "s"  # noqa: S105 - a format marker, not a secret
+
+
+def sync_token(position: int) -> str:
+    return f"{SYNC_TOKEN_PREFIX}{position}"
+
+
+def token_position(token: str | None) -> int | None:
+    """The position a token stands for (no token: 0), or None when it is not a token at all."""
+    if token is None or token == "":
+        return 0
+    digits = token.removeprefix(SYNC_TOKEN_PREFIX)
+    if token[:1] != SYNC_TOKEN_PREFIX or not digits.isdigit() or len(digits) > 18:
+        return None
+    return int(digits)
+
+
 Kind = Literal["direct", "group"]
 Role = Literal["owner", "admin", "member"]
 ReceiptKind = Literal["delivered", "read"]

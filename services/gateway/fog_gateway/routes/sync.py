@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 
 from fog_gateway.authz import PEOPLE, Authorizer
-from fog_gateway.chat_feed import ChatWaiters
+from fog_gateway.chat_feed import LIVE_FRAMES, ChatWaiters, TimelineChain, Watcher
 from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
 from fog_gateway.problems import GUARDED_ERRORS, Problem
 from fog_gateway.security import Principal
-from fog_gateway.sync_batches import SyncBatcher
+from fog_gateway.sync_batches import SyncBatcher, fed_frame, position_of, token_of
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 
@@ -34,7 +34,7 @@ LIVE_RETRY_S = 1.0
 CLOSE_BAD_TOKEN = 4400
 
 
-def build_router(authz: Authorizer, waiters: ChatWaiters, syncs: SyncBatcher) -> APIRouter:
+def build_router(authz: Authorizer, waiters: ChatWaiters, chain: TimelineChain, syncs: SyncBatcher) -> APIRouter:
     router = APIRouter(prefix="/v1/sync", tags=["messaging"], responses=GUARDED_ERRORS)
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
@@ -51,16 +51,16 @@ def build_router(authz: Authorizer, waiters: ChatWaiters, syncs: SyncBatcher) ->
         assert me.user_id is not None
         query = contract.SyncQuery(by=me, since=since, limit=limit)
         deadline = time.monotonic() + timeout_ms / 1000
-        with waiters.watch(me.user_id) as woken:
+        with waiters.watch(me.user_id) as watcher:
             while True:
-                woken.clear()
+                watcher.woken.clear()
                 synced = await syncs.sync(query)
                 remaining = deadline - time.monotonic()
                 if synced.entries or synced.limited or remaining <= 0:
                     return synced.reply()
                 try:
                     async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancellation
-                        await woken.wait()
+                        await watcher.woken.wait()
                 except TimeoutError:
                     return synced.reply()
 
@@ -77,7 +77,7 @@ def build_router(authz: Authorizer, waiters: ChatWaiters, syncs: SyncBatcher) ->
         if me.kind not in PEOPLE or me.user_id is None:
             await websocket.close(code=CLOSE_FORBIDDEN, reason="only people have conversations")
             return
-        stream = asyncio.create_task(_stream(websocket, syncs, waiters, me, since))
+        stream = asyncio.create_task(_stream(websocket, syncs, waiters, chain, me, since))
         try:
             while True:
                 await websocket.receive_text()  # nothing is expected; this notices the close
@@ -92,25 +92,70 @@ def build_router(authz: Authorizer, waiters: ChatWaiters, syncs: SyncBatcher) ->
 
 
 async def _stream(
-    websocket: WebSocket, syncs: SyncBatcher, waiters: ChatWaiters, me: Principal, since: str | None
+    websocket: WebSocket,
+    syncs: SyncBatcher,
+    waiters: ChatWaiters,
+    chain: TimelineChain,
+    me: Principal,
+    since: str | None,
 ) -> None:
+    """Sync, then send what the chain feeds until something only a sync shows (a wake-up from an
+    event no push brought, a gap in the chain); then sync again from what was sent."""
     assert me.user_id is not None
-    with waiters.watch(me.user_id) as woken:
+    with waiters.watch(me.user_id) as watcher:
         while True:
-            woken.clear()
-            try:
-                synced = await syncs.sync(contract.SyncQuery(by=me, since=since))
-            except ServiceUnavailable:
-                await asyncio.sleep(LIVE_RETRY_S)  # a pause before asking again, not a synchronisation
-                continue
-            except Problem as refused:  # a token this API never gave
-                await websocket.close(code=CLOSE_BAD_TOKEN, reason=refused.detail[:120])
-                return
-            if synced.entries or synced.limited:
-                await websocket.send_text(synced.frame())
-            since = synced.next
-            if synced.more:
+            watcher.woken.clear()
+            if watcher.fed and not watcher.stale:
+                await _send_fed(websocket, chain, watcher)
+            else:
+                # What the chain brought goes first, and the sync starts after it. The stream is
+                # off the chain before anything is awaited: pushes meanwhile are kept for its join.
+                brought = chain.flush(watcher) if watcher.fed else None
+                watcher.fed, watcher.stale, watcher.joining = False, False, True
+                if brought is not None:
+                    texts, through = brought
+                    since = token_of(through)
+                    if texts:
+                        LIVE_FRAMES.labels("pushed").inc()
+                        await websocket.send_text(fed_frame(texts, through))
+                try:
+                    synced = await syncs.sync(contract.SyncQuery(by=me, since=since))
+                except ServiceUnavailable:
+                    watcher.joining = False
+                    await asyncio.sleep(LIVE_RETRY_S)  # a pause before asking again, not a synchronisation
+                    continue
+                except Problem as refused:  # a token this API never gave
+                    await websocket.close(code=CLOSE_BAD_TOKEN, reason=refused.detail[:120])
+                    return
+                if synced.entries or synced.limited:
+                    LIVE_FRAMES.labels("synced").inc()
+                    await websocket.send_text(synced.frame())
+                since = synced.next
+                if synced.more:
+                    watcher.joining = False
+                    watcher.stale = True
+                    continue
+                _join(chain, watcher, since)
+            if watcher.queued or watcher.stale:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LIVE_RECHECK_S):  # not wait_for: it can swallow a cancellation
-                    await woken.wait()
+                    await watcher.woken.wait()
+                    continue
+            watcher.stale = True  # nothing for a while: look again, in case a wake-up was missed
+
+
+def _join(chain: TimelineChain, watcher: Watcher, since: str) -> None:
+    position = position_of(since)
+    if position is None:  # not a token of the chain's kind: the stream stays on syncs
+        watcher.joining = False
+        return
+    watcher.since = position
+    chain.join(watcher)
+
+
+async def _send_fed(websocket: WebSocket, chain: TimelineChain, watcher: Watcher) -> None:
+    texts, through = chain.flush(watcher)
+    if texts:
+        LIVE_FRAMES.labels("pushed").inc()
+        await websocket.send_text(fed_frame(texts, through))

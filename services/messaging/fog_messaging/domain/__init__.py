@@ -61,7 +61,6 @@ from fog_messaging.domain.messages import (
     next_seq,
 )
 from fog_messaging.domain.sync import (
-    TOKEN_PREFIX,
     SyncWindow,
     parse_sync_token,
     sync_token,
@@ -75,7 +74,6 @@ __all__ = [
     "MAX_GROUP_MEMBERS",
     "MAX_TEXT_BYTES",
     "NODE_PREFIX",
-    "TOKEN_PREFIX",
     "Access",
     "CausalKey",
     "Causality",

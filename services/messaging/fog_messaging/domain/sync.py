@@ -5,23 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fog_messaging.domain.common import Rejected
-
-TOKEN_PREFIX = "s"  # noqa: S105 - a format marker, not a secret
+from fog_shared.commands import messaging as contract
 
 
 def sync_token(position: int) -> str:
     """An opaque-looking token for a position in the caller's timeline."""
-    return f"{TOKEN_PREFIX}{position}"
+    return contract.sync_token(position)
 
 
 def parse_sync_token(token: str | None) -> int:
     """The position a token stands for; no token means from the start."""
-    if token is None or token == "":
-        return 0
-    digits = token.removeprefix(TOKEN_PREFIX)
-    if token[:1] != TOKEN_PREFIX or not digits.isdigit() or len(digits) > 18:
+    position = contract.token_position(token)
+    if position is None:
         raise Rejected("invalid_token", "the since token is not one this API gave out")
-    return int(digits)
+    return position
 
 
 @dataclass(frozen=True, slots=True)

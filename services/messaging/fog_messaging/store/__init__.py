@@ -52,18 +52,22 @@ from fog_messaging.store.receipts import (
     save_receipt,
 )
 from fog_messaging.store.timeline import (
+    Appended,
     CatchUp,
     append_timeline,
     append_timelines,
     catch_up,
+    entries_at,
     missed,
     position_before_latest,
     prune_timeline,
     read_timeline,
+    recording_appends,
     timeline_bounds,
 )
 
 __all__ = [
+    "Appended",
     "CatchUp",
     "access",
     "add_member",
@@ -82,6 +86,7 @@ __all__ = [
     "devices",
     "direct_conversation_id",
     "edit_message",
+    "entries_at",
     "file",
     "forget_chunks",
     "identity_key",
@@ -106,6 +111,7 @@ __all__ = [
     "received_chunks",
     "recent_clocks",
     "record_chunk",
+    "recording_appends",
     "remove_member",
     "rosters",
     "save_receipt",

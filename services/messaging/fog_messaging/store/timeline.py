@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A timeline position taken in this context, and the members whose timelines got the entry."""
+
+    position: int
+    audience: Sequence[str]
+
+
+_appended: ContextVar[list[Appended] | None] = ContextVar("timeline_appended", default=None)
+
+
+@contextlib.contextmanager
+def recording_appends() -> Iterator[list[Appended]]:
+    """What :func:`append_timeline` and :func:`append_timelines` add in this context, in position
+    order: once the transaction has committed, the timeline push sends exactly that."""
+    appended: list[Appended] = []
+    token = _appended.set(appended)
+    try:
+        yield appended
+    finally:
+        _appended.reset(token)
+
+
+def _note(appended: Sequence[Appended]) -> None:
+    recording = _appended.get()
+    if recording is not None:
+        recording.extend(appended)
 
 
 async def append_timeline(
@@ -31,6 +62,7 @@ async def append_timeline(
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [(member, position, conversation_id, kind, msg_seq, payload, now) for member in audience],
     )
+    _note([Appended(position, audience)])
     return position
 
 
@@ -70,7 +102,9 @@ async def append_timelines(
         now,
         len(changes),
     )
-    return list(range(last - len(changes) + 1, last + 1))
+    positions = list(range(last - len(changes) + 1, last + 1))
+    _note([Appended(position, audience) for position, (audience, _, _) in zip(positions, changes, strict=True)])
+    return positions
 
 
 async def timeline_bounds(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -95,6 +129,21 @@ async def read_timeline(conn: asyncpg.Connection, member_id: str, after: int, li
         member_id,
         after,
         limit,
+    )
+    return rows
+
+
+async def entries_at(conn: asyncpg.Connection, reads: Sequence[tuple[str, int]]) -> list[asyncpg.Record]:
+    """For each (member, position): that entry of the member's timeline as :func:`read_timeline`
+    gives it, in position order; one that is not there (pruned already) is left out."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {_ENTRY_COLUMNS}"
+        " FROM unnest($1::text[], $2::bigint[]) AS r(member_id, position)"
+        " JOIN timeline t ON t.member_id = r.member_id AND t.position = r.position"
+        " LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
+        " ORDER BY t.position",
+        [member for member, _ in reads],
+        [position for _, position in reads],
     )
     return rows
 
