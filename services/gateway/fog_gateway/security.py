@@ -9,6 +9,10 @@ instead of failing. Revoked sessions come from ``session.revoked`` events: the l
 access-token lifetime of them is replayed from the stream at start (older sessions' tokens have
 expired anyway), then followed live, so a revocation reaches every gateway process within moments.
 
+A verified token's claims are kept until it expires (bounded, least recently used out first), so
+a client's every request does not check the same signature again; the revocation check still
+runs on every request, and new signing keys drop what was kept.
+
 API keys and node credentials are opaque: auth says whom they stand for (``introspect``), and the
 answer is cached for ``credential_cache_s`` at most. Revocation, disabling and role-change events
 evict cached answers at once, so the cache never outlives a revocation by more than the event's
@@ -94,6 +98,30 @@ class CredentialCache:
         return len(doomed)
 
 
+class VerifiedTokens:
+    """Claims of access tokens already verified, by SHA-256 of the token, until they expire."""
+
+    def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.max_entries, self.clock = max_entries, clock
+        self._claims: OrderedDict[bytes, AccessClaims] = OrderedDict()
+
+    def get(self, digest: bytes) -> AccessClaims | None:
+        claims = self._claims.get(digest)
+        if claims is None or claims.expires_at <= self.clock():
+            self._claims.pop(digest, None)
+            return None
+        self._claims.move_to_end(digest)
+        return claims
+
+    def put(self, digest: bytes, claims: AccessClaims) -> None:
+        self._claims[digest] = claims
+        while len(self._claims) > self.max_entries:
+            self._claims.popitem(last=False)
+
+    def clear(self) -> None:
+        self._claims.clear()
+
+
 def _evicts(event: Event) -> Callable[[Principal], bool] | None:
     """Which cached principals an auth event makes stale, if any."""
     match event:
@@ -123,6 +151,7 @@ class Verifier:
         self.keys = KeySet({})
         self.revoked_sessions: set[str] = set()
         self.credentials = CredentialCache(ttl_s=credential_cache_s)
+        self.verified = VerifiedTokens()
         #: told (node id, credential id) when a node credential is revoked: open connections close
         self.on_node_revoked: list[Callable[[str, str], Awaitable[None]]] = []
         self._last_refresh = 0.0
@@ -148,6 +177,7 @@ class Verifier:
     async def refresh_keys(self) -> None:
         self._last_refresh = time.monotonic()
         self.keys = KeySet.from_jwks(await request(self._bus(), contract.JWKS, {}, timeout=self.timeout_s))
+        self.verified.clear()  # a key withdrawn no longer vouches for what it signed
 
     def _bus(self) -> NatsBroker:
         if self._broker is None:
@@ -186,11 +216,15 @@ class Verifier:
         return Principal(kind="user", user_id=claims.subject, roles=list(claims.roles), session_id=claims.session_id)
 
     async def verify(self, token: str) -> AccessClaims:
-        try:
-            claims = self._verify(token)
-        except UnknownKey:
-            await self._refresh_for_unknown_kid()
-            claims = self._verify(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        claims = self.verified.get(digest)
+        if claims is None:
+            try:
+                claims = self._verify(token)
+            except UnknownKey:
+                await self._refresh_for_unknown_kid()
+                claims = self._verify(token)
+            self.verified.put(digest, claims)
         if claims.session_id is not None and claims.session_id in self.revoked_sessions:
             raise TokenError("session revoked")
         return claims

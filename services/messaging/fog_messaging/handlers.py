@@ -72,8 +72,11 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
     async def send_batch(
         conn: asyncpg.Connection, sendings: Sequence[service.Sending]
     ) -> list[contract.SendReply | service.MessagingError]:
-        async with pusher.pushing(conn):
-            return await service.send_many(conn, sendings, now=_now())
+        async with pusher.pushing(conn) as pushing:
+            outcomes = await service.send_many(conn, sendings, now=_now())
+            # one message entry for each new message, in order (send_many appends them so)
+            pushing.messages = [o.message for o in outcomes if isinstance(o, contract.SendReply) and o.created]
+        return outcomes
 
     sends = GroupCommit(lambda: runtime.pool, send_batch, max_batch=settings.send_batch_max)
     runtime.in_background("send-group-commit", sends.run)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from faststream.nats import NatsBroker
 
 from fog_messaging import store
 from fog_messaging.views import sync_entry
+from fog_shared.commands import messaging as contract
 from fog_shared.commands.gateway import TIMELINE, TIMELINE_BUDGET_BYTES
 from fog_shared.pg import outbox
 
@@ -47,6 +49,15 @@ def push_bodies(
     yield from push_bodies(middle, through, entries[half:], event_ids, budget)
 
 
+@dataclass(slots=True)
+class Pushing:
+    """What a block run in :meth:`TimelinePusher.pushing` may say of the entries it adds."""
+
+    #: the new messages, when the block added one ``message`` entry for each, in order: their
+    #: entries are then made from them rather than read back
+    messages: list[contract.MessageView] = field(default_factory=list)
+
+
 class TimelinePusher:
     def __init__(self, broker: NatsBroker, *, enabled: bool = True) -> None:
         self.broker, self.enabled = broker, enabled
@@ -55,15 +66,22 @@ class TimelinePusher:
         self.unpushed = 0
 
     @contextlib.asynccontextmanager
-    async def pushing(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+    async def pushing(self, conn: asyncpg.Connection) -> AsyncIterator[Pushing]:
         """Push the timeline entries the block adds, once it has returned: its transaction must
         have committed by then. A block that raises pushes nothing."""
+        said = Pushing()
         with store.recording_appends() as appended, outbox.recording_ids() as event_ids:
-            yield
+            yield said
         if appended and self.enabled:
-            await self.push(conn, appended, event_ids)
+            await self.push(conn, appended, event_ids, said.messages)
 
-    async def push(self, conn: asyncpg.Connection, appended: Sequence[store.Appended], event_ids: list[str]) -> None:
+    async def push(
+        self,
+        conn: asyncpg.Connection,
+        appended: Sequence[store.Appended],
+        event_ids: list[str],
+        messages: Sequence[contract.MessageView] = (),
+    ) -> None:
         positions = [one.position for one in appended]
         after, through = positions[0] - 1, positions[-1]
         if positions != list(range(after + 1, through + 1)):  # one transaction holds the head: never
@@ -71,7 +89,11 @@ class TimelinePusher:
             log.warning("timeline positions of one change not consecutive; not pushed", extra={"after": after})
             return
         try:
-            entries = await self._entries(conn, appended)
+            entries: list[dict[str, Any]] | None
+            if messages and len(messages) == len(appended):
+                entries = _message_entries(appended, messages)
+            else:
+                entries = await self._entries(conn, appended)
             if entries is None:
                 self.unpushed += 1
                 return
@@ -96,3 +118,17 @@ class TimelinePusher:
             {"position": one.position, "audience": list(one.audience), "text": sync_entry(row).model_dump_json()}
             for one, row in zip(seen, rows, strict=True)
         ]
+
+
+def _message_entries(
+    appended: Sequence[store.Appended], messages: Sequence[contract.MessageView]
+) -> list[dict[str, Any]]:
+    """New messages' entries, as sync gives them: a message's entry is stamped when it is sent."""
+    entries = []
+    for one, message in zip(appended, messages, strict=True):
+        entry = contract.SyncEntry(
+            position=one.position, conversation_id=message.conversation_id, kind="message", message=message,
+            at=message.sent_at,
+        )  # fmt: skip
+        entries.append({"position": one.position, "audience": list(one.audience), "text": entry.model_dump_json()})
+    return entries

@@ -67,7 +67,9 @@ async def test_a_committed_change_is_pushed_with_its_positions_entries_audience_
             assert answer.status_code == 200, answer.text
             receipt, _ = await asyncio.wait_for(pushes.get(), timeout=10)
             assert receipt.after == push.through, "the next change takes the next position"
-            assert SyncEntry.model_validate_json(receipt.entries[0].text).kind == "receipt"
+            read_entry = SyncEntry.model_validate_json(receipt.entries[0].text)
+            assert read_entry.kind == "receipt"
+            assert read_entry.model_dump(mode="json") in (await bob.sync())["entries"], "read back as sync reads it"
     finally:
         await db.close()
 
