@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 from faststream.nats import NatsBroker
+from prometheus_client import Counter
 
 from fog_messaging import store
 from fog_messaging.views import sync_entry
@@ -28,6 +29,9 @@ from fog_shared.commands.gateway import TIMELINE, TIMELINE_BUDGET_BYTES
 from fog_shared.pg import outbox
 
 log = logging.getLogger(__name__)
+PUSHES = Counter(
+    "fog_messaging_timeline_pushes_total", "Changes whose timeline entries were pushed, or could not be", ["outcome"]
+)
 
 
 def push_bodies(
@@ -61,9 +65,6 @@ class Pushing:
 class TimelinePusher:
     def __init__(self, broker: NatsBroker, *, enabled: bool = True) -> None:
         self.broker, self.enabled = broker, enabled
-        #: pushes published, and changes whose entries could not be pushed (for tests and metrics)
-        self.pushed = 0
-        self.unpushed = 0
 
     @contextlib.asynccontextmanager
     async def pushing(self, conn: asyncpg.Connection) -> AsyncIterator[Pushing]:
@@ -85,7 +86,7 @@ class TimelinePusher:
         positions = [one.position for one in appended]
         after, through = positions[0] - 1, positions[-1]
         if positions != list(range(after + 1, through + 1)):  # one transaction holds the head: never
-            self.unpushed += 1
+            PUSHES.labels("unpushed").inc()
             log.warning("timeline positions of one change not consecutive; not pushed", extra={"after": after})
             return
         try:
@@ -95,13 +96,13 @@ class TimelinePusher:
             else:
                 entries = await self._entries(conn, appended)
             if entries is None:
-                self.unpushed += 1
+                PUSHES.labels("unpushed").inc()
                 return
             for body in push_bodies(after, through, entries, event_ids):
                 await self.broker.publish(body, subject=TIMELINE)
-            self.pushed += 1
+            PUSHES.labels("pushed").inc()
         except Exception:  # the events wake the gateways' streams, a little later
-            self.unpushed += 1
+            PUSHES.labels("unpushed").inc()
             log.warning("timeline entries not pushed to the gateways", exc_info=True)
 
     async def _entries(

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import nats
+import pytest
 import websockets
 from chat_driver import Member, members, messaging_db, start_direct
 from gateway_stack import Stack
@@ -18,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
+from fog_messaging.timeline_push import TimelinePusher
 from fog_shared.commands.gateway import TIMELINE, PushedEntry, TimelinePush
 from fog_shared.commands.messaging import SyncEntry
 from fog_shared.testing.plugin import Servers
@@ -129,3 +131,26 @@ def _entry(position: int, conversation: str, member: Member) -> PushedEntry:
          "member": {"member_id": member.id, "role": "member", "by": member.id}, "at": "2026-12-04T00:00:00Z"}
     ).model_dump_json()  # fmt: skip
     return PushedEntry(position=position, audience=[member.id], text=text)
+
+
+async def test_without_pushes_a_live_stream_still_gets_every_message_once_from_the_events(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushes lost (here: never sent): each event wakes the stream, which syncs."""
+
+    async def lost(*_: object, **__: object) -> None:
+        return None
+
+    monkeypatch.setattr(TimelinePusher, "push", lost)
+    url = await stack.serve_gateway()
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob, "0")
+    ws_url = url.replace("http", "ws", 1) + "/v1/sync/live"
+    seen: list[str] = []
+    async with websockets.connect(ws_url, additional_headers=bob.headers) as stream:
+        for index in range(1, 6):
+            await alice.send(conversation, str(index))
+        while len(seen) < 6:
+            frame = json.loads(await asyncio.wait_for(stream.recv(), timeout=10))
+            seen += [e["message"]["text"] for e in frame["entries"] if e.get("message")]
+    assert seen == ["0", "1", "2", "3", "4", "5"]
