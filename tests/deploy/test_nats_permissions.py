@@ -156,34 +156,26 @@ async def test_services_do_not_call_each_other(login: dict[str, Connection]) -> 
     await registry.refused("fog.cmd.auth.login.v1")
 
 
-async def test_the_scheduler_pushes_assignments_to_the_gateways_and_no_one_else_does(
-    login: dict[str, Connection],
+@pytest.mark.parametrize(
+    ("subject", "pusher", "other", "not_its_own"),
+    [
+        (ASSIGNMENTS, "scheduler", "registry", "fog.cmd.gateway.anything_else.v1"),
+        (TIMELINE, "messaging", "scheduler", ASSIGNMENTS),
+    ],
+)
+async def test_each_fast_path_to_the_gateways_is_pushed_by_its_own_service_alone(
+    login: dict[str, Connection], subject: str, pusher: str, other: str, not_its_own: str
 ) -> None:
     gateway = login["gateway"]
-    subscription = await gateway.nc.subscribe(ASSIGNMENTS)
+    subscription = await gateway.nc.subscribe(subject)
     await gateway.nc.flush()
-    await login["scheduler"].nc.publish(ASSIGNMENTS, b"{}")
+    await login[pusher].nc.publish(subject, b"{}")
     assert (await subscription.next_msg(timeout=5)).data == b"{}"
-    await login["registry"].nc.publish(ASSIGNMENTS, b"{}")
-    await login["registry"].refused(ASSIGNMENTS)
-    await login["scheduler"].nc.publish("fog.cmd.gateway.anything_else.v1", b"{}")
-    await login["scheduler"].refused("fog.cmd.gateway.anything_else.v1")
-    assert not any(ASSIGNMENTS.lower() in e for e in login["scheduler"].errors), "its own push was allowed"
-
-
-async def test_messaging_pushes_timeline_entries_to_the_gateways_and_no_one_else_does(
-    login: dict[str, Connection],
-) -> None:
-    gateway = login["gateway"]
-    subscription = await gateway.nc.subscribe(TIMELINE)
-    await gateway.nc.flush()
-    await login["messaging"].nc.publish(TIMELINE, b"{}")
-    assert (await subscription.next_msg(timeout=5)).data == b"{}"
-    await login["scheduler"].nc.publish(TIMELINE, b"{}")
-    await login["scheduler"].refused(TIMELINE)
-    await login["messaging"].nc.publish(ASSIGNMENTS, b"{}")
-    await login["messaging"].refused(ASSIGNMENTS)
-    assert not any(TIMELINE.lower() in e for e in login["messaging"].errors), "its own push was allowed"
+    await login[other].nc.publish(subject, b"{}")
+    await login[other].refused(subject)
+    await login[pusher].nc.publish(not_its_own, b"{}")
+    await login[pusher].refused(not_its_own)
+    assert not any(subject.lower() in e for e in login[pusher].errors), "its own push was allowed"
 
 
 async def test_a_service_cannot_listen_to_another_services_commands(login: dict[str, Connection]) -> None:

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
@@ -53,6 +54,7 @@ from fog_shared.tokens import AccessClaims, KeySet, TokenError, UnknownKey, veri
 log = logging.getLogger(__name__)
 
 Principal = contract.Principal
+V = TypeVar("V")
 
 
 class CredentialRefused(TokenError):
@@ -60,66 +62,66 @@ class CredentialRefused(TokenError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal
-    valid_until: float  # monotonic
+class _Cached(Generic[V]):
+    value: V
+    valid_until: float  # by the cache's clock
 
 
-class CredentialCache:
-    """Introspection answers by SHA-256 of the secret, bounded, least recently used out first."""
+class ExpiringCache(Generic[V]):
+    """Values by SHA-256 of a secret, each until its own time, bounded, least recently used out first."""
 
-    def __init__(self, *, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
-        self._entries: OrderedDict[bytes, _Cached] = OrderedDict()
+    def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries, self.clock = max_entries, clock
+        self._entries: OrderedDict[bytes, _Cached[V]] = OrderedDict()
 
-    def get(self, digest: bytes) -> Principal | None:
+    def get(self, digest: bytes) -> V | None:
         cached = self._entries.get(digest)
         if cached is None or cached.valid_until <= self.clock():
             self._entries.pop(digest, None)
             return None
         self._entries.move_to_end(digest)
-        return cached.principal
+        return cached.value
+
+    def keep(self, digest: bytes, value: V, valid_until: float) -> None:
+        if valid_until <= self.clock():
+            return
+        self._entries[digest] = _Cached(value, valid_until)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, matches: Callable[[V], bool]) -> int:
+        doomed = [digest for digest, cached in self._entries.items() if matches(cached.value)]
+        for digest in doomed:
+            del self._entries[digest]
+        return len(doomed)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class CredentialCache(ExpiringCache[Principal]):
+    """Introspection answers, for ``ttl_s`` at most and never past the credential's expiry."""
+
+    def __init__(self, *, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_entries=max_entries, clock=clock)
+        self.ttl_s = ttl_s
 
     def put(self, digest: bytes, principal: Principal, expires_at: datetime | None) -> None:
         ttl = self.ttl_s
         if expires_at is not None:
             ttl = min(ttl, (expires_at - datetime.now(UTC)).total_seconds())
-        if ttl <= 0:
-            return
-        self._entries[digest] = _Cached(principal, self.clock() + ttl)
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def evict(self, matches: Callable[[Principal], bool]) -> int:
-        doomed = [digest for digest, cached in self._entries.items() if matches(cached.principal)]
-        for digest in doomed:
-            del self._entries[digest]
-        return len(doomed)
+        self.keep(digest, principal, self.clock() + ttl)
 
 
-class VerifiedTokens:
-    """Claims of access tokens already verified, by SHA-256 of the token, until they expire."""
+class VerifiedTokens(ExpiringCache[AccessClaims]):
+    """Claims of access tokens already verified, until the tokens expire (``clock`` is wall time)."""
 
     def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
-        self.max_entries, self.clock = max_entries, clock
-        self._claims: OrderedDict[bytes, AccessClaims] = OrderedDict()
-
-    def get(self, digest: bytes) -> AccessClaims | None:
-        claims = self._claims.get(digest)
-        if claims is None or claims.expires_at <= self.clock():
-            self._claims.pop(digest, None)
-            return None
-        self._claims.move_to_end(digest)
-        return claims
+        super().__init__(max_entries=max_entries, clock=clock)
 
     def put(self, digest: bytes, claims: AccessClaims) -> None:
-        self._claims[digest] = claims
-        while len(self._claims) > self.max_entries:
-            self._claims.popitem(last=False)
-
-    def clear(self) -> None:
-        self._claims.clear()
+        self.keep(digest, claims, claims.expires_at)
 
 
 def _evicts(event: Event) -> Callable[[Principal], bool] | None:

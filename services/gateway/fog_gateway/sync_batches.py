@@ -49,14 +49,6 @@ def fed_frame(texts: list[str], through: int) -> str:
     return f'{{"type":"sync","entries":[{",".join(texts)}],"next":"{token}","limited":false,"gap":null,"more":false}}'
 
 
-def position_of(token: str) -> int | None:
-    return contract.token_position(token)
-
-
-def token_of(position: int) -> str:
-    return contract.sync_token(position)
-
-
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 

@@ -14,8 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,6 +24,7 @@ from nats.js.api import PubAck
 
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
+from fog_shared.recorder import ContextRecorder
 from fog_shared.telemetry import context as log_context
 from fog_shared.telemetry.metrics import OUTBOX_PENDING, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from fog_shared.telemetry.tracing import current_traceparent
@@ -32,25 +32,13 @@ from fog_shared.telemetry.tracing import current_traceparent
 log = logging.getLogger(__name__)
 
 
-_recorded: ContextVar[list[str] | None] = ContextVar("outbox_recorded", default=None)
+_recorded_ids = ContextRecorder[str]("outbox_recorded_ids")
 
 
-@contextlib.contextmanager
-def recording_ids() -> Iterator[list[str]]:
+def recording_ids() -> contextlib.AbstractContextManager[list[str]]:
     """The ids of the events :func:`record` and :func:`record_many` write in this context, in
     order: for a fast path that names the events it makes needless (BitChat's timeline push)."""
-    recorded: list[str] = []
-    token = _recorded.set(recorded)
-    try:
-        yield recorded
-    finally:
-        _recorded.reset(token)
-
-
-def _note(envelopes: Sequence[Envelope]) -> None:
-    recorded = _recorded.get()
-    if recorded is not None:
-        recorded.extend(envelope.id for envelope in envelopes)
+    return _recorded_ids.recording()
 
 
 def notify_channel(schema: str) -> str:
@@ -98,7 +86,7 @@ async def record(
         json.dumps(envelope.to_headers()),
         event.to_json(),
     )
-    _note([envelope])
+    _recorded_ids.note([envelope.id])
     return envelope
 
 
@@ -138,7 +126,7 @@ async def record_many(
     await conn.executemany(
         "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3::text::jsonb, $4)", rows
     )
-    _note(envelopes)
+    _recorded_ids.note(envelope.id for envelope in envelopes)
     return envelopes
 
 

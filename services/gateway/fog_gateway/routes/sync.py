@@ -19,7 +19,7 @@ from fog_gateway.chat_feed import LIVE_FRAMES, ChatWaiters, TimelineChain, Watch
 from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
 from fog_gateway.problems import GUARDED_ERRORS, Problem
 from fog_gateway.security import Principal
-from fog_gateway.sync_batches import SyncBatcher, fed_frame, position_of, token_of
+from fog_gateway.sync_batches import SyncBatcher, fed_frame
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 
@@ -106,18 +106,15 @@ async def _stream(
         while True:
             watcher.woken.clear()
             if watcher.fed and not watcher.stale:
-                await _send_fed(websocket, chain, watcher)
+                await _send_pushed(websocket, *chain.flush(watcher))
             else:
                 # What the chain brought goes first, and the sync starts after it. The stream is
                 # off the chain before anything is awaited: pushes meanwhile are kept for its join.
                 brought = chain.flush(watcher) if watcher.fed else None
                 watcher.fed, watcher.stale, watcher.joining = False, False, True
                 if brought is not None:
-                    texts, through = brought
-                    since = token_of(through)
-                    if texts:
-                        LIVE_FRAMES.labels("pushed").inc()
-                        await websocket.send_text(fed_frame(texts, through))
+                    since = contract.sync_token(brought[1])
+                    await _send_pushed(websocket, *brought)
                 try:
                     synced = await syncs.sync(contract.SyncQuery(by=me, since=since))
                 except ServiceUnavailable:
@@ -135,7 +132,7 @@ async def _stream(
                     watcher.joining = False
                     watcher.stale = True
                     continue
-                _join(chain, watcher, since)
+                _join(chain, watcher, synced.next)
             if watcher.queued or watcher.stale:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -145,8 +142,8 @@ async def _stream(
             watcher.stale = True  # nothing for a while: look again, in case a wake-up was missed
 
 
-def _join(chain: TimelineChain, watcher: Watcher, since: str) -> None:
-    position = position_of(since)
+def _join(chain: TimelineChain, watcher: Watcher, synced_to: str) -> None:
+    position = contract.token_position(synced_to)
     if position is None:  # not a token of the chain's kind: the stream stays on syncs
         watcher.joining = False
         return
@@ -154,8 +151,7 @@ def _join(chain: TimelineChain, watcher: Watcher, since: str) -> None:
     chain.join(watcher)
 
 
-async def _send_fed(websocket: WebSocket, chain: TimelineChain, watcher: Watcher) -> None:
-    texts, through = chain.flush(watcher)
+async def _send_pushed(websocket: WebSocket, texts: list[str], through: int) -> None:
     if texts:
         LIVE_FRAMES.labels("pushed").inc()
         await websocket.send_text(fed_frame(texts, through))

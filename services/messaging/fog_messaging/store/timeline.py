@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from fog_shared.recorder import ContextRecorder
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,25 +22,13 @@ class Appended:
     audience: Sequence[str]
 
 
-_appended: ContextVar[list[Appended] | None] = ContextVar("timeline_appended", default=None)
+_appended = ContextRecorder[Appended]("timeline_appended")
 
 
-@contextlib.contextmanager
-def recording_appends() -> Iterator[list[Appended]]:
+def recording_appends() -> contextlib.AbstractContextManager[list[Appended]]:
     """What :func:`append_timeline` and :func:`append_timelines` add in this context, in position
     order: once the transaction has committed, the timeline push sends exactly that."""
-    appended: list[Appended] = []
-    token = _appended.set(appended)
-    try:
-        yield appended
-    finally:
-        _appended.reset(token)
-
-
-def _note(appended: Sequence[Appended]) -> None:
-    recording = _appended.get()
-    if recording is not None:
-        recording.extend(appended)
+    return _appended.recording()
 
 
 async def append_timeline(
@@ -62,7 +51,7 @@ async def append_timeline(
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [(member, position, conversation_id, kind, msg_seq, payload, now) for member in audience],
     )
-    _note([Appended(position, audience)])
+    _appended.note([Appended(position, audience)])
     return position
 
 
@@ -103,7 +92,7 @@ async def append_timelines(
         len(changes),
     )
     positions = list(range(last - len(changes) + 1, last + 1))
-    _note([Appended(position, audience) for position, (audience, _, _) in zip(positions, changes, strict=True)])
+    _appended.note(Appended(position, audience) for position, (audience, _, _) in zip(positions, changes, strict=True))
     return positions
 
 
@@ -120,11 +109,15 @@ _ENTRY_COLUMNS = (
 )
 
 
+#: the message a timeline entry ``t`` names, as ``m`` (none for changes that are not messages)
+_MESSAGE_OF_ENTRY = "LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
+
+
 async def read_timeline(conn: asyncpg.Connection, member_id: str, after: int, limit: int) -> list[asyncpg.Record]:
     """The member's entries after position ``after``, with the messages they name as they are now."""
     rows: list[asyncpg.Record] = await conn.fetch(
         f"SELECT {_ENTRY_COLUMNS}"
-        " FROM timeline t LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
+        f" FROM timeline t {_MESSAGE_OF_ENTRY}"
         " WHERE t.member_id = $1 AND t.position > $2 ORDER BY t.position LIMIT $3",
         member_id,
         after,
@@ -140,7 +133,7 @@ async def entries_at(conn: asyncpg.Connection, reads: Sequence[tuple[str, int]])
         f"SELECT {_ENTRY_COLUMNS}"
         " FROM unnest($1::text[], $2::bigint[]) AS r(member_id, position)"
         " JOIN timeline t ON t.member_id = r.member_id AND t.position = r.position"
-        " LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
+        f" {_MESSAGE_OF_ENTRY}"
         " ORDER BY t.position",
         [member for member, _ in reads],
         [position for _, position in reads],
@@ -179,7 +172,7 @@ async def catch_up(conn: asyncpg.Connection, reads: Sequence[tuple[str, int]], l
         " FROM timeline_head h"
         " LEFT JOIN found f ON true"
         " LEFT JOIN timeline t ON t.member_id = f.holder AND t.position = f.position"
-        " LEFT JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.msg_seq"
+        f" {_MESSAGE_OF_ENTRY}"
         " ORDER BY t.position",
         [member for member, _ in reads],
         [after for _, after in reads],
