@@ -5,7 +5,8 @@ Every attempt gets:
 - a fresh working directory under the work root (``<state dir>/work`` unless told otherwise), which is
   also its ``HOME``, removed afterwards unless ``FOG_AGENT_KEEP_WORKDIRS`` is set;
 - a clean environment (``job_environment``): nothing of the agent's own (its credential, its ``FOG_*``);
-- resource limits (``rlimits_for``), set between fork and exec;
+- resource limits (``rlimits_for``), set between fork and exec by the agent's job launcher
+  (``fog_agent.launcher``), a small process that forks the jobs so that the agent need not copy itself;
 - a session of its own, so that one ``killpg`` reaches its whole process tree: on a timeout or a cancel
   (SIGTERM, then SIGKILL after a grace), and as soon as its first process exits (whatever that left
   running in the background dies with it: a job does not outlive itself);
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import math
 import os
@@ -33,17 +32,16 @@ import resource
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from fog_agent.job_messages import MIB, Assignment, Outcome, Result
+from fog_agent.launcher import JobProgram, LaunchedJob, Launcher
 from fog_agent.protocol import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -140,24 +138,6 @@ def _within_own_limit(which: int, soft: int, hard: int) -> tuple[int, int]:
     return min(soft, hard), hard
 
 
-#: prctl(PR_SET_PDEATHSIG, SIGKILL): the job dies with the agent. Were the agent killed (kill -9),
-#: the scheduler gives the job to another node; the old copy must not run on beside it.
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if sys.platform == "linux" else None
-
-
-def _apply(limits: list[Rlimit]) -> Callable[[], None]:
-    def apply_limits() -> None:
-        # In the forked child, before exec: nothing but the calls. The child is still a copy of the agent, bigger
-        # than a job's address space may be, so after RLIMIT_AS (last) nothing may allocate.
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        for which, values in limits:
-            resource.setrlimit(which, values)
-
-    return apply_limits
-
-
 def unreachable_ancestor(path: Path, user: JobUser) -> Path | None:
     """The first directory on the way to ``path`` that ``user`` may not pass through, if any.
 
@@ -186,6 +166,7 @@ class Sandbox:
         self.user = user
         self.keep_workdirs = keep_workdirs
         self.kill_grace_s = kill_grace_s
+        self.launcher = Launcher()
 
     def prepare(self) -> None:
         """Create the work root. A job user may pass through it to its own directory, but not list it."""
@@ -206,6 +187,10 @@ class Sandbox:
 
     def job(self, assignment: Assignment, *, gpu_ids: Sequence[int] | None = None) -> SandboxedJob:
         return SandboxedJob(self, assignment, gpu_ids)
+
+    def close(self) -> None:
+        """Stop the launcher: whatever job still runs dies with it."""
+        self.launcher.close()
 
 
 class SandboxedJob:
@@ -255,7 +240,7 @@ class SandboxedJob:
         try:
             try:
                 process = await self._spawn(workdir, write_end)
-            except (OSError, ValueError, subprocess.SubprocessError) as exc:  # not found, not executable, NUL in it
+            except (OSError, ValueError) as exc:  # not found, not executable, NUL in it, too big
                 why = f"cannot start {self.assignment.command[0]!r}: {_describe(exc)}"
                 return Result("failed", None, 0.0, error=why)
             finally:
@@ -273,25 +258,20 @@ class SandboxedJob:
         finally:
             output_transport.close()
 
-    async def _spawn(self, workdir: Path, write_end: int) -> asyncio.subprocess.Process:
+    async def _spawn(self, workdir: Path, write_end: int) -> LaunchedJob:
         user = self._sandbox.user
-        return await asyncio.create_subprocess_exec(
-            *self.assignment.command,
-            stdin=subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=subprocess.STDOUT,  # interleaved as the job wrote them
-            cwd=workdir,
+        program = JobProgram(
+            argv=self.assignment.command,
             env=job_environment(self.assignment, workdir, self._gpu_ids),
-            start_new_session=True,
-            preexec_fn=_apply(rlimits_for(self.assignment, dedicated_user=user is not None)),
-            umask=0o077,
+            cwd=workdir,
+            rlimits=rlimits_for(self.assignment, dedicated_user=user is not None),
             # None leaves the agent's own: only root can change them
-            user=None if user is None else user.uid,
-            group=None if user is None else user.gid,
-            extra_groups=None if user is None else [],
+            uid=None if user is None else user.uid,
+            gid=None if user is None else user.gid,
         )
+        return await self._sandbox.launcher.start(program, write_end)
 
-    async def _supervise(self, process: asyncio.subprocess.Process) -> Outcome | None:
+    async def _supervise(self, process: LaunchedJob) -> Outcome | None:
         """``None`` when the job's first process exited by itself, else the outcome it was stopped with."""
         exited = asyncio.ensure_future(process.wait())
         stop = asyncio.ensure_future(self._stop.wait())
@@ -308,7 +288,7 @@ class SandboxedJob:
         await self._terminate(process)
         return outcome
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: LaunchedJob) -> None:
         # Descendants that left the process group are found while their parents still live.
         tree = _descendants(process.pid)
         _signal_tree(process.pid, signal.SIGTERM, tree)

@@ -6,6 +6,7 @@ import asyncio
 import math
 import os
 import pwd
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -28,10 +29,11 @@ AS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     box = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
     box.prepare()
-    return box
+    yield box
+    box.close()
 
 
 def job(

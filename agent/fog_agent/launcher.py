@@ -1,0 +1,214 @@
+"""The agent's side of the job launcher (``fog_agent.launcher_process``): start it, hand it jobs, hear them end.
+
+One ``Launcher`` serves every job of an agent. It starts the launcher process on the first job, and again
+on the next job after it died (its jobs died with it: they are reported killed by ``SIGKILL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fog_agent import launcher_process
+
+log = logging.getLogger(__name__)
+
+#: how a job ends when its launcher died under it: the parent-death signal killed it
+KILLED_WITH_LAUNCHER = -9
+_PROGRAM = Path(launcher_process.__file__)
+
+
+class LauncherError(Exception):
+    """The launcher is not there to start a job."""
+
+
+@dataclass(frozen=True)
+class JobProgram:
+    """What the launcher runs, and how: everything the child does between fork and exec."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    rlimits: Sequence[tuple[int, tuple[int, int]]]
+    uid: int | None = None
+    gid: int | None = None
+    umask: int = 0o077
+
+    def request(self, request_id: int) -> bytes:
+        body = json.dumps({
+            "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
+            "umask": self.umask, "uid": self.uid, "gid": self.gid,
+            "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
+        }).encode()  # fmt: skip
+        if len(body) > launcher_process.MAX_REQUEST_BYTES:
+            raise ValueError(f"the job's command and environment take {len(body)} bytes, more than can be started")
+        return body
+
+
+class LaunchedJob:
+    """A job's first process, as the launcher started it: its ``pid`` (and process group), and its end."""
+
+    def __init__(self, pid: int, ended: asyncio.Future[int]) -> None:
+        self.pid = pid
+        self._ended = ended
+
+    @property
+    def returncode(self) -> int | None:
+        return self._ended.result() if self._ended.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._ended)
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(1)
+        self._starting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._running: dict[int, asyncio.Future[int]] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self, program: JobProgram, output: int) -> LaunchedJob:
+        """Start ``program`` with ``output`` as its stdout and stderr; raises ``OSError`` when it cannot start."""
+        request_id = next(self._ids)
+        body = program.request(request_id)
+        channel = self._ensure_running()
+        reply = asyncio.get_running_loop().create_future()
+        self._starting[request_id] = reply
+        try:
+            async with self._lock:  # one request a message: never interleaved, whatever the socket's room
+                await _send(channel, body, output)
+            answer = await reply
+        finally:
+            self._starting.pop(request_id, None)
+        if "errno" in answer:
+            number = int(answer["errno"])
+            raise OSError(number, os.strerror(number))
+        pid = int(answer["pid"])
+        ended = self._running.get(pid)
+        if ended is None:
+            ended = self._running[pid] = asyncio.get_running_loop().create_future()
+        elif ended.done():  # its exit was read in the same batch as this answer
+            del self._running[pid]
+        return LaunchedJob(pid, ended)
+
+    def close(self) -> None:
+        """Stop the launcher; it kills the jobs it still has."""
+        self._disconnect("the agent closed its launcher")
+
+    # -- the launcher process ------------------------------------------------------------------------------
+
+    def _ensure_running(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        if self._channel is not None and self._loop is loop:
+            return self._channel
+        self._disconnect("the launcher was started anew")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_PROGRAM), str(os.getpid()), str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # the terminal's Ctrl-C is the agent's, not its jobs'
+                close_fds=True,
+            )
+        except OSError as exc:
+            ours.close()
+            raise LauncherError(f"cannot start the job launcher: {exc.strerror or exc}") from exc
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._channel, self._loop = ours, loop
+        loop.add_reader(ours.fileno(), self._on_readable)
+        log.debug("job launcher started (pid %d)", self._process.pid)
+        return ours
+
+    def _on_readable(self) -> None:
+        channel = self._channel
+        while channel is not None:
+            try:
+                data = channel.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._disconnect("the job launcher is gone")
+                return
+            self._on_message(json.loads(data))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if "exited" in message:
+            pid, code = int(message["exited"]), int(message["code"])
+            ended = self._running.pop(pid, None)
+            if ended is None:  # ended before its start was taken in: keep it for ``start``
+                assert self._loop is not None
+                ended = self._running[pid] = self._loop.create_future()
+            if not ended.done():
+                ended.set_result(code)
+            return
+        reply = self._starting.get(int(message["id"]))
+        if reply is not None and not reply.done():
+            reply.set_result(message)
+
+    def _disconnect(self, why: str) -> None:
+        channel, process = self._channel, self._process
+        self._channel = self._process = None
+        if channel is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(channel.fileno())
+            channel.close()  # the launcher reads the end of its socket and kills what it still runs
+        if process is not None:
+            _reap_later(process)
+        for reply in self._starting.values():
+            if not reply.done():
+                reply.set_exception(LauncherError(why))
+        for ended in self._running.values():
+            if not ended.done():
+                ended.set_result(KILLED_WITH_LAUNCHER)
+        if self._running:
+            log.warning("%s: %d running job(s) died with it", why, len(self._running))
+        self._starting.clear()
+        self._running.clear()
+
+
+async def _send(channel: socket.socket, body: bytes, fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            socket.send_fds(channel, [body], [fd])
+            return
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(channel.fileno(), _settle, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(channel.fileno())
+        except OSError as exc:
+            raise LauncherError(f"the job launcher is gone ({exc.strerror or exc})") from exc
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _reap_later(process: subprocess.Popen[bytes]) -> None:
+    # The launcher exits once it has read the end of its socket; a zombie must not stay behind.
+    if process.poll() is None:
+        with contextlib.suppress(RuntimeError):  # no running loop: the interpreter is exiting
+            asyncio.get_running_loop().run_in_executor(None, process.wait)

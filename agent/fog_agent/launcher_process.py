@@ -1,0 +1,212 @@
+"""The job launcher: a small process that the agent starts once and that forks every job for it.
+
+Why: a job needs its limits, its user and the parent-death signal set between fork and exec, which rules
+out CPython's ``vfork`` path. Forked from the agent, every job copied the agent's whole address space and
+ran Python in the copy (~3 ms a job, most of the agent's CPU per job). This process imports the standard
+library alone, so its fork is small and cheap; the agent hands it each job over a socket pair.
+
+It is run by path (``python -I -S launcher_process.py AGENT_PID FD``), never imported by the agent: it
+must not pull in the agent's dependencies. ``fog_agent.launcher`` is the agent's side of it.
+
+Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
+
+- agent → launcher: ``{"id", "argv", "env", "cwd", "umask", "rlimits": [[which, soft, hard]...],
+  "uid", "gid"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and stderr go
+  there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
+- launcher → agent: ``{"id", "pid"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
+  could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
+  signal).
+
+Each job is the leader of a new session (one ``killpg`` reaches its tree) and dies with the launcher
+(``PR_SET_PDEATHSIG``); the launcher dies with the agent, and kills its jobs when the agent closes the
+socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+#: a job request: its JSON (argv, env, ...) is far below this; the agent refuses bigger ones
+MAX_REQUEST_BYTES = 192 * 1024
+#: the signals Python ignores or handles in this process, which a job must get back as the default
+_RESTORED = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def _executables(argv0: str, env: dict[str, str]) -> list[bytes]:
+    """Where ``argv0`` may be, in order, as ``subprocess`` looks: by ``PATH`` of the job's environment."""
+    if os.path.dirname(argv0):
+        return [os.fsencode(argv0)]
+    return [os.fsencode(os.path.join(directory, argv0)) for directory in os.get_exec_path(env)]
+
+
+def _child(request: dict[str, Any], output: int, report: int, launcher: int) -> None:
+    """In the forked child: become the job, or write the errno that stopped it to ``report``. Never returns."""
+    try:
+        argv = [os.fsencode(arg) for arg in request["argv"]]
+        env = {os.fsencode(k): os.fsencode(v) for k, v in request["env"].items()}
+        candidates = _executables(request["argv"][0], request["env"])
+        for signum in _RESTORED:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        os.setsid()
+        if request["uid"] is not None:
+            os.setgroups([])
+            os.setgid(request["gid"])
+            os.setuid(request["uid"])
+        # After the change of user, which clears it.
+        _die_with_parent(launcher)
+        for which, soft, hard in request["rlimits"]:  # RLIMIT_AS last: after it, nothing may allocate
+            resource.setrlimit(which, (soft, hard))
+        first_telling, last = 0, errno.ENOENT
+        for path in candidates:
+            try:
+                os.execve(path, argv, env)  # noqa: S606 -- the job's own argv, never through a shell
+            except OSError as exc:
+                # As subprocess does: the first error that is not "not there" is the one to tell, else the last.
+                last = exc.errno or errno.ENOENT
+                if not first_telling and last not in (errno.ENOENT, errno.ENOTDIR):
+                    first_telling = last
+        raise OSError(first_telling or last, "")
+    except OSError as exc:
+        code = exc.errno or errno.EINVAL
+    except BaseException:  # a NUL in an argument, say: whatever it is, the job cannot start
+        code = errno.EINVAL
+    try:
+        os.write(report, code.to_bytes(4, "little", signed=True))
+    finally:
+        os._exit(127)
+
+
+class Launcher:
+    def __init__(self, channel: socket.socket) -> None:
+        self.channel = channel
+        self.children: set[int] = set()
+        self.pid = os.getpid()
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_read = wake_read
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wake-up byte is written
+
+    def serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.channel, selectors.EVENT_READ, self._on_request)
+        selector.register(self.wake_read, selectors.EVENT_READ, self._on_child_exit)
+        while True:
+            for key, _ in selector.select():
+                if not key.data():
+                    self._kill_children()
+                    return
+
+    def _on_request(self) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.channel, MAX_REQUEST_BYTES, 1)
+        except OSError:
+            return False
+        for fd in fds:  # a job gets it as stdout and stderr alone (3.11's recv_fds drops MSG_CMSG_CLOEXEC)
+            os.set_inheritable(fd, False)
+        if not data:  # the agent closed its end: it is gone, or done
+            return False
+        try:
+            request = json.loads(data)
+            self._send({"id": request["id"], **self._launch(request, fds[0])})
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def _launch(self, request: dict[str, Any], output: int) -> dict[str, int]:
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(request, output, report_write, self.pid)
+            os.close(report_write)
+            report_write = -1
+            failure = _read_all(report_read)  # empty once the exec closed it: the job runs
+        finally:
+            os.close(report_read)
+            if report_write >= 0:
+                os.close(report_write)
+        if failure:
+            os.waitpid(pid, 0)
+            return {"errno": int.from_bytes(failure[:4], "little", signed=True)}
+        self.children.add(pid)
+        return {"pid": pid}
+
+    def _on_child_exit(self) -> bool:
+        while True:  # drain the wake-up pipe: one byte a signal, many children a byte
+            try:
+                if not os.read(self.wake_read, 512):
+                    break
+            except BlockingIOError:
+                break
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            self.children.discard(pid)
+            if not self._send({"exited": pid, "code": os.waitstatus_to_exitcode(status)}):
+                return False
+        return True
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        try:
+            self.channel.sendall(json.dumps(message).encode())
+        except OSError:
+            return False
+        return True
+
+    def _kill_children(self) -> None:
+        for pid in self.children:
+            with contextlib.suppress(OSError):  # gone already
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 64):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def main(argv: list[str]) -> int:
+    agent, fd = int(argv[1]), int(argv[2])
+    _die_with_parent(agent)
+    # Ctrl-C in the agent's terminal is the agent's to handle; its jobs' fate is the agent's to decide.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
+    Launcher(channel).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,136 @@
+"""The job launcher as real processes: jobs started side by side, what a job inherits, and who dies with whom."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fog_agent.launcher import KILLED_WITH_LAUNCHER, JobProgram, LaunchedJob, Launcher
+from fog_shared.testing.waiting import wait_until
+
+PATH_ONLY = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+@pytest.fixture
+async def launcher() -> AsyncIterator[Launcher]:
+    launcher = Launcher()
+    yield launcher
+    launcher.close()
+
+
+async def run(launcher: Launcher, tmp_path: Path, *argv: str) -> tuple[LaunchedJob, asyncio.Future[bytes]]:
+    """Start ``argv``; its output is read until its last writer is gone."""
+    read_end, write_end = os.pipe()
+    try:
+        job = await launcher.start(JobProgram(argv, PATH_ONLY, tmp_path, rlimits=()), write_end)
+    finally:
+        os.close(write_end)
+    return job, asyncio.ensure_future(asyncio.to_thread(_read_all, read_end))
+
+
+def _read_all(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read()
+
+
+async def gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_jobs_started_side_by_side_each_get_their_own_output_and_exit_code(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    started = await asyncio.gather(*(run(launcher, tmp_path, "sh", "-c", f"echo {n}; exit {n}") for n in range(40)))
+    codes = await asyncio.gather(*(job.wait() for job, _ in started))
+    outputs = await asyncio.gather(*(output for _, output in started))
+    assert codes == list(range(40))
+    assert outputs == [f"{n}\n".encode() for n in range(40)]
+    assert len({job.pid for job, _ in started}) == 40
+
+
+async def test_a_job_inherits_none_of_the_launchers_files_and_default_signals(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    job, output = await run(launcher, tmp_path, "sh", "-c", "ls /proc/$$/fd; yes | head -n 1")
+    assert await job.wait() == 0
+    # The shell has stdin, stdout and stderr alone; `yes` dies of SIGPIPE quietly, as it does anywhere.
+    assert (await output).decode().split() == ["0", "1", "2", "y"]
+
+
+async def test_a_program_that_cannot_start_raises_its_errno(launcher: Launcher, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await run(launcher, tmp_path, "no-such-program-anywhere")
+    with pytest.raises(PermissionError):
+        await run(launcher, tmp_path, str(tmp_path))  # a directory is not executable
+    job, _ = await run(launcher, tmp_path, "true")  # the launcher serves on
+    assert await job.wait() == 0
+
+
+async def test_a_killed_launcher_takes_its_jobs_and_the_next_job_gets_a_new_one(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    job, _ = await run(launcher, tmp_path, "sleep", "30.4141")
+    first = psutil.Process(job.pid).parent()
+    assert first is not None
+    first.kill()
+    assert await asyncio.wait_for(job.wait(), 10) == KILLED_WITH_LAUNCHER
+    await wait_until(lambda: gone(job.pid), timeout=5, what="the job gone with its launcher")
+    again, _ = await run(launcher, tmp_path, "sleep", "30.4141")
+    assert psutil.Process(again.pid).ppid() != first.pid
+    os.killpg(again.pid, signal.SIGTERM)
+    assert await again.wait() == -signal.SIGTERM
+
+
+async def test_closing_the_launcher_kills_the_jobs_it_still_runs(launcher: Launcher, tmp_path: Path) -> None:
+    job, _ = await run(launcher, tmp_path, "sh", "-c", "sleep 30.4242 & sleep 30.4242")
+    launcher.close()
+    assert await job.wait() == KILLED_WITH_LAUNCHER
+    await wait_until(lambda: _none_running("30.4242"), timeout=5, what="the job's whole group gone")
+
+
+AGENT = """
+import asyncio, os, sys
+from pathlib import Path
+from fog_agent.launcher import JobProgram, Launcher
+
+async def main():
+    launcher = Launcher()
+    job = await launcher.start(JobProgram(["sleep", "30.4343"], {"PATH": "/bin:/usr/bin"}, Path.cwd(), ()), 2)
+    print(job.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_job_dies_with_its_agent_killed_by_sigkill(tmp_path: Path) -> None:
+    agent = await asyncio.create_subprocess_exec(sys.executable, "-c", AGENT, stdout=subprocess.PIPE, cwd=tmp_path)
+    try:
+        assert agent.stdout is not None
+        pid = int(await asyncio.wait_for(agent.stdout.readline(), 20))
+        assert not await gone(pid)
+        agent.send_signal(signal.SIGKILL)
+        await wait_until(lambda: gone(pid), timeout=5, what="the job gone with its agent")
+    finally:
+        if agent.returncode is None:
+            agent.kill()
+        await agent.wait()
+
+
+async def _running(marker: str) -> bool:
+    return any(marker in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"]))
+
+
+async def _none_running(marker: str) -> bool:
+    return not await _running(marker)
