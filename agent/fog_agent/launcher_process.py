@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -42,7 +41,9 @@ PR_SET_PDEATHSIG = 1
 MAX_REQUEST_BYTES = 192 * 1024
 #: the signals Python ignores or handles in this process, which a job must get back as the default
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: the C library, as this program already has it (``ctypes.util`` would import ``subprocess`` and threads with
+#: it, and double the cost of every fork)
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent(parent: int) -> None:
