@@ -353,7 +353,7 @@ CLOCK_JOB = ("date", "+%s%N")
 
 #: the agent's own log lines (fog_agent.cli's format, local time) for a job's start and end
 AGENT_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO fog_agent\.jobs: job (\S+) attempt \d+: (started|succeeded|failed)"
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO fog_agent\.jobs: job (\S+) attempt \d+: (starting|succeeded|failed)"
 )
 #: each job's path, stage by stage, from the scheduler's timestamps, the outbox and the agents' logs
 STAGES = (
@@ -388,7 +388,7 @@ async def job_times(bench: Bench, where: str, arg: Any, ran: dict[str, float] | 
         for line in log.read_text(errors="replace").splitlines():
             if (match := AGENT_LINE.match(line)) is not None:
                 at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
-                agent.setdefault(match[2], {})["agent_started" if match[3] == "started" else "agent_ended"] = at
+                agent.setdefault(match[2], {})["agent_started" if match[3] == "starting" else "agent_ended"] = at
     times = []
     for row in rows:
         known = {key: row[key].timestamp() for key in DB_STAGES if row[key] is not None}

@@ -230,10 +230,11 @@ class JobRunner:
         return round(wanted.cpu_cores * _MILLI) > self._cpu_capacity or wanted.gpus > self._gpu_capacity
 
     async def _execute(self, key: JobKey, running: _Running) -> None:
-        self._report(job_messages.started(key))
-        log.info("job %s attempt %d: started", *key)
+        log.info("job %s attempt %d: starting", *key)
         try:
-            result = await running.job.run()
+            # Reported once its process runs, not before: the report's way to the scheduler would compete with
+            # the spawn for the CPU, and a job that cannot start never ran.
+            result = await running.job.run(on_started=lambda: self._report(job_messages.started(key)))
         except Exception as exc:  # a bug, or the machine (no file descriptors left): the gateway must still hear
             log.exception("job %s attempt %d: the agent failed to run it", *key)
             result = Result("failed", None, 0.0, error=f"the agent could not run the job ({exc.__class__.__name__})")

@@ -5,7 +5,7 @@ out CPython's ``vfork`` path. Forked from the agent, every job copied the agent'
 ran Python in the copy (~3 ms a job, most of the agent's CPU per job). This process imports the standard
 library alone, so its fork is small and cheap; the agent hands it each job over a socket pair.
 
-It is run by path (``python -I -S launcher_process.py AGENT_PID FD``), never imported by the agent: it
+It is run by path (``python -I -S launcher_process.py FD``), never imported by the agent: it
 must not pull in the agent's dependencies. ``fog_agent.launcher`` is the agent's side of it.
 
 Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
@@ -17,9 +17,9 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
   signal).
 
-Each job is the leader of a new session (one ``killpg`` reaches its tree) and dies with the launcher
-(``PR_SET_PDEATHSIG``); the launcher dies with the agent, and kills its jobs when the agent closes the
-socket.
+Each job is the leader of a new session (one ``killpg`` reaches its tree) and its first process dies with
+the launcher (``PR_SET_PDEATHSIG``). When the agent closes the socket, or dies (the kernel closes it
+then), the launcher kills every job's process group and exits.
 """
 
 from __future__ import annotations
@@ -199,8 +199,9 @@ def _read_all(fd: int) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    agent, fd = int(argv[1]), int(argv[2])
-    _die_with_parent(agent)
+    fd = int(argv[1])
+    # No parent-death signal here: when the agent dies, the kernel closes its end of the socket, and this
+    # process kills each job's whole process group before it goes (a signal would leave the groups behind).
     # Ctrl-C in the agent's terminal is the agent's to handle; its jobs' fate is the agent's to decide.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=fd)

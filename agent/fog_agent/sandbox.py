@@ -34,7 +34,7 @@ import signal
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,7 +216,8 @@ class SandboxedJob:
             self._stop_outcome, self._stop_error = outcome, error
             self._stop.set()
 
-    async def run(self) -> Result:
+    async def run(self, on_started: Callable[[], None] = lambda: None) -> Result:
+        """Run the attempt to its end; ``on_started`` is called once its process runs (never, if it cannot start)."""
         try:
             workdir = Path(tempfile.mkdtemp(prefix=self._workdir_prefix(), dir=self._sandbox.work_root))
             if self._sandbox.user is not None:
@@ -224,7 +225,7 @@ class SandboxedJob:
         except OSError as exc:
             return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
         try:
-            return await self._run_in(workdir)
+            return await self._run_in(workdir, on_started)
         finally:
             await self._remove(workdir)
 
@@ -232,7 +233,7 @@ class SandboxedJob:
         # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
         return f"{_UNSAFE_IN_NAME.sub('_', self.assignment.job_id)[:64]}.{self.assignment.attempt}."
 
-    async def _run_in(self, workdir: Path) -> Result:
+    async def _run_in(self, workdir: Path, on_started: Callable[[], None]) -> Result:
         if self._stop.is_set():  # cancelled before it could start
             return Result(self._stop_outcome, None, 0.0, error=self._stop_error)
         limit = min(self.assignment.output_limit_bytes, MAX_MESSAGE_BYTES)  # no more could ever be sent
@@ -246,6 +247,7 @@ class SandboxedJob:
             finally:
                 os.close(write_end)  # the job holds it now: the pipe ends when the job's last process does
             self.pid = process.pid
+            on_started()
             began = time.monotonic()
             try:
                 stopped_as = await self._supervise(process)

@@ -168,10 +168,10 @@ async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_n
             return len(await owner.list_nodes(status="ready", labels={"pool": "kill"})) == 2
 
         await wait_until(both_ready, timeout=20, what="two agents ready")
-        # One process: PDEATHSIG reaches the job's own process; its children, if it had any, would
-        # live on until they end (a known gap, docs/jobs.md).
+        # A job with a child: the agent's launcher kills the whole process group when the agent dies.
         marker = "4.0303"
-        spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": "kill"}))
+        command = ["sh", "-c", f"sleep {marker} & sleep {marker}; wait"]
+        spec = JobSpec(command=command, constraints=Constraints(labels={"pool": "kill"}))
         job = await owner.submit_job(spec)
         first = await status_is(owner, job.id, "running")
         await wait_until(lambda: _some_running(marker), timeout=10, what="the job running")

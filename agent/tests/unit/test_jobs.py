@@ -118,6 +118,7 @@ async def test_the_queue_is_first_come_first_served_and_a_job_bigger_than_the_no
     jobs.assign(assignment("huge", *SLEEP, cores=8))  # waits for the whole node
     jobs.assign(assignment("behind", *SLEEP, cores=1))  # would fit, but does not overtake
     assert jobs.running_jobs == 1
+    await until(lambda: sent.ids("started") == ["small"], "the small job started")
     jobs.cancel(cancel("small"))
     await until(lambda: sent.ids("started") == ["small", "huge"], "the huge job started")
     assert jobs.running_jobs == 1
@@ -160,6 +161,7 @@ async def test_a_repeated_assignment_runs_once(new_runner: NewRunner) -> None:
     jobs.assign(assignment("c", *SLEEP))  # while queued
     jobs.cancel(cancel("c"))
     jobs.assign(assignment("a", "true", attempt=2))  # another attempt is another job: it queues
+    await until(lambda: sent.ids("started") == ["a", "b"], "b started")
     jobs.cancel(cancel("b"))
     await until(lambda: sent.ids("finished") == ["a", "c", "b", "a"], "the others finished")
     assert sent.ids("started") == ["a", "b", "a"]
@@ -184,8 +186,27 @@ async def test_cancelling_a_queued_job_reports_it_cancelled_without_starting_it(
         "output_truncated": False,
         "error": None,
     }
-    assert sent.ids("started") == ["running"]
+    await until(lambda: sent.ids("started") == ["running"], "the other job started")
     assert jobs.running_jobs == 1
+
+
+async def test_started_is_reported_once_the_process_runs_and_never_for_a_job_that_cannot_start(
+    new_runner: NewRunner,
+) -> None:
+    jobs, sent = new_runner(Capacity(cpu_cores=3)), Sent()
+    jobs.attach(sent)
+    jobs.assign(assignment("missing", "no-such-program-anywhere"))
+    jobs.assign(assignment("taken", *SLEEP))
+    jobs.cancel(cancel("taken"))  # running already, but killed before its process could be started
+    jobs.assign(assignment("runs", "true"))
+    await until(lambda: len(sent.ids("finished")) == 3, "all three ended")
+    assert sent.ids("started") == ["runs"]
+    assert sent.sequence().index(("started", "runs")) < sent.sequence().index(("finished", "runs"))
+    assert [sent.finished(job)["outcome"] for job in ("missing", "taken", "runs")] == [
+        "failed",
+        "cancelled",
+        "succeeded",
+    ]
 
 
 async def test_an_assignment_that_comes_after_its_cancel_never_runs(new_runner: NewRunner) -> None:

@@ -106,7 +106,8 @@ from fog_agent.launcher import JobProgram, Launcher
 
 async def main():
     launcher = Launcher()
-    job = await launcher.start(JobProgram(["sleep", "30.4343"], {"PATH": "/bin:/usr/bin"}, Path.cwd(), ()), 2)
+    argv = ["sh", "-c", "sleep 30.4343 & sleep 30.4343"]
+    job = await launcher.start(JobProgram(argv, {"PATH": "/bin:/usr/bin"}, Path.cwd(), ()), 2)
     print(job.pid, flush=True)
     await asyncio.sleep(60)
 
@@ -114,14 +115,15 @@ asyncio.run(main())
 """
 
 
-async def test_a_job_dies_with_its_agent_killed_by_sigkill(tmp_path: Path) -> None:
+async def test_a_job_and_its_children_die_with_their_agent_killed_by_sigkill(tmp_path: Path) -> None:
     agent = await asyncio.create_subprocess_exec(sys.executable, "-c", AGENT, stdout=subprocess.PIPE, cwd=tmp_path)
     try:
         assert agent.stdout is not None
         pid = int(await asyncio.wait_for(agent.stdout.readline(), 20))
-        assert not await gone(pid)
+        await wait_until(lambda: _count_running("30.4343", 2), timeout=5, what="the job and a child of it")
         agent.send_signal(signal.SIGKILL)
-        await wait_until(lambda: gone(pid), timeout=5, what="the job gone with its agent")
+        await wait_until(lambda: _none_running("30.4343"), timeout=5, what="the job's whole group gone")
+        assert await gone(pid)
     finally:
         if agent.returncode is None:
             agent.kill()
@@ -134,3 +136,7 @@ async def _running(marker: str) -> bool:
 
 async def _none_running(marker: str) -> bool:
     return not await _running(marker)
+
+
+async def _count_running(marker: str, at_least: int) -> bool:
+    return sum(marker in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])) >= at_least
