@@ -24,6 +24,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         LeaderLock(dsn, settings.db_schema, "placement"), PlacementPolicy(strategy=settings.strategy),
         dsn=dsn, schema=settings.db_schema, batch_size=settings.placement_batch, idle_s=settings.placement_idle_s,
         push=AssignmentPusher(runtime.broker) if settings.push_assignments else None,
+        place_at_submit=settings.place_at_submit,
     )  # fmt: skip
 
     async def attach_placement() -> None:

@@ -28,8 +28,10 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     @broker.subscriber(contract.SUBMIT, queue=group, title="submit")
     async def submit(body: contract.SubmitCommand) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:
-            submitted = await service.submit(conn, body, now=_now())
-            placement.wake()  # committed: this replica's loop, if it leads, need not wait for the NOTIFY
+            async with placement.at_submit() as place:
+                submitted = await service.submit(conn, body, now=_now(), place=place)
+            if place is None:
+                placement.wake()  # committed: this replica's loop, if it leads, need not wait for the NOTIFY
             return {"job": submitted["job"].model_dump(mode="json"), "created": submitted["created"]}
 
         return await answer(run)

@@ -7,6 +7,11 @@ commit per job. Once that commits, the batch's assignments are pushed to the gat
 (:mod:`fog_scheduler.assignment_push`), ahead of their events. A cycle starts when jobs arrive or
 change (a NOTIFY, or a submit on this replica), when the node view changes, or every ``idle_s``
 at the latest.
+
+Placing at submit: while this replica leads and its last cycle left no due job waiting, a job
+submitted here is decided in its submit's own transaction (:meth:`PlacementLoop.at_submit`), so a
+lone job on an idle cluster waits for no cycle and no second commit. Nothing is overtaken: with
+jobs waiting, or a cycle deciding, submits leave their jobs to the loop.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,9 +73,16 @@ class PlacementLoop:
         idle_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         push: Push | None = None,
+        place_at_submit: bool = True,
     ) -> None:
         self.lock, self.policy, self.dsn, self.schema = lock, policy, dsn, schema
-        self.push = push
+        self.push, self.place_at_submit = push, place_at_submit
+        #: held from a decision's reads to its commit: a cycle and a submit never decide on the same capacity
+        self._deciding = asyncio.Lock()
+        self._leading = False
+        #: the last cycle found no due job left behind, and nothing arrived since (``wake`` counts arrivals)
+        self._drained = False
+        self._arrivals = 0
         self.batch_size, self.idle_s, self.wall = batch_size, idle_s, wall
         self._pool: asyncpg.Pool | None = None
         self._wake = asyncio.Event()
@@ -91,13 +103,16 @@ class PlacementLoop:
         return self._pool
 
     def wake(self) -> None:
+        self._arrivals += 1
+        self._drained = False
         self._wake.set()
 
     async def run(self) -> None:
         listener: asyncpg.Connection | None = None
         try:
             while True:
-                if not await self.lock.try_acquire():
+                self._leading = await self.lock.try_acquire()
+                if not self._leading:
                     await asyncio.sleep(self.idle_s)  # a standby: try for the lead again later
                     continue
                 if listener is None:
@@ -111,6 +126,7 @@ class PlacementLoop:
                 if not busy:
                     await self._idle()
         finally:
+            self._leading = False
             if listener is not None:
                 await listener.close()
             await self.lock.release()
@@ -122,43 +138,82 @@ class PlacementLoop:
 
     async def cycle(self) -> bool:
         """Place one batch; True when there may be more to place right away."""
-        now = self.wall()
-        async with self.pool.acquire() as conn:
-            jobs = await store.pending_batch(conn, now, self.batch_size)
-            if not jobs:
-                return False
-            nodes = [node_of(row) for row in await store.nodes(conn)]
-            by_id = {node.node_id: node for node in nodes}
-            for held in await store.allocations(conn):
-                node = by_id.get(held["node_id"])
-                if node is not None:
-                    node.take(domain.Request(held["cpu"] or 0.0, held["memory"] or 0, held["gpus"] or 0))
-        placed, waiting, unplaceable = self._decide(jobs, nodes, now)
+        async with self._deciding:
+            arrivals, now = self._arrivals, self.wall()
+            async with self.pool.acquire() as conn:
+                jobs = await store.pending_batch(conn, now, self.batch_size)
+                nodes = await self._capacity(conn) if jobs else []
+            placed, waiting, unplaceable = self._decide(jobs, nodes, now)
+            pushed: list[dict[str, Any]] = []
+            if jobs:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    pushed = await self._assign(conn, placed, now)
+                    if waiting:
+                        await store.defer_many(conn, waiting, None)
+                    if unplaceable:
+                        await store.defer_many(conn, unplaceable, now + UNPLACEABLE_RETRY)
+                self.placed_total += len(pushed)
+            # Jobs that wait for capacity are ahead of any new one; unplaceable ones are not due for a while.
+            left_behind = bool(waiting) or len(jobs) == self.batch_size
+            self._drained = not left_behind and arrivals == self._arrivals
+        await self._push(pushed)
+        return len(jobs) == self.batch_size and bool(placed)
+
+    @contextlib.asynccontextmanager
+    async def at_submit(self) -> AsyncIterator[PlaceAtSubmit | None]:
+        """Around a submit's transaction: a ``PlaceAtSubmit`` when its job may be placed in it, else ``None``.
+
+        The transaction must end inside the block: its decision holds the capacity it read until then.
+        Once the block is left without an error, the job's assignment is pushed (or the loop woken).
+        """
+        if not (self.place_at_submit and self._leading and self._drained) or self._deciding.locked():
+            yield None
+            return
+        async with self._deciding:
+            placing = PlaceAtSubmit(self)
+            yield placing
+        if placing.pushed:
+            self.placed_total += len(placing.pushed)
+            await self._push(placing.pushed)
+        elif placing.missed:
+            self.wake()  # the loop decides it, and records why it waits
+
+    async def _capacity(self, conn: asyncpg.Connection) -> list[domain.NodeCapacity]:
+        """The node view minus what placed jobs hold."""
+        nodes = [node_of(row) for row in await store.nodes(conn)]
+        by_id = {node.node_id: node for node in nodes}
+        for held in await store.allocations(conn):
+            node = by_id.get(held["node_id"])
+            if node is not None:
+                node.take(domain.Request(held["cpu"] or 0.0, held["memory"] or 0, held["gpus"] or 0))
+        return nodes
+
+    async def _assign(
+        self, conn: asyncpg.Connection, placed: list[tuple[uuid.UUID, str, dict[str, Any]]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Write these decisions and their ``job.assigned`` events; the assignments to push once committed."""
+        if not placed:
+            return []
+        decided = [(job_id, node, why, str(uuid.uuid4())) for job_id, node, why in placed]
+        rows = await store.assign_many(conn, decided, now)
         events: list[Event] = []
         pushed: list[dict[str, Any]] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            if placed:
-                decided = [(job_id, node, why, str(uuid.uuid4())) for job_id, node, why in placed]
-                rows = await store.assign_many(conn, decided, now)
-                for row in rows:
-                    assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"]).model_dump(mode="json")
-                    events.append(JobAssigned(
-                        job_id=str(row["id"]), owner_id=row["owner_id"], node_id=row["node_id"],
-                        attempt=row["attempt"], assignment=assignment, assigned_at=now,
-                    ))  # fmt: skip
-                    pushed.append({"node_id": row["node_id"], "assignment": assignment})
-                # Each assignment follows from its job's previous event, in the request that submitted it.
-                causes = [(row["correlation_id"], row["previous_event_id"]) for row in rows]
-                ids = [row["event_id"] for row in rows]
-                await outbox.record_many(conn, events, source=service.SOURCE, causes=causes, ids=ids)
-            if waiting:
-                await store.defer_many(conn, waiting, None)
-            if unplaceable:
-                await store.defer_many(conn, unplaceable, now + UNPLACEABLE_RETRY)
-        self.placed_total += len(events)
+        for row in rows:
+            assignment = service.assignment(str(row["id"]), row["attempt"], row["spec"]).model_dump(mode="json")
+            events.append(JobAssigned(
+                job_id=str(row["id"]), owner_id=row["owner_id"], node_id=row["node_id"],
+                attempt=row["attempt"], assignment=assignment, assigned_at=now,
+            ))  # fmt: skip
+            pushed.append({"node_id": row["node_id"], "assignment": assignment})
+        # Each assignment follows from its job's previous event, in the request that submitted it.
+        causes = [(row["correlation_id"], row["previous_event_id"]) for row in rows]
+        ids = [row["event_id"] for row in rows]
+        await outbox.record_many(conn, events, source=service.SOURCE, causes=causes, ids=ids)
+        return pushed
+
+    async def _push(self, pushed: list[dict[str, Any]]) -> None:
         if pushed and self.push is not None:  # committed: the nodes may start these now
             await self.push(pushed)
-        return len(jobs) == self.batch_size and bool(placed)
 
     def _decide(
         self, jobs: list[asyncpg.Record], nodes: list[domain.NodeCapacity], now: datetime
@@ -189,3 +244,23 @@ class PlacementLoop:
             else:
                 unplaceable.append((job["id"], explanation))
         return placed, waiting, unplaceable
+
+
+class PlaceAtSubmit:
+    """Decides one just-submitted job inside its submit's transaction (see ``PlacementLoop.at_submit``)."""
+
+    def __init__(self, loop: PlacementLoop) -> None:
+        self._loop = loop
+        self.pushed: list[dict[str, Any]] = []
+        self.missed = False
+
+    async def __call__(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> None:
+        loop = self._loop
+        candidate = {"id": job.id, "owner_id": job.owner_id, "spec": job.spec, "priority": job.priority,
+                     "tried_nodes": [], "turn": 0}  # fmt: skip
+        placed, _, _ = loop._decide([candidate], await loop._capacity(conn), now)
+        if placed:
+            self.pushed = await loop._assign(conn, placed, now)
+        else:
+            loop._explained.discard(job.id)  # not explained here: the loop does it, once
+            self.missed = True

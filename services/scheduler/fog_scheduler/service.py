@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,8 +66,27 @@ def _maybe_uuid(job_id: str) -> uuid.UUID | None:
 # -- submitting ------------------------------------------------------------------------------
 
 
-async def submit(conn: asyncpg.Connection, command: contract.SubmitCommand, *, now: datetime) -> dict[str, Any]:
-    """One job; a repeated idempotency key returns the job it made the first time."""
+@dataclass(frozen=True)
+class NewJob:
+    """A job just inserted, as placement at submit sees it."""
+
+    id: uuid.UUID
+    owner_id: str
+    spec: dict[str, Any]
+    priority: int
+
+
+#: places a new job within the transaction that inserted it, if it can (``PlacementLoop.at_submit``)
+PlaceNew = Callable[[asyncpg.Connection, NewJob, datetime], Awaitable[None]]
+
+
+async def submit(
+    conn: asyncpg.Connection, command: contract.SubmitCommand, *, now: datetime, place: PlaceNew | None = None
+) -> dict[str, Any]:
+    """One job; a repeated idempotency key returns the job it made the first time.
+
+    With ``place``, the job may leave the transaction placed already (see ``PlacementLoop.at_submit``).
+    """
     spec = command.spec
     async with conn.transaction():
         if spec.idempotency_key is not None:
@@ -75,13 +95,16 @@ async def submit(conn: asyncpg.Connection, command: contract.SubmitCommand, *, n
             if existing is not None:
                 return {"job": view(existing), "created": False}
         job_id, event_id = uuid.uuid4(), str(uuid.uuid4())
-        row = (job_id, command.owner_id, spec.name, None, None, spec.model_dump(mode="json"), spec.priority,
+        spec_json = spec.model_dump(mode="json")
+        row = (job_id, command.owner_id, spec.name, None, None, spec_json, spec.priority,
                spec.idempotency_key, now, _request(event_id), event_id)  # fmt: skip
         await store.insert_jobs(conn, [row])
         event = JobSubmitted(
             job_id=str(job_id), owner_id=command.owner_id, array_id=None, priority=spec.priority, submitted_at=now
         )
         await outbox.record(conn, event, source=SOURCE, correlation_id=_request(event_id), event_id=event_id)
+        if place is not None:
+            await place(conn, NewJob(job_id, command.owner_id, spec_json, spec.priority), now)
         created = await store.job(conn, job_id)
     assert created is not None
     return {"job": view(created), "created": True}

@@ -130,6 +130,30 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     assert (await stack.http.get("/v1/jobs", headers=other)).json()["items"] == []
 
 
+async def test_a_lone_job_on_an_idle_cluster_is_placed_in_its_submits_transaction(stack: Stack) -> None:
+    """No job waits: the submit decides its job itself, and answers it assigned and explained."""
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    # The loop may be in a cycle (the node's arrival wakes it) when a submit comes: that job is left to it.
+    # One of a few jobs submitted one after another on the idle cluster is placed at submit.
+    placed_at_submit = None
+    for _ in range(20):
+        job = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=user)).json()
+        assignment = await agent.next_of("assignment")
+        assert assignment["job_id"] == job["id"]
+        await agent.run(assignment)
+        if job["status"] == "assigned":
+            placed_at_submit = job
+            break
+        assert job["status"] == "pending"
+    assert placed_at_submit is not None, "no job was placed at submit on an idle cluster"
+    assert placed_at_submit["node_id"] == agent.node_id
+    explained = (await stack.http.get(f"/v1/jobs/{placed_at_submit['id']}/explain", headers=user)).json()
+    assert explained["candidates"][0]["node_id"] == agent.node_id
+    await job_status(stack, user, placed_at_submit["id"], "succeeded")
+
+
 async def test_reports_sent_back_to_back_are_recorded_once_each_in_order(stack: Stack) -> None:
     """An agent sends reports as jobs end, without waiting for acks; the gateway records them in
     batches. Resent, stale and unknown reports are acked and change nothing."""
@@ -320,6 +344,7 @@ async def test_owners_take_turns_a_big_array_does_not_starve_a_single_job(stack:
     await stack.http.post("/v1/jobs/array", json=array, headers=alice)
     first = await agent.next_of("assignment")  # the node runs one job at a time
     single = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=bob)).json()
+    assert single["status"] == "pending", "with jobs waiting, a new one is not placed at submit: it takes its turn"
     order = [first["job_id"]]
     await agent.run(first)
     while single["id"] not in order:
