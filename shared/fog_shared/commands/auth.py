@@ -36,20 +36,24 @@ Role = Literal["admin", "user", "provider"]
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
+#: no control characters in an address (PostgreSQL's text cannot even hold a NUL)
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
+
+
 class RegisterRequest(Strict):
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: str = Field(min_length=3, max_length=254, pattern=rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$")
     password: str = Field(min_length=1, max_length=1024)
     #: node owners sign up as providers themselves; only an admin makes admins
     roles: list[Literal["user", "provider"]] = Field(default=["user"], min_length=1, max_length=2)
 
 
 class Credentials(Strict):
-    email: str = Field(min_length=3, max_length=254)
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=1024)
 
 
 class LoginRequest(Strict):
-    email: str = Field(min_length=3, max_length=254)
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=1024)
     #: the caller's address as the gateway saw it: brute-force counting per source
     source: str = Field(default="unknown", max_length=64)

@@ -47,5 +47,8 @@ async def test_refusals_are_problem_json(stack: Stack) -> None:
     assert weak.json()["code"] == "weak_password"
     coerced = await http.post("/v1/auth/register", json={"email": "bob@example.org", "password": 123456789012345})
     assert coerced.status_code == 422, "strict models: a number is not a password"
+    for route in ("/v1/auth/register", "/v1/auth/login"):  # PostgreSQL's text cannot hold a NUL: refused up front
+        nul = await http.post(route, json={"email": "bob\u0000@example.org", "password": "correct horse battery"})
+        assert nul.status_code == 422, nul.text
     jwks = (await http.get("/.well-known/jwks.json")).json()
     assert jwks["keys"][0]["alg"] == "EdDSA"
