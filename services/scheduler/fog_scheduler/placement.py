@@ -258,9 +258,13 @@ class PlaceAtSubmit:
         loop = self._loop
         candidate = {"id": job.id, "owner_id": job.owner_id, "spec": job.spec, "priority": job.priority,
                      "tried_nodes": [], "turn": 0}  # fmt: skip
-        placed, _, _ = loop._decide([candidate], await loop._capacity(conn), now)
-        if placed:
-            self.pushed = await loop._assign(conn, placed, now)
-        else:
+        try:
+            async with conn.transaction():  # a savepoint: whatever fails here, the submit stands
+                placed, _, _ = loop._decide([candidate], await loop._capacity(conn), now)
+                self.pushed = await loop._assign(conn, placed, now)
+        except Exception:
+            log.exception("placing job %s at its submit failed; the placement loop takes it", job.id)
+            self.pushed, placed = [], []
+        if not placed:
             loop._explained.discard(job.id)  # not explained here: the loop does it, once
             self.missed = True
