@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -70,19 +69,9 @@ def run(
     except ValueError as exc:
         raise typer.Exit(fail(f"{path}: {exc}")) from None
     log.info("node %s (%s) starting", state.node_id, state.name)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        status = runner.run(serve(connection, jobs))
+    status = asyncio.run(serve(connection, jobs))
     if status:
         raise typer.Exit(status)  # the connection has logged why
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop where it is installed, else asyncio's own."""
-    try:
-        import uvloop  # a dependency on Linux; elsewhere the agent runs without it
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def _job_runner(work_root: Path) -> JobRunner:
