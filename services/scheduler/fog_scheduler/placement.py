@@ -178,6 +178,21 @@ class PlacementLoop:
         elif placing.missed:
             self.wake()  # the loop decides it, and records why it waits
 
+    async def _place_new(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> list[dict[str, Any]]:
+        """Decide and write one new job in the caller's transaction; its assignment to push, or none."""
+        candidate = {"id": job.id, "owner_id": job.owner_id, "spec": job.spec, "priority": job.priority,
+                     "tried_nodes": [], "turn": 0}  # fmt: skip
+        try:
+            async with conn.transaction():  # a savepoint: whatever fails here, the submit stands
+                placed, _, _ = self._decide([candidate], await self._capacity(conn), now)
+                pushed = await self._assign(conn, placed, now)
+        except Exception:
+            log.exception("placing job %s at its submit failed; the placement loop takes it", job.id)
+            pushed = []
+        if not pushed:
+            self._explained.discard(job.id)  # not explained here: the loop does it, once
+        return pushed
+
     async def _capacity(self, conn: asyncpg.Connection) -> list[domain.NodeCapacity]:
         """The node view minus what placed jobs hold."""
         nodes = [node_of(row) for row in await store.nodes(conn)]
@@ -255,16 +270,5 @@ class PlaceAtSubmit:
         self.missed = False
 
     async def __call__(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> None:
-        loop = self._loop
-        candidate = {"id": job.id, "owner_id": job.owner_id, "spec": job.spec, "priority": job.priority,
-                     "tried_nodes": [], "turn": 0}  # fmt: skip
-        try:
-            async with conn.transaction():  # a savepoint: whatever fails here, the submit stands
-                placed, _, _ = loop._decide([candidate], await loop._capacity(conn), now)
-                self.pushed = await loop._assign(conn, placed, now)
-        except Exception:
-            log.exception("placing job %s at its submit failed; the placement loop takes it", job.id)
-            self.pushed, placed = [], []
-        if not placed:
-            loop._explained.discard(job.id)  # not explained here: the loop does it, once
-            self.missed = True
+        self.pushed = await self._loop._place_new(conn, job, now)
+        self.missed = not self.pushed
