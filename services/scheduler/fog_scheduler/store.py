@@ -119,17 +119,21 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
     An owner's turn counts what they already have placed: an owner with ten jobs running waits
     behind one with none, however early the first one's 100,000-job array came in.
     """
+    # Turns are ranked over narrow rows; specs are read for the chosen jobs alone (with 10,000 pending,
+    # carrying every spec through the sort took half again as long).
     return list(
         await conn.fetch(
             "WITH placed AS ("
             "  SELECT owner_id, count(*) AS n FROM jobs WHERE status IN ('assigned', 'running') GROUP BY owner_id"
-            ") SELECT id, owner_id, spec, attempt, tried_nodes, priority, turn FROM ("
-            "  SELECT j.id, j.owner_id, j.spec, j.attempt, j.tried_nodes, j.priority, j.submitted_at,"
+            "), due AS ("
+            "  SELECT j.id, j.priority, j.submitted_at,"
             "         row_number() OVER (PARTITION BY j.owner_id, j.priority ORDER BY j.submitted_at, j.id)"
             "           + coalesce(p.n, 0) AS turn"
             "  FROM jobs j LEFT JOIN placed p ON p.owner_id = j.owner_id"
             "  WHERE j.status = 'pending' AND (j.not_before IS NULL OR j.not_before <= $1)"
-            ") due ORDER BY priority DESC, turn, submitted_at, id LIMIT $2",
+            "), chosen AS (SELECT * FROM due ORDER BY priority DESC, turn, submitted_at, id LIMIT $2)"
+            " SELECT j.id, j.owner_id, j.spec, j.attempt, j.tried_nodes, c.priority, c.turn"
+            " FROM chosen c JOIN jobs j ON j.id = c.id ORDER BY c.priority DESC, c.turn, c.submitted_at, c.id",
             now,
             limit,
         )
