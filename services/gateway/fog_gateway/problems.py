@@ -24,6 +24,8 @@ STATUS_BY_CODE = {
     "invalid_recipient": 422, "too_large": 422, "empty": 422, "group_full": 409, "owner_must_transfer": 409,
     "use_transfer": 409, "deleted": 409, "stale_clock": 409, "invalid_chunk": 422, "chunk_corrupt": 422,
     "checksum_mismatch": 422, "incomplete": 409, "complete": 409, "service_unavailable": 503,
+    # a service's bug (ServiceRuntime.answer logs it)
+    "internal_error": 500,
 }  # fmt: skip
 
 
@@ -45,7 +47,7 @@ class ProblemDetails(BaseModel):
 _TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
     413: "Request body too large", 416: "Range not satisfiable", 422: "Invalid request", 429: "Too many requests",
-    503: "A service did not answer in time",
+    500: "Internal error", 503: "A service did not answer in time",
 }  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from fog_shared.bus.broker import make_broker, queue_group
 from fog_shared.bus.consumer import EventConsumer, Handler
 from fog_shared.bus.topology import ConsumerSpec, event_stream_name
-from fog_shared.commands.common import Refusal
+from fog_shared.commands.common import Refusal, error
 from fog_shared.pg.housekeeping import run_housekeeping
 from fog_shared.pg.migrate import Migration, migrations_for, pending
 from fog_shared.pg.outbox import OutboxRelay
@@ -36,6 +36,12 @@ from fog_shared.subjects import query_subject
 from fog_shared.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
+#: what a request's use case fails with when the database is down, restarting or full, not when it has a bug.
+#: A connection the server dropped mid-request surfaces as an ``InterfaceError`` from the pool.
+_DATABASE_OUT_OF_REACH = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError,
+)  # fmt: skip
 #: how long a stopping service waits for a cancelled loop before cancelling it again
 CANCEL_AGAIN_AFTER_S = 1.0
 
@@ -87,12 +93,24 @@ class ServiceRuntime:
 
     async def answer(self, use_case: Callable[[asyncpg.Connection], Awaitable[Any]]) -> dict[str, Any]:
         """Run one request's use case on a pooled connection and make its reply: a model's JSON,
-        a dict as it is, nothing as ``{}``, and a :class:`Refusal` as the error reply."""
-        async with self.pool.acquire() as conn:
-            try:
-                result = await use_case(conn)
-            except Refusal as refused:
-                return refused.reply()
+        a dict as it is, nothing as ``{}``, and a :class:`Refusal` as the error reply.
+
+        Anything else that goes wrong is answered too, as ``service_unavailable`` when the database
+        is out of reach and ``internal_error`` otherwise (logged with its traceback): a caller learns
+        at once, instead of waiting out its timeout for a reply that never comes.
+        """
+        try:
+            async with self.pool.acquire() as conn:
+                try:
+                    result = await use_case(conn)
+                except Refusal as refused:
+                    return refused.reply()
+        except _DATABASE_OUT_OF_REACH:
+            log.warning("%s: a request failed on its database connection", self.service, exc_info=True)
+            return error("service_unavailable", "the service cannot reach its database; try again")
+        except Exception:
+            log.exception("%s: a request failed", self.service)
+            return error("internal_error", "the service failed on this request; it is logged")
         if isinstance(result, BaseModel):
             dumped: dict[str, Any] = result.model_dump(mode="json")
             return dumped
