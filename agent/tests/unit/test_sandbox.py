@@ -69,6 +69,12 @@ async def test_a_job_that_exits_0_succeeds_with_its_output_and_leaves_no_directo
     assert list(sandbox.work_root.iterdir()) == []
 
 
+async def test_what_a_job_writes_in_its_directory_goes_with_it(sandbox: Sandbox) -> None:
+    result = await sandbox.job(job("sh", "-c", "mkdir -p a/b && echo x > a/b/f && echo y > top")).run()
+    assert result.outcome == "succeeded", result
+    assert list(sandbox.work_root.iterdir()) == []
+
+
 async def test_a_non_zero_exit_fails_with_its_code_and_stderr_is_interleaved(sandbox: Sandbox) -> None:
     result = await sandbox.job(job("sh", "-c", "echo one; echo two >&2; echo three; exit 3")).run()
     assert (result.outcome, result.exit_code, result.error) == ("failed", 3, None)
