@@ -124,6 +124,7 @@ class Launcher:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # the terminal's Ctrl-C is the agent's, not its jobs'
                 close_fds=True,
+                env={},  # nothing of the agent's (its FOG_* settings): it needs none, and gives jobs their own
             )
         except OSError as exc:
             ours.close()

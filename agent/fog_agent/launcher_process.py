@@ -134,7 +134,11 @@ class Launcher:
             return False
         try:
             request = json.loads(data)
-            self._send({"id": request["id"], **self._launch(request, fds[0])})
+            try:
+                outcome = self._launch(request, fds[0])
+            except OSError as exc:  # no fork, no pipe (the machine is out of processes or files): this job fails
+                outcome = {"errno": exc.errno or errno.EAGAIN}
+            self._send({"id": request["id"], **outcome})
         finally:
             for fd in fds:
                 os.close(fd)

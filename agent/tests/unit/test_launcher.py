@@ -83,6 +83,7 @@ async def test_a_killed_launcher_takes_its_jobs_and_the_next_job_gets_a_new_one(
     job, _ = await run(launcher, tmp_path, "sleep", "30.4141")
     first = psutil.Process(job.pid).parent()
     assert first is not None
+    assert first.environ() == {}, "the launcher holds nothing of the agent's environment"
     first.kill()
     assert await asyncio.wait_for(job.wait(), 10) == KILLED_WITH_LAUNCHER
     await wait_until(lambda: gone(job.pid), timeout=5, what="the job gone with its launcher")
