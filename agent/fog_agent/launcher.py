@@ -46,14 +46,11 @@ class JobProgram:
     umask: int = 0o077
 
     def request(self, request_id: int) -> bytes:
-        body = json.dumps({
+        return json.dumps({
             "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
             "umask": self.umask, "uid": self.uid, "gid": self.gid,
             "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
         }).encode()  # fmt: skip
-        if len(body) > launcher_process.MAX_REQUEST_BYTES:
-            raise ValueError(f"the job's command and environment take {len(body)} bytes, more than can be started")
-        return body
 
 
 class LaunchedJob:
@@ -84,16 +81,22 @@ class Launcher:
     async def start(self, program: JobProgram, output: int) -> LaunchedJob:
         """Start ``program`` with ``output`` as its stdout and stderr; raises ``OSError`` when it cannot start."""
         request_id = next(self._ids)
-        body = program.request(request_id)
+        body, fds = program.request(request_id), [output]
+        if len(body) > launcher_process.MAX_INLINE_REQUEST_BYTES:
+            # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.
+            fds.append(_in_memory_file(body))
+            body = json.dumps({"id": request_id, launcher_process.REQUEST_IN_FILE: True}).encode()
         channel = self._ensure_running()
         reply = asyncio.get_running_loop().create_future()
         self._starting[request_id] = reply
         try:
             async with self._lock:  # one request a message: never interleaved, whatever the socket's room
-                await _send(channel, body, output)
+                await _send(channel, body, fds)
             answer = await reply
         finally:
             self._starting.pop(request_id, None)
+            for fd in fds[1:]:
+                os.close(fd)
         if "errno" in answer:
             number = int(answer["errno"])
             raise OSError(number, os.strerror(number))
@@ -186,11 +189,22 @@ class Launcher:
         self._running.clear()
 
 
-async def _send(channel: socket.socket, body: bytes, fd: int) -> None:
+def _in_memory_file(data: bytes) -> int:
+    fd = os.memfd_create("fog-job-request", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as file:
+            file.write(data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+async def _send(channel: socket.socket, body: bytes, fds: list[int]) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:
-            socket.send_fds(channel, [body], [fd])
+            socket.send_fds(channel, [body], fds)
             return
         except BlockingIOError:
             writable: asyncio.Future[None] = loop.create_future()

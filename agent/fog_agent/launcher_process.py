@@ -12,7 +12,9 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
 
 - agent → launcher: ``{"id", "argv", "env", "cwd", "umask", "rlimits": [[which, soft, hard]...],
   "uid", "gid"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and stderr go
-  there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
+  there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own. A request
+  larger than ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second
+  descriptor, an in-memory file that holds it.
 - launcher → agent: ``{"id", "pid"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
   could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
   signal).
@@ -37,8 +39,10 @@ import sys
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
-#: a job request: its JSON (argv, env, ...) is far below this; the agent refuses bigger ones
-MAX_REQUEST_BYTES = 192 * 1024
+#: a request up to this size comes in its message; a bigger one (a long command line) in a file whose
+#: descriptor comes with it, after the output's, and the message says ``REQUEST_IN_FILE``
+MAX_INLINE_REQUEST_BYTES = 64 * 1024
+REQUEST_IN_FILE = "request_in_file"
 #: the signals Python ignores or handles in this process, which a job must get back as the default
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 #: the C library, as this program already has it (``ctypes.util`` would import ``subprocess`` and threads with
@@ -125,7 +129,7 @@ class Launcher:
 
     def _on_request(self) -> bool:
         try:
-            data, fds, _, _ = socket.recv_fds(self.channel, MAX_REQUEST_BYTES, 1)
+            data, fds, _, _ = socket.recv_fds(self.channel, MAX_INLINE_REQUEST_BYTES + 1024, 2)
         except OSError:
             return False
         for fd in fds:  # a job gets it as stdout and stderr alone (3.11's recv_fds drops MSG_CMSG_CLOEXEC)
@@ -134,6 +138,8 @@ class Launcher:
             return False
         try:
             request = json.loads(data)
+            if request.get(REQUEST_IN_FILE):
+                request = json.loads(_read_file(fds[1]))
             try:
                 outcome = self._launch(request, fds[0])
             except OSError as exc:  # no fork, no pipe (the machine is out of processes or files): this job fails
@@ -193,6 +199,12 @@ class Launcher:
         for pid in self.children:
             with contextlib.suppress(OSError):  # gone already
                 os.killpg(pid, signal.SIGKILL)
+
+
+def _read_file(fd: int) -> bytes:
+    with os.fdopen(os.dup(fd), "rb") as file:
+        file.seek(0)
+        return file.read()
 
 
 def _read_all(fd: int) -> bytes:

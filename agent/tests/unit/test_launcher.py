@@ -68,6 +68,13 @@ async def test_a_job_inherits_none_of_the_launchers_files_and_default_signals(
     assert (await output).decode().split() == ["0", "1", "2", "y"]
 
 
+async def test_a_command_line_as_long_as_the_api_allows_starts(launcher: Launcher, tmp_path: Path) -> None:
+    args = [f"{n:04d}" + "x" * 4092 for n in range(254)]  # with sh and its script: 256 arguments, ~1 MiB
+    job, output = await run(launcher, tmp_path, "sh", "-c", 'echo "$#" "${254%%x*}"', "sh", *args)
+    assert await job.wait() == 0
+    assert await output == b"254 0253\n"
+
+
 async def test_a_program_that_cannot_start_raises_its_errno(launcher: Launcher, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         await run(launcher, tmp_path, "no-such-program-anywhere")
