@@ -76,7 +76,6 @@ class Launcher:
         self._ids = itertools.count(1)
         self._starting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._running: dict[int, asyncio.Future[int]] = {}
-        self._lock = asyncio.Lock()
 
     async def start(self, program: JobProgram, output: int) -> LaunchedJob:
         """Start ``program`` with ``output`` as its stdout and stderr; raises ``OSError`` when it cannot start."""
@@ -90,8 +89,7 @@ class Launcher:
         reply = asyncio.get_running_loop().create_future()
         self._starting[request_id] = reply
         try:
-            async with self._lock:  # one request a message: never interleaved, whatever the socket's room
-                await _send(channel, body, fds)
+            await _send(channel, body, fds)  # one request a message (SOCK_SEQPACKET): never interleaved
             answer = await reply
         finally:
             self._starting.pop(request_id, None)

@@ -241,7 +241,7 @@ class SandboxedJob:
         try:
             try:
                 process = await self._spawn(workdir, write_end)
-            except (OSError, ValueError) as exc:  # not found, not executable, NUL in it, too big
+            except OSError as exc:  # not found, not executable, NUL in it (the launcher gives the errno)
                 why = f"cannot start {self.assignment.command[0]!r}: {_describe(exc)}"
                 return Result("failed", None, 0.0, error=why)
             finally:

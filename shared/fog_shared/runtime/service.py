@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 #: what a request's use case fails with when the database is down, restarting or full, not when it has a bug.
 #: A connection the server dropped mid-request surfaces as an ``InterfaceError`` from the pool.
 _DATABASE_OUT_OF_REACH = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError,
+    OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
 )  # fmt: skip
 #: how long a stopping service waits for a cancelled loop before cancelling it again
 CANCEL_AGAIN_AFTER_S = 1.0
@@ -101,10 +101,9 @@ class ServiceRuntime:
         """
         try:
             async with self.pool.acquire() as conn:
-                try:
-                    result = await use_case(conn)
-                except Refusal as refused:
-                    return refused.reply()
+                result = await use_case(conn)
+        except Refusal as refused:
+            return refused.reply()
         except _DATABASE_OUT_OF_REACH:
             log.warning("%s: a request failed on its database connection", self.service, exc_info=True)
             return error("service_unavailable", "the service cannot reach its database; try again")
