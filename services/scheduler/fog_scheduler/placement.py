@@ -178,29 +178,25 @@ class PlacementLoop:
         elif placing.missed:
             self.wake()  # the loop decides it, and records why it waits
 
-    async def _place_new(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> list[dict[str, Any]]:
-        """Decide and write one new job in the caller's transaction; its assignment to push, or none."""
+    def _decide_new(
+        self, job: service.NewJob, nodes: list[domain.NodeCapacity], now: datetime
+    ) -> service.Placement | None:
         candidate = {"id": job.id, "owner_id": job.owner_id, "spec": job.spec, "priority": job.priority,
                      "tried_nodes": [], "turn": 0}  # fmt: skip
-        try:
-            async with conn.transaction():  # a savepoint: whatever fails here, the submit stands
-                placed, _, _ = self._decide([candidate], await self._capacity(conn), now)
-                pushed = await self._assign(conn, placed, now)
-        except Exception:
-            log.exception("placing job %s at its submit failed; the placement loop takes it", job.id)
-            pushed = []
-        if not pushed:
+        placed, _, _ = self._decide([candidate], nodes, now)
+        if not placed:
             self._explained.discard(job.id)  # not explained here: the loop does it, once
-        return pushed
+            return None
+        _, node_id, explanation = placed[0]
+        return service.Placement(node_id, explanation)
 
     async def _capacity(self, conn: asyncpg.Connection) -> list[domain.NodeCapacity]:
         """The node view minus what placed jobs hold."""
-        nodes = [node_of(row) for row in await store.nodes(conn)]
-        by_id = {node.node_id: node for node in nodes}
-        for held in await store.allocations(conn):
-            node = by_id.get(held["node_id"])
-            if node is not None:
-                node.take(domain.Request(held["cpu"] or 0.0, held["memory"] or 0, held["gpus"] or 0))
+        nodes = []
+        for row in await store.capacity(conn):
+            node = node_of(row)
+            node.take(domain.Request(row["held_cpu"] or 0.0, row["held_memory"] or 0, row["held_gpus"] or 0))
+            nodes.append(node)
         return nodes
 
     async def _assign(
@@ -262,13 +258,26 @@ class PlacementLoop:
 
 
 class PlaceAtSubmit:
-    """Decides one just-submitted job inside its submit's transaction (see ``PlacementLoop.at_submit``)."""
+    """Decides one just-submitted job inside its submit's transaction (see ``PlacementLoop.at_submit``).
+
+    It only reads (the capacity) and decides: the submit writes the job placed, with its events, in its
+    own statements, and names the assignment to push once it commits.
+    """
 
     def __init__(self, loop: PlacementLoop) -> None:
         self._loop = loop
         self.pushed: list[dict[str, Any]] = []
         self.missed = False
 
-    async def __call__(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> None:
-        self.pushed = await self._loop._place_new(conn, job, now)
-        self.missed = not self.pushed
+    async def decide(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> service.Placement | None:
+        nodes = await self._loop._capacity(conn)  # a database error fails the submit, as any of its statements would
+        try:
+            placement = self._loop._decide_new(job, nodes, now)
+        except Exception:  # a bug in a rule must not cost the user their submit: the loop takes the job
+            log.exception("placing job %s at its submit failed; the placement loop takes it", job.id)
+            placement = None
+        self.missed = placement is None
+        return placement
+
+    def assigned(self, node_id: str, assignment: dict[str, Any]) -> None:
+        self.pushed = [{"node_id": node_id, "assignment": assignment}]

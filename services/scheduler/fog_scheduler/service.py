@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -23,6 +23,7 @@ from fog_shared.commands.common import Refusal
 from fog_shared.envelope import Envelope
 from fog_shared.events.base import Event
 from fog_shared.events.scheduler import (
+    JobAssigned,
     JobCancelled,
     JobCompleted,
     JobFailed,
@@ -68,7 +69,7 @@ def _maybe_uuid(job_id: str) -> uuid.UUID | None:
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job just inserted, as placement at submit sees it."""
+    """A job about to be inserted, as placement at submit sees it."""
 
     id: uuid.UUID
     owner_id: str
@@ -76,8 +77,22 @@ class NewJob:
     priority: int
 
 
-#: places a new job within the transaction that inserted it, if it can (``PlacementLoop.at_submit``)
-PlaceNew = Callable[[asyncpg.Connection, NewJob, datetime], Awaitable[None]]
+@dataclass(frozen=True)
+class Placement:
+    """Where placement at submit puts a new job, and why (its explanation)."""
+
+    node_id: str
+    explanation: dict[str, Any]
+
+
+class PlaceNew(Protocol):
+    """Placement at submit, as a submit uses it (``PlacementLoop.at_submit``)."""
+
+    async def decide(self, conn: asyncpg.Connection, job: NewJob, now: datetime) -> Placement | None:
+        """Where the job goes, or ``None`` to leave it pending; reads, never writes."""
+
+    def assigned(self, node_id: str, assignment: dict[str, Any]) -> None:
+        """The job was written assigned: its assignment is to be pushed once the transaction commits."""
 
 
 async def submit(
@@ -85,7 +100,9 @@ async def submit(
 ) -> dict[str, Any]:
     """One job; a repeated idempotency key returns the job it made the first time.
 
-    With ``place``, the job may leave the transaction placed already (see ``PlacementLoop.at_submit``).
+    With ``place``, the job may be inserted placed already (see ``PlacementLoop.at_submit``), in five round
+    trips (BEGIN, the capacity read, the insert, its two events, COMMIT): a lone job's way
+    to running starts with this transaction.
     """
     spec = command.spec
     async with conn.transaction():
@@ -95,18 +112,30 @@ async def submit(
             if existing is not None:
                 return {"job": view(existing), "created": False}
         job_id, event_id = uuid.uuid4(), str(uuid.uuid4())
+        correlation = _request(event_id)
         spec_json = spec.model_dump(mode="json")
-        row = (job_id, command.owner_id, spec.name, None, None, spec_json, spec.priority,
-               spec.idempotency_key, now, _request(event_id), event_id)  # fmt: skip
-        await store.insert_jobs(conn, [row])
-        event = JobSubmitted(
+        new = NewJob(job_id, command.owner_id, spec_json, spec.priority)
+        placement = None if place is None else await place.decide(conn, new, now)
+        events: list[Event] = [JobSubmitted(
             job_id=str(job_id), owner_id=command.owner_id, array_id=None, priority=spec.priority, submitted_at=now
-        )
-        await outbox.record(conn, event, source=SOURCE, correlation_id=_request(event_id), event_id=event_id)
-        if place is not None:
-            await place(conn, NewJob(job_id, command.owner_id, spec_json, spec.priority), now)
-        created = await store.job(conn, job_id)
-    assert created is not None
+        )]  # fmt: skip
+        ids = [event_id]
+        causes: list[tuple[str | None, str | None]] = [(correlation, None)]
+        if placement is not None:
+            assigned = assignment(str(job_id), 1, spec_json).model_dump(mode="json")
+            events.append(JobAssigned(
+                job_id=str(job_id), owner_id=command.owner_id, node_id=placement.node_id, attempt=1,
+                assignment=assigned, assigned_at=now,
+            ))  # fmt: skip
+            ids.append(str(uuid.uuid4()))
+            causes.append((correlation, event_id))  # the assignment follows from the submit
+        row = (job_id, command.owner_id, spec.name, None, None, spec_json, spec.priority,
+               spec.idempotency_key, now, correlation, ids[-1])  # fmt: skip
+        placed = None if placement is None else (placement.node_id, placement.explanation)
+        created = await store.insert_job(conn, row, placed)
+        await outbox.record_many(conn, events, source=SOURCE, causes=causes, ids=ids)
+        if place is not None and placement is not None:
+            place.assigned(placement.node_id, assigned)
     return {"job": view(created), "created": True}
 
 
