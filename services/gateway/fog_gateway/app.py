@@ -15,6 +15,7 @@ from fog_gateway.ratelimit import RateLimiter
 from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
 from fog_gateway.security import Verifier
 from fog_gateway.sync_batches import SyncBatcher
+from fog_shared.bus import push
 from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE, AssignmentPush, TimelinePush
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -59,9 +60,11 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.after_start(follow_jobs)
 
     # No queue group: every gateway hears every push, and the one holding a node's link sends it on.
-    @runtime.broker.subscriber(ASSIGNMENTS, title="assignments")
-    async def assignments_pushed(push: AssignmentPush) -> None:
-        await feed.on_push(push)
+    # On the raw client (fog_shared.bus.push): FastStream's per-message cost was most of a push's trip.
+    async def follow_assignments() -> None:
+        await push.subscribe(runtime.nc, ASSIGNMENTS, AssignmentPush, feed.on_push)
+
+    runtime.after_start(follow_assignments)
 
     if settings.gc_freeze_every_s > 0:
         runtime.in_background("heap-freezer", HeapFreezer(every_s=settings.gc_freeze_every_s).run)

@@ -9,6 +9,7 @@ from fog_scheduler.assignment_push import AssignmentPusher
 from fog_scheduler.config import Settings
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.placement import PlacementLoop
+from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush
 from fog_shared.pg.leader import LeaderLock
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -23,7 +24,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
     placement = PlacementLoop(
         LeaderLock(dsn, settings.db_schema, "placement"), PlacementPolicy(strategy=settings.strategy),
         dsn=dsn, schema=settings.db_schema, batch_size=settings.placement_batch, idle_s=settings.placement_idle_s,
-        push=AssignmentPusher(runtime.broker) if settings.push_assignments else None,
+        push=AssignmentPusher(lambda: runtime.nc) if settings.push_assignments else None,
         place_at_submit=settings.place_at_submit,
     )  # fmt: skip
 
@@ -32,5 +33,10 @@ def build_app(settings: CommonSettings) -> FastAPI:
 
     runtime.on_start(attach_placement)
     handlers.register(runtime, placement)
+    # Sent on the raw client (fog_shared.bus.push); declared here so that AsyncAPI shows the channel.
+    runtime.broker.publisher(
+        ASSIGNMENTS, title="assignments", schema=AssignmentPush,
+        description="New assignments, to every gateway (core NATS, at most once; job.assigned is the record)",
+    )  # fmt: skip
     runtime.in_background("placement", placement.run)
     return runtime.http_app()

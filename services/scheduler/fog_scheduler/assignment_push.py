@@ -4,18 +4,20 @@ Each placement cycle's assignments go out on :data:`fog_shared.commands.gateway.
 (core NATS, at most once). Without it, a new job waits for the outbox relay and the JetStream
 store of its ``job.assigned`` event before its node hears of it: about 10 ms on an idle stack,
 most of a single job's way to running. The event stays the durable record. A push that fails
-is logged and dropped, and never fails the placement that made it.
+is logged and dropped, and never fails the placement that made it. It goes out on the raw NATS
+client (:mod:`fog_shared.bus.push`), not through FastStream.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from faststream.nats import NatsBroker
+from nats.aio.client import Client as NatsClient
 
+from fog_shared.bus import push
 from fog_shared.commands.gateway import ASSIGNMENTS, PUSH_BUDGET_BYTES, PUSH_MAX_ASSIGNMENTS
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,12 @@ def push_bodies(assignments: list[dict[str, Any]], budget: int = PUSH_BUDGET_BYT
 class AssignmentPusher:
     """Publishes what a placement cycle assigned: ``{"node_id": ..., "assignment": {...}}`` each."""
 
-    def __init__(self, broker: NatsBroker) -> None:
-        self.broker = broker
+    def __init__(self, nats: Callable[[], NatsClient]) -> None:
+        self.nats = nats  # the service's client, once it runs
 
     async def __call__(self, assignments: list[dict[str, Any]]) -> None:
         try:
             for body in push_bodies(assignments):
-                await self.broker.publish(body, subject=ASSIGNMENTS)
+                await push.push(self.nats(), ASSIGNMENTS, body)
         except Exception:  # the job.assigned events will bring them, a little later
             log.warning("assignments not pushed to the gateways", exc_info=True)

@@ -126,10 +126,15 @@ class ServiceRuntime:
         return self._pool
 
     @property
-    def js(self) -> JetStreamContext:
+    def nc(self) -> NatsClient:
+        """The raw NATS client (events, and the core pushes of :mod:`fog_shared.bus.push`), while running."""
         if self._nc is None:
             raise RuntimeError("NATS is connected only while the service runs")
-        return self._nc.jetstream()
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream()
 
     def _register_status_query(self) -> None:
         @self.broker.subscriber(
