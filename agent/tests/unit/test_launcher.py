@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import psutil
@@ -98,6 +99,37 @@ async def test_a_killed_launcher_takes_its_jobs_and_the_next_job_gets_a_new_one(
     assert psutil.Process(again.pid).ppid() != first.pid
     os.killpg(again.pid, signal.SIGTERM)
     assert await again.wait() == -signal.SIGTERM
+
+
+async def test_an_idle_launcher_holds_a_spare_and_one_killed_as_it_waits_is_replaced_unreported(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    job, _ = await run(launcher, tmp_path, "sleep", "30.4545")
+    the_launcher = psutil.Process(job.pid).ppid()
+    os.killpg(job.pid, signal.SIGTERM)
+    assert await job.wait() == -signal.SIGTERM
+
+    def spare_but(pid: int | None) -> Callable[[], Awaitable[list[psutil.Process]]]:
+        async def probe() -> list[psutil.Process]:
+            waiting = []
+            for child in psutil.Process(the_launcher).children():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if child.status() != psutil.STATUS_ZOMBIE and child.pid != pid:
+                        waiting.append(child)
+            return waiting if len(waiting) == 1 else []
+
+        return probe
+
+    [spare] = await wait_until(spare_but(None), timeout=5, what="a spare forked once the launcher is idle")
+    assert spare.pid != job.pid
+    assert spare.environ() == {}
+    spare.kill()
+    # The dead one is reaped, never reported, and replaced.
+    [replaced] = await wait_until(spare_but(spare.pid), timeout=5, what="another spare")
+    after, output = await run(launcher, tmp_path, "echo", "still starts")
+    assert (await after.wait(), await output) == (0, b"still starts\n")
+    assert after.pid == replaced.pid, "the job was started by the spare"
+    assert spare.pid not in launcher._running, "a spare's death is never reported as a job's"
 
 
 async def test_closing_the_launcher_kills_the_jobs_it_still_runs(launcher: Launcher, tmp_path: Path) -> None:
