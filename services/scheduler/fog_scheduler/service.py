@@ -100,43 +100,53 @@ async def submit(
 ) -> dict[str, Any]:
     """One job; a repeated idempotency key returns the job it made the first time.
 
-    With ``place``, the job may be inserted placed already (see ``PlacementLoop.at_submit``), in five round
-    trips (BEGIN, the capacity read, the insert, its two events, COMMIT): a lone job's way
-    to running starts with this transaction.
+    With ``place``, the job may be inserted placed already (see ``PlacementLoop.at_submit``). The job and
+    its events are one statement (``outbox.record_with``), after the capacity read when placing: a lone
+    job's way to running starts with these two round trips.
     """
-    spec = command.spec
-    async with conn.transaction():
-        if spec.idempotency_key is not None:
-            await _serialise_key(conn, command.owner_id, spec.idempotency_key)
-            existing = await store.job_by_key(conn, command.owner_id, spec.idempotency_key)
-            if existing is not None:
-                return {"job": view(existing), "created": False}
-        job_id, event_id = uuid.uuid4(), str(uuid.uuid4())
-        correlation = _request(event_id)
-        spec_json = spec.model_dump(mode="json")
-        new = NewJob(job_id, command.owner_id, spec_json, spec.priority)
-        placement = None if place is None else await place.decide(conn, new, now)
-        events: list[Event] = [JobSubmitted(
-            job_id=str(job_id), owner_id=command.owner_id, array_id=None, priority=spec.priority, submitted_at=now
-        )]  # fmt: skip
-        ids = [event_id]
-        causes: list[tuple[str | None, str | None]] = [(correlation, None)]
-        if placement is not None:
-            assigned = assignment(str(job_id), 1, spec_json).model_dump(mode="json")
-            events.append(JobAssigned(
-                job_id=str(job_id), owner_id=command.owner_id, node_id=placement.node_id, attempt=1,
-                assignment=assigned, assigned_at=now,
-            ))  # fmt: skip
-            ids.append(str(uuid.uuid4()))
-            causes.append((correlation, event_id))  # the assignment follows from the submit
-        row = (job_id, command.owner_id, spec.name, None, None, spec_json, spec.priority,
-               spec.idempotency_key, now, correlation, ids[-1])  # fmt: skip
-        placed = None if placement is None else (placement.node_id, placement.explanation)
-        created = await store.insert_job(conn, row, placed)
-        await outbox.record_many(conn, events, source=SOURCE, causes=causes, ids=ids)
-        if place is not None and placement is not None:
-            place.assigned(placement.node_id, assigned)
-    return {"job": view(created), "created": True}
+    spec, owner = command.spec, command.owner_id
+    event_id = str(uuid.uuid4())
+    correlation = _request(event_id)
+    new = NewJob(uuid.uuid4(), owner, spec.model_dump(mode="json"), spec.priority)
+    placement = None if place is None else await place.decide(conn, new, now)
+    made = _events_of(new, placement, event_id, correlation, now)
+    row = (new.id, owner, spec.name, None, None, new.spec, spec.priority, spec.idempotency_key, now, correlation,
+           made.ids[-1])  # fmt: skip
+    change, args = store.insert_job(row, None if placement is None else (placement.node_id, placement.explanation))
+    inserted = await outbox.record_with(
+        conn, change, args, made.events, source=SOURCE, causes=made.causes, ids=made.ids
+    )
+    if not inserted:  # only a used key inserts nothing (a concurrent first use waits for its commit)
+        return {"job": view(await _first_with_key(conn, owner, spec.idempotency_key)), "created": False}
+    if place is not None and placement is not None:
+        place.assigned(placement.node_id, made.assignment)
+    return {"job": view(inserted[0]), "created": True}
+
+
+@dataclass(frozen=True)
+class _NewJobEvents:
+    events: Sequence[Event]
+    ids: Sequence[str]
+    causes: Sequence[tuple[str | None, str | None]]
+    assignment: dict[str, Any]  # empty when not placed
+
+
+def _events_of(
+    job: NewJob, placement: Placement | None, submitted_id: str, correlation: str, now: datetime
+) -> _NewJobEvents:
+    """``job.submitted``, and ``job.assigned`` after it when placed at its submit (caused by it)."""
+    submitted = JobSubmitted(
+        job_id=str(job.id), owner_id=job.owner_id, array_id=None, priority=job.priority, submitted_at=now
+    )
+    if placement is None:
+        return _NewJobEvents([submitted], [submitted_id], [(correlation, None)], {})
+    assigned = assignment(str(job.id), 1, job.spec).model_dump(mode="json")
+    placed = JobAssigned(
+        job_id=str(job.id), owner_id=job.owner_id, node_id=placement.node_id, attempt=1, assignment=assigned,
+        assigned_at=now,
+    )  # fmt: skip
+    ids, causes = [submitted_id, str(uuid.uuid4())], [(correlation, None), (correlation, submitted_id)]
+    return _NewJobEvents([submitted, placed], ids, causes, assigned)
 
 
 async def submit_array(
@@ -167,6 +177,13 @@ async def submit_array(
     return contract.ArrayView(
         array_id=str(array_id), count=count, job_ids=[str(r[0]) for r in rows] if count <= ARRAY_IDS_SHOWN else None
     )
+
+
+async def _first_with_key(conn: asyncpg.Connection, owner: str, key: str | None) -> asyncpg.Record:
+    existing = None if key is None else await store.job_by_key(conn, owner, key)
+    if existing is None:  # removed since the insert met it, or no key at all (which never conflicts)
+        raise SchedulerError("deleted", "the job this idempotency key names is gone; submit again")
+    return existing
 
 
 async def _serialise_key(conn: asyncpg.Connection, owner: str, key: str) -> None:

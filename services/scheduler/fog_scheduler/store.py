@@ -20,22 +20,24 @@ VIEW_COLUMNS = (
 PLACED = ("assigned", "running")
 
 
-async def insert_job(
-    conn: asyncpg.Connection, row: tuple[Any, ...], placed: tuple[str, dict[str, Any]] | None
-) -> asyncpg.Record:
-    """One job (the columns of :func:`insert_jobs`), ``pending``, or ``assigned`` to ``placed`` (node, explanation)
-    when placement decided it at its submit; returns its view. A plain INSERT: one round trip, where COPY takes more.
+def insert_job(row: tuple[Any, ...], placed: tuple[str, dict[str, Any]] | None) -> tuple[str, list[Any]]:
+    """The statement (and its arguments) that inserts one job, with the columns of :func:`insert_jobs`:
+    ``pending``, or ``assigned`` to ``placed`` (node, explanation) when placement decided it at its submit.
+
+    It returns the job's view, or nothing when the owner used its idempotency key before (the first
+    job stands). Run it with ``outbox.record_with``: the job and its events in one round trip.
     """
     node_id, explain = placed if placed is not None else (None, None)
     status = "pending" if placed is None else "assigned"
-    record: asyncpg.Record = await conn.fetchrow(
+    sql = (
         "INSERT INTO jobs (id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,"
         " correlation_id, last_event_id, status, node_id, explain, assigned_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $13::text IS NULL"
-        f" THEN NULL ELSE $9::timestamptz END) RETURNING {VIEW_COLUMNS}",
-        *row, status, node_id, explain,
-    )  # fmt: skip
-    return record
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+        " CASE WHEN $13::text IS NULL THEN NULL ELSE $9::timestamptz END)"
+        " ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        f" RETURNING {VIEW_COLUMNS}"
+    )
+    return sql, [*row, status, node_id, explain]
 
 
 async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

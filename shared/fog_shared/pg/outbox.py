@@ -109,6 +109,57 @@ async def record_many(
     """
     if not events:
         return []
+    envelopes, rows = _rows(events, source=source, causes=causes, ids=ids, traces=traces)
+    await conn.executemany(
+        "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3::text::jsonb, $4)", rows
+    )
+    _recorded_ids.note(envelope.id for envelope in envelopes)
+    return envelopes
+
+
+async def record_with(
+    conn: asyncpg.Connection,
+    change: str,
+    args: Sequence[object],
+    events: Sequence[Event],
+    *,
+    source: str,
+    causes: Sequence[tuple[str | None, str | None]] | None = None,
+    ids: Sequence[str] | None = None,
+) -> list[asyncpg.Record]:
+    """One statement that makes a state change and records its events: one round trip, atomic on its own.
+
+    ``change`` is a data-modifying statement with ``RETURNING`` (its parameters ``$1``.. are ``args``);
+    its rows are returned. The events (as :func:`record_many` takes them) are inserted by the same
+    statement, in order, and only if ``change`` returned a row: an ``INSERT .. ON CONFLICT DO NOTHING``
+    that inserted nothing records nothing. Outside a transaction the statement is one, so a use case
+    whose whole write is one statement saves the BEGIN, a statement and the COMMIT.
+    """
+    envelopes, rows = _rows(events, source=source, causes=causes, ids=ids, traces=None)
+    n = len(args)
+    sql = (
+        f"WITH change AS ({change}), recorded AS (INSERT INTO outbox (event_id, subject, headers, body)"
+        " SELECT e.id, e.subject, e.headers::jsonb, e.body"
+        f" FROM unnest(${n + 1}::uuid[], ${n + 2}::text[], ${n + 3}::text[], ${n + 4}::bytea[])"
+        " WITH ORDINALITY AS e(id, subject, headers, body, position)"
+        " WHERE EXISTS (SELECT FROM change) ORDER BY e.position)"
+        " SELECT * FROM change"
+    )
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[], [], [], []]
+    changed = list(await conn.fetch(sql, *args, *columns))
+    if changed:
+        _recorded_ids.note(envelope.id for envelope in envelopes)
+    return changed
+
+
+def _rows(
+    events: Sequence[Event],
+    *,
+    source: str,
+    causes: Sequence[tuple[str | None, str | None]] | None,
+    ids: Sequence[str] | None,
+    traces: Sequence[tuple[str | None, str | None]] | None,
+) -> tuple[list[Envelope], list[tuple[uuid.UUID, str, str, bytes]]]:
     current = current_traceparent()
     rows, envelopes = [], []
     for index, event in enumerate(events):
@@ -123,11 +174,7 @@ async def record_many(
             envelope = envelope.with_trace(traceparent, tracestate)
         envelopes.append(envelope)
         rows.append((uuid.UUID(envelope.id), event.TYPE.subject, json.dumps(envelope.to_headers()), event.to_json()))
-    await conn.executemany(
-        "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3::text::jsonb, $4)", rows
-    )
-    _recorded_ids.note(envelope.id for envelope in envelopes)
-    return envelopes
+    return envelopes, rows
 
 
 class BatchRejected(RuntimeError):

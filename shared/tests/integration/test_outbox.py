@@ -15,6 +15,7 @@ from fog_shared.bus.consumer import EventConsumer
 from fog_shared.bus.publish import publish_raw
 from fog_shared.bus.topology import ConsumerSpec
 from fog_shared.envelope import NATS_MSG_ID
+from fog_shared.events.auth import UserRegistered
 from fog_shared.pg import outbox
 from fog_shared.pg.outbox import OutboxRelay
 from fog_shared.testing.plugin import Servers, ServiceDb
@@ -177,3 +178,27 @@ async def consumer_pending(js: JetStreamContext, spec: ConsumerSpec) -> int:
 
 async def _eq(value: object, expected: object) -> bool:
     return bool(await value == expected)  # type: ignore[misc]
+
+
+async def test_a_change_and_its_events_are_one_statement_and_no_change_records_nothing(
+    producer_db: ServiceDb, streams: JetStreamContext, nats_client: NatsClient
+) -> None:
+    conn = await asyncpg.connect(producer_db.dsn)
+    try:
+        await conn.execute("CREATE TEMP TABLE things (id int PRIMARY KEY)")  # the role may create nothing else
+        once = "INSERT INTO things VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
+        made = await outbox.record_with(conn, once, [1], [user(1), user(2)], source="fog/auth")
+        again = await outbox.record_with(conn, once, [1], [user(3)], source="fog/auth")
+        with pytest.raises(asyncpg.UniqueViolationError):  # the change fails: its event goes with it
+            await outbox.record_with(conn, "INSERT INTO things VALUES ($1) RETURNING id", [1], [user(4)], source="x")
+        recorded = await conn.fetch("SELECT body FROM outbox ORDER BY id")
+    finally:
+        await conn.close()
+    assert ([row["id"] for row in made], again) == ([1], [])
+    assert [UserRegistered.from_json(row["body"]).user_id for row in recorded] == ["u1", "u2"]
+    relay_conn = await asyncpg.connect(producer_db.dsn)
+    try:
+        assert await relay_for(producer_db, nats_client).drain(relay_conn) == 2
+    finally:
+        await relay_conn.close()
+    assert await stream_count(streams) == 2

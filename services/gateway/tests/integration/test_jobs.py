@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
 from fog_shared.commands.scheduler import Assignment, Resources
-from fog_shared.events.scheduler import JobCompleted, JobStarted
+from fog_shared.events.scheduler import JobCompleted, JobStarted, JobSubmitted
 from fog_shared.testing.plugin import Servers
 from fog_shared.testing.waiting import wait_until
 
@@ -248,6 +248,22 @@ async def test_cancel_tells_the_node_and_idempotent_submits_make_one_job(stack: 
     assert cancelled.json()["status"] == "cancelled"
     told = await agent.next_of("cancel")
     assert (told["job_id"], told["attempt"]) == (assignment["job_id"], 1)
+
+
+async def test_concurrent_submits_with_one_idempotency_key_make_one_job_and_one_event(stack: Stack) -> None:
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["true"], "idempotency_key": "once"}
+    answers = await asyncio.gather(*(stack.http.post("/v1/jobs", json=spec, headers=user) for _ in range(8)))
+    assert sorted(answer.status_code for answer in answers) == [200] * 7 + [201]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert len((await stack.http.get("/v1/jobs", headers=user)).json()["items"]) == 1
+    db = await asyncpg.connect(stack.scheduler_db.owner_dsn)
+    try:
+        counted = f"SELECT count(*) FROM {stack.scheduler_db.schema}.outbox WHERE subject = $1"
+        submitted = await db.fetchval(counted, JobSubmitted.TYPE.subject)
+    finally:
+        await db.close()
+    assert submitted == 1
 
 
 async def test_bad_specs_get_422_and_create_nothing(stack: Stack) -> None:
