@@ -228,11 +228,12 @@ class Launcher:
 
     def _refill_spare(self) -> None:
         try:
-            self.spare = self._fork_spare()
+            self.spare = self._fork_spare(ahead=True)
         except OSError:  # out of processes or files: the next request forks for itself, and may fail
             self.refill = False
 
-    def _fork_spare(self) -> _Spare:
+    def _fork_spare(self, *, ahead: bool = False) -> _Spare:
+        """A new spare; forked ``ahead`` of any request, it rehearses while it waits (else its request is there)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             report_read, report_write = os.pipe2(os.O_CLOEXEC)
@@ -251,12 +252,12 @@ class Launcher:
         if pid == 0:
             ours.close()
             os.close(report_read)
-            self._wait_as_spare(theirs, report_write)
+            self._wait_as_spare(theirs, report_write, rehearse=ahead)
         theirs.close()
         os.close(report_write)
         return _Spare(pid, ours, report_read)
 
-    def _wait_as_spare(self, requests: socket.socket, report: int) -> None:
+    def _wait_as_spare(self, requests: socket.socket, report: int, *, rehearse: bool) -> None:
         """In the spare: wait for one request and become its job. Never returns."""
         try:
             _die_with_parent(self.pid)
@@ -267,7 +268,8 @@ class Launcher:
             os.close(self.wake_write)
             if self.spare is not None:
                 self.spare.discard()
-            _rehearse()
+            if rehearse:
+                _rehearse()
             data, fds, _, _ = socket.recv_fds(requests, MAX_INLINE_REQUEST_BYTES + 1024, 2)
             for fd in fds:  # as in the launcher: the job gets the output as stdout and stderr alone
                 os.set_inheritable(fd, False)
