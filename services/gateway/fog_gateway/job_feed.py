@@ -7,11 +7,15 @@
   usually well before their ``job.assigned`` events: whichever of the two comes second is not
   sent again;
 * every job event of an owner who watches ``/v1/jobs/updates`` here makes that owner's sockets
-  receive the job as it is now.
+  receive the job as it is now. The jobs to tell an owner about queue up, and one task per owner asks
+  for them one at a time: a job whose events come faster than that (``job.submitted`` and
+  ``job.assigned`` come together) is fetched and sent once, as it is by then, and a slow socket or a
+  10,000-job array never holds up the events behind it nor floods the scheduler with requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import OrderedDict, defaultdict
@@ -65,6 +69,8 @@ class JobFeed:
         self.links, self.watchers, self.calls = links, watchers, calls
         self._awaited: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.copies_skipped = 0
+        self._changed: dict[str, dict[str, None]] = {}  # owner -> jobs to tell them about, in event order
+        self._telling: dict[str, asyncio.Task[None]] = {}  # owner -> the task that tells them
 
     async def start(self, js: JetStreamContext) -> None:
         await js.subscribe(JOB_EVENTS, cb=self._on_event, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
@@ -88,7 +94,7 @@ class JobFeed:
                 await self.links.send(cancelled.node_id, message)
         owner, job_id = body.get("owner_id"), body.get("job_id")
         if isinstance(owner, str) and isinstance(job_id, str):
-            await self._tell_owner(owner, job_id)
+            self._tell_owner(owner, job_id)
 
     async def on_push(self, push: AssignmentPush) -> None:
         for pushed in push.assignments:
@@ -107,7 +113,24 @@ class JobFeed:
         elif len(self._awaited) > AWAITED_COPIES:
             self._awaited.popitem(last=False)
 
-    async def _tell_owner(self, owner_id: str, job_id: str) -> None:
+    def _tell_owner(self, owner_id: str, job_id: str) -> None:
+        if not self.watchers.of(owner_id):
+            return
+        self._changed.setdefault(owner_id, {})[job_id] = None  # already queued: told once, as it is then
+        if owner_id not in self._telling:
+            self._telling[owner_id] = asyncio.create_task(self._tell(owner_id), name=f"job updates of {owner_id}")
+
+    async def _tell(self, owner_id: str) -> None:
+        try:
+            while changed := self._changed.get(owner_id):
+                job_id = next(iter(changed))
+                del changed[job_id]
+                await self._send_job(owner_id, job_id)
+        finally:
+            self._changed.pop(owner_id, None)
+            del self._telling[owner_id]
+
+    async def _send_job(self, owner_id: str, job_id: str) -> None:
         for websocket, principal in self.watchers.of(owner_id):
             try:
                 job = await self.calls.ask(scheduler.GET_JOB, scheduler.JobQuery(job_id=job_id, by=principal))

@@ -3,18 +3,22 @@ events, and never a re-driven copy of one."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from fastapi import WebSocket
 from nats.aio.msg import Msg
 
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.node_link import NodeLinks
 from fog_shared.bus.consumer import H_REDRIVE_FOR
+from fog_shared.commands.auth import Principal
 from fog_shared.commands.gateway import AssignmentPush, NodeAssignment
-from fog_shared.commands.scheduler import Assignment, Resources
-from fog_shared.events.scheduler import JobAssigned
+from fog_shared.commands.scheduler import Assignment, JobQuery, Resources
+from fog_shared.events.scheduler import JobAssigned, JobSubmitted
+from fog_shared.testing.waiting import wait_until
 
 
 class Links:
@@ -80,3 +84,68 @@ async def test_an_assignment_not_sent_here_does_not_hold_back_its_other_copy() -
     links.connected = {"n1"}
     await feed._on_event(assigned(None, "j1"))
     assert jobs_sent(links) == [("n1", "j1", 1)]
+
+
+class Scheduler:
+    """GET_JOB answered from ``status`` (a job as it is now); ``hold`` keeps the answers back until set."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+        self.asked: list[str] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def ask(self, subject: str, query: JobQuery) -> dict[str, Any]:
+        self.asked.append(query.job_id)
+        await self.hold.wait()
+        return {"id": query.job_id, "status": self.status[query.job_id]}
+
+
+class Socket:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, str]] = []
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        self.jobs.append((message["job"]["id"], message["job"]["status"]))
+
+
+def submitted(job_id: str) -> Msg:
+    event = JobSubmitted(job_id=job_id, owner_id="u1", array_id=None, priority=0, submitted_at=datetime.now(UTC))
+    return Msg(_client=cast(Any, None), subject=event.TYPE.subject, data=event.to_json(), headers=None)
+
+
+def watched(scheduler: Scheduler) -> tuple[JobFeed, Socket, Links]:
+    watchers, socket, links = JobWatchers(), Socket(), Links()
+    watchers.add(Principal(kind="user", user_id="u1", roles=["user"]), cast(WebSocket, socket))
+    return JobFeed(cast(NodeLinks, links), watchers, cast(ServiceCalls, scheduler)), socket, links
+
+
+async def test_events_that_come_together_tell_the_owner_once_of_the_job_as_it_is_then() -> None:
+    scheduler = Scheduler()
+    feed, socket, _ = watched(scheduler)
+    scheduler.status["j1"] = "assigned"
+    await feed._on_event(submitted("j1"))
+    await feed._on_event(assigned(None, "j1"))
+    await wait_until(lambda: _now(socket.jobs), timeout=5, what="the owner told")
+    assert (scheduler.asked, socket.jobs) == (["j1"], [("j1", "assigned")])
+
+
+async def test_a_slow_update_holds_up_neither_the_events_behind_it_nor_the_jobs_changed_meanwhile() -> None:
+    scheduler = Scheduler()
+    feed, socket, links = watched(scheduler)
+    scheduler.status |= {"j1": "pending", "j2": "assigned"}
+    scheduler.hold.clear()
+    await feed._on_event(submitted("j1"))
+    await wait_until(lambda: _now(scheduler.asked), timeout=5, what="j1 asked for")
+    await feed._on_event(assigned(None, "j2"))  # while j1's update waits
+    assert jobs_sent(links) == [("n1", "j2", 1)], "the assignment went to its node at once"
+    await feed._on_event(submitted("j2"))
+    scheduler.status["j1"] = "running"
+    await feed._on_event(assigned(None, "j1"))  # j1 changed again while it was being told
+    scheduler.hold.set()
+    await wait_until(lambda: _now(len(socket.jobs) == 3), timeout=5, what="three updates")
+    assert socket.jobs == [("j1", "running"), ("j2", "assigned"), ("j1", "running")]
+
+
+async def _now(value: Any) -> Any:
+    return value
