@@ -82,6 +82,8 @@ class PlacementLoop:
         self._leading = False
         #: the last cycle found no due job left behind, and nothing arrived since (``wake`` counts arrivals)
         self._drained = False
+        #: when the first pending job that was not due yet (a retry in its backoff) falls due, as that cycle saw
+        self._next_due: datetime | None = None
         self._arrivals = 0
         self.batch_size, self.idle_s, self.wall = batch_size, idle_s, wall
         self._pool: asyncpg.Pool | None = None
@@ -132,8 +134,11 @@ class PlacementLoop:
             await self.lock.release()
 
     async def _idle(self) -> None:
+        timeout = self.idle_s
+        if self._next_due is not None:  # a retry's backoff ends sooner: decide it then, not up to idle_s later
+            timeout = max(0.0, min(timeout, (self._next_due - self.wall()).total_seconds()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=self.idle_s)
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
         self._wake.clear()
 
     async def cycle(self) -> bool:
@@ -156,6 +161,12 @@ class PlacementLoop:
             # Jobs that wait for capacity are ahead of any new one; unplaceable ones are not due for a while.
             left_behind = bool(waiting) or len(jobs) == self.batch_size
             self._drained = not left_behind and arrivals == self._arrivals
+            # Once drained, what falls due next is ahead of any new job. Else jobs wait here anyway (for
+            # capacity), and a retry falling due is found by the next cycle, as it always was.
+            self._next_due = None
+            if self._drained:
+                async with self.pool.acquire() as conn:
+                    self._next_due = await store.next_due(conn, now)
         await self._push(pushed)
         return len(jobs) == self.batch_size and bool(placed)
 
@@ -166,7 +177,7 @@ class PlacementLoop:
         The transaction must end inside the block: its decision holds the capacity it read until then.
         Once the block is left without an error, the job's assignment is pushed (or the loop woken).
         """
-        if not (self.place_at_submit and self._leading and self._drained) or self._deciding.locked():
+        if not self._may_place_at_submit():
             yield None
             return
         async with self._deciding:
@@ -177,6 +188,12 @@ class PlacementLoop:
             await self._push(placing.pushed)
         elif placing.missed:
             self.wake()  # the loop decides it, and records why it waits
+
+    def _may_place_at_submit(self) -> bool:
+        """This replica leads, no cycle runs, and no job is due: none waits, and no retry's backoff has ended."""
+        if not (self.place_at_submit and self._leading and self._drained) or self._deciding.locked():
+            return False
+        return self._next_due is None or self.wall() < self._next_due
 
     def _decide_new(
         self, job: service.NewJob, nodes: list[domain.NodeCapacity], now: datetime

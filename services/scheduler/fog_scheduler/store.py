@@ -160,6 +160,15 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
     )
 
 
+async def next_due(conn: asyncpg.Connection, now: datetime) -> datetime | None:
+    """When the first pending job that is not due at ``now`` falls due (a retry's backoff, an unplaceable one's
+    next look), if any."""
+    due: datetime | None = await conn.fetchval(
+        "SELECT min(not_before) FROM jobs WHERE status = 'pending' AND not_before > $1", now
+    )
+    return due
+
+
 async def assign_many(
     conn: asyncpg.Connection, placements: Sequence[tuple[uuid.UUID, str, dict[str, Any], str]], now: datetime
 ) -> list[asyncpg.Record]:

@@ -1,0 +1,105 @@
+"""Placing at submit never goes before a job that is due: one waiting, or a retry whose backoff has ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from fog_scheduler import store
+from fog_scheduler.app import MIGRATIONS
+from fog_scheduler.domain import PlacementPolicy
+from fog_scheduler.placement import PlacementLoop
+from fog_shared.commands.scheduler import JobSpec
+from fog_shared.pg.leader import LeaderLock
+from fog_shared.pg.pool import create_pool
+from fog_shared.testing.plugin import ServiceDbFactory
+from fog_shared.testing.waiting import wait_until
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NODE = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def pool(service_db: ServiceDbFactory) -> AsyncIterator[tuple[asyncpg.Pool, str, str]]:
+    db = await service_db("scheduler", MIGRATIONS)
+    pool = await create_pool(db.dsn, db.schema, min_size=1, max_size=2)
+    try:
+        yield pool, db.dsn, db.schema
+    finally:
+        await pool.close()
+
+
+async def a_retry_in_its_backoff(conn: asyncpg.Connection, not_before: datetime) -> uuid.UUID:
+    """A ready node with room, and a job back to pending after a failed attempt, due at ``not_before``."""
+    await store.upsert_node(conn, "n1", status="ready", capabilities=NODE, labels={}, region=None, now=T0)
+    job_id = uuid.uuid4()
+    spec = JobSpec(command=["true"], max_attempts=3).model_dump(mode="json")
+    await conn.execute(
+        "INSERT INTO jobs (id, owner_id, spec, priority, status, attempt, not_before, submitted_at, tried_nodes)"
+        " VALUES ($1, 'alice', $2, 0, 'pending', 2, $3, $4, '{n1}')",
+        job_id, spec, not_before, T0,
+    )  # fmt: skip
+    return job_id
+
+
+async def may_place_at_submit(loop: PlacementLoop) -> bool:
+    async with loop.at_submit() as place:
+        return place is not None
+
+
+async def test_a_retry_whose_backoff_has_ended_is_not_overtaken_by_a_placement_at_submit(
+    pool: tuple[asyncpg.Pool, str, str],
+) -> None:
+    connections, dsn, schema = pool
+    clock = Clock()
+    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, wall=clock)
+    loop.attach(connections)
+    loop._leading = True  # as run() sets it once it holds the lead
+    async with connections.acquire() as conn:
+        retry = await a_retry_in_its_backoff(conn, T0 + timedelta(seconds=10))
+
+    await loop.cycle()  # nothing is due yet
+    assert await may_place_at_submit(loop), "an idle cluster: a lone submit is placed in its transaction"
+    clock.now = T0 + timedelta(seconds=10, milliseconds=1)
+    assert not await may_place_at_submit(loop), "the retry is due: the loop places it first"
+
+    await loop.cycle()
+    async with connections.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1", retry) == "assigned"
+    assert await may_place_at_submit(loop)
+
+
+async def test_the_loop_decides_a_retry_when_its_backoff_ends_not_at_its_next_idle_wake_up(
+    pool: tuple[asyncpg.Pool, str, str],
+) -> None:
+    connections, dsn, schema = pool
+    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, idle_s=60)
+    loop.attach(connections)
+    async with connections.acquire() as conn:
+        retry = await a_retry_in_its_backoff(conn, datetime.now(UTC) + timedelta(seconds=0.5))
+
+    async def assigned() -> bool:
+        async with connections.acquire() as conn:
+            return bool(await conn.fetchval("SELECT status = 'assigned' FROM jobs WHERE id = $1", retry))
+
+    running = asyncio.create_task(loop.run())
+    try:
+        await wait_until(assigned, timeout=20, what="the retry placed (idle_s is 60)")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
