@@ -172,9 +172,9 @@ class PlacementLoop:
 
     @contextlib.asynccontextmanager
     async def at_submit(self) -> AsyncIterator[PlaceAtSubmit | None]:
-        """Around a submit's transaction: a ``PlaceAtSubmit`` when its job may be placed in it, else ``None``.
+        """Around a submit: a ``PlaceAtSubmit`` when its job may be placed as it is inserted, else ``None``.
 
-        The transaction must end inside the block: its decision holds the capacity it read until then.
+        The insert must commit inside the block: the decision holds the capacity it read until then.
         Once the block is left without an error, the job's assignment is pushed (or the loop woken).
         """
         if not self._may_place_at_submit():
@@ -275,10 +275,10 @@ class PlacementLoop:
 
 
 class PlaceAtSubmit:
-    """Decides one just-submitted job inside its submit's transaction (see ``PlacementLoop.at_submit``).
+    """Decides where one job being submitted goes (see ``PlacementLoop.at_submit``).
 
-    It only reads (the capacity) and decides: the submit writes the job placed, with its events, in its
-    own statements, and names the assignment to push once it commits.
+    It only reads (the capacity) and decides: the submit inserts the job placed, with its events, in one
+    statement, then names the assignment to push once ``at_submit``'s block is left.
     """
 
     def __init__(self, loop: PlacementLoop) -> None:
