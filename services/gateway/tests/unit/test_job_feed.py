@@ -135,9 +135,11 @@ async def test_a_slow_update_holds_up_neither_the_events_behind_it_nor_the_jobs_
     feed, socket, links = watched(scheduler)
     scheduler.status |= {"j1": "pending", "j2": "assigned"}
     scheduler.hold.clear()
-    await feed._on_event(submitted("j1"))
+    async with asyncio.timeout(5):  # handling an event never waits for an update's request
+        await feed._on_event(submitted("j1"))
     await wait_until(lambda: _now(scheduler.asked), timeout=5, what="j1 asked for")
-    await feed._on_event(assigned(None, "j2"))  # while j1's update waits
+    async with asyncio.timeout(5):
+        await feed._on_event(assigned(None, "j2"))  # while j1's update waits
     assert jobs_sent(links) == [("n1", "j2", 1)], "the assignment went to its node at once"
     await feed._on_event(submitted("j2"))
     scheduler.status["j1"] = "running"
