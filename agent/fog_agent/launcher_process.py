@@ -234,25 +234,19 @@ class Launcher:
 
     def _fork_spare(self, *, ahead: bool = False) -> _Spare:
         """A new spare; forked ``ahead`` of any request, it rehearses while it waits (else its request is there)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
+        with contextlib.ExitStack() as undone:  # closes all four if the pipe or the fork fails
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            undone.callback(ours.close)
+            undone.callback(theirs.close)
             report_read, report_write = os.pipe2(os.O_CLOEXEC)
-        except OSError:
-            ours.close()
-            theirs.close()
-            raise
-        try:
+            undone.callback(os.close, report_read)
+            undone.callback(os.close, report_write)
             pid = os.fork()
-        except OSError:
-            for fd in (report_read, report_write):
-                os.close(fd)
-            ours.close()
-            theirs.close()
-            raise
-        if pid == 0:
-            ours.close()
-            os.close(report_read)
-            self._wait_as_spare(theirs, report_write, rehearse=ahead)
+            if pid == 0:
+                ours.close()
+                os.close(report_read)
+                self._wait_as_spare(theirs, report_write, rehearse=ahead)  # never returns
+            undone.pop_all()
         theirs.close()
         os.close(report_write)
         return _Spare(pid, ours, report_read)
