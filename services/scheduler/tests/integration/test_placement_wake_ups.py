@@ -1,0 +1,73 @@
+"""The placement loop is woken (NOTIFY) when there may be work: a job became pending, or one ended."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from fog_scheduler.app import MIGRATIONS
+from fog_shared.commands.scheduler import JobSpec
+from fog_shared.pg.pool import connect
+from fog_shared.testing.plugin import ServiceDbFactory
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SPEC = JobSpec(command=["true"]).model_dump(mode="json")
+
+
+class Wakes:
+    """Counts the NOTIFYs the placement loop listens for."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.heard = asyncio.Event()
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+        self.heard.set()
+
+    async def after(self, conn: asyncpg.Connection, sql: str, *args: object) -> int:
+        """How many wake-ups one committed statement causes (a marker NOTIFY is sent after it, then awaited)."""
+        before = self.count
+        await conn.execute(sql, *args)
+        self.heard.clear()
+        await conn.execute("SELECT pg_notify(current_schema() || '_pending', 'marker')")
+        await asyncio.wait_for(self.heard.wait(), timeout=5)
+        return self.count - before - 1
+
+
+@pytest.fixture
+async def db(service_db: ServiceDbFactory) -> AsyncIterator[tuple[asyncpg.Connection, Wakes]]:
+    made = await service_db("scheduler", MIGRATIONS)
+    writer, listener, wakes = await connect(made.dsn, made.schema), await connect(made.dsn, made.schema), Wakes()
+    await listener.add_listener(f"{made.schema}_pending", wakes)
+    try:
+        yield writer, wakes
+    finally:
+        await writer.close()
+        await listener.close()
+
+
+INSERT = (
+    "INSERT INTO jobs (id, owner_id, spec, priority, status, node_id, submitted_at)"
+    " VALUES ($1, 'alice', $2, 0, $3, $4, $5)"
+)
+
+
+async def test_new_pending_work_and_ended_jobs_wake_the_loop_placements_and_starts_do_not(
+    db: tuple[asyncpg.Connection, Wakes],
+) -> None:
+    conn, wakes = db
+    pending, placed = uuid.uuid4(), uuid.uuid4()
+    assert await wakes.after(conn, INSERT, pending, SPEC, "pending", None, NOW) == 1, "a job to place"
+    assert await wakes.after(conn, INSERT, placed, SPEC, "assigned", "n1", NOW) == 0, "placed at its submit"
+    set_status = "UPDATE jobs SET status = $2 WHERE id = $1"
+    assert await wakes.after(conn, set_status, pending, "assigned") == 0, "the loop's own placement"
+    assert await wakes.after(conn, set_status, placed, "running") == 0, "a start frees nothing"
+    assert await wakes.after(conn, "UPDATE jobs SET error = 'x' WHERE id = $1", placed) == 0, "no status change"
+    assert await wakes.after(conn, set_status, placed, "succeeded") == 1, "an end frees its capacity"
+    assert await wakes.after(conn, set_status, pending, "pending") == 1, "back to pending (lost, retried)"
