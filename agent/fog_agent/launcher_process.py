@@ -109,7 +109,6 @@ def _child(data: bytes, fds: list[int], report: int, launcher: int) -> None:
         argv, env, candidates = _encoded(request)
         for signum in _RESTORED:
             signal.signal(signum, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(output, 1)

@@ -115,7 +115,8 @@ def job_environment(assignment: Assignment, home: Path, gpu_ids: Sequence[int] |
 
 
 def rlimits_for(assignment: Assignment, *, dedicated_user: bool) -> list[Rlimit]:
-    """The job's resource limits, ``RLIMIT_AS`` last (see ``_apply``), none above what the agent has itself."""
+    """The job's resource limits, none above what the agent has itself; ``RLIMIT_AS`` last, as the launcher sets
+    them in order and nothing may allocate after it."""
     wanted = assignment.resources
     cpu_s = math.ceil(assignment.timeout_s * max(1, math.ceil(wanted.cpu_cores))) + CPU_SLACK_S
     address_space = max(wanted.memory_bytes, MIN_ADDRESS_SPACE)

@@ -20,6 +20,6 @@ class Settings(CommonSettings):
     #: push each placement's assignments to the gateways over core NATS as soon as it commits, ahead
     #: of their ``job.assigned`` events (off: nodes hear of new jobs from the events alone)
     push_assignments: bool = True
-    #: while this replica leads placement and no job waits, place a job in its submit's own transaction
+    #: while this replica leads placement and no job waits, insert a job already placed
     #: (off: every job waits for the placement loop's next cycle)
     place_at_submit: bool = True

@@ -9,8 +9,8 @@ change (a NOTIFY, or a submit on this replica), when the node view changes, or e
 at the latest.
 
 Placing at submit: while this replica leads and its last cycle left no due job waiting, a job
-submitted here is decided in its submit's own transaction (:meth:`PlacementLoop.at_submit`), so a
-lone job on an idle cluster waits for no cycle and no second commit. Nothing is overtaken: with
+submitted here is decided before its insert, which writes it placed (:meth:`PlacementLoop.at_submit`),
+so a lone job on an idle cluster waits for no cycle and no second commit. Nothing is overtaken: with
 jobs waiting, or a cycle deciding, submits leave their jobs to the loop.
 """
 
