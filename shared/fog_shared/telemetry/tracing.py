@@ -1,22 +1,49 @@
 """OpenTelemetry set-up and W3C trace context helpers.
 
-Spans are always recorded (so trace ids reach logs and events); they are exported over OTLP/HTTP
-only when an endpoint is configured. Then asyncpg is instrumented too, so SQL shows as child spans.
-Not before: a statement's span is seen only where spans go, and it costs (measured here: a
-transaction of BEGIN, INSERT and COMMIT took 0.92 ms with it, 0.50 ms without).
+Spans are exported over OTLP/HTTP when an endpoint is configured, and only then recorded: a
+process that exports nothing starts its spans unsampled (the SDK's ``NonRecordingSpan``). They
+still carry trace ids, to logs, events and the next service's headers, so a request's logs join
+up across services either way; what is skipped is building span objects nobody reads (measured
+here: a request/reply through FastStream took 0.93 ms with recorded spans, 0.76 without, and an
+RPC's way has five of them). A span whose remote parent was sampled is recorded all the same, so
+that a process exporting nothing does not cut the sampled traces of those that export.
+With an exporter, ``OTEL_TRACES_SAMPLER`` decides as usual (by default: every trace).
+
+With an exporter, asyncpg is instrumented too, so SQL shows as child spans. Not before: a
+statement's span is seen only where spans go, and it costs (measured here: a transaction of BEGIN,
+INSERT and COMMIT took 0.92 ms with it, 0.50 ms without).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 
 _configured = False
+
+
+class SampledWhenExported(Sampler):
+    """The configured sampler once the process exports spans; before, new traces start unsampled."""
+
+    def __init__(self, when_exported: Sampler) -> None:
+        self.exporting = False
+        self._when_exported = when_exported
+        # A sampled remote parent keeps its child recorded (ParentBased's default): see the module's docstring.
+        self._until_then = ParentBased(root=ALWAYS_OFF)
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        sampler = self._when_exported if self.exporting else self._until_then
+        return sampler.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"SampledWhenExported({self._when_exported.get_description()})"
 
 
 def configure_tracing(
@@ -28,9 +55,10 @@ def configure_tracing(
     if _configured and isinstance(provider, TracerProvider):
         if extra_processor is not None:
             provider.add_span_processor(extra_processor)
-            _instrument_asyncpg()
+            _exporting(provider)
         return provider
-    provider = TracerProvider(resource=Resource.create({"service.name": f"fog-{service}"}))
+    sampler = SampledWhenExported(sampling_from_environment())
+    provider = TracerProvider(resource=Resource.create({"service.name": f"fog-{service}"}), sampler=sampler)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -39,9 +67,20 @@ def configure_tracing(
         provider.add_span_processor(extra_processor)
     trace.set_tracer_provider(provider)
     if otlp_endpoint or extra_processor is not None:
-        _instrument_asyncpg()
+        _exporting(provider)
     _configured = True
     return provider
+
+
+def sampling_from_environment() -> Sampler:
+    """What ``OTEL_TRACES_SAMPLER`` (and its argument) asks for; by default, parent-based, always on."""
+    return sampling._get_from_env_or_default()
+
+
+def _exporting(provider: TracerProvider) -> None:
+    if isinstance(provider.sampler, SampledWhenExported):
+        provider.sampler.exporting = True
+    _instrument_asyncpg()
 
 
 def _instrument_asyncpg() -> None:
