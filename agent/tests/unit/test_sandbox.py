@@ -6,12 +6,14 @@ import asyncio
 import math
 import os
 import pwd
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from fog_agent import sandbox as sandbox_module
 from fog_agent.job_messages import MIB, Assignment, Resources
 from fog_agent.sandbox import (
     MAX_OPEN_FILES,
@@ -29,11 +31,12 @@ AS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     box = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
     box.prepare()
     yield box
     box.close()
+    await box.removals.finished()
 
 
 def job(
@@ -66,12 +69,39 @@ async def test_a_job_that_exits_0_succeeds_with_its_output_and_leaves_no_directo
     )
     assert result.error is None
     assert result.duration_s >= 0
+    await sandbox.removals.finished()
     assert list(sandbox.work_root.iterdir()) == []
 
 
 async def test_what_a_job_writes_in_its_directory_goes_with_it(sandbox: Sandbox) -> None:
     result = await sandbox.job(job("sh", "-c", "mkdir -p a/b && echo x > a/b/f && echo y > top")).run()
     assert result.outcome == "succeeded", result
+    await sandbox.removals.finished()
+    assert list(sandbox.work_root.iterdir()) == []
+
+
+async def test_a_result_does_not_wait_for_its_directory_to_be_removed(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Removal runs in a thread, after the result: a slow file system holds up neither the result nor the agent.
+    release = threading.Event()
+    remove_all = sandbox_module._remove_all
+
+    def slow_remove_all(workdirs: list[Path]) -> None:
+        release.wait(timeout=30)
+        remove_all(workdirs)
+
+    monkeypatch.setattr(sandbox_module, "_remove_all", slow_remove_all)
+    try:
+        result = await asyncio.wait_for(sandbox.job(job("sh", "-c", "echo x > left")).run(), timeout=10)
+        assert result.outcome == "succeeded", result
+        [workdir] = sandbox.work_root.iterdir()  # still there: its removal waits
+        assert (workdir / "left").read_text() == "x\n"
+        second = await asyncio.wait_for(sandbox.job(job("true")).run(), timeout=10)  # the agent goes on meanwhile
+        assert second.outcome == "succeeded", second
+    finally:
+        release.set()
+    await asyncio.wait_for(sandbox.removals.finished(), timeout=10)
     assert list(sandbox.work_root.iterdir()) == []
 
 
@@ -92,6 +122,7 @@ async def test_a_command_that_cannot_start_fails_without_an_exit_code(sandbox: S
     assert (result.outcome, result.exit_code, result.output) == ("failed", None, "")
     assert result.error is not None
     assert result.error.startswith(f"cannot start {command!r}: ")
+    await sandbox.removals.finished()
     assert list(sandbox.work_root.iterdir()) == []
 
 
@@ -137,6 +168,7 @@ async def test_cancelling_the_task_that_runs_a_job_kills_the_whole_tree(sandbox:
     with pytest.raises(asyncio.CancelledError):
         await running
     await all_gone(pids)
+    await sandbox.removals.finished()
     assert list(sandbox.work_root.iterdir()) == []
 
 
