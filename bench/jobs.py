@@ -19,8 +19,10 @@ Three parts, each optional (``--parts``):
   on (this machine's 2), so with ``--cpu-cores 0.25`` each runs up to 8 jobs at once.
 
   - **latency** (on the idle stack, before anything else): ``--singles`` jobs ``["date", "+%s%N"]``
-    (after ``--warmup`` uncounted ones), one at a time: submit, wait until it has ended, pause
-    ``--gap``, next. For each: **submit → running**, from the wall clock just before
+    with each of two clients, taking turns (after ``--warmup`` uncounted ones each), one at a time:
+    submit, wait until it has ended, pause ``--gap``, next. The clients: fog_client (httpx), as a
+    user's program would; and ``WireClient``, a bare HTTP/1.1 request on a kept-alive connection,
+    to tell the stack's time from the client library's. For each: **submit → running**, from the wall clock just before
     ``POST /v1/jobs`` to the wall-clock time the job's own process printed (same machine, same
     clock; it includes the exec of ``date`` itself); the client's time to the first update on the
     owner's ``/v1/jobs/updates`` WebSocket that shows the job started; and, from the database,
@@ -49,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import random
 import re
@@ -64,11 +67,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import asyncpg
 import psutil
 
-from fog_client import ApiError, FogClient, JobSpec, Resources
+from fog_client import ApiError, FogClient, Job, JobSpec, Resources
 from fog_scheduler import domain
 from fog_scheduler.placement import PlacementLoop, request_of
 from fog_shared.devservers import free_port
@@ -420,6 +424,8 @@ def report_stages(title: str, times: list[dict[str, float]]) -> None:
 @dataclass
 class Single:
     job_id: str
+    #: what sent the POST: ``FOG_CLIENT`` or ``WIRE``
+    client: str
     #: client: submit response, first update showing the job started, first update showing it ended
     responded_s: float
     running_s: float
@@ -465,22 +471,68 @@ class Updates:
                 await self.task
 
 
+FOG_CLIENT, WIRE = "fog_client", "wire"
+
+
+class WireClient:
+    """``POST /v1/jobs`` on one kept-alive HTTP/1.1 connection, nothing between the bench and the socket.
+
+    What the stack takes, without a client library's own time: on this machine fog_client (httpx) spends
+    ~1.3 ms of a call before its bytes are sent and after the answer comes (docs/performance.md).
+    """
+
+    def __init__(self, gateway: str, access_token: str) -> None:
+        url = urlsplit(gateway)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.access_token = access_token
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def submit_job(self, spec: JobSpec) -> Job:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        body = json.dumps(spec.model_dump(mode="json", exclude_none=True)).encode()
+        head = (
+            f"POST /v1/jobs HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.access_token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        status_and_headers = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = dict(line.split(":", 1) for line in status_and_headers[1:] if ":" in line)
+        length = int(next(value for name, value in headers.items() if name.strip().lower() == "content-length"))
+        answer = await reader.readexactly(length)
+        if status_and_headers[0].split()[1] != "201":
+            raise RuntimeError(f"POST /v1/jobs: {status_and_headers[0]}: {answer[:200]!r}")
+        return Job.model_validate_json(answer)
+
+    async def aclose(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            with contextlib.suppress(OSError):
+                await self._streams[1].wait_closed()
+
+
 async def run_singles(
     bench: Bench, count: int, warmup: int, gap_s: float, spec: JobSpec
 ) -> tuple[list[Single], list[dict[str, float]]]:
+    """``count`` jobs submitted with each client, taking turns (the same conditions for both)."""
     updates = Updates(bench.user)
     updates.start()
+    assert bench.user.access_token is not None
+    wire = WireClient(bench.gateway, bench.user.access_token)
+    clients: dict[str, FogClient | WireClient] = {FOG_CLIENT: bench.user, WIRE: wire}
     singles, ran_at = [], dict[str, float]()
     try:
-        for index in range(warmup + count):
+        for index in range(2 * (warmup + count)):
+            client = (FOG_CLIENT, WIRE)[index % 2]
             sent_ns, sent = time.time_ns(), time.perf_counter()
-            job = await bench.user.submit_job(spec)
+            job = await clients[client].submit_job(spec)
             responded = time.perf_counter()
             # The first warm-up also waits for the update socket to be watched: its job may end unseen.
             ended = await _ended(bench, updates, job.id, timeout=30 if index else 10)
-            if index >= warmup:
+            if index >= 2 * warmup:
                 running = updates.started.get(job.id, ended)
-                single = Single(job.id, responded - sent, running - sent, ended - sent)
+                single = Single(job.id, client, responded - sent, running - sent, ended - sent)
                 single.taken_s = job.submitted_at.timestamp() - sent_ns / 1e9
                 printed = (await bench.user.job_output(job.id)).output.strip()
                 single.ran_s = float("nan")
@@ -491,6 +543,7 @@ async def run_singles(
             await asyncio.sleep(gap_s)
     finally:
         await updates.close()
+        await wire.aclose()
     rows = await bench.db.fetch(
         "SELECT id::text, extract(epoch FROM assigned_at - submitted_at) AS assigned,"
         " extract(epoch FROM started_at - submitted_at) AS started,"
@@ -522,8 +575,9 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 
 def report_singles(singles: list[Single], gap_s: float) -> None:
-    print(f"\nSingle jobs on the idle stack, one at a time ({len(singles)} jobs, {gap_s:g} s apart), ms:")
-    print(f"{'interval':<52} {'p50':>8} {'p99':>8} {'max':>8}")
+    print(f"\nSingle jobs on the idle stack, one at a time ({len(singles)} jobs, {gap_s:g} s apart), ms.")
+    print("Submitted by turns with fog_client (httpx) and from the wire (WireClient: no client library):")
+    print(f"{'interval':<52} {'client':<10} {'jobs':>5} {'p50':>8} {'p99':>8} {'max':>8}")
     rows: tuple[tuple[str, Callable[[Single], float]], ...] = (
         ("client: POST /v1/jobs answered", lambda s: s.responded_s),
         ("submit -> running (the job's own clock)", lambda s: s.ran_s),
@@ -535,8 +589,13 @@ def report_singles(singles: list[Single], gap_s: float) -> None:
         ("db: submitted_at -> finished_at", lambda s: s.finished_s),
     )
     for name, of in rows:
-        values = [1000 * of(s) for s in singles]
-        print(f"{name:<52} {percentile(values, 0.5):>8.1f} {percentile(values, 0.99):>8.1f} {max(values):>8.1f}")
+        for client in (FOG_CLIENT, WIRE):
+            values = [1000 * of(s) for s in singles if s.client == client]
+            if values:
+                print(
+                    f"{name:<52} {client:<10} {len(values):>5} {percentile(values, 0.5):>8.1f} "
+                    f"{percentile(values, 0.99):>8.1f} {max(values):>8.1f}"
+                )
 
 
 # -- throughput: one array ---------------------------------------------------------------------
@@ -783,7 +842,7 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=10_000, help="requests per placement measurement")
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--cpu-cores", type=float, default=0.25, help="what each benchmark job requests")
-    parser.add_argument("--singles", type=int, default=50, help="single jobs measured for latency")
+    parser.add_argument("--singles", type=int, default=50, help="single jobs measured for latency, with each client")
     parser.add_argument("--warmup", type=int, default=5, help="single jobs run first and not counted")
     parser.add_argument("--no-push", action="store_true", help="the scheduler does not push assignments")
     parser.add_argument(
