@@ -74,6 +74,7 @@ bench: setup ## Benchmarks; figures go to docs/performance.md
 	$(BIN)/python bench/node_heartbeats.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/messaging.py
+	$(BIN)/python bench/request_reply.py
 
 images: ## Build the platform and agent images (docker)
 	$(DOCKER) build -f deploy/docker/Dockerfile --target platform -t fog:kind .
