@@ -8,6 +8,7 @@ from fog_scheduler import handlers
 from fog_scheduler.assignment_push import AssignmentPusher
 from fog_scheduler.config import Settings
 from fog_scheduler.domain import PlacementPolicy
+from fog_scheduler.metrics import QueueGauges
 from fog_scheduler.placement import PlacementLoop
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush
 from fog_shared.pg.leader import LeaderLock
@@ -39,4 +40,6 @@ def build_app(settings: CommonSettings) -> FastAPI:
         description="New assignments, to every gateway (core NATS, at most once; job.assigned is the record)",
     )  # fmt: skip
     runtime.in_background("placement", placement.run)
+    gauges = QueueGauges(lambda: runtime.pool, lambda: placement.leading, placement.wall, settings.queue_gauges_every_s)
+    runtime.in_background("queue-gauges", gauges.run)
     return runtime.http_app()

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from fog_scheduler import domain, service, store
+from fog_scheduler.metrics import CYCLE_SECONDS, DECISIONS, PLACEMENTS
 from fog_shared.events.base import Event
 from fog_shared.events.scheduler import JobAssigned
 from fog_shared.pg import outbox
@@ -99,6 +100,11 @@ class PlacementLoop:
         self._pool = pool
 
     @property
+    def leading(self) -> bool:
+        """Whether this replica holds the lead: the one that places."""
+        return self._leading
+
+    @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the placement loop is not attached to a pool yet")
@@ -143,6 +149,10 @@ class PlacementLoop:
 
     async def cycle(self) -> bool:
         """Place one batch; True when there may be more to place right away."""
+        with CYCLE_SECONDS.time():
+            return await self._cycle()
+
+    async def _cycle(self) -> bool:
         async with self._deciding:
             arrivals, now = self._arrivals, self.wall()
             async with self.pool.acquire() as conn:
@@ -158,6 +168,7 @@ class PlacementLoop:
                     if unplaceable:
                         await store.defer_many(conn, unplaceable, now + UNPLACEABLE_RETRY)
                 self.placed_total += len(pushed)
+                PLACEMENTS.labels("cycle").inc(len(pushed))
             # Jobs that wait for capacity are ahead of any new one; unplaceable ones are not due for a while.
             left_behind = bool(waiting) or len(jobs) == self.batch_size
             self._drained = not left_behind and arrivals == self._arrivals
@@ -185,6 +196,7 @@ class PlacementLoop:
             yield placing
         if placing.pushed:
             self.placed_total += len(placing.pushed)
+            PLACEMENTS.labels("submit").inc(len(placing.pushed))
             await self._push(placing.pushed)
         elif placing.missed:
             self.wake()  # the loop decides it, and records why it waits
@@ -271,6 +283,9 @@ class PlacementLoop:
                     waiting.append((job["id"], explanation))
             else:
                 unplaceable.append((job["id"], explanation))
+        DECISIONS.labels("placed").inc(len(placed))
+        DECISIONS.labels("waiting").inc(len(jobs) - len(placed) - len(unplaceable))
+        DECISIONS.labels("unplaceable").inc(len(unplaceable))
         return placed, waiting, unplaceable
 
 

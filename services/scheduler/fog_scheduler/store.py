@@ -160,6 +160,24 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
     )
 
 
+async def queue(conn: asyncpg.Connection) -> tuple[dict[str, int], datetime | None]:
+    """How many jobs are pending, assigned and running, and when the oldest pending one was submitted.
+
+    Each part reads its partial index (``jobs_pending``, ``jobs_placed``), never the ended jobs.
+    """
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending,"
+        " (SELECT min(submitted_at) FROM jobs WHERE status = 'pending') AS oldest_pending,"
+        " (SELECT count(*) FILTER (WHERE status = 'assigned') FROM jobs WHERE status IN ('assigned', 'running'))"
+        "   AS assigned,"
+        " (SELECT count(*) FILTER (WHERE status = 'running') FROM jobs WHERE status IN ('assigned', 'running'))"
+        "   AS running"
+    )
+    assert row is not None
+    counts = {status: int(row[status]) for status in ("pending", "assigned", "running")}
+    return counts, row["oldest_pending"]
+
+
 async def next_due(conn: asyncpg.Connection, now: datetime) -> datetime | None:
     """When the first pending job that is not due at ``now`` falls due (a retry's backoff, an unplaceable one's
     next look), if any."""

@@ -10,6 +10,7 @@ duplicate window drops it, and the consumers' inbox catches anything past the wi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -25,6 +26,7 @@ from nats.js.api import PubAck
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
 from fog_shared.recorder import ContextRecorder
+from fog_shared.subjects import event_type_of
 from fog_shared.telemetry import context as log_context
 from fog_shared.telemetry.metrics import OUTBOX_PENDING, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from fog_shared.telemetry.tracing import current_traceparent
@@ -276,6 +278,7 @@ class OutboxRelay:
             acked = await self._publish(batch)
             if acked:
                 await self._mark_published(conn, acked)
+                self._count_published(batch[: len(acked)])  # acked: a prefix of the batch
                 total += len(acked)
             if len(acked) < len(batch):
                 return total  # NATS is unhappy: back off until the next wake-up or poll
@@ -346,5 +349,15 @@ class OutboxRelay:
 
     async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
-        OUTBOX_PUBLISHED.labels(self.schema).inc(len(ids))
         self.published += len(ids)
+
+    def _count_published(self, rows: list[_Row]) -> None:
+        for subject, count in collections.Counter(row.subject for row in rows).items():
+            OUTBOX_PUBLISHED.labels(self.schema, _event_type(subject)).inc(count)
+
+
+def _event_type(subject: str) -> str:
+    try:
+        return event_type_of(subject)
+    except ValueError:  # not an event subject: counted under its own name
+        return subject

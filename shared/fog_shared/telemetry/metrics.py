@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-OUTBOX_PUBLISHED = Counter("fog_outbox_published_total", "Outbox events published and acked", ["service"])
+#: by ``type``, the events' CloudEvents type (``scheduler.job.completed.v1``): what each service did, at a glance
+OUTBOX_PUBLISHED = Counter("fog_outbox_published_total", "Outbox events published and acked", ["service", "type"])
 OUTBOX_PUBLISH_ERRORS = Counter("fog_outbox_publish_errors_total", "Outbox publish attempts that failed", ["service"])
 OUTBOX_PENDING = Gauge("fog_outbox_pending", "Unpublished outbox rows seen by the relay", ["service"])
 EVENTS_HANDLED = Counter("fog_events_handled_total", "Events consumed, by outcome", ["consumer", "outcome"])

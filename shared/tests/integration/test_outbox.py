@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -15,9 +16,10 @@ from fog_shared.bus.consumer import EventConsumer
 from fog_shared.bus.publish import publish_raw
 from fog_shared.bus.topology import ConsumerSpec
 from fog_shared.envelope import NATS_MSG_ID
-from fog_shared.events.auth import UserRegistered
+from fog_shared.events.auth import UserDisabled, UserRegistered
 from fog_shared.pg import outbox
 from fog_shared.pg.outbox import OutboxRelay
+from fog_shared.subjects import event_type_of
 from fog_shared.testing.plugin import Servers, ServiceDb
 from fog_shared.testing.waiting import wait_until
 
@@ -202,3 +204,24 @@ async def test_a_change_and_its_events_are_one_statement_and_no_change_records_n
     finally:
         await relay_conn.close()
     assert await stream_count(streams) == 2
+
+
+def published(db: ServiceDb, event_type: str) -> float:
+    return REGISTRY.get_sample_value("fog_outbox_published_total", {"service": db.schema, "type": event_type}) or 0.0
+
+
+async def test_published_events_are_counted_by_type(
+    producer_db: ServiceDb, streams: JetStreamContext, nats_client: NatsClient
+) -> None:
+    registered, disabled = (event_type_of(e.TYPE.subject) for e in (UserRegistered, UserDisabled))
+    before = published(producer_db, registered), published(producer_db, disabled)
+    await record_users(producer_db, 1, 2)
+    conn = await asyncpg.connect(producer_db.dsn)
+    try:
+        await outbox.record(
+            conn, UserDisabled(user_id="u1", disabled_by="u0", disabled_at=datetime.now(UTC)), source="fog/auth"
+        )
+        assert await relay_for(producer_db, nats_client).drain(conn) == 3
+    finally:
+        await conn.close()
+    assert (published(producer_db, registered) - before[0], published(producer_db, disabled) - before[1]) == (2, 1)
