@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -24,14 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
 from faststream import AckPolicy
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from fog_shared.bus.broker import CorrelationMiddleware
+from fog_shared.bus.push import push_headers
 from fog_shared.bus.rpc import request
 from fog_shared.devservers import NatsServer, free_port
 from fog_shared.telemetry import configure_tracing
@@ -82,24 +86,35 @@ async def respond(url: str, which: str, record: bool) -> None:
     await asyncio.Event().wait()
 
 
-async def ask(url: str, which: str, record: bool, requests: int, gap_s: float) -> None:
+async def ask(url: str, which: str, record: bool, requests: int, gap_s: float, raw: bool) -> None:
     set_up_tracing(record)
     broker = NatsBroker(url, middlewares=middlewares(which), logger=None)
     await broker.start()
+    nc = await nats.connect(url)
+
+    async def one() -> None:
+        if not raw:
+            await request(broker, SUBJECT, BODY, timeout=5)
+            return
+        with trace.get_tracer("bench").start_as_current_span("ask"):
+            reply = await nc.request(SUBJECT, BODY.model_dump_json().encode(), timeout=5, headers=push_headers())
+            json.loads(reply.data)
+
     for _ in range(50):
-        await request(broker, SUBJECT, BODY, timeout=5)
+        await one()
     for count, gap in ((requests, 0.0), (max(1, requests // 5), gap_s)):
         took = []
         for _ in range(count):
             if gap:
                 await asyncio.sleep(gap)
             began = time.perf_counter()
-            await request(broker, SUBJECT, BODY, timeout=5)
+            await one()
             took.append(1000 * (time.perf_counter() - began))
         took.sort()
         p50, p90 = took[len(took) // 2], took[int(0.9 * (len(took) - 1))]
         apart = f"{gap * 1000:g} ms apart" if gap else "back to back"
-        print(f"{which:<4} {apart:<14} {count:>6} {p50:>8.3f} {p90:>8.3f}", flush=True)
+        print(f"{which + (' raw' if raw else ''):<8} {apart:<14} {count:>6} {p50:>8.3f} {p90:>8.3f}", flush=True)
+    await nc.close()
     await broker.stop()
 
 
@@ -107,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--middlewares", default="tpc,-,t,p,c", help="rows: letters of t, p, c, or - for none")
     parser.add_argument("--record", action="store_true", help="record every span (as when exporting)")
+    parser.add_argument("--raw-caller", action="store_true", help="the caller asks on the raw NATS client")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between the spaced requests")
     parser.add_argument("--role", choices=("respond", "ask"), help=argparse.SUPPRESS)
@@ -118,17 +134,18 @@ def main() -> None:
         uvloop.run(respond(args.url, args.middlewares, args.record))
         return
     if args.role == "ask":
-        uvloop.run(ask(args.url, args.middlewares, args.record, args.requests, args.gap))
+        uvloop.run(ask(args.url, args.middlewares, args.record, args.requests, args.gap, args.raw_caller))
         return
     spans = "every span recorded" if args.record else "spans not recorded (nothing exported)"
     print(f"FastStream request/reply, two processes, {spans}; ms")
-    print(f"{'mw':<4} {'requests':<14} {'count':>6} {'p50':>8} {'p90':>8}")
+    print(f"{'mw':<8} {'requests':<14} {'count':>6} {'p50':>8} {'p90':>8}")
     with tempfile.TemporaryDirectory(prefix="fog-bench-rr-") as data_dir:
         server = NatsServer(data_dir=Path(data_dir), port=free_port(), monitor_port=free_port())
         server.start()
         try:
             for which in args.middlewares.split(","):
                 common = ["--middlewares", which, "--url", server.url] + (["--record"] if args.record else [])
+                common += ["--raw-caller"] if args.raw_caller else []
                 responder = subprocess.Popen(
                     [sys.executable, __file__, "--role", "respond", *common], stdout=subprocess.PIPE, text=True
                 )
