@@ -121,7 +121,7 @@ async def open_stack(
     )  # fmt: skip
     scheduler_settings = settings_in_schema(
         SchedulerSettings, scheduler_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(scheduler_db.dsn),
-        placement_idle_s=0.2,
+        placement_idle_s=0.2, queue_gauges_every_s=0.1,
     )  # fmt: skip
     registry_settings = settings_in_schema(
         RegistrySettings, registry_db.schema, nats_url=fog_servers.nats_url, database_url=SecretStr(registry_db.dsn),

@@ -11,6 +11,7 @@ import asyncpg
 import nats
 from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
@@ -193,6 +194,7 @@ async def test_a_job_no_node_fits_stays_pending_and_explain_says_why(stack: Stac
     url = await stack.serve_gateway()
     await ready_node(stack, url, await provider(stack), "small", cores=2)
     user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    await wait_until(lambda: queue_gauges_show(pending=0), timeout=5, what="the scheduler's queue gauges, no job yet")
     spec = {"command": ["true"], "resources": {"cpu_cores": 8}, "constraints": {"arch": "aarch64"}}
     job = (await stack.http.post("/v1/jobs", json=spec, headers=user)).json()
 
@@ -204,6 +206,13 @@ async def test_a_job_no_node_fits_stays_pending_and_explain_says_why(stack: Stac
     assert why["status"] == "pending"
     assert why["filtered"] == {"architecture is not aarch64": 1}
     assert "no node fits" in why["summary"]
+    await wait_until(lambda: queue_gauges_show(pending=1), timeout=5, what="the pending job in the queue gauges")
+
+
+async def queue_gauges_show(pending: int) -> bool:
+    """What the scheduler's /metrics says: it leads placement, and counts ``pending`` jobs waiting."""
+    leading = REGISTRY.get_sample_value("fog_scheduler_leading")
+    return leading == 1 and REGISTRY.get_sample_value("fog_scheduler_jobs", {"status": "pending"}) == pending
 
 
 async def test_a_failing_job_is_retried_then_fails_and_a_lost_job_moves_to_another_node(stack: Stack) -> None:
