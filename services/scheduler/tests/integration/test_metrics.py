@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from prometheus_client import REGISTRY
 
 from fog_scheduler import service, store
-from fog_scheduler.app import MIGRATIONS
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.metrics import QueueGauges
 from fog_scheduler.placement import PlacementLoop
 from fog_shared.commands.scheduler import JobSpec, SubmitCommand
 from fog_shared.pg.leader import LeaderLock
-from fog_shared.pg.pool import create_pool
-from fog_shared.testing.plugin import ServiceDbFactory
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODE = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
-
-
-@pytest.fixture
-async def pool(service_db: ServiceDbFactory) -> AsyncIterator[tuple[asyncpg.Pool, str, str]]:
-    db = await service_db("scheduler", MIGRATIONS)
-    pool = await create_pool(db.dsn, db.schema, min_size=1, max_size=2)
-    try:
-        yield pool, db.dsn, db.schema
-    finally:
-        await pool.close()
 
 
 def leading_loop(pool: tuple[asyncpg.Pool, str, str]) -> PlacementLoop:

@@ -5,20 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from fog_scheduler import store
-from fog_scheduler.app import MIGRATIONS
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.placement import PlacementLoop
 from fog_shared.commands.scheduler import JobSpec
 from fog_shared.pg.leader import LeaderLock
-from fog_shared.pg.pool import create_pool
-from fog_shared.testing.plugin import ServiceDbFactory
 from fog_shared.testing.waiting import wait_until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,16 +26,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def pool(service_db: ServiceDbFactory) -> AsyncIterator[tuple[asyncpg.Pool, str, str]]:
-    db = await service_db("scheduler", MIGRATIONS)
-    pool = await create_pool(db.dsn, db.schema, min_size=1, max_size=2)
-    try:
-        yield pool, db.dsn, db.schema
-    finally:
-        await pool.close()
 
 
 async def a_retry_in_its_backoff(conn: asyncpg.Connection, not_before: datetime) -> uuid.UUID:
