@@ -94,7 +94,6 @@ class PlacementLoop:
         #: when each owner last had a job placed (a counter): ties in turn go to whoever waited longest
         self._served: dict[str, int] = {}
         self._serving = itertools.count(1)
-        self.placed_total = 0
 
     def attach(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -167,7 +166,6 @@ class PlacementLoop:
                         await store.defer_many(conn, waiting, None)
                     if unplaceable:
                         await store.defer_many(conn, unplaceable, now + UNPLACEABLE_RETRY)
-                self.placed_total += len(pushed)
                 PLACEMENTS.labels("cycle").inc(len(pushed))
             # Jobs that wait for capacity are ahead of any new one; unplaceable ones are not due for a while.
             left_behind = bool(waiting) or len(jobs) == self.batch_size
@@ -195,7 +193,6 @@ class PlacementLoop:
             placing = PlaceAtSubmit(self)
             yield placing
         if placing.pushed:
-            self.placed_total += len(placing.pushed)
             PLACEMENTS.labels("submit").inc(len(placing.pushed))
             await self._push(placing.pushed)
         elif placing.missed:

@@ -163,15 +163,14 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
 async def queue(conn: asyncpg.Connection) -> tuple[dict[str, int], datetime | None]:
     """How many jobs are pending, assigned and running, and when the oldest pending one was submitted.
 
-    Each part reads its partial index (``jobs_pending``, ``jobs_placed``), never the ended jobs.
+    Each half reads its partial index once (``jobs_pending``, ``jobs_placed``), never the ended jobs.
     """
     row = await conn.fetchrow(
-        "SELECT (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending,"
-        " (SELECT min(submitted_at) FROM jobs WHERE status = 'pending') AS oldest_pending,"
-        " (SELECT count(*) FILTER (WHERE status = 'assigned') FROM jobs WHERE status IN ('assigned', 'running'))"
-        "   AS assigned,"
-        " (SELECT count(*) FILTER (WHERE status = 'running') FROM jobs WHERE status IN ('assigned', 'running'))"
-        "   AS running"
+        "WITH pending AS (SELECT count(*) AS n, min(submitted_at) AS oldest FROM jobs WHERE status = 'pending'),"
+        " placed AS (SELECT count(*) FILTER (WHERE status = 'assigned') AS assigned,"
+        "  count(*) FILTER (WHERE status = 'running') AS running FROM jobs WHERE status IN ('assigned', 'running'))"
+        " SELECT pending.n AS pending, pending.oldest AS oldest_pending, placed.assigned, placed.running"
+        " FROM pending, placed"
     )
     assert row is not None
     counts = {status: int(row[status]) for status in ("pending", "assigned", "running")}

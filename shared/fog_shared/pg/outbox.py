@@ -353,11 +353,4 @@ class OutboxRelay:
 
     def _count_published(self, rows: list[_Row]) -> None:
         for subject, count in collections.Counter(row.subject for row in rows).items():
-            OUTBOX_PUBLISHED.labels(self.schema, _event_type(subject)).inc(count)
-
-
-def _event_type(subject: str) -> str:
-    try:
-        return event_type_of(subject)
-    except ValueError:  # not an event subject: counted under its own name
-        return subject
+            OUTBOX_PUBLISHED.labels(self.schema, event_type_of(subject)).inc(count)  # recorded from Event.TYPE
