@@ -240,11 +240,15 @@ def report_placement(results: list[PlacementResult], node_count: int) -> None:
 class BenchStack(DevStack):
     """The dev stack with the gateway's rate limits raised (``service_env`` drops the caller's
     ``FOG_*`` variables, so they are added where the gateway is started), and with the
-    scheduler's push of assignments off when ``push`` is False, and its placement at submit off
-    when ``place_at_submit`` is False (to measure without them)."""
+    scheduler's push of assignments off when ``push`` is False, its placement at submit off
+    when ``place_at_submit`` is False, and its preparations off when ``prepare`` is False (to
+    measure without them)."""
 
     push = True
     place_at_submit = True
+    prepare = True
+    #: the CPUs the agents run on (all of them when empty)
+    agents_cpus: frozenset[int] = frozenset()
 
     def spawn(self, svc: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         if svc == "gateway":
@@ -253,6 +257,8 @@ class BenchStack(DevStack):
             env = env | {"FOG_SCHEDULER_PUSH_ASSIGNMENTS": "false"}
         if svc == "scheduler" and not self.place_at_submit:
             env = env | {"FOG_SCHEDULER_PLACE_AT_SUBMIT": "false"}
+        if svc == "scheduler" and not self.prepare:
+            env = env | {"FOG_SCHEDULER_PREPARE_AT_SUBMIT": "false"}
         return super().spawn(svc, env)
 
 
@@ -320,10 +326,12 @@ def _join_and_run(stack: BenchStack, gateway: str, email: str, password: str, co
              "--email", email, "--password-stdin", "--state-dir", str(state_dir)],
             input=password.encode(), check=True, stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
-        stack.agents[name] = subprocess.Popen(
+        agent = stack.agents[name] = subprocess.Popen(
             [sys.executable, "-m", "fog_agent", "run", "--state-dir", str(state_dir)],
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
+        if stack.agents_cpus:  # before its first job: the launcher and the jobs inherit it
+            os.sched_setaffinity(agent.pid, stack.agents_cpus)
 
 
 async def until_answered(call: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
@@ -848,6 +856,13 @@ def main() -> None:
     parser.add_argument(
         "--no-place-at-submit", action="store_true", help="every job waits for a placement cycle, even a lone one"
     )
+    parser.add_argument(
+        "--no-prepare", action="store_true", help="nodes hear of a job placed at submit only once it commits"
+    )
+    parser.add_argument(
+        "--agents-own-core", action="store_true",
+        help="the agents on the last CPU, the platform and the bench on the others (as if on machines of their own)",
+    )  # fmt: skip
     parser.add_argument("--gap", type=float, default=0.2, help="pause between single jobs (s)")
     parser.add_argument("--jobs", default="1000,10000", help="array sizes, one array run each, in order")
     parser.add_argument("--timeout", type=float, default=900.0, help="per array run (s)")
@@ -868,6 +883,11 @@ def main() -> None:
             stack = BenchStack(data_dir, gateway_port=free_port())
             stack.push = not args.no_push
             stack.place_at_submit = not args.no_place_at_submit
+            stack.prepare = not args.no_prepare
+            if args.agents_own_core:
+                cpus = sorted(os.sched_getaffinity(0))
+                stack.agents_cpus = frozenset({cpus[-1]})
+                os.sched_setaffinity(0, set(cpus[:-1]))  # inherited by the stack's processes
             try:
                 stack.up()
                 stack.wait_ready(120)

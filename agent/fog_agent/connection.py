@@ -285,6 +285,10 @@ class AgentConnection:
             log.warning("the gateway reports an error: %s (%s)", message.get("detail"), message.get("code"))
         elif kind == "assignment":
             self._jobs.assign(message)
+        elif kind == "prepare":
+            self._jobs.prepare(message)
+        elif kind == "withdraw":
+            self._jobs.withdraw(message)
         elif kind == "cancel":
             self._jobs.cancel(message)
         elif kind == "ack":

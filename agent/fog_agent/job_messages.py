@@ -1,8 +1,8 @@
 """The job messages of ``/v1/nodes/connect`` (``docs/jobs.md``, "Agent ↔ gateway").
 
-In: ``assignment``, ``cancel`` and ``ack``. Out: the reports ``started`` and ``finished``. Parsing
-checks what the agent acts on and names the first problem; ``finished`` always fits in
-``MAX_MESSAGE_BYTES``, whatever the job printed.
+In: ``assignment``, ``prepare`` (an assignment about to come, as one) and ``withdraw``, ``cancel`` and
+``ack``. Out: the reports ``started`` and ``finished``. Parsing checks what the agent acts on and names the
+first problem; ``finished`` always fits in ``MAX_MESSAGE_BYTES``, whatever the job printed.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ Duplicates: the gateway sends outstanding assignments again on each connection, 
 one twice (pushed, then from its event), so an assignment of an attempt that is queued, running, or
 ended (acked or not; the last ``REMEMBERED_ENDED``) is ignored. So is one whose cancel came first.
 
+Preparing (``prepare``): the gateway may say that a job is about to be assigned here, while its placement
+commits. If it would start at once (nothing queued, it fits, it asks for no GPU), the sandbox prepares it
+(``Sandbox.prepare_job``), and its assignment finds it ready; ``withdraw`` (its placement did not commit),
+or a cancel, undoes that. A preparation never runs anything, nor takes capacity.
+
 Shutdown (``drain``): new assignments are ignored; queued ones are dropped without a report (they never
 started: the gateway hands them out again once the node has left); running ones may finish until the
 drain timeout, then are killed and reported ``failed``, so that the scheduler may retry them elsewhere
@@ -105,6 +110,23 @@ class JobRunner:
             self._idle.clear()
             self._pump()
 
+    def prepare(self, message: dict[str, Any]) -> None:
+        try:
+            assignment = job_messages.parse_assignment(message)
+        except BadMessage as exc:  # its assignment, if it comes, is refused and reported
+            log.debug("not preparing a job: %s", exc)
+            return
+        if assignment.resources.gpus or self._queue or self._knows(assignment.key) or not self._accepting:
+            return  # which GPUs it gets is known once it starts; and a job that would wait gains nothing
+        if self._fits(assignment):
+            self._sandbox.prepare_job(assignment, gpu_ids=() if self._gpu_capacity else None)
+
+    def withdraw(self, message: dict[str, Any]) -> None:
+        try:
+            self._sandbox.withdraw_job(job_messages.job_key(message))
+        except BadMessage as exc:
+            log.debug("ignoring a withdrawal: %s", exc)
+
     def cancel(self, message: dict[str, Any]) -> None:
         try:
             key = job_messages.job_key(message)
@@ -122,6 +144,7 @@ class JobRunner:
             # attempt arriving after its cancel must not run (the scheduler has ended it already).
             if not self._knows(key):
                 self._remember_ended(key)
+            self._sandbox.withdraw_job(key)
             log.debug("job %s attempt %d: nothing to cancel", *key)
             return
         self._queue.remove(queued)

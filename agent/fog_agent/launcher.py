@@ -45,12 +45,25 @@ class JobProgram:
     gid: int | None = None
     umask: int = 0o077
 
-    def request(self, request_id: int) -> bytes:
+    def request(self, request_id: int, *, prepare: bool = False) -> bytes:
         return json.dumps({
             "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
             "umask": self.umask, "uid": self.uid, "gid": self.gid,
             "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
+            launcher_process.PREPARE: prepare,
         }).encode()  # fmt: skip
+
+
+class NotPrepared(Exception):
+    """The launcher holds no such prepared job (it was started anew, or could not prepare it): start it as usual."""
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job the launcher holds ready, in a spare that has taken every step but its limits and its exec."""
+
+    request_id: int
+    channel: socket.socket  # the launcher it was prepared by: a new launcher knows nothing of it
 
 
 class LaunchedJob:
@@ -80,21 +93,53 @@ class Launcher:
     async def start(self, program: JobProgram, output: int) -> LaunchedJob:
         """Start ``program`` with ``output`` as its stdout and stderr; raises ``OSError`` when it cannot start."""
         request_id = next(self._ids)
-        body, fds = program.request(request_id), [output]
-        if len(body) > launcher_process.MAX_INLINE_REQUEST_BYTES:
-            # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.
-            fds.append(_in_memory_file(body))
-            body = json.dumps({"id": request_id, launcher_process.REQUEST_IN_FILE: True}).encode()
+        body, fds = _message(request_id, program.request(request_id), output)
+        try:
+            answer = await self._ask(request_id, body, fds)
+        finally:
+            for fd in fds[1:]:
+                os.close(fd)
+        return self._launched(answer)
+
+    async def prepare(self, program: JobProgram, output: int) -> PreparedJob:
+        """Have ``program`` made ready to start (``go``), or given up (``withdraw``); nothing runs until then."""
+        request_id = next(self._ids)
+        body, fds = _message(request_id, program.request(request_id, prepare=True), output, prepare=True)
+        channel = self._ensure_running()
+        try:
+            await _send(channel, body, fds)
+        finally:
+            for fd in fds[1:]:
+                os.close(fd)
+        return PreparedJob(request_id, channel)
+
+    async def go(self, prepared: PreparedJob) -> LaunchedJob:
+        """Start a prepared job; raises ``NotPrepared`` when the launcher does not hold it, ``OSError`` as ``start``."""
+        if prepared.channel is not self._channel:
+            raise NotPrepared
+        answer = await self._ask(prepared.request_id, json.dumps({launcher_process.GO: prepared.request_id}).encode())
+        if answer.get(launcher_process.UNPREPARED):
+            raise NotPrepared
+        return self._launched(answer)
+
+    async def withdraw(self, prepared: PreparedJob) -> None:
+        """Let a prepared job's spare go, having run nothing."""
+        if prepared.channel is self._channel:
+            with contextlib.suppress(LauncherError):  # gone: so is the spare
+                await _send(prepared.channel, json.dumps({launcher_process.WITHDRAW: prepared.request_id}).encode(), [])
+
+    async def _ask(self, request_id: int, body: bytes, fds: Sequence[int] = ()) -> dict[str, Any]:
         channel = self._ensure_running()
         reply = asyncio.get_running_loop().create_future()
         self._starting[request_id] = reply
         try:
             await _send(channel, body, fds)  # one request a message (SOCK_SEQPACKET): never interleaved
-            answer = await reply
+            answer: dict[str, Any] = await reply
+            return answer
         finally:
             self._starting.pop(request_id, None)
-            for fd in fds[1:]:
-                os.close(fd)
+
+    def _launched(self, answer: dict[str, Any]) -> LaunchedJob:
         if "errno" in answer:
             number = int(answer["errno"])
             raise OSError(number, os.strerror(number))
@@ -187,6 +232,15 @@ class Launcher:
         self._running.clear()
 
 
+def _message(request_id: int, body: bytes, output: int, *, prepare: bool = False) -> tuple[bytes, list[int]]:
+    """A request as one message: the body and the job's output, or a long one in a file (both then to close)."""
+    if len(body) <= launcher_process.MAX_INLINE_REQUEST_BYTES:
+        return body, [output]
+    # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.
+    inline = {"id": request_id, launcher_process.REQUEST_IN_FILE: True, launcher_process.PREPARE: prepare}
+    return json.dumps(inline).encode(), [output, _in_memory_file(body)]
+
+
 def _in_memory_file(data: bytes) -> int:
     fd = os.memfd_create("fog-job-request", os.MFD_CLOEXEC)
     try:
@@ -198,7 +252,7 @@ def _in_memory_file(data: bytes) -> int:
     return fd
 
 
-async def _send(channel: socket.socket, body: bytes, fds: list[int]) -> None:
+async def _send(channel: socket.socket, body: bytes, fds: Sequence[int]) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:

@@ -25,6 +25,14 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
   signal).
 
+Preparing: a request with ``"prepare": true`` is handed to a spare at once and answered with nothing. The
+spare takes every step before the exec (its output, directory, session, user, parent-death signal) and
+waits. ``{"go": id}`` then starts it, answered as a request is, or with ``{"id", "unprepared": true}``
+when no such request waits (the agent then asks again the usual way); ``{"withdraw": id}`` (no answer)
+lets the spare exit without running anything. The agent prepares a job while its placement commits
+(docs/jobs.md, "Preparing a job while its placement commits"). A spare that dies as it waits is replaced
+at the go, from the request the launcher kept.
+
 Each job is the leader of a new session (one ``killpg`` reaches its tree) and its first process dies with
 the launcher (``PR_SET_PDEATHSIG``). When the agent closes the socket, or dies (the kernel closes it
 then), the launcher kills every job's process group and exits.
@@ -49,6 +57,7 @@ PR_SET_PDEATHSIG = 1
 #: descriptor comes with it, after the output's, and the message says ``REQUEST_IN_FILE``
 MAX_INLINE_REQUEST_BYTES = 64 * 1024
 REQUEST_IN_FILE = "request_in_file"
+PREPARE, GO, WITHDRAW, UNPREPARED = "prepare", "go", "withdraw", "unprepared"
 #: the signals Python ignores or handles in this process, which a job must get back as the default
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 #: the C library, as this program already has it (``ctypes.util`` would import ``subprocess`` and threads with
@@ -102,8 +111,12 @@ def _encoded(request: dict[str, Any]) -> tuple[list[bytes], dict[bytes, bytes], 
     return argv, env, _executables(request["argv"][0], request["env"])
 
 
-def _child(data: bytes, fds: list[int], report: int, launcher: int) -> None:
-    """In a spare: become the job ``data`` asks for, or write the errno that stopped it to ``report``. Never returns."""
+def _child(data: bytes, fds: list[int], report: int, launcher: int, requests: socket.socket) -> None:
+    """In a spare: become the job ``data`` asks for, or write the errno that stopped it to ``report``. Never returns.
+
+    A request to prepare waits for its go on ``requests`` before its limits and its exec; the launcher
+    closing its end instead (a withdrawal) ends the spare with nothing run.
+    """
     try:
         request, output = _request_of(data, fds), fds[0]
         argv, env, candidates = _encoded(request)
@@ -122,6 +135,8 @@ def _child(data: bytes, fds: list[int], report: int, launcher: int) -> None:
             os.setuid(request["uid"])
         # After the change of user, which clears it.
         _die_with_parent(launcher)
+        if request.get(PREPARE) and not requests.recv(1):
+            os._exit(0)  # withdrawn: its placement never committed
         for which, soft, hard in request["rlimits"]:  # RLIMIT_AS last: after it, nothing may allocate
             resource.setrlimit(which, (soft, hard))
         first_telling, last = 0, errno.ENOENT
@@ -158,12 +173,27 @@ class _Spare:
         os.close(self.report)
 
 
+class _Prepared:
+    """A spare that holds a prepared job until its go, and the request, to start it anew should the spare die."""
+
+    __slots__ = ("data", "fds", "spare")
+
+    def __init__(self, spare: _Spare, data: bytes, fds: list[int]) -> None:
+        self.spare, self.data, self.fds = spare, data, fds
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 class Launcher:
     def __init__(self, channel: socket.socket) -> None:
         self.channel = channel
         self.children: set[int] = set()
         self.pid = os.getpid()
         self.spare: _Spare | None = None
+        self.prepared: dict[int, _Prepared] = {}
         self.refill = True  # false after a failed fork, until the next request
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_read, self.wake_write = wake_read, wake_write
@@ -195,24 +225,69 @@ class Launcher:
         if not data:  # the agent closed its end: it is gone, or done
             return False
         try:
-            request_id = json.loads(data)["id"]  # the rest is the spare's to read
-            try:
-                outcome = self._launch(data, fds)
-            except OSError as exc:  # no fork, no pipe (the machine is out of processes or files): this job fails
-                outcome = {"errno": exc.errno or errno.EAGAIN}
-            self._send({"id": request_id, **outcome})
+            message = json.loads(data)  # the rest is the spare's to read
+            if GO in message:
+                return self._send({"id": message[GO], **self._go(message[GO])})
+            if WITHDRAW in message:
+                self._withdraw(message[WITHDRAW])
+                return True
+            if message.get(PREPARE):
+                self._prepare(message["id"], data, fds)
+                fds = []  # kept with the prepared spare, for its go
+                return True
+            return self._send({"id": message["id"], **self._started(data, fds)})
         finally:
             for fd in fds:
                 os.close(fd)
             self.refill = True
-        return True
 
-    def _launch(self, data: bytes, fds: list[int]) -> dict[str, int]:
+    def _started(self, data: bytes, fds: list[int], *, go: bool = False) -> dict[str, int]:
+        try:
+            return self._launch(data, fds, go=go)
+        except OSError as exc:  # no fork, no pipe (the machine is out of processes or files): this job fails
+            return {"errno": exc.errno or errno.EAGAIN}
+
+    def _prepare(self, request_id: int, data: bytes, fds: list[int]) -> None:
+        try:
+            spare = self._take_spare()
+            socket.send_fds(spare.requests, [data], fds)
+        except OSError:  # no fork, or the spare died waiting: the go finds nothing, and the agent asks again
+            for fd in fds:
+                os.close(fd)
+            return
+        self.prepared[request_id] = _Prepared(spare, data, fds)
+
+    def _go(self, request_id: int) -> dict[str, int | bool]:
+        prepared = self.prepared.pop(request_id, None)
+        if prepared is None:
+            return {UNPREPARED: True}
+        try:
+            try:
+                failure = _go_ahead(prepared.spare)
+            finally:
+                prepared.spare.discard()
+            if failure is None:  # it died as it waited, without a word (reaped as it comes): another takes the job
+                return self._started(prepared.data, prepared.fds, go=True)
+        finally:
+            prepared.close_fds()
+        if failure:
+            return {"errno": int.from_bytes(failure[:4], "little", signed=True)}
+        self.children.add(prepared.spare.pid)
+        return {"pid": prepared.spare.pid}
+
+    def _withdraw(self, request_id: int) -> None:
+        prepared = self.prepared.pop(request_id, None)
+        if prepared is not None:
+            prepared.spare.discard()  # it reads the end of its socket and exits
+            prepared.close_fds()
+
+    def _launch(self, data: bytes, fds: list[int], *, go: bool = False) -> dict[str, int]:
+        """Start the job ``data`` asks for on a spare; ``go`` when it is a request to prepare, to start it at once."""
         spare = self._take_spare()
-        failure = _hand_over(spare, data, fds)
+        failure = _hand_over(spare, data, fds, go=go)
         if failure is None:  # it died waiting, unseen yet (it is reaped as it comes): a new one takes the job
             spare = self._fork_spare()
-            failure = _hand_over(spare, data, fds)
+            failure = _hand_over(spare, data, fds, go=go)
             if failure is None:
                 raise OSError(errno.EAGAIN, "the job's process died before it could start")
         if failure:
@@ -261,6 +336,9 @@ class Launcher:
             os.close(self.wake_write)
             if self.spare is not None:
                 self.spare.discard()
+            for prepared in self.prepared.values():
+                prepared.spare.discard()
+                prepared.close_fds()
             if rehearse:
                 _rehearse()
             data, fds, _, _ = socket.recv_fds(requests, MAX_INLINE_REQUEST_BYTES + 1024, 2)
@@ -270,7 +348,7 @@ class Launcher:
             os._exit(1)
         if not data:  # the launcher closed its end without a job for it
             os._exit(0)
-        _child(data, fds, report, self.pid)
+        _child(data, fds, report, self.pid, requests)
 
     def _on_child_exit(self) -> bool:
         while True:  # drain the wake-up pipe: one byte a signal, many children a byte
@@ -305,24 +383,34 @@ class Launcher:
         return True
 
     def _kill_children(self) -> None:
-        if self.spare is not None:
+        waiting = [spare.pid for spare in (self.spare, *(p.spare for p in self.prepared.values())) if spare is not None]
+        for pid in waiting:
             with contextlib.suppress(OSError):
-                os.kill(self.spare.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         for pid in self.children:
             with contextlib.suppress(OSError):  # gone already
                 os.killpg(pid, signal.SIGKILL)
 
 
-def _hand_over(spare: _Spare, data: bytes, fds: list[int]) -> bytes | None:
+def _hand_over(spare: _Spare, data: bytes, fds: list[int], *, go: bool = False) -> bytes | None:
     """Give ``spare`` its job: what it reports (empty once its exec succeeded), or ``None`` if it was gone."""
     try:
         try:
             socket.send_fds(spare.requests, [data], fds)
         except OSError:
             return None
-        return _read_all(spare.report)  # empty once the exec closed it: the job runs
+        return _go_ahead(spare) if go else _read_all(spare.report)
     finally:
         spare.discard()
+
+
+def _go_ahead(spare: _Spare) -> bytes | None:
+    """Start a prepared spare's job: what it reports (empty once its exec succeeded), or ``None`` if it was gone."""
+    try:
+        spare.requests.send(b"g")
+    except OSError:  # gone: what it reported before, if anything, says why
+        return _read_all(spare.report) or None
+    return _read_all(spare.report)
 
 
 def _read_file(fd: int) -> bytes:

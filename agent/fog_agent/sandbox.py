@@ -17,6 +17,11 @@ Every attempt gets:
 - when the agent runs as root, an unprivileged user (``nobody`` or ``$FOG_AGENT_JOB_USER``) with no
   supplementary groups, which owns the working directory.
 
+A job may be *prepared* while its placement commits (``Sandbox.prepare_job``, on the scheduler's word that
+it is about to be assigned here): its working directory and output pipe are made, and a spare of the
+launcher takes every step before the exec. Its assignment then finds it ready (``SandboxedJob.run``);
+a withdrawal, or ``PREPARED_FOR_S`` without one, undoes it, and nothing has run.
+
 This is not a container. A process that leaves the session (``setsid``) and outlives its parent
 escapes the kill; a job reads whatever its user may read (when the agent is not root, that includes
 the agent's state file); the jobs of a node share one user; memory is limited per process (address
@@ -44,8 +49,8 @@ from pathlib import Path
 
 import psutil
 
-from fog_agent.job_messages import MIB, Assignment, Outcome, Result
-from fog_agent.launcher import JobProgram, LaunchedJob, Launcher
+from fog_agent.job_messages import MIB, Assignment, JobKey, Outcome, Result
+from fog_agent.launcher import JobProgram, LaunchedJob, Launcher, NotPrepared, PreparedJob
 from fog_agent.protocol import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,10 @@ KILL_GRACE_S = 2.0
 #: escaped the kill may hold the pipe open forever
 OUTPUT_DRAIN_S = 2.0
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+#: how long a prepared job waits for its assignment: it comes a few milliseconds after its placement commits, or
+#: from its ``job.assigned`` event when the push was lost; a placement that never committed sends no withdrawal
+#: when its scheduler died
+PREPARED_FOR_S = 30.0
 #: one resource limit, as ``resource.setrlimit`` takes it
 Rlimit = tuple[int, tuple[int, int]]
 
@@ -173,6 +182,8 @@ class Sandbox:
         self.kill_grace_s = kill_grace_s
         self.launcher = Launcher()
         self.removals = WorkdirRemover()
+        self.prepared_for_s = PREPARED_FOR_S
+        self._prepared: dict[JobKey, asyncio.Task[_Prepared | None]] = {}
 
     def prepare(self) -> None:
         """Create the work root. A job user may pass through it to its own directory, but not list it."""
@@ -194,9 +205,127 @@ class Sandbox:
     def job(self, assignment: Assignment, *, gpu_ids: Sequence[int] | None = None) -> SandboxedJob:
         return SandboxedJob(self, assignment, gpu_ids)
 
+    def prepare_job(self, assignment: Assignment, *, gpu_ids: Sequence[int] | None = None) -> None:
+        """Get the attempt ready to start, running nothing, until its ``job()`` runs or it is withdrawn."""
+        if assignment.key not in self._prepared:
+            task = asyncio.get_running_loop().create_task(self._prepare(assignment, gpu_ids), name="job preparation")
+            self._prepared[assignment.key] = task
+
+    def withdraw_job(self, key: JobKey) -> None:
+        """Undo the attempt's preparation, if any: it will not be assigned here."""
+        task = self._prepared.pop(key, None)
+        if task is not None:
+            asyncio.get_running_loop().create_task(self._discard(task), name="job preparation withdrawn")
+
+    async def _discard(self, task: asyncio.Task[_Prepared | None]) -> None:
+        prepared = await task
+        if prepared is not None:
+            await prepared.discard(self.launcher)
+
+    @property
+    def prepared_jobs(self) -> int:
+        return len(self._prepared)
+
+    async def take_prepared(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
+        """The attempt's preparation, if it was prepared as it is to run."""
+        task = self._prepared.pop(assignment.key, None)
+        if task is None:
+            return None
+        if task.cancelled():
+            return None
+        prepared = await asyncio.shield(task)  # a moment, if it is under way
+        if prepared is None:
+            return None
+        prepared.expiry.cancel()
+        if (prepared.assignment, prepared.gpu_ids) != (assignment, _ids(gpu_ids)):
+            await prepared.discard(self.launcher)
+            return None
+        return prepared
+
+    async def _prepare(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
+        try:
+            workdir = self.make_workdir(assignment)
+        except OSError:
+            log.warning("job %s attempt %d: not prepared, no working directory", *assignment.key, exc_info=True)
+            return None
+        pipe = None
+        try:
+            pipe = await _open_output(_output_limit(assignment))
+            job = await self.launcher.prepare(self.program(assignment, workdir, gpu_ids), pipe[2])
+        except BaseException as exc:  # its assignment, when it comes, starts it the usual way
+            if pipe is not None:
+                _close_pipe(pipe)
+            self.removals.remove(workdir)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("job %s attempt %d: not prepared", *assignment.key, exc_info=True)
+            return None
+        expiry = asyncio.get_running_loop().call_later(self.prepared_for_s, self._expire, assignment.key)
+        return _Prepared(assignment, _ids(gpu_ids), workdir, pipe, job, expiry, self.removals)
+
+    def _expire(self, key: JobKey) -> None:
+        log.info("job %s attempt %d: prepared, never assigned; undone", *key)
+        self.withdraw_job(key)
+
+    def make_workdir(self, assignment: Assignment) -> Path:
+        # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
+        prefix = f"{_UNSAFE_IN_NAME.sub('_', assignment.job_id)[:64]}.{assignment.attempt}."
+        workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
+        if self.user is not None:
+            os.chown(workdir, self.user.uid, self.user.gid)
+        return workdir
+
+    def program(self, assignment: Assignment, workdir: Path, gpu_ids: Sequence[int] | None) -> JobProgram:
+        user = self.user
+        return JobProgram(
+            argv=assignment.command,
+            env=job_environment(assignment, workdir, gpu_ids),
+            cwd=workdir,
+            rlimits=rlimits_for(assignment, dedicated_user=user is not None),
+            # None leaves the agent's own: only root can change them
+            uid=None if user is None else user.uid,
+            gid=None if user is None else user.gid,
+        )
+
     def close(self) -> None:
-        """Stop the launcher: whatever job still runs dies with it."""
+        """Stop the launcher: whatever job still runs dies with it, and so do the prepared ones."""
         self.launcher.close()
+        for task in self._prepared.values():
+            if not task.done():
+                task.cancel()  # it undoes what it made
+            elif not task.cancelled() and task.exception() is None and (prepared := task.result()) is not None:
+                prepared.close()
+        self._prepared.clear()
+
+
+#: a job's output pipe: the read end's transport and protocol, and the write end the job gets
+_Pipe = tuple[asyncio.ReadTransport, "_Output", int]
+
+
+class _Prepared:
+    """A prepared attempt: its working directory, its output pipe, and the launcher's spare that holds it."""
+
+    def __init__(
+        self,
+        assignment: Assignment,
+        gpu_ids: tuple[int, ...] | None,
+        workdir: Path,
+        pipe: _Pipe,
+        job: PreparedJob,
+        expiry: asyncio.TimerHandle,
+        removals: WorkdirRemover,
+    ) -> None:
+        self.assignment, self.gpu_ids, self.workdir, self.pipe = assignment, gpu_ids, workdir, pipe
+        self.job, self.expiry, self._removals = job, expiry, removals
+
+    async def discard(self, launcher: Launcher) -> None:
+        await launcher.withdraw(self.job)
+        self.close()
+
+    def close(self) -> None:
+        self.expiry.cancel()
+        _close_pipe(self.pipe)
+        self._removals.remove(self.workdir)
 
 
 class WorkdirRemover:
@@ -251,29 +380,30 @@ class SandboxedJob:
 
     async def run(self, on_started: Callable[[], None] = lambda: None) -> Result:
         """Run the attempt to its end; ``on_started`` is called once its process runs (never, if it cannot start)."""
+        prepared = await self._sandbox.take_prepared(self.assignment, self._gpu_ids)
+        if prepared is not None:
+            workdir = prepared.workdir
+        else:
+            try:
+                workdir = self._sandbox.make_workdir(self.assignment)
+            except OSError as exc:
+                return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
         try:
-            workdir = Path(tempfile.mkdtemp(prefix=self._workdir_prefix(), dir=self._sandbox.work_root))
-            if self._sandbox.user is not None:
-                os.chown(workdir, self._sandbox.user.uid, self._sandbox.user.gid)
-        except OSError as exc:
-            return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
-        try:
-            return await self._run_in(workdir, on_started)
+            return await self._run_in(workdir, on_started, prepared)
         finally:
             self._remove(workdir)
 
-    def _workdir_prefix(self) -> str:
-        # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
-        return f"{_UNSAFE_IN_NAME.sub('_', self.assignment.job_id)[:64]}.{self.assignment.attempt}."
-
-    async def _run_in(self, workdir: Path, on_started: Callable[[], None]) -> Result:
+    async def _run_in(self, workdir: Path, on_started: Callable[[], None], prepared: _Prepared | None) -> Result:
         if self._stop.is_set():  # cancelled before it could start
+            if prepared is not None:
+                await self._sandbox.launcher.withdraw(prepared.job)
+                _close_pipe(prepared.pipe)
             return Result(self._stop_outcome, None, 0.0, error=self._stop_error)
-        limit = min(self.assignment.output_limit_bytes, MAX_MESSAGE_BYTES)  # no more could ever be sent
-        output_transport, output, write_end = await _open_output(limit)
+        pipe = prepared.pipe if prepared is not None else await _open_output(_output_limit(self.assignment))
+        output_transport, output, write_end = pipe
         try:
             try:
-                process = await self._spawn(workdir, write_end)
+                process = await self._spawn(workdir, write_end, prepared)
             except OSError as exc:  # not found, not executable, NUL in it (the launcher gives the errno)
                 why = f"cannot start {self.assignment.command[0]!r}: {_describe(exc)}"
                 return Result("failed", None, 0.0, error=why)
@@ -293,18 +423,12 @@ class SandboxedJob:
         finally:
             output_transport.close()
 
-    async def _spawn(self, workdir: Path, write_end: int) -> LaunchedJob:
-        user = self._sandbox.user
-        program = JobProgram(
-            argv=self.assignment.command,
-            env=job_environment(self.assignment, workdir, self._gpu_ids),
-            cwd=workdir,
-            rlimits=rlimits_for(self.assignment, dedicated_user=user is not None),
-            # None leaves the agent's own: only root can change them
-            uid=None if user is None else user.uid,
-            gid=None if user is None else user.gid,
-        )
-        return await self._sandbox.launcher.start(program, write_end)
+    async def _spawn(self, workdir: Path, write_end: int, prepared: _Prepared | None) -> LaunchedJob:
+        launcher = self._sandbox.launcher
+        if prepared is not None:
+            with contextlib.suppress(NotPrepared):  # the launcher was started anew since: ask it the usual way
+                return await launcher.go(prepared.job)
+        return await launcher.start(self._sandbox.program(self.assignment, workdir, self._gpu_ids), write_end)
 
     async def _supervise(self, process: LaunchedJob) -> Outcome | None:
         """``None`` when the job's first process exited by itself, else the outcome it was stopped with."""
@@ -371,6 +495,21 @@ class _Output(asyncio.Protocol):
 
     def text(self) -> str:
         return b"".join(self._chunks).decode("utf-8", errors="replace")
+
+
+def _output_limit(assignment: Assignment) -> int:
+    return min(assignment.output_limit_bytes, MAX_MESSAGE_BYTES)  # no more could ever be sent
+
+
+def _close_pipe(pipe: _Pipe) -> None:
+    transport, _, write_end = pipe
+    transport.close()
+    with contextlib.suppress(OSError):  # closed already, once the job had it
+        os.close(write_end)
+
+
+def _ids(gpu_ids: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if gpu_ids is None else tuple(gpu_ids)
 
 
 async def _open_output(limit: int) -> tuple[asyncio.ReadTransport, _Output, int]:

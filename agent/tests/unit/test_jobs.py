@@ -70,9 +70,14 @@ NewRunner = Callable[[Capacity], JobRunner]
 
 
 @pytest.fixture
-async def new_runner(tmp_path: Path) -> AsyncIterator[NewRunner]:
+def sandbox(tmp_path: Path) -> Sandbox:
     sandbox = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
     sandbox.prepare()
+    return sandbox
+
+
+@pytest.fixture
+async def new_runner(sandbox: Sandbox) -> AsyncIterator[NewRunner]:
     made: list[JobRunner] = []
 
     def make(capacity: Capacity) -> JobRunner:
@@ -319,3 +324,59 @@ async def test_closing_kills_running_jobs_without_reports(new_runner: NewRunner)
     await asyncio.wait_for(jobs.close(), timeout=10)
     assert jobs.running_jobs == 0
     assert sent.ids("finished") == []
+
+
+def prepare(job_id: str, *command: str, **kwargs: Any) -> dict[str, Any]:
+    return {**assignment(job_id, *command, **kwargs), "type": "prepare"}
+
+
+async def a_workdir(sandbox: Sandbox) -> Path:
+    async def made() -> list[Path]:
+        return list(sandbox.work_root.iterdir())
+
+    [workdir] = await wait_until(made, timeout=10, what="a working directory")
+    return workdir
+
+
+async def test_a_prepared_job_runs_once_its_assignment_comes_in_what_was_prepared(
+    new_runner: NewRunner, sandbox: Sandbox
+) -> None:
+    jobs, sent = new_runner(Capacity(cpu_cores=1)), Sent()
+    jobs.attach(sent)
+    jobs.prepare(prepare("a", "pwd"))
+    prepared = await a_workdir(sandbox)
+    assert sent.messages == [], "preparing reports nothing"
+    assert jobs.running_jobs == 0, "preparing starts nothing"
+    jobs.assign(assignment("a", "pwd"))
+    await until(lambda: sent.ids("finished"), "the job finished")
+    assert sent.sequence() == [("started", "a"), ("finished", "a")]
+    assert Path(sent.finished("a")["output"].strip()) == prepared
+    jobs.prepare(prepare("a", "pwd"))  # a late copy of an attempt that ended: nothing to prepare
+    assert sandbox.prepared_jobs == 0
+
+
+async def test_a_withdrawn_or_cancelled_preparation_is_undone_and_reports_nothing(
+    new_runner: NewRunner, sandbox: Sandbox
+) -> None:
+    jobs, sent = new_runner(Capacity(cpu_cores=1)), Sent()
+    jobs.attach(sent)
+    for undo in (jobs.withdraw, jobs.cancel):
+        jobs.prepare(prepare("a", "true"))
+        await a_workdir(sandbox)
+        undo(cancel("a"))
+        await until(lambda: sandbox.prepared_jobs == 0 and not list(sandbox.work_root.iterdir()), "undone")
+    assert sent.messages == []
+    jobs.assign(assignment("a", "true"))  # after its cancel: never runs
+    assert jobs.running_jobs == 0
+    assert sent.messages == []
+
+
+async def test_a_job_that_would_not_start_at_once_is_not_prepared(new_runner: NewRunner, sandbox: Sandbox) -> None:
+    jobs, sent = new_runner(Capacity(cpu_cores=1, gpus=1)), Sent()
+    jobs.attach(sent)
+    jobs.prepare(prepare("gpu", "true", gpus=1))  # which GPU it gets is known once it starts
+    jobs.assign(assignment("busy", *SLEEP))
+    await until(lambda: sent.ids("started") == ["busy"], "the node busy")
+    jobs.prepare(prepare("full", "true"))  # it would wait for "busy"
+    jobs.prepare({"type": "prepare", "job_id": "bad"})  # unreadable: nothing
+    assert sandbox.prepared_jobs == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fog_agent.launcher import KILLED_WITH_LAUNCHER, JobProgram, LaunchedJob, Launcher
+from fog_agent.launcher import KILLED_WITH_LAUNCHER, JobProgram, LaunchedJob, Launcher, NotPrepared, PreparedJob
 from fog_shared.testing.waiting import wait_until
 
 PATH_ONLY = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -130,6 +130,112 @@ async def test_an_idle_launcher_holds_a_spare_and_one_killed_as_it_waits_is_repl
     assert (await after.wait(), await output) == (0, b"still starts\n")
     assert after.pid == replaced.pid, "the job was started by the spare"
     assert spare.pid not in launcher._running, "a spare's death is never reported as a job's"
+
+
+async def prepare(launcher: Launcher, tmp_path: Path, *argv: str) -> tuple[PreparedJob, asyncio.Future[bytes]]:
+    """Prepare ``argv``; its output is read until its last writer is gone (the spare holds it as it waits)."""
+    read_end, write_end = os.pipe()
+    try:
+        prepared = await launcher.prepare(JobProgram(argv, PATH_ONLY, tmp_path, rlimits=()), write_end)
+    finally:
+        os.close(write_end)
+    return prepared, asyncio.ensure_future(asyncio.to_thread(_read_all, read_end))
+
+
+def waiting_children(launcher_pid: int) -> list[psutil.Process]:
+    waiting = []
+    for child in psutil.Process(launcher_pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                waiting.append(child)
+    return waiting
+
+
+async def test_a_prepared_job_runs_nothing_until_its_go_then_runs_once(launcher: Launcher, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    prepared, output = await prepare(launcher, tmp_path, "sh", "-c", f"echo ran >> {marker}; echo hello")
+    # The spare has its directory, session and output before the go: it waits in the job's own session.
+    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+
+    async def in_its_session() -> list[psutil.Process]:
+        return [child for child in waiting_children(the_launcher) if os.getsid(child.pid) == child.pid]
+
+    [spare] = await wait_until(in_its_session, timeout=5, what="the prepared spare in a session of its own")
+    assert spare.cwd() == str(tmp_path)
+    assert not marker.exists(), "nothing runs before the go"
+    job = await launcher.go(prepared)
+    assert job.pid == spare.pid
+    assert (await job.wait(), await output) == (0, b"hello\n")
+    assert marker.read_text() == "ran\n"
+    with pytest.raises(NotPrepared):  # a go is good once
+        await launcher.go(prepared)
+
+
+async def test_a_withdrawn_job_never_runs_and_its_spare_leaves(launcher: Launcher, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    prepared, output = await prepare(launcher, tmp_path, "sh", "-c", f"echo ran > {marker}")
+    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+    await wait_until(
+        lambda: _async([c for c in waiting_children(the_launcher) if os.getsid(c.pid) == c.pid]),
+        timeout=5,
+        what="the prepared spare",
+    )
+    await launcher.withdraw(prepared)
+    assert await asyncio.wait_for(output, 10) == b"", "the spare held the output, and let it go"
+    await wait_until(
+        lambda: _async(not [c for c in waiting_children(the_launcher) if os.getsid(c.pid) == c.pid]),
+        timeout=5,
+        what="the prepared spare gone",
+    )
+    assert not marker.exists()
+    with pytest.raises(NotPrepared):
+        await launcher.go(prepared)
+
+
+async def test_a_prepared_job_that_cannot_start_raises_its_errno_at_its_go(launcher: Launcher, tmp_path: Path) -> None:
+    prepared, _ = await prepare(launcher, tmp_path, "no-such-program-anywhere")
+    with pytest.raises(FileNotFoundError):
+        await launcher.go(prepared)
+    gone_dir, _ = await prepare(launcher, tmp_path / "no-such-directory", "true")
+    with pytest.raises(FileNotFoundError):  # its chdir failed as it prepared
+        await launcher.go(gone_dir)
+
+
+async def test_a_prepared_job_whose_spare_died_is_started_by_another(launcher: Launcher, tmp_path: Path) -> None:
+    prepared, output = await prepare(launcher, tmp_path, "echo", "started all the same")
+    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+
+    async def the_prepared() -> list[psutil.Process]:
+        return [child for child in waiting_children(the_launcher) if os.getsid(child.pid) == child.pid]
+
+    [spare] = await wait_until(the_prepared, timeout=5, what="the prepared spare")
+    spare.kill()
+    await wait_until(lambda: gone(spare.pid), timeout=5, what="the prepared spare dead")
+    job = await launcher.go(prepared)
+    assert job.pid != spare.pid
+    assert (await job.wait(), await output) == (0, b"started all the same\n")
+
+
+async def test_a_job_prepared_by_a_launcher_since_replaced_is_not_prepared(launcher: Launcher, tmp_path: Path) -> None:
+    prepared, _ = await prepare(launcher, tmp_path, "true")
+    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+    psutil.Process(the_launcher).kill()
+    await wait_until(lambda: _async(launcher._process is None), timeout=5, what="the launcher's death seen")
+    job, _ = await run(launcher, tmp_path, "true")  # the next job gets a new launcher
+    assert await job.wait() == 0
+    with pytest.raises(NotPrepared):
+        await launcher.go(prepared)
+
+
+def _launcher_of(launcher: Launcher) -> Callable[[], Awaitable[int | None]]:
+    async def pid() -> int | None:
+        return None if launcher._process is None else launcher._process.pid
+
+    return pid
+
+
+async def _async(value: object) -> object:
+    return value
 
 
 async def test_closing_the_launcher_kills_the_jobs_it_still_runs(launcher: Launcher, tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ import asyncio
 import math
 import os
 import pwd
+import tempfile
 import threading
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
@@ -302,3 +304,88 @@ def test_a_directory_the_job_user_cannot_pass_through_is_found(tmp_path: Path) -
         assert unreachable_ancestor(open_ / "work", owner) is None
     finally:
         closed.chmod(0o700)
+
+
+# -- prepared while the placement commits -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def marker() -> Iterator[Path]:
+    """A file a job (as its own user, when the agent is root) would leave if it ran."""
+    path = Path(tempfile.gettempdir()) / f"fog-test-ran-{uuid.uuid4().hex}"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def ran(marker: Path) -> bool:
+    return marker.exists()
+
+
+async def prepared_dir(sandbox: Sandbox) -> Path:
+    async def made() -> list[Path]:
+        return list(sandbox.work_root.iterdir())
+
+    [workdir] = await wait_until(made, timeout=5, what="the prepared job's working directory")
+    return workdir
+
+
+async def nothing_left(sandbox: Sandbox) -> None:
+    async def empty() -> bool:
+        await sandbox.removals.finished()
+        return sandbox.prepared_jobs == 0 and not list(sandbox.work_root.iterdir())
+
+    await wait_until(empty, timeout=5, what="no preparation nor directory left")
+
+
+async def test_a_prepared_job_runs_in_what_was_prepared_with_its_limits(sandbox: Sandbox, marker: Path) -> None:
+    assignment = job("sh", "-c", f"echo ran > {marker}; pwd; ulimit -n; id -u")
+    sandbox.prepare_job(assignment)
+    workdir = await prepared_dir(sandbox)
+    assert not ran(marker), "preparing runs nothing"
+    result = await sandbox.job(assignment).run()
+    assert result.outcome == "succeeded", result
+    assert ran(marker)
+    where, files, uid = result.output.split()
+    assert (Path(where), int(files)) == (workdir, MAX_OPEN_FILES)  # the limits are set at the go
+    assert int(uid) == (pwd.getpwnam("nobody").pw_uid if AS_ROOT else os.geteuid())
+    await nothing_left(sandbox)
+
+
+async def test_a_withdrawn_preparation_runs_nothing_and_leaves_nothing(sandbox: Sandbox, marker: Path) -> None:
+    assignment = job("sh", "-c", f"echo ran > {marker}")
+    sandbox.prepare_job(assignment)
+    await prepared_dir(sandbox)
+    sandbox.withdraw_job(assignment.key)
+    await nothing_left(sandbox)
+    assert not ran(marker)
+
+
+async def test_a_preparation_never_assigned_is_undone_in_time(sandbox: Sandbox, marker: Path) -> None:
+    sandbox.prepared_for_s = 0.2
+    sandbox.prepare_job(job("sh", "-c", f"echo ran > {marker}"))
+    await nothing_left(sandbox)
+    assert not ran(marker)
+    later = await sandbox.job(job("echo", "assigned late")).run()  # its assignment, late: it starts as usual
+    assert later.output == "assigned late\n"
+
+
+async def test_an_assignment_unlike_its_preparation_runs_as_assigned(sandbox: Sandbox, marker: Path) -> None:
+    sandbox.prepare_job(job("sh", "-c", f"echo prepared > {marker}"))
+    prepared = await prepared_dir(sandbox)
+    result = await sandbox.job(job("pwd")).run()
+    assert result.outcome == "succeeded"
+    assert Path(result.output.strip()) != prepared
+    await nothing_left(sandbox)
+    assert not ran(marker)
+
+
+async def test_a_prepared_job_cancelled_before_it_started_never_runs(sandbox: Sandbox, marker: Path) -> None:
+    assignment = job("sh", "-c", f"echo ran > {marker}")
+    sandbox.prepare_job(assignment)
+    await prepared_dir(sandbox)
+    sandboxed = sandbox.job(assignment)
+    sandboxed.cancel()
+    result = await sandboxed.run()
+    assert (result.outcome, sandboxed.pid) == ("cancelled", None)
+    await nothing_left(sandbox)
+    assert not ran(marker)

@@ -16,7 +16,14 @@ from fog_gateway.routes import admin, api_keys, auth, conversations, events, fil
 from fog_gateway.security import Verifier
 from fog_gateway.sync_batches import SyncBatcher
 from fog_shared.bus import push
-from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE, AssignmentPush, TimelinePush
+from fog_shared.commands.gateway import (
+    ASSIGNMENTS,
+    PREPARATIONS,
+    TIMELINE,
+    AssignmentPush,
+    Preparation,
+    TimelinePush,
+)
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
 
@@ -63,6 +70,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
     # On the raw client (fog_shared.bus.push): FastStream's per-message cost was most of a push's trip.
     async def follow_assignments() -> None:
         await push.subscribe(runtime.nc, ASSIGNMENTS, AssignmentPush, feed.on_push)
+        await push.subscribe(runtime.nc, PREPARATIONS, Preparation, feed.on_preparation)
 
     runtime.after_start(follow_assignments)
 

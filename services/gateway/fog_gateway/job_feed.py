@@ -6,6 +6,8 @@
 * the scheduler's pushes of new assignments (``fog_shared.commands.gateway``) go the same way,
   usually well before their ``job.assigned`` events: whichever of the two comes second is not
   sent again;
+* the scheduler's preparations (a job about to be assigned, or withdrawn) go to the node's connection
+  too, as ``prepare`` and ``withdraw`` messages, once each;
 * every job event of an owner who watches ``/v1/jobs/updates`` here makes that owner's sockets
   receive the job as it is now. The jobs to tell an owner about queue up, and one task per owner asks
   for them one at a time: a job whose events come faster than that (``job.submitted`` and
@@ -33,7 +35,7 @@ from fog_shared.bus.consumer import H_REDRIVE_FOR
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
 from fog_shared.commands.auth import Principal
-from fog_shared.commands.gateway import AssignmentPush
+from fog_shared.commands.gateway import AssignmentPush, Preparation
 from fog_shared.events.scheduler import JobAssigned, JobCancelled
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,14 @@ class JobFeed:
     async def on_push(self, push: AssignmentPush) -> None:
         for pushed in push.assignments:
             await self.deliver(pushed.node_id, pushed.assignment.model_dump(mode="json"))
+
+    async def on_preparation(self, preparation: Preparation) -> None:
+        """To the node, if it is connected here: get the job ready, or let it go (withdrawn)."""
+        if preparation.assignment is None:
+            message = {"type": "withdraw", "job_id": preparation.job_id, "attempt": preparation.attempt}
+        else:
+            message = {"type": "prepare", **preparation.assignment.model_dump(mode="json")}
+        await self.links.send(preparation.node_id, message)
 
     async def deliver(self, node_id: str, assignment: dict[str, Any]) -> None:
         """To the node, if it is connected here, unless the other path has brought it already."""

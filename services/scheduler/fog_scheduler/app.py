@@ -5,12 +5,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from fog_scheduler import handlers
-from fog_scheduler.assignment_push import AssignmentPusher
+from fog_scheduler.assignment_push import AssignmentPusher, PreparationPusher
 from fog_scheduler.config import Settings
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.metrics import QueueGauges
 from fog_scheduler.placement import PlacementLoop
-from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush
+from fog_shared.commands.gateway import ASSIGNMENTS, PREPARATIONS, AssignmentPush, Preparation
 from fog_shared.pg.leader import LeaderLock
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.settings import CommonSettings
@@ -27,6 +27,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         dsn=dsn, schema=settings.db_schema, batch_size=settings.placement_batch, idle_s=settings.placement_idle_s,
         push=AssignmentPusher(lambda: runtime.nc) if settings.push_assignments else None,
         place_at_submit=settings.place_at_submit,
+        prepare=PreparationPusher(lambda: runtime.nc) if settings.prepare_at_submit else None,
     )  # fmt: skip
 
     async def attach_placement() -> None:
@@ -38,6 +39,10 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.broker.publisher(
         ASSIGNMENTS, title="assignments", schema=AssignmentPush,
         description="New assignments, to every gateway (core NATS, at most once; job.assigned is the record)",
+    )  # fmt: skip
+    runtime.broker.publisher(
+        PREPARATIONS, title="preparations", schema=Preparation,
+        description="A job placed at submit, before its insert commits: its node may get it ready (core NATS)",
     )  # fmt: skip
     runtime.in_background("placement", placement.run)
     gauges = QueueGauges(lambda: runtime.pool, lambda: placement.leading, placement.wall, settings.queue_gauges_every_s)

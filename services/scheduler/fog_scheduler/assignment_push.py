@@ -18,7 +18,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from fog_shared.bus import push
-from fog_shared.commands.gateway import ASSIGNMENTS, PUSH_BUDGET_BYTES, PUSH_MAX_ASSIGNMENTS
+from fog_shared.commands.gateway import ASSIGNMENTS, PREPARATIONS, PUSH_BUDGET_BYTES, PUSH_MAX_ASSIGNMENTS
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +46,26 @@ class AssignmentPusher:
                 await push.push(self.nats(), ASSIGNMENTS, body)
         except Exception:  # the job.assigned events will bring them, a little later
             log.warning("assignments not pushed to the gateways", exc_info=True)
+
+
+class PreparationPusher:
+    """Tells the gateways of a job about to be assigned, before its placement commits, and of one withdrawn.
+
+    Best effort, as the assignments' push: a preparation lost costs the job the time it would have saved.
+    """
+
+    def __init__(self, nats: Callable[[], NatsClient]) -> None:
+        self.nats = nats
+
+    async def prepare(self, node_id: str, assignment: dict[str, Any]) -> None:
+        job_id, attempt = assignment["job_id"], assignment["attempt"]
+        await self._push({"node_id": node_id, "job_id": job_id, "attempt": attempt, "assignment": assignment})
+
+    async def withdraw(self, node_id: str, job_id: str, attempt: int) -> None:
+        await self._push({"node_id": node_id, "job_id": job_id, "attempt": attempt})
+
+    async def _push(self, preparation: dict[str, Any]) -> None:
+        try:
+            await push.push(self.nats(), PREPARATIONS, json.dumps(preparation, separators=(",", ":")).encode())
+        except Exception:
+            log.warning("a preparation was not pushed to the gateways", exc_info=True)

@@ -23,5 +23,8 @@ class Settings(CommonSettings):
     #: while this replica leads placement and no job waits, insert a job already placed
     #: (off: every job waits for the placement loop's next cycle)
     place_at_submit: bool = True
+    #: with a job placed at submit, tell its node before the insert commits, so that it gets the job ready
+    #: to start meanwhile (off: the node hears of it once it is committed)
+    prepare_at_submit: bool = True
     #: how often the leading replica counts the jobs not ended yet (``fog_scheduler_jobs``)
     queue_gauges_every_s: float = 5.0

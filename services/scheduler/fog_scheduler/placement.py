@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -42,6 +42,14 @@ UNPLACEABLE_RETRY = timedelta(seconds=5)
 
 #: hands a committed batch's assignments to the gateways: ``{"node_id": ..., "assignment": {...}}`` each
 Push = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class Prepare(Protocol):
+    """Tells a node of a job placed at submit before the insert commits (``assignment_push.PreparationPusher``)."""
+
+    async def prepare(self, node_id: str, assignment: dict[str, Any]) -> None: ...
+
+    async def withdraw(self, node_id: str, job_id: str, attempt: int) -> None: ...
 
 
 def request_of(spec: dict[str, Any], tried: list[str]) -> domain.Request:
@@ -75,9 +83,10 @@ class PlacementLoop:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         push: Push | None = None,
         place_at_submit: bool = True,
+        prepare: Prepare | None = None,
     ) -> None:
         self.lock, self.policy, self.dsn, self.schema = lock, policy, dsn, schema
-        self.push, self.place_at_submit = push, place_at_submit
+        self.push, self.place_at_submit, self.prepare = push, place_at_submit, prepare
         #: held from a decision's reads to its commit: a cycle and a submit never decide on the same capacity
         self._deciding = asyncio.Lock()
         self._leading = False
@@ -189,9 +198,13 @@ class PlacementLoop:
         if not self._may_place_at_submit():
             yield None
             return
-        async with self._deciding:
-            placing = PlaceAtSubmit(self)
-            yield placing
+        placing = PlaceAtSubmit(self)
+        try:
+            async with self._deciding:
+                yield placing
+        finally:
+            if not placing.pushed:
+                await placing.withdraw()  # not committed: the node need not wait for it
         if placing.pushed:
             PLACEMENTS.labels("submit").inc(len(placing.pushed))
             await self._push(placing.pushed)
@@ -297,6 +310,7 @@ class PlaceAtSubmit:
         self._loop = loop
         self.pushed: list[dict[str, Any]] = []
         self.missed = False
+        self._prepared: tuple[str, str, int] | None = None  # node, job, attempt
 
     async def decide(self, conn: asyncpg.Connection, job: service.NewJob, now: datetime) -> service.Placement | None:
         nodes = await self._loop._capacity(conn)  # a database error fails the submit, as any of its statements would
@@ -307,6 +321,15 @@ class PlaceAtSubmit:
             placement = None
         self.missed = placement is None
         return placement
+
+    async def preparing(self, node_id: str, assignment: dict[str, Any]) -> None:
+        if self._loop.prepare is not None:
+            self._prepared = (node_id, assignment["job_id"], assignment["attempt"])
+            await self._loop.prepare.prepare(node_id, assignment)
+
+    async def withdraw(self) -> None:
+        if self._loop.prepare is not None and self._prepared is not None:
+            await self._loop.prepare.withdraw(*self._prepared)
 
     def assigned(self, node_id: str, assignment: dict[str, Any]) -> None:
         self.pushed = [{"node_id": node_id, "assignment": assignment}]

@@ -91,6 +91,9 @@ class PlaceNew(Protocol):
     async def decide(self, conn: asyncpg.Connection, job: NewJob, now: datetime) -> Placement | None:
         """Where the job goes, or ``None`` to leave it pending; reads, never writes."""
 
+    async def preparing(self, node_id: str, assignment: dict[str, Any]) -> None:
+        """The job is about to be written assigned: its node may get ready while the insert commits."""
+
     def assigned(self, node_id: str, assignment: dict[str, Any]) -> None:
         """The job was written assigned: its assignment is to be pushed once the transaction commits."""
 
@@ -110,6 +113,8 @@ async def submit(
     new = NewJob(uuid.uuid4(), owner, spec.model_dump(mode="json"), spec.priority)
     placement = None if place is None else await place.decide(conn, new, now)
     made = _events_of(new, placement, event_id, correlation, now)
+    if place is not None and placement is not None:
+        await place.preparing(placement.node_id, made.assignment)
     row = (new.id, owner, spec.name, None, None, new.spec, spec.priority, spec.idempotency_key, now, correlation,
            made.ids[-1])  # fmt: skip
     change, args = store.insert_job(row, None if placement is None else (placement.node_id, placement.explanation))

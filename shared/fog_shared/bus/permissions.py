@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fog_shared.bus.topology import DEAD_LETTER_STREAM, ConsumerSpec, Topology, event_stream_name
-from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE
+from fog_shared.commands.gateway import ASSIGNMENTS, PREPARATIONS, TIMELINE
 from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, service_events
 
 JS_API = "$JS.API"
@@ -47,9 +47,9 @@ PROVISIONER = "provision"
 REQUESTS: dict[str, tuple[str, ...]] = {"gateway": ("auth", "registry", "scheduler", "messaging")}
 
 #: another service's subjects a service publishes to without asking for a reply (core NATS, at
-#: most once): the scheduler's fast path of new assignments to the gateways, and messaging's of
-#: new timeline entries
-PUSHES: dict[str, tuple[str, ...]] = {"scheduler": (ASSIGNMENTS,), "messaging": (TIMELINE,)}
+#: most once): the scheduler's fast path of new assignments to the gateways (and of the preparations
+#: before them), and messaging's of new timeline entries
+PUSHES: dict[str, tuple[str, ...]] = {"scheduler": (ASSIGNMENTS, PREPARATIONS), "messaging": (TIMELINE,)}
 
 #: streams a service reads with ephemeral ordered consumers: the gateway's revocation cache
 #: (auth events), its job feeds to agents and users (scheduler events) and the wake-ups of its

@@ -10,6 +10,13 @@ The ``job.assigned`` event stays the durable record, and gateways deliver it too
 skips the copy it has already pushed, and agents ignore an assignment they already have. So a
 push that is lost, or never sent, delays a job and never loses one.
 
+:data:`PREPARATIONS` goes one step earlier, for a job placed as it is submitted: once the scheduler
+has decided where it goes, and before the insert that records it commits, it tells the node's gateway
+(``assignment``), and the node may get the job ready to start (docs/jobs.md, "Preparing a job while its
+placement commits"). Nothing runs on a preparation: the job starts on its assignment, which comes only
+after the commit. If the insert did not commit, a second preparation without ``assignment`` withdraws it;
+one that is lost leaves the node to undo it after a while.
+
 :data:`TIMELINE` is the same fast path for BitChat. Right after a transaction that added
 timeline entries commits, the messaging service publishes them here, with the positions they
 took: every position after ``after`` up to ``through`` is in the push (a position none may see
@@ -44,6 +51,18 @@ class NodeAssignment(Strict):
 
 class AssignmentPush(Strict):
     assignments: list[NodeAssignment] = Field(min_length=1, max_length=PUSH_MAX_ASSIGNMENTS)
+
+
+PREPARATIONS = command_subject("gateway", "preparations")
+
+
+class Preparation(Strict):
+    """A job about to be assigned to ``node_id`` as ``assignment``; without it, withdrawn: it will not be."""
+
+    node_id: NodeId
+    job_id: str
+    attempt: int = Field(ge=1)
+    assignment: Assignment | None = None
 
 
 TIMELINE = command_subject("gateway", "timeline")

@@ -132,7 +132,8 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
 
 
 async def test_a_lone_job_on_an_idle_cluster_is_placed_in_its_submits_transaction(stack: Stack) -> None:
-    """No job waits: the submit decides its job itself, and answers it assigned and explained."""
+    """No job waits: the submit decides its job itself, and answers it assigned and explained; its node is told
+    to prepare it before the assignment comes."""
     url = await stack.serve_gateway()
     agent = await ready_node(stack, url, await provider(stack), "a")
     user = stack.bearer(await stack.register_and_login("uma@example.org"))
@@ -150,6 +151,9 @@ async def test_a_lone_job_on_an_idle_cluster_is_placed_in_its_submits_transactio
         assert job["status"] == "pending"
     assert placed_at_submit is not None, "no job was placed at submit on an idle cluster"
     assert placed_at_submit["node_id"] == agent.node_id
+    # Its node heard of it first, while its insert committed, to get it ready (docs/jobs.md).
+    prepared = await agent.next_of("prepare")
+    assert prepared == {**assignment, "type": "prepare"}
     explained = (await stack.http.get(f"/v1/jobs/{placed_at_submit['id']}/explain", headers=user)).json()
     assert explained["candidates"][0]["node_id"] == agent.node_id
     await job_status(stack, user, placed_at_submit["id"], "succeeded")

@@ -15,7 +15,7 @@ from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.node_link import NodeLinks
 from fog_shared.bus.consumer import H_REDRIVE_FOR
 from fog_shared.commands.auth import Principal
-from fog_shared.commands.gateway import AssignmentPush, NodeAssignment
+from fog_shared.commands.gateway import AssignmentPush, NodeAssignment, Preparation
 from fog_shared.commands.scheduler import Assignment, JobQuery, Resources
 from fog_shared.events.scheduler import JobAssigned, JobSubmitted
 from fog_shared.testing.waiting import wait_until
@@ -84,6 +84,20 @@ async def test_an_assignment_not_sent_here_does_not_hold_back_its_other_copy() -
     links.connected = {"n1"}
     await feed._on_event(assigned(None, "j1"))
     assert jobs_sent(links) == [("n1", "j1", 1)]
+
+
+async def test_a_preparation_and_its_withdrawal_reach_the_node_and_hold_back_no_assignment() -> None:
+    links = Links()
+    feed = JobFeed(cast(NodeLinks, links), JobWatchers(), cast(ServiceCalls, None))
+    assignment = pushed("j1").assignments[0].assignment
+    await feed.on_preparation(Preparation(node_id="n1", job_id="j1", attempt=1, assignment=assignment))
+    await feed.on_preparation(Preparation(node_id="n1", job_id="j1", attempt=1))
+    assert links.sent == [
+        ("n1", {"type": "prepare", **assignment.model_dump(mode="json")}),
+        ("n1", {"type": "withdraw", "job_id": "j1", "attempt": 1}),
+    ]
+    await feed.on_push(pushed("j1"))  # a preparation is no copy of the assignment
+    assert links.sent[-1] == ("n1", {"type": "assignment", **assignment.model_dump()})
 
 
 class Scheduler:

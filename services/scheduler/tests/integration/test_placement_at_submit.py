@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
-from fog_scheduler import store
+from fog_scheduler import service, store
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.placement import PlacementLoop
-from fog_shared.commands.scheduler import JobSpec
+from fog_shared.commands.scheduler import JobSpec, SubmitCommand
 from fog_shared.pg.leader import LeaderLock
 from fog_shared.testing.waiting import wait_until
 
@@ -88,3 +89,61 @@ async def test_the_loop_decides_a_retry_when_its_backoff_ends_not_at_its_next_id
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+class Node:
+    """What the node's gateway hears: preparations (with whether their job had committed), then assignments."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.heard: list[tuple[str, str, object]] = []
+
+    async def prepare(self, node_id: str, assignment: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn:
+            committed = await conn.fetchval("SELECT count(*) FROM jobs WHERE id = $1", uuid.UUID(assignment["job_id"]))
+        self.heard.append(("prepare", assignment["job_id"], f"{committed} committed"))
+
+    async def withdraw(self, node_id: str, job_id: str, attempt: int) -> None:
+        self.heard.append(("withdraw", job_id, attempt))
+
+    async def push(self, assignments: list[dict[str, Any]]) -> None:
+        for pushed in assignments:
+            self.heard.append(("assignment", pushed["assignment"]["job_id"], pushed["node_id"]))
+
+
+async def submit(pool: asyncpg.Pool, loop: PlacementLoop, spec: JobSpec) -> dict[str, Any]:
+    async with pool.acquire() as conn, loop.at_submit() as place:
+        return await service.submit(conn, SubmitCommand(owner_id="alice", spec=spec), now=T0, place=place)
+
+
+async def test_a_node_hears_of_a_job_placed_at_submit_before_it_commits_and_of_one_that_did_not(
+    pool: tuple[asyncpg.Pool, str, str],
+) -> None:
+    connections, dsn, schema = pool
+    node = Node(connections)
+    loop = PlacementLoop(
+        LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, push=node.push, prepare=node
+    )
+    loop.attach(connections)
+    loop._leading = True
+    async with connections.acquire() as conn:
+        await store.upsert_node(conn, "n1", status="ready", capabilities=NODE, labels={}, region=None, now=T0)
+    await loop.cycle()
+
+    first = await submit(connections, loop, JobSpec(command=["true"], idempotency_key="once"))
+    job_id = str(first["job"].id)
+    assert node.heard == [("prepare", job_id, "0 committed"), ("assignment", job_id, "n1")]
+
+    node.heard.clear()
+    again = await submit(connections, loop, JobSpec(command=["true"], idempotency_key="once"))
+    assert (str(again["job"].id), again["created"]) == (job_id, False)
+    [(_, prepared, _), withdrawn] = node.heard  # a new job was decided, then not inserted: the key was used
+    assert withdrawn == ("withdraw", prepared, 1)
+    assert prepared != job_id
+
+    node.heard.clear()
+    arm = await submit(
+        connections, loop, JobSpec.model_validate({"command": ["true"], "constraints": {"arch": "arm64"}})
+    )
+    assert arm["job"].status == "pending"
+    assert node.heard == [], "a job placed nowhere prepares nothing"
