@@ -20,24 +20,26 @@ SPEC = JobSpec(command=["true"]).model_dump(mode="json")
 
 
 class Wakes:
-    """Counts the NOTIFYs the placement loop listens for."""
+    """The NOTIFYs the placement loop listens for, by payload."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.payloads: list[str] = []
         self.heard = asyncio.Event()
 
-    def __call__(self, *_: object) -> None:
-        self.count += 1
+    def __call__(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self.payloads.append(payload)
         self.heard.set()
 
     async def after(self, conn: asyncpg.Connection, sql: str, *args: object) -> int:
-        """How many wake-ups one committed statement causes (a marker NOTIFY is sent after it, then awaited)."""
-        before = self.count
+        """How many wake-ups one committed statement causes. A marker NOTIFY is sent after it: one session's
+        notifications arrive in commit order, so once the marker is heard, so is everything before it."""
+        before, marker = len(self.payloads), f"marker {uuid.uuid4()}"
         await conn.execute(sql, *args)
-        self.heard.clear()
-        await conn.execute("SELECT pg_notify(current_schema() || '_pending', 'marker')")
-        await asyncio.wait_for(self.heard.wait(), timeout=5)
-        return self.count - before - 1
+        await conn.execute("SELECT pg_notify(current_schema() || '_pending', $1)", marker)
+        while marker not in self.payloads[before:]:
+            self.heard.clear()
+            await asyncio.wait_for(self.heard.wait(), timeout=5)
+        return self.payloads[before:].index(marker)
 
 
 @pytest.fixture
