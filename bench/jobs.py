@@ -193,10 +193,10 @@ def time_place(kind: str, node_count: int, decisions: int, *, retries: bool = Fa
 
 
 def time_decide(node_count: int, decisions: int, batch: int = 500) -> PlacementResult:
-    """The loop's ``_decide`` on job records as ``store.pending_batch`` returns them, in batches."""
+    """The loop's ``_decide`` on jobs as a cycle hands them over (``store.pending_batch``'s row and the spec)."""
     rng = random.Random(3)
     nodes = simulated_nodes(node_count)
-    # The columns ``store.pending_batch`` returns; 20 owners taking turns.
+    # The columns ``_decide`` reads; 20 owners taking turns.
     jobs = [
         {"id": uuid.uuid4(), "owner_id": f"owner-{index % 20}", "spec": spec_of(kind, rng), "attempt": 1,
          "tried_nodes": [], "priority": 50, "turn": 1 + index // 20}

@@ -47,6 +47,11 @@ class NodeCapacity:
         self.used_memory += request.memory_bytes
         self.used_gpus += request.gpus
 
+    def facts(self) -> tuple[object, ...]:
+        """What decides whether a job could ever run here (not what it uses now, nor its reputation)."""
+        return (self.node_id, self.status, self.cpu_cores, self.memory_bytes, self.gpus, self.arch, self.region,
+                self.labels)  # fmt: skip
+
     def give_back(self, request: Request) -> None:
         self.used_cpu = max(0.0, self.used_cpu - request.cpu_cores)
         self.used_memory = max(0, self.used_memory - request.memory_bytes)
@@ -91,6 +96,50 @@ class PlacementPolicy:
     reputation_weight: float = 20.0
     avoid_penalty: float = 50.0
     top: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """The most of each resource that any ready node has free: a job asking for more fits nowhere now."""
+
+    cpu_cores: float
+    memory_bytes: int
+    gpus: int
+
+    @classmethod
+    def of(cls, nodes: Sequence[NodeCapacity]) -> Room:
+        free = [node.free() for node in nodes if node.status == "ready"]
+        if not free:
+            return cls(0.0, 0, 0)
+        return cls(max(f[0] for f in free), max(f[1] for f in free), max(f[2] for f in free))
+
+    def may_hold(self, cpu_cores: float, memory_bytes: int, gpus: int) -> bool:
+        """False when no node has this much free (the same tolerance on cores as placing)."""
+        return cpu_cores <= self.cpu_cores + 1e-9 and memory_bytes <= self.memory_bytes and gpus <= self.gpus
+
+
+class FreeRoom:
+    """The ``Room`` of nodes that fill up as jobs are placed on them, recomputed only when it matters.
+
+    Placing only ever takes room, so the last computed one is at least the true one: when it cannot
+    hold a job, the true one cannot either. Only a "may" is checked against a fresh one.
+    """
+
+    def __init__(self, nodes: Sequence[NodeCapacity]) -> None:
+        self._nodes = nodes
+        self._room: Room | None = None  # computed when first asked: a batch of new jobs never asks
+        self._fresh = False
+
+    def taken(self) -> None:
+        """A job was placed on one of the nodes."""
+        self._fresh = False
+
+    def may_hold(self, request: Request) -> bool:
+        wanted = (request.cpu_cores, request.memory_bytes, request.gpus)
+        if (self._room is None or self._room.may_hold(*wanted)) and not self._fresh:
+            self._room, self._fresh = Room.of(self._nodes), True
+        assert self._room is not None
+        return self._room.may_hold(*wanted)
 
 
 def _static_misfit(node: NodeCapacity, request: Request) -> str | None:

@@ -36,6 +36,8 @@ from fog_shared.pg.leader import LeaderLock
 from fog_shared.pg.pool import connect
 
 log = logging.getLogger(__name__)
+#: specs of pending jobs kept between cycles, at most (a spec is a few hundred bytes)
+SPECS_KEPT = 50_000
 
 #: a job no node could ever run is looked at again after this long (nodes may join meanwhile)
 UNPLACEABLE_RETRY = timedelta(seconds=5)
@@ -100,6 +102,9 @@ class PlacementLoop:
         self._wake = asyncio.Event()
         self._rotation = itertools.count()
         self._explained: set[uuid.UUID] = set()
+        #: the nodes' facts (``NodeCapacity.facts``) at the last cycle: while they hold, an explained job stays so
+        self._fleet: list[tuple[object, ...]] = []
+        self._spec_cache: dict[uuid.UUID, dict[str, Any]] = {}
         #: when each owner last had a job placed (a counter): ties in turn go to whoever waited longest
         self._served: dict[str, int] = {}
         self._serving = itertools.count(1)
@@ -166,7 +171,9 @@ class PlacementLoop:
             async with self.pool.acquire() as conn:
                 jobs = await store.pending_batch(conn, now, self.batch_size)
                 nodes = await self._capacity(conn) if jobs else []
-            placed, waiting, unplaceable = self._decide(jobs, nodes, now)
+                specs = await self._specs(conn, jobs)
+            self._forget_explanations_if_changed(nodes)
+            placed, waiting, unplaceable = self._decide([{**job, "spec": specs[job["id"]]} for job in jobs], nodes, now)
             pushed: list[dict[str, Any]] = []
             if jobs:
                 async with self.pool.acquire() as conn, conn.transaction():
@@ -229,6 +236,25 @@ class PlacementLoop:
         _, node_id, explanation = placed[0]
         return service.Placement(node_id, explanation)
 
+    async def _specs(self, conn: asyncpg.Connection, jobs: list[asyncpg.Record]) -> dict[uuid.UUID, dict[str, Any]]:
+        """The jobs' specs, read once each: a job waiting for a full cluster is in batch after batch."""
+        missing = [job["id"] for job in jobs if job["id"] not in self._spec_cache]
+        if missing:
+            if len(self._spec_cache) > SPECS_KEPT:  # placed and ended jobs leave theirs: keep it bounded
+                self._spec_cache.clear()
+                missing = [job["id"] for job in jobs]
+            self._spec_cache.update(await store.specs_of(conn, missing))
+        # A spec never changes; a job ranked here has one (jobs are never deleted).
+        return {job["id"]: self._spec_cache[job["id"]] for job in jobs}
+
+    def _forget_explanations_if_changed(self, nodes: list[domain.NodeCapacity]) -> None:
+        """Once the nodes themselves change (one goes down, another comes), every waiting job is explained anew:
+        it may now fit nowhere, whatever becomes free, or somewhere new."""
+        fleet = [node.facts() for node in nodes]
+        if fleet != self._fleet:
+            self._fleet = fleet
+            self._explained.clear()
+
     async def _capacity(self, conn: asyncpg.Connection) -> list[domain.NodeCapacity]:
         """The node view minus what placed jobs hold."""
         nodes = []
@@ -272,9 +298,12 @@ class PlacementLoop:
         placed, waiting, unplaceable = [], [], []
         by_id = {node.node_id: node for node in nodes}
         served = self._served
+        room = domain.FreeRoom(nodes)
         jobs = sorted(jobs, key=lambda j: (-j["priority"], j["turn"], served.get(j["owner_id"], 0)))  # stable
         for job in jobs:
             request = request_of(job["spec"], job["tried_nodes"])
+            if job["id"] in self._explained and not room.may_hold(request):
+                continue  # it waits, explained already: under an array, most of each batch, cycle after cycle
             decision = domain.place(request, nodes, self.policy, start=next(self._rotation))
             explanation = {
                 "decided_at": now.isoformat(), "summary": decision.summary(len(nodes)),
@@ -282,7 +311,9 @@ class PlacementLoop:
             }  # fmt: skip
             if decision.node_id is not None:
                 by_id[decision.node_id].take(request)
+                room.taken()
                 placed.append((job["id"], decision.node_id, explanation))
+                self._spec_cache.pop(job["id"], None)
                 served[job["owner_id"]] = next(self._serving)
                 self._explained.discard(job["id"])
             elif decision.waits_for_capacity:

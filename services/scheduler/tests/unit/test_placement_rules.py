@@ -80,3 +80,38 @@ def test_retries_back_off_and_stop() -> None:
     assert domain.retry_delay_s(1000.0, 10) == 3600.0
     assert domain.after_failure(1, 3) == "retry"
     assert domain.after_failure(3, 3) == "give up"
+
+
+def test_the_room_is_the_most_any_ready_node_has_free_of_each_resource() -> None:
+    busy, roomy, gone = (
+        node("busy", cores=4, memory=8 << 30),
+        node("roomy", cores=2, memory=1 << 30),
+        node("gone", cores=64, memory=64 << 30, status="down"),
+    )
+    busy.take(Request(cpu_cores=3.5, memory_bytes=1 << 30, gpus=0))
+    room = domain.Room.of([busy, roomy, gone])
+    assert room == domain.Room(cpu_cores=2, memory_bytes=7 << 30, gpus=0)  # a down node offers nothing
+    assert room.may_hold(2, 1 << 30, 0)
+    assert room.may_hold(0.1 + 0.2 + 1.7, 1, 0), "cores compare with the tolerance placing has"
+    assert not room.may_hold(2.5, 1, 0)
+    assert not room.may_hold(1, 8 << 30, 0)
+    assert not room.may_hold(1, 1, 1)
+    assert domain.Room.of([]) == domain.Room(0.0, 0, 0)
+    # Per resource, not per node: "may", since no node may have both of the most.
+    assert room.may_hold(2, 7 << 30, 0)
+    assert domain.place(Request(cpu_cores=2, memory_bytes=7 << 30, gpus=0), [busy, roomy]).node_id is None
+
+
+def test_the_free_room_of_filling_nodes_says_no_only_when_no_node_has_room() -> None:
+    a, b = node("a", cores=2), node("b", cores=1)
+    room = domain.FreeRoom([a, b])
+    one, two = Request(cpu_cores=1, memory_bytes=1, gpus=0), Request(cpu_cores=2, memory_bytes=1, gpus=0)
+    assert room.may_hold(two)
+    a.take(one)
+    room.taken()
+    assert not room.may_hold(two), "a was the only node with two cores free"
+    assert room.may_hold(one)
+    b.take(one)
+    a.take(one)
+    room.taken()
+    assert not room.may_hold(one)
