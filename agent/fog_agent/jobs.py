@@ -18,7 +18,8 @@ ended (acked or not; the last ``REMEMBERED_ENDED``) is ignored. So is one whose 
 Preparing (``prepare``): the gateway may say that a job is about to be assigned here, while its placement
 commits. If it would start at once (nothing queued, it fits, it asks for no GPU), the sandbox prepares it
 (``Sandbox.prepare_job``), and its assignment finds it ready; ``withdraw`` (its placement did not commit),
-or a cancel, undoes that. A preparation never runs anything, nor takes capacity.
+or a cancel, undoes that. A preparation never runs anything, nor takes capacity; at most ``MAX_PREPARED``
+are held at once.
 
 Shutdown (``drain``): new assignments are ignored; queued ones are dropped without a report (they never
 started: the gateway hands them out again once the node has left); running ones may finish until the
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: ended attempts remembered to ignore a late duplicate of their assignment
 REMEMBERED_ENDED = 4096
+#: jobs prepared at once, at most (lone jobs, each assigned a few milliseconds after its preparation)
+MAX_PREPARED = 8
 _MILLI = 1000
 
 
@@ -118,6 +121,8 @@ class JobRunner:
             return
         if assignment.resources.gpus or self._queue or self._knows(assignment.key) or not self._accepting:
             return  # which GPUs it gets is known once it starts; and a job that would wait gains nothing
+        if self._sandbox.prepared_jobs >= MAX_PREPARED:
+            return  # each holds a process: preparations that never turn into assignments must not pile up
         if self._fits(assignment):
             self._sandbox.prepare_job(assignment, gpu_ids=() if self._gpu_capacity else None)
 

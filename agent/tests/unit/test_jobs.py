@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fog_agent.jobs import Capacity, JobRunner
+from fog_agent.jobs import MAX_PREPARED, Capacity, JobRunner
 from fog_agent.sandbox import Sandbox, job_user_from_env
 from fog_shared.testing.waiting import wait_until
 
@@ -380,3 +380,10 @@ async def test_a_job_that_would_not_start_at_once_is_not_prepared(new_runner: Ne
     jobs.prepare(prepare("full", "true"))  # it would wait for "busy"
     jobs.prepare({"type": "prepare", "job_id": "bad"})  # unreadable: nothing
     assert sandbox.prepared_jobs == 0
+
+
+async def test_no_more_than_a_few_jobs_are_held_prepared(new_runner: NewRunner, sandbox: Sandbox) -> None:
+    jobs = new_runner(Capacity(cpu_cores=64))
+    for n in range(MAX_PREPARED + 3):  # preparations whose assignments never come
+        jobs.prepare(prepare(f"j{n}", "true", cores=0.1))
+    assert sandbox.prepared_jobs == MAX_PREPARED
