@@ -223,7 +223,7 @@ class JobRunner:
             task.cancel()  # the sandbox kills the job's process tree as it unwinds
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()  # a task cancelled before it ran never got to remove its job
-        self._sandbox.close()
+        await self._sandbox.close()
         await self._sandbox.removals.finished()  # no working directory is left behind
 
     # -- running ------------------------------------------------------------------------------------------------

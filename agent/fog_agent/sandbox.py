@@ -184,6 +184,7 @@ class Sandbox:
         self.removals = WorkdirRemover()
         self.prepared_for_s = PREPARED_FOR_S
         self._prepared: dict[JobKey, asyncio.Task[_Prepared | None]] = {}
+        self._undoing: set[asyncio.Task[None]] = set()
 
     def prepare(self) -> None:
         """Create the work root. A job user may pass through it to its own directory, but not list it."""
@@ -215,7 +216,9 @@ class Sandbox:
         """Undo the attempt's preparation, if any: it will not be assigned here."""
         task = self._prepared.pop(key, None)
         if task is not None:
-            asyncio.get_running_loop().create_task(self._discard(task), name="job preparation withdrawn")
+            undoing = asyncio.get_running_loop().create_task(self._discard(task), name="job preparation withdrawn")
+            self._undoing.add(undoing)
+            undoing.add_done_callback(self._undoing.discard)
 
     async def _discard(self, task: asyncio.Task[_Prepared | None]) -> None:
         prepared = await task
@@ -287,15 +290,17 @@ class Sandbox:
             gid=None if user is None else user.gid,
         )
 
-    def close(self) -> None:
-        """Stop the launcher: whatever job still runs dies with it, and so do the prepared ones."""
+    async def close(self) -> None:
+        """Stop the launcher: whatever job still runs dies with it, and so do the prepared ones. Once this
+        returns, every preparation is undone (its working directory handed to ``removals``)."""
         self.launcher.close()
-        for task in self._prepared.values():
-            if not task.done():
-                task.cancel()  # it undoes what it made
-            elif not task.cancelled() and task.exception() is None and (prepared := task.result()) is not None:
-                prepared.close()
-        self._prepared.clear()
+        preparing, self._prepared = list(self._prepared.values()), {}
+        for task in preparing:
+            task.cancel()  # one under way undoes what it made; one done is undone below
+        for done in await asyncio.gather(*preparing, return_exceptions=True):
+            if isinstance(done, _Prepared):
+                done.close()
+        await asyncio.gather(*self._undoing, return_exceptions=True)
 
 
 #: a job's output pipe: the read end's transport and protocol, and the write end the job gets

@@ -37,7 +37,7 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     box = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
     box.prepare()
     yield box
-    box.close()
+    await box.close()
     await box.removals.finished()
 
 
@@ -388,4 +388,19 @@ async def test_a_prepared_job_cancelled_before_it_started_never_runs(sandbox: Sa
     result = await sandboxed.run()
     assert (result.outcome, sandboxed.pid) == ("cancelled", None)
     await nothing_left(sandbox)
+    assert not ran(marker)
+
+
+async def test_closing_undoes_every_preparation(tmp_path: Path, marker: Path) -> None:
+    box = Sandbox(tmp_path / "work", user=job_user_from_env())
+    box.prepare()
+    box.prepare_job(job("sh", "-c", f"echo ran > {marker}"))
+    await prepared_dir(box)
+    box.prepare_job(Assignment("j-2", 1, ("true",), timeout_s=5))  # still under way as the agent stops
+    box.prepare_job(Assignment("j-3", 1, ("true",), timeout_s=5))
+    box.withdraw_job(("j-3", 1))  # being undone as the agent stops
+    await box.close()
+    await box.removals.finished()
+    assert list(box.work_root.iterdir()) == []
+    assert box.prepared_jobs == 0
     assert not ran(marker)
