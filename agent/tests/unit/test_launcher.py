@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -18,6 +19,7 @@ from fog_agent.launcher import KILLED_WITH_LAUNCHER, JobProgram, LaunchedJob, La
 from fog_shared.testing.waiting import wait_until
 
 PATH_ONLY = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -27,14 +29,21 @@ async def launcher() -> AsyncIterator[Launcher]:
     launcher.close()
 
 
-async def run(launcher: Launcher, tmp_path: Path, *argv: str) -> tuple[LaunchedJob, asyncio.Future[bytes]]:
-    """Start ``argv``; its output is read until its last writer is gone."""
+async def with_output(
+    ask: Callable[[JobProgram, int], Awaitable[T]], tmp_path: Path, argv: tuple[str, ...]
+) -> tuple[T, asyncio.Future[bytes]]:
+    """``ask`` the launcher about ``argv``, whose output is read until its last writer is gone."""
     read_end, write_end = os.pipe()
     try:
-        job = await launcher.start(JobProgram(argv, PATH_ONLY, tmp_path, rlimits=()), write_end)
+        answer = await ask(JobProgram(argv, PATH_ONLY, tmp_path, rlimits=()), write_end)
     finally:
         os.close(write_end)
-    return job, asyncio.ensure_future(asyncio.to_thread(_read_all, read_end))
+    return answer, asyncio.ensure_future(asyncio.to_thread(_read_all, read_end))
+
+
+async def run(launcher: Launcher, tmp_path: Path, *argv: str) -> tuple[LaunchedJob, asyncio.Future[bytes]]:
+    """Start ``argv``."""
+    return await with_output(launcher.start, tmp_path, argv)
 
 
 def _read_all(fd: int) -> bytes:
@@ -133,13 +142,8 @@ async def test_an_idle_launcher_holds_a_spare_and_one_killed_as_it_waits_is_repl
 
 
 async def prepare(launcher: Launcher, tmp_path: Path, *argv: str) -> tuple[PreparedJob, asyncio.Future[bytes]]:
-    """Prepare ``argv``; its output is read until its last writer is gone (the spare holds it as it waits)."""
-    read_end, write_end = os.pipe()
-    try:
-        prepared = await launcher.prepare(JobProgram(argv, PATH_ONLY, tmp_path, rlimits=()), write_end)
-    finally:
-        os.close(write_end)
-    return prepared, asyncio.ensure_future(asyncio.to_thread(_read_all, read_end))
+    """Prepare ``argv`` (the spare holds its output as it waits)."""
+    return await with_output(launcher.prepare, tmp_path, argv)
 
 
 def waiting_children(launcher_pid: int) -> list[psutil.Process]:
@@ -155,7 +159,7 @@ async def test_a_prepared_job_runs_nothing_until_its_go_then_runs_once(launcher:
     marker = tmp_path / "ran"
     prepared, output = await prepare(launcher, tmp_path, "sh", "-c", f"echo ran >> {marker}; echo hello")
     # The spare has its directory, session and output before the go: it waits in the job's own session.
-    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+    the_launcher = await launcher_pid(launcher)
 
     async def in_its_session() -> list[psutil.Process]:
         return [child for child in waiting_children(the_launcher) if os.getsid(child.pid) == child.pid]
@@ -174,7 +178,7 @@ async def test_a_prepared_job_runs_nothing_until_its_go_then_runs_once(launcher:
 async def test_a_withdrawn_job_never_runs_and_its_spare_leaves(launcher: Launcher, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     prepared, output = await prepare(launcher, tmp_path, "sh", "-c", f"echo ran > {marker}")
-    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+    the_launcher = await launcher_pid(launcher)
     await wait_until(
         lambda: _async([c for c in waiting_children(the_launcher) if os.getsid(c.pid) == c.pid]),
         timeout=5,
@@ -203,7 +207,7 @@ async def test_a_prepared_job_that_cannot_start_raises_its_errno_at_its_go(launc
 
 async def test_a_prepared_job_whose_spare_died_is_started_by_another(launcher: Launcher, tmp_path: Path) -> None:
     prepared, output = await prepare(launcher, tmp_path, "echo", "started all the same")
-    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+    the_launcher = await launcher_pid(launcher)
 
     async def the_prepared() -> list[psutil.Process]:
         return [child for child in waiting_children(the_launcher) if os.getsid(child.pid) == child.pid]
@@ -218,7 +222,7 @@ async def test_a_prepared_job_whose_spare_died_is_started_by_another(launcher: L
 
 async def test_a_job_prepared_by_a_launcher_since_replaced_is_not_prepared(launcher: Launcher, tmp_path: Path) -> None:
     prepared, _ = await prepare(launcher, tmp_path, "true")
-    the_launcher = await wait_until(_launcher_of(launcher), timeout=5, what="the launcher")
+    the_launcher = await launcher_pid(launcher)
     psutil.Process(the_launcher).kill()
     await wait_until(lambda: _async(launcher._process is None), timeout=5, what="the launcher's death seen")
     job, _ = await run(launcher, tmp_path, "true")  # the next job gets a new launcher
@@ -227,10 +231,12 @@ async def test_a_job_prepared_by_a_launcher_since_replaced_is_not_prepared(launc
         await launcher.go(prepared)
 
 
-def _launcher_of(launcher: Launcher) -> Callable[[], Awaitable[int | None]]:
-    async def pid() -> int | None:
+async def launcher_pid(launcher: Launcher) -> int:
+    async def started() -> int | None:
         return None if launcher._process is None else launcher._process.pid
 
+    pid = await wait_until(started, timeout=5, what="the launcher")
+    assert pid is not None
     return pid
 
 
