@@ -62,22 +62,20 @@ def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
     async def heartbeats(body: contract.HeartbeatBatch) -> None:
         await monitor.on_batch(body)
 
-    runtime.consume(JOB_OUTCOMES, on_job_outcome)
+    runtime.consume_batches(JOB_OUTCOMES, on_job_outcomes)
 
 
-async def on_job_outcome(conn: asyncpg.Connection, event: Event, envelope: Envelope) -> None:
-    """Reputation follows what happened to the jobs a node ran."""
-    now = datetime.now(UTC)
-    if isinstance(event, JobCompleted):
-        await service.record_outcome(
-            conn, event.node_id, success=True, weight=domain.JOB_COMPLETED_WEIGHT, reason="job completed", now=now,
-            caused_by=envelope,
-        )  # fmt: skip
-    elif isinstance(event, JobFailed) and event.node_fault and event.node_id:
-        await service.record_outcome(
-            conn, event.node_id, success=False, weight=domain.JOB_FAILED_BY_NODE_WEIGHT,
-            reason=f"job failed: {event.reason}", now=now, caused_by=envelope,
-        )  # fmt: skip
+async def on_job_outcomes(conn: asyncpg.Connection, events: list[tuple[Event, Envelope]]) -> None:
+    """Reputation follows what happened to the jobs a node ran: a batch of outcomes, one write per node."""
+    outcomes = []
+    for event, envelope in events:
+        if isinstance(event, JobCompleted):
+            weight = domain.JOB_COMPLETED_WEIGHT
+            outcomes.append(service.Outcome(event.node_id, True, weight, "job completed", envelope))
+        elif isinstance(event, JobFailed) and event.node_fault and event.node_id:
+            reason = f"job failed: {event.reason}"
+            outcomes.append(service.Outcome(event.node_id, False, domain.JOB_FAILED_BY_NODE_WEIGHT, reason, envelope))
+    await service.record_outcomes(conn, outcomes, now=_now())
 
 
 def _now() -> datetime:

@@ -7,6 +7,8 @@ Each takes the connection it works in; state changes and the events they cause c
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -115,26 +117,53 @@ async def record_transition(conn: asyncpg.Connection, transition: domain.Transit
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Something that happened on a node and moves its reputation (``weight`` for or against it)."""
+
+    node_id: str
+    success: bool
+    weight: float
+    reason: str
+    caused_by: Envelope | None = None
+
+
 async def record_outcome(
     conn: asyncpg.Connection, node_id: str, *, success: bool, weight: float, reason: str, now: datetime,
     caused_by: Envelope | None = None,
 ) -> None:  # fmt: skip
     """Move the node's reputation; announce it when it moved noticeably (following ``caused_by``)."""
-    row = await store.reputation(conn, node_id)
-    if row is None:
-        return
-    before = domain.Reputation(row["rep_successes"], row["rep_failures"], row["rep_updated_at"].timestamp())
-    half_life = domain.REPUTATION_HALF_LIFE_S
-    after = before.record(success=success, weight=weight, now=now.timestamp(), half_life_s=half_life)
-    announced = row["reputation"]
-    changed = domain.worth_announcing(announced, after.score)
-    await store.set_reputation(
-        conn, node_id, score=after.score if changed else None, successes=after.successes, failures=after.failures,
-        now=now,
-    )  # fmt: skip
-    if changed:
-        event = NodeReputationChanged(
-            node_id=node_id, reputation=round(after.score, 4), previous_reputation=round(announced, 4), reason=reason,
-            changed_at=now,
+    await record_outcomes(conn, [Outcome(node_id, success, weight, reason, caused_by)], now=now)
+
+
+async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome], *, now: datetime) -> None:
+    """Move the nodes' reputations, in order: one read and one write per node, however many outcomes it had.
+
+    Each announcement is made as it would have been one outcome at a time: when the score has moved
+    noticeably since the last one announced, following the outcome that moved it.
+    """
+    by_node: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_node.setdefault(outcome.node_id, []).append(outcome)
+    for node_id in sorted(by_node):  # row locks in id order: two batches over the same nodes cannot deadlock
+        row = await store.reputation(conn, node_id)
+        if row is None:
+            continue
+        evidence = domain.Reputation(row["rep_successes"], row["rep_failures"], row["rep_updated_at"].timestamp())
+        announced = first_announced = row["reputation"]
+        for outcome in by_node[node_id]:
+            evidence = evidence.record(
+                success=outcome.success, weight=outcome.weight, now=now.timestamp(),
+                half_life_s=domain.REPUTATION_HALF_LIFE_S,
+            )  # fmt: skip
+            if domain.worth_announcing(announced, evidence.score):
+                event = NodeReputationChanged(
+                    node_id=node_id, reputation=round(evidence.score, 4), previous_reputation=round(announced, 4),
+                    reason=outcome.reason, changed_at=now,
+                )  # fmt: skip
+                await outbox.record(conn, event, source=SOURCE, caused_by=outcome.caused_by)
+                announced = evidence.score
+        await store.set_reputation(
+            conn, node_id, score=None if announced == first_announced else announced,
+            successes=evidence.successes, failures=evidence.failures, now=now,
         )  # fmt: skip
-        await outbox.record(conn, event, source=SOURCE, caused_by=caused_by)

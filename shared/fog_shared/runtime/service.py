@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel
 
 from fog_shared.bus.broker import make_broker, queue_group
-from fog_shared.bus.consumer import EventConsumer, Handler
+from fog_shared.bus.consumer import BatchHandler, EventConsumer, Handler
 from fog_shared.bus.topology import ConsumerSpec, event_stream_name
 from fog_shared.commands.common import Refusal, error
 from fog_shared.pg.housekeeping import run_housekeeping
@@ -49,7 +49,8 @@ CANCEL_AGAIN_AFTER_S = 1.0
 @dataclass(frozen=True, slots=True)
 class Consumer:
     spec: ConsumerSpec
-    handler: Handler
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
 
 
 class ServiceRuntime:
@@ -81,7 +82,11 @@ class ServiceRuntime:
 
     # -- what services use -------------------------------------------------------------
     def consume(self, spec: ConsumerSpec, handler: Handler) -> None:
-        self.consumers.append(Consumer(spec, handler))
+        self.consumers.append(Consumer(spec, handler=handler))
+
+    def consume_batches(self, spec: ConsumerSpec, handler: BatchHandler) -> None:
+        """As ``consume``, with each fetched batch handed to ``handler`` at once (``EventConsumer``)."""
+        self.consumers.append(Consumer(spec, batch_handler=handler))
 
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once NATS and Postgres are connected, before request handlers answer."""
@@ -183,7 +188,10 @@ class ServiceRuntime:
         for name, loop in self._background:
             self._spawn(loop(), name)
         for consumer in self.consumers:
-            engine = EventConsumer(spec=consumer.spec, handler=consumer.handler, pool=self.pool, js=self.js)
+            engine = EventConsumer(
+                spec=consumer.spec, handler=consumer.handler, batch_handler=consumer.batch_handler, pool=self.pool,
+                js=self.js,
+            )  # fmt: skip
             self._spawn(engine.run(), f"consumer-{consumer.spec.durable}")
         log.info("service started", extra={"service": self.service})
 
