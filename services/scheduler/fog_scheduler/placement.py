@@ -172,7 +172,8 @@ class PlacementLoop:
                 jobs = await store.pending_batch(conn, now, self.batch_size)
                 nodes = await self._capacity(conn) if jobs else []
                 specs = await self._specs(conn, jobs)
-            self._forget_explanations_if_changed(nodes)
+            if jobs:  # no jobs, no nodes read: not a change of the nodes
+                self._forget_explanations_if_changed(nodes)
             placed, waiting, unplaceable = self._decide([{**job, "spec": specs[job["id"]]} for job in jobs], nodes, now)
             pushed: list[dict[str, Any]] = []
             if jobs:
