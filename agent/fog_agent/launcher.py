@@ -93,7 +93,7 @@ class Launcher:
     async def start(self, program: JobProgram, output: int) -> LaunchedJob:
         """Start ``program`` with ``output`` as its stdout and stderr; raises ``OSError`` when it cannot start."""
         request_id = next(self._ids)
-        body, fds = _message(request_id, program.request(request_id), output)
+        body, fds = _message(program, request_id, output)
         try:
             answer = await self._ask(request_id, body, fds)
         finally:
@@ -104,7 +104,7 @@ class Launcher:
     async def prepare(self, program: JobProgram, output: int) -> PreparedJob:
         """Have ``program`` made ready to start (``go``), or given up (``withdraw``); nothing runs until then."""
         request_id = next(self._ids)
-        body, fds = _message(request_id, program.request(request_id, prepare=True), output, prepare=True)
+        body, fds = _message(program, request_id, output, prepare=True)
         channel = self._ensure_running()
         try:
             await _send(channel, body, fds)
@@ -232,8 +232,9 @@ class Launcher:
         self._running.clear()
 
 
-def _message(request_id: int, body: bytes, output: int, *, prepare: bool = False) -> tuple[bytes, list[int]]:
+def _message(program: JobProgram, request_id: int, output: int, *, prepare: bool = False) -> tuple[bytes, list[int]]:
     """A request as one message: the body and the job's output, or a long one in a file (both then to close)."""
+    body = program.request(request_id, prepare=prepare)
     if len(body) <= launcher_process.MAX_INLINE_REQUEST_BYTES:
         return body, [output]
     # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.

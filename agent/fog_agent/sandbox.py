@@ -232,9 +232,7 @@ class Sandbox:
     async def take_prepared(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
         """The attempt's preparation, if it was prepared as it is to run."""
         task = self._prepared.pop(assignment.key, None)
-        if task is None:
-            return None
-        if task.cancelled():
+        if task is None or task.cancelled():
             return None
         prepared = await asyncio.shield(task)  # a moment, if it is under way
         if prepared is None:
@@ -323,11 +321,18 @@ class _Prepared:
         self.assignment, self.gpu_ids, self.workdir, self.pipe = assignment, gpu_ids, workdir, pipe
         self.job, self.expiry, self._removals = job, expiry, removals
 
-    async def discard(self, launcher: Launcher) -> None:
+    async def release(self, launcher: Launcher) -> None:
+        """Let the spare and the output pipe go; the working directory stays."""
         await launcher.withdraw(self.job)
-        self.close()
+        self.expiry.cancel()
+        _close_pipe(self.pipe)
+
+    async def discard(self, launcher: Launcher) -> None:
+        await self.release(launcher)
+        self._removals.remove(self.workdir)
 
     def close(self) -> None:
+        """As ``discard``, once the launcher is gone (and its spares with it)."""
         self.expiry.cancel()
         _close_pipe(self.pipe)
         self._removals.remove(self.workdir)
@@ -401,8 +406,7 @@ class SandboxedJob:
     async def _run_in(self, workdir: Path, on_started: Callable[[], None], prepared: _Prepared | None) -> Result:
         if self._stop.is_set():  # cancelled before it could start
             if prepared is not None:
-                await self._sandbox.launcher.withdraw(prepared.job)
-                _close_pipe(prepared.pipe)
+                await prepared.release(self._sandbox.launcher)  # its directory goes with the attempt's, below
             return Result(self._stop_outcome, None, 0.0, error=self._stop_error)
         pipe = prepared.pipe if prepared is not None else await _open_output(_output_limit(self.assignment))
         output_transport, output, write_end = pipe

@@ -139,10 +139,10 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
     An owner's turn counts what they already have placed: an owner with ten jobs running waits
     behind one with none, however early the first one's 100,000-job array came in.
     """
-    # Turns are ranked over narrow rows, and the chosen jobs come with their resources alone (``cpu_cores``,
-    # ``memory_bytes``, ``gpus``): their specs are read by ``specs_of`` for those worth deciding. With 10,000
-    # pending, carrying every spec through the sort took half again as long; and under an array, most of a
-    # batch waits for a full cluster, cycle after cycle, where decoding its specs was wasted.
+    # Turns are ranked over narrow rows, and the chosen jobs come without their specs: the placement loop reads
+    # each spec once (``specs_of``) and keeps it while its job waits. With 10,000 pending, carrying every spec
+    # through the sort took half again as long; and under an array, most of a batch waits for a full cluster,
+    # cycle after cycle, where decoding its specs again was wasted.
     return list(
         await conn.fetch(
             "WITH placed AS ("
@@ -154,10 +154,7 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
             "  FROM jobs j LEFT JOIN placed p ON p.owner_id = j.owner_id"
             "  WHERE j.status = 'pending' AND (j.not_before IS NULL OR j.not_before <= $1)"
             "), chosen AS (SELECT * FROM due ORDER BY priority DESC, turn, submitted_at, id LIMIT $2)"
-            " SELECT j.id, j.owner_id, j.attempt, j.tried_nodes, c.priority, c.turn,"
-            "  (j.spec #>> '{resources,cpu_cores}')::float8 AS cpu_cores,"
-            "  (j.spec #>> '{resources,memory_bytes}')::bigint AS memory_bytes,"
-            "  (j.spec #>> '{resources,gpus}')::int AS gpus"
+            " SELECT j.id, j.owner_id, j.attempt, j.tried_nodes, c.priority, c.turn"
             " FROM chosen c JOIN jobs j ON j.id = c.id ORDER BY c.priority DESC, c.turn, c.submitted_at, c.id",
             now,
             limit,
