@@ -1,6 +1,6 @@
 """Job benchmarks (issue 5): placement alone, one job's latency, and an array's throughput.
 
-Three parts, each optional (``--parts``):
+Four parts, each optional (``--parts``; the first three by default):
 
 * **placement**: pure, in this process. ``--nodes`` simulated ``NodeCapacity`` nodes (mixed sizes,
   architectures, regions and labels, some GPUs; 5 % down, 3 % draining, 2 % suspect), then
@@ -36,11 +36,15 @@ Three parts, each optional (``--parts``):
     one ``submitted_at``: when the scheduler took the array). CPU time of every process is read
     around each array run.
 
+* **cancel**, on the same stack: for each count in ``--cancel-jobs``, an array that asks for a label no
+  node has (all of it stays pending), then its summary (``GET /v1/jobs/arrays/{id}``) and its cancel
+  (``POST .../cancel``) through fog_client, each timed from the call to its answer.
+
 With ``--profile DIR``, py-spy records the scheduler and the gateway (``--format raw``, collapsed
 stacks) for ``--profile-seconds`` from the moment the first array is accepted, and the most
 frequent frames are printed: run it apart from the figures you publish (sampling costs CPU too).
 
-Usage: ``python bench/jobs.py [--parts placement,latency,throughput] [--jobs 1000,10000]
+Usage: ``python bench/jobs.py [--parts placement,latency,throughput,cancel] [--jobs 1000,10000]
 [--agents 4] [--cpu-cores 0.25] [--singles 50] [--nodes 10000] [--decisions 20000]
 [--profile DIR]``.
 """
@@ -72,7 +76,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import psutil
 
-from fog_client import ApiError, FogClient, Job, JobSpec, Resources
+from fog_client import ApiError, Constraints, FogClient, Job, JobSpec, Resources
 from fog_scheduler import domain
 from fog_scheduler.placement import PlacementLoop, request_of
 from fog_shared.devservers import free_port
@@ -774,6 +778,38 @@ class StackResults:
     singles: list[Single] = field(default_factory=list)
     single_stages: list[dict[str, float]] = field(default_factory=list)
     runs: list[ArrayRun] = field(default_factory=list)
+    cancels: list[CancelRun] = field(default_factory=list)
+
+
+@dataclass
+class CancelRun:
+    count: int
+    submit_s: float
+    summary_s: float
+    cancel_s: float
+    statuses: dict[str, int]
+
+
+async def run_cancel(bench: Bench, count: int) -> CancelRun:
+    """An array no node can take (it asks for a label none has), so all of it is pending; then its summary and
+    its cancel through the client, each timed from the call to the answer."""
+    spec = JobSpec(command=["true"], constraints=Constraints(labels={"bench": "nowhere"}))
+    started = time.perf_counter()
+    array = await bench.user.submit_array(spec, count)
+    submitted = time.perf_counter()
+    await bench.user.array_summary(array.array_id)
+    summed = time.perf_counter()
+    summary = await bench.user.cancel_array(array.array_id)
+    cancelled = time.perf_counter()
+    return CancelRun(count, submitted - started, summed - submitted, cancelled - summed, summary.statuses)
+
+
+def report_cancels(runs: list[CancelRun]) -> None:
+    print("\n| pending array | submit (s) | summary (ms) | cancel (s) | jobs cancelled per s | after |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for run in runs:
+        print(f"| {run.count:,} | {run.submit_s:.2f} | {1000 * run.summary_s:.0f} | {run.cancel_s:.2f} |"
+              f" {run.count / run.cancel_s:,.0f} | {run.statuses} |")  # fmt: skip
 
 
 async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[str]) -> StackResults:
@@ -797,7 +833,8 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
         pids = {p.name: p.pid for p in stack.state.processes} | {"client": os.getpid()}
         groups = {name: [pid] for name, pid in pids.items() if name in MEASURED}
         groups["agents"] = [child.pid for child in stack.agents.values()]
-        pids["agent"] = groups["agents"][0]
+        if groups["agents"]:
+            pids["agent"] = groups["agents"][0]
         bench = Bench(stack, gateway, db, user, CpuMeter(groups), pids)
         results = StackResults()
         if "latency" in parts:
@@ -811,6 +848,13 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
                 profile = args.profile if index == 0 else None
                 run = await run_array(bench, count, args.cpu_cores, args.timeout, profile, args.profile_seconds)
                 results.runs.append(run)
+        if "cancel" in parts:
+            for count in (int(n) for n in args.cancel_jobs.split(",")):
+                await wait_quiet(bench)
+                print(f"\ncancel: an array of {count:,} pending jobs", flush=True)
+                cancelled = await run_cancel(bench, count)
+                print(f"  submitted in {cancelled.submit_s:.2f} s, cancelled in {cancelled.cancel_s:.2f} s", flush=True)
+                results.cancels.append(cancelled)
         return results
     finally:
         await user.aclose()
@@ -866,6 +910,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.2, help="pause between single jobs (s)")
     parser.add_argument("--jobs", default="1000,10000", help="array sizes, one array run each, in order")
     parser.add_argument("--timeout", type=float, default=900.0, help="per array run (s)")
+    parser.add_argument("--cancel-jobs", default="10000,100000", help="pending arrays cancelled whole, in order")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the first array run into this directory")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the stack's data and logs here (a new dir)")
@@ -875,7 +920,7 @@ def main() -> None:
     if "placement" in parts:
         report_placement(run_placement(args.nodes, args.decisions), args.nodes)
     results = StackResults()
-    if parts & {"latency", "throughput"}:
+    if parts & {"latency", "throughput", "cancel"}:
         with contextlib.ExitStack() as cleanup:
             data_dir = args.data_dir or Path(
                 cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fog-bench-jobs-"))
@@ -901,6 +946,8 @@ def main() -> None:
         report_arrays(results.runs, args.agents)
         for run in results.runs:
             report_stages(f"Array of {run.count:,}", run.stages)
+    if results.cancels:
+        report_cancels(results.cancels)
     if args.profile:
         for path in sorted(args.profile.glob("*.txt")):
             summarise_profile(path)

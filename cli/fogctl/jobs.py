@@ -1,4 +1,5 @@
 """``fogctl job submit|list|get|logs|cancel|explain|wait``: your jobs, with the saved session (``fogctl login``).
+An array as a whole (``fogctl job array ...``) is in ``fogctl.arrays``.
 
 ``submit --wait`` and ``wait`` behave like running the job here: its output goes to stdout as captured and
 the command exits with the job's exit code, so that scripts can use fogctl where they would run the program.
@@ -294,7 +295,7 @@ def job_table(jobs: list[Job]) -> Table:
             job.node_id or "-",
             str(job.attempt),
             _or_dash(job.exit_code),
-            _when(job.submitted_at),
+            when(job.submitted_at),
             style="dim" if job.status == "cancelled" else None,
         )
     return table
@@ -323,10 +324,10 @@ def job_rows(job: Job) -> dict[str, str]:
         "exit_code": _or_dash(job.exit_code),
         "duration": f"{job.duration_s:.1f} s" if job.duration_s is not None else "-",
         "error": job.error or "-",
-        "submitted": _when(job.submitted_at),
-        "not_before": _when(job.not_before),
-        "started": _when(job.started_at),
-        "finished": _when(job.finished_at),
+        "submitted": when(job.submitted_at),
+        "not_before": when(job.not_before),
+        "started": when(job.started_at),
+        "finished": when(job.finished_at),
     }
 
 
@@ -336,7 +337,7 @@ def explanation_lines(explanation: Explanation) -> list[str]:
     if explanation.decided_at is None:
         lines.append("The scheduler has not considered it yet.")
     else:
-        lines.append(f"Decided {_when(explanation.decided_at)}: {explanation.summary or 'no summary'}")
+        lines.append(f"Decided {when(explanation.decided_at)}: {explanation.summary or 'no summary'}")
     if explanation.filtered:
         lines.append("Nodes left out:")
         ranked = sorted(explanation.filtered.items(), key=lambda item: (-item[1], item[0]))
@@ -370,5 +371,5 @@ def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def _when(moment: datetime | None) -> str:
+def when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"

@@ -23,6 +23,7 @@ from fog_client.errors import ApiError
 from fog_client.events import EventPage, RebuildReport, Redriven, StoredEvent, Trace
 from fog_client.models import (
     ApiKey,
+    ArraySummary,
     Capabilities,
     CreatedApiKey,
     Explanation,
@@ -319,6 +320,22 @@ class FogClient(ChatCalls):
     async def cancel_job(self, job_id: str) -> Job:
         """Ask for the job to stop. A running job may still show ``running`` until its node has killed it."""
         return _parse(Job, await self._call("POST", f"/v1/jobs/{_segment(job_id)}/cancel"))
+
+    async def array_summary(self, array_id: str) -> ArraySummary:
+        """How many of the array's jobs are in each status."""
+        return _parse(ArraySummary, await self._call("GET", f"/v1/jobs/arrays/{_segment(array_id)}"))
+
+    async def cancel_array(self, array_id: str) -> ArraySummary:
+        """Cancel every job of the array that has not ended; the summary after it. Running jobs are killed
+        on their nodes; ended ones stay as they are."""
+        return _parse(ArraySummary, await self._call("POST", f"/v1/jobs/arrays/{_segment(array_id)}/cancel"))
+
+    async def wait_array(self, array_id: str, *, poll_s: float = 1.0, timeout: float | None = None) -> ArraySummary:
+        """Poll until every job of the array has ended; ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while not (summary := await self.array_summary(array_id)).done:
+                await asyncio.sleep(poll_s)
+        return summary
 
     async def job_output(self, job_id: str) -> JobOutput:
         return _parse(JobOutput, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/output"))

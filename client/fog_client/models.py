@@ -232,6 +232,25 @@ class JobArray(_Reply):
     job_ids: list[str] | None = None
 
 
+class ArraySummary(_Reply):
+    """How far an array has got: ``statuses`` counts its jobs per status (a status with none is left out)."""
+
+    array_id: str
+    count: int
+    submitted_at: datetime
+    statuses: dict[str, int] = Field(default_factory=dict)
+    ended: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Every job has ended: nothing in the array can change any more."""
+        return self.ended >= self.count
+
+    @property
+    def all_succeeded(self) -> bool:
+        return self.statuses.get("succeeded", 0) == self.count
+
+
 class JobOutput(_Reply):
     """A job's stdout and stderr interleaved, as its node captured them (capped: see ``truncated``)."""
 

@@ -147,6 +147,27 @@ async def test_cancel_stops_a_running_job_on_the_node(stack: RunningStack) -> No
     await wait_until(lambda: none_running(marker), timeout=10, what="the job killed")
 
 
+async def test_fogctl_cancels_a_whole_array_and_its_running_jobs_are_killed(stack: RunningStack) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
+    marker = "sleep 64.0404"
+    code, out = await fogctl("job", "submit", "--array", "3", "--cpu", "0.25", "--", "sh", "-c", marker, env=config)
+    assert code == 0
+    array_id = out.strip()
+
+    async def all_three_running() -> bool:
+        _, shown = await fogctl("job", "array", "show", array_id, "--json", env=config)
+        return bool(json.loads(shown)["statuses"] == {"running": 3})
+
+    await wait_until(all_three_running, timeout=20, interval=0.1, what="the array's jobs running")
+    await wait_until(lambda: _some_running(marker), timeout=10, what="their processes")
+    code, out = await fogctl("job", "array", "cancel", array_id, "--json", env=config)
+    assert code == 0
+    assert json.loads(out)["statuses"] == {"cancelled": 3}
+    await wait_until(lambda: none_running(marker), timeout=10, what="the array's jobs killed")
+    code, out = await fogctl("job", "array", "wait", array_id, "--json", env=config)
+    assert (code, json.loads(out)["ended"]) == (1, 3), "waiting ends at once, and not in success"
+
+
 def join_and_run(stack: RunningStack, state_dir: Path, email: str, name: str) -> subprocess.Popen[bytes]:
     subprocess.run(
         [*AGENT, "join", "--gateway", stack.state["gateway_url"], "--name", name, "--label", "pool=kill",

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from fog_client import FogClient, Job, Tokens
-from fogctl import account, jobs
+from fogctl import account, arrays, jobs
 from fogctl.__main__ import app
 from fogctl.jobs import exit_status, parse_memory
 from fogctl.session import Session
@@ -43,6 +43,11 @@ def job(job_id: str = "j1", **changes: Any) -> dict[str, Any]:
     return {**body, **changes}
 
 
+def summary(statuses: dict[str, int], count: int = 10) -> dict[str, Any]:
+    ended = sum(n for status, n in statuses.items() if status in ("succeeded", "failed", "timed_out", "cancelled"))
+    return {"array_id": "a1", "count": count, "submitted_at": NOW, "statuses": statuses, "ended": ended}
+
+
 def problem(status: int, code: str) -> httpx.Response:
     body = {"type": f"urn:fog:problem:{code}", "title": code.replace("_", " "), "status": status, "code": code}
     return httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json"})
@@ -57,6 +62,7 @@ class Gateway:
         self.explanation: dict[str, Any] = {}
         self.pages: dict[str | None, dict[str, Any]] = {None: {"items": [job()], "next_cursor": None}}
         self.requests: list[httpx.Request] = []
+        self.arrays: list[dict[str, Any]] = [summary({"pending": 10})]  # array a1's reads, as ``states``
 
     def sent(self) -> Any:
         return json.loads(self.requests[0].content)
@@ -82,6 +88,10 @@ class Gateway:
                 return httpx.Response(200, json=self.explanation)
             case "POST", ["j1", "cancel"]:
                 return httpx.Response(200, json=self.states[-1])
+            case "GET", ["arrays", "a1"]:
+                return httpx.Response(200, json=self.arrays.pop(0) if len(self.arrays) > 1 else self.arrays[0])
+            case "POST", ["arrays", "a1", "cancel"]:
+                return httpx.Response(200, json=self.arrays[-1])
         return problem(404, "not_found")
 
 
@@ -107,6 +117,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
 
     monkeypatch.setattr(account, "new_client", new_client)
     monkeypatch.setattr(jobs, "POLL_S", 0)  # the scripted job moves on at every read: no need to pause between them
+    monkeypatch.setattr(arrays, "POLL_S", 0)
     return fake
 
 
@@ -432,5 +443,57 @@ def test_a_job_not_yet_considered_says_so(gateway: Gateway, logged_in: Session) 
 def test_someone_elses_job_exits_1_with_the_problem(gateway: Gateway, logged_in: Session) -> None:
     for command in ("get", "logs", "cancel", "explain", "wait"):
         code, _, err = fogctl("job", command, "j9")
+        assert code == 1
+        assert f"{URL} refused: 404 not found [not_found]" in err
+
+
+# -- arrays --------------------------------------------------------------------------------------------
+
+
+def test_array_show_counts_the_jobs_in_the_order_they_go(gateway: Gateway, logged_in: Session) -> None:
+    gateway.arrays = [summary({"succeeded": 6, "running": 2, "pending": 1, "failed": 1})]
+    code, out, err = fogctl("job", "array", "show", "a1")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0] == ["array", "a1"]
+    assert rows[2] == ["jobs", "10", "(7", "ended)"]
+    assert rows[3:] == [["pending", "1"], ["running", "2"], ["succeeded", "6"], ["failed", "1"]]
+
+    code, out, err = fogctl("job", "array", "show", "a1", "--json")
+    assert code == 0, err
+    assert json.loads(out) == gateway.arrays[0]
+    assert {(r.method, r.url.path) for r in gateway.requests} == {("GET", "/v1/jobs/arrays/a1")}
+
+
+def test_array_cancel_says_whether_any_job_is_left(gateway: Gateway, logged_in: Session) -> None:
+    gateway.arrays = [summary({"succeeded": 3, "cancelled": 7})]
+    code, out, err = fogctl("job", "array", "cancel", "a1")
+    assert code == 0, err
+    assert "cancelled  7" in out
+    assert "Every job of array a1 has ended." in err
+
+    gateway.arrays = [summary({"cancelled": 9, "pending": 1})]  # one was held by its placement too long
+    code, _, err = fogctl("job", "array", "cancel", "a1")
+    assert code == 0, err
+    assert "1 jobs of array a1 are still to be cancelled: ask again." in err
+    assert {(r.method, r.url.path) for r in gateway.requests} == {("POST", "/v1/jobs/arrays/a1/cancel")}
+
+
+@pytest.mark.parametrize(
+    ("last", "expected"), [({"succeeded": 10}, 0), ({"succeeded": 9, "failed": 1}, 1), ({"cancelled": 10}, 1)]
+)
+def test_array_wait_asks_until_every_job_ended_and_exits_0_only_if_all_succeeded(
+    gateway: Gateway, logged_in: Session, last: dict[str, int], expected: int
+) -> None:
+    gateway.arrays = [summary({"pending": 10}), summary({"running": 4, "succeeded": 6}), summary(last)]
+    code, out, err = fogctl("job", "array", "wait", "a1", "--json")
+    assert code == expected, err
+    assert json.loads(out)["statuses"] == last
+    assert len(gateway.requests) == 3
+
+
+def test_someone_elses_array_exits_1_with_the_problem(gateway: Gateway, logged_in: Session) -> None:
+    for command in ("show", "cancel", "wait"):
+        code, _, err = fogctl("job", "array", command, "a2")
         assert code == 1
         assert f"{URL} refused: 404 not found [not_found]" in err

@@ -60,6 +60,14 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     async def cancel_job(body: contract.JobQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.cancel(conn, body, now=_now()))
 
+    @broker.subscriber(contract.ARRAY_SUMMARY, queue=group, title="array_summary")
+    async def array_summary(body: contract.ArrayQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.array_summary(conn, body))
+
+    @broker.subscriber(contract.CANCEL_ARRAY, queue=group, title="cancel_array")
+    async def cancel_array(body: contract.ArrayQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.cancel_array(conn, body, now=_now()))
+
     @broker.subscriber(contract.JOB_OUTPUT, queue=group, title="job_output")
     async def job_output(body: contract.JobQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.job_output(conn, body))

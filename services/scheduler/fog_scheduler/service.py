@@ -6,10 +6,12 @@ Each takes the connection it works in; state changes and the events they cause c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ from fog_shared.telemetry import correlation_id
 SOURCE = "fog/scheduler"
 #: the ids of arrays up to this size come back from the submit
 ARRAY_IDS_SHOWN = 1000
+CANCELLED_BY_OWNER = "cancelled by its owner"
 
 
 class SchedulerError(Refusal):
@@ -270,16 +273,90 @@ async def cancel(conn: asyncpg.Connection, query: contract.JobQuery, *, now: dat
         job = await owned_job(conn, query, for_update=True)
         if job["status"] in contract.ENDED:
             return view(job)
-        ending = store.Ending(job["id"], "cancelled", None, None, None, False, "cancelled by its owner")
-        await store.finish(conn, [ending], now=now)
-        placed = job["node_id"] if job["status"] in store.PLACED else None
-        event = JobCancelled(
-            job_id=str(job["id"]), owner_id=job["owner_id"], node_id=placed, attempt=job["attempt"], cancelled_at=now
-        )
-        await record_for_job(conn, job["id"], event)
+        chain = await store.job_detail(conn, job["id"], "correlation_id, last_event_id")
+        assert chain is not None
+        await _cancel_locked(conn, [{**job, **chain}], now)
         updated = await store.job(conn, job["id"])
     assert updated is not None
     return view(updated)
+
+
+async def _cancel_locked(conn: asyncpg.Connection, jobs: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    """Cancel these jobs, locked and not ended, with one statement for all and one ``job.cancelled``
+    each, which follows from the job's latest event: a placed job's node is told by it to kill the job."""
+    if not jobs:
+        return
+    ids = [str(uuid.uuid4()) for _ in jobs]
+    await store.cancel_many(conn, [(job["id"], event_id) for job, event_id in zip(jobs, ids, strict=True)],
+                            error=CANCELLED_BY_OWNER, now=now)  # fmt: skip
+    events = [
+        JobCancelled(job_id=str(job["id"]), owner_id=job["owner_id"], attempt=job["attempt"], cancelled_at=now,
+                     node_id=job["node_id"] if job["status"] in store.PLACED else None)
+        for job in jobs
+    ]  # fmt: skip
+    causes = [(job["correlation_id"], job["last_event_id"]) for job in jobs]
+    await outbox.record_many(conn, events, source=SOURCE, causes=causes, ids=ids)
+
+
+# -- arrays ----------------------------------------------------------------------------------
+
+#: jobs cancelled per transaction when a whole array is: 100,000 jobs are not one transaction
+CANCEL_BATCH = 1000
+#: how long cancelling an array waits, after its first pass, for jobs other transactions held; then it
+#: answers as things stand
+CANCEL_PATIENCE_S = 10.0
+_PASS_PAUSE_S = 0.01  # what another transaction holds is released within milliseconds
+
+
+async def array_summary(conn: asyncpg.Connection, query: contract.ArrayQuery) -> contract.ArraySummary:
+    return await _summary(conn, await _owned_array(conn, query))
+
+
+async def cancel_array(conn: asyncpg.Connection, query: contract.ArrayQuery, *, now: datetime) -> contract.ArraySummary:
+    """Every job of the array that has not ended is cancelled, as :func:`cancel` cancels one, in
+    transactions of ``CANCEL_BATCH`` jobs.
+
+    A job another transaction holds at that moment (its placement, or a report of its node, being
+    written) is skipped, and taken by the next pass over the array: this never waits for the hot
+    path's row locks, so it cannot deadlock with them. Asked again, it cancels whatever is left, and
+    changes nothing that has ended.
+    """
+    array = await _owned_array(conn, query)
+    await _cancel_pass(conn, array["id"], now)
+    deadline = time.monotonic() + CANCEL_PATIENCE_S  # for what the first pass skipped, however long it took
+    while (summary := await _summary(conn, array)).ended < summary.count and time.monotonic() < deadline:
+        await asyncio.sleep(_PASS_PAUSE_S)
+        await _cancel_pass(conn, array["id"], now)
+    return summary
+
+
+async def _cancel_pass(conn: asyncpg.Connection, array_id: uuid.UUID, now: datetime) -> None:
+    after = -1
+    while True:
+        async with conn.transaction():
+            jobs = await store.lock_unended_of_array(conn, array_id, contract.ENDED, after_index=after,
+                                                     limit=CANCEL_BATCH)  # fmt: skip
+            await _cancel_locked(conn, jobs, now)
+        if len(jobs) < CANCEL_BATCH:
+            return
+        after = jobs[-1]["array_index"]
+
+
+async def _owned_array(conn: asyncpg.Connection, query: contract.ArrayQuery) -> asyncpg.Record:
+    array_id = _maybe_uuid(query.array_id)
+    row = None if array_id is None else await store.array(conn, array_id)
+    if row is None or not _may_see(query.by, row["owner_id"]):
+        raise SchedulerError("not_found", "no such array")  # someone else's array looks like none
+    return row
+
+
+async def _summary(conn: asyncpg.Connection, array: asyncpg.Record) -> contract.ArraySummary:
+    statuses = await store.array_statuses(conn, array["id"])
+    ended = sum(jobs for status, jobs in statuses.items() if status in contract.ENDED)
+    return contract.ArraySummary.model_validate(
+        {"array_id": str(array["id"]), "count": array["count"], "submitted_at": array["submitted_at"],
+         "statuses": statuses, "ended": ended}
+    )  # fmt: skip
 
 
 # -- what agents report ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ jsonb values go in and come out as Python objects (the pool's codec, ``fog_share
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -94,6 +94,34 @@ async def array_by_key(conn: asyncpg.Connection, owner_id: str, key: str) -> asy
 async def array_job_ids(conn: asyncpg.Connection, array_id: uuid.UUID) -> list[str]:
     rows = await conn.fetch("SELECT id FROM jobs WHERE array_id = $1 ORDER BY array_index", array_id)
     return [str(r["id"]) for r in rows]
+
+
+async def array(conn: asyncpg.Connection, array_id: uuid.UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, owner_id, count, submitted_at FROM job_arrays WHERE id = $1", array_id
+    )
+    return row
+
+
+async def array_statuses(conn: asyncpg.Connection, array_id: uuid.UUID) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS jobs FROM jobs WHERE array_id = $1 GROUP BY status", array_id)
+    return {row["status"]: row["jobs"] for row in rows}
+
+
+async def lock_unended_of_array(
+    conn: asyncpg.Connection, array_id: uuid.UUID, ended: Iterable[str], *, after_index: int, limit: int
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` jobs of the array past ``after_index`` whose status is not in ``ended``, in index
+    order, locked. A job another transaction holds (a placement, a node's reports) is skipped, not waited
+    for: a caller that must have every one passes again."""
+    return list(
+        await conn.fetch(
+            "SELECT id, owner_id, status, node_id, attempt, array_index, correlation_id, last_event_id FROM jobs"
+            " WHERE array_id = $1 AND array_index > $2 AND NOT (status = ANY($3::text[]))"
+            " ORDER BY array_index LIMIT $4 FOR UPDATE SKIP LOCKED",
+            array_id, after_index, list(ended), limit,
+        )
+    )  # fmt: skip
 
 
 async def job(conn: asyncpg.Connection, job_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
@@ -280,6 +308,20 @@ async def finish(conn: asyncpg.Connection, endings: Sequence[Ending], *, now: da
         [e.job_id for e in endings], [e.status for e in endings], [e.exit_code for e in endings],
         [e.duration_s for e in endings], [e.output for e in endings], [e.truncated for e in endings],
         [e.error for e in endings], now,
+    )  # fmt: skip
+
+
+async def cancel_many(
+    conn: asyncpg.Connection, cancels: Sequence[tuple[uuid.UUID, str]], *, error: str, now: datetime
+) -> None:
+    """These jobs (locked, not ended) cancelled, each with its ``job.cancelled`` event's id as its latest
+    event, in one statement: unlike :func:`finish` then :func:`advance_chains`, one new row version each
+    and no join of the table with itself (which turns into a scan of the whole table for a thousand jobs)."""
+    await conn.execute(
+        "UPDATE jobs SET status = 'cancelled', exit_code = NULL, duration_s = NULL, output_truncated = false,"
+        " error = $3, finished_at = $4, last_event_id = r.event_id"
+        " FROM unnest($1::uuid[], $2::text[]) AS r(id, event_id) WHERE jobs.id = r.id",
+        [c[0] for c in cancels], [c[1] for c in cancels], error, now,
     )  # fmt: skip
 
 

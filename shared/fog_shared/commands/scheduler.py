@@ -19,6 +19,8 @@ SUBMIT_ARRAY = command_subject("scheduler", "submit_array")
 GET_JOB = query_subject("scheduler", "get_job")
 LIST_JOBS = query_subject("scheduler", "list_jobs")
 CANCEL_JOB = command_subject("scheduler", "cancel_job")
+ARRAY_SUMMARY = query_subject("scheduler", "array_summary")
+CANCEL_ARRAY = command_subject("scheduler", "cancel_array")
 JOB_OUTPUT = query_subject("scheduler", "job_output")
 EXPLAIN_JOB = query_subject("scheduler", "explain_job")
 NODE_ASSIGNMENTS = query_subject("scheduler", "node_assignments")
@@ -123,6 +125,23 @@ class ArrayView(Strict):
     count: int
     #: only for arrays of up to 1,000 jobs
     job_ids: list[str] | None
+
+
+class ArrayQuery(Strict):
+    array_id: str = Field(max_length=64)
+    by: Principal
+
+
+class ArraySummary(Strict):
+    """How far an array has got: how many of its jobs are in each status."""
+
+    array_id: str
+    count: int
+    submitted_at: Timestamp
+    #: jobs per status; a status no job is in is left out
+    statuses: dict[JobStatus, int]
+    #: jobs that have ended (succeeded, failed, timed out or cancelled): all of them once ``ended == count``
+    ended: int
 
 
 class JobPage(Strict):

@@ -13,6 +13,10 @@ from fog_gateway.security import Principal
 from fog_shared.commands import scheduler as contract
 
 JobId = Annotated[str, Path(max_length=64)]
+ArrayId = Annotated[str, Path(max_length=64)]
+#: submitting or cancelling a large array takes longer than a request's usual few seconds: 100,000 jobs are
+#: written in one transaction (a submit), or in a transaction per thousand (a cancel)
+ARRAY_TIMEOUT_S = 60.0
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) -> APIRouter:
@@ -31,7 +35,20 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
     @router.post("/array", status_code=201, response_model=contract.ArrayView)
     async def submit_array(body: contract.ArrayRequest, owner: Person) -> dict[str, Any]:
         """Submit ``count`` jobs from one spec; each gets its index in ``FOG_ARRAY_INDEX``."""
-        return await calls.ask(contract.SUBMIT_ARRAY, contract.SubmitArrayCommand(owner_id=_user(owner), request=body))
+        command = contract.SubmitArrayCommand(owner_id=_user(owner), request=body)
+        return await calls.ask(contract.SUBMIT_ARRAY, command, timeout_s=ARRAY_TIMEOUT_S)
+
+    @router.get("/arrays/{array_id}", response_model=contract.ArraySummary, responses=documented(404))
+    async def array_summary(array_id: ArrayId, owner: Person) -> dict[str, Any]:
+        """How far the array has got: how many of its jobs are in each status."""
+        return await calls.ask(contract.ARRAY_SUMMARY, contract.ArrayQuery(array_id=array_id, by=owner))
+
+    @router.post("/arrays/{array_id}/cancel", response_model=contract.ArraySummary, responses=documented(404))
+    async def cancel_array(array_id: ArrayId, owner: Person) -> dict[str, Any]:
+        """Cancel every job of the array that has not ended (a running one is killed on its node), and
+        answer the array's summary. Ended jobs stay as they are; cancelling again changes nothing more."""
+        query = contract.ArrayQuery(array_id=array_id, by=owner)
+        return await calls.ask(contract.CANCEL_ARRAY, query, timeout_s=ARRAY_TIMEOUT_S)
 
     @router.get("", response_model=contract.JobPage, responses=documented(404))
     async def list_jobs(

@@ -313,6 +313,55 @@ async def test_an_array_submits_n_jobs_and_pages(stack: Stack) -> None:
     assert sorted(seen) == sorted(array["job_ids"])
 
 
+async def test_an_array_is_summed_up_and_cancelled_whole_its_running_jobs_killed_on_their_node(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a", cores=2)
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["sleep", "100"], "resources": {"cpu_cores": 1}}
+    array = (await stack.http.post("/v1/jobs/array", json={"spec": spec, "count": 5}, headers=user)).json()
+    summary_path = f"/v1/jobs/arrays/{array['array_id']}"
+    placed = [await agent.next_of("assignment"), await agent.next_of("assignment")]  # the node has room for two
+    await agent.run(placed[0])  # one ends before the cancel
+    await agent.report({"type": "started", "job_id": placed[1]["job_id"], "attempt": 1})
+
+    async def settled() -> dict[str, Any] | None:
+        summary = (await stack.http.get(summary_path, headers=user)).json()
+        return summary if summary["statuses"] == {"succeeded": 1, "running": 1, "assigned": 1, "pending": 2} else None
+
+    before = await wait_until(settled, timeout=10, what="the second job running, a third placed in the first's room")
+    assert (before["count"], before["ended"]) == (5, 1)
+    third = await agent.next_of("assignment")
+
+    other = stack.bearer(await stack.register_and_login("vic@example.org"))
+    assert (await stack.http.get(summary_path, headers=other)).status_code == 404
+    assert (await stack.http.post(f"{summary_path}/cancel", headers=other)).status_code == 404
+    assert (await stack.http.get(summary_path, headers=user)).json() == before, "someone else's cancel did nothing"
+
+    cancelled = await stack.http.post(f"{summary_path}/cancel", headers=user)
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert (body["ended"], body["statuses"]) == (5, {"succeeded": 1, "cancelled": 4})
+    jobs = (await stack.http.get("/v1/jobs", params={"array_id": array["array_id"]}, headers=user)).json()["items"]
+    assert sorted(job["status"] for job in jobs) == ["cancelled"] * 4 + ["succeeded"]
+    told = {(await agent.next_of("cancel"))["job_id"] for _ in range(2)}
+    assert told == {placed[1]["job_id"], third["job_id"]}, "the node is told to kill the running and the assigned job"
+    assert (await stack.http.post(f"{summary_path}/cancel", headers=user)).json() == body
+
+
+async def test_a_large_array_is_given_longer_than_a_requests_usual_timeout(stack: Stack) -> None:
+    """10,000 jobs take about a second to write, and 100,000 about ten: more than a request's usual few
+    seconds, here cut to 0.2 s."""
+    gateway = await stack.open_gateway(request_timeout_s=0.2)
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    assert (await gateway.get("/v1/jobs", headers=user)).status_code == 200  # the token checked, the cut in force
+    spec = {"command": ["true"], "constraints": {"labels": {"pool": "none"}}}
+    submitted = await gateway.post("/v1/jobs/array", json={"spec": spec, "count": 10_000}, headers=user)
+    assert submitted.status_code == 201, submitted.text
+    cancelled = await gateway.post(f"/v1/jobs/arrays/{submitted.json()['array_id']}/cancel", headers=user)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["statuses"] == {"cancelled": 10_000}
+
+
 async def test_restarting_the_scheduler_during_a_job_array_loses_none_and_runs_none_twice(stack: Stack) -> None:
     """400 jobs here, with simulated agents; tests/e2e/test_jobs_e2e.py runs 1,000 on real ones."""
     url = await stack.serve_gateway()
