@@ -2,7 +2,7 @@
 
 import typer
 
-from fogctl import account, arrays, chat, dev, events, jobs, nodes
+from fogctl import account, chat, dev, events, jobs, nodes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
 app.command()(account.login)
@@ -11,7 +11,6 @@ app.command()(account.logout)
 app.add_typer(dev.app, name="dev")
 app.add_typer(nodes.app, name="node")
 app.add_typer(jobs.app, name="job")
-jobs.app.add_typer(arrays.app, name="array")
 app.add_typer(events.app, name="events")
 app.add_typer(chat.app, name="chat")
 

@@ -9,7 +9,7 @@ import typer
 
 from fog_client import ArraySummary
 from fogctl import account
-from fogctl.jobs import JsonOption, when
+from fogctl.formats import JsonOption, when
 
 app = typer.Typer(no_args_is_help=True, help="Job arrays: how far one has got; cancel it, or wait for it.")
 ArrayIdArgument = Annotated[

@@ -16,12 +16,12 @@ from rich.table import Table
 
 from fog_client import Conversation, FileInfo, FogClient, Message
 from fogctl import account
+from fogctl.formats import JsonOption
 
 app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages.")
 groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, leave, transfer.")
 app.add_typer(groups_app, name="groups")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 ConversationArgument = Annotated[str, typer.Argument(help="The conversation's (or group's) id", show_default=False)]
 MemberArgument = Annotated[str, typer.Argument(help="A user's id, or node:<node id>", show_default=False)]
 

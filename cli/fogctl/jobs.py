@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import sys
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
@@ -19,11 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fog_client import Affinity, Explanation, FogClient, Job, JobArray, JobOutput, JobPage, JobSpec
-from fogctl import account
-from fogctl.nodes import human_bytes
+from fog_client import Affinity, ArraySummary, Explanation, FogClient, Job, JobOutput, JobPage, JobSpec
+from fogctl import account, arrays
+from fogctl.formats import JsonOption, human_bytes, when
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: commands run on the nodes.")
+app.add_typer(arrays.app, name="array")
 T = TypeVar("T")
 #: how often a waiting command asks the gateway about its job (module level: tests set it to 0)
 POLL_S = 0.5
@@ -31,7 +31,6 @@ POLL_S = 0.5
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
 _POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 JobIdArgument = Annotated[str, typer.Argument(help="The job's id", show_default=False)]
 
 
@@ -44,7 +43,12 @@ def submit(
         typer.Argument(metavar="CMD", help="The program and its arguments (no shell)", show_default=False),
     ] = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for the job; print its output, exit with its code")
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait for the job; print its output, exit with its code."
+            " With --array: wait for every job, print the array's summary, exit 0 only if all succeeded",
+        ),
     ] = False,
     array: Annotated[int | None, typer.Option("--array", min=1, help="Submit N copies as one array")] = None,
     name: Annotated[str | None, typer.Option(help="A name to recognise the job by")] = None,
@@ -71,8 +75,6 @@ def submit(
         raise typer.BadParameter(
             "no command: give it after `--`, e.g. fogctl job submit -- echo hello", param_hint="CMD"
         )
-    if wait and array is not None:
-        raise typer.BadParameter("waits for a single job; submit an array without it", param_hint="--wait")
     memory_bytes = None if memory is None else parse_memory(memory)
     spec = JobSpec.model_validate(
         {
@@ -86,12 +88,11 @@ def submit(
             "idempotency_key": idempotency_key,
         }
     )
-    if wait:
+    if array is not None:
+        _submit_array(spec, array, wait=wait, as_json=as_json)
+    elif wait:
         job, output = account.with_saved_session(lambda client: _submit_and_wait(client, spec))
         raise typer.Exit(report_end(job, output, as_json=as_json))
-    if array is not None:
-        submitted = account.with_saved_session(lambda client: client.submit_array(spec, array))
-        _print_array(submitted, as_json=as_json)
     else:
         job = account.with_saved_session(lambda client: client.submit_job(spec))
         typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
@@ -359,17 +360,26 @@ def candidate_table(candidates: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _print_array(submitted: JobArray, *, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(submitted.model_dump(mode="json")))
+def _submit_array(spec: JobSpec, count: int, *, wait: bool, as_json: bool) -> None:
+    """Without ``wait``, stdout holds the array's id alone: ``ARRAY=$(fogctl job submit --array 10 -- …)``.
+    With it, the array's summary once every job has ended, as ``fogctl job array wait`` prints it."""
+    if not wait:
+        submitted = account.with_saved_session(lambda client: client.submit_array(spec, count))
+        typer.echo(json.dumps(submitted.model_dump(mode="json")) if as_json else submitted.array_id)
+        account.console.print(f"Submitted {submitted.count} jobs as array {submitted.array_id}.", markup=False)
         return
-    typer.echo(submitted.array_id)  # stdout holds the id alone: `ARRAY=$(fogctl job submit --array 10 -- …)`
-    account.console.print(f"Submitted {submitted.count} jobs as array {submitted.array_id}.", markup=False)
+
+    async def submit_and_wait(client: FogClient) -> ArraySummary:
+        submitted = await client.submit_array(spec, count)
+        # stderr: the id is what `fogctl job array cancel` needs if this wait is interrupted
+        account.console.print(f"Submitted {submitted.count} jobs as array {submitted.array_id}; waiting for them"
+                              " to end.", markup=False, soft_wrap=True)  # fmt: skip
+        return await client.wait_array(submitted.array_id, poll_s=arrays.POLL_S)
+
+    summary = account.with_saved_session(submit_and_wait)
+    arrays.print_summary(summary, as_json=as_json)
+    raise typer.Exit(0 if summary.all_succeeded else 1)
 
 
 def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
-
-
-def when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"

@@ -6,7 +6,6 @@ Calls go out with the saved session (``fogctl login``), refreshed like ``fogctl 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
@@ -15,12 +14,12 @@ from rich.table import Table
 
 from fog_client import Node
 from fogctl import account
+from fogctl.formats import JsonOption, human_bytes, when
 
 app = typer.Typer(no_args_is_help=True, help="Nodes: the machines that run jobs.")
 T = TypeVar("T")
-_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+NEVER = "never"  # a heartbeat, say, that never came
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 NodeIdArgument = Annotated[str, typer.Argument(help="The node's id", show_default=False)]
 
 
@@ -92,7 +91,7 @@ def node_table(nodes: list[Node]) -> Table:
             human_bytes(node.capabilities.memory_bytes),
             node.region or "-",
             f"{node.reputation:.2f}",
-            _when(node.last_heartbeat_at),
+            when(node.last_heartbeat_at, NEVER),
             style="dim" if node.status in ("down", "deregistered") else None,
         )
     return table
@@ -105,7 +104,7 @@ def node_rows(node: Node) -> dict[str, str]:
         "id": node.id,
         "name": node.name,
         "owner_id": node.owner_id,
-        "status": f"{node.status} since {_when(node.status_changed_at)}",
+        "status": f"{node.status} since {when(node.status_changed_at, NEVER)}",
         "region": node.region or "-",
         "location": f"{location.lat}, {location.lon}" if location else "-",
         "cpu_cores": str(capabilities.cpu_cores),
@@ -122,24 +121,6 @@ def node_rows(node: Node) -> dict[str, str]:
             if usage
             else "-"
         ),
-        "last_heartbeat": _when(node.last_heartbeat_at),
-        "registered": _when(node.registered_at),
+        "last_heartbeat": when(node.last_heartbeat_at, NEVER),
+        "registered": when(node.registered_at, NEVER),
     }
-
-
-def human_bytes(count: int | None) -> str:
-    """Binary units, as memory is sold: 16.0 GiB, not 17.2 GB."""
-    if count is None:
-        return "?"
-    if count < 1024:
-        return f"{count} B"
-    size = float(count)
-    for unit in _UNITS:
-        size /= 1024
-        if size < 1024 or unit == _UNITS[-1]:
-            return f"{size:.1f} {unit}"
-    raise AssertionError("the last unit always returns")
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"

@@ -52,6 +52,8 @@ Query = Mapping[str, str | int | list[str]]
 JOB_UPDATES_PATH = "/v1/jobs/updates"
 #: a trace or a rebuild reads whole streams: the gateway gives a rebuild up to 120 s
 SCANNING_TIMEOUT_S = 130.0
+#: an array's submit or cancel writes up to 100,000 jobs: the gateway gives it up to 60 s
+ARRAY_TIMEOUT_S = 70.0
 #: the largest WebSocket message accepted: a job's spec alone may carry a 1 MiB argv
 MAX_MESSAGE_BYTES = 4 * 2**20
 _REFUSING_CLOSE_CODES = (4401, 4403)
@@ -286,7 +288,7 @@ class FogClient(ChatCalls):
     async def submit_array(self, spec: JobSpec, count: int) -> JobArray:
         """Submit ``count`` jobs that share one spec (each knows its ``array_index``)."""
         body = {"spec": _spec_body(spec), "count": count}
-        return _parse(JobArray, await self._call("POST", "/v1/jobs/array", body))
+        return _parse(JobArray, await self._call("POST", "/v1/jobs/array", body, timeout=ARRAY_TIMEOUT_S))
 
     async def list_jobs(
         self,
@@ -328,7 +330,8 @@ class FogClient(ChatCalls):
     async def cancel_array(self, array_id: str) -> ArraySummary:
         """Cancel every job of the array that has not ended; the summary after it. Running jobs are killed
         on their nodes; ended ones stay as they are."""
-        return _parse(ArraySummary, await self._call("POST", f"/v1/jobs/arrays/{_segment(array_id)}/cancel"))
+        path = f"/v1/jobs/arrays/{_segment(array_id)}/cancel"
+        return _parse(ArraySummary, await self._call("POST", path, timeout=ARRAY_TIMEOUT_S))
 
     async def wait_array(self, array_id: str, *, poll_s: float = 1.0, timeout: float | None = None) -> ArraySummary:
         """Poll until every job of the array has ended; ``TimeoutError`` after ``timeout`` seconds."""

@@ -252,11 +252,22 @@ def test_submit_an_array_prints_its_id(gateway: Gateway, logged_in: Session) -> 
     assert json.loads(out) == {"array_id": "a1", "count": 3, "job_ids": ["j1", "j2", "j3"]}
 
 
-def test_wait_is_for_a_single_job(gateway: Gateway, logged_in: Session) -> None:
-    code, _, err = fogctl("job", "submit", "--wait", "--array", "3", "--", "echo")
-    assert code == 2
-    assert "single job" in err
-    assert gateway.requests == []
+def test_submit_an_array_and_wait_prints_its_summary_and_exits_0_only_if_all_succeeded(
+    gateway: Gateway, logged_in: Session
+) -> None:
+    gateway.arrays = [summary({"pending": 10}), summary({"succeeded": 9, "failed": 1})]
+    code, out, err = fogctl("job", "submit", "--wait", "--array", "10", "--", "echo", "hi")
+    assert code == 1, err
+    assert "Submitted 10 jobs as array a1; waiting for them to end." in err
+    assert out.splitlines()[-2:] == ["succeeded  9", "failed     1"]
+
+    gateway.arrays = [summary({"succeeded": 10})]
+    code, out, err = fogctl("job", "submit", "--wait", "--array", "10", "--json", "--", "echo", "hi")
+    assert code == 0, err
+    assert json.loads(out)["statuses"] == {"succeeded": 10}
+    paths = [(r.method, r.url.path) for r in gateway.requests]
+    assert paths == [("POST", "/v1/jobs/array"), *[("GET", "/v1/jobs/arrays/a1")] * 2, ("POST", "/v1/jobs/array"),
+                     ("GET", "/v1/jobs/arrays/a1")]  # fmt: skip
 
 
 # -- waiting -----------------------------------------------------------------------------------------

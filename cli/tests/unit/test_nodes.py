@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fog_client import FogClient, Tokens
 from fogctl import account
 from fogctl.__main__ import app
-from fogctl.nodes import human_bytes
+from fogctl.formats import human_bytes
 from fogctl.session import Session
 
 URL = "http://gateway.test"

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
 from fog_client import Affinity, ApiError, Constraints, FogClient, Job, JobSpec, Resources
+from fog_client.client import ARRAY_TIMEOUT_S
 
 URL = "http://gateway.test"
 NOW = "2030-01-02T03:04:05Z"
@@ -115,6 +116,36 @@ async def test_an_array_is_one_spec_and_a_count() -> None:
     assert gateway.bodies()[0] == {"spec": DEFAULT_SPEC, "count": 2}
     assert (small_array.array_id, small_array.count, small_array.job_ids) == ("a1", 2, ["j1", "j2"])
     assert (large_array.count, large_array.job_ids) == (5000, None)  # too many to list
+
+
+def summary(statuses: dict[str, int], ended: int) -> dict[str, Any]:
+    return {"array_id": "a1", "count": 4, "submitted_at": NOW, "statuses": statuses, "ended": ended}
+
+
+async def test_an_array_is_summed_up_cancelled_and_waited_for_with_the_time_its_size_takes() -> None:
+    states = [summary({"pending": 4}, 0), summary({"running": 1, "succeeded": 3}, 3), summary({"succeeded": 4}, 4)]
+    gateway = Gateway({
+        ("GET", "/v1/jobs/arrays/a1"): [httpx.Response(200, json=state) for state in states],
+        ("POST", "/v1/jobs/arrays/a1/cancel"): [httpx.Response(200, json=summary({"cancelled": 4}, 4))],
+        ("POST", "/v1/jobs/array"): [httpx.Response(201, json={"array_id": "a1", "count": 4})],
+    })  # fmt: skip
+    async with client(gateway) as fog:
+        first = await fog.array_summary("a1")
+        waited = await fog.wait_array("a1", poll_s=0)
+        cancelled = await fog.cancel_array("a1")
+        await fog.submit_array(JobSpec(command=["true"]), 4)
+    assert (first.done, first.submitted_at, waited.done, waited.all_succeeded) == (False, AT, True, True)
+    assert (cancelled.statuses, cancelled.done, cancelled.all_succeeded) == ({"cancelled": 4}, True, False)
+    timeouts = {(r.method, r.url.path): r.extensions["timeout"]["read"] for r in gateway.requests}
+    assert timeouts == {("GET", "/v1/jobs/arrays/a1"): 10.0, ("POST", "/v1/jobs/arrays/a1/cancel"): ARRAY_TIMEOUT_S,
+                        ("POST", "/v1/jobs/array"): ARRAY_TIMEOUT_S}  # fmt: skip
+
+
+async def test_waiting_for_an_array_gives_up_after_the_timeout() -> None:
+    gateway = Gateway({("GET", "/v1/jobs/arrays/a1"): [httpx.Response(200, json=summary({"running": 4}, 0))]})
+    async with client(gateway) as fog:
+        with pytest.raises(TimeoutError):
+            await fog.wait_array("a1", poll_s=0, timeout=0)
 
 
 async def test_listing_sends_only_the_filters_given() -> None:
