@@ -34,7 +34,8 @@ Four parts, each optional (``--parts``; the first three by default):
     to the last job's ``finished_at``; the steady rate is the middle 80 % of completions over the
     time they took; latency is ``finished_at - submitted_at`` per job (every job of an array shares
     one ``submitted_at``: when the scheduler took the array). CPU time of every process is read
-    around each array run.
+    around each array run. With ``--watch``, the owner watches ``/v1/jobs/updates`` meanwhile, as a
+    user following their jobs live would.
 
 * **cancel**, on the same stack: for each count in ``--cancel-jobs``, an array that asks for a label no
   node has (all of it stays pending), then its summary (``GET /v1/jobs/arrays/{id}``) and its cancel
@@ -460,6 +461,7 @@ class Updates:
         self.started: dict[str, float] = {}
         self.ended: dict[str, asyncio.Future[float]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.seen = 0  # updates received
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._read())
@@ -471,6 +473,7 @@ class Updates:
         async with contextlib.aclosing(self.fog.job_updates()) as updates:
             async for job in updates:
                 now = time.perf_counter()
+                self.seen += 1
                 if job.started_at is not None or job.ended:
                     self.started.setdefault(job.id, now)
                 if job.ended and not (future := self.ended_future(job.id)).done():
@@ -842,12 +845,19 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
             spec = job_spec(args.cpu_cores, CLOCK_JOB)
             results.singles, results.single_stages = await run_singles(bench, args.singles, args.warmup, args.gap, spec)
         if "throughput" in parts:
+            watching = Updates(user) if args.watch else None
+            if watching is not None:
+                watching.start()
             for index, count in enumerate(int(n) for n in args.jobs.split(",")):
                 await wait_quiet(bench)
                 print(f"\nthroughput: an array of {count:,} jobs", flush=True)
                 profile = args.profile if index == 0 else None
                 run = await run_array(bench, count, args.cpu_cores, args.timeout, profile, args.profile_seconds)
                 results.runs.append(run)
+            if watching is not None:
+                await wait_quiet(bench)
+                print(f"  the owner's /v1/jobs/updates brought {watching.seen:,} updates", flush=True)
+                await watching.close()
         if "cancel" in parts:
             for count in (int(n) for n in args.cancel_jobs.split(",")):
                 await wait_quiet(bench)
@@ -910,6 +920,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.2, help="pause between single jobs (s)")
     parser.add_argument("--jobs", default="1000,10000", help="array sizes, one array run each, in order")
     parser.add_argument("--timeout", type=float, default=900.0, help="per array run (s)")
+    parser.add_argument("--watch", action="store_true", help="the owner watches /v1/jobs/updates during the arrays")
     parser.add_argument("--cancel-jobs", default="10000,100000", help="pending arrays cancelled whole, in order")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the first array run into this directory")
     parser.add_argument("--profile-seconds", type=float, default=20.0)

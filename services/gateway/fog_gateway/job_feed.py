@@ -10,14 +10,16 @@
   too, as ``prepare`` and ``withdraw`` messages, once each;
 * every job event of an owner who watches ``/v1/jobs/updates`` here makes that owner's sockets
   receive the job as it is now. The jobs to tell an owner about queue up, and one task per owner asks
-  for them one at a time: a job whose events come faster than that (``job.submitted`` and
-  ``job.assigned`` come together) is fetched and sent once, as it is by then, and a slow socket or a
-  10,000-job array never holds up the events behind it nor floods the scheduler with requests.
+  for them, up to 200 in one request (``GET_JOBS``), one request at a time: a job whose events come
+  faster than that (``job.submitted`` and ``job.assigned`` come together) is fetched and sent once, as
+  it is by then, and a slow socket or a 10,000-job array never holds up the events behind it nor
+  floods the scheduler with requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections import OrderedDict, defaultdict
@@ -133,17 +135,25 @@ class JobFeed:
     async def _tell(self, owner_id: str) -> None:
         try:
             while changed := self._changed.get(owner_id):
-                job_id = next(iter(changed))
-                del changed[job_id]
-                await self._send_job(owner_id, job_id)
+                batch = list(itertools.islice(changed, scheduler.MAX_JOBS_PER_QUERY))
+                for job_id in batch:
+                    del changed[job_id]
+                left_out = await self._send_jobs(owner_id, batch)
+                if left_out:  # too large for one reply: first in the next one
+                    self._changed[owner_id] = dict.fromkeys([*left_out, *changed])
         finally:
             self._changed.pop(owner_id, None)
             del self._telling[owner_id]
 
-    async def _send_job(self, owner_id: str, job_id: str) -> None:
+    async def _send_jobs(self, owner_id: str, job_ids: list[str]) -> list[str]:
+        """The jobs as they are now, to each of the owner's sockets; the ones to ask for again."""
+        left_out: dict[str, None] = {}
         for websocket, principal in self.watchers.of(owner_id):
             try:
-                job = await self.calls.ask(scheduler.GET_JOB, scheduler.JobQuery(job_id=job_id, by=principal))
-                await websocket.send_json({"type": "job", "job": job})
+                reply = await self.calls.ask(scheduler.GET_JOBS, scheduler.JobsQuery(job_ids=job_ids, by=principal))
+                left_out |= dict.fromkeys(reply.get("left_out", []))
+                for job in reply["items"]:
+                    await websocket.send_json({"type": "job", "job": job})
             except (ServiceUnavailable, Problem, RuntimeError, OSError):
-                log.debug("job update not sent", exc_info=True)
+                log.debug("job updates not sent", exc_info=True)
+        return list(left_out)

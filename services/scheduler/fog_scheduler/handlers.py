@@ -52,6 +52,10 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
 
         return await answer(run)
 
+    @broker.subscriber(contract.GET_JOBS, queue=group, title="get_jobs")
+    async def get_jobs(body: contract.JobsQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.jobs_by_ids(conn, body))
+
     @broker.subscriber(contract.LIST_JOBS, queue=group, title="list_jobs")
     async def list_jobs(body: contract.ListJobsQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.list_jobs(conn, body))

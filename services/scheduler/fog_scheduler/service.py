@@ -46,7 +46,7 @@ class SchedulerError(Refusal):
     """A refusal of the scheduler service (a stable ``code`` and a detail for people)."""
 
 
-def view(row: asyncpg.Record) -> contract.JobView:
+def view(row: Mapping[str, Any]) -> contract.JobView:
     values = dict(row)
     values["id"] = str(values["id"])
     values["array_id"] = str(values["array_id"]) if values["array_id"] else None
@@ -212,6 +212,24 @@ async def owned_job(conn: asyncpg.Connection, query: contract.JobQuery, *, for_u
     if row is None or not _may_see(query.by, row["owner_id"]):
         raise SchedulerError("not_found", "no such job")  # someone else's job looks like none
     return row
+
+
+async def jobs_by_ids(conn: asyncpg.Connection, query: contract.JobsQuery) -> contract.JobViews:
+    """The asker's jobs among these, in the order asked, as many as ``JOBS_REPLY_BYTES`` of specs allow;
+    someone else's, and ids of no job, are left out as if they did not exist."""
+    asked = [job_id for job_id in map(_maybe_uuid, query.job_ids) if job_id is not None]
+    rows = {row["id"]: row for row in await store.jobs(conn, asked)}
+    items, left_out, size = list[contract.JobView](), list[str](), 0
+    for job_id in asked:
+        row = rows.get(job_id)
+        if row is None or not _may_see(query.by, row["owner_id"]):
+            continue
+        size += row["spec_bytes"]
+        if items and size > contract.JOBS_REPLY_BYTES:
+            left_out.append(str(job_id))
+            continue
+        items.append(view({key: value for key, value in row.items() if key != "spec_bytes"}))
+    return contract.JobViews(items=items, left_out=left_out)
 
 
 def _may_see(by: Principal, owner_id: str) -> bool:

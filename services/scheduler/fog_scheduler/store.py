@@ -130,6 +130,12 @@ async def job(conn: asyncpg.Connection, job_id: uuid.UUID, *, for_update: bool =
     return row
 
 
+async def jobs(conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    """These jobs' views, each with ``spec_bytes``: the size of its spec as JSON text."""
+    sql = f"SELECT {VIEW_COLUMNS}, octet_length(spec::text) AS spec_bytes FROM jobs WHERE id = ANY($1::uuid[])"
+    return list(await conn.fetch(sql, list(job_ids)))
+
+
 async def job_detail(conn: asyncpg.Connection, job_id: uuid.UUID, columns: str) -> asyncpg.Record | None:
     sql = f"SELECT owner_id, status, {columns} FROM jobs WHERE id = $1"
     row: asyncpg.Record | None = await conn.fetchrow(sql, job_id)

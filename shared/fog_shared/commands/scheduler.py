@@ -17,6 +17,8 @@ __all__ = ["ErrorReply", "error"]
 SUBMIT = command_subject("scheduler", "submit")
 SUBMIT_ARRAY = command_subject("scheduler", "submit_array")
 GET_JOB = query_subject("scheduler", "get_job")
+#: many jobs at once (the gateway's live updates, which catch up on an array a batch at a time)
+GET_JOBS = query_subject("scheduler", "get_jobs")
 LIST_JOBS = query_subject("scheduler", "list_jobs")
 CANCEL_JOB = command_subject("scheduler", "cancel_job")
 ARRAY_SUMMARY = query_subject("scheduler", "array_summary")
@@ -152,6 +154,25 @@ class JobPage(Strict):
 class JobQuery(Strict):
     job_id: str = Field(max_length=64)
     by: Principal
+
+
+#: jobs per ``GET_JOBS``; the reply also stops at ``JOBS_REPLY_BYTES`` of specs (one may carry a 1 MiB argv),
+#: well under NATS' 8 MB payload, and names the jobs it left out for that
+MAX_JOBS_PER_QUERY = 200
+JOBS_REPLY_BYTES = 2 << 20
+
+
+class JobsQuery(Strict):
+    job_ids: list[Annotated[str, StringConstraints(max_length=64)]] = Field(min_length=1, max_length=MAX_JOBS_PER_QUERY)
+    by: Principal
+
+
+class JobViews(Strict):
+    """The jobs asked for that exist and that the asker may see, in the order they were asked for, as many as
+    fit in ``JOBS_REPLY_BYTES`` (at least one); ``left_out`` are the ones that did not fit: ask again."""
+
+    items: list[JobView]
+    left_out: list[str] = Field(default=[])
 
 
 class ListJobsQuery(Strict):

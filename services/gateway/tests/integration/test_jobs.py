@@ -449,6 +449,21 @@ async def test_owners_see_their_jobs_change_live(stack: Stack) -> None:
     assert len(seen) >= 2, f"it saw the job move: {seen}"
 
 
+async def test_an_owner_watching_sees_every_job_of_an_array(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    tokens = await stack.register_and_login("uma@example.org")
+    ws_url = url.replace("http://", "ws://") + "/v1/jobs/updates"
+    async with connect(ws_url, additional_headers=stack.bearer(tokens)) as updates:
+        spec = {"command": ["true"], "constraints": {"labels": {"pool": "none"}}}  # no node: they stay pending
+        body = {"spec": spec, "count": 450}  # more than one request's worth of jobs (200)
+        array = (await stack.http.post("/v1/jobs/array", json=body, headers=stack.bearer(tokens))).json()
+        seen: dict[str, str] = {}
+        while len(seen) < 450:
+            message = json.loads(await asyncio.wait_for(updates.recv(), timeout=10))
+            seen[message["job"]["id"]] = message["job"]["status"]
+    assert seen == dict.fromkeys(array["job_ids"], "pending")
+
+
 async def test_a_placement_is_pushed_to_the_gateways_once_committed_and_reaches_its_node_once(
     stack: Stack, fog_servers: Servers
 ) -> None:

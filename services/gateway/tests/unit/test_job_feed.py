@@ -16,7 +16,7 @@ from fog_gateway.node_link import NodeLinks
 from fog_shared.bus.consumer import H_REDRIVE_FOR
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.gateway import AssignmentPush, NodeAssignment, Preparation
-from fog_shared.commands.scheduler import Assignment, JobQuery, Resources
+from fog_shared.commands.scheduler import GET_JOBS, MAX_JOBS_PER_QUERY, Assignment, JobsQuery, Resources
 from fog_shared.events.scheduler import JobAssigned, JobSubmitted
 from fog_shared.testing.waiting import wait_until
 
@@ -101,18 +101,25 @@ async def test_a_preparation_and_its_withdrawal_reach_the_node_and_hold_back_no_
 
 
 class Scheduler:
-    """GET_JOB answered from ``status`` (a job as it is now); ``hold`` keeps the answers back until set."""
+    """GET_JOBS answered from ``status`` (jobs as they are now), leaving out the ``too_large`` ones unless
+    first; ``hold`` keeps the answers back until set."""
 
     def __init__(self) -> None:
         self.status: dict[str, str] = {}
-        self.asked: list[str] = []
+        self.asked: list[list[str]] = []
+        self.too_large: set[str] = set()
         self.hold = asyncio.Event()
         self.hold.set()
 
-    async def ask(self, subject: str, query: JobQuery) -> dict[str, Any]:
-        self.asked.append(query.job_id)
+    async def ask(self, subject: str, query: JobsQuery) -> dict[str, Any]:
+        assert subject == GET_JOBS
+        self.asked.append(query.job_ids)
         await self.hold.wait()
-        return {"id": query.job_id, "status": self.status[query.job_id]}
+        fits = [query.job_ids[0], *(job_id for job_id in query.job_ids[1:] if job_id not in self.too_large)]
+        return {
+            "items": [{"id": job_id, "status": self.status[job_id]} for job_id in fits],
+            "left_out": [job_id for job_id in query.job_ids if job_id not in fits],
+        }
 
 
 class Socket:
@@ -141,7 +148,7 @@ async def test_events_that_come_together_tell_the_owner_once_of_the_job_as_it_is
     await feed._on_event(submitted("j1"))
     await feed._on_event(assigned(None, "j1"))
     await wait_until(lambda: _now(socket.jobs), timeout=5, what="the owner told")
-    assert (scheduler.asked, socket.jobs) == (["j1"], [("j1", "assigned")])
+    assert (scheduler.asked, socket.jobs) == ([["j1"]], [("j1", "assigned")])
 
 
 async def test_a_slow_update_holds_up_neither_the_events_behind_it_nor_the_jobs_changed_meanwhile() -> None:
@@ -152,6 +159,7 @@ async def test_a_slow_update_holds_up_neither_the_events_behind_it_nor_the_jobs_
     async with asyncio.timeout(5):  # handling an event never waits for an update's request
         await feed._on_event(submitted("j1"))
     await wait_until(lambda: _now(scheduler.asked), timeout=5, what="j1 asked for")
+    assert scheduler.asked == [["j1"]]
     async with asyncio.timeout(5):
         await feed._on_event(assigned(None, "j2"))  # while j1's update waits
     assert jobs_sent(links) == [("n1", "j2", 1)], "the assignment went to its node at once"
@@ -161,6 +169,21 @@ async def test_a_slow_update_holds_up_neither_the_events_behind_it_nor_the_jobs_
     scheduler.hold.set()
     await wait_until(lambda: _now(len(socket.jobs) == 3), timeout=5, what="three updates")
     assert socket.jobs == [("j1", "running"), ("j2", "assigned"), ("j1", "running")]
+    assert scheduler.asked == [["j1"], ["j2", "j1"]], "what changed meanwhile, in one request"
+
+
+async def test_an_arrays_changes_are_asked_for_in_batches_and_what_did_not_fit_comes_first_next() -> None:
+    scheduler = Scheduler()
+    feed, socket, _ = watched(scheduler)
+    jobs = [f"j{n}" for n in range(2 * MAX_JOBS_PER_QUERY + 1)]
+    scheduler.status |= dict.fromkeys(jobs, "pending")
+    scheduler.too_large = {"j2"}  # its spec is too large to come with the others
+    for job_id in jobs:  # all of them before the owner's task first asks
+        await feed._on_event(submitted(job_id))
+    await wait_until(lambda: _now(len(socket.jobs) == len(jobs)), timeout=5, what="every job told")
+    assert [len(batch) for batch in scheduler.asked] == [MAX_JOBS_PER_QUERY, MAX_JOBS_PER_QUERY, 2]
+    assert scheduler.asked[1][0] == "j2", "left out for its size: first in the next request"
+    assert sorted(job_id for job_id, _ in socket.jobs) == sorted(jobs)
 
 
 async def _now(value: Any) -> Any:
