@@ -34,7 +34,8 @@ def cancel(array_id: ArrayIdArgument, as_json: JsonOption = False) -> None:
     summary = account.with_saved_session(lambda client: client.cancel_array(array_id))
     print_summary(summary, as_json=as_json)
     if summary.done:
-        message = f"Every job of array {summary.array_id} has ended."
+        cancelled = summary.statuses.get("cancelled", 0)
+        message = f"Every job of array {summary.array_id} has ended ({cancelled} cancelled)."
     else:  # a job held by its placement at that moment, for longer than the scheduler waits
         message = (
             f"{summary.count - summary.ended} jobs of array {summary.array_id} are still to be cancelled: ask again."

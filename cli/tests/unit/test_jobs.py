@@ -481,7 +481,7 @@ def test_array_cancel_says_whether_any_job_is_left(gateway: Gateway, logged_in: 
     code, out, err = fogctl("job", "array", "cancel", "a1")
     assert code == 0, err
     assert "cancelled  7" in out
-    assert "Every job of array a1 has ended." in err
+    assert "Every job of array a1 has ended (7 cancelled)." in err
 
     gateway.arrays = [summary({"cancelled": 9, "pending": 1})]  # one was held by its placement too long
     code, _, err = fogctl("job", "array", "cancel", "a1")
