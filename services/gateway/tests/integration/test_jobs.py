@@ -264,10 +264,14 @@ async def test_cancel_tells_the_node_and_idempotent_submits_make_one_job(stack: 
 
 
 async def test_concurrent_submits_with_one_idempotency_key_make_one_job_and_one_event(stack: Stack) -> None:
+    # The stack's gateways cut requests at 2 s; eight submits queued behind one key on a loaded machine
+    # may take longer, and that is not what this test is about (it failed once so, with one non-2xx answer).
+    gateway = await stack.open_gateway(request_timeout_s=10.0)
     user = stack.bearer(await stack.register_and_login("uma@example.org"))
     spec = {"command": ["true"], "idempotency_key": "once"}
-    answers = await asyncio.gather(*(stack.http.post("/v1/jobs", json=spec, headers=user) for _ in range(8)))
-    assert sorted(answer.status_code for answer in answers) == [200] * 7 + [201]
+    answers = await asyncio.gather(*(gateway.post("/v1/jobs", json=spec, headers=user) for _ in range(8)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] * 7 + [201], [answer.text for answer in answers if answer.status_code not in (200, 201)]
     assert len({answer.json()["id"] for answer in answers}) == 1
     assert len((await stack.http.get("/v1/jobs", headers=user)).json()["items"]) == 1
     db = await asyncpg.connect(stack.scheduler_db.owner_dsn)
