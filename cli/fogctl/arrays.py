@@ -47,8 +47,13 @@ def cancel(array_id: ArrayIdArgument, as_json: JsonOption = False) -> None:
 def wait(array_id: ArrayIdArgument, as_json: JsonOption = False) -> None:
     """Wait until every job of the array has ended; exit 0 if they all succeeded, else 1."""
     summary = account.with_saved_session(lambda client: client.wait_array(array_id, poll_s=POLL_S))
+    raise typer.Exit(report_end(summary, as_json=as_json))
+
+
+def report_end(summary: ArraySummary, *, as_json: bool) -> int:
+    """Show how the array ended; returns the exit status for fogctl: 0 only if every job succeeded."""
     print_summary(summary, as_json=as_json)
-    raise typer.Exit(0 if summary.all_succeeded else 1)
+    return 0 if summary.all_succeeded else 1
 
 
 def print_summary(summary: ArraySummary, *, as_json: bool) -> None:

@@ -376,9 +376,7 @@ def _submit_array(spec: JobSpec, count: int, *, wait: bool, as_json: bool) -> No
                               " to end.", markup=False, soft_wrap=True)  # fmt: skip
         return await client.wait_array(submitted.array_id, poll_s=arrays.POLL_S)
 
-    summary = account.with_saved_session(submit_and_wait)
-    arrays.print_summary(summary, as_json=as_json)
-    raise typer.Exit(0 if summary.all_succeeded else 1)
+    raise typer.Exit(arrays.report_end(account.with_saved_session(submit_and_wait), as_json=as_json))
 
 
 def _or_dash(value: object) -> str:
