@@ -10,6 +10,7 @@ from fog_scheduler.config import Settings
 from fog_scheduler.domain import PlacementPolicy
 from fog_scheduler.metrics import QueueGauges
 from fog_scheduler.placement import PlacementLoop
+from fog_scheduler.retention import JobRetention
 from fog_shared.commands.gateway import ASSIGNMENTS, PREPARATIONS, AssignmentPush, Preparation
 from fog_shared.pg.leader import LeaderLock
 from fog_shared.runtime import ServiceRuntime
@@ -47,4 +48,9 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.in_background("placement", placement.run)
     gauges = QueueGauges(lambda: runtime.pool, lambda: placement.leading, placement.wall, settings.queue_gauges_every_s)
     runtime.in_background("queue-gauges", gauges.run)
+    retention = JobRetention(
+        lambda: runtime.pool, lambda: placement.leading, placement.wall,
+        keep_s=settings.keep_ended_jobs_s, every_s=settings.purge_every_s, batch=settings.purge_batch,
+    )  # fmt: skip
+    runtime.in_background("retention", retention.run)
     return runtime.http_app()

@@ -2,6 +2,7 @@
 
 from typing import ClassVar, Literal
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from fog_shared.settings import CommonSettings
@@ -28,3 +29,10 @@ class Settings(CommonSettings):
     prepare_at_submit: bool = True
     #: how often the leading replica counts the jobs not ended yet (``fog_scheduler_jobs``)
     queue_gauges_every_s: float = 5.0
+    #: an ended job (its output and explanation too) is deleted this long after it ended; an array's jobs
+    #: this long after its last job ended (default: 7 days)
+    keep_ended_jobs_s: float = Field(default=7 * 86400.0, gt=0)
+    #: how often the leading replica looks for ended jobs to delete
+    purge_every_s: float = Field(default=600.0, gt=0)
+    #: jobs deleted per transaction
+    purge_batch: int = Field(default=1000, gt=0)

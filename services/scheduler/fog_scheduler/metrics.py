@@ -46,6 +46,8 @@ OLDEST_PENDING_S = Gauge(
 LEADING = Gauge(
     "fog_scheduler_leading", "1 on the replica that places jobs, 0 on the others (a sum of 0: nobody places)"
 )
+#: ``job``: ended jobs deleted after their retention (with their output); ``array``: arrays deleted as a whole
+PURGED = Counter("fog_scheduler_purged_total", "What retention deleted, by kind (jobs, arrays)", ["kind"])
 LIVE_STATUSES = ("pending", "assigned", "running")
 
 

@@ -408,3 +408,50 @@ async def capacity(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def nodes_changed_since(conn: asyncpg.Connection, since: datetime) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM nodes WHERE updated_at >= $1)", since))
+
+
+# -- retention: ended jobs deleted ---------------------------------------------------------------
+
+#: spelled out, not a parameter, so that the partial index ``jobs_ended_alone`` applies
+_ENDED_SQL = "('succeeded', 'failed', 'timed_out', 'cancelled')"
+
+
+async def delete_lone_jobs_ended_before(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Up to ``limit`` jobs of no array that ended before ``before``, deleted, oldest first; their count.
+    A row another transaction holds is skipped (the next round takes it)."""
+    status = await conn.execute(
+        "DELETE FROM jobs WHERE id IN ("
+        f" SELECT id FROM jobs WHERE array_id IS NULL AND status IN {_ENDED_SQL} AND finished_at < $1"
+        " ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        before, limit,
+    )  # fmt: skip
+    return int(status.split()[-1])
+
+
+async def arrays_ended_before(conn: asyncpg.Connection, before: datetime, limit: int) -> list[uuid.UUID]:
+    """Up to ``limit`` arrays, oldest first, every job of which ended before ``before``."""
+    rows = await conn.fetch(
+        "SELECT a.id FROM job_arrays AS a WHERE a.submitted_at < $1 AND NOT EXISTS ("
+        "  SELECT FROM jobs AS j WHERE j.array_id = a.id"
+        f" AND (j.status NOT IN {_ENDED_SQL} OR j.finished_at IS NULL OR j.finished_at >= $1))"
+        " ORDER BY a.submitted_at LIMIT $2",
+        before, limit,
+    )  # fmt: skip
+    return [row["id"] for row in rows]
+
+
+async def delete_array_jobs(conn: asyncpg.Connection, array_id: uuid.UUID, limit: int) -> int:
+    """Up to ``limit`` of the array's jobs deleted; their count."""
+    status = await conn.execute(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE array_id = $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        array_id, limit,
+    )  # fmt: skip
+    return int(status.split()[-1])
+
+
+async def delete_array_if_empty(conn: asyncpg.Connection, array_id: uuid.UUID) -> bool:
+    """The array's own row deleted once none of its jobs is left; whether it was."""
+    status = await conn.execute(
+        "DELETE FROM job_arrays WHERE id = $1 AND NOT EXISTS (SELECT FROM jobs WHERE array_id = $1)", array_id
+    )
+    return bool(status.split()[-1] == "1")
