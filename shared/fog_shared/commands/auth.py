@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error
 from fog_shared.subjects import command_subject, query_subject
 
 __all__ = ["ErrorReply", "error"]  # re-exported: callers of auth use one module
@@ -56,7 +56,7 @@ class LoginRequest(Strict):
     email: str = Field(min_length=3, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=1024)
     #: the caller's address as the gateway saw it: brute-force counting per source
-    source: str = Field(default="unknown", max_length=64)
+    source: Text = Field(default="unknown", max_length=64)
 
 
 class RefreshRequest(Strict):
@@ -99,7 +99,7 @@ class IntrospectReply(Strict):
 
 
 class ApiKeyCreateRequest(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     scopes: list[Role] = Field(min_length=1, max_length=3)
     expires_at: Timestamp | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Strict(BaseModel):
@@ -18,6 +18,25 @@ def _iso_8601_only(value: object) -> object:
     if not isinstance(value, str | datetime):
         raise ValueError("expected an ISO 8601 date-time string")  # not a number of seconds
     return value
+
+
+NUL = "\x00"
+
+
+def _refuse_nul(value: str) -> str:
+    if NUL in value:
+        raise ValueError("must not contain NUL (U+0000), which PostgreSQL cannot store")
+    return value
+
+
+#: a string sent to be stored: PostgreSQL's text and jsonb cannot hold NUL, so it is refused here, as bad
+#: input, rather than failing the transaction that would store it
+Text = Annotated[str, AfterValidator(_refuse_nul)]
+
+
+def without_nul(value: str) -> str:
+    """What a process printed, made storable: each NUL becomes U+FFFD, as undecodable bytes already are."""
+    return value.replace(NUL, "\ufffd") if NUL in value else value
 
 
 #: JSON has no datetime type: an ISO 8601 string with a time zone is the one lax conversion

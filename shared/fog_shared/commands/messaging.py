@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from fog_shared.commands.auth import Principal
-from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error
 from fog_shared.subjects import command_subject, query_subject
 
 __all__ = ["ErrorReply", "error"]
@@ -81,7 +81,7 @@ def _text_bounded(text: str) -> str:
 class SendRequest(Strict):
     """A message as a client sends it (``POST .../messages``)."""
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_BYTES)
+    text: Text = Field(min_length=1, max_length=MAX_TEXT_BYTES)
     #: the client's id for this message: a retry with the same id stores nothing new
     client_msg_id: ClientMsgId
     reply_to_seq: Seq | None = None
@@ -94,7 +94,7 @@ class SendRequest(Strict):
 
 
 class EditRequest(Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_BYTES)
+    text: Text = Field(min_length=1, max_length=MAX_TEXT_BYTES)
 
     _bounded = field_validator("text")(_text_bounded)
 
@@ -190,7 +190,7 @@ class ByQuery(Strict):
 
 
 class CreateGroupRequest(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     member_ids: list[MemberId] = Field(default=[], max_length=255)
 
 
@@ -454,7 +454,7 @@ FileStatus = Literal["uploading", "complete"]
 class FileUploadRequest(Strict):
     """A file about to be sent in chunks (``POST /v1/conversations/{id}/files``)."""
 
-    name: str = Field(min_length=1, max_length=255)
+    name: Text = Field(min_length=1, max_length=255)
     size: int = Field(ge=1, le=MAX_FILE_BYTES)
     #: of the whole file, lower-case hex: checked when the last chunk is in
     sha256: Sha256Hex

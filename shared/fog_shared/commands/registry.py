@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from fog_shared.commands.auth import NodeId, Principal
-from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error
 from fog_shared.subjects import command_subject, query_subject
 
 __all__ = ["ErrorReply", "error"]
@@ -27,13 +27,13 @@ HEARTBEATS = command_subject("registry", "heartbeats")
 
 NodeStatus = Literal["ready", "suspect", "down", "draining", "deregistered"]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}$")]
-LabelValue = Annotated[str, StringConstraints(max_length=128)]
+LabelValue = Annotated[Text, StringConstraints(max_length=128)]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
 NonNegative = Annotated[int, Field(ge=0, le=2**62)]
 
 
 class Gpu(Strict):
-    model: str = Field(min_length=1, max_length=128)
+    model: Text = Field(min_length=1, max_length=128)
     memory_bytes: NonNegative | None = None
 
 
@@ -42,7 +42,7 @@ class Capabilities(Strict):
     memory_bytes: int = Field(ge=1, le=2**62)
     disk_bytes: NonNegative
     arch: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
-    os: str = Field(min_length=1, max_length=64)
+    os: Text = Field(min_length=1, max_length=64)
     gpus: list[Gpu] = Field(default=[], max_length=16)
 
 
@@ -54,7 +54,7 @@ class Location(Strict):
 class NodeRegistration(Strict):
     """What a provider offers: the public ``POST /v1/nodes`` body."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: Text = Field(min_length=1, max_length=64)
     capabilities: Capabilities
     labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=32)
     region: Region | None = None
@@ -89,7 +89,7 @@ MAX_BATCH_ITEMS = 10_000
 class HeartbeatBatch(Strict):
     #: the gateway process that relayed it; gateways publish a batch at least every second
     #: (empty when no node spoke), so a quiet source is a stalled or gone gateway
-    source: str | None = Field(default=None, max_length=200)
+    source: Text | None = Field(default=None, max_length=200)
     heartbeats: list[Heartbeat] = Field(default=[], max_length=MAX_BATCH_ITEMS)
     #: nodes that said goodbye (clean shutdown): down at once, no waiting for the grace period
     departed: list[str] = Field(default=[], max_length=MAX_BATCH_ITEMS)

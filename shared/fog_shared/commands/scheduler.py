@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator
 
 from fog_shared.commands.auth import NodeId, Principal
-from fog_shared.commands.common import ErrorReply, Strict, Timestamp, error
+from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error, without_nul
 from fog_shared.commands.registry import LabelKey, LabelValue, Region
 from fog_shared.subjects import command_subject, query_subject
 
@@ -34,7 +34,7 @@ JobStatus = Literal["pending", "assigned", "running", "succeeded", "failed", "ti
 ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-Arg = Annotated[str, StringConstraints(max_length=4096)]
+Arg = Annotated[Text, StringConstraints(max_length=4096)]
 MAX_ENV_BYTES = 32 * 1024
 OUTPUT_LIMIT_BYTES = 1 << 20
 
@@ -61,7 +61,7 @@ class JobSpec(Strict):
     """What a user asks to run: the public ``POST /v1/jobs`` body."""
 
     command: list[Arg] = Field(min_length=1, max_length=256)
-    env: dict[EnvName, str] = Field(default={}, max_length=64)
+    env: dict[EnvName, Text] = Field(default={}, max_length=64)
     resources: Resources = Resources()
     constraints: Constraints = Constraints()
     affinities: list[Affinity] = Field(default=[], max_length=16)
@@ -69,8 +69,8 @@ class JobSpec(Strict):
     timeout_s: float = Field(default=3600.0, ge=1, le=86_400)
     max_attempts: int = Field(default=3, ge=1, le=10)
     retry_backoff_s: float = Field(default=1.0, ge=0, le=3600)
-    name: str | None = Field(default=None, max_length=128)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    name: Text | None = Field(default=None, max_length=128)
+    idempotency_key: Text | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("command")
     @classmethod
@@ -222,6 +222,10 @@ class NodeAssignmentsQuery(Strict):
     node_id: NodeId
 
 
+def _storable_or_none(value: str | None) -> str | None:
+    return None if value is None else without_nul(value)
+
+
 class Started(Strict):
     type: Literal["started"] = "started"
     job_id: str = Field(max_length=64)
@@ -238,6 +242,9 @@ class Finished(Strict):
     output: str = Field(default="", max_length=OUTPUT_LIMIT_BYTES)
     output_truncated: bool = False
     error: str | None = Field(default=None, max_length=4096)
+
+    #: a job may print anything, NUL included, and its report must still be recorded
+    _storable = field_validator("output", "error")(_storable_or_none)
 
 
 Report = Annotated[Started | Finished, Field(discriminator="type")]

@@ -131,6 +131,25 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     assert (await stack.http.get("/v1/jobs", headers=other)).json()["items"] == []
 
 
+async def test_binary_output_is_recorded_and_holds_up_none_of_the_nodes_reports(stack: Stack) -> None:
+    """PostgreSQL's text cannot hold NUL: recorded as printed, a job's binary output would fail its report's
+    transaction, which the gateway retries, in order, with every later report of its node behind it."""
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    binary, after = [
+        (await stack.http.post("/v1/jobs", json={"command": ["head", "-c", "3", "/dev/zero"]}, headers=user)).json()
+        for _ in range(2)
+    ]
+    await agent.run(await agent.next_of("assignment"), output="a\x00b", exit_code=0)
+    await agent.run(await agent.next_of("assignment"), output="next\n")
+
+    await job_status(stack, user, after["id"], "succeeded")
+    await job_status(stack, user, binary["id"], "succeeded")
+    output = (await stack.http.get(f"/v1/jobs/{binary['id']}/output", headers=user)).json()
+    assert output["output"] == "a\ufffdb"  # as undecodable bytes are shown
+
+
 async def test_a_lone_job_on_an_idle_cluster_is_placed_in_its_submits_transaction(stack: Stack) -> None:
     """No job waits: the submit decides its job itself, and answers it assigned and explained; its node is told
     to prepare it before the assignment comes."""
@@ -293,6 +312,13 @@ async def test_bad_specs_get_422_and_create_nothing(stack: Stack) -> None:
         {"command": ["true"], "env": {"BIG": "x" * 40_000}},
         {"command": ["true"], "env": {"1BAD": "x"}},
         {"command": "true"},
+        # NUL, which PostgreSQL's text and jsonb cannot hold, anywhere a spec carries text
+        {"command": ["echo", "a\x00b"]},
+        {"command": ["true"], "env": {"A": "\x00"}},
+        {"command": ["true"], "name": "a\x00"},
+        {"command": ["true"], "idempotency_key": "k\x00"},
+        {"command": ["true"], "constraints": {"labels": {"zone": "a\x00"}}},
+        {"command": ["true"], "affinities": [{"label": "zone", "value": "\x00", "weight": 1}]},
     ]
     for spec in bad:
         refused = await stack.http.post("/v1/jobs", json=spec, headers=user)
