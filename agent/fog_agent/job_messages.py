@@ -17,13 +17,16 @@ from fog_agent.protocol import MAX_MESSAGE_BYTES, encode
 #: a job attempt, as every job message names it: (job_id, attempt)
 JobKey = tuple[str, int]
 Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
-ReportKind = Literal["started", "finished"]
+ReportKind = Literal["started", "finished", "output"]
 
 MIB = 1024 * 1024
 #: what docs/jobs.md gives a job that asks for nothing; an assignment without them gets these
 DEFAULT_TIMEOUT_S, DEFAULT_OUTPUT_LIMIT_BYTES = 3600.0, MIB
 DEFAULT_CPU_CORES, DEFAULT_MEMORY_BYTES, DEFAULT_GPUS = 1.0, 256 * MIB, 0
 MAX_JOB_ID = 256
+#: the most an ``output`` report carries (characters): even escaped as JSON (up to 6 bytes a character),
+#: it fits in a message
+OUTPUT_SO_FAR_CHARS = 256 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -95,16 +98,33 @@ def parse_assignment(message: dict[str, Any]) -> Assignment:
         raise BadMessage(str(exc), key) from None
 
 
-def parse_ack(message: dict[str, Any]) -> tuple[JobKey, ReportKind]:
+@dataclass(frozen=True)
+class Ack:
+    key: JobKey
+    report: ReportKind
+    #: of ``output``: the character the gateway has the attempt's output up to
+    through: int = 0
+
+
+def parse_ack(message: dict[str, Any]) -> Ack:
     key = job_key(message)
     report = message.get("report")
     if report not in get_args(ReportKind):
         raise BadMessage(f"an ack of an unknown report: {report!r}"[:200], key)
-    return key, cast(ReportKind, report)
+    if report != "output":
+        return Ack(key, cast(ReportKind, report))
+    return Ack(key, "output", _int_at_least(message.get("through"), 0, "through"))
 
 
 def started(key: JobKey) -> dict[str, Any]:
     return {"type": "started", "job_id": key[0], "attempt": key[1]}
+
+
+def output_so_far(key: JobKey, offset: int, data: str) -> dict[str, Any]:
+    """What a running attempt printed, from character ``offset``: at most ``OUTPUT_SO_FAR_CHARS`` of it."""
+    return {
+        "type": "output", "job_id": key[0], "attempt": key[1], "offset": offset, "data": data[:OUTPUT_SO_FAR_CHARS]
+    }  # fmt: skip
 
 
 def finished(key: JobKey, result: Result, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:

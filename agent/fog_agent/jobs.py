@@ -11,6 +11,11 @@ Reports: every ``started`` and ``finished`` is kept until the gateway acks it. I
 connected, and all unacked reports are sent again, in order, on each new connection (``attach``). An
 ack of ``finished`` settles the attempt's ``started`` too.
 
+Output so far: while connected, every ``OUTPUT_EVERY_S`` each running job that printed something new is
+reported (``output``), from the first character the gateway has not acked: a lost report is made good by
+the next one, and only the latest is kept to send again. A job that ends sooner is never reported so:
+its output comes whole with its ``finished``, which settles its ``output`` too.
+
 Duplicates: the gateway sends outstanding assignments again on each connection, and may send a new
 one twice (pushed, then from its event), so an assignment of an attempt that is queued, running, or
 ended (acked or not; the last ``REMEMBERED_ENDED``) is ignored. So is one whose cancel came first.
@@ -48,6 +53,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 REMEMBERED_ENDED = 4096
 #: jobs prepared at once, at most (lone jobs, each assigned a few milliseconds after its preparation)
 MAX_PREPARED = 8
+#: how often what running jobs printed is sent on
+OUTPUT_EVERY_S = 1.0
 _MILLI = 1000
 
 
@@ -82,6 +89,10 @@ class JobRunner:
         self._unacked: dict[tuple[JobKey, ReportKind], dict[str, Any]] = {}
         self._outbox: asyncio.Queue[dict[str, Any]] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._streamer: asyncio.Task[None] | None = None
+        #: per running attempt: the characters of its output the gateway has (acked), and those sent
+        self._output_acked: dict[JobKey, int] = {}
+        self._output_sent: dict[JobKey, int] = {}
         self._accepting = True
         self._idle, self._all_acked = asyncio.Event(), asyncio.Event()
         self._idle.set()
@@ -159,13 +170,18 @@ class JobRunner:
 
     def ack(self, message: dict[str, Any]) -> None:
         try:
-            key, report = job_messages.parse_ack(message)
+            ack = job_messages.parse_ack(message)
         except BadMessage as exc:
             log.warning("ignoring an ack: %s", exc)
             return
-        self._unacked.pop((key, report), None)
-        if report == "finished":  # the scheduler has the end: the start no longer matters
+        key = ack.key
+        if ack.report == "output":
+            self._output_acked_through(key, ack.through)
+        else:
+            self._unacked.pop((key, ack.report), None)
+        if ack.report == "finished":  # the scheduler has the end: the start, and the output so far, no longer matter
             self._unacked.pop((key, "started"), None)
+            self._unacked.pop((key, "output"), None)
         if not self._unacked:
             self._all_acked.set()
 
@@ -178,12 +194,15 @@ class JobRunner:
         for report in self._unacked.values():
             self._outbox.put_nowait(report)
         self._sender = asyncio.create_task(_deliver(send, self._outbox), name="job reports")
+        self._output_sent = dict(self._output_acked)  # what was sent and not acked is sent again
+        self._streamer = asyncio.create_task(self._stream_output(), name="job output")
 
     def detach(self) -> None:
         """The connection is gone: reports wait for the next one."""
-        if self._sender is not None:
-            self._sender.cancel()
-        self._sender = None
+        for task in (self._sender, self._streamer):
+            if task is not None:
+                task.cancel()
+        self._sender = self._streamer = None
         self._outbox = None
 
     # -- shutting down ------------------------------------------------------------------------------------------
@@ -277,7 +296,38 @@ class JobRunner:
         self._end(key, result)
         self._pump()
 
+    # -- output so far ------------------------------------------------------------------------------------------
+
+    async def _stream_output(self) -> None:
+        while True:
+            await asyncio.sleep(OUTPUT_EVERY_S)  # a period, not a synchronisation
+            self.send_output_so_far()
+
+    def send_output_so_far(self) -> None:
+        """Report what each running job printed since the last report (from the first character not acked)."""
+        for key, running in self._running.items():
+            printed = running.job.printed()
+            if len(printed) <= self._output_sent.get(key, 0):
+                continue
+            acked = self._output_acked.get(key, 0)
+            report = job_messages.output_so_far(key, acked, printed[acked:])
+            self._output_sent[key] = acked + len(report["data"])
+            self._report(report)
+
+    def _output_acked_through(self, key: JobKey, through: int) -> None:
+        if key not in self._running:
+            return
+        self._output_acked[key] = max(self._output_acked.get(key, 0), through)
+        unacked = self._unacked.get((key, "output"))
+        if unacked is not None and unacked["offset"] + len(unacked["data"]) <= through:
+            self._unacked.pop((key, "output"))
+            if not self._unacked:
+                self._all_acked.set()
+
     def _end(self, key: JobKey, result: Result) -> None:
+        self._output_acked.pop(key, None)
+        self._output_sent.pop(key, None)
+        self._unacked.pop((key, "output"), None)  # the finished report carries the whole output
         self._remember_ended(key)
         self._report(job_messages.finished(key, result))
         self._update_idle()

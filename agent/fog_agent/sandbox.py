@@ -31,6 +31,7 @@ space), not per job. cgroups would close these gaps.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 import math
@@ -374,6 +375,11 @@ class SandboxedJob:
         self._stop = asyncio.Event()
         self._stop_outcome: Outcome = "cancelled"
         self._stop_error: str | None = None
+        self._output: _Output | None = None
+
+    def printed(self) -> str:
+        """What the attempt has printed so far (nothing before it starts)."""
+        return "" if self._output is None else self._output.printed()
 
     def cancel(self) -> None:
         """The gateway cancelled the job: kill it; it ends ``cancelled``."""
@@ -410,6 +416,7 @@ class SandboxedJob:
             return Result(self._stop_outcome, None, 0.0, error=self._stop_error)
         pipe = prepared.pipe if prepared is not None else await _open_output(_output_limit(self.assignment))
         output_transport, output, write_end = pipe
+        self._output = output
         try:
             try:
                 process = await self._spawn(workdir, write_end, prepared)
@@ -488,6 +495,11 @@ class _Output(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self.truncated = False
         self.closed = asyncio.get_running_loop().create_future()
+        # What printed() has decoded: its text is always a beginning of text()'s, a character cut
+        # between two reads of the pipe waiting in the decoder for its other bytes.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoded_chunks = 0
+        self._printed = ""
 
     def data_received(self, data: bytes) -> None:
         room = self._limit - self._kept
@@ -504,6 +516,14 @@ class _Output(asyncio.Protocol):
 
     def text(self) -> str:
         return b"".join(self._chunks).decode("utf-8", errors="replace")
+
+    def printed(self) -> str:
+        """What the job has printed so far, as text (with what is kept of it: the first ``limit`` bytes)."""
+        fresh = self._chunks[self._decoded_chunks :]
+        if fresh:
+            self._printed += self._decoder.decode(b"".join(fresh))
+            self._decoded_chunks = len(self._chunks)
+        return self._printed
 
 
 def _output_limit(assignment: Assignment) -> int:

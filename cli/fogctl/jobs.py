@@ -140,12 +140,31 @@ def get(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
         typer.echo(f"{name:<12} {value}")
 
 
+FollowOption = Annotated[
+    bool, typer.Option("--follow", "-f", help="Print what a running job prints as it comes, until it ends.")
+]
+
+
 @app.command()
-def logs(job_id: JobIdArgument) -> None:
+def logs(job_id: JobIdArgument, follow: FollowOption = False) -> None:
     """The job's output (stdout and stderr interleaved), exactly as its node captured it."""
+    if follow:
+        account.with_saved_session(lambda client: _follow(client, job_id))
+        return
     output = account.with_saved_session(lambda client: client.job_output(job_id))
     write_raw(output.output)
     _warn_if_truncated(output)
+
+
+async def _follow(client: FogClient, job_id: str) -> None:
+    attempt: int | None = None
+    async for piece in client.follow_output(job_id, poll_s=POLL_S):
+        if attempt is not None and piece.attempt != attempt:  # stderr: stdout is the job's alone
+            account.console.print(f"--- attempt {piece.attempt} ---", markup=False)
+        attempt = piece.attempt
+        write_raw(piece.output)
+        if piece.ended:
+            _warn_if_truncated(piece)
 
 
 @app.command()

@@ -340,8 +340,28 @@ class FogClient(ChatCalls):
                 await asyncio.sleep(poll_s)
         return summary
 
-    async def job_output(self, job_id: str) -> JobOutput:
-        return _parse(JobOutput, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/output"))
+    async def job_output(self, job_id: str, *, offset: int = 0) -> JobOutput:
+        """What the job printed, from character ``offset``: all of it once it ended; while it runs, what its
+        node has sent so far (every second or so)."""
+        query = {"offset": offset} if offset else None
+        return _parse(JobOutput, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/output", params=query))
+
+    async def follow_output(self, job_id: str, *, poll_s: float = 1.0) -> AsyncGenerator[JobOutput, None]:
+        """What the job prints, as it comes, until it has ended: each item's ``output`` is what is new since
+        the one before. An item whose ``attempt`` differs from the one before starts that attempt's output
+        from its beginning (the job is being retried)."""
+        attempt: int | None = None
+        offset = 0
+        while True:
+            piece = await self.job_output(job_id, offset=offset)
+            if piece.attempt != attempt and offset:
+                piece = await self.job_output(job_id)  # a new attempt: its output from its start
+            attempt, offset = piece.attempt, piece.length
+            if piece.output or piece.ended:
+                yield piece
+            if piece.ended:
+                return
+            await asyncio.sleep(poll_s)
 
     async def explain_job(self, job_id: str) -> Explanation:
         """The scheduler's last decision about the job: what ruled nodes out, and how the rest scored."""

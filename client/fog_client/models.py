@@ -257,6 +257,12 @@ class JobOutput(_Reply):
     output: str
     truncated: bool = False
     exit_code: int | None = None
+    #: characters in all: ask from here for what comes next (``FogClient.job_output(offset=...)``)
+    length: int = 0
+    #: False while the job runs: ``output`` is what its node has sent so far, and more may come
+    ended: bool = True
+    #: the attempt the output is of; a retry prints anew, from character 0
+    attempt: int = 1
 
 
 class Explanation(_Reply):

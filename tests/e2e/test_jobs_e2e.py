@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,45 @@ async def test_cancel_stops_a_running_job_on_the_node(stack: RunningStack) -> No
     await wait_until(lambda: _some_running(marker), timeout=10, what="the job running")
     assert (await fog.cancel_job(job.id)).status == "cancelled"
     await wait_until(lambda: none_running(marker), timeout=10, what="the job killed")
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A directory a job can reach when it runs as another user (nobody, when the agent runs as root)."""
+    path = Path(tempfile.mkdtemp(prefix="fog-e2e-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningStack, reachable_dir: Path) -> None:
+    fog = await user(stack, email("flo"))
+    go = reachable_dir / "go"  # the job prints its second line once the test says so
+    job = await fog.submit_job(
+        JobSpec(command=["sh", "-c", f"echo one; while [ ! -e {go} ]; do sleep 0.1; done; echo two"])
+    )
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
+    fogctl_follows = asyncio.create_task(fogctl("job", "logs", "--follow", job.id, env=config))
+    pieces: list[Any] = []
+
+    async def follow() -> None:
+        async for piece in fog.follow_output(job.id, poll_s=0.1):
+            pieces.append(piece)
+
+    following = asyncio.create_task(follow())
+
+    async def first_line_seen_while_running() -> bool:
+        return "".join(p.output for p in pieces) == "one\n" and not pieces[-1].ended
+
+    await wait_until(first_line_seen_while_running, timeout=20, what="'one' followed while the job runs")
+    await asyncio.to_thread(go.touch)
+    await asyncio.wait_for(following, timeout=20)
+    assert "".join(p.output for p in pieces) == "one\ntwo\n"
+    assert pieces[-1].ended
+    assert (await fog.get_job(job.id)).status == "succeeded"
+    assert await asyncio.wait_for(fogctl_follows, timeout=20) == (0, "one\ntwo\n")
 
 
 async def test_fogctl_cancels_a_whole_array_and_its_running_jobs_are_killed(stack: RunningStack) -> None:

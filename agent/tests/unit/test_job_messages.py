@@ -9,6 +9,7 @@ import pytest
 
 from fog_agent.job_messages import (
     MIB,
+    Ack,
     Assignment,
     BadMessage,
     Resources,
@@ -80,7 +81,12 @@ def test_an_assignment_without_a_usable_job_attempt_names_none(change: dict[str,
 
 
 def test_acks_name_a_report() -> None:
-    assert parse_ack({"type": "ack", "job_id": "j-1", "attempt": 1, "report": "finished"}) == (("j-1", 1), "finished")
+    finished = {"type": "ack", "job_id": "j-1", "attempt": 1, "report": "finished"}
+    assert parse_ack(finished) == Ack(("j-1", 1), "finished")
+    output = {"type": "ack", "job_id": "j-1", "attempt": 1, "report": "output", "through": 12}
+    assert parse_ack(output) == Ack(("j-1", 1), "output", 12)
+    with pytest.raises(BadMessage, match="through"):
+        parse_ack({**output, "through": -1})
     with pytest.raises(BadMessage, match="unknown report"):
         parse_ack({"type": "ack", "job_id": "j-1", "attempt": 1, "report": "assignment"})
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,17 @@ async def until(condition: Callable[[], object], what: str) -> None:
 
 
 NewRunner = Callable[[Capacity], JobRunner]
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A directory the job can reach when it runs as another user (the agent as root: ``nobody``)."""
+    path = Path(tempfile.mkdtemp(prefix="fog-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 @pytest.fixture
@@ -260,6 +273,38 @@ async def test_an_ack_of_finished_settles_started_too(new_runner: NewRunner) -> 
         jobs.ack(bad)  # logged and ignored
     jobs.ack(ack("a", "finished"))
     assert jobs.unacked_reports == []
+
+
+async def test_what_a_running_job_printed_is_reported_from_the_first_character_not_acked(
+    new_runner: NewRunner, reachable_dir: Path
+) -> None:
+    jobs, sent = new_runner(Capacity(cpu_cores=1)), Sent()
+    jobs.attach(sent)
+    go = reachable_dir / "go"  # the job prints "two" once the test says so
+    script = f"echo one; while [ ! -e {go} ]; do sleep 0.05; done; echo two; sleep 100"
+    jobs.assign(assignment("a", "sh", "-c", script))
+
+    def outputs() -> list[tuple[int, str]]:
+        jobs.send_output_so_far()  # as the runner does every OUTPUT_EVERY_S while connected
+        return [(m["offset"], m["data"]) for m in sent.messages if m["type"] == "output"]
+
+    await until(lambda: outputs() == [(0, "one\n")], "what it printed first reported")
+    assert outputs() == [(0, "one\n")], "nothing new printed: nothing reported"
+    go.touch()
+    await until(lambda: outputs() == [(0, "one\n"), (0, "one\ntwo\n")], "not acked: reported again from 0")
+    jobs.ack({**ack("a", "output"), "through": 4})
+    assert [r["offset"] for r in jobs.unacked_reports if r["type"] == "output"] == [0], "acked only in part"
+    jobs.ack({**ack("a", "output"), "through": 8})
+    assert [r["type"] for r in jobs.unacked_reports] == ["started"]
+    jobs.detach()
+
+    again = Sent()
+    jobs.attach(again)
+    await until(lambda: again.sequence() == [("started", "a")], "the unacked start sent again")
+    jobs.cancel(cancel("a"))
+    await until(lambda: again.ids("finished") == ["a"], "the job ended")
+    assert again.finished("a")["output"] == "one\ntwo\n"
+    assert [r["type"] for r in jobs.unacked_reports] == ["started", "finished"]
 
 
 async def test_an_unusable_assignment_is_reported_failed_when_it_names_its_job(new_runner: NewRunner) -> None:

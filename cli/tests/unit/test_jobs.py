@@ -303,7 +303,7 @@ def test_a_job_that_ended_without_an_exit_code_exits_1(gateway: Gateway, logged_
 
 def test_wait_as_json_has_the_job_and_its_output(gateway: Gateway, logged_in: Session) -> None:
     gateway.states = [job(status="running"), job(status="failed", exit_code=2)]
-    gateway.output = {"output": "oops\n", "truncated": True, "exit_code": 2}
+    gateway.output = {"output": "oops\n", "truncated": True, "exit_code": 2, "length": 5, "ended": True, "attempt": 1}
     code, out, _ = fogctl("job", "wait", "j1", "--json")
     assert code == 2
     shown = json.loads(out)

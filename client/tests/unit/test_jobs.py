@@ -373,3 +373,28 @@ async def test_another_close_is_a_dropped_connection(updates: Updates) -> None:
     async with FogClient(updates.url, access_token="a1") as fog:
         with pytest.raises(ConnectionClosedError):
             await collect(fog)
+
+
+def printed(output: str, length: int, *, ended: bool = False, attempt: int = 1) -> httpx.Response:
+    body = {"output": output, "truncated": False, "exit_code": 0 if ended else None, "length": length,
+            "ended": ended, "attempt": attempt}  # fmt: skip
+    return httpx.Response(200, json=body)
+
+
+async def test_following_output_asks_from_where_it_got_to_and_starts_a_retry_from_its_beginning() -> None:
+    path = "/v1/jobs/j1/output"
+    gateway = Gateway(
+        {
+            ("GET", path): [printed("one\n", 4), printed("again\n", 6, attempt=2)],
+            ("GET", f"{path}?offset=4"): [printed("", 4), printed("two\n", 8)],
+            ("GET", f"{path}?offset=8"): [printed("", 0, attempt=2)],  # retried: its output starts anew
+            ("GET", f"{path}?offset=6"): [printed("done\n", 11, ended=True, attempt=2)],
+        }
+    )
+    async with client(gateway) as fog:
+        pieces = [piece async for piece in fog.follow_output("j1", poll_s=0)]
+    assert [(p.output, p.attempt, p.ended) for p in pieces] == [
+        ("one\n", 1, False), ("two\n", 1, False), ("again\n", 2, False), ("done\n", 2, True)
+    ]  # fmt: skip
+    asked = [r.url.raw_path.decode().removeprefix(path) for r in gateway.requests]
+    assert asked == ["", "?offset=4", "?offset=4", "?offset=8", "", "?offset=6"]

@@ -47,7 +47,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_REPLACED = 4409
 #: first wait before recording a job report again when the scheduler did not answer
 REPORT_RETRY_S = 0.5
-REPORT: TypeAdapter[scheduler.Started | scheduler.Finished] = TypeAdapter(scheduler.Report)
+AgentReport = scheduler.Started | scheduler.Finished | scheduler.OutputSoFar
+REPORT: TypeAdapter[AgentReport] = TypeAdapter(scheduler.Report)
 
 
 class HeartbeatRelay:
@@ -189,7 +190,7 @@ class NodeSession:
     ) -> None:
         self.websocket, self.node, self.relay, self.authz = websocket, node, relay, authz
         self.calls, self.interval_s = calls, interval_s
-        self._reports: deque[scheduler.Started | scheduler.Finished] = deque()
+        self._reports: deque[AgentReport] = deque()
         self._reported = asyncio.Event()
         assert node.node_id is not None
         self.node_id: str = node.node_id
@@ -220,7 +221,7 @@ class NodeSession:
             self.relay.depart(self.node_id)
             await _close(self.websocket, 1000, "goodbye")
             return False
-        if kind in ("started", "finished"):
+        if kind in ("started", "finished", "output"):
             return await self._report(message)
         if kind != "heartbeat":
             return await self._refuse("invalid", f"unknown message type {kind!r}")
@@ -285,9 +286,7 @@ class NodeSession:
             return False
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
             for report in command.reports:
-                await self.websocket.send_json(
-                    {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
-                )
+                await self.websocket.send_json(_ack(report))
         return True
 
     async def _record_until_acked(self, command: scheduler.ReportsCommand) -> None:
@@ -305,18 +304,32 @@ class NodeSession:
         return True
 
 
-def take_batch(reports: deque[scheduler.Started | scheduler.Finished]) -> list[scheduler.Started | scheduler.Finished]:
+def take_batch(reports: deque[AgentReport]) -> list[AgentReport]:
     """The oldest reports, as many as one command carries: at most ``MAX_REPORTS``, and no more
     output than ``REPORTS_OUTPUT_BUDGET`` unless a single report has that much alone."""
     batch = [reports.popleft()]
-    output = len(getattr(batch[0], "output", ""))
+    output = _output_size(batch[0])
     while reports and len(batch) < scheduler.MAX_REPORTS:
-        size = len(getattr(reports[0], "output", ""))
+        size = _output_size(reports[0])
         if output + size > scheduler.REPORTS_OUTPUT_BUDGET:
             break
         batch.append(reports.popleft())
         output += size
     return batch
+
+
+def _output_size(report: AgentReport) -> int:
+    if isinstance(report, scheduler.OutputSoFar):
+        return len(report.data)
+    return len(report.output) if isinstance(report, scheduler.Finished) else 0
+
+
+def _ack(report: AgentReport) -> dict[str, Any]:
+    """Output so far is acked up to the character it reached: the agent sends on from there."""
+    ack = {"type": "ack", "job_id": report.job_id, "attempt": report.attempt, "report": report.type}
+    if isinstance(report, scheduler.OutputSoFar):
+        ack["through"] = report.offset + len(report.data)
+    return ack
 
 
 def _reasons(exc: ValidationError) -> str:

@@ -225,3 +225,12 @@ def retry_delay_s(backoff_s: float, attempt: int) -> float:
 
 def after_failure(attempt: int, max_attempts: int) -> Literal["retry", "give up"]:
     return "retry" if attempt < max_attempts else "give up"
+
+
+def unseen_output(stored: int, offset: int, data: str) -> str:
+    """Of ``data``, which starts at character ``offset`` of an attempt's output, the part past the ``stored``
+    characters already kept: empty when it holds nothing new, and when it would leave a gap (it never
+    does, as an agent sends from the first character not acked)."""
+    if offset > stored:
+        return ""
+    return data[stored - offset :]

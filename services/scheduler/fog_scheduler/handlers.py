@@ -73,7 +73,7 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
         return await answer(lambda conn: service.cancel_array(conn, body, now=_now()))
 
     @broker.subscriber(contract.JOB_OUTPUT, queue=group, title="job_output")
-    async def job_output(body: contract.JobQuery) -> dict[str, Any]:
+    async def job_output(body: contract.OutputQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.job_output(conn, body))
 
     @broker.subscriber(contract.EXPLAIN_JOB, queue=group, title="explain_job")

@@ -264,11 +264,20 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         raise SchedulerError("invalid_cursor", "the cursor is not one this API gave out") from None
 
 
-async def job_output(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.JobOutput:
-    await owned_job(conn, query)
-    row = await store.job_detail(conn, _job_uuid(query.job_id), "output, output_truncated, exit_code")
+async def job_output(conn: asyncpg.Connection, query: contract.OutputQuery) -> contract.JobOutput:
+    """From ``query.offset``: the whole output of an ended job; of one not ended, what its current attempt
+    has printed so far (nothing while it waits for that attempt)."""
+    job = await owned_job(conn, contract.JobQuery(job_id=query.job_id, by=query.by))
+    if job["status"] not in contract.ENDED:
+        text = await store.output_so_far(conn, job["id"], job["attempt"])
+        return contract.JobOutput(output=text[query.offset :], truncated=False, exit_code=None, length=len(text),
+                                  ended=False, attempt=job["attempt"])  # fmt: skip
+    row = await store.job_detail(conn, job["id"], "output, output_truncated, exit_code")
     assert row is not None
-    return contract.JobOutput(output=row["output"] or "", truncated=row["output_truncated"], exit_code=row["exit_code"])
+    text = row["output"] or ""
+    return contract.JobOutput(output=text[query.offset :], truncated=row["output_truncated"],
+                              exit_code=row["exit_code"], length=len(text), ended=True,
+                              attempt=job["attempt"])  # fmt: skip
 
 
 async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
@@ -307,6 +316,7 @@ async def _cancel_locked(conn: asyncpg.Connection, jobs: Sequence[Mapping[str, A
     ids = [str(uuid.uuid4()) for _ in jobs]
     await store.cancel_many(conn, [(job["id"], event_id) for job, event_id in zip(jobs, ids, strict=True)],
                             error=CANCELLED_BY_OWNER, now=now)  # fmt: skip
+    await store.forget_output_so_far(conn, [job["id"] for job in jobs])
     events = [
         JobCancelled(job_id=str(job["id"]), owner_id=job["owner_id"], attempt=job["attempt"], cancelled_at=now,
                      node_id=job["node_id"] if job["status"] in store.PLACED else None)
@@ -387,14 +397,18 @@ async def record_reports(conn: asyncpg.Connection, command: contract.ReportsComm
     node_id, events = command.node_id, list[Event]()
     started: dict[tuple[uuid.UUID, int], contract.Started] = {}
     finished: dict[tuple[uuid.UUID, int], contract.Finished] = {}
+    printed: list[tuple[uuid.UUID, contract.OutputSoFar]] = []
     for report in command.reports:
         job_id = _maybe_uuid(report.job_id)
         if job_id is None:
             continue  # no such job: nothing to change, and nothing to hold the node's other reports up
+        if isinstance(report, contract.OutputSoFar):
+            printed.append((job_id, report))
+            continue
         reports: dict[Any, Any] = started if isinstance(report, contract.Started) else finished
         reports.setdefault((job_id, report.attempt), report)  # the first of a resent report counts
     async with conn.transaction():
-        await store.lock_jobs(conn, {job_id for job_id, _ in [*started, *finished]})
+        await store.lock_jobs(conn, {job_id for job_id, _ in [*started, *finished]} | {job for job, _ in printed})
         if started:
             for row in await store.mark_started(conn, list(started), node_id, now):
                 events.append(JobStarted(job_id=str(row["id"]), owner_id=row["owner_id"], node_id=node_id,
@@ -407,7 +421,29 @@ async def record_reports(conn: asyncpg.Connection, command: contract.ReportsComm
                 if job is not None and job["attempt"] == attempt and job["node_id"] == node_id:
                     events += await _finished(conn, job, node_id, done, now, endings)
             await store.finish(conn, endings, now=now)
+            if endings:
+                await store.forget_output_so_far(conn, [ending.job_id for ending in endings])
+        if printed:
+            await _keep_output_so_far(conn, printed, node_id)
         await record_for_jobs(conn, events)
+
+
+async def _keep_output_so_far(
+    conn: asyncpg.Connection, printed: Sequence[tuple[uuid.UUID, contract.OutputSoFar]], node_id: str
+) -> None:
+    """What running attempts printed, each piece kept once: a resent piece adds only what is new, and a
+    piece of an attempt that has ended or moved on is dropped (its whole output comes with its end)."""
+    jobs = await store.placed_attempts(conn, list({job_id for job_id, _ in printed}))
+    for job_id, piece in printed:
+        job = jobs.get(job_id)
+        if job is None or job["status"] not in store.PLACED or job["node_id"] != node_id:
+            continue
+        if job["attempt"] != piece.attempt:
+            continue
+        stored = await store.output_stored(conn, job_id, piece.attempt)
+        new = domain.unseen_output(stored, piece.offset, piece.data)
+        if new:
+            await store.add_output(conn, job_id, piece.attempt, stored, new)
 
 
 async def _finished(

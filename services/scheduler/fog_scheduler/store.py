@@ -331,6 +331,35 @@ async def cancel_many(
     )  # fmt: skip
 
 
+async def output_stored(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> int:
+    """How many characters of the attempt's output so far are kept."""
+    stored = await conn.fetchval(
+        "SELECT coalesce(max(from_char + length(text)), 0) FROM job_output_so_far WHERE job_id = $1 AND attempt = $2",
+        job_id, attempt,
+    )  # fmt: skip
+    return int(stored)
+
+
+async def add_output(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, from_char: int, text: str) -> None:
+    await conn.execute(
+        "INSERT INTO job_output_so_far (job_id, attempt, from_char, text) VALUES ($1, $2, $3, $4)",
+        job_id, attempt, from_char, text,
+    )  # fmt: skip
+
+
+async def output_so_far(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> str:
+    text = await conn.fetchval(
+        "SELECT string_agg(text, '' ORDER BY from_char) FROM job_output_so_far WHERE job_id = $1 AND attempt = $2",
+        job_id, attempt,
+    )  # fmt: skip
+    return str(text or "")
+
+
+async def forget_output_so_far(conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> None:
+    """The jobs ended: their whole output is in ``jobs.output`` now."""
+    await conn.execute("DELETE FROM job_output_so_far WHERE job_id = ANY($1::uuid[])", list(job_ids))
+
+
 async def keep_output(
     conn: asyncpg.Connection, job_id: uuid.UUID, output: str, truncated: bool, exit_code: int | None
 ) -> None:

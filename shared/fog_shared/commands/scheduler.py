@@ -183,10 +183,27 @@ class ListJobsQuery(Strict):
     cursor: str | None = Field(default=None, max_length=128)
 
 
+class OutputQuery(Strict):
+    """A job's output from ``offset`` (in characters): a follower asks again from the ``length`` it was given."""
+
+    job_id: str = Field(max_length=64)
+    by: Principal
+    offset: int = Field(default=0, ge=0)
+
+
 class JobOutput(Strict):
+    """What the job printed, from the offset asked: all of it once it ended; while it runs, what its node has
+    sent so far (every second or so, once it has run that long)."""
+
     output: str
     truncated: bool
     exit_code: int | None
+    #: characters printed so far in all (the next offset to ask from)
+    length: int = 0
+    #: whether the job has ended: nothing more will come
+    ended: bool = True
+    #: the attempt this output is of: a retry prints anew, from character 0
+    attempt: int = 1
 
 
 class Explanation(Strict):
@@ -247,8 +264,25 @@ class Finished(Strict):
     _storable = field_validator("output", "error")(_storable_or_none)
 
 
-Report = Annotated[Started | Finished, Field(discriminator="type")]
-#: reports per command, and the output (characters) they may carry together: as much as one
+#: the most a report of output so far carries (characters): even escaped, it fits in an agent's message
+OUTPUT_SO_FAR_CHARS = 256 * 1024
+
+
+class OutputSoFar(Strict):
+    """What a running attempt has printed, from ``offset`` (characters of its output). An agent sends it from
+    the first character not acked yet, so a report lost on the way is made good by the next one."""
+
+    type: Literal["output"] = "output"
+    job_id: str = Field(max_length=64)
+    attempt: int = Field(ge=1, le=100)
+    offset: int = Field(ge=0, le=OUTPUT_LIMIT_BYTES)
+    data: str = Field(min_length=1, max_length=OUTPUT_SO_FAR_CHARS)
+
+    _storable = field_validator("data")(without_nul)
+
+
+Report = Annotated[Started | Finished | OutputSoFar, Field(discriminator="type")]
+#: reports per command, and the output (characters, of ``output`` and ``data``) they may carry together: as much as one
 #: report may carry, which even as escaped JSON stays under NATS' 8 MB payload
 MAX_REPORTS = 256
 REPORTS_OUTPUT_BUDGET = OUTPUT_LIMIT_BYTES

@@ -72,9 +72,13 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
         return await calls.ask(contract.CANCEL_JOB, contract.JobQuery(job_id=job_id, by=owner))
 
     @router.get("/{job_id}/output", response_model=contract.JobOutput, responses=documented(404))
-    async def job_output(job_id: JobId, owner: Person) -> dict[str, Any]:
-        """What the job wrote (stdout and stderr), up to 1 MiB."""
-        return await calls.ask(contract.JOB_OUTPUT, contract.JobQuery(job_id=job_id, by=owner))
+    async def job_output(
+        job_id: JobId, owner: Person, offset: Annotated[int, Query(ge=0, le=1 << 30)] = 0
+    ) -> dict[str, Any]:
+        """What the job wrote (stdout and stderr, up to 1 MiB), from character ``offset``. While it runs, what
+        its node has sent so far (every second or so): a follower asks again from the ``length`` it got,
+        until ``ended``."""
+        return await calls.ask(contract.JOB_OUTPUT, contract.OutputQuery(job_id=job_id, by=owner, offset=offset))
 
     @router.get("/{job_id}/explain", response_model=contract.Explanation, responses=documented(404))
     async def explain_job(job_id: JobId, owner: Person) -> dict[str, Any]:

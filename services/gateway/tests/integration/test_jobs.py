@@ -120,7 +120,7 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     done = await job_status(stack, user, job["id"], "succeeded")
     assert (done["exit_code"], done["node_id"]) == (0, agent.node_id)
     output = (await stack.http.get(f"/v1/jobs/{job['id']}/output", headers=user)).json()
-    assert output == {"output": "hello\n", "truncated": False, "exit_code": 0}
+    assert output == {"output": "hello\n", "truncated": False, "exit_code": 0, "length": 6, "ended": True, "attempt": 1}
     explained = (await stack.http.get(f"/v1/jobs/{job['id']}/explain", headers=user)).json()
     assert explained["candidates"][0]["node_id"] == agent.node_id
 
@@ -129,6 +129,59 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
         assert (await stack.http.get(path, headers=other)).status_code == 404
     assert (await stack.http.post(f"/v1/jobs/{job['id']}/cancel", headers=other)).status_code == 404
     assert (await stack.http.get("/v1/jobs", headers=other)).json()["items"] == []
+
+
+async def test_a_running_jobs_output_so_far_is_read_from_an_offset_until_it_ends(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    job = (await stack.http.post("/v1/jobs", json={"command": ["make"]}, headers=user)).json()
+    assignment = await agent.next_of("assignment")
+    job_id, attempt = assignment["job_id"], assignment["attempt"]
+
+    async def printed(offset: int, data: str) -> dict[str, Any]:
+        await agent.ws.send(json.dumps({"type": "output", "job_id": job_id, "attempt": attempt, "offset": offset,
+                                        "data": data}))  # fmt: skip
+        return await agent.next_of("ack")
+
+    async def output(offset: int = 0) -> dict[str, Any]:
+        answer = await stack.http.get(f"/v1/jobs/{job_id}/output", params={"offset": offset}, headers=user)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    assert await output() == {
+        "output": "", "truncated": False, "exit_code": None, "length": 0, "ended": False, "attempt": 1
+    }  # fmt: skip
+    await agent.report({"type": "started", "job_id": job_id, "attempt": attempt})
+    assert (await printed(0, "compiling\n"))["through"] == 10
+    assert (await printed(0, "compiling\nlinking\n"))["through"] == 18  # sent again from the start: not acked
+    assert (await printed(10, "linking\ntesting"))["through"] == 25
+    assert (await printed(40, "a gap"))["through"] == 45  # acked, and dropped: nothing is kept after a gap
+    assert await output() == {
+        "output": "compiling\nlinking\ntesting", "truncated": False, "exit_code": None, "length": 25, "ended": False,
+        "attempt": 1,
+    }  # fmt: skip
+    assert (await output(10))["output"] == "linking\ntesting"
+    assert (await output(99))["output"] == ""
+
+    whole = "compiling\nlinking\ntesting\ndone\n"
+    await agent.report({"type": "finished", "job_id": job_id, "attempt": attempt, "outcome": "succeeded",
+                        "exit_code": 0, "duration_s": 2.0, "output": whole})  # fmt: skip
+    await job_status(stack, user, job["id"], "succeeded")
+    assert await output(25) == {
+        "output": "\ndone\n", "truncated": False, "exit_code": 0, "length": 31, "ended": True, "attempt": 1
+    }  # fmt: skip
+    await printed(0, "late")  # an attempt that ended keeps its whole output
+    assert (await output())["output"] == "compiling\nlinking\ntesting\ndone\n"
+    db = await asyncpg.connect(stack.scheduler_db.owner_dsn)
+    try:
+        pieces_left = await db.fetchval(f"SELECT count(*) FROM {stack.scheduler_db.schema}.job_output_so_far")
+    finally:
+        await db.close()
+    assert pieces_left == 0, "the pieces go once the whole output is kept"
+
+    other = stack.bearer(await stack.register_and_login("vic@example.org"))
+    assert (await stack.http.get(f"/v1/jobs/{job_id}/output", headers=other)).status_code == 404
 
 
 async def test_binary_output_is_recorded_and_holds_up_none_of_the_nodes_reports(stack: Stack) -> None:
