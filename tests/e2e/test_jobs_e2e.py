@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,17 +145,6 @@ async def test_cancel_stops_a_running_job_on_the_node(stack: RunningStack) -> No
     await wait_until(lambda: _some_running(marker), timeout=10, what="the job running")
     assert (await fog.cancel_job(job.id)).status == "cancelled"
     await wait_until(lambda: none_running(marker), timeout=10, what="the job killed")
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A directory a job can reach when it runs as another user (nobody, when the agent runs as root)."""
-    path = Path(tempfile.mkdtemp(prefix="fog-e2e-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningStack, reachable_dir: Path) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +67,6 @@ async def until(condition: Callable[[], object], what: str) -> None:
 
 
 NewRunner = Callable[[Capacity], JobRunner]
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A directory the job can reach when it runs as another user (the agent as root: ``nobody``)."""
-    path = Path(tempfile.mkdtemp(prefix="fog-test-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 @pytest.fixture

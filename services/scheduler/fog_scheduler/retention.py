@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,13 +48,7 @@ async def purge(conn: asyncpg.Connection, *, ended_before: datetime, batch: int)
 
 
 async def _purge_lone_jobs(conn: asyncpg.Connection, ended_before: datetime, batch: int) -> int:
-    deleted = 0
-    while True:
-        async with conn.transaction():
-            count = await store.delete_lone_jobs_ended_before(conn, ended_before, batch)
-        deleted += count
-        if count < batch:
-            return deleted
+    return await _in_batches(conn, lambda: store.delete_lone_jobs_ended_before(conn, ended_before, batch), batch)
 
 
 async def _purge_arrays(conn: asyncpg.Connection, ended_before: datetime, batch: int) -> tuple[int, int]:
@@ -73,10 +67,15 @@ async def _purge_arrays(conn: asyncpg.Connection, ended_before: datetime, batch:
 
 
 async def _delete_array_jobs(conn: asyncpg.Connection, array_id: uuid.UUID, batch: int) -> int:
+    return await _in_batches(conn, lambda: store.delete_array_jobs(conn, array_id, batch), batch)
+
+
+async def _in_batches(conn: asyncpg.Connection, delete: Callable[[], Awaitable[int]], batch: int) -> int:
+    """``delete()`` (at most ``batch`` rows), each in a transaction of its own, until it deletes fewer; the count."""
     deleted = 0
     while True:
         async with conn.transaction():
-            count = await store.delete_array_jobs(conn, array_id, batch)
+            count = await delete()
         deleted += count
         if count < batch:
             return deleted

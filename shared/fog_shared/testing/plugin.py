@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,18 @@ class Servers:
 
     def admin_dsn(self, database: str = TEST_DATABASE) -> str:
         return self.dsn(self.pg_user, self.pg_password, database)
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A directory a job can reach when it runs as another user (``nobody``, when the agent runs as root): a
+    test drops a file there to tell a running job to go on."""
+    path = Path(tempfile.mkdtemp(prefix="fog-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 @pytest.fixture(scope="session")
