@@ -265,19 +265,20 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 
 async def job_output(conn: asyncpg.Connection, query: contract.OutputQuery) -> contract.JobOutput:
-    """From ``query.offset``: the whole output of an ended job; of one not ended, what its current attempt
-    has printed so far (nothing while it waits for that attempt)."""
+    """From ``query.offset``: the whole output of an ended job; of one placed, what its current attempt has
+    printed so far; of one waiting for a retry, the output kept of the attempt before."""
     job = await owned_job(conn, contract.JobQuery(job_id=query.job_id, by=query.by))
-    if job["status"] not in contract.ENDED:
-        text = await store.output_so_far(conn, job["id"], job["attempt"])
+    ended, attempt = job["status"] in contract.ENDED, job["attempt"]
+    if job["status"] in store.PLACED or (job["status"] == "pending" and attempt == 1):
+        text = await store.output_so_far(conn, job["id"], attempt)
         return contract.JobOutput(output=text[query.offset :], truncated=False, exit_code=None, length=len(text),
-                                  ended=False, attempt=job["attempt"])  # fmt: skip
+                                  ended=False, attempt=attempt)  # fmt: skip
     row = await store.job_detail(conn, job["id"], "output, output_truncated, exit_code")
     assert row is not None
     text = row["output"] or ""
     return contract.JobOutput(output=text[query.offset :], truncated=row["output_truncated"],
-                              exit_code=row["exit_code"], length=len(text), ended=True,
-                              attempt=job["attempt"])  # fmt: skip
+                              exit_code=row["exit_code"], length=len(text), ended=ended,
+                              attempt=attempt if ended else attempt - 1)  # fmt: skip
 
 
 async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
