@@ -32,6 +32,31 @@ from fog_shared.settings import CommonSettings
 TEST_DATABASE = "fog_test"
 
 
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Each session's temporary files in a directory of its own, unless ``--basetemp`` says where.
+
+    PostgreSQL runs as another user when the tests run as root, so the servers' directories and their
+    ancestors get o+x. pytest's shared ``/tmp/pytest-of-<user>`` loses it again (back to 0700) whenever
+    another session starts, and a suite running beside any other pytest session then failed every test
+    that set up a database ("Permission denied" from initdb).
+    """
+    if config.option.basetemp is None:
+        base = Path(tempfile.mkdtemp(prefix="fog-pytest-"))
+        config.stash[_OWN_BASETEMP] = base
+        config.option.basetemp = str(base)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A session's files are removed when it passed, and kept (for the servers' logs) when it did not."""
+    base = session.config.stash.get(_OWN_BASETEMP, None)
+    if base is not None and exitstatus == 0:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Servers:
     nats_url: str
