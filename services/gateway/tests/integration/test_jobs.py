@@ -488,7 +488,8 @@ async def test_restarting_the_scheduler_during_a_job_array_loses_none_and_runs_n
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-    assert len(runs) == 400, "none ran twice"
+    again = sorted(run for run in runs if run[1] > 1 or runs.count(run) > 1)  # an attempt run twice, or a retry
+    assert len(runs) == 400, f"none ran twice; ran again (job, attempt): {again}"
     assert len({job for job, _ in runs}) == 400, "none lost"
 
 

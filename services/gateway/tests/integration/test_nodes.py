@@ -228,7 +228,11 @@ async def test_restarting_the_registry_while_50_nodes_heartbeat_reports_none_dow
 
         async def heard_well_after_restart() -> bool:
             # Past the new leader's grace period and a full down-timeout of heartbeats.
-            listed = (await stack.http.get("/v1/nodes", headers=admin)).json()["items"]
+            answer = await stack.http.get("/v1/nodes", headers=admin)
+            if answer.status_code == 503:  # the registry, busy starting, did not answer in time: ask again
+                return False
+            assert answer.status_code == 200, answer.text
+            listed = answer.json()["items"]
             beats = [datetime.fromisoformat(n["last_heartbeat_at"]) for n in listed if n["last_heartbeat_at"]]
             return len(beats) == 50 and (min(beats) - restarted_at).total_seconds() > 8 * HEARTBEAT_INTERVAL_S
 
