@@ -320,9 +320,7 @@ class JobRunner:
         self._output_acked[key] = max(self._output_acked.get(key, 0), through)
         unacked = self._unacked.get((key, "output"))
         if unacked is not None and unacked["offset"] + len(unacked["data"]) <= through:
-            self._unacked.pop((key, "output"))
-            if not self._unacked:
-                self._all_acked.set()
+            self._unacked.pop((key, "output"))  # ack() then says whether every report is acked
 
     def _end(self, key: JobKey, result: Result) -> None:
         self._output_acked.pop(key, None)

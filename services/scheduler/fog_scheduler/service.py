@@ -437,9 +437,11 @@ async def _keep_output_so_far(
     jobs = await store.placed_attempts(conn, list({job_id for job_id, _ in printed}))
     for job_id, piece in printed:
         job = jobs.get(job_id)
-        if job is None or job["status"] not in store.PLACED or job["node_id"] != node_id:
-            continue
-        if job["attempt"] != piece.attempt:
+        if (
+            job is None
+            or job["status"] not in store.PLACED
+            or (job["node_id"], job["attempt"]) != (node_id, piece.attempt)
+        ):
             continue
         stored = await store.output_stored(conn, job_id, piece.attempt)
         new = domain.unseen_output(stored, piece.offset, piece.data)
