@@ -58,6 +58,9 @@ class LivenessMonitor:
         self.leading = False
         self.grace_until = 0.0
         self._pending: dict[str, tuple[datetime, dict[str, float], int]] = {}
+        #: status changes decided but not written (their transaction failed): written with the next
+        #: ones, since the nodes' state in memory has already moved on past them
+        self._unwritten: list[domain.Transition] = []
         #: heartbeat batches and the tick both write node rows: one writer at a time, or their
         #: transactions can lock rows in opposite orders and deadlock
         self._writing = asyncio.Lock()
@@ -149,6 +152,7 @@ class LivenessMonitor:
             flags = await store.live_flags(conn)
         self.nodes = {f.id: self._liveness(f, now) for f in flags}
         self.grace_until = now + self.policy.restart_grace_s
+        self._unwritten = []  # the table's word replaces whatever an earlier lead left unwritten
         self._synced_at = self.wall() - SYNC_SLACK
         self._next_flush = now + self.flush_s
         self.leading = True
@@ -183,13 +187,24 @@ class LivenessMonitor:
                 node.draining, node.announced = flags.draining, flags.status
 
     async def _persist(self, transitions: list[domain.Transition]) -> None:
+        """Write status changes with their events, in one transaction; if it fails, the next call
+        writes them first (the nodes in memory are already past them: deciding again would not
+        announce them)."""
+        transitions, self._unwritten = self._unwritten + transitions, []
         if not transitions:
             return
+        # Row locks in id order, as every other writer of node rows takes them: no deadlock.
+        # The sort is stable, so two changes of one node keep their order.
+        ordered = sorted(transitions, key=lambda t: t.node_id)
         wall, stale = self.wall(), []
-        async with self._writing, self.pool.acquire() as conn, conn.transaction():
-            for transition in transitions:
-                if not await service.record_transition(conn, transition, now=wall):
-                    stale.append(transition.node_id)
+        try:
+            async with self._writing, self.pool.acquire() as conn, conn.transaction():
+                for transition in ordered:
+                    if not await service.record_transition(conn, transition, now=wall):
+                        stale.append(transition.node_id)
+        except Exception:
+            self._unwritten = transitions
+            raise
         if stale:  # a command changed these first: take the table's word for them
             async with self.pool.acquire() as conn:
                 for flags in await store.live_flags(conn, stale):

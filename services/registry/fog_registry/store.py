@@ -135,15 +135,20 @@ async def live_flags(conn: asyncpg.Connection, node_ids: Sequence[str] | None = 
 async def write_heartbeats(
     conn: asyncpg.Connection, beats: Sequence[tuple[str, datetime, dict[str, float], int]]
 ) -> None:
-    """One statement for a whole batch: heartbeats are never a transaction each."""
+    """One statement for a whole batch (heartbeats are never a transaction each), after the rows are
+    locked in id order. The update alone locks them in whatever order its plan meets them (a hash
+    join: the table's), and deadlocks with a reputation batch that holds one and waits for another."""
     if not beats:
         return
-    await conn.execute(
-        "UPDATE nodes SET last_heartbeat_at = b.seen_at, usage = b.usage, running_jobs = b.running_jobs"
-        " FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[]) AS b(id, seen_at, usage, running_jobs)"
-        " WHERE nodes.id = b.id",
-        [b[0] for b in beats], [b[1] for b in beats], [b[2] for b in beats], [b[3] for b in beats],
-    )  # fmt: skip
+    ids = [b[0] for b in beats]
+    async with conn.transaction():
+        await conn.execute("SELECT FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", ids)
+        await conn.execute(
+            "UPDATE nodes SET last_heartbeat_at = b.seen_at, usage = b.usage, running_jobs = b.running_jobs"
+            " FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[]) AS b(id, seen_at, usage, running_jobs)"
+            " WHERE nodes.id = b.id",
+            ids, [b[1] for b in beats], [b[2] for b in beats], [b[3] for b in beats],
+        )  # fmt: skip
 
 
 async def reputation(conn: asyncpg.Connection, node_id: str) -> asyncpg.Record | None:

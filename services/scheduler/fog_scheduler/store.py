@@ -384,10 +384,11 @@ async def requeue(
 
 
 async def placed_on(conn: asyncpg.Connection, node_id: str) -> list[asyncpg.Record]:
+    """A node's placed jobs, locked in id order as report batches lock them (see :func:`lock_jobs`)."""
     return list(
         await conn.fetch(
             "SELECT id, owner_id, status, attempt, node_id, spec, tried_nodes FROM jobs"
-            " WHERE node_id = $1 AND status IN ('assigned', 'running') ORDER BY assigned_at FOR UPDATE",
+            " WHERE node_id = $1 AND status IN ('assigned', 'running') ORDER BY id FOR UPDATE",
             node_id,
         )
     )

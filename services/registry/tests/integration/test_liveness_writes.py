@@ -1,0 +1,161 @@
+"""The liveness leader's writes against real PostgreSQL: node rows are locked in id order, so they
+never deadlock with the reputation batches (which lock in id order too), and a status change whose
+write failed is made again by the next tick instead of being lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from fog_registry import domain, service, store
+from fog_registry.app import MIGRATIONS
+from fog_registry.liveness import LivenessMonitor
+from fog_shared.events.registry import NodeStatusChanged
+from fog_shared.pg.leader import LeaderLock
+from fog_shared.pg.pool import create_pool
+from fog_shared.testing.plugin import ServiceDb, ServiceDbFactory
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CAPABILITIES = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
+#: inserted highest first, so the table's physical order is the reverse of the ids' order
+NODE_IDS = [f"node-{i:02d}" for i in range(40)]
+FIRST, LAST = NODE_IDS[0], NODE_IDS[-1]
+POLICY = domain.LivenessPolicy.for_interval(1.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def db(service_db: ServiceDbFactory) -> ServiceDb:
+    return await service_db("registry", MIGRATIONS)
+
+
+@pytest.fixture
+async def pool(db: ServiceDb) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db.dsn, db.schema, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            for node_id in reversed(NODE_IDS):
+                await store.insert_node(
+                    conn, node_id=node_id, owner_id="o", name=node_id, capabilities=CAPABILITIES, labels={},
+                    region=None, location=None, status="ready", now=NOW,
+                )  # fmt: skip
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def monitor(db: ServiceDb, pool: asyncpg.Pool) -> AsyncIterator[tuple[LivenessMonitor, Clock]]:
+    clock = Clock()
+    monitor = LivenessMonitor(LeaderLock(db.dsn, db.schema, "liveness"), POLICY, clock=clock)
+    monitor.attach(pool)
+    await monitor.step()  # takes the lead, with every node alive and in its grace period
+    assert monitor.leading
+    try:
+        yield monitor, clock
+    finally:
+        await monitor.lock.release()
+
+
+async def waiting_on_a_row_lock(pool: asyncpg.Pool, deadline_s: float = 10.0) -> None:
+    """Until some other backend of the test database waits for a row lock."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline_s
+    async with pool.acquire() as conn:
+        while loop.time() < until:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("nobody waited for the row held")
+
+
+async def while_first_and_last_rows_are_taken(pool: asyncpg.Pool, write: Callable[[], Awaitable[Any]]) -> None:
+    """Another transaction holds the lowest id's row while ``write`` runs, then takes the highest id's
+    row too, as a reputation batch does. Whoever locks in another order deadlocks with it."""
+    async with pool.acquire() as other, other.transaction():
+        await other.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", FIRST)
+        writing = asyncio.ensure_future(write())
+        await waiting_on_a_row_lock(pool)
+        await other.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", LAST)
+    await asyncio.wait_for(writing, timeout=30)
+
+
+async def statuses(pool: asyncpg.Pool) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        return {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM nodes")}
+
+
+async def announced(pool: asyncpg.Pool) -> list[tuple[str, str]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT body FROM outbox WHERE subject = $1 ORDER BY id", NodeStatusChanged.TYPE.subject
+        )
+    events = [NodeStatusChanged.from_json(r["body"]) for r in rows]
+    return [(e.node_id, e.status) for e in events]
+
+
+async def test_status_changes_lock_node_rows_in_id_order(
+    pool: asyncpg.Pool, monitor: tuple[LivenessMonitor, Clock]
+) -> None:
+    leader, clock = monitor
+    assert next(iter(leader.nodes)) == LAST, "the leader meets the nodes in the table's order"
+    clock.now += 100  # every node silent past its down time: all go down in one transaction
+
+    await while_first_and_last_rows_are_taken(pool, leader.step)
+
+    assert set((await statuses(pool)).values()) == {domain.DOWN}
+    assert sorted(await announced(pool)) == [(n, domain.DOWN) for n in NODE_IDS]
+
+
+async def test_heartbeats_are_written_in_id_order(pool: asyncpg.Pool) -> None:
+    beats = [(node_id, NOW, {"cpu": 0.5}, 1) for node_id in NODE_IDS]
+
+    async def write() -> None:
+        async with pool.acquire() as conn:
+            await store.write_heartbeats(conn, beats)
+
+    await while_first_and_last_rows_are_taken(pool, write)
+
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM nodes WHERE running_jobs = 1") == len(NODE_IDS)
+
+
+async def test_a_status_change_whose_write_failed_is_made_by_the_next_tick(
+    pool: asyncpg.Pool, monitor: tuple[LivenessMonitor, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader, clock = monitor
+    record = service.record_transition
+    failures = []
+
+    async def fails_once(conn: asyncpg.Connection, transition: domain.Transition, *, now: datetime) -> bool:
+        if not failures:
+            failures.append(transition)
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return await record(conn, transition, now=now)
+
+    monkeypatch.setattr(service, "record_transition", fails_once)
+    clock.now += 100
+    with pytest.raises(asyncpg.DeadlockDetectedError):
+        await leader.step()
+    assert set((await statuses(pool)).values()) == {"ready"}, "nothing of the failed transaction stayed"
+
+    await leader.step()
+
+    assert set((await statuses(pool)).values()) == {domain.DOWN}
+    assert sorted(await announced(pool)) == [(n, domain.DOWN) for n in NODE_IDS]
