@@ -1,8 +1,9 @@
 """``fogctl job submit|list|get|logs|cancel|explain|wait``: your jobs, with the saved session (``fogctl login``).
 An array as a whole (``fogctl job array ...``) is in ``fogctl.arrays``.
 
-``submit --wait`` and ``wait`` behave like running the job here: its output goes to stdout as captured and
-the command exits with the job's exit code, so that scripts can use fogctl where they would run the program.
+``submit --wait`` and ``wait`` behave like running the job here: its output goes to stdout as captured, as it
+comes, and the command exits with the job's exit code, so that scripts can use fogctl where they would run the
+program. With ``--json`` they print the job and its whole output once it has ended.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def submit(
     if array is not None:
         _submit_array(spec, array, wait=wait, as_json=as_json)
     elif wait:
-        job, output = account.with_saved_session(lambda client: _submit_and_wait(client, spec))
-        raise typer.Exit(report_end(job, output, as_json=as_json))
+        submitted = account.with_saved_session(lambda client: _submit(client, spec))
+        _wait(submitted.id, as_json=as_json)
     else:
         job = account.with_saved_session(lambda client: client.submit_job(spec))
         typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
@@ -157,6 +158,7 @@ def logs(job_id: JobIdArgument, follow: FollowOption = False) -> None:
 
 
 async def _follow(client: FogClient, job_id: str) -> None:
+    """Print the job's output as it comes, until the job has ended."""
     attempt: int | None = None
     async for piece in client.follow_output(job_id, poll_s=POLL_S):
         if attempt is not None and piece.attempt != attempt:  # stderr: stdout is the job's alone
@@ -196,9 +198,8 @@ def explain(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
 
 @app.command()
 def wait(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
-    """Wait for the job to end; print its output and exit with its exit code."""
-    job, output = account.with_saved_session(lambda client: _wait_and_read(client, job_id))
-    raise typer.Exit(report_end(job, output, as_json=as_json))
+    """Wait for the job to end, printing its output as it comes; exit with its exit code."""
+    _wait(job_id, as_json=as_json)
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -242,11 +243,23 @@ def _given(**values: object) -> dict[str, object]:
 # -- waiting ---------------------------------------------------------------------------------------
 
 
-async def _submit_and_wait(client: FogClient, spec: JobSpec) -> tuple[Job, JobOutput]:
+async def _submit(client: FogClient, spec: JobSpec) -> Job:
     job = await client.submit_job(spec)
     # stderr: stdout is the job's alone; the id is what `fogctl job cancel` needs if this wait is interrupted
     account.console.print(f"Submitted job {job.id}; waiting for it to end.", markup=False, soft_wrap=True)
-    return await _wait_and_read(client, job.id)
+    return job
+
+
+def _wait(job_id: str, *, as_json: bool) -> None:
+    """Wait for the job to end, as if it ran here; exits fogctl with the job's exit status."""
+    if as_json:
+        job, output = account.with_saved_session(lambda client: _wait_and_read(client, job_id))
+        typer.echo(json.dumps({"job": job.model_dump(mode="json"), "output": output.model_dump(mode="json")}))
+    else:
+        job = account.with_saved_session(lambda client: _follow_to_the_end(client, job_id))
+        if job.status != "succeeded":
+            account.console.print(_ending(job), style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_status(job))
 
 
 async def _wait_and_read(client: FogClient, job_id: str) -> tuple[Job, JobOutput]:
@@ -254,16 +267,9 @@ async def _wait_and_read(client: FogClient, job_id: str) -> tuple[Job, JobOutput
     return job, await client.job_output(job.id)
 
 
-def report_end(job: Job, output: JobOutput, *, as_json: bool) -> int:
-    """Show how the job ended, as if it had run here; returns the exit status for fogctl."""
-    if as_json:
-        typer.echo(json.dumps({"job": job.model_dump(mode="json"), "output": output.model_dump(mode="json")}))
-    else:
-        write_raw(output.output)
-        _warn_if_truncated(output)
-        if job.status != "succeeded":
-            account.console.print(_ending(job), style="red", markup=False, highlight=False, soft_wrap=True)
-    return exit_status(job)
+async def _follow_to_the_end(client: FogClient, job_id: str) -> Job:
+    await _follow(client, job_id)
+    return await client.wait_job(job_id, poll_s=POLL_S)  # it has ended: one read
 
 
 def exit_status(job: Job) -> int:

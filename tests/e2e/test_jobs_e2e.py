@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
-from devstack_driver import RunningStack, email, fogctl, heartbeat_interval, open_stack
+from devstack_driver import FOGCTL, RunningStack, email, fogctl, heartbeat_interval, open_stack
 
 from fog_client import ApiError, Constraints, FogClient, JobSpec, Resources
 from fog_shared.testing.waiting import wait_until
@@ -155,6 +156,11 @@ async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningS
     )
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
     fogctl_follows = asyncio.create_task(fogctl("job", "logs", "--follow", job.id, env=config))
+    fogctl_waits = await asyncio.create_subprocess_exec(
+        *FOGCTL, "job", "wait", job.id, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, **config},
+    )  # fmt: skip
+    assert fogctl_waits.stdout is not None
     pieces: list[Any] = []
 
     async def follow() -> None:
@@ -167,12 +173,15 @@ async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningS
         return "".join(p.output for p in pieces) == "one\n" and not pieces[-1].ended
 
     await wait_until(first_line_seen_while_running, timeout=20, what="'one' followed while the job runs")
+    assert await asyncio.wait_for(fogctl_waits.stdout.readline(), timeout=20) == b"one\n", "printed as it came"
     await asyncio.to_thread(go.touch)
     await asyncio.wait_for(following, timeout=20)
     assert "".join(p.output for p in pieces) == "one\ntwo\n"
     assert pieces[-1].ended
     assert (await fog.get_job(job.id)).status == "succeeded"
     assert await asyncio.wait_for(fogctl_follows, timeout=20) == (0, "one\ntwo\n")
+    assert await asyncio.wait_for(fogctl_waits.stdout.read(), timeout=20) == b"two\n"
+    assert await asyncio.wait_for(fogctl_waits.wait(), timeout=20) == 0
 
 
 async def test_fogctl_cancels_a_whole_array_and_its_running_jobs_are_killed(stack: RunningStack) -> None:

@@ -54,11 +54,13 @@ def problem(status: int, code: str) -> httpx.Response:
 
 
 class Gateway:
-    """Job ``j1``, whose reads step through ``states`` (the last one stays); pages of ``pages`` by cursor."""
+    """Job ``j1``, whose reads step through ``states`` (the last one stays), and its output's through
+    ``outputs`` (or stay ``output``); pages of ``pages`` by cursor."""
 
     def __init__(self) -> None:
         self.states: list[dict[str, Any]] = [job()]
         self.output: dict[str, Any] = {"output": "", "truncated": False, "exit_code": None}
+        self.outputs: list[dict[str, Any]] = []
         self.explanation: dict[str, Any] = {}
         self.pages: dict[str | None, dict[str, Any]] = {None: {"items": [job()], "next_cursor": None}}
         self.requests: list[httpx.Request] = []
@@ -83,6 +85,8 @@ class Gateway:
             case "GET", ["j1"]:
                 return httpx.Response(200, json=self.states.pop(0) if len(self.states) > 1 else self.states[0])
             case "GET", ["j1", "output"]:
+                if self.outputs:
+                    return httpx.Response(200, json=self.outputs.pop(0) if len(self.outputs) > 1 else self.outputs[0])
                 return httpx.Response(200, json=self.output)
             case "GET", ["j1", "explain"]:
                 return httpx.Response(200, json=self.explanation)
@@ -273,16 +277,41 @@ def test_submit_an_array_and_wait_prints_its_summary_and_exits_0_only_if_all_suc
 # -- waiting -----------------------------------------------------------------------------------------
 
 
-def test_submit_wait_prints_the_output_raw_and_exits_with_the_jobs_code(gateway: Gateway, logged_in: Session) -> None:
-    raw = "line 1\n\x1b[31mred\x1b[0m ünïcode\r\nno newline at the end"
-    gateway.states = [job(status="running"), job(status="failed", exit_code=3, error="exited with 3")]
-    gateway.output = {"output": raw, "truncated": False, "exit_code": 3}
+def running_output(text: str, offset: int = 0, attempt: int = 1, ended: bool = False) -> dict[str, Any]:
+    """What ``GET /v1/jobs/j1/output?offset=...`` answers: the text from ``offset`` on."""
+    return {"output": text, "truncated": False, "exit_code": None, "length": offset + len(text), "ended": ended,
+            "attempt": attempt}  # fmt: skip
+
+
+def test_submit_wait_prints_the_output_raw_as_it_comes_and_exits_with_the_jobs_code(
+    gateway: Gateway, logged_in: Session
+) -> None:
+    raw = "line 1\n\x1b[31mred\x1b[0m ünïcode\r\n"
+    gateway.states = [job(status="failed", exit_code=3, error="exited with 3")]
+    gateway.outputs = [running_output(raw), running_output("", len(raw)),
+                       running_output("no newline at the end", len(raw), ended=True)]  # fmt: skip
     result = runner.invoke(app, ["job", "submit", "--wait", "--", "sh", "-c", "exit 3"])
     assert result.exit_code == 3, result.stderr
-    assert result.stdout_bytes == raw.encode()  # as captured: colours kept, no newline added, nothing else
+    # as captured: colours kept, no newline added, nothing else
+    assert result.stdout_bytes == (raw + "no newline at the end").encode()
     assert "Submitted job j1" in result.stderr
     assert "Job j1 failed with exit code 3: exited with 3" in result.stderr
-    assert [r.url.path for r in gateway.requests] == ["/v1/jobs", "/v1/jobs/j1", "/v1/jobs/j1", "/v1/jobs/j1/output"]
+    asked = [(r.url.path, r.url.params.get("offset")) for r in gateway.requests]
+    followed = [("/v1/jobs/j1/output", offset) for offset in (None, f"{len(raw)}", f"{len(raw)}")]
+    assert asked == [("/v1/jobs", None), *followed, ("/v1/jobs/j1", None)], "from each answer's length; the job once"
+
+
+def test_wait_prints_each_attempts_output_as_it_comes(gateway: Gateway, logged_in: Session) -> None:
+    gateway.states = [job(status="succeeded", exit_code=0, attempt=2)]
+    gateway.outputs = [
+        running_output("first try\n"),
+        running_output("", 10, attempt=2),  # asked from 10: a new attempt, so the follower asks from its start
+        running_output("second", attempt=2),
+        running_output(" try\n", 6, attempt=2, ended=True),
+    ]
+    code, out, err = fogctl("job", "wait", "j1")
+    assert (code, out) == (0, "first try\nsecond try\n")
+    assert "--- attempt 2 ---" in err  # on stderr: stdout is the job's alone
 
 
 def test_a_succeeded_job_exits_0_quietly(gateway: Gateway, logged_in: Session) -> None:
@@ -296,8 +325,9 @@ def test_a_succeeded_job_exits_0_quietly(gateway: Gateway, logged_in: Session) -
 @pytest.mark.parametrize("status", ["cancelled", "timed_out"])
 def test_a_job_that_ended_without_an_exit_code_exits_1(gateway: Gateway, logged_in: Session, status: str) -> None:
     gateway.states = [job(status=status, error="stopped")]
+    gateway.output = running_output("so far\n", ended=True)
     code, out, err = fogctl("job", "wait", "j1")
-    assert (code, out) == (1, "")
+    assert (code, out) == (1, "so far\n")
     assert f"Job j1 {status}: stopped" in err
 
 
