@@ -14,7 +14,7 @@ from fog_agent.cli import StateDirOption, fail
 from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
 from fog_agent.fingerprint import cpu_cores, detect_gpus
 from fog_agent.jobs import Capacity, JobRunner
-from fog_agent.sandbox import Sandbox, SandboxError, job_user_from_env, keep_workdirs_from_env
+from fog_agent.sandbox import Sandbox, SandboxError, confinement_from_env, job_user_from_env, keep_workdirs_from_env
 from fog_agent.state import NodeState, StateError, state_path
 from fog_agent.usage import usage_of
 
@@ -76,7 +76,12 @@ def run(
 
 def _job_runner(work_root: Path) -> JobRunner:
     try:
-        sandbox = Sandbox(work_root, user=job_user_from_env(), keep_workdirs=keep_workdirs_from_env())
+        sandbox = Sandbox(
+            work_root,
+            user=job_user_from_env(),
+            confinement=confinement_from_env(),
+            keep_workdirs=keep_workdirs_from_env(),
+        )
         sandbox.prepare()
     except SandboxError as exc:
         raise typer.Exit(fail(f"cannot run jobs: {exc}")) from None
@@ -86,6 +91,10 @@ def _job_runner(work_root: Path) -> JobRunner:
     capacity = Capacity(cpu_cores=cpu_cores(), gpus=len(detect_gpus()))
     user = sandbox.user.name if sandbox.user is not None else "the agent's own user"
     log.info("jobs share %g core(s) and %d GPU(s) and run as %s", capacity.cpu_cores, capacity.gpus, user)
+    if sandbox.confinement is not None:
+        log.info("jobs are confined by Landlock (ABI %d): they change their directory alone", sandbox.confinement.abi)
+    else:
+        log.warning("jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", user)
     return JobRunner(sandbox, capacity)
 
 

@@ -15,7 +15,11 @@ Every attempt gets:
   (SIGTERM, then SIGKILL after a grace), and as soon as its first process exits (whatever that left
   running in the background dies with it: a job does not outlive itself);
 - when the agent runs as root, an unprivileged user (``nobody`` or ``$FOG_AGENT_JOB_USER``) with no
-  supplementary groups, which owns the working directory.
+  supplementary groups, which owns the working directory;
+- where the kernel has Landlock (Linux 5.13 on), a file system of its own (``Confinement``): it reads and
+  runs what the system has installed, and changes its working directory alone. So it cannot read the
+  agent's state (its credential) nor another job's directory, even as the same user; from Linux 6.12 on it
+  cannot signal the agent or other jobs either.
 
 A job may be *prepared* while its placement commits (``Sandbox.prepare_job``, on the scheduler's word that
 it is about to be assigned here): its working directory and output pipe are made, and a spare of the
@@ -23,9 +27,9 @@ launcher takes every step before the exec. Its assignment then finds it ready (`
 a withdrawal, or ``PREPARED_FOR_S`` without one, undoes it, and nothing has run.
 
 This is not a container. A process that leaves the session (``setsid``) and outlives its parent
-escapes the kill; a job reads whatever its user may read (when the agent is not root, that includes
-the agent's state file); the jobs of a node share one user; memory is limited per process (address
-space), not per job. cgroups would close these gaps.
+escapes the kill; without Landlock, a job reads whatever its user may read (when the agent is not root,
+that includes the agent's state file); the jobs of a node share one user; memory is limited per process
+(address space), not per job. cgroups would close these gaps.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import psutil
 
 from fog_agent.job_messages import MIB, Assignment, JobKey, Outcome, Result
 from fog_agent.launcher import JobProgram, LaunchedJob, Launcher, NotPrepared, PreparedJob
+from fog_agent.launcher_process import landlock_abi
 from fog_agent.protocol import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,17 @@ PREPARED_FOR_S = 30.0
 Rlimit = tuple[int, tuple[int, int]]
 
 
+#: what a confined job may read and run, beneath: the system's programs, libraries and settings, the kernel's
+#: views of itself, devices (their modes still apply), and where DNS settings live on systemd and resolvconf
+JOB_READ_PATHS = (
+    "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/opt", "/etc", "/proc", "/sys", "/dev",
+    "/run/systemd/resolve", "/run/resolvconf", "/nix/store", "/snap",
+)  # fmt: skip
+#: what a confined job may change besides its working directory (its ``TMPDIR`` too): a few devices, and
+#: ``/dev/shm``, where POSIX semaphores and shared memory live (Python's multiprocessing needs it)
+JOB_WRITE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")  # noqa: S108
+
+
 class SandboxError(Exception):
     """The sandbox cannot be set up as configured (the agent cannot run jobs safely)."""
 
@@ -112,7 +128,44 @@ def job_user_from_env(environ: Mapping[str, str] = os.environ, *, euid: int | No
 
 
 def keep_workdirs_from_env(environ: Mapping[str, str] = os.environ) -> bool:
-    return environ.get("FOG_AGENT_KEEP_WORKDIRS", "").strip().lower() not in ("", "0", "false", "no")
+    return _yes(environ.get("FOG_AGENT_KEEP_WORKDIRS", ""))
+
+
+def _yes(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What jobs may reach of the file system (Landlock, ``launcher_process.confine``): read and run beneath
+    ``read``, change beneath ``write`` and their own working directory."""
+
+    abi: int
+    read: tuple[str, ...] = JOB_READ_PATHS
+    write: tuple[str, ...] = JOB_WRITE_PATHS
+
+    def for_job(self, workdir: Path) -> dict[str, object]:
+        return {"abi": self.abi, "read": list(self.read), "write": [str(workdir), *self.write]}
+
+
+def confinement_from_env(environ: Mapping[str, str] = os.environ, *, abi: int | None = None) -> Confinement | None:
+    """Landlock for jobs where the kernel has it, unless ``FOG_AGENT_LANDLOCK`` is off. Paths to add, separated by
+    ``:``: ``FOG_AGENT_JOB_READ_PATHS`` (read and run beneath), ``FOG_AGENT_JOB_WRITE_PATHS`` (change beneath)."""
+    if not _yes(environ.get("FOG_AGENT_LANDLOCK", "on")):
+        return None
+    abi = landlock_abi() if abi is None else abi
+    if abi == 0:
+        return None
+    read, write = (_paths(environ.get(f"FOG_AGENT_JOB_{kind}_PATHS", "")) for kind in ("READ", "WRITE"))
+    return Confinement(abi, JOB_READ_PATHS + read, JOB_WRITE_PATHS + write)
+
+
+def _paths(value: str) -> tuple[str, ...]:
+    paths = tuple(path for path in value.split(os.pathsep) if path)
+    relative = [path for path in paths if not os.path.isabs(path)]
+    if relative:
+        raise SandboxError(f"paths for jobs must be absolute: {', '.join(relative)}")
+    return paths
 
 
 def job_environment(assignment: Assignment, home: Path, gpu_ids: Sequence[int] | None = None) -> dict[str, str]:
@@ -121,7 +174,7 @@ def job_environment(assignment: Assignment, home: Path, gpu_ids: Sequence[int] |
     ``gpu_ids`` (when the node has GPUs) become ``CUDA_VISIBLE_DEVICES``: a job sees the GPUs it was given, and
     a job that asked for none sees none.
     """
-    env = {"PATH": PATH, "LANG": "C.UTF-8", **assignment.env}
+    env = {"PATH": PATH, "LANG": "C.UTF-8", "TMPDIR": str(home), **assignment.env}
     env.update(HOME=str(home), FOG_JOB_ID=assignment.job_id, FOG_JOB_ATTEMPT=str(assignment.attempt))
     if gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpu_ids)
@@ -175,10 +228,17 @@ class Sandbox:
     """Where and as whom jobs run; ``job()`` makes one attempt's ``SandboxedJob``."""
 
     def __init__(
-        self, work_root: Path, *, user: JobUser | None, keep_workdirs: bool = False, kill_grace_s: float = KILL_GRACE_S
+        self,
+        work_root: Path,
+        *,
+        user: JobUser | None,
+        confinement: Confinement | None = None,
+        keep_workdirs: bool = False,
+        kill_grace_s: float = KILL_GRACE_S,
     ) -> None:
         self.work_root = work_root.absolute()
         self.user = user
+        self.confinement = confinement
         self.keep_workdirs = keep_workdirs
         self.kill_grace_s = kill_grace_s
         self.launcher = Launcher()
@@ -287,6 +347,7 @@ class Sandbox:
             # None leaves the agent's own: only root can change them
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
+            landlock=None if self.confinement is None else self.confinement.for_job(workdir),
         )
 
     async def close(self) -> None:

@@ -17,12 +17,17 @@ import pytest
 
 from fog_agent import sandbox as sandbox_module
 from fog_agent.job_messages import MIB, Assignment, Resources
+from fog_agent.launcher_process import landlock_abi
 from fog_agent.sandbox import (
+    JOB_READ_PATHS,
+    JOB_WRITE_PATHS,
     MAX_OPEN_FILES,
     PATH,
+    Confinement,
     JobUser,
     Sandbox,
     SandboxError,
+    confinement_from_env,
     job_user_from_env,
     keep_workdirs_from_env,
     unreachable_ancestor,
@@ -30,6 +35,8 @@ from fog_agent.sandbox import (
 from fog_shared.testing.waiting import wait_until
 
 AS_ROOT = os.geteuid() == 0
+LANDLOCK_ABI = landlock_abi()
+needs_landlock = pytest.mark.skipif(LANDLOCK_ABI == 0, reason="this kernel has no Landlock")
 
 
 @pytest.fixture
@@ -212,6 +219,7 @@ async def test_the_environment_is_the_jobs_and_nothing_of_the_agents(
         "GREETING": "hi there",
         "LANG": "en_GB.UTF-8",  # the job may choose its own
         "PATH": PATH,
+        "TMPDIR": str(home),  # where a confined job may write
         "FOG_JOB_ID": "j-7",  # but not this
         "FOG_JOB_ATTEMPT": "2",
     }
@@ -404,3 +412,75 @@ async def test_closing_undoes_every_preparation(tmp_path: Path, marker: Path) ->
     assert list(box.work_root.iterdir()) == []
     assert box.prepared_jobs == 0
     assert not ran(marker)
+
+
+# -- confined by Landlock ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def confined(reachable_dir: Path) -> AsyncIterator[Sandbox]:
+    work_root = reachable_dir / "work"  # one the job user can pass through to its HOME (and TMPDIR)
+    box = Sandbox(work_root, user=job_user_from_env(), confinement=Confinement(LANDLOCK_ABI), kill_grace_s=0.5)
+    box.prepare()
+    yield box
+    await box.close()
+    await box.removals.finished()
+
+
+@needs_landlock
+async def test_a_confined_job_runs_the_systems_programs_and_changes_its_own_directory_alone(
+    sandbox: Sandbox, confined: Sandbox, reachable_dir: Path
+) -> None:
+    secret, shared = reachable_dir / "node.json", reachable_dir / "shared"
+    secret.write_text("the agent's credential\n")
+    secret.chmod(0o644)  # the job's user may read it, as jobs running as the agent's user may read its state
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    script = (
+        f"ls /usr/bin > /dev/null && echo ran; echo mine > here && cat here; echo t > $TMPDIR/t && echo tmpdir;"
+        f" cat {secret} || echo not read; echo > {shared}/$$ || echo not written"  # a new file each time
+    )
+    unconfined = await sandbox.job(job("sh", "-c", script)).run()
+    assert "the agent's credential" in unconfined.output, "the file modes let the job's user read it"
+    result = await confined.job(job("sh", "-c", script)).run()
+    assert [line for line in result.output.splitlines() if "Permission denied" not in line] == [
+        "ran", "mine", "tmpdir", "not read", "not written"
+    ]  # fmt: skip
+    assert len(list(shared.iterdir())) == 1, "only the unconfined job wrote there"
+
+
+@needs_landlock
+async def test_a_confined_job_cannot_reach_processes_outside_it(sandbox: Sandbox, confined: Sandbox) -> None:
+    target = sandbox.job(job("sleep", "100", timeout_s=60))  # the job's user, outside the confined job
+    running = asyncio.create_task(target.run())
+    try:
+        pid = await wait_until(lambda: _pid_of(target), timeout=5, what="the process to reach")
+        reach = (
+            f"head -c 1 /proc/{pid}/environ > /dev/null && echo read || echo not read;"
+            f" kill -0 {pid} && echo signalled || echo refused"
+        )
+        assert (await sandbox.job(job("sh", "-c", reach)).run()).output == "read\nsignalled\n", "its user may"
+        told = (await confined.job(job("sh", "-c", reach)).run()).output.splitlines()
+        seen = [line for line in told if line in ("read", "not read", "signalled", "refused")]  # not the errors
+        # Landlock keeps a job from ptrace (and so from another's memory and environment) from ABI 1 on, and
+        # scopes signals from ABI 6 (Linux 6.12) on.
+        assert seen == ["not read", "refused" if LANDLOCK_ABI >= 6 else "signalled"]
+    finally:
+        target.cancel()
+        await running
+
+
+async def _pid_of(job: object) -> int | None:
+    return getattr(job, "pid", None)
+
+
+def test_landlock_confines_jobs_where_the_kernel_has_it_unless_turned_off() -> None:
+    assert confinement_from_env({}, abi=0) is None
+    assert confinement_from_env({"FOG_AGENT_LANDLOCK": "off"}, abi=6) is None
+    assert confinement_from_env({}, abi=6) == Confinement(6, JOB_READ_PATHS, JOB_WRITE_PATHS)
+    added = {"FOG_AGENT_JOB_READ_PATHS": "/srv/models:/data", "FOG_AGENT_JOB_WRITE_PATHS": "/scratch"}
+    assert confinement_from_env(added, abi=3) == Confinement(
+        3, (*JOB_READ_PATHS, "/srv/models", "/data"), (*JOB_WRITE_PATHS, "/scratch")
+    )
+    with pytest.raises(SandboxError, match="absolute"):
+        confinement_from_env({"FOG_AGENT_JOB_WRITE_PATHS": "scratch"}, abi=3)
