@@ -20,7 +20,7 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   "uid", "gid", "landlock"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
-  those it may also change (see ``confine``). A request
+  those it may also change besides its ``cwd`` (see ``confine``). A request
   larger than ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second
   descriptor, an in-memory file that holds it.
 - launcher → agent: ``{"id", "pid"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
@@ -111,14 +111,28 @@ def landlock_abi() -> int:
     return max(result, 0)
 
 
-def confine(abi: int, read: list[str], write: list[str]) -> None:
-    """Restrict this process and whatever it runs to reading (and running) beneath ``read`` and changing
-    beneath ``write``; the rest of the file system answers ``EACCES``. Paths that do not exist are skipped.
-    The rules add no right the file modes do not give. From ABI 6 on, it can no longer signal processes
-    outside, nor reach their abstract Unix sockets. Sets ``no_new_privs``, as Landlock requires: a
-    set-user-id program then runs with the job's own rights."""
-    ruleset = _ruleset(abi, read, write)
+#: a Landlock policy as requests carry it: ``{"abi", "read", "write"}``
+Policy = dict[str, Any]
+#: a ruleset a spare made while it waited, for the policy it expects its job to have
+Prebuilt = tuple[Policy, int]
+
+
+def confine(policy: Policy, own: str, prebuilt: Prebuilt | None = None) -> None:
+    """Restrict this process and whatever it runs to reading (and running) beneath ``policy["read"]`` and
+    changing beneath ``policy["write"]`` and ``own`` (the job's directory); the rest of the file system answers
+    ``EACCES``. Paths that do not exist are skipped. The rules add no right the file modes do not give. From
+    ABI 6 on, it can no longer signal processes outside, nor reach their abstract Unix sockets. Sets
+    ``no_new_privs``, as Landlock requires: a set-user-id program then runs with the job's own rights.
+
+    ``prebuilt`` is used when it was made for the same policy (its job's directory is added to it)."""
+    if prebuilt is not None and prebuilt[0] == policy:
+        ruleset = prebuilt[1]
+    else:
+        if prebuilt is not None:
+            os.close(prebuilt[1])
+        ruleset = _ruleset(policy)
     try:
+        _allow(ruleset, own, _handled(policy["abi"]))
         if _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         _syscall(ctypes.c_long(_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0))
@@ -126,15 +140,20 @@ def confine(abi: int, read: list[str], write: list[str]) -> None:
         os.close(ruleset)
 
 
-def _ruleset(abi: int, read: list[str], write: list[str]) -> int:
-    """A Landlock ruleset (its descriptor) that allows what ``confine`` says."""
-    handled = _HANDLED_BY_ABI[min(abi, max(_HANDLED_BY_ABI))]
+def _handled(abi: int) -> int:
+    return _HANDLED_BY_ABI[min(abi, max(_HANDLED_BY_ABI))]
+
+
+def _ruleset(policy: Policy) -> int:
+    """A Landlock ruleset (its descriptor, close-on-exec) that allows what ``policy`` says."""
+    abi = policy["abi"]
+    handled = _handled(abi)
     # The whole structure, always: a kernel of an earlier ABI accepts the fields it does not know as zeros.
     attr = _RulesetAttr(handled, 0, _SCOPES if abi >= _SCOPE_ABI else 0)
     size = ctypes.c_size_t(ctypes.sizeof(attr))
     ruleset = _syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), size, ctypes.c_uint32(0))
     try:
-        for rights, paths in ((_READ_RIGHTS, read), (handled, write)):
+        for rights, paths in ((_READ_RIGHTS, policy["read"]), (handled, policy["write"])):
             for path in paths:
                 _allow(ruleset, path, rights)
     except BaseException:
@@ -194,14 +213,16 @@ def _rehearse() -> None:
 
     The objects they touch (functions, modules, caches) sit in pages shared with the launcher; a
     first write to one, a reference count, copies the page. Paid here, not once the job is asked for.
-    That includes a Landlock ruleset, made and dropped (ctypes' first calls cost ~0.5 ms in a fresh fork).
+    A spare that knows the Landlock policy its job will likely have (the last one asked for) makes its
+    ruleset now, to which the job's directory alone is added then; one that does not makes a small one and
+    drops it (ctypes' first calls cost ~0.5 ms in a fresh fork).
     """
     request = _request_of(_SAMPLE, [])
     _encoded(request)
     for signum in _RESTORED:
         signal.getsignal(signum)
     if _LANDLOCK_ABI:
-        os.close(_ruleset(_LANDLOCK_ABI, ["/"], [os.devnull]))
+        os.close(_ruleset({"abi": _LANDLOCK_ABI, "read": ["/"], "write": [os.devnull]}))
         _LIBC.prctl  # noqa: B018 -- looked up (and cached) here, as confine() will
 
 
@@ -212,7 +233,9 @@ def _encoded(request: dict[str, Any]) -> tuple[list[bytes], dict[bytes, bytes], 
     return argv, env, _executables(request["argv"][0], request["env"])
 
 
-def _child(data: bytes, fds: list[int], report: int, launcher: int, requests: socket.socket) -> None:
+def _child(
+    data: bytes, fds: list[int], report: int, launcher: int, requests: socket.socket, prebuilt: Prebuilt | None = None
+) -> None:
     """In a spare: become the job ``data`` asks for, or write the errno that stopped it to ``report``. Never returns.
 
     A request to prepare waits for its go on ``requests`` before its limits and its exec; the launcher
@@ -231,7 +254,7 @@ def _child(data: bytes, fds: list[int], report: int, launcher: int, requests: so
         os.umask(request["umask"])
         os.setsid()
         if request.get("landlock"):  # before the change of user, which might not reach the directories
-            confine(**request["landlock"])
+            confine(request["landlock"], request["cwd"], prebuilt)
         if request["uid"] is not None:
             os.setgroups([])
             os.setgid(request["gid"])
@@ -298,6 +321,8 @@ class Launcher:
         self.spare: _Spare | None = None
         self.prepared: dict[int, _Prepared] = {}
         self.refill = True  # false after a failed fork, until the next request
+        #: the Landlock policy of the latest request that had one: spares make its ruleset while they wait
+        self.landlock: Policy | None = None
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_read, self.wake_write = wake_read, wake_write
         signal.set_wakeup_fd(wake_write)
@@ -329,6 +354,7 @@ class Launcher:
             return False
         try:
             message = json.loads(data)  # the rest is the spare's to read
+            self.landlock = message.get("landlock") or self.landlock
             if GO in message:
                 return self._send({"id": message[GO], **self._go(message[GO])})
             if WITHDRAW in message:
@@ -442,8 +468,12 @@ class Launcher:
             for prepared in self.prepared.values():
                 prepared.spare.discard()
                 prepared.close_fds()
+            prebuilt = None
             if rehearse:
                 _rehearse()
+                if self.landlock is not None:
+                    with contextlib.suppress(OSError):  # its job then makes its own
+                        prebuilt = (self.landlock, _ruleset(self.landlock))
             data, fds, _, _ = socket.recv_fds(requests, MAX_INLINE_REQUEST_BYTES + 1024, 2)
             for fd in fds:  # as in the launcher: the job gets the output as stdout and stderr alone
                 os.set_inheritable(fd, False)
@@ -451,7 +481,7 @@ class Launcher:
             os._exit(1)
         if not data:  # the launcher closed its end without a job for it
             os._exit(0)
-        _child(data, fds, report, self.pid, requests)
+        _child(data, fds, report, self.pid, requests, prebuilt)
 
     def _on_child_exit(self) -> bool:
         while True:  # drain the wake-up pipe: one byte a signal, many children a byte

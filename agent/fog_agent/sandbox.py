@@ -144,8 +144,9 @@ class Confinement:
     read: tuple[str, ...] = JOB_READ_PATHS
     write: tuple[str, ...] = JOB_WRITE_PATHS
 
-    def for_job(self, workdir: Path) -> dict[str, object]:
-        return {"abi": self.abi, "read": list(self.read), "write": [str(workdir), *self.write]}
+    def policy(self) -> dict[str, object]:
+        """As the launcher takes it; a job may change its working directory too."""
+        return {"abi": self.abi, "read": list(self.read), "write": list(self.write)}
 
 
 def confinement_from_env(environ: Mapping[str, str] = os.environ, *, abi: int | None = None) -> Confinement | None:
@@ -347,7 +348,7 @@ class Sandbox:
             # None leaves the agent's own: only root can change them
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
-            landlock=None if self.confinement is None else self.confinement.for_job(workdir),
+            landlock=None if self.confinement is None else self.confinement.policy(),
         )
 
     async def close(self) -> None:

@@ -442,10 +442,12 @@ async def test_a_confined_job_runs_the_systems_programs_and_changes_its_own_dire
     )
     unconfined = await sandbox.job(job("sh", "-c", script)).run()
     assert "the agent's credential" in unconfined.output, "the file modes let the job's user read it"
-    result = await confined.job(job("sh", "-c", script)).run()
-    assert [line for line in result.output.splitlines() if "Permission denied" not in line] == [
-        "ran", "mine", "tmpdir", "not read", "not written"
-    ]  # fmt: skip
+    # Again and again: the first job's ruleset is made for it alone; later ones may find it made by their spare.
+    for _ in range(3):
+        result = await confined.job(job("sh", "-c", script)).run()
+        assert [line for line in result.output.splitlines() if "Permission denied" not in line] == [
+            "ran", "mine", "tmpdir", "not read", "not written"
+        ]  # fmt: skip
     assert len(list(shared.iterdir())) == 1, "only the unconfined job wrote there"
 
 
