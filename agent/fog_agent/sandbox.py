@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -51,6 +52,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -97,6 +99,10 @@ JOB_READ_PATHS = (
 )  # fmt: skip
 #: what a confined job may change besides its working directory (its ``TMPDIR`` too): a few devices, and
 #: ``/dev/shm``, where POSIX semaphores and shared memory live (Python's multiprocessing needs it)
+#: what a job given GPUs may also change: the driver's control devices, with ``/dev/nvidia<N>`` for each GPU it has
+NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset",
+                          "/dev/nvidia-caps")  # fmt: skip
+NVIDIA_GPU_DEVICE = "/dev/nvidia{}"
 JOB_WRITE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")  # noqa: S108
 
 
@@ -144,9 +150,24 @@ class Confinement:
     read: tuple[str, ...] = JOB_READ_PATHS
     write: tuple[str, ...] = JOB_WRITE_PATHS
 
-    def policy(self) -> dict[str, object]:
-        """As the launcher takes it; a job may change its working directory too."""
-        return {"abi": self.abi, "read": list(self.read), "write": list(self.write)}
+    def policy(self, gpu_ids: Sequence[int] | None = None) -> dict[str, object]:
+        """As the launcher takes it; a job may change its working directory too, and the device files of the
+        GPUs it was given."""
+        if not gpu_ids:
+            return self._policy
+        gpus = (*NVIDIA_CONTROL_DEVICES, *(NVIDIA_GPU_DEVICE.format(gpu) for gpu in gpu_ids))
+        return {**self._policy, "write": [*self._policy["write"], *_effective(gpus)]}
+
+    @functools.cached_property
+    def _policy(self) -> dict[str, Any]:
+        # Each rule costs every job's start a little: only paths that are there, each once (/bin is /usr/bin).
+        return {"abi": self.abi, "read": _effective(self.read), "write": _effective(self.write)}
+
+
+def _effective(paths: Iterable[str]) -> list[str]:
+    """The paths that exist, as they really are, less those beneath another (it covers them)."""
+    real = list(dict.fromkeys(os.path.realpath(path) for path in paths if os.path.exists(path)))
+    return [path for path in real if not any(path.startswith(other.rstrip("/") + "/") for other in real)]
 
 
 def confinement_from_env(environ: Mapping[str, str] = os.environ, *, abi: int | None = None) -> Confinement | None:
@@ -348,7 +369,7 @@ class Sandbox:
             # None leaves the agent's own: only root can change them
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
-            landlock=None if self.confinement is None else self.confinement.policy(),
+            landlock=None if self.confinement is None else self.confinement.policy(gpu_ids),
         )
 
     async def close(self) -> None:

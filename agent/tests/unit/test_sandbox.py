@@ -486,3 +486,26 @@ def test_landlock_confines_jobs_where_the_kernel_has_it_unless_turned_off() -> N
     )
     with pytest.raises(SandboxError, match="absolute"):
         confinement_from_env({"FOG_AGENT_JOB_WRITE_PATHS": "scratch"}, abi=3)
+
+
+def test_a_policy_names_each_path_once_as_it_really_is_and_gpu_devices_only_for_a_job_given_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to("usr/bin")
+    (tmp_path / "data").mkdir()
+    read = (str(tmp_path / "usr"), str(tmp_path / "bin"), str(tmp_path / "nothing here"), str(tmp_path / "data"))
+    confinement = Confinement(6, read, ("/dev/null",))
+    assert confinement.policy() == {"abi": 6, "read": [str(tmp_path / "usr"), str(tmp_path / "data")],
+                                    "write": ["/dev/null"]}  # fmt: skip
+
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    for name in ("nvidiactl", "nvidia0", "nvidia1", "nvidia2"):
+        (devices / name).touch()
+    monkeypatch.setattr(sandbox_module, "NVIDIA_CONTROL_DEVICES", (str(devices / "nvidiactl"), "/dev/nvidia-none"))
+    monkeypatch.setattr(sandbox_module, "NVIDIA_GPU_DEVICE", str(devices / "nvidia{}"))
+    assert confinement.policy([])["write"] == ["/dev/null"]
+    assert confinement.policy([0, 2])["write"] == [
+        "/dev/null", str(devices / "nvidiactl"), str(devices / "nvidia0"), str(devices / "nvidia2")
+    ]  # fmt: skip
