@@ -99,11 +99,11 @@ JOB_READ_PATHS = (
 )  # fmt: skip
 #: what a confined job may change besides its working directory (its ``TMPDIR`` too): a few devices, and
 #: ``/dev/shm``, where POSIX semaphores and shared memory live (Python's multiprocessing needs it)
+JOB_WRITE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")  # noqa: S108
 #: what a job given GPUs may also change: the driver's control devices, with ``/dev/nvidia<N>`` for each GPU it has
 NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset",
                           "/dev/nvidia-caps")  # fmt: skip
 NVIDIA_GPU_DEVICE = "/dev/nvidia{}"
-JOB_WRITE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")  # noqa: S108
 
 
 class SandboxError(Exception):

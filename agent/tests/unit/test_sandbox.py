@@ -456,7 +456,11 @@ async def test_a_confined_job_cannot_reach_processes_outside_it(sandbox: Sandbox
     target = sandbox.job(job("sleep", "100", timeout_s=60))  # the job's user, outside the confined job
     running = asyncio.create_task(target.run())
     try:
-        pid = await wait_until(lambda: _pid_of(target), timeout=5, what="the process to reach")
+
+        async def started() -> int | None:
+            return target.pid
+
+        pid = await wait_until(started, timeout=5, what="the process to reach")
         reach = (
             f"head -c 1 /proc/{pid}/environ > /dev/null && echo read || echo not read;"
             f" kill -0 {pid} && echo signalled || echo refused"
@@ -470,10 +474,6 @@ async def test_a_confined_job_cannot_reach_processes_outside_it(sandbox: Sandbox
     finally:
         target.cancel()
         await running
-
-
-async def _pid_of(job: object) -> int | None:
-    return getattr(job, "pid", None)
 
 
 def test_landlock_confines_jobs_where_the_kernel_has_it_unless_turned_off() -> None:

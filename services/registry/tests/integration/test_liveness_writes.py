@@ -19,6 +19,7 @@ from fog_shared.events.registry import NodeStatusChanged
 from fog_shared.pg.leader import LeaderLock
 from fog_shared.pg.pool import create_pool
 from fog_shared.testing.plugin import ServiceDb, ServiceDbFactory
+from fog_shared.testing.waiting import wait_until
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CAPABILITIES = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
@@ -69,20 +70,17 @@ async def monitor(db: ServiceDb, pool: asyncpg.Pool) -> AsyncIterator[tuple[Live
         await monitor.lock.release()
 
 
-async def waiting_on_a_row_lock(pool: asyncpg.Pool, deadline_s: float = 10.0) -> None:
+async def someone_waits_on_a_row_lock(pool: asyncpg.Pool) -> None:
     """Until some other backend of the test database waits for a row lock."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + deadline_s
-    async with pool.acquire() as conn:
-        while loop.time() < until:
-            waiting = await conn.fetchval(
+
+    async def waiting() -> int:
+        async with pool.acquire() as conn:
+            return int(await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("nobody waited for the row held")
+            ))  # fmt: skip
+
+    await wait_until(waiting, timeout=10, what="the writer to wait for the row held")
 
 
 async def while_first_and_last_rows_are_taken(pool: asyncpg.Pool, write: Callable[[], Awaitable[Any]]) -> None:
@@ -91,7 +89,7 @@ async def while_first_and_last_rows_are_taken(pool: asyncpg.Pool, write: Callabl
     async with pool.acquire() as other, other.transaction():
         await other.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", FIRST)
         writing = asyncio.ensure_future(write())
-        await waiting_on_a_row_lock(pool)
+        await someone_waits_on_a_row_lock(pool)
         await other.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", LAST)
     await asyncio.wait_for(writing, timeout=30)
 
