@@ -136,9 +136,7 @@ class PlacementLoop:
                 if not self._leading:
                     await asyncio.sleep(self.idle_s)  # a standby: try for the lead again later
                     continue
-                if listener is None:
-                    listener = await connect(self.dsn, self.schema)
-                    await listener.add_listener(f"{self.schema}_pending", lambda *_: self.wake())
+                listener = await self._listening(listener)
                 try:
                     busy = await self.cycle()
                 except Exception:
@@ -151,6 +149,30 @@ class PlacementLoop:
             if listener is not None:
                 await listener.close()
             await self.lock.release()
+
+    async def _listening(self, listener: asyncpg.Connection | None) -> asyncpg.Connection | None:
+        """A live connection that hears of new work, or None while the database cannot be reached.
+
+        The connection dies with its server (a restart, a failover). Without a new one the loop would
+        hear of nothing and place jobs once per ``idle_s`` only: its death wakes the loop, which listens
+        again, and the first cycle after finds whatever became pending meanwhile.
+        """
+        if listener is not None and not listener.is_closed():
+            return listener
+        try:
+            listener = await connect(self.dsn, self.schema)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("placement cannot listen for new jobs yet: %s", exc)
+            return None
+        try:
+            await listener.add_listener(f"{self.schema}_pending", lambda *_: self.wake())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            listener.terminate()
+            log.warning("placement cannot listen for new jobs yet: %s", exc)
+            return None
+        listener.add_termination_listener(lambda _: self.wake())
+        self.wake()  # jobs may have become pending while nobody listened
+        return listener
 
     async def _idle(self) -> None:
         timeout = self.idle_s

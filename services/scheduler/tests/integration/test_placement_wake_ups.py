@@ -1,8 +1,10 @@
-"""The placement loop is woken (NOTIFY) when there may be work: a job became pending, or one ended."""
+"""The placement loop is woken (NOTIFY) when there may be work: a job became pending, or one ended; and it
+listens again when its connection dies."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,10 +12,15 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from fog_scheduler import store
 from fog_scheduler.app import MIGRATIONS
+from fog_scheduler.domain import PlacementPolicy
+from fog_scheduler.placement import PlacementLoop
 from fog_shared.commands.scheduler import JobSpec
+from fog_shared.pg.leader import LeaderLock
 from fog_shared.pg.pool import connect
 from fog_shared.testing.plugin import ServiceDbFactory
+from fog_shared.testing.waiting import wait_until
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = JobSpec(command=["true"]).model_dump(mode="json")
@@ -73,3 +80,41 @@ async def test_new_pending_work_and_ended_jobs_wake_the_loop_placements_and_star
     assert await wakes.after(conn, "UPDATE jobs SET error = 'x' WHERE id = $1", placed) == 0, "no status change"
     assert await wakes.after(conn, set_status, placed, "succeeded") == 1, "an end frees its capacity"
     assert await wakes.after(conn, set_status, pending, "pending") == 1, "back to pending (lost, retried)"
+
+
+async def test_the_loop_listens_again_when_its_connection_dies_and_is_still_woken_by_new_jobs(
+    pool: tuple[asyncpg.Pool, str, str],
+) -> None:
+    """The listener's connection dies with a database restart: new jobs must still wake the loop."""
+    connections, dsn, schema = pool
+    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, idle_s=60)
+    loop.attach(connections)
+    node = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
+    async with connections.acquire() as conn:
+        await store.upsert_node(conn, "n1", status="ready", capabilities=node, labels={}, region=None, now=NOW)
+
+    async def listeners(conn: asyncpg.Connection) -> list[int]:
+        listening = "SELECT pid FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid()"
+        return [row["pid"] for row in await conn.fetch(listening, f'LISTEN "{schema}_pending"')]
+
+    running = asyncio.create_task(loop.run())
+    try:
+        async with connections.acquire() as conn:
+            first = await wait_until(lambda: listeners(conn), timeout=20, what="the loop listening")
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", first[0])
+
+            async def listening_again() -> list[int]:
+                return [pid for pid in await listeners(conn) if pid not in first]
+
+            await wait_until(listening_again, timeout=20, what="the loop listening on a new connection")
+            job_id = uuid.uuid4()
+            await conn.execute(INSERT, job_id, SPEC, "pending", None, NOW)
+
+            async def assigned() -> bool:
+                return bool(await conn.fetchval("SELECT status = 'assigned' FROM jobs WHERE id = $1", job_id))
+
+            await wait_until(assigned, timeout=20, what="the new job placed (idle_s is 60: only a wake-up places it)")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
