@@ -3,7 +3,14 @@
 ``AgentConnection.run`` returns the process's exit status: ``EXIT_STOPPED`` after ``stop()`` (the
 signal handlers call it), ``EXIT_REFUSED`` when the gateway refuses the node for good. Any other
 failure (gateway unreachable, connection dropped, a close with another code) is retried after a
-backoff with full jitter; each new connection starts from a fresh welcome and ``seq`` 1.
+backoff with full jitter, never longer than the heartbeat interval once a welcome has set it (a node
+silent for four intervals is declared down); each new connection starts from a fresh welcome and ``seq`` 1.
+
+Cut off: the platform declares a node down after four heartbeat intervals without word of it, and runs
+its jobs elsewhere. So an agent that has heard nothing from its gateway (no message, no answer to the
+ping sent with each heartbeat) for ``FENCE_AFTER_INTERVALS`` intervals (``FENCE_FLOOR_S`` at least)
+kills its running jobs and drops the queued ones (``JobRunner.fence``), whether the connection looks up
+or not: a job never runs on a cut off node beside its next attempt elsewhere.
 
 Job messages go to the ``JobRunner``; each new connection gets the reports the gateway has not acked
 yet, right after the welcome. ``stop()`` drains: the connection (and reconnection) goes on while the
@@ -45,6 +52,12 @@ GOODBYE_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 60.0
 #: how long the agent waits, once its jobs have ended, for the gateway to ack their reports
 REPORTS_ACK_TIMEOUT_S = 5.0
+#: heartbeat intervals without word from the gateway after which the agent stops its jobs: the registry
+#: declares a node down after four (``LivenessPolicy.for_interval``), and the scheduler then runs them elsewhere
+FENCE_AFTER_INTERVALS = 3.0
+#: ... but never sooner than this: a pause of the agent's own event loop (a loaded machine) must not look
+#: like a cut-off. Below a third of a second of interval (tests alone run so fast) the jobs may outlive the node.
+FENCE_FLOOR_S = 1.0
 #: what a connection can fail with that is worth another try
 _TRANSIENT = (OSError, TimeoutError, WebSocketException, ProtocolViolation)
 
@@ -55,6 +68,8 @@ class Socket(Protocol):
     """The part of a websockets ``ClientConnection`` the agent uses."""
 
     async def recv(self) -> str | bytes: ...
+
+    async def ping(self) -> Awaitable[float]: ...
 
     async def send(self, message: str) -> None: ...
 
@@ -95,15 +110,20 @@ class Backoff:
         self._rng, self._clock = rng, clock
         self._attempt = 0
         self._up_since: float | None = None
+        self._cap_s = BACKOFF_CAP_S
 
-    def connected(self) -> None:
+    def connected(self, heartbeat_interval_s: float | None = None) -> None:
+        """Welcomed. Retries are then never further apart than the heartbeat interval: the node is declared
+        down after four intervals of silence, and a gateway back within three must see it again in time."""
         self._up_since = self._clock()
+        if heartbeat_interval_s is not None:
+            self._cap_s = min(BACKOFF_CAP_S, heartbeat_interval_s)
 
     def next_delay(self) -> float:
         if self._up_since is not None and self._clock() - self._up_since > STABLE_AFTER_S:
             self._attempt = 0
         self._up_since = None
-        delay = backoff_s(self._attempt, self._rng)
+        delay = backoff_s(self._attempt, self._rng, cap_s=self._cap_s)
         self._attempt += 1
         return delay
 
@@ -147,6 +167,10 @@ class AgentConnection:
         self._draining = asyncio.Event()  # told to stop: jobs end, reports go out
         self._hurry = asyncio.Event()  # told twice: running jobs are killed at once
         self._stopping = asyncio.Event()  # drained: goodbye
+        #: when the gateway was last heard from (a message, or the answer to a ping); None before the first welcome
+        self._heard_at: float | None = None
+        self._fence_after_s = FENCE_AFTER_INTERVALS * 5.0  # set by each welcome
+        self._fenced = False  # the jobs were stopped since the gateway was last heard from
 
     def __repr__(self) -> str:  # the default would show the headers, credential included
         return f"AgentConnection({self.url!r}, node_id={self.node_id!r})"
@@ -165,11 +189,36 @@ class AgentConnection:
 
     async def run(self) -> int:
         drainer = asyncio.create_task(self._drain_when_told())
+        fencer = asyncio.create_task(self._fence_when_cut_off())
         try:
             return await self._connect_until_stopped()
         finally:
-            drainer.cancel()
-            await asyncio.gather(drainer, return_exceptions=True)
+            for task in (drainer, fencer):
+                task.cancel()
+            await asyncio.gather(drainer, fencer, return_exceptions=True)
+
+    def _heard(self) -> None:
+        self._heard_at, self._fenced = self._clock(), False
+
+    async def _fence_when_cut_off(self) -> None:
+        while True:
+            await asyncio.sleep(self._fence_after_s / 12)  # a quarter of an interval, or less
+            self.fence_if_cut_off()
+
+    def fence_if_cut_off(self) -> None:
+        """Stop the jobs once the gateway has been silent for ``FENCE_AFTER_INTERVALS`` heartbeat intervals."""
+        if self._heard_at is None or self._fenced:
+            return
+        silent_s = self._clock() - self._heard_at
+        if silent_s <= self._fence_after_s:
+            return
+        self._fenced = True
+        why = (
+            f"the node heard nothing from the platform for {silent_s:.0f}s: its jobs were stopped, because the"
+            " platform counts them lost and runs them again elsewhere"
+        )
+        if self._jobs.fence(why):
+            log.warning("nothing heard from the gateway for %.1fs: running jobs stopped", silent_s)
 
     async def _drain_when_told(self) -> None:
         await self._draining.wait()
@@ -207,7 +256,9 @@ class AgentConnection:
             welcome = await self._unless_stopped(asyncio.wait_for(self._welcome(ws), WELCOME_TIMEOUT_S))
             if welcome is None:
                 return
-            backoff.connected()
+            backoff.connected(welcome.heartbeat_interval_s)
+            self._fence_after_s = max(FENCE_FLOOR_S, FENCE_AFTER_INTERVALS * welcome.heartbeat_interval_s)
+            self._heard()
             if welcome.node_id != self.node_id:  # the gateway knows which node the credential is: heartbeat as that
                 log.warning("the gateway welcomed node %s, but the state file names %s", welcome.node_id, self.node_id)
             log.info(
@@ -252,15 +303,25 @@ class AgentConnection:
                 raise failure
 
     async def _heartbeats(self, ws: Socket, welcome: Welcome) -> None:
+        interval_s = welcome.heartbeat_interval_s  # the pace the gateway asked for
+        loop = asyncio.get_running_loop()
         for seq in itertools.count(1):
+            sent_at = loop.time()
             beat = protocol.heartbeat(welcome.node_id, seq, self._usage(), running_jobs=self._jobs.running_jobs)
             await ws.send(protocol.encode(beat))
             log.debug("heartbeat %d sent", seq)
-            await asyncio.sleep(welcome.heartbeat_interval_s)  # the pace the gateway asked for
+            # A connection can look up while nothing gets through: the answer to a ping shows the gateway hears.
+            pong = await ws.ping()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await pong
+                    self._heard()
+            await asyncio.sleep(max(0.0, interval_s - (loop.time() - sent_at)))
 
     async def _receive(self, ws: Socket) -> None:
         while True:
             message = self._decode(await ws.recv())
+            self._heard()
             if message is not None:
                 self._handle(message)
 

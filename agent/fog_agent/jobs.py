@@ -26,6 +26,10 @@ commits. If it would start at once (nothing queued, it fits, it asks for no GPU)
 or a cancel, undoes that. A preparation never runs anything, nor takes capacity; at most ``MAX_PREPARED``
 are held at once.
 
+Cut off (``fence``): when the agent has heard nothing from its gateway for most of the time after which
+the platform declares the node down (and runs its jobs elsewhere), it kills its running jobs (reported
+``failed`` once it is back) and drops the queued ones: a job never runs here beside its next attempt.
+
 Shutdown (``drain``): new assignments are ignored; queued ones are dropped without a report (they never
 started: the gateway hands them out again once the node has left); running ones may finish until the
 drain timeout, then are killed and reported ``failed``, so that the scheduler may retry them elsewhere
@@ -214,6 +218,23 @@ class JobRunner:
             log.info("job %s attempt %d: dropped from the queue, the agent is shutting down", *assignment.key)
         self._queue.clear()
         self._update_idle()
+
+    def fence(self, why: str) -> int:
+        """The node has been cut off from the platform so long that it counts this node's jobs lost and runs
+        them elsewhere: kill the running ones (each ends ``failed`` with ``why``) and drop the queued ones, so
+        that no job runs here beside its next attempt. How many were running.
+
+        Queued ones are dropped without a report and not remembered: if the platform still has them here
+        when the node is back, the gateway hands them out again, and they run then.
+        """
+        for assignment in self._queue:
+            log.warning("job %s attempt %d: dropped from the queue, the node is cut off", *assignment.key)
+        self._queue.clear()
+        for key, running in self._running.items():
+            log.warning("job %s attempt %d: killed, the node is cut off", *key)
+            running.job.interrupt(why)
+        self._update_idle()
+        return len(self._running)
 
     async def drain(self, timeout_s: float, hurry: asyncio.Event) -> None:
         """Take no more jobs, let the running ones end until ``timeout_s`` (or ``hurry``), then kill them."""

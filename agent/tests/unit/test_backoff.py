@@ -64,3 +64,14 @@ def test_failures_in_a_row_grow_and_a_connection_that_held_starts_over() -> None
     clock.now += STABLE_AFTER_S + 1
     assert backoff.next_delay() == 0.5
     assert backoff.next_delay() == 1.0  # and counts up again from there
+
+
+def test_once_welcomed_retries_are_never_further_apart_than_the_heartbeat_interval() -> None:
+    """A node is declared down after four silent intervals: a gateway back within three must see it in time."""
+    clock = Clock()
+    backoff = Backoff(Ceiling(), clock)
+    assert [backoff.next_delay() for _ in range(8)][-1] == BACKOFF_CAP_S  # never welcomed: the usual cap
+
+    backoff.connected(heartbeat_interval_s=5.0)
+    clock.now += STABLE_AFTER_S + 1
+    assert [backoff.next_delay() for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]

@@ -23,7 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from fog_agent.connection import EXIT_REFUSED, EXIT_STOPPED, AgentConnection
+from fog_agent.connection import EXIT_REFUSED, EXIT_STOPPED, FENCE_FLOOR_S, AgentConnection
 from fog_agent.jobs import Capacity, JobRunner
 from fog_agent.protocol import ProtocolViolation, connect_url, parse_welcome
 from fog_agent.sandbox import Sandbox, job_user_from_env
@@ -429,6 +429,63 @@ async def test_stopping_lets_the_running_job_finish_and_report_before_the_goodby
     after_start = [m["type"] for m in gateway.received[0] if m["type"] != "heartbeat"]
     assert after_start == ["started", "finished", "goodbye"]  # j2 was not taken
     assert (gateway.finished(0, "j1")["outcome"], gateway.finished(0, "j1")["output"]) == ("succeeded", "done\n")
+
+
+# -- cut off from the gateway ---------------------------------------------------------------------------------------
+
+
+async def test_a_node_cut_off_from_its_gateway_stops_its_jobs_before_it_would_be_declared_down(
+    gateway: Gateway, jobs: JobRunner
+) -> None:
+    """The platform declares a node down after four silent intervals and runs its jobs elsewhere: they must not
+    run on here too. Jobs of 1 core on 2: j1 and j2 run, j3 waits."""
+    gateway.auto_ack = True
+    agent = new_agent(gateway.url, jobs=jobs)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    for job_id in ("j1", "j2", "j3"):
+        await gateway.sockets[0].send(assignment(job_id, "sleep", "100"))
+    await until(lambda: gateway.reports(0) == [("started", "j1"), ("started", "j2")], "two jobs started")
+
+    gateway.http_status = 503  # the gateway goes away and does not come back at once
+    gateway.sockets[0].transport.abort()
+    await until(lambda: jobs.running_jobs == 0, f"the jobs stopped after {FENCE_FLOOR_S}s of silence")
+    assert len(gateway.sockets) == 1, "stopped while cut off, not on a new connection"
+
+    gateway.http_status = None
+    await until(lambda: len(gateway.reports(1)) == 2, "the reports on the next connection")
+    for job_id in ("j1", "j2"):
+        report = gateway.finished(1, job_id)
+        assert (report["outcome"], report["exit_code"]) == ("failed", -15)  # killed: SIGTERM, SIGKILL after a grace
+        assert "heard nothing from the platform" in report["error"]
+    await gateway.sockets[1].send(assignment("j3", "echo", "late"))  # still placed here: handed out again, it runs
+    await until(lambda: ("finished", "j3") in gateway.reports(1), "the queued job run once handed out again")
+    agent.stop()
+    assert await finished(run) == EXIT_STOPPED
+
+
+async def test_a_connection_that_stays_up_while_nothing_gets_through_counts_as_cut_off(
+    gateway: Gateway, jobs: JobRunner
+) -> None:
+    gateway.auto_ack = True
+    agent = new_agent(gateway.url, jobs=jobs)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    await gateway.sockets[0].send(assignment("j1", "sleep", "100"))
+    await until(lambda: gateway.reports(0) == [("started", "j1")], "the job started")
+    # A quiet gateway that answers the heartbeats' pings is heard: the job runs on past the fence's time.
+    beats = len(gateway.heartbeats(0))
+    await until(lambda: len(gateway.heartbeats(0)) > beats + 2 * FENCE_FLOOR_S / 0.05, "heartbeats for 2 s")
+    assert jobs.running_jobs == 1
+
+    gateway.sockets[0].transport.pause_reading()  # nothing gets through, and nothing answers
+    await until(lambda: jobs.running_jobs == 0, "the job stopped while the connection looks up")
+    gateway.sockets[0].transport.resume_reading()
+    await until(lambda: ("finished", "j1") in gateway.reports(0), "the report once the gateway hears again")
+    assert gateway.finished(0, "j1")["outcome"] == "failed"
+    assert len(gateway.sockets) == 1
+    agent.stop()
+    assert await finished(run) == EXIT_STOPPED
 
 
 # -- fog-agent run as a process ------------------------------------------------------------------------------------

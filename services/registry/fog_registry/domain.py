@@ -13,7 +13,9 @@ while it keeps heartbeating (route-flap damping, as BGP does it). After the regi
 no node is suspected before ``restart_grace_s``: heartbeats missed while it was away are not the
 nodes' fault. For the same reason a node is not blamed for the silence of the gateway that
 relays its beats: gateways publish a batch at least every ``source_keepalive_s``, and whatever
-silence of theirs goes beyond that (up to one interval) is taken off their nodes' silence.
+silence of theirs goes beyond that (up to one interval) is taken off their nodes' silence. And when
+no gateway at all is heard, the registry itself is deaf (``deaf``): nobody is suspected until it
+hears again, and then not before another ``restart_grace_s``.
 
 The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and HTTP out of here.
 """
@@ -115,6 +117,14 @@ def excused_silence(source_quiet_s: float, policy: LivenessPolicy) -> float:
     beyond its keepalive, and at most one interval (a gateway that is gone is not an excuse for
     long; its nodes reconnect elsewhere or are really silent)."""
     return min(max(0.0, source_quiet_s - policy.source_keepalive_s), policy.interval_s)
+
+
+def deaf(quiet_s: float, policy: LivenessPolicy) -> bool:
+    """Whether a registry that has heard no gateway at all for ``quiet_s`` is deaf: every live gateway
+    publishes at least every ``source_keepalive_s`` (empty when no node spoke), so twice that without a
+    batch from anyone means the registry (or NATS, between them) could hear nobody. What nodes said
+    meanwhile was lost on the way, and their silence is not theirs: nobody is suspected for it."""
+    return quiet_s > 2 * policy.source_keepalive_s
 
 
 def on_tick(

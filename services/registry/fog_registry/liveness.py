@@ -11,7 +11,9 @@ When a replica takes the lead (at start, or after the leader died), it allows th
 ``restart_grace_s`` before suspecting anyone: heartbeats sent while no registry listened are
 not the nodes' fault. Likewise, a gateway that stalls (its batches stop, then arrive in a burst)
 or a registry too busy to read them for a moment does not make nodes suspect: the silence of
-each batch *source* is taken off its nodes' silence (``domain.excused_silence``).
+each batch *source* is taken off its nodes' silence (``domain.excused_silence``). A leader that
+hears no gateway at all (NATS is down, or the only gateway) is deaf (``domain.deaf``): it suspects
+nobody meanwhile, and gives every node the restart grace again once it hears.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class LivenessMonitor:
         self.nodes: dict[str, domain.NodeLiveness] = {}
         #: when (monotonic) the latest batch of each gateway was handled
         self.sources: dict[str, float] = {}
+        #: when (monotonic) the latest batch from any gateway was handled; None before the first
+        self.heard_at: float | None = None
+        self._deaf = False
         self.leading = False
         self.grace_until = 0.0
         self._pending: dict[str, tuple[datetime, dict[str, float], int]] = {}
@@ -80,6 +85,7 @@ class LivenessMonitor:
     # -- heartbeats (every replica) --------------------------------------------------------
     async def on_batch(self, batch: HeartbeatBatch) -> None:
         now, wall = self.clock(), self.wall()
+        self.heard_at = now
         if batch.source is not None:
             self.sources[batch.source] = now
         for beat in batch.heartbeats:
@@ -129,6 +135,7 @@ class LivenessMonitor:
             return
         await self._mirror_commands()
         now = self.clock()
+        self._grace_while_deaf(now)
         grace, policy, excuses = self.grace_until, self.policy, self._excuses(now)
         moved = [
             domain.on_tick(node, now=now, grace_until=grace, policy=policy, excused_s=excuses.get(node.source, 0.0))
@@ -137,6 +144,23 @@ class LivenessMonitor:
         await self._persist([t for t in moved if t is not None])
         if now >= self._next_flush:
             await self.flush()
+
+    def _grace_while_deaf(self, now: float) -> None:
+        """While no gateway is heard, and for ``restart_grace_s`` after, nobody is suspected: the nodes'
+        beats were lost on their way here. A leader that never heard any gateway is not deaf: with no
+        gateway, nodes cannot be heard at all, and those that are gone must go down in time."""
+        if self.heard_at is None:
+            return
+        deaf = domain.deaf(now - self.heard_at, self.policy)
+        if deaf:
+            self.grace_until = max(self.grace_until, now + self.policy.restart_grace_s)
+        if deaf != self._deaf:
+            quiet_s = now - self.heard_at
+            if deaf:
+                log.warning("no gateway heard for %.1fs: no node is suspected until they are heard again", quiet_s)
+            else:
+                log.info("gateways heard again: nodes are suspected again after the grace period")
+            self._deaf = deaf
 
     def _excuses(self, now: float) -> dict[str | None, float]:
         """The silence each gateway explains; gateways silent past any node's down time are

@@ -1,6 +1,7 @@
-"""The liveness leader's writes against real PostgreSQL: node rows are locked in id order, so they
+"""The liveness leader against real PostgreSQL. Its writes lock node rows in id order, so they
 never deadlock with the reputation batches (which lock in id order too), and a status change whose
-write failed is made again by the next tick instead of being lost."""
+write failed is made again by the next tick instead of being lost. A leader that hears no gateway at
+all takes no node down for it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from fog_registry import domain, service, store
 from fog_registry.app import MIGRATIONS
 from fog_registry.liveness import LivenessMonitor
+from fog_shared.commands.registry import Heartbeat, HeartbeatBatch, Usage
 from fog_shared.events.registry import NodeStatusChanged
 from fog_shared.pg.leader import LeaderLock
 from fog_shared.pg.pool import create_pool
@@ -157,3 +159,35 @@ async def test_a_status_change_whose_write_failed_is_made_by_the_next_tick(
 
     assert set((await statuses(pool)).values()) == {domain.DOWN}
     assert sorted(await announced(pool)) == [(n, domain.DOWN) for n in NODE_IDS]
+
+
+def batch(node_ids: list[str], source: str = "gateway-1") -> HeartbeatBatch:
+    usage = Usage(cpu_percent=1.0, memory_used_bytes=1, disk_used_bytes=1)
+    beats = [Heartbeat(node_id=node_id, seq=1, running_jobs=0, usage=usage) for node_id in node_ids]
+    return HeartbeatBatch(source=source, heartbeats=beats)
+
+
+async def test_while_no_gateway_is_heard_no_node_goes_down_and_after_only_the_silent_ones_do(
+    pool: asyncpg.Pool, monitor: tuple[LivenessMonitor, Clock]
+) -> None:
+    """NATS down, say: every node's beats are lost on their way, which says nothing of the nodes."""
+    leader, clock = monitor
+    await leader.on_batch(batch(NODE_IDS))
+    for _ in range(3 * int(POLICY.down_after_s)):  # deaf for three times the down time, ticking each second
+        clock.now += 1
+        await leader.step()
+    assert set((await statuses(pool)).values()) == {"ready"}
+    assert await announced(pool) == []
+
+    heard, silent = NODE_IDS[:20], NODE_IDS[20:]  # heard again: half the nodes come back
+    await leader.on_batch(batch(heard))
+    for _ in range(int(POLICY.restart_grace_s) - 1):
+        clock.now += 1
+        await leader.on_batch(batch(heard))
+        await leader.step()
+    assert set((await statuses(pool)).values()) == {"ready"}, "the others have the grace period to be heard"
+    for _ in range(2):
+        clock.now += 1
+        await leader.on_batch(batch(heard))
+        await leader.step()
+    assert sorted(await announced(pool)) == [(n, domain.DOWN) for n in silent]

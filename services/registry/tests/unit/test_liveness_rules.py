@@ -58,6 +58,11 @@ def test_a_gateway_stall_is_not_held_against_its_nodes() -> None:
     assert tick(node, 8.1 + 25.1, excused_s=5.0) == DOWN
 
 
+def test_a_registry_that_hears_no_gateway_at_all_is_deaf() -> None:
+    assert not domain.deaf(1.9, POLICY), "a gateway publishes at least every second: not yet a silence"
+    assert domain.deaf(2.1, POLICY), "nobody at all for two keepalives: the registry cannot hear"
+
+
 def test_a_flapping_node_is_not_announced_on_every_bounce() -> None:
     node = NodeLiveness("n1", DOWN)
     announced, now = [], 0.0
