@@ -56,9 +56,11 @@ async def status(data_dir: Path) -> dict[str, Any]:
     return json.loads(stdout) if stdout.strip() else {"running": False, "processes": []}
 
 
-def launch(data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """`fogctl dev up` as a newcomer runs it, with its own servers and a free gateway port."""
+def launch(data_dir: Path, *extra: str, servers: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`fogctl dev up` as a newcomer runs it, with its own servers and a free gateway port; or on the
+    NATS and Postgres given in ``servers`` (``FOG_NATS_URL``, ``FOG_DATABASE_URL``), which a test owns."""
     env = {k: v for k, v in os.environ.items() if k not in ("FOG_NATS_URL", "FOG_DATABASE_URL")}
+    env |= servers or {}
     env["FOG_GATEWAY_PORT"] = str(free_port())
     env["FOG_CONFIG_DIR"] = str(data_dir / "fogctl")  # where `dev up` logs fogctl in: not the user's own
     log = (data_dir / "fogctl.log").open("wb")
@@ -77,9 +79,9 @@ async def all_ready(data_dir: Path) -> dict[str, Any] | None:
 class RunningStack:
     """A `fogctl dev up` that a test module shares: started once, stopped with Ctrl-C after."""
 
-    def __init__(self, data_dir: Path, *options: str) -> None:
+    def __init__(self, data_dir: Path, *options: str, servers: dict[str, str] | None = None) -> None:
         self.dir = data_dir
-        self.supervisor = launch(data_dir, *options)
+        self.supervisor = launch(data_dir, *options, servers=servers)
         self.extra: list[subprocess.Popen[bytes]] = []
         self.state: dict[str, Any] = {}
 
