@@ -10,7 +10,8 @@ Cut off: the platform declares a node down after four heartbeat intervals withou
 its jobs elsewhere. So an agent that has heard nothing from its gateway (no message, no answer to the
 ping sent with each heartbeat) for ``FENCE_AFTER_INTERVALS`` intervals (``FENCE_FLOOR_S`` at least)
 kills its running jobs and drops the queued ones (``JobRunner.fence``), whether the connection looks up
-or not: a job never runs on a cut off node beside its next attempt elsewhere.
+or not: a job never runs on a cut off node beside its next attempt elsewhere. Before that, after
+``RECONNECT_AFTER_INTERVALS``, the agent gives the silent connection up and tries a new one.
 
 Job messages go to the ``JobRunner``; each new connection gets the reports the gateway has not acked
 yet, right after the welcome. ``stop()`` drains: the connection (and reconnection) goes on while the
@@ -58,6 +59,11 @@ FENCE_AFTER_INTERVALS = 3.0
 #: ... but never sooner than this: a pause of the agent's own event loop (a loaded machine) must not look
 #: like a cut-off. Below a third of a second of interval (tests alone run so fast) the jobs may outlive the node.
 FENCE_FLOOR_S = 1.0
+#: heartbeat intervals without word from the gateway after which the connection is given up for a new one
+#: (``FENCE_FLOOR_S`` at least)
+RECONNECT_AFTER_INTERVALS = 2.0
+#: how long a closing handshake may take: a connection given up for silence would never complete one
+CLOSE_TIMEOUT_S = 1.0
 #: what a connection can fail with that is worth another try
 _TRANSIENT = (OSError, TimeoutError, WebSocketException, ProtocolViolation)
 
@@ -87,6 +93,7 @@ def open_websocket(url: str, headers: Mapping[str, str]) -> Awaitable[Socket]:
         user_agent_header=f"fog-agent/{__version__}",
         logger=_websocket_log,
         max_size=protocol.MAX_MESSAGE_BYTES,  # websockets' default (1 MiB) is below what an assignment may be
+        close_timeout=CLOSE_TIMEOUT_S,
     )
 
 
@@ -304,19 +311,25 @@ class AgentConnection:
 
     async def _heartbeats(self, ws: Socket, welcome: Welcome) -> None:
         interval_s = welcome.heartbeat_interval_s  # the pace the gateway asked for
-        loop = asyncio.get_running_loop()
+        give_up_after_s = max(FENCE_FLOOR_S, RECONNECT_AFTER_INTERVALS * interval_s)
         for seq in itertools.count(1):
-            sent_at = loop.time()
             beat = protocol.heartbeat(welcome.node_id, seq, self._usage(), running_jobs=self._jobs.running_jobs)
-            await ws.send(protocol.encode(beat))
+            async with asyncio.timeout(give_up_after_s):  # a send held up that long: the connection does not move
+                await ws.send(protocol.encode(beat))
+                # A connection can look up while nothing gets through: a ping's answer shows the gateway hears.
+                pong = asyncio.ensure_future(await ws.ping())
+            pong.add_done_callback(self._on_pong)
             log.debug("heartbeat %d sent", seq)
-            # A connection can look up while nothing gets through: the answer to a ping shows the gateway hears.
-            pong = await ws.ping()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await pong
-                    self._heard()
-            await asyncio.sleep(max(0.0, interval_s - (loop.time() - sent_at)))
+            silent_s = self._clock() - (self._heard_at or 0.0)
+            if silent_s > give_up_after_s:
+                # Half-open (a NAT or a load balancer forgot it), it would stay "up" until the keepalive gives
+                # up, 40 s on: a new connection may find a way through before the node is declared down.
+                raise TimeoutError(f"nothing heard from the gateway for {silent_s:.1f}s, not even a ping's answer")
+            await asyncio.sleep(interval_s)
+
+    def _on_pong(self, pong: asyncio.Future[float]) -> None:
+        if not pong.cancelled() and pong.exception() is None:  # the connection closed first: no answer
+            self._heard()
 
     async def _receive(self, ws: Socket) -> None:
         while True:

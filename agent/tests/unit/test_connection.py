@@ -464,8 +464,8 @@ async def test_a_node_cut_off_from_its_gateway_stops_its_jobs_before_it_would_be
     assert await finished(run) == EXIT_STOPPED
 
 
-async def test_a_connection_that_stays_up_while_nothing_gets_through_counts_as_cut_off(
-    gateway: Gateway, jobs: JobRunner
+async def test_a_connection_that_looks_up_while_nothing_gets_through_is_given_up_and_counts_as_cut_off(
+    gateway: Gateway, jobs: JobRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway.auto_ack = True
     agent = new_agent(gateway.url, jobs=jobs)
@@ -478,12 +478,14 @@ async def test_a_connection_that_stays_up_while_nothing_gets_through_counts_as_c
     await until(lambda: len(gateway.heartbeats(0)) > beats + 2 * FENCE_FLOOR_S / 0.05, "heartbeats for 2 s")
     assert jobs.running_jobs == 1
 
-    gateway.sockets[0].transport.pause_reading()  # nothing gets through, and nothing answers
-    await until(lambda: jobs.running_jobs == 0, "the job stopped while the connection looks up")
-    gateway.sockets[0].transport.resume_reading()
-    await until(lambda: ("finished", "j1") in gateway.reports(0), "the report once the gateway hears again")
-    assert gateway.finished(0, "j1")["outcome"] == "failed"
-    assert len(gateway.sockets) == 1
+    gateway.http_status = 503  # no new connection gets through either
+    gateway.sockets[0].transport.pause_reading()  # nothing gets through, nothing answers: yet the connection is up
+    await until(lambda: "not even a ping's answer" in caplog.text, "the silent connection given up")
+    await until(lambda: jobs.running_jobs == 0, "the job stopped")
+    gateway.sockets[0].transport.resume_reading()  # the old connection's end is read: the fake closes it at once
+    gateway.http_status = None
+    await until(lambda: ("finished", "j1") in gateway.reports(1), "the report on a new connection")
+    assert gateway.finished(1, "j1")["outcome"] == "failed"
     agent.stop()
     assert await finished(run) == EXIT_STOPPED
 
