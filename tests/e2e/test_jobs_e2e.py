@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import pytest
 from devstack_driver import FOGCTL, RunningStack, email, fogctl, heartbeat_interval, open_stack
+from partition_proxy import PartitionProxy
 
 from fog_client import ApiError, Constraints, FogClient, JobSpec, Resources
 from fog_shared.testing.waiting import wait_until
@@ -205,9 +206,12 @@ async def test_fogctl_cancels_a_whole_array_and_its_running_jobs_are_killed(stac
     assert (code, json.loads(out)["ended"]) == (1, 3), "waiting ends at once, and not in success"
 
 
-def join_and_run(stack: RunningStack, state_dir: Path, email: str, name: str) -> subprocess.Popen[bytes]:
+def join_and_run(
+    stack: RunningStack, state_dir: Path, email: str, name: str, pool: str = "kill", gateway: str | None = None
+) -> subprocess.Popen[bytes]:
+    """An agent of its own, labelled ``pool=<pool>``, talking to ``gateway`` (the stack's by default)."""
     subprocess.run(
-        [*AGENT, "join", "--gateway", stack.state["gateway_url"], "--name", name, "--label", "pool=kill",
+        [*AGENT, "join", "--gateway", gateway or stack.state["gateway_url"], "--name", name, "--label", f"pool={pool}",
          "--email", email, "--password-stdin", "--state-dir", str(state_dir)],
         input=PASSWORD.encode(), capture_output=True, check=True, timeout=60,
     )  # fmt: skip
@@ -246,6 +250,59 @@ async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_n
             if agent.poll() is None:
                 agent.send_signal(signal.SIGTERM)
             await asyncio.to_thread(agent.wait, 30)
+
+
+async def test_a_node_cut_off_stops_its_job_before_the_job_runs_again_elsewhere(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """A partition: the far node's line to the gateway goes silent, neither end closed. The node is declared
+    down after four intervals and its job runs again on the near node; the far agent, hearing nothing for
+    three, has killed its copy first. At no moment do two copies run."""
+    owner = await user(stack, email("pat"), roles=("user", "provider"))
+    proxy = PartitionProxy(stack.state["gateway_url"])
+    far_url = await proxy.start()
+    # In a thread: the proxy serves the join from this event loop.
+    agents = [await asyncio.to_thread(join_and_run, stack, tmp_path / "far", email("pat"), "far", "cut", far_url)]
+    try:
+
+        async def ready(count: int) -> bool:
+            return len(await owner.list_nodes(status="ready", labels={"pool": "cut"})) == count
+
+        await wait_until(lambda: ready(1), timeout=20, what="the far agent ready")
+        marker = "6.0606"
+        spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": "cut"}))
+        job = await owner.submit_job(spec)
+        first = await status_is(owner, job.id, "running")
+        await wait_until(lambda: _some_running(marker), timeout=10, what="the job's process")
+        agents.append(join_and_run(stack, tmp_path / "near", email("pat"), "near", pool="cut"))
+        await wait_until(lambda: ready(2), timeout=20, what="the near agent ready")
+
+        copies = CopiesWatch(marker)
+        watching = asyncio.create_task(copies.watch())
+        proxy.partition()
+        done = await ended(owner, job.id, timeout=60)
+        watching.cancel()
+        assert (done.status, done.attempt) == ("succeeded", 2)
+        assert done.node_id != first.node_id
+        assert copies.most == 1, f"{copies.most} copies of the job ran at once"
+    finally:
+        proxy.heal()
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(agent.wait, 30)
+        await proxy.close()
+
+
+class CopiesWatch:
+    """How many processes of a job ran at once, at most, sampled as often as the machine allows."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker, self.most = marker, 0
+
+    async def watch(self) -> None:
+        while True:
+            self.most = max(self.most, len(await asyncio.to_thread(processes_running, self.marker)))
+            await asyncio.sleep(0.02)  # the sampling period, not synchronisation
 
 
 @pytest.mark.local_stack
