@@ -12,8 +12,9 @@ Then, from this process:
 
 1. **register**: one provider account (``roles: ["user", "provider"]``, one argon2id login), then
    ``POST /v1/nodes`` N times, ``--register-concurrency`` at a time: N node credentials.
-2. **connect**: N WebSockets to ``/v1/nodes/connect`` (``websockets.asyncio.client.connect``
-   with its defaults, as the agent uses it: permessage-deflate, a ping every 20 s),
+2. **connect**: N WebSockets to ``/v1/nodes/connect`` (``websockets.asyncio.client.connect``,
+   as the agent uses it: permessage-deflate, and a ping with each heartbeat instead of websockets'
+   keepalive; ``--pings-as-before``: the keepalive's ping every 20 s and none with the beats),
    ``--connect-concurrency`` handshakes at a time; each reads its welcome.
 3. **heartbeat**: one sender task walks the connections in order, so node i beats at
    ``i × interval / N`` into every interval: 2,000 beats/s for 10,000 nodes at 5 s, evenly spread.
@@ -134,6 +135,9 @@ class Fleet:
 
     node_ids: list[str]
     credentials: list[str]
+    #: as the agent does: a ping with each beat, websockets' own keepalive off; else its keepalive alone
+    #: (a ping every 20 s), as agents did before they pinged with their beats
+    pings_with_beats: bool = True
     sockets: list[ClientConnection | None] = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     prefixes: list[str] = field(init=False)
@@ -145,6 +149,8 @@ class Fleet:
     received: Counter[str] = field(default_factory=Counter)
     #: connections that ended, by close code (received from the gateway, or None)
     closed: Counter[int | None] = field(default_factory=Counter)
+    pings: int = 0
+    pongs: int = 0
     #: the largest delay of a beat behind its due time: since the timeline's last line, and in the window
     max_delay_s: float = 0.0
     window_max_delay_s: float = 0.0
@@ -168,9 +174,11 @@ class Fleet:
         """Node i's connection: open it, read the welcome, then count what else arrives until it ends."""
         try:
             async with gate:
+                keepalive: dict[str, Any] = {"ping_interval": None} if self.pings_with_beats else {}
                 ws = await connect(
-                    ws_url, additional_headers={"Authorization": f"Bearer {self.credentials[i]}"}, open_timeout=60
-                )
+                    ws_url, additional_headers={"Authorization": f"Bearer {self.credentials[i]}"}, open_timeout=60,
+                    **keepalive,
+                )  # fmt: skip
                 welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if welcome.get("type") != "welcome":
                 self.connect_failures[f"first message {welcome.get('type')!r}"] += 1
@@ -214,10 +222,17 @@ class Fleet:
                     try:
                         await ws.send(self.prefixes[i] + str(seq) + BEAT_SUFFIX)
                         self.sent += 1
+                        if self.pings_with_beats:
+                            asyncio.ensure_future(await ws.ping()).add_done_callback(self._ponged)
+                            self.pings += 1
                     except ConnectionClosed:
                         self.send_failures += 1
                 k += 1
             await asyncio.sleep(SEND_TICK_S)
+
+    def _ponged(self, pong: asyncio.Future[float]) -> None:
+        if not pong.cancelled() and pong.exception() is None:
+            self.pongs += 1
 
     async def close(self) -> None:
         open_sockets = [ws for ws in self.sockets if ws is not None]
@@ -440,7 +455,7 @@ async def run(stack: BenchStack, args: argparse.Namespace, cpu: CpuMeter, report
         ids, credentials = await register_nodes(http, args.nodes, args.register_concurrency, report)
         print(f"registered {args.nodes} nodes in {report.register_s:.1f} s", flush=True)
 
-        fleet = report.fleet = Fleet(ids, credentials)
+        fleet = report.fleet = Fleet(ids, credentials, pings_with_beats=not args.pings_as_before)
         ws_url = stack.state.gateway_url.replace("http://", "ws://") + "/v1/nodes/connect"
         started = time.monotonic()
         await fleet.connect_all(ws_url, args.connect_concurrency)
@@ -540,6 +555,7 @@ def print_report(r: Report) -> None:
         f"(oldest {r.oldest_s:.1f} s)"
     )
     print(
+        f"  pings with the beats: {r.fleet.pings} sent, {r.fleet.pongs} answered (whole run)\n"
         f"  gateway → simulator messages: {dict(r.fleet.received) or 0}; connections that ended: "
         f"{r.closed or 0}; sends on a closed connection: {r.fleet.send_failures}"
     )
@@ -579,6 +595,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=30.0, help="after every node is ready, before the window")
     parser.add_argument("--connect-concurrency", type=int, default=32)
     parser.add_argument("--register-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--pings-as-before", action="store_true",
+        help="no ping with each beat: websockets' keepalive alone, as agents did before they pinged with their beats",
+    )  # fmt: skip
     args = parser.parse_args()
     # One descriptor per connection here, and in the gateway, which inherits this limit.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -94,6 +94,7 @@ def open_websocket(url: str, headers: Mapping[str, str]) -> Awaitable[Socket]:
         logger=_websocket_log,
         max_size=protocol.MAX_MESSAGE_BYTES,  # websockets' default (1 MiB) is below what an assignment may be
         close_timeout=CLOSE_TIMEOUT_S,
+        ping_interval=None,  # the agent pings with each heartbeat (``_heartbeats``): websockets' keepalive adds nothing
     )
 
 
@@ -210,9 +211,9 @@ class AgentConnection:
     async def _fence_when_cut_off(self) -> None:
         while True:
             await asyncio.sleep(self._fence_after_s / 12)  # a quarter of an interval, or less
-            self.fence_if_cut_off()
+            self._fence_if_cut_off()
 
-    def fence_if_cut_off(self) -> None:
+    def _fence_if_cut_off(self) -> None:
         """Stop the jobs once the gateway has been silent for ``FENCE_AFTER_INTERVALS`` heartbeat intervals."""
         if self._heard_at is None or self._fenced:
             return
@@ -322,8 +323,8 @@ class AgentConnection:
             log.debug("heartbeat %d sent", seq)
             silent_s = self._clock() - (self._heard_at or 0.0)
             if silent_s > give_up_after_s:
-                # Half-open (a NAT or a load balancer forgot it), it would stay "up" until the keepalive gives
-                # up, 40 s on: a new connection may find a way through before the node is declared down.
+                # Half-open (a NAT or a load balancer forgot it), it would look up for as long as TCP lets it:
+                # a new connection may find a way through before the node is declared down.
                 raise TimeoutError(f"nothing heard from the gateway for {silent_s:.1f}s, not even a ping's answer")
             await asyncio.sleep(interval_s)
 
