@@ -9,7 +9,6 @@ job that runs twice shows a fault, not a slow machine.
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from devstack_driver import RunningStack, email
 from fog_client import ApiError, ArraySummary, Constraints, FogClient, JobSpec, Resources
 from fog_shared.devservers import NatsServer, PostgresServer, free_port
 from fog_shared.testing.waiting import wait_until
+from fogctl.devstack import probe_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.local_stack]
 PASSWORD = "a long and unguessable password"
@@ -69,16 +69,8 @@ async def stack(running: RunningStack) -> RunningStack:
     return running
 
 
-def answers_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310 - the stack's own URL
-            return bool(response.status == 200)
-    except OSError:  # refused, or 503 (urllib raises HTTPError, an OSError)
-        return False
-
-
 async def not_ready(url: str) -> bool:
-    return not await asyncio.to_thread(answers_ready, url)
+    return not await asyncio.to_thread(probe_ready, url)
 
 
 async def test_a_gateway_crash_and_nats_and_postgres_restarts_during_an_array_lose_no_job_and_run_none_twice(

@@ -159,20 +159,18 @@ class PlacementLoop:
         """
         if listener is not None and not listener.is_closed():
             return listener
+        fresh: asyncpg.Connection | None = None
         try:
-            listener = await connect(self.dsn, self.schema)
+            fresh = await connect(self.dsn, self.schema)
+            await fresh.add_listener(f"{self.schema}_pending", lambda *_: self.wake())
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if fresh is not None:
+                fresh.terminate()
             log.warning("placement cannot listen for new jobs yet: %s", exc)
             return None
-        try:
-            await listener.add_listener(f"{self.schema}_pending", lambda *_: self.wake())
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            listener.terminate()
-            log.warning("placement cannot listen for new jobs yet: %s", exc)
-            return None
-        listener.add_termination_listener(lambda _: self.wake())
+        fresh.add_termination_listener(lambda _: self.wake())
         self.wake()  # jobs may have become pending while nobody listened
-        return listener
+        return fresh
 
     async def _idle(self) -> None:
         timeout = self.idle_s
