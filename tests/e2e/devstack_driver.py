@@ -24,8 +24,9 @@ from typing import Any
 
 from fog_client import FogClient
 from fog_shared.devservers import free_port
+from fog_shared.pg.roles import ServiceDatabase
 from fog_shared.testing.waiting import wait_until
-from fogctl.devstack import probe_ready
+from fogctl.devstack import DevStack, probe_ready
 from fogctl.session import login_and_save
 
 SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
@@ -80,7 +81,7 @@ class RunningStack:
     """A `fogctl dev up` that a test module shares: started once, stopped with Ctrl-C after."""
 
     def __init__(self, data_dir: Path, *options: str, servers: dict[str, str] | None = None) -> None:
-        self.dir = data_dir
+        self.dir, self.servers = data_dir, servers
         self.supervisor = launch(data_dir, *options, servers=servers)
         self.extra: list[subprocess.Popen[bytes]] = []
         self.state: dict[str, Any] = {}
@@ -104,6 +105,22 @@ class RunningStack:
         await wait_until(lambda: asyncio.to_thread(probe_ready, url), timeout=30, what=f"extra gateway {url}")
         return url
 
+    async def extra_scheduler(self) -> str:
+        """Another scheduler process (a standby replica) with the stack's database role, on a stack
+        whose NATS and Postgres the test gave it (``servers``: their URLs carry no per-service users)."""
+        if self.servers is None:
+            raise RuntimeError("an extra scheduler needs a stack on servers the test owns")
+        dev, port = DevStack(self.dir), free_port()
+        passwords = dev.secrets()
+        db = ServiceDatabase(
+            "scheduler", "fog_scheduler", passwords["scheduler"], "fog_scheduler_owner", passwords["scheduler_owner"]
+        )
+        env = dev.service_env("scheduler", self.servers["FOG_NATS_URL"], self.servers["FOG_DATABASE_URL"], db, port)
+        self.extra.append(_serve("fog_scheduler", env, self.dir / f"scheduler-{port}.log"))
+        url = f"http://127.0.0.1:{port}"
+        await wait_until(lambda: asyncio.to_thread(probe_ready, url), timeout=30, what=f"extra scheduler {url}")
+        return url
+
     def stop(self) -> None:
         for child in [*self.extra, self.supervisor]:
             if child.poll() is None:
@@ -121,7 +138,7 @@ class RemoteStack(RunningStack):
     a local stack, two agents of this machine joined as nodes labelled ``dev=true``."""
 
     def __init__(self, data_dir: Path, gateway_url: str) -> None:
-        self.dir, self.gateway_url = data_dir, gateway_url
+        self.dir, self.gateway_url, self.servers = data_dir, gateway_url, None
         self.extra, self.state = [], {}
         self.supervisor = None  # type: ignore[assignment]
 

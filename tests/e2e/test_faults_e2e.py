@@ -17,7 +17,7 @@ import psutil
 import pytest
 from devstack_driver import RunningStack, email
 
-from fog_client import ApiError, ArraySummary, Constraints, FogClient, JobSpec, Resources
+from fog_client import ApiError, ArraySummary, Constraints, FogClient, JobArray, JobSpec, Resources
 from fog_shared.devservers import NatsServer, PostgresServer, free_port
 from fog_shared.testing.waiting import wait_until
 from fogctl.devstack import probe_ready
@@ -76,12 +76,7 @@ async def not_ready(url: str) -> bool:
 async def test_a_gateway_crash_and_nats_and_postgres_restarts_during_an_array_lose_no_job_and_run_none_twice(
     stack: RunningStack, servers: Servers
 ) -> None:
-    fog = FogClient(stack.state["gateway_url"])
-    await fog.register(email("fay"), PASSWORD)
-    await fog.login(email("fay"), PASSWORD)
-    dev_nodes = Constraints(labels={"dev": "true"})
-    spec = JobSpec(command=["true"], resources=Resources(cpu_cores=0.25), constraints=dev_nodes)
-    array = await fog.submit_array(spec, JOBS)
+    fog, array = await _array_of_true(stack, "fay")
     scheduler_url = stack.process("scheduler")["url"]
 
     async def kill_the_gateway() -> None:
@@ -111,6 +106,56 @@ async def test_a_gateway_crash_and_nats_and_postgres_restarts_during_an_array_lo
     attempts = [job.attempt async for job in fog.iter_jobs(array_id=array.array_id, limit=1000)]
     assert len(attempts) == JOBS
     assert set(attempts) == {1}, "none ran again: no node was taken for down, no job lost or killed"
+
+
+async def test_the_placing_scheduler_killed_during_an_array_its_standby_places_the_rest_none_lost_or_run_twice(
+    stack: RunningStack,
+) -> None:
+    """What a deployment with two scheduler replicas relies on: the one that places jobs dies
+    (``kill -9``), another takes the placement over, and the array ends as if nothing had happened."""
+    standby = await stack.extra_scheduler()
+    placing = stack.process("scheduler")
+    await wait_until(lambda: _leads(placing["url"]), timeout=30, what="the first scheduler placing")
+    assert not await _leads(standby), "one replica places at a time"
+    fog, array = await _array_of_true(stack, "gus")
+
+    def succeeded(count: int) -> Callable[[], Awaitable[ArraySummary | None]]:
+        return lambda: _succeeded_at_least(fog, array.array_id, count)
+
+    await wait_until(succeeded(JOBS // 4), timeout=120, interval=0.2, what="a quarter of the jobs done")
+    psutil.Process(placing["pid"]).kill()  # the dev supervisor starts it again (on the same port)
+
+    async def another_places() -> bool:
+        # The standby, unless the restarted process is first to try for the lead once it is free.
+        return await _leads(standby) or await _leads(placing["url"])
+
+    await wait_until(another_places, timeout=30, what="another replica placing")
+    summary = await wait_until(succeeded(JOBS), timeout=240, interval=1, what="every job done")
+    assert summary is not None
+    assert summary.statuses == {"succeeded": JOBS}, "none lost"
+    attempts = [job.attempt async for job in fog.iter_jobs(array_id=array.array_id, limit=1000)]
+    assert len(attempts) == JOBS
+    assert set(attempts) == {1}, "none ran again"
+
+
+async def _leads(scheduler_url: str) -> bool:
+    """What the replica's ``fog_scheduler_leading`` gauge says (an operator's view of who places)."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            metrics = (await http.get(f"{scheduler_url}/metrics")).text
+    except httpx.HTTPError:
+        return False  # not serving (yet)
+    return any(line.split() == ["fog_scheduler_leading", "1.0"] for line in metrics.splitlines())
+
+
+async def _array_of_true(stack: RunningStack, name: str) -> tuple[FogClient, JobArray]:
+    """A new user's array of ``JOBS`` jobs running ``true`` on the stack's agents."""
+    fog = FogClient(stack.state["gateway_url"])
+    await fog.register(email(name), PASSWORD)
+    await fog.login(email(name), PASSWORD)
+    dev_nodes = Constraints(labels={"dev": "true"})
+    spec = JobSpec(command=["true"], resources=Resources(cpu_cores=0.25), constraints=dev_nodes)
+    return fog, await fog.submit_array(spec, JOBS)
 
 
 async def _succeeded_at_least(fog: FogClient, array_id: str, count: int) -> ArraySummary | None:

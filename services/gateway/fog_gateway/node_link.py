@@ -45,8 +45,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 #: another connection of the same node took over (the agent reconnected)
 CLOSE_REPLACED = 4409
-#: first wait before recording a job report again when the scheduler did not answer
-REPORT_RETRY_S = 0.5
+#: first wait before asking the scheduler again (a job report, the catch-up) when it did not answer
+RETRY_S = 0.5
+#: the longest wait between two such tries
+RETRY_MAX_S = 10.0
 AgentReport = scheduler.Started | scheduler.Finished | scheduler.OutputSoFar
 REPORT: TypeAdapter[AgentReport] = TypeAdapter(scheduler.Report)
 
@@ -246,17 +248,28 @@ class NodeSession:
 
     async def _catch_up(self) -> None:
         """What the scheduler has placed here: sent again on every connection (the agent
-        ignores what it already runs), so nothing is lost while the node was away."""
+        ignores what it already runs), so nothing is lost while the node was away.
+
+        Asked again until the scheduler answers (this task ends with the connection): a job placed
+        here while the node was away reaches it no other way, and a node that reconnected while the
+        scheduler or NATS was restarting kept such jobs, unrun, until its next reconnection.
+        """
+        delay = RETRY_S
+        while (outstanding := await self._outstanding()) is None:
+            await asyncio.sleep(delay)  # the retry period, not synchronisation
+            delay = min(delay * 2, RETRY_MAX_S)
+        for assignment in outstanding.assignments:
+            await self.websocket.send_json({"type": "assignment", **assignment.model_dump(mode="json")})
+
+    async def _outstanding(self) -> scheduler.NodeAssignments | None:
         try:
-            outstanding = await self.calls.ask_for(
+            return await self.calls.ask_for(
                 scheduler.NODE_ASSIGNMENTS, scheduler.NodeAssignmentsQuery(node_id=self.node_id),
                 scheduler.NodeAssignments,
             )  # fmt: skip
-        except (ServiceUnavailable, Problem):
-            log.warning("outstanding assignments not fetched", extra={"node_id": self.node_id})
-            return
-        for assignment in outstanding.assignments:
-            await self.websocket.send_json({"type": "assignment", **assignment.model_dump(mode="json")})
+        except (ServiceUnavailable, Problem) as exc:
+            log.warning("outstanding assignments not fetched yet", extra={"node_id": self.node_id, "reason": str(exc)})
+            return None
 
     async def _report(self, message: dict[str, Any]) -> bool:
         try:
@@ -292,12 +305,12 @@ class NodeSession:
     async def _record_until_acked(self, command: scheduler.ReportsCommand) -> None:
         """Keep trying while the agent is connected; the agent holds the report until the ack
         and sends it again if the connection drops."""
-        delay = REPORT_RETRY_S
+        delay = RETRY_S
         while not await self._record(command):
             if self.websocket.application_state == WebSocketState.DISCONNECTED:
                 return
             await asyncio.sleep(delay)  # the retry period, not synchronisation
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     async def _refuse(self, code: str, detail: str) -> bool:
         await self.websocket.send_json({"type": "error", "code": code, "detail": detail})

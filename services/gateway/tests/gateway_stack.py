@@ -60,6 +60,8 @@ class Stack:
     messaging_db: ServiceDb
     #: stop the messaging service and start a new one on the same schema
     restart_messaging: Callable[[], Awaitable[None]]
+    #: the scheduler stopped while the block runs, and a new one started after it
+    scheduler_away: Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
     async def register_and_login(
         self, email: str = "alice@example.org", roles: list[str] | None = None, http: httpx.AsyncClient | None = None
@@ -192,9 +194,17 @@ async def open_stack(
             await schedulers.pop()()
             schedulers.append(await start_scheduler())
 
+        @contextlib.asynccontextmanager
+        async def scheduler_away() -> AsyncIterator[None]:
+            await schedulers.pop()()
+            try:
+                yield
+            finally:
+                schedulers.append(await start_scheduler())
+
         yield Stack(
             await open_gateway(), db, open_gateway, registry_db, serve_gateway, start_registry, stop_first,
-            restart_scheduler, scheduler_db, messaging_db, restart_messaging,
+            restart_scheduler, scheduler_db, messaging_db, restart_messaging, scheduler_away,
         )  # fmt: skip
 
 

@@ -132,7 +132,7 @@ class PlacementLoop:
         listener: asyncpg.Connection | None = None
         try:
             while True:
-                self._leading = await self.lock.try_acquire()
+                self._take_or_keep_the_lead(await self._try_to_lead())
                 if not self._leading:
                     await asyncio.sleep(self.idle_s)  # a standby: try for the lead again later
                     continue
@@ -149,6 +149,23 @@ class PlacementLoop:
             if listener is not None:
                 await listener.close()
             await self.lock.release()
+
+    async def _try_to_lead(self) -> bool:
+        # Whatever goes wrong here must not end the loop: a scheduler that serves but never places again
+        # looks alive to everything but its jobs.
+        try:
+            return await self.lock.try_acquire()
+        except Exception:
+            log.exception("placement could not ask for the lead; trying again")
+            return False
+
+    def _take_or_keep_the_lead(self, leading: bool) -> None:
+        # Logged at each change only: an operator sees which replica places, and since when.
+        if leading and not self._leading:
+            log.info("placing jobs: this replica leads placement")
+        elif self._leading and not leading:
+            log.warning("no longer placing jobs: the placement lead was lost")
+        self._leading = leading
 
     async def _listening(self, listener: asyncpg.Connection | None) -> asyncpg.Connection | None:
         """A live connection that hears of new work, or None while the database cannot be reached.

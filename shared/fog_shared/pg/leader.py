@@ -11,6 +11,11 @@ import asyncpg
 
 from fog_shared.pg.pool import connect
 
+#: what a lock connection that died, or that its server left mid-reply, raises. Past a server crash,
+#: asyncpg can refuse every later query on such a connection with an ``InternalClientError``
+#: ("another operation is in progress"): uncaught, that ended the scheduler's placement loop for good.
+CONNECTION_LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 
 class LeaderLock:
     """A session advisory lock on a dedicated connection: held while that connection lives."""
@@ -25,14 +30,14 @@ class LeaderLock:
                 self._conn = await connect(self.dsn, self.schema)
             key = f"{self.schema}.{self.name}"  # per schema: test schemas side by side do not contend
             return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key))
-        except (OSError, asyncpg.PostgresError):
-            await self.release()
+        except CONNECTION_LOST:
+            await self.release()  # the lock, if it was ours, goes with the connection: try again on a new one
             return False
 
     async def still_held(self) -> bool:
         try:
             return self._conn is not None and not self._conn.is_closed() and await self._conn.fetchval("SELECT true")
-        except (OSError, asyncpg.PostgresError):
+        except CONNECTION_LOST:
             return False
 
     async def release(self) -> None:
@@ -40,5 +45,5 @@ class LeaderLock:
             conn, self._conn = self._conn, None
             try:
                 await conn.close(timeout=2)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except CONNECTION_LOST:
                 conn.terminate()

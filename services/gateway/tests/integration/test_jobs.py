@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import nats
+import pytest
 from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
@@ -30,8 +31,8 @@ def capabilities(cores: int = 2, arch: str = "x86_64") -> dict[str, Any]:
 class FakeAgent:
     """The agent's half of the protocol, by hand: it does what the test tells it to."""
 
-    def __init__(self, ws: ClientConnection, node_id: str) -> None:
-        self.ws, self.node_id, self.seq = ws, node_id, 0
+    def __init__(self, ws: ClientConnection, node_id: str, credential: str = "") -> None:
+        self.ws, self.node_id, self.seq, self.credential = ws, node_id, 0, credential
         self.unread: list[dict[str, Any]] = []
         self._beating: asyncio.Task[None] | None = None
 
@@ -84,7 +85,7 @@ async def ready_node(stack: Stack, url: str, owner: dict[str, str], name: str, *
     node_id = registered["node"]["id"]
     ws_url = url.replace("http://", "ws://") + "/v1/nodes/connect"
     ws = await connect(ws_url, additional_headers={"Authorization": f"Bearer {registered['credential']}"})
-    agent = FakeAgent(ws, node_id)
+    agent = FakeAgent(ws, node_id, registered["credential"])
     await agent.next_of("welcome")
     agent.keep_beating()
 
@@ -443,6 +444,34 @@ async def test_a_large_array_is_given_longer_than_a_requests_usual_timeout(stack
     cancelled = await gateway.post(f"/v1/jobs/arrays/{submitted.json()['array_id']}/cancel", headers=user)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["statuses"] == {"cancelled": 10_000}
+
+
+async def test_a_node_back_while_the_scheduler_is_away_gets_its_jobs_once_the_scheduler_answers(
+    stack: Stack,
+) -> None:
+    """A job placed on a node is sent again when the node reconnects; if the scheduler cannot say
+    what is placed there at that moment, the gateway asks again until it can."""
+    url = await stack.serve_gateway()
+    owner = await provider(stack)
+    agent = await ready_node(stack, url, owner, "edge", cores=4)
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    job = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=user)).json()
+    first = await agent.next_of("assignment")
+    assert first["job_id"] == job["id"]
+    await agent.die()  # before running it; back before the registry would take the node down (2 s)
+    async with stack.scheduler_away():
+        ws_url = url.replace("http://", "ws://") + "/v1/nodes/connect"
+        ws = await connect(ws_url, additional_headers={"Authorization": f"Bearer {agent.credential}"})
+        agent = FakeAgent(ws, agent.node_id, agent.credential)
+        await agent.next_of("welcome")
+        agent.keep_beating()
+        with pytest.raises(TimeoutError):
+            await agent.next_of("assignment", timeout=0.5)  # nobody can say what is placed here yet
+    again = await agent.next_of("assignment", timeout=15)
+    assert (again["job_id"], again["attempt"]) == (job["id"], first["attempt"])
+    await agent.run(again)
+    await job_status(stack, user, job["id"], "succeeded")
+    await agent.die()
 
 
 async def test_restarting_the_scheduler_during_a_job_array_loses_none_and_runs_none_twice(stack: Stack) -> None:

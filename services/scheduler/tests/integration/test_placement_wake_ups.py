@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -82,16 +83,27 @@ async def test_new_pending_work_and_ended_jobs_wake_the_loop_placements_and_star
     assert await wakes.after(conn, set_status, pending, "pending") == 1, "back to pending (lost, retried)"
 
 
+def placement_loop(pool: tuple[asyncpg.Pool, str, str], *, idle_s: float) -> PlacementLoop:
+    """A replica's placement loop on the test's schema (its lead: a lock on its own connection)."""
+    connections, dsn, schema = pool
+    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, idle_s=idle_s)
+    loop.attach(connections)
+    return loop
+
+
+async def a_ready_node(connections: asyncpg.Pool) -> None:
+    node = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
+    async with connections.acquire() as conn:
+        await store.upsert_node(conn, "n1", status="ready", capabilities=node, labels={}, region=None, now=NOW)
+
+
 async def test_the_loop_listens_again_when_its_connection_dies_and_is_still_woken_by_new_jobs(
     pool: tuple[asyncpg.Pool, str, str],
 ) -> None:
     """The listener's connection dies with a database restart: new jobs must still wake the loop."""
-    connections, dsn, schema = pool
-    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, idle_s=60)
-    loop.attach(connections)
-    node = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
-    async with connections.acquire() as conn:
-        await store.upsert_node(conn, "n1", status="ready", capabilities=node, labels={}, region=None, now=NOW)
+    connections, _, schema = pool
+    loop = placement_loop(pool, idle_s=60)
+    await a_ready_node(connections)
 
     async def listeners(conn: asyncpg.Connection) -> list[int]:
         listening = "SELECT pid FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid()"
@@ -114,6 +126,80 @@ async def test_the_loop_listens_again_when_its_connection_dies_and_is_still_woke
                 return bool(await conn.fetchval("SELECT status = 'assigned' FROM jobs WHERE id = $1", job_id))
 
             await wait_until(assigned, timeout=20, what="the new job placed (idle_s is 60: only a wake-up places it)")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_a_standby_loop_takes_the_lead_once_the_placing_one_stops_and_each_says_so(
+    pool: tuple[asyncpg.Pool, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two replicas: one places, the other waits for the lead, and places once the first is gone."""
+    connections = pool[0]
+    caplog.set_level(logging.INFO, logger="fog_scheduler.placement")
+    first, standby = placement_loop(pool, idle_s=0.1), placement_loop(pool, idle_s=0.1)
+    await a_ready_node(connections)
+
+    async def placed(job_id: uuid.UUID) -> bool:
+        async with connections.acquire() as conn:
+            return bool(await conn.fetchval("SELECT status = 'assigned' FROM jobs WHERE id = $1", job_id))
+
+    async def submit() -> uuid.UUID:
+        job_id = uuid.uuid4()
+        async with connections.acquire() as conn:
+            await conn.execute(INSERT, job_id, SPEC, "pending", None, NOW)
+        return job_id
+
+    placing, waiting = asyncio.create_task(first.run()), None
+    try:
+        await wait_until(lambda: asyncio.sleep(0, first.leading), timeout=20, what="the first loop leading")
+        waiting = asyncio.create_task(standby.run())  # started second, so that it stands by
+        before = await submit()
+        await wait_until(lambda: placed(before), timeout=20, what="a job placed by the first loop")
+        assert not standby.leading
+        placing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await placing  # its lock goes with it, as with a replica that dies
+        await wait_until(lambda: asyncio.sleep(0, standby.leading), timeout=20, what="the standby leading")
+        after = await submit()
+        await wait_until(lambda: placed(after), timeout=20, what="a job placed by the standby")
+    finally:
+        for task in (placing, waiting):
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    took_the_lead = [r for r in caplog.records if r.getMessage() == "placing jobs: this replica leads placement"]
+    assert len(took_the_lead) == 2, "each replica logs when it starts placing"
+
+
+class _LockFailingOnce(LeaderLock):
+    """A lead check that fails in a way nobody foresaw, once."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        super().__init__(dsn, schema, "placement")
+        self.failed = False
+
+    async def try_acquire(self) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("unforeseen")
+        return await super().try_acquire()
+
+
+async def test_a_failing_lead_check_does_not_end_the_loop(pool: tuple[asyncpg.Pool, str, str]) -> None:
+    connections, dsn, schema = pool
+    lock = _LockFailingOnce(dsn, schema)
+    loop = PlacementLoop(lock, PlacementPolicy(), dsn=dsn, schema=schema, idle_s=0.1)
+    loop.attach(connections)
+    await a_ready_node(connections)
+    running = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: asyncio.sleep(0, loop.leading), timeout=20, what="the loop leading after the failure")
+        assert lock.failed
+        assert not running.done()
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
