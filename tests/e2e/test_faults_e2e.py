@@ -100,12 +100,7 @@ async def test_a_gateway_crash_and_nats_and_postgres_restarts_during_an_array_lo
         count = done * JOBS // 4
         await wait_until(succeeded(count), timeout=120, interval=0.2, what=f"{count} jobs done before the next fault")
         await fault()
-    summary = await wait_until(succeeded(JOBS), timeout=240, interval=1, what="every job done")
-    assert summary is not None
-    assert summary.statuses == {"succeeded": JOBS}, "none lost"
-    attempts = [job.attempt async for job in fog.iter_jobs(array_id=array.array_id, limit=1000)]
-    assert len(attempts) == JOBS
-    assert set(attempts) == {1}, "none ran again: no node was taken for down, no job lost or killed"
+    await _every_job_succeeded_on_its_first_attempt(fog, array.array_id)
 
 
 async def test_the_placing_scheduler_killed_during_an_array_its_standby_places_the_rest_none_lost_or_run_twice(
@@ -130,12 +125,7 @@ async def test_the_placing_scheduler_killed_during_an_array_its_standby_places_t
         return await _leads(standby) or await _leads(placing["url"])
 
     await wait_until(another_places, timeout=30, what="another replica placing")
-    summary = await wait_until(succeeded(JOBS), timeout=240, interval=1, what="every job done")
-    assert summary is not None
-    assert summary.statuses == {"succeeded": JOBS}, "none lost"
-    attempts = [job.attempt async for job in fog.iter_jobs(array_id=array.array_id, limit=1000)]
-    assert len(attempts) == JOBS
-    assert set(attempts) == {1}, "none ran again"
+    await _every_job_succeeded_on_its_first_attempt(fog, array.array_id)
 
 
 async def _leads(scheduler_url: str) -> bool:
@@ -156,6 +146,16 @@ async def _array_of_true(stack: RunningStack, name: str) -> tuple[FogClient, Job
     dev_nodes = Constraints(labels={"dev": "true"})
     spec = JobSpec(command=["true"], resources=Resources(cpu_cores=0.25), constraints=dev_nodes)
     return fog, await fog.submit_array(spec, JOBS)
+
+
+async def _every_job_succeeded_on_its_first_attempt(fog: FogClient, array_id: str) -> None:
+    summary = await wait_until(lambda: _succeeded_at_least(fog, array_id, JOBS), timeout=240, interval=1,
+                               what="every job done")  # fmt: skip
+    assert summary is not None
+    assert summary.statuses == {"succeeded": JOBS}, "none lost"
+    attempts = [job.attempt async for job in fog.iter_jobs(array_id=array_id, limit=1000)]
+    assert len(attempts) == JOBS
+    assert set(attempts) == {1}, "none ran again: no node was taken for down, no job lost or killed"
 
 
 async def _succeeded_at_least(fog: FogClient, array_id: str, count: int) -> ArraySummary | None:
