@@ -27,14 +27,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import DeliverPolicy
 
 from fog_shared.bus.rpc import request
 from fog_shared.commands import auth as contract
@@ -48,6 +48,7 @@ from fog_shared.events.auth import (
     UserRolesChanged,
 )
 from fog_shared.events.base import Event
+from fog_shared.replay.history import Query, history, parse_cursor
 from fog_shared.subjects import service_events
 from fog_shared.tokens import AccessClaims, KeySet, TokenError, UnknownKey, verify_access_token
 
@@ -162,11 +163,14 @@ class Verifier:
 
     async def start(self, broker: NatsBroker, js: JetStreamContext) -> None:
         self._broker = broker
-        since = datetime.now(UTC) - timedelta(seconds=self.access_ttl_s + 60)
+        # New revocations as they come, then those made while no token they end can have expired yet,
+        # read once (the overlap is harmless). Not one consumer started at a time: nats-py recreates an
+        # ordered consumer that lost its place (a NATS restart) with a start sequence and the start
+        # time both, which the server refuses, and the gateway heard no revocation again.
         await js.subscribe(
-            SessionRevoked.TYPE.subject, cb=self._on_revoked, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_TIME, config=ConsumerConfig(opt_start_time=since),
-        )  # fmt: skip
+            SessionRevoked.TYPE.subject, cb=self._on_revoked, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+        )
+        await self._read_recent_revocations(js)
         await js.subscribe(
             service_events("auth"), cb=self._on_auth_event, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
@@ -191,6 +195,20 @@ class Verifier:
             self.revoked_sessions.add(SessionRevoked.from_json(msg.data).session_id)
         except Exception:
             log.warning("unreadable session.revoked event", exc_info=True)
+
+    async def _read_recent_revocations(self, js: JetStreamContext) -> None:
+        since = datetime.now(UTC) - timedelta(seconds=self.access_ttl_s + 60)
+        query = Query(subject=SessionRevoked.TYPE.subject, since=since, limit=1000)
+        while True:
+            page = await history(js, query)
+            for record in page.items:
+                try:
+                    self.revoked_sessions.add(SessionRevoked.model_validate(record.data).session_id)
+                except ValueError:
+                    log.warning("unreadable session.revoked event", extra={"seq": record.seq})
+            if not page.more:
+                return
+            query = replace(query, cursor=parse_cursor(page.cursor))
 
     async def _on_auth_event(self, msg: Msg) -> None:
         try:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from gateway_stack import Stack
+from gateway_stack import PASSWORD, Stack
+from nats.js import JetStreamContext
+
+from fog_shared.bus.topology import event_stream_name
+from fog_shared.events.auth import SessionRevoked
+
+EVT_AUTH = event_stream_name("auth")
 
 
 async def test_register_login_call_refresh_logout(stack: Stack) -> None:
@@ -52,3 +58,23 @@ async def test_refusals_are_problem_json(stack: Stack) -> None:
         assert nul.status_code == 422, nul.text
     jwks = (await http.get("/.well-known/jwks.json")).json()
     assert jwks["keys"][0]["alg"] == "EdDSA"
+
+
+async def test_a_gateway_knows_revocations_from_before_its_start_and_hears_new_ones_after_losing_its_consumer(
+    stack: Stack, jetstream: JetStreamContext
+) -> None:
+    first = await stack.register_and_login()
+    assert (await stack.http.post("/v1/auth/logout", json={"refresh_token": first["refresh_token"]})).status_code == 204
+    await stack.until_status("/v1/me", first, 401)
+    later = await stack.open_gateway()
+    assert (await later.get("/v1/me", headers=stack.bearer(first))).status_code == 401, "read as it started"
+
+    # The consumers that bring revocations go away (as in a NATS restart without their state).
+    for info in await jetstream.consumers_info(EVT_AUTH):
+        if info.config.filter_subject == SessionRevoked.TYPE.subject:
+            await jetstream.delete_consumer(EVT_AUTH, info.name)
+    second = await stack.login("alice@example.org", PASSWORD, http=later)
+    assert (await later.get("/v1/me", headers=stack.bearer(second))).status_code == 200
+    assert (await later.post("/v1/auth/logout", json={"refresh_token": second["refresh_token"]})).status_code == 204
+    # nats-py notices the silence (two missed idle heartbeats of 5 s) and makes the consumer anew.
+    await stack.until_status("/v1/me", second, 401, http=later, timeout=40)
