@@ -266,7 +266,17 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 async def job_output(conn: asyncpg.Connection, query: contract.OutputQuery) -> contract.JobOutput:
     """From ``query.offset``: the whole output of an ended job; of one placed, what its current attempt has
-    printed so far; of one waiting for a retry, the output kept of the attempt before."""
+    printed so far; of one waiting for a retry, the output kept of the attempt before.
+
+    The job and its output are read in one snapshot: a job that ended between two separate reads was
+    answered as running with nothing printed (its pieces gone with its end), and a follower went back to
+    character 0 and was given the whole output again.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _job_output(conn, query)
+
+
+async def _job_output(conn: asyncpg.Connection, query: contract.OutputQuery) -> contract.JobOutput:
     job = await owned_job(conn, contract.JobQuery(job_id=query.job_id, by=query.by))
     ended, attempt = job["status"] in contract.ENDED, job["attempt"]
     if job["status"] in store.PLACED or (job["status"] == "pending" and attempt == 1):
