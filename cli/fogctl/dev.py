@@ -59,11 +59,15 @@ def up(
             "Nodes: fogctl node list   Who am I: fogctl whoami\n"
             "Status: fogctl dev status --json   Stop: Ctrl-C or fogctl dev down"
         )
+        next_liveness_probe = time.monotonic() + LIVENESS_EVERY_S
         while not stopping:
             for name, child in list(stack.agents.items()):
                 if child.poll() is not None:
                     console.print(f"[yellow]{name} exited with {child.returncode}[/]; see {stack.logs / name}.log")
                     del stack.agents[name]
+            if time.monotonic() >= next_liveness_probe:
+                _stop_the_failing(stack)
+                next_liveness_probe = time.monotonic() + LIVENESS_EVERY_S
             if not _restart_the_dead(stack):
                 break
             time.sleep(0.5)  # the supervisor's watch interval, not test synchronisation
@@ -123,6 +127,14 @@ def status(
 
 #: a service that keeps dying is not restarted forever: the stack stops instead
 MAX_RESTARTS = 5
+#: how often the supervisor asks each service's ``/healthz``, as Kubernetes' liveness probe does
+LIVENESS_EVERY_S = 10.0
+
+
+def _stop_the_failing(stack: DevStack) -> None:
+    """Stop the services that say a background loop of theirs ended; ``_restart_the_dead`` starts them again."""
+    for name in stack.stop_the_failing():
+        console.print(f"[yellow]{name} failed its liveness probe[/]; stopped it (see {stack.logs / name}.log)")
 
 
 def _restart_the_dead(stack: DevStack) -> bool:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -352,6 +353,17 @@ class DevStack:
         self.state.write(self.state_file)
         return child
 
+    def stop_the_failing(self, timeout: float = 15.0) -> list[str]:
+        """Stop each service whose ``/healthz`` fails (a background loop of it ended), as Kubernetes'
+        liveness probe would, so that the supervisor starts it again; the names of those stopped."""
+        assert self.state is not None
+        failing = [proc.name for proc in self.state.processes
+                   if proc.name in self.children and self.children[proc.name].poll() is None
+                   and says_it_is_failing(proc.url)]  # fmt: skip
+        for name in failing:
+            _stop(self.children[name], timeout)
+        return failing
+
     # -- agents -----------------------------------------------------------------------------
     def start_agents(self) -> None:
         """Two local agents as nodes of the dev provider, joined on the first start of this dir."""
@@ -423,6 +435,27 @@ def probe_ready(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def says_it_is_failing(url: str) -> bool:
+    """Whether the service at ``url`` answers ``/healthz`` with 503; one that does not answer at all is
+    left to the supervisor's watch of its process (it may be starting)."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # noqa: S310 - our own loopback URL
+            return False
+    except urllib.error.HTTPError as answer:
+        return answer.code == 503
+    except OSError:
+        return False
+
+
+def _stop(child: subprocess.Popen[bytes], timeout: float) -> None:
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _with_database(dsn: str, database: str) -> str:

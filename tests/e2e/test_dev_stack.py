@@ -51,7 +51,9 @@ async def test_every_service_is_ready_within_60_seconds(stack: dict[str, Any]) -
             base = by_name[name]["url"]
             assert (await http.get(f"{base}/healthz")).json()["status"] == "ok"
             ready = (await http.get(f"{base}/readyz")).json()
-            expected = {"nats": "ok"} if name == "gateway" else {"nats": "ok", "postgres": "ok", "migrations": "ok"}
+            expected = {"nats": "ok", "background_tasks": "ok"}
+            if name != "gateway":
+                expected |= {"postgres": "ok", "migrations": "ok"}
             assert ready["checks"] == expected
             assert "fog_" in (await http.get(f"{base}/metrics")).text or name == "gateway"
             asyncapi = (await http.get(f"{base}/asyncapi.json")).json()

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 class Health(BaseModel):
     status: str
     service: str
+    #: only while failing: the background tasks that ended, and how (see ``ServiceRuntime.dead_tasks``)
+    ended_tasks: dict[str, str] | None = None
 
 
 class Readiness(BaseModel):
@@ -26,9 +28,19 @@ class Readiness(BaseModel):
 
 
 def add_ops_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
-    @app.get("/healthz", tags=["ops"], summary="The process is alive", response_model=Health)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.service}
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="The process is alive: it answers, and none of its background tasks has ended",
+        response_model=Health,
+        response_model_exclude_none=True,
+        responses={503: {"model": Health, "description": "A background task ended: restart the process"}},
+    )
+    async def healthz() -> JSONResponse:
+        if not runtime.dead_tasks:
+            return JSONResponse({"status": "ok", "service": runtime.service})
+        body = {"status": "failing", "service": runtime.service, "ended_tasks": dict(runtime.dead_tasks)}
+        return JSONResponse(body, status_code=503)
 
     @app.get(
         "/readyz",

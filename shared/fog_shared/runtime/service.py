@@ -34,6 +34,7 @@ from fog_shared.runtime.ops import add_ops_routes
 from fog_shared.settings import CommonSettings
 from fog_shared.subjects import query_subject
 from fog_shared.telemetry import configure_tracing
+from fog_shared.telemetry.metrics import BACKGROUND_TASK_DEAD
 
 log = logging.getLogger(__name__)
 #: what a request's use case fails with when the database is down, restarting or full, not when it has a bug.
@@ -74,6 +75,9 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self._nc: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        #: the background tasks that ended while the service ran, by name: what ended each, in a word
+        self.dead_tasks: dict[str, str] = {}
         self._migrations_done = False
         self._start_hooks: list[Callable[[], Awaitable[None]]] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
@@ -151,6 +155,7 @@ class ServiceRuntime:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         configure_tracing(self.service, self.settings.otlp_endpoint)
         if self.uses_database:
             self._pool = await create_pool(
@@ -201,10 +206,21 @@ class ServiceRuntime:
         self._tasks.append(task)
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task died", exc_info=task.exception(), extra={"task": task.get_name()})
+        """Every background task runs for as long as the service does: one that ends before the stop,
+        whatever ended it, leaves the process unable to do part of its work, and says so on
+        ``/healthz`` (the liveness probe: Kubernetes restarts it), ``/readyz`` and ``/metrics``."""
+        if self._stopping:
+            return
+        name, exc = task.get_name(), None if task.cancelled() else task.exception()
+        self.dead_tasks[name] = _how_it_ended(task, exc)
+        BACKGROUND_TASK_DEAD.labels(self.service, name).set(1)
+        log.error(
+            "background task ended while the service runs; /healthz fails until the process restarts",
+            exc_info=exc, extra={"task": name, "ended": self.dead_tasks[name]},
+        )  # fmt: skip
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -224,6 +240,7 @@ class ServiceRuntime:
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state; the service is ready when every value is ``"ok"``."""
         checks = {"nats": "ok" if self._nc is not None and self._nc.is_connected else "disconnected"}
+        checks["background_tasks"] = "ok" if not self.dead_tasks else "ended: " + ", ".join(sorted(self.dead_tasks))
         if self.uses_database:
             checks["postgres"], checks["migrations"] = await self._database_readiness()
         return checks
@@ -258,6 +275,14 @@ class ServiceRuntime:
             app.router.lifespan_context = lifespan
         add_ops_routes(app, self)
         return app
+
+
+def _how_it_ended(task: asyncio.Task[None], exc: BaseException | None) -> str:
+    """A word on it, with the exception's type and not its text: ``/healthz`` answers anyone, and
+    an exception's text may hold what only the log should (the traceback is logged)."""
+    if task.cancelled():
+        return "cancelled"
+    return "returned" if exc is None else f"raised {type(exc).__name__}"
 
 
 async def _until_cancelled(task: asyncio.Task[None]) -> None:

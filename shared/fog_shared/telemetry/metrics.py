@@ -11,3 +11,7 @@ OUTBOX_PENDING = Gauge("fog_outbox_pending", "Unpublished outbox rows seen by th
 EVENTS_HANDLED = Counter("fog_events_handled_total", "Events consumed, by outcome", ["consumer", "outcome"])
 EVENT_HANDLE_SECONDS = Histogram("fog_event_handle_seconds", "Time to handle one batch of events", ["consumer"])
 DEAD_LETTERED = Counter("fog_events_dead_lettered_total", "Events sent to dead-letter", ["consumer", "reason"])
+#: 1 for each background task (a consumer, the outbox relay, a service's loop) that ended while its service runs
+BACKGROUND_TASK_DEAD = Gauge(
+    "fog_background_task_dead", "Background tasks that ended before their service stopped", ["service", "task"]
+)

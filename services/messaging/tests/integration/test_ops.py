@@ -51,7 +51,7 @@ async def test_ready_when_nats_postgres_and_migrations_are(migrated: httpx.Async
     assert (await migrated.get("/healthz")).json() == {"status": "ok", "service": "messaging"}
     ready = await migrated.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"nats": "ok", "postgres": "ok", "migrations": "ok"}
+    assert ready.json()["checks"] == {"nats": "ok", "background_tasks": "ok", "postgres": "ok", "migrations": "ok"}
     metrics = (await migrated.get("/metrics")).text
     assert "fog_outbox_pending" in metrics
     asyncapi = (await migrated.get("/asyncapi.json")).json()
