@@ -13,6 +13,11 @@ kills its running jobs and drops the queued ones (``JobRunner.fence``), whether 
 or not: a job never runs on a cut off node beside its next attempt elsewhere. Before that, after
 ``RECONNECT_AFTER_INTERVALS``, the agent gives the silent connection up and tries a new one.
 
+Frozen: an agent that does not run (stopped by a signal or a debugger, starved) can neither heartbeat nor
+fence, while its jobs, in sessions of their own, run on. Its job launcher, a process of its own, holds a lease
+on them that the agent renews while its event loop runs; past ``LAUNCHER_LEASE_INTERVALS`` without word it
+kills them (``launcher_process``), and the agent, running again, reports them failed and connects anew.
+
 Job messages go to the ``JobRunner``; each new connection gets the reports the gateway has not acked
 yet, right after the welcome. ``stop()`` drains: the connection (and reconnection) goes on while the
 running jobs end and their reports are acked, and only then says goodbye.
@@ -59,6 +64,11 @@ FENCE_AFTER_INTERVALS = 3.0
 #: ... but never sooner than this: a pause of the agent's own event loop (a loaded machine) must not look
 #: like a cut-off. Below a third of a second of interval (tests alone run so fast) the jobs may outlive the node.
 FENCE_FLOOR_S = 1.0
+#: heartbeat intervals after which the job launcher kills the jobs of an agent it has not heard from (stopped or
+#: frozen, it can neither heartbeat nor fence): renewed at least every ``LAUNCHER_LEASE_RENEWAL_S``, the lease runs
+#: out before the four intervals after the agent's last heartbeat that the registry waits (``FENCE_FLOOR_S`` at least)
+LAUNCHER_LEASE_INTERVALS = 2.5
+LAUNCHER_LEASE_RENEWAL_S = 0.25
 #: heartbeat intervals without word from the gateway after which the connection is given up for a new one
 #: (``FENCE_FLOOR_S`` at least)
 RECONNECT_AFTER_INTERVALS = 2.0
@@ -178,6 +188,7 @@ class AgentConnection:
         #: when the gateway was last heard from (a message, or the answer to a ping); None before the first welcome
         self._heard_at: float | None = None
         self._fence_after_s = FENCE_AFTER_INTERVALS * 5.0  # set by each welcome
+        self._launcher_lease_s = LAUNCHER_LEASE_INTERVALS * 5.0  # likewise
         self._fenced = False  # the jobs were stopped since the gateway was last heard from
 
     def __repr__(self) -> str:  # the default would show the headers, credential included
@@ -198,12 +209,13 @@ class AgentConnection:
     async def run(self) -> int:
         drainer = asyncio.create_task(self._drain_when_told())
         fencer = asyncio.create_task(self._fence_when_cut_off())
+        leaseholder = asyncio.create_task(self._keep_launcher_alive())
         try:
             return await self._connect_until_stopped()
         finally:
-            for task in (drainer, fencer):
+            for task in (drainer, fencer, leaseholder):
                 task.cancel()
-            await asyncio.gather(drainer, fencer, return_exceptions=True)
+            await asyncio.gather(drainer, fencer, leaseholder, return_exceptions=True)
 
     def _heard(self) -> None:
         self._heard_at, self._fenced = self._clock(), False
@@ -212,6 +224,12 @@ class AgentConnection:
         while True:
             await asyncio.sleep(self._fence_after_s / 12)  # a quarter of an interval, or less
             self._fence_if_cut_off()
+
+    async def _keep_launcher_alive(self) -> None:
+        """Renew the launcher's lease on the jobs while this event loop runs (``LAUNCHER_LEASE_INTERVALS``)."""
+        while True:
+            self._jobs.keep_launcher_alive(self._launcher_lease_s)
+            await asyncio.sleep(min(LAUNCHER_LEASE_RENEWAL_S, self._launcher_lease_s / 10))
 
     def _fence_if_cut_off(self) -> None:
         """Stop the jobs once the gateway has been silent for ``FENCE_AFTER_INTERVALS`` heartbeat intervals."""
@@ -266,6 +284,9 @@ class AgentConnection:
                 return
             backoff.connected(welcome.heartbeat_interval_s)
             self._fence_after_s = max(FENCE_FLOOR_S, FENCE_AFTER_INTERVALS * welcome.heartbeat_interval_s)
+            self._launcher_lease_s = max(FENCE_FLOOR_S, LAUNCHER_LEASE_INTERVALS * welcome.heartbeat_interval_s)
+            self._jobs.keep_launcher_alive(self._launcher_lease_s)
+            self._jobs.fenced_by_launcher.clear()  # a new connection: its catch-up hands out what the node still has
             self._heard()
             if welcome.node_id != self.node_id:  # the gateway knows which node the credential is: heartbeat as that
                 log.warning("the gateway welcomed node %s, but the state file names %s", welcome.node_id, self.node_id)
@@ -295,7 +316,8 @@ class AgentConnection:
         heartbeats = asyncio.create_task(self._heartbeats(ws, welcome))
         receiving = asyncio.create_task(self._receive(ws))
         stopping = asyncio.create_task(self._stopping.wait())
-        tasks = (heartbeats, receiving, stopping)
+        fenced = asyncio.create_task(self._jobs.fenced_by_launcher.wait())
+        tasks = (heartbeats, receiving, stopping, fenced)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -305,6 +327,10 @@ class AgentConnection:
         if self._stopping.is_set():
             await self._goodbye(ws)
             return
+        if self._jobs.fenced_by_launcher.is_set():
+            # What was queued here is dropped, and may have been run elsewhere meanwhile: a new connection's
+            # catch-up hands out again what the platform still has on this node.
+            raise ConnectionResetError("the agent did not run for a while and its jobs were stopped; reconnecting")
         for task in (receiving, heartbeats):
             failure = None if task.cancelled() else task.exception()
             if failure is not None:

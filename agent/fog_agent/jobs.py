@@ -101,6 +101,9 @@ class JobRunner:
         self._idle, self._all_acked = asyncio.Event(), asyncio.Event()
         self._idle.set()
         self._all_acked.set()
+        #: set when the launcher stopped the jobs of an agent it had not heard from (``launcher_fenced``)
+        self.fenced_by_launcher = asyncio.Event()
+        sandbox.launcher.on_fenced = self.launcher_fenced
 
     @property
     def running_jobs(self) -> int:
@@ -235,6 +238,23 @@ class JobRunner:
             running.job.interrupt(why)
         self._update_idle()
         return len(self._running)
+
+    def keep_launcher_alive(self, lease_s: float) -> None:
+        """The agent runs: its launcher may let the jobs run ``lease_s`` more seconds (``Launcher.keep_alive``)."""
+        self._sandbox.launcher.keep_alive(lease_s)
+
+    def launcher_fenced(self, silent_s: float) -> None:
+        """The launcher heard nothing from this agent for ``silent_s`` (stopped, frozen, starved of CPU), and
+        killed its jobs, as the node was about to be declared down: they end ``failed`` with the reason, and the
+        queued ones are dropped, as when the node is cut off (``fence``). Sets ``fenced_by_launcher``: the
+        connection starts anew, and the gateway hands out again what the platform still has on this node."""
+        why = (
+            f"the agent did not run for {silent_s:.0f}s (stopped, or frozen): its job launcher stopped its jobs,"
+            " because the platform counts them lost and runs them again elsewhere"
+        )
+        log.warning("the job launcher heard nothing from the agent for %.1fs and stopped its jobs", silent_s)
+        self.fence(why)
+        self.fenced_by_launcher.set()
 
     async def drain(self, timeout_s: float, hurry: asyncio.Event) -> None:
         """Take no more jobs, let the running ones end until ``timeout_s`` (or ``hurry``), then kill them."""

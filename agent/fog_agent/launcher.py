@@ -15,7 +15,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,16 @@ class Launcher:
         self._ids = itertools.count(1)
         self._starting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._running: dict[int, asyncio.Future[int]] = {}
+        #: told when the launcher killed its jobs for want of word from the agent, with how long that was (s)
+        self.on_fenced: Callable[[float], None] = lambda silent_s: None
+        self._lease_s: float | None = None
+
+    def keep_alive(self, lease_s: float) -> None:
+        """Have the launcher kill its jobs should it hear nothing from the agent for ``lease_s`` seconds (the
+        lease, ``launcher_process``): sent again while the agent runs, and to each launcher as it starts."""
+        self._lease_s = lease_s
+        if self._channel is not None:
+            _send_lease(self._channel, lease_s)
 
     async def start(self, program: JobProgram, output: int) -> LaunchedJob:
         """Start ``program`` with ``output`` as its stdout and stderr; raises ``OSError`` when it cannot start."""
@@ -180,6 +190,8 @@ class Launcher:
         finally:
             theirs.close()
         ours.setblocking(False)
+        if self._lease_s is not None:  # before any job: a launcher holds none of its agent's jobs unleased
+            _send_lease(ours, self._lease_s)
         self._channel, self._loop = ours, loop
         loop.add_reader(ours.fileno(), self._on_readable)
         log.debug("job launcher started (pid %d)", self._process.pid)
@@ -200,6 +212,9 @@ class Launcher:
             self._on_message(json.loads(data))
 
     def _on_message(self, message: dict[str, Any]) -> None:
+        if launcher_process.FENCED in message:  # before the ``exited`` of the jobs it killed
+            self.on_fenced(float(message[launcher_process.FENCED]))
+            return
         if "exited" in message:
             pid, code = int(message["exited"]), int(message["code"])
             ended = self._running.pop(pid, None)
@@ -242,6 +257,11 @@ def _message(program: JobProgram, request_id: int, output: int, *, prepare: bool
     # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.
     inline = {"id": request_id, launcher_process.REQUEST_IN_FILE: True, launcher_process.PREPARE: prepare}
     return json.dumps(inline).encode(), [output, _in_memory_file(body)]
+
+
+def _send_lease(channel: socket.socket, lease_s: float) -> None:
+    with contextlib.suppress(OSError):  # a full or closed socket: whatever the agent sends next renews it too
+        channel.send(json.dumps({launcher_process.LEASE: lease_s}).encode())
 
 
 def _in_memory_file(data: bytes) -> int:

@@ -38,6 +38,13 @@ at the go, from the request the launcher kept.
 Each job is the leader of a new session (one ``killpg`` reaches its tree) and its first process dies with
 the launcher (``PR_SET_PDEATHSIG``). When the agent closes the socket, or dies (the kernel closes it
 then), the launcher kills every job's process group and exits.
+
+The lease: ``{"lease_s": S}`` (no answer) asks the launcher to kill every job's process group once it has
+heard nothing from the agent, no message of any kind, for ``S`` seconds. It then says ``{"fenced": silent_s}``
+(the ``exited`` of each job follow), and holds no lease until the agent sends one again. An agent that is
+stopped or frozen (a debugger, a Ctrl-Z in its terminal, a starved machine) can neither heartbeat nor stop
+its jobs, and the platform runs them elsewhere once the node is declared down: the launcher, in a session
+of its own, stops them first. The agent renews the lease four times a second (``fog_agent.connection``).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -61,6 +69,7 @@ PR_SET_PDEATHSIG = 1
 MAX_INLINE_REQUEST_BYTES = 64 * 1024
 REQUEST_IN_FILE = "request_in_file"
 PREPARE, GO, WITHDRAW, UNPREPARED = "prepare", "go", "withdraw", "unprepared"
+LEASE, FENCED = "lease_s", "fenced"
 #: the signals Python ignores or handles in this process, which a job must get back as the default
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 #: the C library, as this program already has it (``ctypes.util`` would import ``subprocess`` and threads with
@@ -321,6 +330,9 @@ class Launcher:
         self.spare: _Spare | None = None
         self.prepared: dict[int, _Prepared] = {}
         self.refill = True  # false after a failed fork, until the next request
+        #: how long the agent may stay silent before its jobs are killed (its last ``lease_s``), and since when
+        self.lease_s: float | None = None
+        self.heard_at = time.monotonic()
         #: the Landlock policy of the latest request that had one: spares make its ruleset while they wait
         self.landlock: Policy | None = None
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -335,13 +347,30 @@ class Launcher:
         while True:
             wants_spare = self.spare is None and self.refill
             # Poll when a spare is wanted: it is forked once nothing else waits, never ahead of a request.
-            ready = selector.select(timeout=0 if wants_spare else None)
+            ready = selector.select(timeout=0 if wants_spare else self._lease_left())
             if not ready and wants_spare:
                 self._refill_spare()
             for key, _ in ready:
                 if not key.data():
                     self._kill_children()
                     return
+            if self._lease_left() == 0 and not self._fence():
+                return
+
+    def _lease_left(self) -> float | None:
+        """Seconds until the lease runs out (0 once it has), or None when there is none to keep."""
+        if self.lease_s is None:
+            return None
+        return max(0.0, self.heard_at + self.lease_s - time.monotonic())
+
+    def _fence(self) -> bool:
+        """The agent has been silent for its whole lease: kill the jobs, and say so (False if it is gone)."""
+        silent_s = time.monotonic() - self.heard_at
+        self.lease_s = None  # until the agent sends one again
+        for pid in self.children:
+            with contextlib.suppress(OSError):  # gone already
+                os.killpg(pid, signal.SIGKILL)
+        return self._send({FENCED: round(silent_s, 3)})
 
     def _on_request(self) -> bool:
         try:
@@ -352,8 +381,12 @@ class Launcher:
             os.set_inheritable(fd, False)
         if not data:  # the agent closed its end: it is gone, or done
             return False
+        self.heard_at = time.monotonic()
         try:
             message = json.loads(data)  # the rest is the spare's to read
+            if LEASE in message:
+                self.lease_s = float(message[LEASE])
+                return True
             self.landlock = message.get("landlock") or self.landlock
             if GO in message:
                 return self._send({"id": message[GO], **self._go(message[GO])})

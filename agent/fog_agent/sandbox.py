@@ -557,6 +557,9 @@ class SandboxedJob:
 
     def _result(self, stopped_as: Outcome | None, code: int | None, duration_s: float, output: _Output) -> Result:
         text, truncated = output.text(), output.truncated
+        if stopped_as is None and code is not None and code < 0 and self._stop.is_set():
+            # Killed by a signal as its stop was asked (the launcher fenced it): the stop says why.
+            stopped_as = self._stop_outcome
         if stopped_as is not None:
             return Result(stopped_as, code, duration_s, text, truncated, self._stop_error)
         if code == 0:

@@ -293,6 +293,48 @@ async def test_a_node_cut_off_stops_its_job_before_the_job_runs_again_elsewhere(
         await proxy.close()
 
 
+async def test_a_frozen_agent_has_its_job_stopped_by_its_launcher_before_the_job_runs_again_elsewhere(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """An agent stopped with ``SIGSTOP`` (a debugger, a Ctrl-Z; its jobs run on, in sessions of their own) sends
+    no heartbeat and cannot stop its jobs. The node is declared down after four intervals and its job runs
+    again on another node; the agent's launcher, heard from no more, has killed the first copy before that.
+    At no moment do two copies run. Continued, the agent comes back and the node is ready again."""
+    owner = await user(stack, email("sam"), roles=("user", "provider"))
+    agents = [join_and_run(stack, tmp_path / "frozen", email("sam"), "frozen", pool="freeze")]
+    try:
+
+        async def ready(count: int) -> bool:
+            return len(await owner.list_nodes(status="ready", labels={"pool": "freeze"})) == count
+
+        await wait_until(lambda: ready(1), timeout=20, what="the agent ready")
+        marker = "6.0707"
+        spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": "freeze"}))
+        job = await owner.submit_job(spec)
+        first = await status_is(owner, job.id, "running")
+        await wait_until(lambda: _some_running(marker), timeout=10, what="the job's process")
+        agents.append(join_and_run(stack, tmp_path / "thawed", email("sam"), "thawed", pool="freeze"))
+        await wait_until(lambda: ready(2), timeout=20, what="the other agent ready")
+
+        copies = CopiesWatch(marker)
+        watching = asyncio.create_task(copies.watch())
+        agents[0].send_signal(signal.SIGSTOP)
+        try:
+            done = await ended(owner, job.id, timeout=60)
+        finally:
+            agents[0].send_signal(signal.SIGCONT)
+        watching.cancel()
+        assert (done.status, done.attempt) == ("succeeded", 2)
+        assert done.node_id != first.node_id
+        assert copies.most == 1, f"{copies.most} copies of the job ran at once"
+        await wait_until(lambda: ready(2), timeout=30, what="the continued agent's node ready again")
+    finally:
+        for agent in agents:
+            agent.send_signal(signal.SIGCONT)
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(agent.wait, 30)
+
+
 class CopiesWatch:
     """How many processes of a job ran at once, at most, sampled as often as the machine allows."""
 

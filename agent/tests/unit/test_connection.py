@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -491,6 +492,41 @@ async def test_a_connection_that_looks_up_while_nothing_gets_through_is_given_up
 
 
 # -- fog-agent run as a process ------------------------------------------------------------------------------------
+
+
+def _running(marker: str) -> bool:
+    return any(marker in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"]))
+
+
+async def test_a_stopped_agent_process_has_its_jobs_stopped_by_its_launcher_and_reports_them_once_continued(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """An agent stopped (``SIGSTOP``: a debugger, a Ctrl-Z of its terminal) can neither heartbeat nor stop its
+    jobs, and the platform will run them elsewhere; its launcher, heard from no more, stops them meanwhile."""
+    gateway.auto_ack = True
+    process = await start_agent(gateway, tmp_path / "state")
+    try:
+        await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat", timeout=20)
+        await gateway.sockets[0].send(assignment("j1", "sleep", "30.4848"))
+        await until(lambda: gateway.reports(0) == [("started", "j1")], "the job started")
+        process.send_signal(signal.SIGSTOP)
+        try:
+            await until(lambda: not _running("30.4848"), "the job stopped while its agent is", timeout=10)
+        finally:
+            process.send_signal(signal.SIGCONT)
+        reported = lambda: [m for got in gateway.received for m in got if m["type"] == "finished"]  # noqa: E731
+        await until(reported, "the job's report once the agent runs again")
+        [report] = reported()
+        assert report["outcome"] == "failed"
+        # Continued, the agent also finds the gateway silent for as long: either says why, whichever is read first.
+        assert "did not run for" in report["error"] or "heard nothing from the platform" in report["error"]
+        process.send_signal(signal.SIGTERM)
+        code, stderr = await exited(process)
+        assert code == 0, stderr
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def start_agent(gateway: Gateway, state_dir: Path, *options: str) -> asyncio.subprocess.Process:

@@ -419,3 +419,23 @@ async def test_no_more_than_a_few_jobs_are_held_prepared(new_runner: NewRunner, 
     for n in range(MAX_PREPARED + 3):  # preparations whose assignments never come
         jobs.prepare(prepare(f"j{n}", "true", cores=0.1))
     assert sandbox.prepared_jobs == MAX_PREPARED
+
+
+async def test_jobs_the_launcher_stopped_for_want_of_word_from_the_agent_fail_with_why_and_the_queue_goes(
+    new_runner: NewRunner,
+) -> None:
+    """The agent's lease on its launcher ran out (the agent did not run: stopped, frozen): the launcher killed
+    the running job; it ends ``failed`` saying so, and the queued one is dropped, as the platform runs both
+    elsewhere. The connection is told to start anew (``fenced_by_launcher``)."""
+    jobs, sent = new_runner(Capacity(cpu_cores=1)), Sent()
+    jobs.attach(sent)
+    jobs.assign(assignment("running", *SLEEP))
+    jobs.assign(assignment("queued", *SLEEP))
+    await until(lambda: sent.ids("started") == ["running"], "the first job started")
+    jobs.keep_launcher_alive(0.3)  # and never again: to the launcher, the agent is frozen
+    await until(lambda: sent.ids("finished") == ["running"], "the job stopped by the launcher")
+    report = sent.finished("running")
+    assert report["outcome"] == "failed"
+    assert "the agent did not run for" in report["error"]
+    assert jobs.fenced_by_launcher.is_set()
+    assert (jobs.running_jobs, sent.ids("started")) == (0, ["running"]), "the queued job was dropped, not started"

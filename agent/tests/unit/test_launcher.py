@@ -292,3 +292,38 @@ async def _none_running(marker: str) -> bool:
 
 async def _count_running(marker: str, at_least: int) -> bool:
     return sum(marker in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])) >= at_least
+
+
+# -- the lease: a launcher that hears nothing from its agent stops the jobs ------------------------------------------
+
+
+async def test_the_jobs_of_an_agent_silent_for_its_whole_lease_are_killed_and_the_launcher_goes_on(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """A stopped or frozen agent can neither heartbeat nor stop its jobs, and the platform runs them elsewhere
+    once the node is declared down: its launcher, which runs on, kills them first."""
+    fenced: list[float] = []
+    launcher.on_fenced = fenced.append
+    job, _ = await run(launcher, tmp_path, "sh", "-c", "sleep 30.4545 & sleep 30.4545")
+    await wait_until(lambda: _count_running("30.4545", 2), timeout=5, what="the job and a child of it")
+    launcher.keep_alive(0.5)  # and then nothing: the agent is frozen
+    assert await asyncio.wait_for(job.wait(), 10) == -signal.SIGKILL
+    await wait_until(lambda: _none_running("30.4545"), timeout=5, what="the job's whole group gone")
+    [silent_s] = fenced
+    assert silent_s >= 0.5
+
+    again, output = await run(launcher, tmp_path, "echo", "again")  # heard again: jobs start as before
+    assert (await asyncio.wait_for(again.wait(), 10), await output) == (0, b"again\n")
+    assert len(fenced) == 1
+
+
+async def test_an_agent_heard_within_its_lease_keeps_its_jobs(launcher: Launcher, tmp_path: Path) -> None:
+    fenced: list[float] = []
+    launcher.on_fenced = fenced.append
+    job, _ = await run(launcher, tmp_path, "sleep", "30.4646")
+    for _ in range(30):  # three seconds of a lease of two, renewed ten times a second
+        launcher.keep_alive(2.0)
+        await asyncio.sleep(0.1)  # the agent's renewal period, not synchronisation
+    assert (job.returncode, fenced) == (None, [])
+    assert await asyncio.wait_for(job.wait(), 10) == -signal.SIGKILL  # no more renewals
+    assert len(fenced) == 1
