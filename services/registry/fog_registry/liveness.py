@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from fog_registry import domain, service, store
+from fog_registry.metrics import show_liveness
 from fog_shared.commands.registry import HeartbeatBatch
 from fog_shared.pg.leader import LeaderLock
 
@@ -125,6 +126,12 @@ class LivenessMonitor:
 
     async def step(self) -> None:
         """One tick: keep or take the lead; mirror commands; suspect the silent; write beats."""
+        try:
+            await self._step()
+        finally:
+            show_liveness(self.nodes.values(), leading=self.leading, deaf=self._deaf)
+
+    async def _step(self) -> None:
         if not self.leading:
             if not await self.lock.try_acquire():
                 return

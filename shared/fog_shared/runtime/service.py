@@ -34,6 +34,7 @@ from fog_shared.runtime.ops import add_ops_routes
 from fog_shared.settings import CommonSettings
 from fog_shared.subjects import query_subject
 from fog_shared.telemetry import configure_tracing
+from fog_shared.telemetry.http_metrics import HttpMetricsMiddleware
 from fog_shared.telemetry.metrics import BACKGROUND_TASK_DEAD
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,7 @@ class ServiceRuntime:
         else:
             app.router.lifespan_context = lifespan
         add_ops_routes(app, self)
+        app.add_middleware(HttpMetricsMiddleware)  # outermost: it counts what the others refuse too
         return app
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from fog_registry import domain, service, store
 from fog_registry.app import MIGRATIONS
@@ -191,3 +192,32 @@ async def test_while_no_gateway_is_heard_no_node_goes_down_and_after_only_the_si
         await leader.on_batch(batch(heard))
         await leader.step()
     assert sorted(await announced(pool)) == [(n, domain.DOWN) for n in silent]
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def test_the_leader_shows_the_nodes_by_status_and_its_deafness_and_a_standby_shows_zeros(
+    db: ServiceDb, pool: asyncpg.Pool, monitor: tuple[LivenessMonitor, Clock]
+) -> None:
+    leader, clock = monitor
+    await leader.on_batch(batch(NODE_IDS))
+    clock.now += 3 * POLICY.down_after_s  # no gateway heard since: deaf, nobody suspected
+    await leader.step()
+    assert (gauge("fog_registry_leading"), gauge("fog_registry_deaf")) == (1, 1)
+    assert gauge("fog_registry_nodes", status="ready") == len(NODE_IDS)
+
+    for _ in range(int(POLICY.restart_grace_s) + 1):  # heard again, half of them: the others go down
+        clock.now += 1
+        await leader.on_batch(batch(NODE_IDS[:20]))
+        await leader.step()
+    assert gauge("fog_registry_deaf") == 0
+    counts = {status: gauge("fog_registry_nodes", status=status) for status in ("ready", "suspect", "down")}
+    assert counts == {"ready": 20, "suspect": 0, "down": 20}
+
+    standby = LivenessMonitor(LeaderLock(db.dsn, db.schema, "liveness"), POLICY, clock=clock)
+    standby.attach(pool)
+    await standby.step()
+    assert not standby.leading
+    assert (gauge("fog_registry_leading"), gauge("fog_registry_nodes", status="ready")) == (0, 0)

@@ -1,0 +1,63 @@
+"""The gateway's HTTP metrics: every request counted and timed by its route's template (never a path with an id
+in it), what a middleware refuses before routing too, and the WebSockets open."""
+
+from __future__ import annotations
+
+import uuid
+
+from gateway_stack import Stack
+from prometheus_client import REGISTRY
+from websockets.asyncio.client import connect
+
+from fog_shared.testing.waiting import wait_until
+
+
+def _requests(route: str, method: str, status: int) -> float:
+    labels = {"route": route, "method": method, "status": str(status)}
+    return REGISTRY.get_sample_value("fog_http_requests_total", labels) or 0.0
+
+
+def _timed(route: str, method: str) -> float:
+    return REGISTRY.get_sample_value("fog_http_request_seconds_count", {"route": route, "method": method}) or 0.0
+
+
+def _open(route: str) -> float:
+    return REGISTRY.get_sample_value("fog_http_websockets_open", {"route": route}) or 0.0
+
+
+async def test_requests_are_counted_and_timed_by_route_template_never_by_their_ids(stack: Stack) -> None:
+    tokens = await stack.register_and_login("mia@example.org")
+    job_id = str(uuid.uuid4())
+    route = "/v1/jobs/{job_id}"
+    found, timed = _requests(route, "GET", 404), _timed(route, "GET")
+    assert (await stack.http.get(f"/v1/jobs/{job_id}", headers=stack.bearer(tokens))).status_code == 404
+    assert _requests(route, "GET", 404) == found + 1
+    assert _timed(route, "GET") == timed + 1
+    unauthorized = _requests(route, "GET", 401)
+    assert (await stack.http.get(f"/v1/jobs/{job_id}")).status_code == 401
+    assert _requests(route, "GET", 401) == unauthorized + 1
+
+    nowhere = _requests("unrouted", "GET", 404)
+    assert (await stack.http.get(f"/v1/nothing/{job_id}")).status_code == 404
+    assert _requests("unrouted", "GET", 404) == nowhere + 1
+    made_up = _requests("unrouted", "other", 404)  # any method a client makes up is one label value
+    assert (await stack.http.request("FETCH-1234", f"/v1/nothing/{job_id}")).status_code == 404
+    assert _requests("unrouted", "other", 404) == made_up + 1
+    metrics = (await stack.http.get("/metrics")).text
+    assert "fog_http_requests_total" in metrics
+    assert job_id not in metrics, "a path's ids never become labels"
+
+
+async def test_websockets_are_counted_while_open(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    tokens = await stack.register_and_login("noa@example.org")
+    route = "/v1/jobs/updates"
+    before = _open(route)
+    async with connect(url.replace("http://", "ws://") + route, additional_headers=stack.bearer(tokens)):
+        await wait_until(lambda: _async(_open(route) == before + 1), timeout=5, what="the WebSocket counted open")
+
+    await wait_until(lambda: _async(_open(route) == before), timeout=5, what="the closed WebSocket no longer counted")
+
+
+async def _async(value: bool) -> bool:
+    return value
