@@ -3,12 +3,13 @@ accepts, split to fit it, and a keepalive when no node spoke), job reports to th
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from typing import Any, cast
 
 from faststream.nats import NatsBroker
 
-from fog_gateway.node_link import HeartbeatRelay, batch_bodies, take_batch
+from fog_gateway.node_link import RETRY_MAX_S, RETRY_S, HeartbeatRelay, RetryDelays, batch_bodies, take_batch
 from fog_shared.commands.registry import HEARTBEATS, MAX_BATCH_ITEMS, Heartbeat, HeartbeatBatch
 from fog_shared.commands.scheduler import MAX_REPORTS, REPORTS_OUTPUT_BUDGET, Finished, Started
 
@@ -89,3 +90,13 @@ def test_reports_go_in_order_in_batches_bounded_by_count_and_output() -> None:
     queue.extend([finished(1, half), finished(2, half), finished(3)])
     assert [r.job_id for r in take_batch(queue)] == ["job-1"], "two halves are over the output budget"
     assert [r.job_id for r in take_batch(queue)] == ["job-2", "job-3"]
+
+
+def test_retries_wait_longer_each_time_up_to_a_cap_each_wait_spread_over_its_upper_half() -> None:
+    delays = RetryDelays(random.Random(7))
+    waits = [next(delays) for _ in range(12)]
+    ceilings = [min(RETRY_S * 2**n, RETRY_MAX_S) for n in range(12)]
+    assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(waits, ceilings, strict=True))
+    assert delays.tries == 12
+    spread = {round(next(RetryDelays(random.Random(seed))), 3) for seed in range(20)}
+    assert len(spread) > 10, "connections that failed together do not all retry at the same moment"
