@@ -47,7 +47,8 @@ DEV_NATS_USER = "dev"
 NATS_USERS = (*SERVICES, PROVISIONER, DEV_NATS_USER)
 #: ports tried first; taken ones are replaced by free ones (a NATS or Postgres may already run)
 DEFAULT_PORTS = {"nats": 14222, "nats-monitor": 18222, "postgres": 15432, "gateway": 8080,
-                 "auth": 18081, "registry": 18082, "scheduler": 18083, "messaging": 18084}  # fmt: skip
+                 "auth": 18081, "registry": 18082, "scheduler": 18083, "messaging": 18084,
+                 "gateway-metrics": 18090}  # fmt: skip
 
 
 @dataclass
@@ -73,6 +74,8 @@ class StackState:
     up: bool = False
     #: the NATS server's monitoring endpoint (``/connz?auth=true`` shows who is logged in as whom)
     nats_monitor_url: str = ""
+    #: the gateway's ``/metrics``, apart from its API port (the other services serve theirs on their own port)
+    gateway_metrics_url: str = ""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -170,6 +173,8 @@ class DevStack:
         self.pg_server: PostgresServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.state: StackState | None = None
+        #: where the gateway serves its metrics (None: a free port it picks, as the gateway does by default)
+        self.gateway_metrics_port: int | None = None
 
     @property
     def state_file(self) -> Path:
@@ -269,6 +274,8 @@ class DevStack:
             env[f"{prefix}HEARTBEAT_INTERVAL_S"] = str(self.heartbeat_interval_s)
         if svc == "gateway":
             env[f"{prefix}NODE_HEARTBEAT_INTERVAL_S"] = str(self.heartbeat_interval_s)
+            if self.gateway_metrics_port is not None:
+                env[f"{prefix}METRICS_PORT"] = str(self.gateway_metrics_port)
         if svc == "auth":
             admin = self.admin()
             env[f"{prefix}BOOTSTRAP_ADMIN_EMAIL"] = admin["email"]
@@ -305,6 +312,7 @@ class DevStack:
         ports = {svc: port_or_free(DEFAULT_PORTS[svc]) for svc in DB_SERVICES} | {
             "gateway": port_or_free(self.gateway_port)
         }
+        self.gateway_metrics_port = port_or_free(DEFAULT_PORTS["gateway-metrics"])
         envs = {svc: self.service_env(svc, nats_url, admin_dsn, dbs.get(svc), ports[svc]) for svc in SERVICES}
         self.migrate(envs)
         state = StackState(
@@ -313,6 +321,7 @@ class DevStack:
         )  # fmt: skip
         if self.nats_server is not None:
             state.nats_monitor_url = f"http://127.0.0.1:{self.nats_server.monitor_port}"
+        state.gateway_metrics_url = f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
         for svc in SERVICES:
             child = self.spawn(svc, envs[svc])
             state.processes.append(

@@ -25,6 +25,9 @@ class CommonSettings(BaseSettings):
     migrate_database_url: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    #: serve ``/metrics`` on this port of ``http_host`` instead of the HTTP port (0: a free one, logged); None keeps it
+    #: on the HTTP port. The gateway's HTTP port is the public API: its metrics are served apart by default.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     #: offer permessage-deflate on WebSockets. Off: the frames are small (chat changes, heartbeats,
     #: assignments), and deflating each one for each connection cost the gateway 8 % of its CPU
     #: in the BitChat fan-out benchmark (docs/performance.md) for a few hundred bytes saved.

@@ -95,14 +95,15 @@ def test_prometheus_scrapes_every_service_and_reaches_nothing_else(monitored: Ma
         labels = pod_labels(workload)
         assert selector.items() <= labels.items(), f"the PodMonitor misses {service}"
         ports = {port["name"]: port["containerPort"] for c in containers(workload, init=False) for port in c["ports"]}
-        assert ports[endpoint["port"]] == 8080
-        assert allows(policies, "Ingress", labels, prometheus, 8080, "monitoring"), f"prometheus -> {service}"
+        assert ports[endpoint["port"]] == 9090
+        assert allows(policies, "Ingress", labels, prometheus, 9090, "monitoring"), f"prometheus -> {service}"
+        assert not allows(policies, "Ingress", labels, {"some": "pod"}, 9090, "elsewhere"), f"anyone -> {service}"
     for workload in monitored.workloads():
         if workload["metadata"]["name"] in SERVICES:
             continue
         labels = pod_labels(workload)
         assert not selector.items() <= labels.items(), workload["metadata"]["name"]
-        for port in (4222, 8080, 8222):
+        for port in (4222, 8080, 8222, 9090):
             assert not allows(policies, "Ingress", labels, prometheus, port, "monitoring"), workload["metadata"]["name"]
 
 

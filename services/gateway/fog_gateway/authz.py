@@ -25,7 +25,7 @@ PUBLIC_ROUTES = frozenset(
     {
         ("POST", "/v1/auth/register"), ("POST", "/v1/auth/login"), ("POST", "/v1/auth/refresh"),
         ("POST", "/v1/auth/logout"), ("GET", "/.well-known/jwks.json"),
-        ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/asyncapi.json"),
+        ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/asyncapi.json"),
     }
 )  # fmt: skip
 

@@ -12,6 +12,9 @@ class Settings(CommonSettings):
 
     service: ClassVar[str] = "gateway"
     http_port: int = 8080
+    #: the API port is public: ``/metrics`` is served on a port of its own (0: a free one, named in the log);
+    #: Kubernetes sets 9090 (deploy/k8s)
+    metrics_port: int | None = 0
     token_issuer: str = "fog-auth"  # noqa: S105 - a name, not a secret
     token_audience: str = "fog"  # noqa: S105 - a name, not a secret
     access_token_ttl_s: int = 600

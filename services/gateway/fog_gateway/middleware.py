@@ -32,7 +32,7 @@ _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 # nothing that could split a log line or a header.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
-DEFAULT_EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/asyncapi.json"})
+DEFAULT_EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/asyncapi.json"})
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -147,11 +147,13 @@ async def open_stack(
             return running.aclose
 
         def gateway_settings(settings: dict[str, Any]) -> GatewaySettings:
-            # The heap freezer stays off in-process: it would freeze the test session's heap too.
+            # The heap freezer stays off in-process: it would freeze the test session's heap too. Metrics stay on
+            # the API port: a server of their own would add a thread, and half a second to each stop.
             values: dict[str, Any] = {
                 "nats_url": fog_servers.nats_url,
                 "request_timeout_s": 2.0,
                 "gc_freeze_every_s": 0,
+                "metrics_port": None,
                 **FAST_NODES,
             }
             return GatewaySettings(**(values | settings))

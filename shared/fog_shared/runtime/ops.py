@@ -27,7 +27,9 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-def add_ops_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
+def add_ops_routes(app: FastAPI, runtime: ServiceRuntime, *, metrics: bool = True) -> None:
+    """The ops routes; ``/metrics`` only when ``metrics`` (else it is served on a port of its own)."""
+
     @app.get(
         "/healthz",
         tags=["ops"],
@@ -55,15 +57,17 @@ def add_ops_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         body = {"status": "ready" if ready else "not ready", "service": runtime.service, "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get(
-        "/metrics",
-        tags=["ops"],
-        summary="Prometheus metrics",
-        response_class=PlainTextResponse,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    if metrics:
+
+        @app.get(
+            "/metrics",
+            tags=["ops"],
+            summary="Prometheus metrics",
+            response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
+        async def metrics_route() -> Response:
+            return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of this service's subjects")
     async def asyncapi() -> dict[str, Any]:

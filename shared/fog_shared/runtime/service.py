@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import asyncpg
 import nats
 from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from prometheus_client import start_http_server
 from pydantic import BaseModel
 
 from fog_shared.bus.broker import make_broker, queue_group
@@ -77,6 +79,7 @@ class ServiceRuntime:
         self._nc: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._metrics_server: WSGIServer | None = None
         #: the background tasks that ended while the service ran, by name: what ended each, in a word
         self.dead_tasks: dict[str, str] = {}
         self._migrations_done = False
@@ -158,6 +161,9 @@ class ServiceRuntime:
     async def start(self) -> None:
         self._stopping = False
         configure_tracing(self.service, self.settings.otlp_endpoint)
+        if self.settings.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(self.settings.metrics_port, addr=self.settings.http_host)
+            log.info("metrics served on a port of their own", extra={"metrics_url": self.metrics_url})
         if self.uses_database:
             self._pool = await create_pool(
                 self.settings.database_url.get_secret_value(),
@@ -235,7 +241,18 @@ class ServiceRuntime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)  # waits for its thread's loop to end
+            self._metrics_server.server_close()
+            self._metrics_server = None
         log.info("service stopped", extra={"service": self.service})
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where ``/metrics`` is served apart from the HTTP port, while the service runs (``metrics_port``)."""
+        if self._metrics_server is None:
+            return None
+        return f"http://{self.settings.http_host}:{self._metrics_server.server_port}/metrics"
 
     # -- readiness ------------------------------------------------------------------------
     async def readiness(self) -> dict[str, str]:
@@ -274,7 +291,8 @@ class ServiceRuntime:
             app = FastAPI(title=f"fog-{self.service}", lifespan=lifespan)
         else:
             app.router.lifespan_context = lifespan
-        add_ops_routes(app, self)
+        add_ops_routes(app, self, metrics=self.settings.metrics_port is None)
+        app.state.runtime = self  # for whoever holds the app: its metrics_url, its dead_tasks
         app.add_middleware(HttpMetricsMiddleware)  # outermost: it counts what the others refuse too
         return app
 
