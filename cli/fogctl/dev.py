@@ -170,6 +170,8 @@ def _print_state(state: StackState) -> None:
     for proc in state.processes:
         table.add_row(proc.name, "[green]yes[/]" if proc.ready else "[red]no[/]", str(proc.pid), proc.url, proc.log)
     Console().print(table)
+    if state.gateway_metrics_url:
+        Console().print(f"Gateway metrics (apart from its API): {state.gateway_metrics_url}")
 
 
 def _alive(pid: int) -> bool:
