@@ -7,12 +7,13 @@ agents start their own, with a label only their jobs ask for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,28 +264,17 @@ async def test_a_node_cut_off_stops_its_job_before_the_job_runs_again_elsewhere(
     far_url = await proxy.start()
     # In a thread: the proxy serves the join from this event loop.
     agents = [await asyncio.to_thread(join_and_run, stack, tmp_path / "far", email("pat"), "far", "cut", far_url)]
-    try:
 
-        async def ready(count: int) -> bool:
-            return len(await owner.list_nodes(status="ready", labels={"pool": "cut"})) == count
-
-        await wait_until(lambda: ready(1), timeout=20, what="the far agent ready")
-        marker = "6.0606"
-        spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": "cut"}))
-        job = await owner.submit_job(spec)
-        first = await status_is(owner, job.id, "running")
-        await wait_until(lambda: _some_running(marker), timeout=10, what="the job's process")
-        agents.append(join_and_run(stack, tmp_path / "near", email("pat"), "near", pool="cut"))
-        await wait_until(lambda: ready(2), timeout=20, what="the near agent ready")
-
-        copies = CopiesWatch(marker)
-        watching = asyncio.create_task(copies.watch())
+    @contextlib.contextmanager
+    def partitioned() -> Iterator[None]:
         proxy.partition()
-        done = await ended(owner, job.id, timeout=60)
-        watching.cancel()
-        assert (done.status, done.attempt) == ("succeeded", 2)
-        assert done.node_id != first.node_id
-        assert copies.most == 1, f"{copies.most} copies of the job ran at once"
+        yield
+
+    try:
+        owner_and_email = (owner, email("pat"))
+        await _runs_again_elsewhere_never_twice_at_once(
+            stack, tmp_path, owner_and_email, agents, "cut", "6.0606", partitioned
+        )
     finally:
         proxy.heal()
         for agent in agents:
@@ -302,37 +292,61 @@ async def test_a_frozen_agent_has_its_job_stopped_by_its_launcher_before_the_job
     At no moment do two copies run. Continued, the agent comes back and the node is ready again."""
     owner = await user(stack, email("sam"), roles=("user", "provider"))
     agents = [join_and_run(stack, tmp_path / "frozen", email("sam"), "frozen", pool="freeze")]
-    try:
 
-        async def ready(count: int) -> bool:
-            return len(await owner.list_nodes(status="ready", labels={"pool": "freeze"})) == count
-
-        await wait_until(lambda: ready(1), timeout=20, what="the agent ready")
-        marker = "6.0707"
-        spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": "freeze"}))
-        job = await owner.submit_job(spec)
-        first = await status_is(owner, job.id, "running")
-        await wait_until(lambda: _some_running(marker), timeout=10, what="the job's process")
-        agents.append(join_and_run(stack, tmp_path / "thawed", email("sam"), "thawed", pool="freeze"))
-        await wait_until(lambda: ready(2), timeout=20, what="the other agent ready")
-
-        copies = CopiesWatch(marker)
-        watching = asyncio.create_task(copies.watch())
+    @contextlib.contextmanager
+    def frozen() -> Iterator[None]:
         agents[0].send_signal(signal.SIGSTOP)
         try:
-            done = await ended(owner, job.id, timeout=60)
+            yield
         finally:
             agents[0].send_signal(signal.SIGCONT)
-        watching.cancel()
-        assert (done.status, done.attempt) == ("succeeded", 2)
-        assert done.node_id != first.node_id
-        assert copies.most == 1, f"{copies.most} copies of the job ran at once"
-        await wait_until(lambda: ready(2), timeout=30, what="the continued agent's node ready again")
+
+    try:
+        owner_and_email = (owner, email("sam"))
+        await _runs_again_elsewhere_never_twice_at_once(
+            stack, tmp_path, owner_and_email, agents, "freeze", "6.0707", frozen
+        )
+        await wait_until(lambda: _ready(owner, "freeze", 2), timeout=30, what="the continued agent's node ready again")
     finally:
         for agent in agents:
             agent.send_signal(signal.SIGCONT)
             agent.send_signal(signal.SIGTERM)
             await asyncio.to_thread(agent.wait, 30)
+
+
+async def _ready(owner: FogClient, pool: str, count: int) -> bool:
+    return len(await owner.list_nodes(status="ready", labels={"pool": pool})) == count
+
+
+async def _runs_again_elsewhere_never_twice_at_once(
+    stack: RunningStack,
+    tmp_path: Path,
+    owner: tuple[FogClient, str],
+    agents: list[subprocess.Popen[bytes]],
+    pool: str,
+    marker: str,
+    fault: Callable[[], contextlib.AbstractContextManager[None]],
+) -> None:
+    """A job (``sleep <marker>``) of ``owner`` (the client and its e-mail) runs on ``agents[0]``, a second agent of
+    theirs joins the pool, and ``fault`` befalls the first: the job ends succeeded on its second attempt on the other
+    node, and two copies never ran at once."""
+    owner_client, owner_email = owner
+    await wait_until(lambda: _ready(owner_client, pool, 1), timeout=20, what="the first agent ready")
+    spec = JobSpec(command=["sleep", marker], constraints=Constraints(labels={"pool": pool}))
+    job = await owner_client.submit_job(spec)
+    first = await status_is(owner_client, job.id, "running")
+    await wait_until(lambda: _some_running(marker), timeout=10, what="the job's process")
+    agents.append(join_and_run(stack, tmp_path / "second", owner_email, "second", pool=pool))
+    await wait_until(lambda: _ready(owner_client, pool, 2), timeout=20, what="the second agent ready")
+
+    copies = CopiesWatch(marker)
+    watching = asyncio.create_task(copies.watch())
+    with fault():
+        done = await ended(owner_client, job.id, timeout=60)
+    watching.cancel()
+    assert (done.status, done.attempt) == ("succeeded", 2)
+    assert done.node_id != first.node_id
+    assert copies.most == 1, f"{copies.most} copies of the job ran at once"
 
 
 class CopiesWatch:
