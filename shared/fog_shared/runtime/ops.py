@@ -64,7 +64,8 @@ def add_ops_routes(app: FastAPI, runtime: ServiceRuntime, *, metrics: bool = Tru
             tags=["ops"],
             summary="Prometheus metrics",
             response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+            # Not part of the API: whether a process serves it here depends on FOG_<SVC>_METRICS_PORT.
+            include_in_schema=False,
         )
         async def metrics_route() -> Response:
             return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
