@@ -37,6 +37,7 @@ from fog_client.models import (
     Me,
     Node,
     NodeCredential,
+    PlatformStatus,
     Registered,
     RegisteredNode,
     RotatedKey,
@@ -140,6 +141,10 @@ class FogClient(ChatCalls):
 
     async def me(self) -> Me:
         return _parse(Me, await self._call("GET", "/v1/me"))
+
+    async def platform_status(self) -> PlatformStatus:
+        """Every service and each of its replicas, as they see themselves (admins only)."""
+        return _parse(PlatformStatus, await self._call("GET", "/v1/admin/status"))
 
     # -- API keys --------------------------------------------------------------------------------
 

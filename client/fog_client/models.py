@@ -285,3 +285,25 @@ class JobPage(_Reply):
 
     items: list[Job]
     next_cursor: str | None = None
+
+
+class ReplicaStatus(_Reply):
+    """One process of a service: its checks (``ok``, or what is wrong) and what it leads (``facts``)."""
+
+    service: str
+    replica: str
+    checks: dict[str, str]
+    facts: dict[str, bool | int | str] = Field(default_factory=dict)
+
+
+class ServiceStatus(_Reply):
+    service: str
+    #: every replica that answered; none: the service is down (or cannot reach NATS)
+    replicas: list[ReplicaStatus]
+
+
+class PlatformStatus(_Reply):
+    """``GET /v1/admin/status``: ``ok`` when every service has a replica and all their checks are ``ok``."""
+
+    ok: bool
+    services: list[ServiceStatus]

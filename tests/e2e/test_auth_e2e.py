@@ -83,6 +83,25 @@ async def test_the_first_admin_exists_and_fogctl_is_logged_in_as_it(stack: Runni
 
 
 @pytest.mark.local_stack
+async def test_fogctl_status_shows_the_admin_every_service_in_order_and_who_leads(stack: RunningStack) -> None:
+    """Each service is its own process and NATS user here: every replica answers the status query itself."""
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
+
+    async def in_order() -> dict[str, Any] | None:
+        code, out = await fogctl("status", "--json", env=config)
+        return json.loads(out) if code == 0 else None
+
+    status = await wait_until(in_order, timeout=30, interval=0.5, what="fogctl status to say all is in order")
+    services = {s["service"]: s["replicas"] for s in status["services"]}
+    assert sorted(services) == ["auth", "gateway", "messaging", "registry", "scheduler"]
+    assert [replica["facts"] for replica in services["scheduler"]] == [{"leads_placement": True}]
+    assert [replica["facts"] for replica in services["registry"]] == [{"leads_liveness": True}]
+    code, table = await fogctl("status", env=config)
+    assert code == 0, table
+    assert all(name in table for name in services)
+
+
+@pytest.mark.local_stack
 async def test_register_login_call_refresh_logout_and_revocation_on_a_second_gateway(stack: RunningStack) -> None:
     second = await stack.extra_gateway()
     fog = await new_user(stack, email("alice"))

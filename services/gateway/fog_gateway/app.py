@@ -13,6 +13,7 @@ from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware,
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
 from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
+from fog_gateway.routes import platform as platform_status
 from fog_gateway.security import Verifier
 from fog_gateway.sync_batches import SyncBatcher
 from fog_shared.bus import push
@@ -53,9 +54,12 @@ def build_app(settings: CommonSettings) -> FastAPI:
     for module in (auth, api_keys, admin):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
     api.include_router(events.build_router(lambda: runtime.js, calls, authz), responses=problems.COMMON_ERRORS)
+    status_routes = platform_status.build_router(lambda: runtime.nc, runtime.status, authz)
+    api.include_router(status_routes, responses=problems.COMMON_ERRORS)
     relay, links = HeartbeatRelay(runtime.broker, flush_s=settings.heartbeat_flush_s), NodeLinks()
     verifier.on_node_revoked.append(links.revoked)
     runtime.in_background("heartbeat-relay", relay.run)
+    runtime.report_in_status("node_connections", lambda: len(links))
     node_routes = nodes.build_router(calls, authz, relay, links, settings.node_heartbeat_interval_s)
     api.include_router(node_routes, responses=problems.COMMON_ERRORS)
     watchers = JobWatchers()

@@ -28,4 +28,5 @@ def build_app(settings: CommonSettings) -> FastAPI:
     runtime.on_start(attach_monitor)
     handlers.register(runtime, monitor)
     runtime.in_background("liveness", monitor.run)
+    runtime.report_in_status("leads_liveness", lambda: monitor.leading)
     return runtime.http_app()

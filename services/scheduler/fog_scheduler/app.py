@@ -46,6 +46,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         description="A job placed at submit, before its insert commits: its node may get it ready (core NATS)",
     )  # fmt: skip
     runtime.in_background("placement", placement.run)
+    runtime.report_in_status("leads_placement", lambda: placement.leading)
     gauges = QueueGauges(lambda: runtime.pool, lambda: placement.leading, placement.wall, settings.queue_gauges_every_s)
     runtime.in_background("queue-gauges", gauges.run)
     retention = JobRetention(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,11 @@ from nats.js import JetStreamContext
 from prometheus_client import start_http_server
 from pydantic import BaseModel
 
-from fog_shared.bus.broker import make_broker, queue_group
+from fog_shared.bus.broker import make_broker
 from fog_shared.bus.consumer import BatchHandler, EventConsumer, Handler
 from fog_shared.bus.topology import ConsumerSpec, event_stream_name
 from fog_shared.commands.common import Refusal, error
+from fog_shared.commands.status import ReplicaStatus
 from fog_shared.pg.housekeeping import run_housekeeping
 from fog_shared.pg.migrate import Migration, migrations_for, pending
 from fog_shared.pg.outbox import OutboxRelay
@@ -48,6 +51,8 @@ _DATABASE_OUT_OF_REACH = (
 )  # fmt: skip
 #: how long a stopping service waits for a cancelled loop before cancelling it again
 CANCEL_AGAIN_AFTER_S = 1.0
+#: this process, as its status names it: the host (a pod's name on Kubernetes) and the process id
+REPLICA = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class ServiceRuntime:
         self._start_hooks: list[Callable[[], Awaitable[None]]] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._after_start_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._facts: dict[str, Callable[[], bool | int | str]] = {}
         self._register_status_query()
 
     # -- what services use -------------------------------------------------------------
@@ -149,13 +155,21 @@ class ServiceRuntime:
     def js(self) -> JetStreamContext:
         return self.nc.jetstream()
 
+    def report_in_status(self, fact: str, value: Callable[[], bool | int | str]) -> None:
+        """Say ``fact`` of this replica in its status (``leads_placement``, say): what sets replicas apart."""
+        self._facts[fact] = value
+
+    async def status(self) -> ReplicaStatus:
+        """This replica: which it is, whether its dependencies and background tasks are in order, its facts."""
+        facts = {fact: value() for fact, value in self._facts.items()}
+        return ReplicaStatus(service=self.service, replica=REPLICA, checks=await self.readiness(), facts=facts)
+
     def _register_status_query(self) -> None:
-        @self.broker.subscriber(
-            query_subject(self.service, "status"), queue=queue_group(self.service), title=f"{self.service} status"
-        )
+        # Outside the queue group: every replica answers, and one request hears them all (fog_shared.commands.status).
+        @self.broker.subscriber(query_subject(self.service, "status"), title=f"{self.service} status")
         async def status() -> dict[str, Any]:
-            """Which service answers, and whether its dependencies are in order."""
-            return {"service": self.service, "checks": await self.readiness()}
+            """This replica: whether its dependencies and background tasks are in order, and what it leads."""
+            return (await self.status()).model_dump(mode="json")
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
