@@ -175,9 +175,6 @@ class ServiceRuntime:
     async def start(self) -> None:
         self._stopping = False
         configure_tracing(self.service, self.settings.otlp_endpoint)
-        if self.settings.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(self.settings.metrics_port, addr=self.settings.http_host)
-            log.info("metrics served on a port of their own", extra={"metrics_url": self.metrics_url})
         if self.uses_database:
             self._pool = await create_pool(
                 self.settings.database_url.get_secret_value(),
@@ -219,6 +216,9 @@ class ServiceRuntime:
                 js=self.js,
             )  # fmt: skip
             self._spawn(engine.run(), f"consumer-{consumer.spec.durable}")
+        if self.settings.metrics_port is not None:  # last: a start that failed before leaves no server behind
+            self._metrics_server, _ = start_http_server(self.settings.metrics_port, addr=self.settings.http_host)
+            log.info("metrics served on a port of their own", extra={"metrics_url": self.metrics_url})
         log.info("service started", extra={"service": self.service})
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:

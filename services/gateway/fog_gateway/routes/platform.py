@@ -6,12 +6,14 @@ NATS, shows as none. The gateway answering is in it too (other gateway replicas 
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
@@ -48,12 +50,21 @@ def build_router(
 
 
 async def _replicas(nc: NatsClient, service: str) -> list[ReplicaStatus]:
-    """Whoever of ``service`` answers its status query within ``GATHER_S``, sorted by replica."""
+    """Whoever of ``service`` answers its status query within ``GATHER_S``, sorted by replica (none when the
+    gateway's own NATS connection is closed: the gateway's checks say so)."""
     inbox = nc.new_inbox()
-    subscription = await nc.subscribe(inbox)
+    try:
+        subscription = await nc.subscribe(inbox)
+    except NatsError:
+        log.warning("cannot ask %s for its status", service, exc_info=True)
+        return []
     answers: list[ReplicaStatus] = []
     try:
-        await nc.publish(query_subject(service, "status"), b"{}", reply=inbox)
+        try:
+            await nc.publish(query_subject(service, "status"), b"{}", reply=inbox)
+        except NatsError:
+            log.warning("cannot ask %s for its status", service, exc_info=True)
+            return []
         deadline = asyncio.get_running_loop().time() + GATHER_S
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
@@ -65,5 +76,6 @@ async def _replicas(nc: NatsClient, service: str) -> list[ReplicaStatus]:
             except ValidationError:
                 log.warning("a status answer of %s could not be read", service, exc_info=True)
     finally:
-        await subscription.unsubscribe()
+        with contextlib.suppress(NatsError):  # a connection closed meanwhile took the subscription with it
+            await subscription.unsubscribe()
     return sorted(answers, key=lambda replica: replica.replica)
