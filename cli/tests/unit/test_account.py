@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from scripted_gateway import script_gateway
 from typer.testing import CliRunner
 
-from fog_client import FogClient, Tokens
-from fogctl import account
 from fogctl.__main__ import app
 from fogctl.session import Session
 
@@ -62,21 +60,7 @@ class Gateway:
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
     fake = Gateway()
-    transport = httpx.MockTransport(fake)
-
-    def new_client(
-        base_url: str,
-        *,
-        access_token: str | None = None,
-        refresh_token: str | None = None,
-        on_tokens: Callable[[Tokens], None] | None = None,
-    ) -> FogClient:
-        assert base_url == URL
-        return FogClient(
-            base_url, access_token=access_token, refresh_token=refresh_token, on_tokens=on_tokens, transport=transport
-        )
-
-    monkeypatch.setattr(account, "new_client", new_client)
+    script_gateway(monkeypatch, fake, URL)
     return fake
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import typer
+from scripted_gateway import script_gateway
 from typer.testing import CliRunner
 
-from fog_client import FogClient, Tokens
-from fogctl import account, events
+from fogctl import events
 from fogctl.__main__ import app
 from fogctl.events import parse_moment
 from fogctl.session import Session
@@ -99,17 +98,7 @@ class Gateway:
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Gateway:
     fake = Gateway()
-
-    def new_client(
-        base_url: str,
-        *,
-        access_token: str | None = None,
-        refresh_token: str | None = None,
-        on_tokens: Callable[[Tokens], None] | None = None,
-    ) -> FogClient:
-        return FogClient(base_url, access_token=access_token, transport=httpx.MockTransport(fake))
-
-    monkeypatch.setattr(account, "new_client", new_client)
+    script_gateway(monkeypatch, fake)
     monkeypatch.setattr(events, "POLL_S", 0)
     monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
     monkeypatch.setenv("COLUMNS", "250")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import typer
+from scripted_gateway import script_gateway
 from typer.testing import CliRunner
 
-from fog_client import FogClient, Job, Tokens
-from fogctl import account, arrays, jobs
+from fog_client import Job
+from fogctl import arrays, jobs
 from fogctl.__main__ import app
 from fogctl.jobs import exit_status, parse_memory
 from fogctl.session import Session
@@ -102,24 +102,7 @@ class Gateway:
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
     fake = Gateway()
-
-    def new_client(
-        base_url: str,
-        *,
-        access_token: str | None = None,
-        refresh_token: str | None = None,
-        on_tokens: Callable[[Tokens], None] | None = None,
-    ) -> FogClient:
-        assert base_url == URL
-        return FogClient(
-            base_url,
-            access_token=access_token,
-            refresh_token=refresh_token,
-            on_tokens=on_tokens,
-            transport=httpx.MockTransport(fake),
-        )
-
-    monkeypatch.setattr(account, "new_client", new_client)
+    script_gateway(monkeypatch, fake, URL)
     monkeypatch.setattr(jobs, "POLL_S", 0)  # the scripted job moves on at every read: no need to pause between them
     monkeypatch.setattr(arrays, "POLL_S", 0)
     return fake

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from scripted_gateway import script_gateway
 from typer.testing import CliRunner
 
-from fog_client import FogClient, Tokens
-from fogctl import account
 from fogctl.__main__ import app
 from fogctl.session import Session
 
@@ -30,17 +28,7 @@ def answer_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: dict[st
         assert (request.url.path, request.headers["Authorization"]) == ("/v1/admin/status", "Bearer a1")
         return httpx.Response(200, json=status)
 
-    def new_client(
-        base_url: str,
-        *,
-        access_token: str | None = None,
-        refresh_token: str | None = None,
-        on_tokens: Callable[[Tokens], None] | None = None,
-    ) -> FogClient:
-        transport = httpx.MockTransport(gateway)
-        return FogClient(base_url, access_token=access_token, refresh_token=refresh_token, transport=transport)
-
-    monkeypatch.setattr(account, "new_client", new_client)
+    script_gateway(monkeypatch, gateway, URL)
     monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
     monkeypatch.setenv("COLUMNS", "200")
     Session(URL, "root@example.org", "a1", "r1").save()
