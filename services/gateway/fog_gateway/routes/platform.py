@@ -52,19 +52,14 @@ def build_router(
 async def _replicas(nc: NatsClient, service: str) -> list[ReplicaStatus]:
     """Whoever of ``service`` answers its status query within ``GATHER_S``, sorted by replica (none when the
     gateway's own NATS connection is closed: the gateway's checks say so)."""
-    inbox = nc.new_inbox()
-    try:
-        subscription = await nc.subscribe(inbox)
-    except NatsError:
-        log.warning("cannot ask %s for its status", service, exc_info=True)
-        return []
     answers: list[ReplicaStatus] = []
     try:
-        try:
-            await nc.publish(query_subject(service, "status"), b"{}", reply=inbox)
-        except NatsError:
-            log.warning("cannot ask %s for its status", service, exc_info=True)
-            return []
+        subscription = await nc.subscribe(nc.new_inbox())
+    except NatsError:
+        log.warning("cannot ask %s for its status", service, exc_info=True)
+        return answers
+    try:
+        await nc.publish(query_subject(service, "status"), b"{}", reply=subscription.subject)
         deadline = asyncio.get_running_loop().time() + GATHER_S
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
@@ -75,6 +70,8 @@ async def _replicas(nc: NatsClient, service: str) -> list[ReplicaStatus]:
                 answers.append(ReplicaStatus.model_validate_json(message.data))
             except ValidationError:
                 log.warning("a status answer of %s could not be read", service, exc_info=True)
+    except NatsError:
+        log.warning("cannot ask %s for its status", service, exc_info=True)
     finally:
         with contextlib.suppress(NatsError):  # a connection closed meanwhile took the subscription with it
             await subscription.unsubscribe()
