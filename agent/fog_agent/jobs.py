@@ -285,6 +285,7 @@ class JobRunner:
         self._running.clear()  # a task cancelled before it ran never got to remove its job
         await self._sandbox.close()
         await self._sandbox.removals.finished()  # no working directory is left behind
+        await self._sandbox.remove_cgroups()
 
     # -- running ------------------------------------------------------------------------------------------------
 

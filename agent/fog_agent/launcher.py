@@ -46,14 +46,20 @@ class JobProgram:
     umask: int = 0o077
     #: ``{"abi", "read", "write"}`` to confine the job with Landlock (``launcher_process.confine``), or None
     landlock: Mapping[str, Any] | None = None
+    #: the cgroup the job's first process joins before its exec (``fog_agent.cgroups``), or None
+    cgroup: Path | None = None
 
     def request(self, request_id: int, *, prepare: bool = False) -> bytes:
         return json.dumps({
             "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
             "umask": self.umask, "uid": self.uid, "gid": self.gid, "landlock": self.landlock,
-            "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
+            "cgroup": self.cgroup_path, "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
             launcher_process.PREPARE: prepare,
         }).encode()  # fmt: skip
+
+    @property
+    def cgroup_path(self) -> str | None:
+        return None if self.cgroup is None else str(self.cgroup)
 
 
 class NotPrepared(Exception):
@@ -255,7 +261,10 @@ def _message(program: JobProgram, request_id: int, output: int, *, prepare: bool
     if len(body) <= launcher_process.MAX_INLINE_REQUEST_BYTES:
         return body, [output]
     # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.
-    inline = {"id": request_id, launcher_process.REQUEST_IN_FILE: True, launcher_process.PREPARE: prepare}
+    inline = {
+        "id": request_id, launcher_process.REQUEST_IN_FILE: True, launcher_process.PREPARE: prepare,
+        "cgroup": program.cgroup_path,  # the launcher's to know, to kill the job's cgroup should the agent go
+    }  # fmt: skip
     return json.dumps(inline).encode(), [output, _in_memory_file(body)]
 
 

@@ -17,11 +17,12 @@ must not pull in the agent's dependencies. ``fog_agent.launcher`` is the agent's
 Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
 
 - agent → launcher: ``{"id", "argv", "env", "cwd", "umask", "rlimits": [[which, soft, hard]...],
-  "uid", "gid", "landlock"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
+  "uid", "gid", "landlock", "cgroup"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
-  those it may also change besides its ``cwd`` (see ``confine``). A request
-  larger than ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second
+  those it may also change besides its ``cwd`` (see ``confine``). ``cgroup`` is ``null``, or the directory
+  of the cgroup the job joins before its exec (``fog_agent.cgroups``). A request larger than
+  ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true, "cgroup"}`` with a second
   descriptor, an in-memory file that holds it.
 - launcher → agent: ``{"id", "pid"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
   could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
@@ -37,9 +38,9 @@ at the go, from the request the launcher kept.
 
 Each job is the leader of a new session (one ``killpg`` reaches its tree) and its first process dies with
 the launcher (``PR_SET_PDEATHSIG``). When the agent closes the socket, or dies (the kernel closes it
-then), the launcher kills every job's process group and exits.
+then), the launcher kills every job's process group and cgroup, and exits.
 
-The lease: ``{"lease_s": S}`` (no answer) asks the launcher to kill every job's process group once it has
+The lease: ``{"lease_s": S}`` (no answer) asks the launcher to kill every job's process group (and cgroup) once it has
 heard nothing from the agent, no message of any kind, for ``S`` seconds. It then says ``{"fenced": silent_s}``
 (the ``exited`` of each job follow), and holds no lease until the agent sends one again. An agent that is
 stopped or frozen (a debugger, a Ctrl-Z in its terminal, a starved machine) can neither heartbeat nor stop
@@ -190,6 +191,24 @@ def _allow(ruleset: int, path: str, rights: int) -> None:
 _LANDLOCK_ABI = landlock_abi()
 
 
+def _join_cgroup(path: str) -> None:
+    """Move this process into the cgroup ``path``: everything it forks from now on is born there."""
+    fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+def _kill_cgroup(path: str) -> None:
+    with contextlib.suppress(OSError):  # gone already, with its processes
+        fd = os.open(os.path.join(path, "cgroup.kill"), os.O_WRONLY)
+        try:
+            os.write(fd, b"1")
+        finally:
+            os.close(fd)
+
+
 def _die_with_parent(parent: int) -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # it died before the signal was asked for
@@ -262,6 +281,8 @@ def _child(
         os.chdir(request["cwd"])
         os.umask(request["umask"])
         os.setsid()
+        if request.get("cgroup"):  # before the change of user: the cgroup files are the agent's
+            _join_cgroup(request["cgroup"])
         if request.get("landlock"):  # before the change of user, which might not reach the directories
             confine(request["landlock"], request["cwd"], prebuilt)
         if request["uid"] is not None:
@@ -311,10 +332,10 @@ class _Spare:
 class _Prepared:
     """A spare that holds a prepared job until its go, and the request, to start it anew should the spare die."""
 
-    __slots__ = ("data", "fds", "spare")
+    __slots__ = ("cgroup", "data", "fds", "spare")
 
-    def __init__(self, spare: _Spare, data: bytes, fds: list[int]) -> None:
-        self.spare, self.data, self.fds = spare, data, fds
+    def __init__(self, spare: _Spare, data: bytes, fds: list[int], cgroup: str | None) -> None:
+        self.spare, self.data, self.fds, self.cgroup = spare, data, fds, cgroup
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -325,7 +346,8 @@ class _Prepared:
 class Launcher:
     def __init__(self, channel: socket.socket) -> None:
         self.channel = channel
-        self.children: set[int] = set()
+        #: each running job's first process, and the cgroup it joined (if any)
+        self.children: dict[int, str | None] = {}
         self.pid = os.getpid()
         self.spare: _Spare | None = None
         self.prepared: dict[int, _Prepared] = {}
@@ -367,9 +389,7 @@ class Launcher:
         """The agent has been silent for its whole lease: kill the jobs, and say so (False if it is gone)."""
         silent_s = time.monotonic() - self.heard_at
         self.lease_s = None  # until the agent sends one again
-        for pid in self.children:
-            with contextlib.suppress(OSError):  # gone already
-                os.killpg(pid, signal.SIGKILL)
+        self._kill_jobs()
         return self._send({FENCED: round(silent_s, 3)})
 
     def _on_request(self) -> bool:
@@ -394,22 +414,22 @@ class Launcher:
                 self._withdraw(message[WITHDRAW])
                 return True
             if message.get(PREPARE):
-                self._prepare(message["id"], data, fds)
+                self._prepare(message["id"], data, fds, message.get("cgroup"))
                 fds = []  # kept with the prepared spare, for its go
                 return True
-            return self._send({"id": message["id"], **self._started(data, fds)})
+            return self._send({"id": message["id"], **self._started(data, fds, message.get("cgroup"))})
         finally:
             for fd in fds:
                 os.close(fd)
             self.refill = True
 
-    def _started(self, data: bytes, fds: list[int], *, go: bool = False) -> dict[str, int]:
+    def _started(self, data: bytes, fds: list[int], cgroup: str | None, *, go: bool = False) -> dict[str, int]:
         try:
-            return self._launch(data, fds, go=go)
+            return self._launch(data, fds, cgroup, go=go)
         except OSError as exc:  # no fork, no pipe (the machine is out of processes or files): this job fails
             return {"errno": exc.errno or errno.EAGAIN}
 
-    def _prepare(self, request_id: int, data: bytes, fds: list[int]) -> None:
+    def _prepare(self, request_id: int, data: bytes, fds: list[int], cgroup: str | None) -> None:
         try:
             spare = self._take_spare()
             socket.send_fds(spare.requests, [data], fds)
@@ -417,7 +437,7 @@ class Launcher:
             for fd in fds:
                 os.close(fd)
             return
-        self.prepared[request_id] = _Prepared(spare, data, fds)
+        self.prepared[request_id] = _Prepared(spare, data, fds, cgroup)
 
     def _go(self, request_id: int) -> dict[str, int | bool]:
         prepared = self.prepared.pop(request_id, None)
@@ -429,12 +449,12 @@ class Launcher:
             finally:
                 prepared.spare.discard()
             if failure is None:  # it died as it waited, without a word (reaped as it comes): another takes the job
-                return self._started(prepared.data, prepared.fds, go=True)
+                return self._started(prepared.data, prepared.fds, prepared.cgroup, go=True)
         finally:
             prepared.close_fds()
         if failure:
             return {"errno": int.from_bytes(failure[:4], "little", signed=True)}
-        self.children.add(prepared.spare.pid)
+        self.children[prepared.spare.pid] = prepared.cgroup
         return {"pid": prepared.spare.pid}
 
     def _withdraw(self, request_id: int) -> None:
@@ -443,7 +463,7 @@ class Launcher:
             prepared.spare.discard()  # it reads the end of its socket and exits
             prepared.close_fds()
 
-    def _launch(self, data: bytes, fds: list[int], *, go: bool = False) -> dict[str, int]:
+    def _launch(self, data: bytes, fds: list[int], cgroup: str | None, *, go: bool = False) -> dict[str, int]:
         """Start the job ``data`` asks for on a spare; ``go`` when it is a request to prepare, to start it at once."""
         spare = self._take_spare()
         failure = _hand_over(spare, data, fds, go=go)
@@ -455,7 +475,7 @@ class Launcher:
         if failure:
             os.waitpid(spare.pid, 0)
             return {"errno": int.from_bytes(failure[:4], "little", signed=True)}
-        self.children.add(spare.pid)
+        self.children[spare.pid] = cgroup
         return {"pid": spare.pid}
 
     def _take_spare(self) -> _Spare:
@@ -536,7 +556,7 @@ class Launcher:
                 continue
             if pid not in self.children:
                 continue
-            self.children.discard(pid)
+            del self.children[pid]
             if not self._send({"exited": pid, "code": os.waitstatus_to_exitcode(status)}):
                 return False
         return True
@@ -553,9 +573,15 @@ class Launcher:
         for pid in waiting:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in self.children:
+        self._kill_jobs()
+
+    def _kill_jobs(self) -> None:
+        """SIGKILL to each job's process group, and to its cgroup: what left the group dies too."""
+        for pid, cgroup in self.children.items():
             with contextlib.suppress(OSError):  # gone already
                 os.killpg(pid, signal.SIGKILL)
+            if cgroup is not None:
+                _kill_cgroup(cgroup)
 
 
 def _hand_over(spare: _Spare, data: bytes, fds: list[int], *, go: bool = False) -> bytes | None:

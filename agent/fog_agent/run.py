@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from fog_agent.cgroups import JobCgroups
 from fog_agent.cli import StateDirOption, fail
 from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
 from fog_agent.fingerprint import cpu_cores, detect_gpus
@@ -81,6 +82,7 @@ def _job_runner(work_root: Path) -> JobRunner:
             user=job_user_from_env(),
             confinement=confinement_from_env(),
             keep_workdirs=keep_workdirs_from_env(),
+            cgroups=JobCgroups.found(),
         )
         sandbox.prepare()
     except SandboxError as exc:
@@ -95,6 +97,8 @@ def _job_runner(work_root: Path) -> JobRunner:
         log.info("jobs are confined by Landlock (ABI %d): they change their directory alone", sandbox.confinement.abi)
     else:
         log.warning("jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", user)
+    if sandbox.cgroups is not None:
+        log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     return JobRunner(sandbox, capacity)
 
 

@@ -26,10 +26,14 @@ it is about to be assigned here): its working directory and output pipe are made
 launcher takes every step before the exec. Its assignment then finds it ready (``SandboxedJob.run``);
 a withdrawal, or ``PREPARED_FOR_S`` without one, undoes it, and nothing has run.
 
-This is not a container. A process that leaves the session (``setsid``) and outlives its parent
-escapes the kill; without Landlock, a job reads whatever its user may read (when the agent is not root,
+- where the agent may make cgroups (``fog_agent.cgroups``), a cgroup of its own, which its first process joins
+  before its exec: everything the job forks is in it, and dies with the job (``cgroup.kill``), even a process
+  that left the session and outlived its parent.
+
+This is not a container. Without a cgroup, a process that leaves the session (``setsid``) and outlives its
+parent escapes the kill; without Landlock, a job reads whatever its user may read (when the agent is not root,
 that includes the agent's state file); the jobs of a node share one user; memory is limited per process
-(address space), not per job. cgroups would close these gaps.
+(address space), not per job.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from typing import Any
 
 import psutil
 
+from fog_agent import cgroups
+from fog_agent.cgroups import JobCgroups
 from fog_agent.job_messages import MIB, Assignment, JobKey, Outcome, Result
 from fog_agent.launcher import JobProgram, LaunchedJob, Launcher, NotPrepared, PreparedJob
 from fog_agent.launcher_process import landlock_abi
@@ -257,10 +263,12 @@ class Sandbox:
         confinement: Confinement | None = None,
         keep_workdirs: bool = False,
         kill_grace_s: float = KILL_GRACE_S,
+        cgroups: JobCgroups | None = None,
     ) -> None:
         self.work_root = work_root.absolute()
         self.user = user
         self.confinement = confinement
+        self.cgroups = cgroups
         self.keep_workdirs = keep_workdirs
         self.kill_grace_s = kill_grace_s
         self.launcher = Launcher()
@@ -328,28 +336,39 @@ class Sandbox:
 
     async def _prepare(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
         try:
-            workdir = self.make_workdir(assignment)
+            workdir, cgroup = self.make_place(assignment)
         except OSError:
-            log.warning("job %s attempt %d: not prepared, no working directory", *assignment.key, exc_info=True)
+            log.warning("job %s attempt %d: not prepared, no place to run", *assignment.key, exc_info=True)
             return None
         pipe = None
         try:
             pipe = await _open_output(_output_limit(assignment))
-            job = await self.launcher.prepare(self.program(assignment, workdir, gpu_ids), pipe[2])
+            job = await self.launcher.prepare(self.program(assignment, workdir, gpu_ids, cgroup), pipe[2])
         except BaseException as exc:  # its assignment, when it comes, starts it the usual way
             if pipe is not None:
                 _close_pipe(pipe)
-            self.removals.remove(workdir)
+            self.removals.remove(workdir, cgroup)
             if not isinstance(exc, Exception):
                 raise
             log.warning("job %s attempt %d: not prepared", *assignment.key, exc_info=True)
             return None
         expiry = asyncio.get_running_loop().call_later(self.prepared_for_s, self._expire, assignment.key)
-        return _Prepared(assignment, _ids(gpu_ids), workdir, pipe, job, expiry, self.removals)
+        return _Prepared(assignment, _ids(gpu_ids), workdir, cgroup, pipe, job, expiry, self.removals)
 
     def _expire(self, key: JobKey) -> None:
         log.info("job %s attempt %d: prepared, never assigned; undone", *key)
         self.withdraw_job(key)
+
+    def make_place(self, assignment: Assignment) -> tuple[Path, Path | None]:
+        """The attempt's new working directory, and its cgroup (named as the directory) when jobs get one."""
+        workdir = self.make_workdir(assignment)
+        if self.cgroups is None:
+            return workdir, None
+        try:
+            return workdir, self.cgroups.make(workdir.name)
+        except OSError:
+            self.removals.remove(workdir)
+            raise
 
     def make_workdir(self, assignment: Assignment) -> Path:
         # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
@@ -359,7 +378,9 @@ class Sandbox:
             os.chown(workdir, self.user.uid, self.user.gid)
         return workdir
 
-    def program(self, assignment: Assignment, workdir: Path, gpu_ids: Sequence[int] | None) -> JobProgram:
+    def program(
+        self, assignment: Assignment, workdir: Path, gpu_ids: Sequence[int] | None, cgroup: Path | None = None
+    ) -> JobProgram:
         user = self.user
         return JobProgram(
             argv=assignment.command,
@@ -370,7 +391,13 @@ class Sandbox:
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
             landlock=None if self.confinement is None else self.confinement.policy(gpu_ids),
+            cgroup=cgroup,
         )
+
+    async def remove_cgroups(self) -> None:
+        """Remove the agent's cgroup directory, and kill what is left in it: once the agent is done with jobs."""
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.close)
 
     async def close(self) -> None:
         """Stop the launcher: whatever job still runs dies with it, and so do the prepared ones. Once this
@@ -397,33 +424,35 @@ class _Prepared:
         assignment: Assignment,
         gpu_ids: tuple[int, ...] | None,
         workdir: Path,
+        cgroup: Path | None,
         pipe: _Pipe,
         job: PreparedJob,
         expiry: asyncio.TimerHandle,
         removals: WorkdirRemover,
     ) -> None:
-        self.assignment, self.gpu_ids, self.workdir, self.pipe = assignment, gpu_ids, workdir, pipe
+        self.assignment, self.gpu_ids, self.workdir, self.cgroup = assignment, gpu_ids, workdir, cgroup
+        self.pipe = pipe
         self.job, self.expiry, self._removals = job, expiry, removals
 
     async def release(self, launcher: Launcher) -> None:
-        """Let the spare and the output pipe go; the working directory stays."""
+        """Let the spare and the output pipe go; the working directory and the cgroup stay."""
         await launcher.withdraw(self.job)
         self.expiry.cancel()
         _close_pipe(self.pipe)
 
     async def discard(self, launcher: Launcher) -> None:
         await self.release(launcher)
-        self._removals.remove(self.workdir)
+        self._removals.remove(self.workdir, self.cgroup)
 
     def close(self) -> None:
         """As ``discard``, once the launcher is gone (and its spares with it)."""
         self.expiry.cancel()
         _close_pipe(self.pipe)
-        self._removals.remove(self.workdir)
+        self._removals.remove(self.workdir, self.cgroup)
 
 
 class WorkdirRemover:
-    """Removes ended attempts' working directories in a worker thread, those that wait for it in one go.
+    """Removes ended attempts' working directories (and cgroups) in a worker thread, those that wait in one go.
 
     ``remove`` never blocks: the directory is gone a moment later, or, if the agent stops first, once
     ``finished()`` has been awaited (the agent does, and leaves none behind).
@@ -431,10 +460,14 @@ class WorkdirRemover:
 
     def __init__(self) -> None:
         self._waiting: list[Path] = []
+        self._cgroups: list[Path] = []
         self._removing: asyncio.Task[None] | None = None
 
-    def remove(self, workdir: Path) -> None:
-        self._waiting.append(workdir)
+    def remove(self, workdir: Path | None, cgroup: Path | None = None) -> None:
+        if workdir is not None:
+            self._waiting.append(workdir)
+        if cgroup is not None:
+            self._cgroups.append(cgroup)
         if self._removing is None or self._removing.done():
             self._removing = asyncio.get_running_loop().create_task(self._remove_waiting(), name="workdir removal")
 
@@ -444,9 +477,9 @@ class WorkdirRemover:
             await asyncio.shield(self._removing)  # the agent's own cancellation must not stop a removal half way
 
     async def _remove_waiting(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            await asyncio.to_thread(_remove_all, batch)
+        while self._waiting or self._cgroups:
+            (batch, self._waiting), (emptied, self._cgroups) = (self._waiting, []), (self._cgroups, [])
+            await asyncio.to_thread(_remove_all, batch, emptied)
 
 
 class SandboxedJob:
@@ -459,6 +492,7 @@ class SandboxedJob:
         self._stop_outcome: Outcome = "cancelled"
         self._stop_error: str | None = None
         self._output: _Output | None = None
+        self._cgroup: Path | None = None  # where its processes are, when jobs get a cgroup
 
     def printed(self) -> str:
         """What the attempt has printed so far (nothing before it starts)."""
@@ -481,12 +515,13 @@ class SandboxedJob:
         """Run the attempt to its end; ``on_started`` is called once its process runs (never, if it cannot start)."""
         prepared = await self._sandbox.take_prepared(self.assignment, self._gpu_ids)
         if prepared is not None:
-            workdir = prepared.workdir
+            workdir, self._cgroup = prepared.workdir, prepared.cgroup
         else:
             try:
-                workdir = self._sandbox.make_workdir(self.assignment)
+                workdir, self._cgroup = self._sandbox.make_place(self.assignment)
             except OSError as exc:
-                return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
+                why = f"cannot create a working directory or cgroup: {_describe(exc)}"
+                return Result("failed", None, 0.0, error=why)
         try:
             return await self._run_in(workdir, on_started, prepared)
         finally:
@@ -515,7 +550,7 @@ class SandboxedJob:
                 stopped_as = await self._supervise(process)
             finally:
                 # What the job left running dies with it; everything does when this coroutine is cancelled.
-                _signal_tree(process.pid, signal.SIGKILL)
+                self._kill_all(process.pid)
             duration_s = time.monotonic() - began
             await asyncio.wait((output.closed,), timeout=OUTPUT_DRAIN_S)
             return self._result(stopped_as, process.returncode, duration_s, output)
@@ -527,7 +562,8 @@ class SandboxedJob:
         if prepared is not None:
             with contextlib.suppress(NotPrepared):  # the launcher was started anew since: ask it the usual way
                 return await launcher.go(prepared.job)
-        return await launcher.start(self._sandbox.program(self.assignment, workdir, self._gpu_ids), write_end)
+        program = self._sandbox.program(self.assignment, workdir, self._gpu_ids, self._cgroup)
+        return await launcher.start(program, write_end)
 
     async def _supervise(self, process: LaunchedJob) -> Outcome | None:
         """``None`` when the job's first process exited by itself, else the outcome it was stopped with."""
@@ -547,13 +583,19 @@ class SandboxedJob:
         return outcome
 
     async def _terminate(self, process: LaunchedJob) -> None:
-        # Descendants that left the process group are found while their parents still live.
-        tree = _descendants(process.pid)
+        # Without a cgroup, descendants that left the process group are found while their parents still live.
+        tree = _descendants(process.pid) if self._cgroup is None else _members(self._cgroup)
         _signal_tree(process.pid, signal.SIGTERM, tree)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), self._sandbox.kill_grace_s)
-        _signal_tree(process.pid, signal.SIGKILL, tree)
+        self._kill_all(process.pid, tree)
         await process.wait()
+
+    def _kill_all(self, pid: int, tree: Iterable[psutil.Process] = ()) -> None:
+        """SIGKILL to the job's process group, and to its cgroup (all of it, whatever session) or else ``tree``."""
+        if self._cgroup is not None:
+            cgroups.kill(self._cgroup)
+        _signal_tree(pid, signal.SIGKILL, tree)
 
     def _result(self, stopped_as: Outcome | None, code: int | None, duration_s: float, output: _Output) -> Result:
         text, truncated = output.text(), output.truncated
@@ -569,8 +611,9 @@ class SandboxedJob:
     def _remove(self, workdir: Path) -> None:
         if self._sandbox.keep_workdirs:
             log.info("keeping the working directory of job %s: %s", self.assignment.job_id, workdir)
+            self._sandbox.removals.remove(None, self._cgroup)
             return
-        self._sandbox.removals.remove(workdir)
+        self._sandbox.removals.remove(workdir, self._cgroup)
 
 
 class _Output(asyncio.Protocol):
@@ -644,6 +687,14 @@ async def _open_output(limit: int) -> tuple[asyncio.ReadTransport, _Output, int]
     return transport, output, write_end
 
 
+def _members(cgroup: Path) -> list[psutil.Process]:
+    members = []
+    for pid in cgroups.processes(cgroup):
+        with contextlib.suppress(psutil.Error):  # gone since
+            members.append(psutil.Process(pid))
+    return members
+
+
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         return list(psutil.Process(pid).children(recursive=True))
@@ -670,7 +721,9 @@ def _death(code: int | None) -> str | None:
         return f"killed by signal {-code}"
 
 
-def _remove_all(workdirs: list[Path]) -> None:
+def _remove_all(workdirs: list[Path], cgroup_dirs: Sequence[Path] = ()) -> None:
+    for cgroup in cgroup_dirs:
+        cgroups.remove(cgroup)
     for workdir in workdirs:
         try:
             os.rmdir(workdir)  # most jobs leave nothing behind

@@ -9,7 +9,7 @@ import pwd
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -96,9 +96,9 @@ async def test_a_result_does_not_wait_for_its_directory_to_be_removed(
     release = threading.Event()
     remove_all = sandbox_module._remove_all
 
-    def slow_remove_all(workdirs: list[Path]) -> None:
+    def slow_remove_all(workdirs: list[Path], cgroup_dirs: Sequence[Path]) -> None:
         release.wait(timeout=30)
-        remove_all(workdirs)
+        remove_all(workdirs, cgroup_dirs)
 
     monkeypatch.setattr(sandbox_module, "_remove_all", slow_remove_all)
     try:
