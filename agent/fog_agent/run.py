@@ -15,7 +15,14 @@ from fog_agent.cli import StateDirOption, fail
 from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
 from fog_agent.fingerprint import cpu_cores, detect_gpus
 from fog_agent.jobs import Capacity, JobRunner
-from fog_agent.sandbox import Sandbox, SandboxError, confinement_from_env, job_user_from_env, keep_workdirs_from_env
+from fog_agent.sandbox import (
+    Sandbox,
+    SandboxError,
+    confinement_from_env,
+    job_user_from_env,
+    keep_workdirs_from_env,
+    refuse_unconfined,
+)
 from fog_agent.state import NodeState, StateError, state_path
 from fog_agent.usage import usage_of
 
@@ -77,10 +84,12 @@ def run(
 
 def _job_runner(work_root: Path) -> JobRunner:
     try:
+        user, confinement = job_user_from_env(), confinement_from_env()
+        refuse_unconfined(user, confinement)
         sandbox = Sandbox(
             work_root,
-            user=job_user_from_env(),
-            confinement=confinement_from_env(),
+            user=user,
+            confinement=confinement,
             keep_workdirs=keep_workdirs_from_env(),
             cgroups=JobCgroups.found(),
         )
@@ -91,12 +100,14 @@ def _job_runner(work_root: Path) -> JobRunner:
         raise typer.Exit(fail(f"cannot prepare the work directory {work_root}: {exc.strerror or exc}")) from None
     # Measured now, not at join: what this process may use today is what its jobs share.
     capacity = Capacity(cpu_cores=cpu_cores(), gpus=len(detect_gpus()))
-    user = sandbox.user.name if sandbox.user is not None else "the agent's own user"
-    log.info("jobs share %g core(s) and %d GPU(s) and run as %s", capacity.cpu_cores, capacity.gpus, user)
+    runs_as = sandbox.user.name if sandbox.user is not None else "the agent's own user"
+    log.info("jobs share %g core(s) and %d GPU(s) and run as %s", capacity.cpu_cores, capacity.gpus, runs_as)
     if sandbox.confinement is not None:
         log.info("jobs are confined by Landlock (ABI %d): they change their directory alone", sandbox.confinement.abi)
     else:
-        log.warning("jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", user)
+        log.warning(
+            "jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", runs_as
+        )
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     return JobRunner(sandbox, capacity)

@@ -139,6 +139,25 @@ def job_user_from_env(environ: Mapping[str, str] = os.environ, *, euid: int | No
     return JobUser(name, entry.pw_uid, entry.pw_gid)
 
 
+def refuse_unconfined(
+    user: JobUser | None, confinement: Confinement | None, environ: Mapping[str, str] = os.environ
+) -> None:
+    """Raise unless jobs are kept from the agent's files, or the owner allows them not to be.
+
+    Jobs of an agent that is not root run as its own user; without Landlock, nothing then keeps them from reading
+    its state file. With the node's credential, another user's job could connect as the node, be handed the next
+    jobs placed on it (their environments, their data) and report made-up results. So that takes
+    ``FOG_AGENT_ALLOW_UNCONFINED_JOBS=yes``: a machine whose only jobs are its owner's (``fogctl dev up``).
+    """
+    if user is None and confinement is None and not _yes(environ.get("FOG_AGENT_ALLOW_UNCONFINED_JOBS", "")):
+        raise SandboxError(
+            "jobs would run as this user with nothing to keep them from the node's credential (no Landlock: a "
+            "kernel before 5.13, without it in lsm=, or FOG_AGENT_LANDLOCK=off); run the agent as root (jobs then "
+            "run as nobody) or with Landlock, or set FOG_AGENT_ALLOW_UNCONFINED_JOBS=yes if only your own jobs "
+            "run here"
+        )
+
+
 def keep_workdirs_from_env(environ: Mapping[str, str] = os.environ) -> bool:
     return _yes(environ.get("FOG_AGENT_KEEP_WORKDIRS", ""))
 

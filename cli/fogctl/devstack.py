@@ -95,6 +95,9 @@ ADMIN_EMAIL = "admin@fog.localhost"
 PROVIDER_EMAIL = "provider@fog.localhost"
 #: local agents `fogctl dev up` starts, as nodes of the dev provider account
 DEV_AGENTS = ("agent-1", "agent-2")
+#: The dev stack's agents run their owner's own jobs on their owner's machine: without Landlock, and not root,
+#: they may still run jobs as their own user (``fog_agent.sandbox.refuse_unconfined``).
+DEV_AGENT_ENVIRONMENT = {"FOG_AGENT_ALLOW_UNCONFINED_JOBS": "yes"}
 SIGNING_KEY_PASSPHRASE = "auth_signing_key_passphrase"  # noqa: S105 - the name of a secret in the file
 
 
@@ -392,7 +395,7 @@ class DevStack:
             log = self._log(name)
             child = subprocess.Popen(
                 [sys.executable, "-m", "fog_agent", "run", "--state-dir", str(state_dir)],
-                stdout=log, stderr=log, start_new_session=True,
+                stdout=log, stderr=log, start_new_session=True, env={**os.environ, **DEV_AGENT_ENVIRONMENT},
             )  # fmt: skip
             self.agents[name] = child
             self.state.processes.append(Process(name, child.pid, "", str(self.logs / f"{name}.log"), ready=True))

@@ -30,6 +30,7 @@ from fog_agent.sandbox import (
     confinement_from_env,
     job_user_from_env,
     keep_workdirs_from_env,
+    refuse_unconfined,
     unreachable_ancestor,
 )
 from fog_shared.testing.waiting import wait_until
@@ -284,6 +285,26 @@ async def test_cancelled_before_it_started_never_runs(sandbox: Sandbox) -> None:
     sandboxed.cancel()
     result = await sandboxed.run()
     assert (result.outcome, result.exit_code, result.output, sandboxed.pid) == ("cancelled", None, "", None)
+
+
+@pytest.mark.parametrize(
+    ("user", "confinement", "allowed", "refused"),
+    [
+        (None, None, None, True),  # the agent's own user, nothing between its jobs and its credential
+        (None, None, "yes", False),  # its owner said only their jobs run there
+        (JobUser("nobody", 65534, 65534), None, None, False),  # another user: the file's mode keeps jobs out
+        (None, Confinement(1), None, False),  # Landlock keeps them out
+    ],
+)
+def test_jobs_that_could_read_the_agents_credential_are_refused_unless_allowed(
+    user: JobUser | None, confinement: Confinement | None, allowed: str | None, refused: bool
+) -> None:
+    environ = {} if allowed is None else {"FOG_AGENT_ALLOW_UNCONFINED_JOBS": allowed}
+    if refused:
+        with pytest.raises(SandboxError, match="FOG_AGENT_ALLOW_UNCONFINED_JOBS=yes"):
+            refuse_unconfined(user, confinement, environ)
+    else:
+        refuse_unconfined(user, confinement, environ)
 
 
 def test_the_job_user_is_nobody_unless_configured_and_never_root() -> None:
