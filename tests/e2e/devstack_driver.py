@@ -26,7 +26,7 @@ from fog_client import FogClient
 from fog_shared.devservers import free_port
 from fog_shared.pg.roles import ServiceDatabase
 from fog_shared.testing.waiting import wait_until
-from fogctl.devstack import DevStack, probe_ready
+from fogctl.devstack import DEV_AGENT_ENVIRONMENT, DevStack, probe_ready
 from fogctl.session import login_and_save
 
 SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
@@ -171,7 +171,8 @@ class RemoteStack(RunningStack):
             input=provider["password"].encode(), capture_output=True, check=True, timeout=60,
         )  # fmt: skip
         log = (self.dir / f"{name}.log").open("ab")
-        return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log)
+        environment = {**os.environ, **DEV_AGENT_ENVIRONMENT}  # as `fogctl dev up` runs its agents
+        return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log, env=environment)
 
     def process(self, name: str) -> dict[str, Any]:
         raise RuntimeError(f"a deployed Fog's {name} is not a process of this machine: mark the test local_stack")

@@ -24,6 +24,7 @@ from partition_proxy import PartitionProxy
 
 from fog_client import ApiError, Constraints, FogClient, JobSpec, Resources
 from fog_shared.testing.waiting import wait_until
+from fogctl.devstack import DEV_AGENT_ENVIRONMENT
 
 pytestmark = pytest.mark.e2e
 INTERVAL_S = heartbeat_interval(1.0)
@@ -217,7 +218,8 @@ def join_and_run(
         input=PASSWORD.encode(), capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     log = (state_dir.parent / f"{name}.log").open("ab")
-    return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log)
+    environment = {**os.environ, **DEV_AGENT_ENVIRONMENT}  # as `fogctl dev up` runs its agents
+    return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log, env=environment)
 
 
 async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_never_twice(

@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from fog_client import ApiError, Capabilities, FogClient
 from fog_shared.events.registry import NodeStatusChanged
 from fog_shared.testing.waiting import wait_until
+from fogctl.devstack import DEV_AGENT_ENVIRONMENT
 
 pytestmark = pytest.mark.e2e
 INTERVAL_S = heartbeat_interval(2.0)
@@ -76,7 +77,8 @@ def join(stack: RunningStack, state_dir: Path, email: str, name: str) -> str:
 
 def run_agent(state_dir: Path) -> subprocess.Popen[bytes]:
     log = (state_dir.parent / f"{state_dir.name}.log").open("ab")
-    return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log)
+    environment = {**os.environ, **DEV_AGENT_ENVIRONMENT}  # as `fogctl dev up` runs its agents
+    return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log, env=environment)
 
 
 async def until_status(fog: FogClient, node_id: str, status: str, timeout: float) -> None:
