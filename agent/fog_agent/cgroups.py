@@ -6,10 +6,10 @@ daemon running on the node for good. A cgroup holds every process forked inside 
 session or its parent, and ``cgroup.kill`` (Linux 5.14) kills them all at once.
 
 Each agent makes a directory of its own below the cgroup it runs in: ``fog-agent.<pid>.<n>`` (several agents
-may share a cgroup: one machine offering several nodes, a test's stack). Each attempt gets a cgroup below
-that, named as its working directory; the job's first process joins it between fork and exec
-(``launcher_process``), so everything it forks is born inside. When the job ends, ``kill`` ends what is left;
-``remove`` takes the cgroup away once it is empty.
+may share a cgroup: one machine offering several nodes, a test's stack). Below it, each spare of the job
+launcher (``launcher_process``) makes a cgroup and moves into it while it waits, before it becomes a job, so
+everything the job forks is born inside. When the job ends, ``kill`` ends what is left; ``remove`` takes the
+cgroup away once it is empty.
 
 It takes a cgroup v2 hierarchy the agent may write to: root, or a subtree delegated to the agent's user
 (systemd's ``Delegate=yes``). Without one, jobs run as before and the agent says so at start
@@ -76,12 +76,6 @@ class JobCgroups:
             log.warning("this kernel's cgroups cannot kill a group (Linux 5.14 on): jobs run without one")
             return None
         return cls(root)
-
-    def make(self, name: str) -> Path:
-        """A new cgroup for one attempt, for its first process to join."""
-        path = self.root / name
-        path.mkdir()
-        return path
 
     def close(self) -> None:
         """Kill whatever is left below the agent's directory and remove it (every job has ended; blocks)."""

@@ -46,20 +46,14 @@ class JobProgram:
     umask: int = 0o077
     #: ``{"abi", "read", "write"}`` to confine the job with Landlock (``launcher_process.confine``), or None
     landlock: Mapping[str, Any] | None = None
-    #: the cgroup the job's first process joins before its exec (``fog_agent.cgroups``), or None
-    cgroup: Path | None = None
 
     def request(self, request_id: int, *, prepare: bool = False) -> bytes:
         return json.dumps({
             "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
             "umask": self.umask, "uid": self.uid, "gid": self.gid, "landlock": self.landlock,
-            "cgroup": self.cgroup_path, "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
+            "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
             launcher_process.PREPARE: prepare,
         }).encode()  # fmt: skip
-
-    @property
-    def cgroup_path(self) -> str | None:
-        return None if self.cgroup is None else str(self.cgroup)
 
 
 class NotPrepared(Exception):
@@ -75,10 +69,12 @@ class PreparedJob:
 
 
 class LaunchedJob:
-    """A job's first process, as the launcher started it: its ``pid`` (and process group), and its end."""
+    """A job's first process, as the launcher started it: its ``pid`` (and process group), its ``cgroup`` (when
+    jobs get one: every process of the job, whatever its session), and its end."""
 
-    def __init__(self, pid: int, ended: asyncio.Future[int]) -> None:
+    def __init__(self, pid: int, ended: asyncio.Future[int], cgroup: Path | None = None) -> None:
         self.pid = pid
+        self.cgroup = cgroup
         self._ended = ended
 
     @property
@@ -90,7 +86,9 @@ class LaunchedJob:
 
 
 class Launcher:
-    def __init__(self) -> None:
+    def __init__(self, cgroup_root: Path | None = None) -> None:
+        """``cgroup_root``: the agent's cgroup directory (``fog_agent.cgroups``), where each job gets a cgroup."""
+        self._cgroup_root = cgroup_root
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,7 +165,8 @@ class Launcher:
             ended = self._running[pid] = asyncio.get_running_loop().create_future()
         elif ended.done():  # its exit was read in the same batch as this answer
             del self._running[pid]
-        return LaunchedJob(pid, ended)
+        cgroup = answer.get("cgroup")
+        return LaunchedJob(pid, ended, None if cgroup is None else Path(cgroup))
 
     def close(self) -> None:
         """Stop the launcher; it kills the jobs it still has."""
@@ -182,8 +181,9 @@ class Launcher:
         self._disconnect("the launcher was started anew")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            root = [] if self._cgroup_root is None else [str(self._cgroup_root)]
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_PROGRAM), str(theirs.fileno())],
+                [sys.executable, "-I", "-S", str(_PROGRAM), str(theirs.fileno()), *root],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # the terminal's Ctrl-C is the agent's, not its jobs'
@@ -261,10 +261,7 @@ def _message(program: JobProgram, request_id: int, output: int, *, prepare: bool
     if len(body) <= launcher_process.MAX_INLINE_REQUEST_BYTES:
         return body, [output]
     # A long command line (the API allows 1 MiB of it) does not fit in one message: it goes in a file.
-    inline = {
-        "id": request_id, launcher_process.REQUEST_IN_FILE: True, launcher_process.PREPARE: prepare,
-        "cgroup": program.cgroup_path,  # the launcher's to know, to kill the job's cgroup should the agent go
-    }  # fmt: skip
+    inline = {"id": request_id, launcher_process.REQUEST_IN_FILE: True, launcher_process.PREPARE: prepare}
     return json.dumps(inline).encode(), [output, _in_memory_file(body)]
 
 

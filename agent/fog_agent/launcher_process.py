@@ -17,14 +17,13 @@ must not pull in the agent's dependencies. ``fog_agent.launcher`` is the agent's
 Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
 
 - agent → launcher: ``{"id", "argv", "env", "cwd", "umask", "rlimits": [[which, soft, hard]...],
-  "uid", "gid", "landlock", "cgroup"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
+  "uid", "gid", "landlock"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
-  those it may also change besides its ``cwd`` (see ``confine``). ``cgroup`` is ``null``, or the directory
-  of the cgroup the job joins before its exec (``fog_agent.cgroups``). A request larger than
-  ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true, "cgroup"}`` with a second
-  descriptor, an in-memory file that holds it.
-- launcher → agent: ``{"id", "pid"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
+  those it may also change besides its ``cwd`` (see ``confine``). A request larger than
+  ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
+  in-memory file that holds it.
+- launcher → agent: ``{"id", "pid", "cgroup"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
   could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
   signal).
 
@@ -37,11 +36,14 @@ lets the spare exit without running anything. The agent prepares a job while its
 at the go, from the request the launcher kept.
 
 Each job is the leader of a new session (one ``killpg`` reaches its tree) and its first process dies with
-the launcher (``PR_SET_PDEATHSIG``). When the agent closes the socket, or dies (the kernel closes it
-then), the launcher kills every job's process group and cgroup, and exits.
+the launcher (``PR_SET_PDEATHSIG``). Run with a second argument, the agent's cgroup directory
+(``fog_agent.cgroups``), each spare makes a cgroup below it and moves into it while it waits; its job runs
+there, and ``cgroup`` in the answer names it (else ``null``). The agent kills and removes a job's cgroup once
+the job has ended; the launcher removes those of spares that end without a job. When the agent closes the
+socket, or dies (the kernel closes it then), the launcher kills every job's process group and cgroup, and exits.
 
-The lease: ``{"lease_s": S}`` (no answer) asks the launcher to kill every job's process group (and cgroup) once it has
-heard nothing from the agent, no message of any kind, for ``S`` seconds. It then says ``{"fenced": silent_s}``
+The lease: ``{"lease_s": S}`` (no answer) asks the launcher to kill every job's process group (and cgroup) once
+it has heard nothing from the agent, no message of any kind, for ``S`` seconds. It then says ``{"fenced": silent_s}``
 (the ``exited`` of each job follow), and holds no lease until the agent sends one again. An agent that is
 stopped or frozen (a debugger, a Ctrl-Z in its terminal, a starved machine) can neither heartbeat nor stop
 its jobs, and the platform runs them elsewhere once the node is declared down: the launcher, in a session
@@ -191,13 +193,32 @@ def _allow(ruleset: int, path: str, rights: int) -> None:
 _LANDLOCK_ABI = landlock_abi()
 
 
-def _join_cgroup(path: str) -> None:
-    """Move this process into the cgroup ``path``: everything it forks from now on is born there."""
-    fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
+def _enter_cgroup(path: str | None) -> int:
+    """In a spare: make the cgroup ``path`` and move into it, so that everything its job forks is born there; the
+    errno when that failed (its job then does not start), else 0.
+
+    While it waits, not once its job is asked for: moving a process between cgroups waits for an RCU grace period
+    when none moved lately, ~8 ms on this machine for a job after 200 ms of quiet (docs/performance.md).
+    """
+    if path is None:
+        return 0
     try:
-        os.write(fd, b"0")
-    finally:
-        os.close(fd)
+        os.mkdir(path)
+        fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
+
+
+def _remove_cgroup(path: str | None) -> None:
+    """Remove the cgroup of a spare that is gone without a job: empty, its only process has exited."""
+    if path is not None:
+        with contextlib.suppress(OSError):  # never made (its spare failed), or made by a spare that lives on
+            os.rmdir(path)
 
 
 def _kill_cgroup(path: str) -> None:
@@ -262,7 +283,13 @@ def _encoded(request: dict[str, Any]) -> tuple[list[bytes], dict[bytes, bytes], 
 
 
 def _child(
-    data: bytes, fds: list[int], report: int, launcher: int, requests: socket.socket, prebuilt: Prebuilt | None = None
+    data: bytes,
+    fds: list[int],
+    report: int,
+    launcher: int,
+    requests: socket.socket,
+    prebuilt: Prebuilt | None = None,
+    cgroup_errno: int = 0,
 ) -> None:
     """In a spare: become the job ``data`` asks for, or write the errno that stopped it to ``report``. Never returns.
 
@@ -270,6 +297,8 @@ def _child(
     closing its end instead (a withdrawal) ends the spare with nothing run.
     """
     try:
+        if cgroup_errno:  # the job would run without its cgroup: whatever it left behind would outlive it
+            raise OSError(cgroup_errno, "cgroup")
         request, output = _request_of(data, fds), fds[0]
         argv, env, candidates = _encoded(request)
         for signum in _RESTORED:
@@ -281,8 +310,6 @@ def _child(
         os.chdir(request["cwd"])
         os.umask(request["umask"])
         os.setsid()
-        if request.get("cgroup"):  # before the change of user: the cgroup files are the agent's
-            _join_cgroup(request["cgroup"])
         if request.get("landlock"):  # before the change of user, which might not reach the directories
             confine(request["landlock"], request["cwd"], prebuilt)
         if request["uid"] is not None:
@@ -319,10 +346,10 @@ class _Spare:
     """A forked child waiting for its job: the request goes down ``requests``, its exec or errno comes on ``report``."""
 
     # Not a dataclass: ``dataclasses`` imports ``inspect`` and much more, and every byte here is copied by each fork.
-    __slots__ = ("pid", "report", "requests")
+    __slots__ = ("cgroup", "pid", "report", "requests")
 
-    def __init__(self, pid: int, requests: socket.socket, report: int) -> None:
-        self.pid, self.requests, self.report = pid, requests, report
+    def __init__(self, pid: int, requests: socket.socket, report: int, cgroup: str | None) -> None:
+        self.pid, self.requests, self.report, self.cgroup = pid, requests, report, cgroup
 
     def discard(self) -> None:
         self.requests.close()
@@ -332,10 +359,10 @@ class _Spare:
 class _Prepared:
     """A spare that holds a prepared job until its go, and the request, to start it anew should the spare die."""
 
-    __slots__ = ("cgroup", "data", "fds", "spare")
+    __slots__ = ("data", "fds", "spare")
 
-    def __init__(self, spare: _Spare, data: bytes, fds: list[int], cgroup: str | None) -> None:
-        self.spare, self.data, self.fds, self.cgroup = spare, data, fds, cgroup
+    def __init__(self, spare: _Spare, data: bytes, fds: list[int]) -> None:
+        self.spare, self.data, self.fds = spare, data, fds
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -344,8 +371,13 @@ class _Prepared:
 
 
 class Launcher:
-    def __init__(self, channel: socket.socket) -> None:
+    def __init__(self, channel: socket.socket, cgroup_root: str | None = None) -> None:
         self.channel = channel
+        #: where each spare makes its cgroup, which it joins as it waits, and which its job then runs in
+        self.cgroup_root = cgroup_root
+        self.spares_forked = 0
+        #: the cgroup of each spare forked and not reaped yet (jobs included): removed with a spare that had no job
+        self.spare_cgroups: dict[int, str] = {}
         #: each running job's first process, and the cgroup it joined (if any)
         self.children: dict[int, str | None] = {}
         self.pid = os.getpid()
@@ -414,22 +446,22 @@ class Launcher:
                 self._withdraw(message[WITHDRAW])
                 return True
             if message.get(PREPARE):
-                self._prepare(message["id"], data, fds, message.get("cgroup"))
+                self._prepare(message["id"], data, fds)
                 fds = []  # kept with the prepared spare, for its go
                 return True
-            return self._send({"id": message["id"], **self._started(data, fds, message.get("cgroup"))})
+            return self._send({"id": message["id"], **self._started(data, fds)})
         finally:
             for fd in fds:
                 os.close(fd)
             self.refill = True
 
-    def _started(self, data: bytes, fds: list[int], cgroup: str | None, *, go: bool = False) -> dict[str, int]:
+    def _started(self, data: bytes, fds: list[int], *, go: bool = False) -> dict[str, Any]:
         try:
-            return self._launch(data, fds, cgroup, go=go)
+            return self._launch(data, fds, go=go)
         except OSError as exc:  # no fork, no pipe (the machine is out of processes or files): this job fails
             return {"errno": exc.errno or errno.EAGAIN}
 
-    def _prepare(self, request_id: int, data: bytes, fds: list[int], cgroup: str | None) -> None:
+    def _prepare(self, request_id: int, data: bytes, fds: list[int]) -> None:
         try:
             spare = self._take_spare()
             socket.send_fds(spare.requests, [data], fds)
@@ -437,9 +469,9 @@ class Launcher:
             for fd in fds:
                 os.close(fd)
             return
-        self.prepared[request_id] = _Prepared(spare, data, fds, cgroup)
+        self.prepared[request_id] = _Prepared(spare, data, fds)
 
-    def _go(self, request_id: int) -> dict[str, int | bool]:
+    def _go(self, request_id: int) -> dict[str, Any]:
         prepared = self.prepared.pop(request_id, None)
         if prepared is None:
             return {UNPREPARED: True}
@@ -449,13 +481,12 @@ class Launcher:
             finally:
                 prepared.spare.discard()
             if failure is None:  # it died as it waited, without a word (reaped as it comes): another takes the job
-                return self._started(prepared.data, prepared.fds, prepared.cgroup, go=True)
+                return self._started(prepared.data, prepared.fds, go=True)
         finally:
             prepared.close_fds()
         if failure:
             return {"errno": int.from_bytes(failure[:4], "little", signed=True)}
-        self.children[prepared.spare.pid] = prepared.cgroup
-        return {"pid": prepared.spare.pid}
+        return self._running(prepared.spare)
 
     def _withdraw(self, request_id: int) -> None:
         prepared = self.prepared.pop(request_id, None)
@@ -463,7 +494,12 @@ class Launcher:
             prepared.spare.discard()  # it reads the end of its socket and exits
             prepared.close_fds()
 
-    def _launch(self, data: bytes, fds: list[int], cgroup: str | None, *, go: bool = False) -> dict[str, int]:
+    def _running(self, spare: _Spare) -> dict[str, Any]:
+        """The answer for a spare that became its job: its pid and its cgroup."""
+        self.children[spare.pid] = spare.cgroup
+        return {"pid": spare.pid, "cgroup": spare.cgroup}
+
+    def _launch(self, data: bytes, fds: list[int], *, go: bool = False) -> dict[str, Any]:
         """Start the job ``data`` asks for on a spare; ``go`` when it is a request to prepare, to start it at once."""
         spare = self._take_spare()
         failure = _hand_over(spare, data, fds, go=go)
@@ -474,9 +510,9 @@ class Launcher:
                 raise OSError(errno.EAGAIN, "the job's process died before it could start")
         if failure:
             os.waitpid(spare.pid, 0)
+            _remove_cgroup(self.spare_cgroups.pop(spare.pid, None))
             return {"errno": int.from_bytes(failure[:4], "little", signed=True)}
-        self.children[spare.pid] = cgroup
-        return {"pid": spare.pid}
+        return self._running(spare)
 
     def _take_spare(self) -> _Spare:
         spare, self.spare = self.spare, None
@@ -497,20 +533,31 @@ class Launcher:
             report_read, report_write = os.pipe2(os.O_CLOEXEC)
             undone.callback(os.close, report_read)
             undone.callback(os.close, report_write)
+            cgroup = self._next_cgroup()
             pid = os.fork()
             if pid == 0:
                 ours.close()
                 os.close(report_read)
-                self._wait_as_spare(theirs, report_write, rehearse=ahead)  # never returns
+                self._wait_as_spare(theirs, report_write, cgroup, rehearse=ahead)  # never returns
             undone.pop_all()
         theirs.close()
         os.close(report_write)
-        return _Spare(pid, ours, report_read)
+        if cgroup is not None:
+            self.spare_cgroups[pid] = cgroup
+        return _Spare(pid, ours, report_read, cgroup)
 
-    def _wait_as_spare(self, requests: socket.socket, report: int, *, rehearse: bool) -> None:
-        """In the spare: wait for one request and become its job. Never returns."""
+    def _next_cgroup(self) -> str | None:
+        if self.cgroup_root is None:
+            return None
+        self.spares_forked += 1
+        return os.path.join(self.cgroup_root, f"{self.pid}.{self.spares_forked}")
+
+    def _wait_as_spare(self, requests: socket.socket, report: int, cgroup: str | None, *, rehearse: bool) -> None:
+        """In the spare: enter its cgroup, wait for one request and become its job. Never returns."""
+        cgroup_errno = 0
         try:
             _die_with_parent(self.pid)
+            cgroup_errno = _enter_cgroup(cgroup)
             signal.set_wakeup_fd(-1)
             # Nothing of the launcher's stays open in a job; closed now, so that a waiting spare holds none either.
             self.channel.close()
@@ -534,7 +581,7 @@ class Launcher:
             os._exit(1)
         if not data:  # the launcher closed its end without a job for it
             os._exit(0)
-        _child(data, fds, report, self.pid, requests, prebuilt)
+        _child(data, fds, report, self.pid, requests, prebuilt, cgroup_errno)
 
     def _on_child_exit(self) -> bool:
         while True:  # drain the wake-up pipe: one byte a signal, many children a byte
@@ -550,12 +597,14 @@ class Launcher:
                 break
             if pid == 0:
                 break
+            cgroup = self.spare_cgroups.pop(pid, None)
             if self.spare is not None and pid == self.spare.pid:  # killed while it waited: it had no job
                 self.spare.discard()
                 self.spare = None
+            if pid not in self.children:  # a spare that had no job (withdrawn, or killed as it waited)
+                _remove_cgroup(cgroup)
                 continue
-            if pid not in self.children:
-                continue
+            # A job's cgroup is the agent's to empty and remove: what the job left behind may still run there.
             del self.children[pid]
             if not self._send({"exited": pid, "code": os.waitstatus_to_exitcode(status)}):
                 return False
@@ -626,7 +675,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
-    Launcher(channel).serve()
+    Launcher(channel, argv[2] if len(argv) > 2 else None).serve()
     return 0
 
 

@@ -26,9 +26,9 @@ it is about to be assigned here): its working directory and output pipe are made
 launcher takes every step before the exec. Its assignment then finds it ready (``SandboxedJob.run``);
 a withdrawal, or ``PREPARED_FOR_S`` without one, undoes it, and nothing has run.
 
-- where the agent may make cgroups (``fog_agent.cgroups``), a cgroup of its own, which its first process joins
-  before its exec: everything the job forks is in it, and dies with the job (``cgroup.kill``), even a process
-  that left the session and outlived its parent.
+- where the agent may make cgroups (``fog_agent.cgroups``), a cgroup of its own, which the launcher's spare
+  joins before it becomes the job: everything the job forks is in it, and dies with the job (``cgroup.kill``),
+  even a process that left the session and outlived its parent.
 
 This is not a container. Without a cgroup, a process that leaves the session (``setsid``) and outlives its
 parent escapes the kill; without Landlock, a job reads whatever its user may read (when the agent is not root,
@@ -290,7 +290,7 @@ class Sandbox:
         self.cgroups = cgroups
         self.keep_workdirs = keep_workdirs
         self.kill_grace_s = kill_grace_s
-        self.launcher = Launcher()
+        self.launcher = Launcher(None if cgroups is None else cgroups.root)
         self.removals = WorkdirRemover()
         self.prepared_for_s = PREPARED_FOR_S
         self._prepared: dict[JobKey, asyncio.Task[_Prepared | None]] = {}
@@ -355,39 +355,28 @@ class Sandbox:
 
     async def _prepare(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
         try:
-            workdir, cgroup = self.make_place(assignment)
+            workdir = self.make_workdir(assignment)
         except OSError:
-            log.warning("job %s attempt %d: not prepared, no place to run", *assignment.key, exc_info=True)
+            log.warning("job %s attempt %d: not prepared, no working directory", *assignment.key, exc_info=True)
             return None
         pipe = None
         try:
             pipe = await _open_output(_output_limit(assignment))
-            job = await self.launcher.prepare(self.program(assignment, workdir, gpu_ids, cgroup), pipe[2])
+            job = await self.launcher.prepare(self.program(assignment, workdir, gpu_ids), pipe[2])
         except BaseException as exc:  # its assignment, when it comes, starts it the usual way
             if pipe is not None:
                 _close_pipe(pipe)
-            self.removals.remove(workdir, cgroup)
+            self.removals.remove(workdir)
             if not isinstance(exc, Exception):
                 raise
             log.warning("job %s attempt %d: not prepared", *assignment.key, exc_info=True)
             return None
         expiry = asyncio.get_running_loop().call_later(self.prepared_for_s, self._expire, assignment.key)
-        return _Prepared(assignment, _ids(gpu_ids), workdir, cgroup, pipe, job, expiry, self.removals)
+        return _Prepared(assignment, _ids(gpu_ids), workdir, pipe, job, expiry, self.removals)
 
     def _expire(self, key: JobKey) -> None:
         log.info("job %s attempt %d: prepared, never assigned; undone", *key)
         self.withdraw_job(key)
-
-    def make_place(self, assignment: Assignment) -> tuple[Path, Path | None]:
-        """The attempt's new working directory, and its cgroup (named as the directory) when jobs get one."""
-        workdir = self.make_workdir(assignment)
-        if self.cgroups is None:
-            return workdir, None
-        try:
-            return workdir, self.cgroups.make(workdir.name)
-        except OSError:
-            self.removals.remove(workdir)
-            raise
 
     def make_workdir(self, assignment: Assignment) -> Path:
         # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
@@ -397,9 +386,7 @@ class Sandbox:
             os.chown(workdir, self.user.uid, self.user.gid)
         return workdir
 
-    def program(
-        self, assignment: Assignment, workdir: Path, gpu_ids: Sequence[int] | None, cgroup: Path | None = None
-    ) -> JobProgram:
+    def program(self, assignment: Assignment, workdir: Path, gpu_ids: Sequence[int] | None) -> JobProgram:
         user = self.user
         return JobProgram(
             argv=assignment.command,
@@ -410,7 +397,6 @@ class Sandbox:
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
             landlock=None if self.confinement is None else self.confinement.policy(gpu_ids),
-            cgroup=cgroup,
         )
 
     async def remove_cgroups(self) -> None:
@@ -443,31 +429,29 @@ class _Prepared:
         assignment: Assignment,
         gpu_ids: tuple[int, ...] | None,
         workdir: Path,
-        cgroup: Path | None,
         pipe: _Pipe,
         job: PreparedJob,
         expiry: asyncio.TimerHandle,
         removals: WorkdirRemover,
     ) -> None:
-        self.assignment, self.gpu_ids, self.workdir, self.cgroup = assignment, gpu_ids, workdir, cgroup
-        self.pipe = pipe
+        self.assignment, self.gpu_ids, self.workdir, self.pipe = assignment, gpu_ids, workdir, pipe
         self.job, self.expiry, self._removals = job, expiry, removals
 
     async def release(self, launcher: Launcher) -> None:
-        """Let the spare and the output pipe go; the working directory and the cgroup stay."""
+        """Let the spare and the output pipe go; the working directory stays."""
         await launcher.withdraw(self.job)
         self.expiry.cancel()
         _close_pipe(self.pipe)
 
     async def discard(self, launcher: Launcher) -> None:
         await self.release(launcher)
-        self._removals.remove(self.workdir, self.cgroup)
+        self._removals.remove(self.workdir)
 
     def close(self) -> None:
         """As ``discard``, once the launcher is gone (and its spares with it)."""
         self.expiry.cancel()
         _close_pipe(self.pipe)
-        self._removals.remove(self.workdir, self.cgroup)
+        self._removals.remove(self.workdir)
 
 
 class WorkdirRemover:
@@ -534,13 +518,12 @@ class SandboxedJob:
         """Run the attempt to its end; ``on_started`` is called once its process runs (never, if it cannot start)."""
         prepared = await self._sandbox.take_prepared(self.assignment, self._gpu_ids)
         if prepared is not None:
-            workdir, self._cgroup = prepared.workdir, prepared.cgroup
+            workdir = prepared.workdir
         else:
             try:
-                workdir, self._cgroup = self._sandbox.make_place(self.assignment)
+                workdir = self._sandbox.make_workdir(self.assignment)
             except OSError as exc:
-                why = f"cannot create a working directory or cgroup: {_describe(exc)}"
-                return Result("failed", None, 0.0, error=why)
+                return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
         try:
             return await self._run_in(workdir, on_started, prepared)
         finally:
@@ -562,7 +545,7 @@ class SandboxedJob:
                 return Result("failed", None, 0.0, error=why)
             finally:
                 os.close(write_end)  # the job holds it now: the pipe ends when the job's last process does
-            self.pid = process.pid
+            self.pid, self._cgroup = process.pid, process.cgroup
             on_started()
             began = time.monotonic()
             try:
@@ -581,8 +564,7 @@ class SandboxedJob:
         if prepared is not None:
             with contextlib.suppress(NotPrepared):  # the launcher was started anew since: ask it the usual way
                 return await launcher.go(prepared.job)
-        program = self._sandbox.program(self.assignment, workdir, self._gpu_ids, self._cgroup)
-        return await launcher.start(program, write_end)
+        return await launcher.start(self._sandbox.program(self.assignment, workdir, self._gpu_ids), write_end)
 
     async def _supervise(self, process: LaunchedJob) -> Outcome | None:
         """``None`` when the job's first process exited by itself, else the outcome it was stopped with."""

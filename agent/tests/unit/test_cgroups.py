@@ -75,15 +75,24 @@ def marked(marker: str) -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or ())]
 
 
+def job_cgroup(sandbox: Sandbox, output_lines: list[str]) -> Path:
+    """The cgroup a job ran in, from the ``/proc/self/cgroup`` it printed: one of its own, below the agent's."""
+    assert sandbox.cgroups is not None
+    [v2] = [line for line in output_lines if line.startswith("0::/")]
+    *_, parent, name = v2.split("/")
+    assert parent == sandbox.cgroups.root.name
+    return sandbox.cgroups.root / name
+
+
 @needs_cgroups
 async def test_what_a_job_starts_in_a_session_of_its_own_dies_with_it(contained: Sandbox) -> None:
-    result = await contained.job(job("sh", "-c", ESCAPE.format("100"))).run()
+    result = await contained.job(job("sh", "-c", ESCAPE.format("100") + "; cat /proc/self/cgroup")).run()
     assert result.outcome == "succeeded"
-    await all_gone([int(result.output)])
+    escaped, *lines = result.output.split()
+    await all_gone([int(escaped)])
     await contained.removals.finished()
     assert list(contained.work_root.iterdir()) == []
-    assert contained.cgroups is not None
-    assert [path for path in contained.cgroups.root.iterdir() if path.is_dir()] == []  # its cgroup went too
+    assert not job_cgroup(contained, lines).exists()  # its cgroup went with it
 
 
 @needs_cgroups
@@ -115,10 +124,9 @@ async def test_a_prepared_job_runs_in_its_cgroup(contained: Sandbox) -> None:
     result = await contained.job(assignment).run()
     escaped, *lines = result.output.split()
     assert result.outcome == "succeeded"
-    assert contained.cgroups is not None
-    [v2] = [line for line in lines if line.startswith("0::")]
-    assert f"/{contained.cgroups.root.name}/j-1.1." in v2
     await all_gone([int(escaped)])
+    await contained.removals.finished()
+    assert not job_cgroup(contained, lines).exists()
 
 
 @needs_cgroups
@@ -137,7 +145,7 @@ async def test_an_agent_leaving_takes_its_cgroups_with_it(tmp_path: Path, job_cg
 async def test_the_launcher_kills_each_jobs_cgroup_when_it_kills_the_jobs(
     tmp_path: Path, job_cgroups: JobCgroups, how: str
 ) -> None:
-    launcher = Launcher()
+    launcher = Launcher(job_cgroups.root)
     marker = f"30.{uuid.uuid4().int % 10**6:06d}"
     read_end, write_end = os.pipe()
     try:
@@ -146,7 +154,6 @@ async def test_the_launcher_kills_each_jobs_cgroup_when_it_kills_the_jobs(
             {"PATH": "/usr/bin:/bin"},
             tmp_path,
             rlimits=(),
-            cgroup=job_cgroups.make("job"),
         )
         launched = await launcher.start(program, write_end)
     finally:
@@ -225,3 +232,36 @@ def test_without_a_v2_hierarchy_there_is_no_own_cgroup(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["off", "0", "no"])
 def test_cgroups_for_jobs_can_be_turned_off(value: str) -> None:
     assert JobCgroups.found({"FOG_AGENT_CGROUPS": value}) is None
+
+
+@needs_cgroups
+async def test_spares_that_end_without_a_job_leave_no_cgroup_behind(contained: Sandbox) -> None:
+    assignments = [Assignment(f"j-{n}", 1, ("true",), {}, 5.0) for n in range(5)]
+    for assignment in assignments:
+        contained.prepare_job(assignment)
+
+    async def five_spares_in_cgroups() -> bool:
+        return len([path for path in _cgroups_below(contained) if cgroups.processes(path)]) >= 5
+
+    await wait_until(five_spares_in_cgroups, timeout=10, what="five prepared spares, each in a cgroup of its own")
+    for assignment in assignments:
+        contained.withdraw_job(assignment.key)
+
+    async def the_next_spares_alone() -> bool:
+        return len(_cgroups_below(contained)) <= 1
+
+    await wait_until(the_next_spares_alone, timeout=10, what="the withdrawn spares' cgroups removed")
+
+
+def _cgroups_below(sandbox: Sandbox) -> list[Path]:
+    assert sandbox.cgroups is not None
+    return [path for path in sandbox.cgroups.root.iterdir() if path.is_dir()]
+
+
+async def test_a_job_whose_cgroup_cannot_be_made_does_not_start(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path / "no-such-cgroup-directory")
+    try:
+        with pytest.raises(FileNotFoundError):
+            await launcher.start(JobProgram(["true"], {"PATH": "/usr/bin:/bin"}, tmp_path, rlimits=()), 1)
+    finally:
+        launcher.close()
