@@ -83,7 +83,7 @@ from fog_scheduler.placement import PlacementLoop, request_of
 from fog_shared.devservers import free_port
 from fog_shared.events.scheduler import JobAssigned
 from fog_shared.pg.leader import LeaderLock
-from fogctl.devstack import DATABASE, DevStack
+from fogctl.devstack import DATABASE, DEV_AGENT_ENVIRONMENT, DevStack
 
 #: far above what this client sends (see bench/gateway_auth.py)
 GATEWAY_LIMITS = {
@@ -333,7 +333,7 @@ def _join_and_run(stack: BenchStack, gateway: str, email: str, password: str, co
         )  # fmt: skip
         agent = stack.agents[name] = subprocess.Popen(
             [sys.executable, "-m", "fog_agent", "run", "--state-dir", str(state_dir)],
-            stdout=log, stderr=log, start_new_session=True,
+            stdout=log, stderr=log, start_new_session=True, env={**os.environ, **DEV_AGENT_ENVIRONMENT},
         )  # fmt: skip
         if stack.agents_cpus:  # before its first job: the launcher and the jobs inherit it
             os.sched_setaffinity(agent.pid, stack.agents_cpus)

@@ -34,7 +34,7 @@ from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology, event_stream_name
 from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE
 from fog_shared.devservers import NatsServer
-from fog_shared.subjects import SERVICES
+from fog_shared.subjects import SERVICES, query_subject
 from fog_shared.testing.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,6 +148,23 @@ async def test_the_gateway_calls_services_and_services_answer(login: dict[str, C
 
     assert await wait_until(answered, timeout=10, what="auth's answer") == b'{"ok": true}'
     assert login["auth"].errors == login["gateway"].errors == []
+
+
+async def test_a_gateway_asks_every_gateway_replica_for_its_status_and_for_nothing_else(
+    login: dict[str, Connection],
+) -> None:
+    """``GET /v1/admin/status`` lists every gateway replica: each answers the status query, any may ask it."""
+    gateway, status = login["gateway"], query_subject("gateway", "status")
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b'{"replica": "another gateway"}')
+
+    await gateway.nc.subscribe(status, cb=answer)
+    await gateway.nc.flush()
+    assert (await gateway.nc.request(status, b"{}", timeout=2)).data == b'{"replica": "another gateway"}'
+    assert gateway.errors == []
+    await gateway.nc.publish("fog.qry.gateway.timeline.v1", b"{}")
+    await gateway.refused("fog.qry.gateway.timeline.v1")
 
 
 async def test_services_do_not_call_each_other(login: dict[str, Connection]) -> None:

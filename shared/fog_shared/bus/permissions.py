@@ -18,7 +18,8 @@ What a service may do follows from the topology and from two declarations below:
 * replay the streams in :data:`REPLAYS` (``fogctl events rebuild``);
 * for the :data:`OPERATOR` (the gateway, behind its admin-only routes): read every stream's
   history (``fogctl events history|tail|trace``) and re-drive dead letters, which means
-  publishing a parked event again on its original subject and deleting it from ``DLQ``.
+  publishing a parked event again on its original subject and deleting it from ``DLQ``; and ask
+  every gateway replica for its status (``fogctl status``).
 
 Stream and consumer administration belongs to the provisioning user alone (DESIGN §8).
 Every user subscribes to ``_INBOX.>`` for replies and JetStream acks: services do not set a
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from fog_shared.bus.topology import DEAD_LETTER_STREAM, ConsumerSpec, Topology, event_stream_name
 from fog_shared.commands.gateway import ASSIGNMENTS, PREPARATIONS, TIMELINE
-from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, service_events
+from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, query_subject, service_events
 
 JS_API = "$JS.API"
 REPLY_INBOXES = "_INBOX.>"
@@ -134,7 +135,9 @@ def _operator(topology: Topology) -> list[str]:
     publish = [f"{JS_API}.STREAM.NAMES"]
     for spec in topology.streams:
         publish += _history(spec.name)
-    return [*publish, f"{JS_API}.STREAM.MSG.DELETE.{DEAD_LETTER_STREAM.name}", EVENT_SUBJECTS]
+    # GET /v1/admin/status asks every gateway replica too, this one among them (its other queries are not asked)
+    gateways = query_subject(OPERATOR, "status")
+    return [*publish, f"{JS_API}.STREAM.MSG.DELETE.{DEAD_LETTER_STREAM.name}", EVENT_SUBJECTS, gateways]
 
 
 def service_permissions(service: str, topology: Topology | None = None) -> Permissions:

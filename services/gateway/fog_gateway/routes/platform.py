@@ -2,7 +2,8 @@
 
 Each replica answers its service's status query (``fog_shared.commands.status``); the gateway asks each service
 once and gathers whatever answers within ``GATHER_S``, so a service with no replica, or one that cannot reach
-NATS, shows as none. The gateway answering is in it too (other gateway replicas are not: they are not asked).
+NATS, shows as none. The gateways too, this one included: when it hears none (its own NATS connection is down),
+it shows itself alone, its checks saying why.
 """
 
 import asyncio
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: how long the replicas of each service have to answer (they are asked at once, in parallel)
 GATHER_S = 0.5
-CALLED = ("auth", "registry", "scheduler", "messaging")
+SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
 
 
 def build_router(
@@ -41,9 +42,10 @@ def build_router(
         """Every service with each replica that answered within half a second: its checks (NATS, PostgreSQL,
         migrations, background tasks) and what it leads. ``ok`` only when every service has a replica and
         every check of every replica is ``ok``."""
-        gathered = await asyncio.gather(*(_replicas(nc(), service) for service in CALLED))
-        services = [ServiceStatus(service=s, replicas=r) for s, r in zip(CALLED, gathered, strict=True)]
-        services.append(ServiceStatus(service="gateway", replicas=[await itself()]))
+        gathered = await asyncio.gather(*(_replicas(nc(), service) for service in SERVICES))
+        services = [ServiceStatus(service=s, replicas=r) for s, r in zip(SERVICES, gathered, strict=True)]
+        if not services[-1].replicas:  # not even this one: it cannot reach NATS, and its checks say so
+            services[-1] = ServiceStatus(service="gateway", replicas=[await itself()])
         return PlatformStatus(ok=all(service.ok for service in services), services=services)
 
     return router

@@ -51,6 +51,11 @@ async def test_an_admin_sees_every_service_and_replica_and_who_leads(stack: Stac
     finally:
         await stop_second()
 
+    other_gateway = await stack.open_gateway()  # a second gateway replica: whichever is asked lists both
+    for asked in (stack.http, other_gateway):
+        answer = await asked.get("/v1/admin/status", headers=stack.bearer(admin))
+        assert len(_replicas(answer.json(), "gateway")) == 2, answer.text
+
     async with stack.scheduler_away():
         status = await _status(stack, admin)
         assert _replicas(status, "scheduler") == []
