@@ -30,6 +30,7 @@ import errno
 import itertools
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,6 +76,17 @@ class JobCgroups:
             root.rmdir()
             log.warning("this kernel's cgroups cannot kill a group (Linux 5.14 on): jobs run without one")
             return None
+        try:
+            _try_a_move(root / "probe")
+        except OSError as exc:
+            _remove_tree(root)
+            log.warning(
+                "cannot move a process into a cgroup below %s (%s): a job's processes that leave its session can "
+                "outlive it; delegate the agent's cgroup to its user (its cgroup.procs too)",
+                own,
+                exc.strerror or exc,
+            )
+            return None
         return cls(root)
 
     def close(self) -> None:
@@ -98,6 +110,24 @@ def remove(path: Path) -> None:
                 log.warning("cannot remove the cgroup %s: %s", path, exc.strerror or exc)
                 return
         time.sleep(_POLL_S)  # its processes are dying: the kernel empties it in a moment
+
+
+def _try_a_move(cgroup: Path) -> None:
+    """Move a throwaway process into a new cgroup ``cgroup``, then remove both; raises what made it fail.
+
+    Making a directory may be allowed where moving a process is not (moving takes write access to the
+    ``cgroup.procs`` of the cgroup the process leaves too): without this trial, every job would then fail to start.
+    """
+    cgroup.mkdir()
+    try:
+        with subprocess.Popen(["sh", "-c", "read _"], stdin=subprocess.PIPE) as probe:
+            try:
+                (cgroup / "cgroup.procs").write_text(str(probe.pid))
+            finally:
+                assert probe.stdin is not None
+                probe.stdin.close()  # it reads the end of its input, and exits
+    finally:
+        remove(cgroup)
 
 
 def kill(path: Path) -> None:

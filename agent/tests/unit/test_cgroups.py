@@ -265,3 +265,20 @@ async def test_a_job_whose_cgroup_cannot_be_made_does_not_start(tmp_path: Path) 
             await launcher.start(JobProgram(["true"], {"PATH": "/usr/bin:/bin"}, tmp_path, rlimits=()), 1)
     finally:
         launcher.close()
+
+
+@needs_cgroups
+def test_where_a_process_cannot_be_moved_into_a_cgroup_jobs_get_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory may be made where a process may not be moved (the cgroup it leaves must be writable too):
+    jobs would all fail to start in a cgroup they cannot enter, so they run without one."""
+
+    def refused(cgroup: Path) -> None:
+        cgroup.mkdir()
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cgroups, "_try_a_move", refused)
+    own = own_cgroup()
+    assert own is not None
+    before = {path.name for path in own.iterdir() if path.name.startswith(PREFIX)}
+    assert JobCgroups.found() is None
+    assert {path.name for path in own.iterdir() if path.name.startswith(PREFIX)} == before  # nothing left behind
