@@ -14,6 +14,7 @@ from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
 from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
 from fog_gateway.routes import platform as platform_status
+from fog_gateway.scheduler_gate import SchedulerGate
 from fog_gateway.security import Verifier
 from fog_gateway.sync_batches import SyncBatcher
 from fog_shared.bus import push
@@ -60,7 +61,8 @@ def build_app(settings: CommonSettings) -> FastAPI:
     verifier.on_node_revoked.append(links.revoked)
     runtime.in_background("heartbeat-relay", relay.run)
     runtime.report_in_status("node_connections", lambda: len(links))
-    node_routes = nodes.build_router(calls, authz, relay, links, settings.node_heartbeat_interval_s)
+    gate = SchedulerGate()  # one per gateway: while the scheduler is away, one node session asks it again
+    node_routes = nodes.build_router(calls, authz, relay, links, settings.node_heartbeat_interval_s, gate)
     api.include_router(node_routes, responses=problems.COMMON_ERRORS)
     watchers = JobWatchers()
     feed = JobFeed(links, watchers, calls)

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import random
 import socket
 import time
 import uuid
@@ -34,6 +33,7 @@ from starlette.websockets import WebSocketState
 from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import Problem
+from fog_gateway.scheduler_gate import Retries, SchedulerGate
 from fog_gateway.security import Principal
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
@@ -46,11 +46,6 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 #: another connection of the same node took over (the agent reconnected)
 CLOSE_REPLACED = 4409
-#: first wait before asking the scheduler again (a job report, the catch-up) when it did not answer
-RETRY_S = 0.5
-#: the longest wait between two such tries
-RETRY_MAX_S = 10.0
-_jitter = random.Random()  # noqa: S311 - spreading retries, not a secret
 AgentReport = scheduler.Started | scheduler.Finished | scheduler.OutputSoFar
 REPORT: TypeAdapter[AgentReport] = TypeAdapter(scheduler.Report)
 
@@ -191,9 +186,10 @@ class NodeSession:
         authz: Authorizer,
         calls: ServiceCalls,
         interval_s: float,
+        gate: SchedulerGate,
     ) -> None:
         self.websocket, self.node, self.relay, self.authz = websocket, node, relay, authz
-        self.calls, self.interval_s = calls, interval_s
+        self.calls, self.interval_s, self.gate = calls, interval_s, gate
         self._reports: deque[AgentReport] = deque()
         self._reported = asyncio.Event()
         assert node.node_id is not None
@@ -256,24 +252,26 @@ class NodeSession:
         here while the node was away reaches it no other way, and a node that reconnected while the
         scheduler or NATS was restarting kept such jobs, unrun, until its next reconnection.
         """
-        delays = RetryDelays()
-        while (outstanding := await self._outstanding(first_try=delays.tries == 0)) is None:
-            await asyncio.sleep(next(delays))  # the retry period, not synchronisation
-        if delays.tries:
-            log.info("outstanding assignments fetched after %d retries", delays.tries, extra={"node_id": self.node_id})
+        retries = Retries(self.gate)
+        while (outstanding := await self._outstanding(retries)) is None:
+            await retries.wait()
+        if retries.tries:
+            log.info("outstanding assignments fetched after %d retries", retries.tries, extra={"node_id": self.node_id})
         for assignment in outstanding.assignments:
             await self.websocket.send_json({"type": "assignment", **assignment.model_dump(mode="json")})
 
-    async def _outstanding(self, *, first_try: bool) -> scheduler.NodeAssignments | None:
+    async def _outstanding(self, retries: Retries) -> scheduler.NodeAssignments | None:
         try:
-            return await self.calls.ask_for(
-                scheduler.NODE_ASSIGNMENTS, scheduler.NodeAssignmentsQuery(node_id=self.node_id),
-                scheduler.NodeAssignments,
+            return await retries.ask(
+                self.calls.ask_for(
+                    scheduler.NODE_ASSIGNMENTS, scheduler.NodeAssignmentsQuery(node_id=self.node_id),
+                    scheduler.NodeAssignments,
+                )
             )  # fmt: skip
         except (ServiceUnavailable, Problem) as exc:
             # Once per connection: while the scheduler is away, every connected node retries, and a line
             # for each retry of each node would bury the log.
-            level = logging.WARNING if first_try else logging.DEBUG
+            level = logging.WARNING if retries.first_try else logging.DEBUG
             extra = {"node_id": self.node_id, "reason": str(exc)}
             log.log(level, "outstanding assignments not fetched yet; asking again", extra=extra)
             return None
@@ -298,11 +296,11 @@ class NodeSession:
             batch = take_batch(self._reports)
             await self._record_until_acked(scheduler.ReportsCommand(node_id=self.node_id, reports=batch))
 
-    async def _record(self, command: scheduler.ReportsCommand, *, first_try: bool) -> bool:
+    async def _record(self, command: scheduler.ReportsCommand, retries: Retries) -> bool:
         try:
-            await self.calls.ask(scheduler.REPORTS, command)
+            await retries.ask(self.calls.ask(scheduler.REPORTS, command))
         except (ServiceUnavailable, Problem) as exc:
-            level = logging.WARNING if first_try else logging.DEBUG  # as for the catch-up
+            level = logging.WARNING if retries.first_try else logging.DEBUG  # as for the catch-up
             extra = {"node_id": self.node_id, "reason": str(exc)}
             log.log(level, "job reports not recorded yet; sending again", extra=extra)
             return False
@@ -314,32 +312,15 @@ class NodeSession:
     async def _record_until_acked(self, command: scheduler.ReportsCommand) -> None:
         """Keep trying while the agent is connected; the agent holds the report until the ack
         and sends it again if the connection drops."""
-        delays = RetryDelays()
-        while not await self._record(command, first_try=delays.tries == 0):
+        retries = Retries(self.gate)
+        while not await self._record(command, retries):
             if self.websocket.application_state == WebSocketState.DISCONNECTED:
                 return
-            await asyncio.sleep(next(delays))  # the retry period, not synchronisation
+            await retries.wait()
 
     async def _refuse(self, code: str, detail: str) -> bool:
         await self.websocket.send_json({"type": "error", "code": code, "detail": detail})
         return True
-
-
-class RetryDelays:
-    """The waits between tries of a call the scheduler did not answer: ``RETRY_S`` doubling up to
-    ``RETRY_MAX_S``, each drawn between half of it and all of it. Every node connected to a gateway
-    retries while the scheduler is away; spread out, they do not come back to it all in the same instant."""
-
-    def __init__(self, rng: random.Random = _jitter) -> None:
-        self.rng, self.tries, self._ceiling = rng, 0, RETRY_S
-
-    def __iter__(self) -> Iterator[float]:
-        return self
-
-    def __next__(self) -> float:
-        self.tries += 1
-        ceiling, self._ceiling = self._ceiling, min(self._ceiling * 2, RETRY_MAX_S)
-        return self.rng.uniform(ceiling / 2, ceiling)
 
 
 def take_batch(reports: deque[AgentReport]) -> list[AgentReport]:

@@ -21,6 +21,7 @@ from fog_gateway.node_link import (
     bearer_of,
 )
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
+from fog_gateway.scheduler_gate import SchedulerGate
 from fog_gateway.security import Principal
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import auth as auth_contract
@@ -31,7 +32,12 @@ LabelFilter = Annotated[list[str], Query(max_length=32, description="key=value; 
 
 
 def build_router(
-    calls: ServiceCalls, authz: Authorizer, relay: HeartbeatRelay, links: NodeLinks, heartbeat_interval_s: float
+    calls: ServiceCalls,
+    authz: Authorizer,
+    relay: HeartbeatRelay,
+    links: NodeLinks,
+    heartbeat_interval_s: float,
+    gate: SchedulerGate,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/nodes", tags=["nodes"], responses=GUARDED_ERRORS)
     Provider = Annotated[Principal, Depends(authz.allow(PEOPLE, roles=("provider",)))]
@@ -135,7 +141,7 @@ def build_router(
             return
         await links.attach(node.node_id, node.credential_id, websocket)
         try:
-            await NodeSession(websocket, node, relay, authz, calls, heartbeat_interval_s).serve()
+            await NodeSession(websocket, node, relay, authz, calls, heartbeat_interval_s, gate).serve()
         finally:
             links.detach(node.node_id, websocket)
 

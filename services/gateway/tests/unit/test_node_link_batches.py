@@ -9,7 +9,8 @@ from typing import Any, cast
 
 from faststream.nats import NatsBroker
 
-from fog_gateway.node_link import RETRY_MAX_S, RETRY_S, HeartbeatRelay, RetryDelays, batch_bodies, take_batch
+from fog_gateway.node_link import HeartbeatRelay, batch_bodies, take_batch
+from fog_gateway.scheduler_gate import RETRY_MAX_S, RETRY_S, RetryDelays
 from fog_shared.commands.registry import HEARTBEATS, MAX_BATCH_ITEMS, Heartbeat, HeartbeatBatch
 from fog_shared.commands.scheduler import MAX_REPORTS, REPORTS_OUTPUT_BUDGET, Finished, Started
 
