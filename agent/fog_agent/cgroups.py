@@ -35,6 +35,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 PREFIX = "fog-agent."
@@ -178,13 +180,7 @@ def _alive(name: str) -> bool:
         pid = int(name[len(PREFIX) :].split(".", 1)[0])
     except ValueError:
         return True  # not one of ours: leave it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(psutil.pid_exists(pid))
 
 
 def _remove_tree(root: Path) -> None:

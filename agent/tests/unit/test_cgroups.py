@@ -19,6 +19,7 @@ from fog_agent.cgroups import PREFIX, JobCgroups, own_cgroup
 from fog_agent.job_messages import Assignment
 from fog_agent.launcher import JobProgram, Launcher
 from fog_agent.sandbox import Sandbox, job_user_from_env
+from fog_shared.testing.processes import all_gone
 from fog_shared.testing.waiting import wait_until
 
 
@@ -55,20 +56,6 @@ async def contained(tmp_path: Path, job_cgroups: JobCgroups) -> AsyncIterator[Sa
 
 def job(*command: str, timeout_s: float = 5.0) -> Assignment:
     return Assignment("j-1", 1, command, {}, timeout_s)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def all_gone(pids: list[int]) -> None:
-    async def gone() -> bool:
-        return not any(alive(pid) for pid in pids)
-
-    await wait_until(gone, timeout=5, what=f"processes {pids} to be gone")
 
 
 def marked(marker: str) -> list[int]:

@@ -33,6 +33,7 @@ from fog_agent.sandbox import (
     refuse_unconfined,
     unreachable_ancestor,
 )
+from fog_shared.testing.processes import all_gone
 from fog_shared.testing.waiting import wait_until
 
 AS_ROOT = os.geteuid() == 0
@@ -53,20 +54,6 @@ def job(
     *command: str, timeout_s: float = 5.0, resources: Resources | None = None, output_limit_bytes: int = MIB
 ) -> Assignment:
     return Assignment("j-1", 1, command, {}, timeout_s, resources or Resources(), output_limit_bytes)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def all_gone(pids: list[int]) -> None:
-    async def gone() -> bool:
-        return not any(alive(pid) for pid in pids)
-
-    await wait_until(gone, timeout=5, what=f"processes {pids} to be gone")
 
 
 async def test_a_job_that_exits_0_succeeds_with_its_output_and_leaves_no_directory(sandbox: Sandbox) -> None:
