@@ -70,6 +70,10 @@ class Result:
     output: str = ""
     output_truncated: bool = False
     error: str | None = None
+    #: CPU time (user and system) of the job's first process and the descendants it waited for
+    cpu_s: float | None = None
+    #: the largest resident set of any one of those processes
+    max_rss_bytes: int | None = None
 
 
 def job_key(message: dict[str, Any]) -> JobKey:
@@ -145,6 +149,8 @@ def finished(key: JobKey, result: Result, *, max_bytes: int = MAX_MESSAGE_BYTES)
         "output_truncated": result.output_truncated,
         "error": result.error,
     }
+    if result.cpu_s is not None:  # measured: the job ran (said only then, as a gateway before them knows neither)
+        report.update(cpu_s=result.cpu_s, max_rss_bytes=result.max_rss_bytes)
     size = len(encode(report).encode())
     while size > max_bytes:
         output: str = report["output"]

@@ -68,21 +68,41 @@ class PreparedJob:
     channel: socket.socket  # the launcher it was prepared by: a new launcher knows nothing of it
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a job's first process used, with the descendants it waited for (``wait4``)."""
+
+    cpu_s: float
+    #: the largest resident set of any one of those processes
+    max_rss_bytes: int
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int  # as ``Popen.returncode``
+    usage: Usage | None = None  # none when the launcher died with the job
+
+
 class LaunchedJob:
     """A job's first process, as the launcher started it: its ``pid`` (and process group), its ``cgroup`` (when
     jobs get one: every process of the job, whatever its session), and its end."""
 
-    def __init__(self, pid: int, ended: asyncio.Future[int], cgroup: Path | None = None) -> None:
+    def __init__(self, pid: int, ended: asyncio.Future[Exit], cgroup: Path | None = None) -> None:
         self.pid = pid
         self.cgroup = cgroup
         self._ended = ended
 
     @property
     def returncode(self) -> int | None:
-        return self._ended.result() if self._ended.done() else None
+        return self._ended.result().code if self._ended.done() else None
+
+    @property
+    def usage(self) -> Usage | None:
+        """Once it has ended."""
+        return self._ended.result().usage if self._ended.done() else None
 
     async def wait(self) -> int:
-        return await asyncio.shield(self._ended)
+        return (await asyncio.shield(self._ended)).code
 
 
 class Launcher:
@@ -94,7 +114,7 @@ class Launcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._starting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._running: dict[int, asyncio.Future[int]] = {}
+        self._running: dict[int, asyncio.Future[Exit]] = {}
         #: told when the launcher killed its jobs for want of word from the agent, with how long that was (s)
         self.on_fenced: Callable[[float], None] = lambda silent_s: None
         self._lease_s: float | None = None
@@ -223,12 +243,13 @@ class Launcher:
             return
         if "exited" in message:
             pid, code = int(message["exited"]), int(message["code"])
+            usage = Usage(float(message["cpu_s"]), int(message["max_rss_bytes"])) if "cpu_s" in message else None
             ended = self._running.pop(pid, None)
             if ended is None:  # ended before its start was taken in: keep it for ``start``
                 assert self._loop is not None
                 ended = self._running[pid] = self._loop.create_future()
             if not ended.done():
-                ended.set_result(code)
+                ended.set_result(Exit(code, usage))
             return
         reply = self._starting.get(int(message["id"]))
         if reply is not None and not reply.done():
@@ -248,7 +269,7 @@ class Launcher:
                 reply.set_exception(LauncherError(why))
         for ended in self._running.values():
             if not ended.done():
-                ended.set_result(KILLED_WITH_LAUNCHER)
+                ended.set_result(Exit(KILLED_WITH_LAUNCHER))
         if self._running:
             log.warning("%s: %d running job(s) died with it", why, len(self._running))
         self._starting.clear()

@@ -23,9 +23,10 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   those it may also change besides its ``cwd`` (see ``confine``). A request larger than
   ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
   in-memory file that holds it.
-- launcher → agent: ``{"id", "pid", "cgroup"}`` once the job's program is executing, or ``{"id", "errno"}`` when it
-  could not start; later ``{"exited": pid, "code": c}`` (``code`` as ``Popen.returncode``: ``-N`` for a
-  signal).
+- launcher → agent: ``{"id", "pid", "cgroup"}`` once the job's program is executing, or ``{"id", "errno"}``
+  when it could not start; later ``{"exited": pid, "code": c, "cpu_s", "max_rss_bytes"}`` (``code`` as
+  ``Popen.returncode``: ``-N`` for a signal; the usage of the job's first process and of the descendants it
+  waited for, as ``wait4`` gives it).
 
 Preparing: a request with ``"prepare": true`` is handed to a spare at once and answered with nothing. The
 spare takes every step before the exec (its output, directory, session, user, parent-death signal) and
@@ -592,7 +593,7 @@ class Launcher:
                 break
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -606,7 +607,7 @@ class Launcher:
                 continue
             # A job's cgroup is the agent's to empty and remove: what the job left behind may still run there.
             del self.children[pid]
-            if not self._send({"exited": pid, "code": os.waitstatus_to_exitcode(status)}):
+            if not self._send({"exited": pid, "code": os.waitstatus_to_exitcode(status), **_usage_of(usage)}):
                 return False
         return True
 
@@ -631,6 +632,12 @@ class Launcher:
                 os.killpg(pid, signal.SIGKILL)
             if cgroup is not None:
                 _kill_cgroup(cgroup)
+
+
+def _usage_of(usage: resource.struct_rusage) -> dict[str, float | int]:
+    """What a job's process used, with every descendant it waited for: CPU time (user and system, s) and the
+    largest resident set of any one of them (bytes; Linux counts ``ru_maxrss`` in KiB)."""
+    return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "max_rss_bytes": usage.ru_maxrss * 1024}
 
 
 def _hand_over(spare: _Spare, data: bytes, fds: list[int], *, go: bool = False) -> bytes | None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -555,7 +556,11 @@ class SandboxedJob:
                 self._kill_all(process.pid)
             duration_s = time.monotonic() - began
             await asyncio.wait((output.closed,), timeout=OUTPUT_DRAIN_S)
-            return self._result(stopped_as, process.returncode, duration_s, output)
+            return dataclasses.replace(
+                self._result(stopped_as, process.returncode, duration_s, output),
+                cpu_s=None if process.usage is None else process.usage.cpu_s,
+                max_rss_bytes=None if process.usage is None else process.usage.max_rss_bytes,
+            )
         finally:
             output_transport.close()
 

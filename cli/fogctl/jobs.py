@@ -349,6 +349,8 @@ def job_rows(job: Job) -> dict[str, str]:
         "attempt": f"{job.attempt} of {spec.max_attempts}",
         "exit_code": _or_dash(job.exit_code),
         "duration": f"{job.duration_s:.1f} s" if job.duration_s is not None else "-",
+        "cpu_time": f"{job.cpu_s:.2f} s" if job.cpu_s is not None else "-",
+        "max_memory": human_bytes(job.max_rss_bytes) if job.max_rss_bytes is not None else "-",
         "error": job.error or "-",
         "submitted": when(job.submitted_at),
         "not_before": when(job.not_before),

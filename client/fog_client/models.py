@@ -214,6 +214,9 @@ class Job(_Reply):
     not_before: datetime | None = None
     exit_code: int | None = None
     duration_s: float | None = None
+    #: what the last attempt used: CPU time (s), and the largest resident set of one of its processes (bytes)
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
     error: str | None = None
     submitted_at: datetime
     started_at: datetime | None = None

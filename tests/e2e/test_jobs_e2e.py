@@ -86,6 +86,12 @@ async def test_fogctl_submit_wait_echo_hello(stack: RunningStack) -> None:
     code, listed = await fogctl("job", "list", "--json", env=config)
     newest = json.loads(listed)["items"][0]
     assert (newest["status"], newest["spec"]["command"]) == ("succeeded", ["echo", "hello"])
+    code, got = await fogctl("job", "get", newest["id"], env=config)
+    assert code == 0
+    assert "cpu_time" in got
+    assert "max_memory" in got
+    assert newest["cpu_s"] is not None  # measured by the agent that ran it
+    assert newest["max_rss_bytes"] > 0
 
 
 async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningStack) -> None:

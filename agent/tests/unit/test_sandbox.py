@@ -248,6 +248,19 @@ async def test_a_job_allocating_more_than_its_memory_fails(sandbox: Sandbox) -> 
     assert within.outcome == "succeeded", within.output
 
 
+async def test_a_job_says_how_much_cpu_time_and_memory_it_used(sandbox: Sandbox) -> None:
+    busy = await sandbox.job(job("dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=4000", timeout_s=60)).run()
+    big = await sandbox.job(job("dd", "if=/dev/zero", "of=/dev/null", "bs=48M", "count=1")).run()
+    idle = await sandbox.job(job("true")).run()
+    assert (busy.outcome, big.outcome, idle.outcome) == ("succeeded", "succeeded", "succeeded")
+    assert busy.cpu_s is not None
+    assert idle.cpu_s is not None
+    assert busy.cpu_s > idle.cpu_s  # copying 4 GB takes CPU time; `true` next to none
+    assert big.max_rss_bytes is not None
+    assert idle.max_rss_bytes is not None
+    assert big.max_rss_bytes >= 48 * MIB > idle.max_rss_bytes  # dd's one 48 MiB buffer was resident
+
+
 async def test_limits_on_files_core_dumps_and_cpu_time(sandbox: Sandbox) -> None:
     resources = Resources(cpu_cores=1.5)
     result = await sandbox.job(

@@ -483,7 +483,7 @@ async def _finished(
         return [JobFailed(job_id=str(job_id), node_id=node_id, reason=f"attempt {job['attempt']} failed",
                           node_fault=False, failed_at=now, owner_id=owner)]  # fmt: skip
     endings.append(store.Ending(job_id, report.outcome, report.exit_code, report.duration_s, report.output,
-                                report.output_truncated, report.error))  # fmt: skip
+                                report.output_truncated, report.error, report.cpu_s, report.max_rss_bytes))  # fmt: skip
     if report.outcome == "succeeded":
         return [JobCompleted(job_id=str(job_id), node_id=node_id, exit_code=report.exit_code or 0, completed_at=now,
                              owner_id=owner)]  # fmt: skip

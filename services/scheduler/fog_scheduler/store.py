@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 
 VIEW_COLUMNS = (
-    "id, owner_id, name, array_id, array_index, spec, status, attempt, node_id, exit_code, duration_s, error,"
-    " not_before, submitted_at, started_at, finished_at"
+    "id, owner_id, name, array_id, array_index, spec, status, attempt, node_id, exit_code, duration_s, cpu_s,"
+    " max_rss_bytes, error, not_before, submitted_at, started_at, finished_at"
 )
 PLACED = ("assigned", "running")
 
@@ -300,6 +300,8 @@ class Ending:
     output: str | None
     truncated: bool
     error: str | None
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
 
 
 async def finish(conn: asyncpg.Connection, endings: Sequence[Ending], *, now: datetime) -> None:
@@ -308,12 +310,13 @@ async def finish(conn: asyncpg.Connection, endings: Sequence[Ending], *, now: da
     await conn.execute(
         "UPDATE jobs SET status = r.status, exit_code = r.exit_code, duration_s = r.duration_s,"
         " output = coalesce(r.output, jobs.output), output_truncated = r.truncated, error = r.error,"
-        " finished_at = $8"
-        " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::bool[], $7::text[])"
-        " AS r(id, status, exit_code, duration_s, output, truncated, error) WHERE jobs.id = r.id",
+        " cpu_s = r.cpu_s, max_rss_bytes = r.max_rss_bytes, finished_at = $10"
+        " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::bool[], $7::text[],"
+        " $8::float8[], $9::int8[])"
+        " AS r(id, status, exit_code, duration_s, output, truncated, error, cpu_s, max_rss_bytes) WHERE jobs.id = r.id",
         [e.job_id for e in endings], [e.status for e in endings], [e.exit_code for e in endings],
         [e.duration_s for e in endings], [e.output for e in endings], [e.truncated for e in endings],
-        [e.error for e in endings], now,
+        [e.error for e in endings], [e.cpu_s for e in endings], [e.max_rss_bytes for e in endings], now,
     )  # fmt: skip
 
 

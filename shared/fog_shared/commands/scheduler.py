@@ -115,6 +115,9 @@ class JobView(Strict):
     node_id: str | None
     exit_code: int | None
     duration_s: float | None
+    #: what the last attempt used, as its agent measured it (none before it ends, nor from an older agent)
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
     error: str | None
     not_before: Timestamp | None
     submitted_at: Timestamp
@@ -249,6 +252,10 @@ class Started(Strict):
     attempt: int = Field(ge=1, le=100)
 
 
+#: the most CPU time a report may say an attempt used: ten days on 1,024 cores
+MAX_CPU_S = 10 * 86_400 * 1024
+
+
 class Finished(Strict):
     type: Literal["finished"] = "finished"
     job_id: str = Field(max_length=64)
@@ -259,6 +266,10 @@ class Finished(Strict):
     output: str = Field(default="", max_length=OUTPUT_LIMIT_BYTES)
     output_truncated: bool = False
     error: str | None = Field(default=None, max_length=4096)
+    #: CPU time (user and system) of the job's first process and the descendants it waited for
+    cpu_s: float | None = Field(default=None, ge=0, le=MAX_CPU_S)
+    #: the largest resident set of any one of those processes
+    max_rss_bytes: int | None = Field(default=None, ge=0, le=2**50)
 
     #: a job may print anything, NUL included, and its report must still be recorded
     _storable = field_validator("output", "error")(_storable_or_none)

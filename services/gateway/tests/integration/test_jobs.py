@@ -71,12 +71,12 @@ class FakeAgent:
         assert (ack["job_id"], ack["report"]) == (message["job_id"], message["type"])
 
     async def run(
-        self, assignment: dict[str, Any], outcome: str = "succeeded", exit_code: int = 0, output: str = ""
+        self, assignment: dict[str, Any], outcome: str = "succeeded", exit_code: int = 0, output: str = "", **usage: Any
     ) -> None:
         job, attempt = assignment["job_id"], assignment["attempt"]
         await self.report({"type": "started", "job_id": job, "attempt": attempt})
         await self.report({"type": "finished", "job_id": job, "attempt": attempt, "outcome": outcome,
-                           "exit_code": exit_code, "duration_s": 0.01, "output": output})  # fmt: skip
+                           "exit_code": exit_code, "duration_s": 0.01, "output": output, **usage})  # fmt: skip
 
 
 async def ready_node(stack: Stack, url: str, owner: dict[str, str], name: str, **caps: Any) -> FakeAgent:
@@ -117,9 +117,10 @@ async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     job = submitted.json()
     assignment = await agent.next_of("assignment")
     assert (assignment["job_id"], assignment["command"], assignment["attempt"]) == (job["id"], ["echo", "hello"], 1)
-    await agent.run(assignment, output="hello\n")
+    await agent.run(assignment, output="hello\n", cpu_s=0.25, max_rss_bytes=3 * 2**20)
     done = await job_status(stack, user, job["id"], "succeeded")
     assert (done["exit_code"], done["node_id"]) == (0, agent.node_id)
+    assert (done["cpu_s"], done["max_rss_bytes"]) == (0.25, 3 * 2**20)  # what the agent measured
     output = (await stack.http.get(f"/v1/jobs/{job['id']}/output", headers=user)).json()
     assert output == {"output": "hello\n", "truncated": False, "exit_code": 0, "length": 6, "ended": True, "attempt": 1}
     explained = (await stack.http.get(f"/v1/jobs/{job['id']}/explain", headers=user)).json()
