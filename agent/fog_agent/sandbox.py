@@ -19,16 +19,15 @@ Every attempt gets:
 - where the kernel has Landlock (Linux 5.13 on), a file system of its own (``Confinement``): it reads and
   runs what the system has installed, and changes its working directory alone. So it cannot read the
   agent's state (its credential) nor another job's directory, even as the same user; from Linux 6.12 on it
-  cannot signal the agent or other jobs either.
+  cannot signal the agent or other jobs either;
+- where the agent may make cgroups (``fog_agent.cgroups``), a cgroup of its own, which the launcher's spare
+  joins before it becomes the job: everything the job forks is in it, and dies with the job (``cgroup.kill``),
+  even a process that left the session and outlived its parent.
 
 A job may be *prepared* while its placement commits (``Sandbox.prepare_job``, on the scheduler's word that
 it is about to be assigned here): its working directory and output pipe are made, and a spare of the
 launcher takes every step before the exec. Its assignment then finds it ready (``SandboxedJob.run``);
 a withdrawal, or ``PREPARED_FOR_S`` without one, undoes it, and nothing has run.
-
-- where the agent may make cgroups (``fog_agent.cgroups``), a cgroup of its own, which the launcher's spare
-  joins before it becomes the job: everything the job forks is in it, and dies with the job (``cgroup.kill``),
-  even a process that left the session and outlived its parent.
 
 This is not a container. Without a cgroup, a process that leaves the session (``setsid``) and outlives its
 parent escapes the kill; without Landlock, a job reads whatever its user may read (when the agent is not root,
