@@ -296,7 +296,7 @@ class AgentConnection:
                 welcome.node_id,
                 welcome.heartbeat_interval_s,
             )
-            self._jobs.attach(_sender(ws))
+            self._jobs.attach(_sender(ws, welcome.features))
             try:
                 await self._serve(ws, welcome)
             finally:
@@ -418,8 +418,13 @@ class AgentConnection:
         return self._stopping.is_set()
 
 
-def _sender(ws: Socket) -> Send:
+def _sender(ws: Socket, features: frozenset[str]) -> Send:
+    """Reports to this connection's gateway, as much of them as it takes (``Welcome.features``)."""
+    unknown = () if protocol.USAGE in features else protocol.USAGE_FIELDS
+
     async def send(message: dict[str, Any]) -> None:
+        if unknown and message["type"] == "finished":
+            message = {field: value for field, value in message.items() if field not in unknown}
         await ws.send(protocol.encode(message))
 
     return send

@@ -31,6 +31,8 @@ REFUSING_HTTP_STATUSES = {
 GOODBYE: dict[str, Any] = {"type": "goodbye", "reason": "shutdown"}
 #: the largest message either side accepts (docs/jobs.md)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: the welcome's feature for a result's usage, and the fields it allows in a ``finished`` report
+USAGE, USAGE_FIELDS = "usage", ("cpu_s", "max_rss_bytes")
 
 
 class ProtocolViolation(Exception):
@@ -41,6 +43,9 @@ class ProtocolViolation(Exception):
 class Welcome:
     node_id: str
     heartbeat_interval_s: float
+    #: what this gateway takes beyond the first protocol (``USAGE``: a result's ``cpu_s`` and ``max_rss_bytes``);
+    #: a gateway refuses a message with a field it does not know, so an agent newer than its gateway leaves them out
+    features: frozenset[str] = frozenset()
 
 
 def connect_url(gateway_url: str) -> str:
@@ -83,4 +88,7 @@ def parse_welcome(message: dict[str, Any]) -> Welcome:
     # bool is an int to Python, not to JSON; zero, negative or infinite intervals cannot pace heartbeats
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < math.inf:
         raise ProtocolViolation(f"the welcome's heartbeat_interval_s is unusable: {interval!r}")
-    return Welcome(node_id, float(interval))
+    features = message.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(feature, str) for feature in features):
+        raise ProtocolViolation(f"the welcome's features are not a list of names: {features!r}"[:200])
+    return Welcome(node_id, float(interval), frozenset(features))

@@ -44,7 +44,9 @@ class Gateway:
 
     def __init__(self) -> None:
         self.url = ""
-        self.welcome: dict[str, Any] | None = {"type": "welcome", "node_id": NODE_ID, "heartbeat_interval_s": 0.05}
+        self.welcome: dict[str, Any] | None = {
+            "type": "welcome", "node_id": NODE_ID, "heartbeat_interval_s": 0.05, "features": ["usage"]
+        }  # fmt: skip
         self.before_welcome: list[str] = []  # raw frames sent ahead of the welcome
         self.refuse_with: int | None = None  # close right after accepting, with this code
         self.http_status: int | None = None  # refuse the handshake itself with this HTTP status
@@ -338,6 +340,16 @@ def test_an_unusable_heartbeat_interval_is_refused(interval: object) -> None:
         parse_welcome({"type": "welcome", "node_id": NODE_ID, "heartbeat_interval_s": interval})
 
 
+@pytest.mark.parametrize(("features", "taken"), [(None, frozenset()), (["usage"], frozenset({"usage"}))])
+def test_a_welcome_says_what_the_gateway_takes_beyond_the_first_protocol(
+    features: list[str] | None, taken: frozenset[str]
+) -> None:
+    welcome = {"type": "welcome", "node_id": NODE_ID, "heartbeat_interval_s": 5}
+    assert parse_welcome(welcome | ({} if features is None else {"features": features})).features == taken
+    with pytest.raises(ProtocolViolation, match="features"):
+        parse_welcome(welcome | {"features": "usage"})
+
+
 def _unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -387,6 +399,26 @@ async def test_an_assignment_runs_and_its_reports_are_sent_again_after_reconnect
     assert await finished(run) == EXIT_STOPPED
     assert gateway.reports(2) == []
     assert jobs.unacked_reports == []
+
+
+async def test_a_gateway_that_does_not_take_a_results_usage_gets_the_result_without_it(
+    gateway: Gateway, jobs: JobRunner
+) -> None:
+    """A gateway refuses a message with a field it does not know, and a refused result would be sent again forever:
+    an agent newer than its gateway sends what its welcome says it takes."""
+    gateway.auto_ack = True
+    assert gateway.welcome is not None
+    gateway.welcome = {k: v for k, v in gateway.welcome.items() if k != "features"}  # a gateway from before usage
+    agent = new_agent(gateway.url, jobs=jobs)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat")
+    await gateway.sockets[0].send(assignment("j1", "echo", "hello"))
+    await until(lambda: ("finished", "j1") in gateway.reports(0), "the result")
+    report = gateway.finished(0, "j1")
+    assert (report["outcome"], report["output"]) == ("succeeded", "hello\n")
+    assert not {"cpu_s", "max_rss_bytes"} & set(report)
+    agent.stop()
+    assert await finished(run) == EXIT_STOPPED
 
 
 async def test_heartbeats_count_the_running_jobs_and_a_cancel_kills_one(gateway: Gateway, jobs: JobRunner) -> None:

@@ -46,6 +46,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 #: another connection of the same node took over (the agent reconnected)
 CLOSE_REPLACED = 4409
+#: what this gateway takes from agents beyond the first protocol: ``usage``, a result's ``cpu_s`` and ``max_rss_bytes``
+AGENT_FEATURES = ["usage"]
 AgentReport = scheduler.Started | scheduler.Finished | scheduler.OutputSoFar
 REPORT: TypeAdapter[AgentReport] = TypeAdapter(scheduler.Report)
 
@@ -196,7 +198,10 @@ class NodeSession:
         self.node_id: str = node.node_id
 
     async def serve(self) -> None:
-        welcome = {"type": "welcome", "node_id": self.node_id, "heartbeat_interval_s": self.interval_s}
+        welcome = {
+            "type": "welcome", "node_id": self.node_id, "heartbeat_interval_s": self.interval_s,
+            "features": AGENT_FEATURES,  # what this gateway takes beyond the first protocol: agents send no more
+        }  # fmt: skip
         await self.websocket.send_json(welcome)
         # In the background too: heartbeats must flow even while the scheduler is slow to answer.
         catching_up = asyncio.create_task(self._catch_up())

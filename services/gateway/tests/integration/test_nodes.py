@@ -90,7 +90,9 @@ async def test_a_node_joins_goes_ready_then_suspect_then_down_with_one_event_eac
     assert registered["node"]["status"] == "down", "not ready before its first heartbeat"
     async with await agent(gateway_url, credential) as ws:
         welcome = json.loads(await ws.recv())
-        assert welcome == {"type": "welcome", "node_id": node_id, "heartbeat_interval_s": HEARTBEAT_INTERVAL_S}
+        assert welcome == {
+            "type": "welcome", "node_id": node_id, "heartbeat_interval_s": HEARTBEAT_INTERVAL_S, "features": ["usage"]
+        }  # fmt: skip
         await ws.send(heartbeat(node_id, 1))
         await until_status(stack, owner, node_id, "ready", timeout=HEARTBEAT_INTERVAL_S * 3)
     # The agent is gone without a goodbye (as after kill -9): suspect, then down.
