@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fog_agent import sandbox as sandbox_module
 from fog_agent.job_messages import MIB, Assignment, Resources
 from fog_agent.launcher_process import landlock_abi
 from fog_agent.sandbox import (
@@ -33,6 +32,8 @@ from fog_agent.sandbox import (
     refuse_unconfined,
     unreachable_ancestor,
 )
+from fog_agent.sandbox import policy as policy_module
+from fog_agent.sandbox import workdirs as workdirs_module
 from fog_shared.testing.processes import all_gone
 from fog_shared.testing.waiting import wait_until
 
@@ -82,13 +83,13 @@ async def test_a_result_does_not_wait_for_its_directory_to_be_removed(
 ) -> None:
     # Removal runs in a thread, after the result: a slow file system holds up neither the result nor the agent.
     release = threading.Event()
-    remove_all = sandbox_module._remove_all
+    remove_all = workdirs_module._remove_all
 
     def slow_remove_all(workdirs: list[Path], cgroup_dirs: Sequence[Path]) -> None:
         release.wait(timeout=30)
         remove_all(workdirs, cgroup_dirs)
 
-    monkeypatch.setattr(sandbox_module, "_remove_all", slow_remove_all)
+    monkeypatch.setattr(workdirs_module, "_remove_all", slow_remove_all)
     try:
         result = await asyncio.wait_for(sandbox.job(job("sh", "-c", "echo x > left")).run(), timeout=10)
         assert result.outcome == "succeeded", result
@@ -524,8 +525,8 @@ def test_a_policy_names_each_path_once_as_it_really_is_and_gpu_devices_only_for_
     devices.mkdir()
     for name in ("nvidiactl", "nvidia0", "nvidia1", "nvidia2"):
         (devices / name).touch()
-    monkeypatch.setattr(sandbox_module, "NVIDIA_CONTROL_DEVICES", (str(devices / "nvidiactl"), "/dev/nvidia-none"))
-    monkeypatch.setattr(sandbox_module, "NVIDIA_GPU_DEVICE", str(devices / "nvidia{}"))
+    monkeypatch.setattr(policy_module, "NVIDIA_CONTROL_DEVICES", (str(devices / "nvidiactl"), "/dev/nvidia-none"))
+    monkeypatch.setattr(policy_module, "NVIDIA_GPU_DEVICE", str(devices / "nvidia{}"))
     assert confinement.policy([])["write"] == ["/dev/null"]
     assert confinement.policy([0, 2])["write"] == [
         "/dev/null", str(devices / "nvidiactl"), str(devices / "nvidia0"), str(devices / "nvidia2")
