@@ -91,11 +91,12 @@ async def test_a_timeout_kills_what_left_the_jobs_session(contained: Sandbox) ->
 
 @needs_cgroups
 async def test_a_cancel_kills_what_left_the_jobs_session(contained: Sandbox) -> None:
-    sandboxed = contained.job(job("sh", "-c", ESCAPE.format("100") + "; exec sleep 100", timeout_s=60))
+    marker = f"100.{uuid.uuid4().int % 10**6:06d}"  # this test's processes alone
+    sandboxed = contained.job(job("sh", "-c", ESCAPE.format(marker) + f"; exec sleep {marker}", timeout_s=60))
     running = asyncio.create_task(sandboxed.run())
 
     async def escaped() -> list[int]:
-        return marked("sleep 100") if sandboxed.pid is not None and len(marked("sleep 100")) >= 2 else []
+        return marked(marker) if sandboxed.pid is not None and len(marked(marker)) >= 2 else []
 
     pids = await wait_until(escaped, timeout=5, what="the job and the process that left its session")
     sandboxed.cancel()
