@@ -36,12 +36,13 @@ lets the spare exit without running anything. The agent prepares a job while its
 (docs/jobs.md, "Preparing a job while its placement commits"). A spare that dies as it waits is replaced
 at the go, from the request the launcher kept.
 
-Each job is the leader of a new session (one ``killpg`` reaches its tree) and its first process dies with
-the launcher (``PR_SET_PDEATHSIG``). Run with a second argument, the agent's cgroup directory
-(``fog_agent.cgroups``), each spare makes a cgroup below it and moves into it while it waits; its job runs
-there, and ``cgroup`` in the answer names it (else ``null``). The agent kills and removes a job's cgroup once
-the job has ended; the launcher removes those of spares that end without a job. When the agent closes the
-socket, or dies (the kernel closes it then), the launcher kills every job's process group and cgroup, and exits.
+Each job is the leader of a new session (one ``killpg`` reaches its tree), has ``no_new_privs`` (a set-user-id
+program gains nothing), and its first process dies with the launcher (``PR_SET_PDEATHSIG``). Run with a second
+argument, the agent's cgroup directory (``fog_agent.cgroups``), each spare makes a cgroup below it and moves
+into it while it waits; its job runs there, and ``cgroup`` in the answer names it (else ``null``). The agent
+kills and removes a job's cgroup once the job has ended; the launcher removes those of spares that end without a
+job. When the agent closes the socket, or dies (the kernel closes it then), the launcher kills every job's
+process group and cgroup, and exits.
 
 The lease: ``{"lease_s": S}`` (no answer) asks the launcher to kill every job's process group (and cgroup) once
 it has heard nothing from the agent, no message of any kind, for ``S`` seconds. It then says ``{"fenced": silent_s}``
@@ -317,6 +318,10 @@ def _child(
             os.setgroups([])
             os.setgid(request["gid"])
             os.setuid(request["uid"])
+        # Confined or not, a set-user-id program the job runs gains nothing: it stays the job's user, whose
+        # processes are the job's (and are killed as such once the job ended).
+        if _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         # After the change of user, which clears it.
         _die_with_parent(launcher)
         if request.get(PREPARE) and not requests.recv(1):

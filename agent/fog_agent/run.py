@@ -19,7 +19,7 @@ from fog_agent.sandbox import (
     Sandbox,
     SandboxError,
     confinement_from_env,
-    job_user_from_env,
+    job_users_from_env,
     keep_workdirs_from_env,
     refuse_unconfined,
 )
@@ -84,11 +84,11 @@ def run(
 
 def _job_runner(work_root: Path) -> JobRunner:
     try:
-        user, confinement = job_user_from_env(), confinement_from_env()
-        refuse_unconfined(user, confinement)
+        users, confinement = job_users_from_env(), confinement_from_env()
+        refuse_unconfined(users, confinement)
         sandbox = Sandbox(
             work_root,
-            user=user,
+            users=users,
             confinement=confinement,
             keep_workdirs=keep_workdirs_from_env(),
             cgroups=JobCgroups.found(),
@@ -100,7 +100,7 @@ def _job_runner(work_root: Path) -> JobRunner:
         raise typer.Exit(fail(f"cannot prepare the work directory {work_root}: {exc.strerror or exc}")) from None
     # Measured now, not at join: what this process may use today is what its jobs share.
     capacity = Capacity(cpu_cores=cpu_cores(), gpus=len(detect_gpus()))
-    runs_as = sandbox.user.name if sandbox.user is not None else "the agent's own user"
+    runs_as = sandbox.users.describe() if sandbox.users is not None else "the agent's own user"
     log.info("jobs share %g core(s) and %d GPU(s) and run as %s", capacity.cpu_cores, capacity.gpus, runs_as)
     if sandbox.confinement is not None:
         log.info("jobs are confined by Landlock (ABI %d): they change their directory alone", sandbox.confinement.abi)

@@ -14,8 +14,10 @@ Every attempt gets:
 - a session of its own, so that one ``killpg`` reaches its whole process tree: on a timeout or a cancel
   (SIGTERM, then SIGKILL after a grace), and as soon as its first process exits (whatever that left
   running in the background dies with it: a job does not outlive itself);
-- when the agent runs as root, an unprivileged user (``nobody`` or ``$FOG_AGENT_JOB_USER``) with no
-  supplementary groups, which owns the working directory;
+- when the agent runs as root, an unprivileged uid of its own (``fog_agent.sandbox.users``; or one named user
+  for all jobs, ``$FOG_AGENT_JOB_USER``) with no supplementary groups, which owns the working directory;
+  what still runs as that uid once the job ended is killed before the uid is used again;
+- no new privileges (``PR_SET_NO_NEW_PRIVS``): a set-user-id program it runs gains nothing;
 - where the kernel has Landlock (Linux 5.13 on), a file system of its own (``Confinement``): it reads and
   runs what the system has installed, and changes its working directory alone. So it cannot read the
   agent's state (its credential) nor another job's directory, even as the same user; from Linux 6.12 on it
@@ -29,10 +31,10 @@ it is about to be assigned here): its working directory and output pipe are made
 launcher takes every step before the exec. Its assignment then finds it ready (``SandboxedJob.run``);
 a withdrawal, or ``PREPARED_FOR_S`` without one, undoes it, and nothing has run.
 
-This is not a container. Without a cgroup, a process that leaves the session (``setsid``) and outlives its
-parent escapes the kill; without Landlock, a job reads whatever its user may read (when the agent is not root,
-that includes the agent's state file); the jobs of a node share one user; memory is limited per process
-(address space), not per job.
+This is not a container. When the agent is not root, jobs run as its own user: without a cgroup, a process
+that leaves the session (``setsid``) and outlives its parent escapes the kill, and without Landlock a job reads
+whatever that user may read (the agent's state file included). Memory is limited per process (address space),
+not per job.
 """
 
 from __future__ import annotations
@@ -57,17 +59,23 @@ from fog_agent.sandbox.policy import (
     PATH,
     PREPARED_FOR_S,
     Confinement,
-    JobUser,
-    SandboxError,
     confinement_from_env,
     job_environment,
-    job_user_from_env,
     keep_workdirs_from_env,
     refuse_unconfined,
     rlimits_for,
     unreachable_ancestor,
 )
-from fog_agent.sandbox.workdirs import WorkdirRemover
+from fog_agent.sandbox.users import (
+    JobUidRange,
+    JobUser,
+    JobUsers,
+    NoJobUser,
+    SandboxError,
+    SharedJobUser,
+    job_users_from_env,
+)
+from fog_agent.sandbox.workdirs import Workdir, WorkdirRemover
 
 __all__ = [
     "JOB_READ_PATHS",
@@ -75,14 +83,19 @@ __all__ = [
     "MAX_OPEN_FILES",
     "PATH",
     "Confinement",
+    "JobUidRange",
     "JobUser",
+    "JobUsers",
+    "NoJobUser",
     "Sandbox",
     "SandboxError",
     "SandboxedJob",
+    "SharedJobUser",
+    "Workdir",
     "WorkdirRemover",
     "confinement_from_env",
     "job_environment",
-    "job_user_from_env",
+    "job_users_from_env",
     "keep_workdirs_from_env",
     "refuse_unconfined",
     "rlimits_for",
@@ -101,20 +114,20 @@ class Sandbox:
         self,
         work_root: Path,
         *,
-        user: JobUser | None,
+        users: JobUsers | None,
         confinement: Confinement | None = None,
         keep_workdirs: bool = False,
         kill_grace_s: float = KILL_GRACE_S,
         cgroups: JobCgroups | None = None,
     ) -> None:
         self.work_root = work_root.absolute()
-        self.user = user
+        self.users = users
         self.confinement = confinement
         self.cgroups = cgroups
         self.keep_workdirs = keep_workdirs
         self.kill_grace_s = kill_grace_s
         self.launcher = Launcher(None if cgroups is None else cgroups.root)
-        self.removals = WorkdirRemover()
+        self.removals = WorkdirRemover(users)
         self.prepared_for_s = PREPARED_FOR_S
         self._prepared: dict[JobKey, asyncio.Task[_Prepared | None]] = {}
         self._undoing: set[asyncio.Task[None]] = set()
@@ -122,17 +135,17 @@ class Sandbox:
     def prepare(self) -> None:
         """Create the work root. A job user may pass through it to its own directory, but not list it."""
         self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.work_root.chmod(0o711 if self.user is not None else 0o700)
-        if self.user is None:
+        self.work_root.chmod(0o711 if self.users is not None else 0o700)
+        if self.users is None:
             return
-        blocked = unreachable_ancestor(self.work_root, self.user)
+        blocked = unreachable_ancestor(self.work_root, self.users.sample)
         if blocked is not None:
             # Jobs still start in their directory (the agent enters it before dropping privileges), but every
             # absolute path into it, $HOME included, fails for them.
             log.warning(
                 "%s cannot pass through %s: jobs cannot reach their HOME by its path; "
                 "choose a work directory they can reach (--work-dir)",
-                self.user.name,
+                self.users.sample.name,
                 blocked,
             )
 
@@ -179,7 +192,7 @@ class Sandbox:
     async def _prepare(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
         try:
             workdir = self.make_workdir(assignment)
-        except OSError:
+        except (OSError, NoJobUser):
             log.warning("job %s attempt %d: not prepared, no working directory", *assignment.key, exc_info=True)
             return None
         pipe = None
@@ -201,20 +214,32 @@ class Sandbox:
         log.info("job %s attempt %d: prepared, never assigned; undone", *key)
         self.withdraw_job(key)
 
-    def make_workdir(self, assignment: Assignment) -> Path:
-        # The job id comes from the network: only safe characters reach the file system, and never a bare "..".
-        prefix = f"{_UNSAFE_IN_NAME.sub('_', assignment.job_id)[:64]}.{assignment.attempt}."
-        workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
-        if self.user is not None:
-            os.chown(workdir, self.user.uid, self.user.gid)
+    def make_workdir(self, assignment: Assignment) -> Workdir:
+        """The attempt's working directory, owned by the user it takes (given back with the directory's removal)."""
+        user = None if self.users is None else self.users.take()
+        try:
+            # The job id comes from the network: only safe characters reach the file system, never a bare "..".
+            prefix = f"{_UNSAFE_IN_NAME.sub('_', assignment.job_id)[:64]}.{assignment.attempt}."
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
+        except BaseException:
+            if self.users is not None and user is not None:
+                self.users.give_back(user)
+            raise
+        workdir = Workdir(path, user)
+        if user is not None:
+            try:
+                os.chown(path, user.uid, user.gid)
+            except BaseException:
+                self.removals.remove(workdir)
+                raise
         return workdir
 
-    def program(self, assignment: Assignment, workdir: Path, gpu_ids: Sequence[int] | None) -> JobProgram:
-        user = self.user
+    def program(self, assignment: Assignment, workdir: Workdir, gpu_ids: Sequence[int] | None) -> JobProgram:
+        user = workdir.user
         return JobProgram(
             argv=assignment.command,
-            env=job_environment(assignment, workdir, gpu_ids),
-            cwd=workdir,
+            env=job_environment(assignment, workdir.path, gpu_ids),
+            cwd=workdir.path,
             rlimits=rlimits_for(assignment, dedicated_user=user is not None),
             # None leaves the agent's own: only root can change them
             uid=None if user is None else user.uid,

@@ -20,7 +20,8 @@ from fog_agent import cgroups
 from fog_agent.job_messages import Assignment, Outcome, Result
 from fog_agent.launcher import LaunchedJob, Launcher, NotPrepared, PreparedJob
 from fog_agent.protocol import MAX_MESSAGE_BYTES
-from fog_agent.sandbox.workdirs import WorkdirRemover
+from fog_agent.sandbox.users import NoJobUser
+from fog_agent.sandbox.workdirs import Workdir, WorkdirRemover
 
 if TYPE_CHECKING:
     from fog_agent.sandbox import Sandbox
@@ -41,7 +42,7 @@ class _Prepared:
         self,
         assignment: Assignment,
         gpu_ids: tuple[int, ...] | None,
-        workdir: Path,
+        workdir: Workdir,
         pipe: _Pipe,
         job: PreparedJob,
         expiry: asyncio.TimerHandle,
@@ -106,12 +107,14 @@ class SandboxedJob:
                 workdir = self._sandbox.make_workdir(self.assignment)
             except OSError as exc:
                 return Result("failed", None, 0.0, error=f"cannot create a working directory: {_describe(exc)}")
+            except NoJobUser as exc:
+                return Result("failed", None, 0.0, error=str(exc))
         try:
             return await self._run_in(workdir, on_started, prepared)
         finally:
             self._remove(workdir)
 
-    async def _run_in(self, workdir: Path, on_started: Callable[[], None], prepared: _Prepared | None) -> Result:
+    async def _run_in(self, workdir: Workdir, on_started: Callable[[], None], prepared: _Prepared | None) -> Result:
         if self._stop.is_set():  # cancelled before it could start
             if prepared is not None:
                 await prepared.release(self._sandbox.launcher)  # its directory goes with the attempt's, below
@@ -145,7 +148,7 @@ class SandboxedJob:
         finally:
             output_transport.close()
 
-    async def _spawn(self, workdir: Path, write_end: int, prepared: _Prepared | None) -> LaunchedJob:
+    async def _spawn(self, workdir: Workdir, write_end: int, prepared: _Prepared | None) -> LaunchedJob:
         launcher = self._sandbox.launcher
         if prepared is not None:
             with contextlib.suppress(NotPrepared):  # the launcher was started anew since: ask it the usual way
@@ -195,9 +198,9 @@ class SandboxedJob:
             return Result("succeeded", 0, duration_s, text, truncated)
         return Result("failed", code, duration_s, text, truncated, _death(code))
 
-    def _remove(self, workdir: Path) -> None:
-        if self._sandbox.keep_workdirs:
-            log.info("keeping the working directory of job %s: %s", self.assignment.job_id, workdir)
+    def _remove(self, workdir: Workdir) -> None:
+        if self._sandbox.keep_workdirs:  # and its uid, never given to another job while this agent runs
+            log.info("keeping the working directory of job %s: %s", self.assignment.job_id, workdir.path)
             self._sandbox.removals.remove(None, self._cgroup)
             return
         self._sandbox.removals.remove(workdir, self._cgroup)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import pwd
 import resource
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,15 +14,16 @@ from typing import Any
 
 from fog_agent.job_messages import MIB, Assignment
 from fog_agent.launcher_process import landlock_abi
+from fog_agent.sandbox.users import JobUser, JobUsers, SandboxError
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
-DEFAULT_JOB_USER = "nobody"
 #: the least address space a job gets, whatever it asked for: with less, a shell or Python cannot even start
 MIN_ADDRESS_SPACE = 64 * MIB
 MAX_OPEN_FILES = 1024
-#: RLIMIT_NPROC counts every process (thread, even) of the *user*, not of the job. With a dedicated job user it
-#: caps the node's jobs together, which is what stops a fork bomb. Jobs that run as the agent's own user (the
-#: agent is not root) get none: the user's other processes would count against it, and fail the job at random.
+#: RLIMIT_NPROC counts every process (thread, even) of the *user*, not of the job. With a uid of the job's own it
+#: caps that job, which is what stops a fork bomb; with one named user for all jobs, the node's jobs together.
+#: Jobs that run as the agent's own user (the agent is not root) get none: the user's other processes would count
+#: against it, and fail the job at random.
 MAX_PROCESSES = 256
 #: RLIMIT_CPU is a backstop for when the agent is no longer there to enforce the timeout (it crashed). It allows
 #: what the job's cores can burn in its timeout and a little more, so that the wall-clock timeout comes first.
@@ -53,35 +53,8 @@ NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-
 NVIDIA_GPU_DEVICE = "/dev/nvidia{}"
 
 
-class SandboxError(Exception):
-    """The sandbox cannot be set up as configured (the agent cannot run jobs safely)."""
-
-
-@dataclass(frozen=True)
-class JobUser:
-    """Who jobs run as when the agent is root."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-def job_user_from_env(environ: Mapping[str, str] = os.environ, *, euid: int | None = None) -> JobUser | None:
-    """The user jobs run as, or ``None`` when the agent is not root (jobs then run as the agent's user)."""
-    if (os.geteuid() if euid is None else euid) != 0:
-        return None
-    name = environ.get("FOG_AGENT_JOB_USER") or DEFAULT_JOB_USER
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise SandboxError(f"the job user {name!r} does not exist; create it or set FOG_AGENT_JOB_USER") from None
-    if entry.pw_uid == 0:
-        raise SandboxError(f"the job user {name!r} is root: jobs never run as root")
-    return JobUser(name, entry.pw_uid, entry.pw_gid)
-
-
 def refuse_unconfined(
-    user: JobUser | None, confinement: Confinement | None, environ: Mapping[str, str] = os.environ
+    users: JobUsers | None, confinement: Confinement | None, environ: Mapping[str, str] = os.environ
 ) -> None:
     """Raise unless jobs are kept from the agent's files, or the owner allows them not to be.
 
@@ -90,12 +63,12 @@ def refuse_unconfined(
     jobs placed on it (their environments, their data) and report made-up results. So that takes
     ``FOG_AGENT_ALLOW_UNCONFINED_JOBS=yes``: a machine whose only jobs are its owner's (``fogctl dev up``).
     """
-    if user is None and confinement is None and not _yes(environ.get("FOG_AGENT_ALLOW_UNCONFINED_JOBS", "")):
+    if users is None and confinement is None and not _yes(environ.get("FOG_AGENT_ALLOW_UNCONFINED_JOBS", "")):
         raise SandboxError(
             "jobs would run as this user with nothing to keep them from the node's credential (no Landlock: a "
             "kernel before 5.13, without it in lsm=, or FOG_AGENT_LANDLOCK=off); run the agent as root (jobs then "
-            "run as nobody) or with Landlock, or set FOG_AGENT_ALLOW_UNCONFINED_JOBS=yes if only your own jobs "
-            "run here"
+            "run as uids of their own) or with Landlock, or set FOG_AGENT_ALLOW_UNCONFINED_JOBS=yes if only your "
+            "own jobs run here"
         )
 
 

@@ -18,7 +18,7 @@ from fog_agent import cgroups
 from fog_agent.cgroups import PREFIX, JobCgroups, own_cgroup
 from fog_agent.job_messages import Assignment
 from fog_agent.launcher import JobProgram, Launcher
-from fog_agent.sandbox import Sandbox, job_user_from_env
+from fog_agent.sandbox import Sandbox, job_users_from_env
 from fog_shared.testing.processes import all_gone
 from fog_shared.testing.waiting import wait_until
 
@@ -47,7 +47,7 @@ def job_cgroups() -> Iterator[JobCgroups]:
 
 @pytest.fixture
 async def contained(tmp_path: Path, job_cgroups: JobCgroups) -> AsyncIterator[Sandbox]:
-    box = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5, cgroups=job_cgroups)
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5, cgroups=job_cgroups)
     box.prepare()
     yield box
     await box.close()
@@ -119,7 +119,7 @@ async def test_a_prepared_job_runs_in_its_cgroup(contained: Sandbox) -> None:
 
 @needs_cgroups
 async def test_an_agent_leaving_takes_its_cgroups_with_it(tmp_path: Path, job_cgroups: JobCgroups) -> None:
-    box = Sandbox(tmp_path / "work", user=job_user_from_env(), cgroups=job_cgroups)
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), cgroups=job_cgroups)
     box.prepare()
     await box.job(job("true")).run()
     await box.close()

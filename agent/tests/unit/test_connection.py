@@ -28,7 +28,7 @@ from websockets.http11 import Request, Response
 from fog_agent.connection import EXIT_REFUSED, EXIT_STOPPED, FENCE_FLOOR_S, AgentConnection
 from fog_agent.jobs import Capacity, JobRunner
 from fog_agent.protocol import ProtocolViolation, connect_url, parse_welcome
-from fog_agent.sandbox import Sandbox, job_user_from_env
+from fog_agent.sandbox import Sandbox, job_users_from_env
 from fog_agent.state import NodeState
 from fog_client import NodeUsage
 from fog_shared.testing.waiting import wait_until
@@ -125,13 +125,13 @@ class NoJitter(random.Random):
 
 def new_agent(url: str, rng: random.Random | None = None, jobs: JobRunner | None = None) -> AgentConnection:
     # Without a runner of its own, the agent gets one that never starts a job (they would fail to).
-    jobs = jobs or JobRunner(Sandbox(Path("/nonexistent/fog-agent-work"), user=None), Capacity(cpu_cores=1))
+    jobs = jobs or JobRunner(Sandbox(Path("/nonexistent/fog-agent-work"), users=None), Capacity(cpu_cores=1))
     return AgentConnection(url, NODE_ID, CREDENTIAL, usage=lambda: USAGE, jobs=jobs, rng=rng or NoJitter())
 
 
 @pytest.fixture
 async def jobs(tmp_path: Path) -> AsyncIterator[JobRunner]:
-    sandbox = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
+    sandbox = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5)
     sandbox.prepare()
     runner = JobRunner(sandbox, Capacity(cpu_cores=2))
     yield runner

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fog_agent.jobs import MAX_PREPARED, Capacity, JobRunner
-from fog_agent.sandbox import Sandbox, job_user_from_env
+from fog_agent.sandbox import Sandbox, job_users_from_env
 from fog_shared.testing.waiting import wait_until
 
 SLEEP = ("sleep", "100")
@@ -71,7 +71,7 @@ NewRunner = Callable[[Capacity], JobRunner]
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Sandbox:
-    sandbox = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
+    sandbox = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5)
     sandbox.prepare()
     return sandbox
 

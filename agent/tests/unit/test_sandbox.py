@@ -9,8 +9,9 @@ import pwd
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -23,17 +24,20 @@ from fog_agent.sandbox import (
     MAX_OPEN_FILES,
     PATH,
     Confinement,
+    JobUidRange,
     JobUser,
     Sandbox,
     SandboxError,
+    SharedJobUser,
     confinement_from_env,
-    job_user_from_env,
+    job_users_from_env,
     keep_workdirs_from_env,
     refuse_unconfined,
     unreachable_ancestor,
 )
 from fog_agent.sandbox import policy as policy_module
 from fog_agent.sandbox import workdirs as workdirs_module
+from fog_agent.sandbox.users import DEFAULT_JOB_UIDS
 from fog_shared.testing.processes import all_gone
 from fog_shared.testing.waiting import wait_until
 
@@ -44,7 +48,7 @@ needs_landlock = pytest.mark.skipif(LANDLOCK_ABI == 0, reason="this kernel has n
 
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    box = Sandbox(tmp_path / "work", user=job_user_from_env(), kill_grace_s=0.5)
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5)
     box.prepare()
     yield box
     await box.close()
@@ -85,9 +89,9 @@ async def test_a_result_does_not_wait_for_its_directory_to_be_removed(
     release = threading.Event()
     remove_all = workdirs_module._remove_all
 
-    def slow_remove_all(workdirs: list[Path], cgroup_dirs: Sequence[Path]) -> None:
+    def slow_remove_all(*batch: Any) -> None:
         release.wait(timeout=30)
-        remove_all(workdirs, cgroup_dirs)
+        remove_all(*batch)
 
     monkeypatch.setattr(workdirs_module, "_remove_all", slow_remove_all)
     try:
@@ -227,17 +231,33 @@ async def test_the_job_id_cannot_lead_the_working_directory_elsewhere(sandbox: S
     assert workdir.name.startswith(".._.._etc.1.")
 
 
+def in_job_uids(uid: int) -> bool:
+    return DEFAULT_JOB_UIDS[0] <= uid <= DEFAULT_JOB_UIDS[1]
+
+
 @pytest.mark.skipif(not AS_ROOT, reason="only root can run jobs as another user")
-async def test_as_root_jobs_run_as_nobody_in_a_directory_they_own(sandbox: Sandbox) -> None:
-    nobody = pwd.getpwnam("nobody")
-    script = "id -u; id -G; echo written > file; cat file; stat -c %u ."
+async def test_as_root_a_job_runs_as_a_uid_of_its_own_in_a_directory_it_owns(sandbox: Sandbox) -> None:
+    script = "id -u; id -g; id -G; echo written > file; cat file; stat -c %u ."
     result = await sandbox.job(job("sh", "-c", script)).run()
     assert result.outcome == "succeeded", result.output
-    uid, groups, written, owner = result.output.splitlines()
-    assert int(uid) == nobody.pw_uid != 0
-    assert groups.split() == [str(nobody.pw_gid)]  # none of root's groups
+    uid, gid, groups, written, owner = result.output.splitlines()
+    assert in_job_uids(int(uid))
+    assert gid == groups == uid  # its own group, and none of root's
     assert written == "written"
-    assert int(owner) == nobody.pw_uid
+    assert owner == uid
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="only root can run jobs as another user")
+async def test_as_root_jobs_run_as_one_named_user_when_told(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    box = Sandbox(tmp_path / "work", users=job_users_from_env({"FOG_AGENT_JOB_USER": "nobody"}))
+    box.prepare()
+    try:
+        result = await box.job(job("sh", "-c", "id -u; id -G; stat -c %u .")).run()
+    finally:
+        await box.close()
+    assert result.outcome == "succeeded", result.output
+    assert result.output.split() == [str(nobody.pw_uid), str(nobody.pw_gid), str(nobody.pw_uid)]
 
 
 async def test_a_job_allocating_more_than_its_memory_fails(sandbox: Sandbox) -> None:
@@ -273,7 +293,7 @@ async def test_limits_on_files_core_dumps_and_cpu_time(sandbox: Sandbox) -> None
 
 
 async def test_a_kept_working_directory_stays(tmp_path: Path) -> None:
-    box = Sandbox(tmp_path / "work", user=job_user_from_env(), keep_workdirs=True)
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), keep_workdirs=True)
     box.prepare()
     result = await box.job(job("sh", "-c", "echo kept > file")).run()
     assert result.outcome == "succeeded"
@@ -293,12 +313,13 @@ async def test_cancelled_before_it_started_never_runs(sandbox: Sandbox) -> None:
     [
         (None, None, None, True),  # the agent's own user, nothing between its jobs and its credential
         (None, None, "yes", False),  # its owner said only their jobs run there
-        (JobUser("nobody", 65534, 65534), None, None, False),  # another user: the file's mode keeps jobs out
+        (SharedJobUser(JobUser("nobody", 65534, 65534)), None, None, False),  # another user: the file's mode
+        (JobUidRange(*DEFAULT_JOB_UIDS), None, None, False),  # keeps jobs out
         (None, Confinement(1), None, False),  # Landlock keeps them out
     ],
 )
 def test_jobs_that_could_read_the_agents_credential_are_refused_unless_allowed(
-    user: JobUser | None, confinement: Confinement | None, allowed: str | None, refused: bool
+    user: SharedJobUser | JobUidRange | None, confinement: Confinement | None, allowed: str | None, refused: bool
 ) -> None:
     environ = {} if allowed is None else {"FOG_AGENT_ALLOW_UNCONFINED_JOBS": allowed}
     if refused:
@@ -306,16 +327,6 @@ def test_jobs_that_could_read_the_agents_credential_are_refused_unless_allowed(
             refuse_unconfined(user, confinement, environ)
     else:
         refuse_unconfined(user, confinement, environ)
-
-
-def test_the_job_user_is_nobody_unless_configured_and_never_root() -> None:
-    assert job_user_from_env({}, euid=1000) is None  # not root: jobs run as the agent's user
-    nobody = pwd.getpwnam("nobody")
-    assert job_user_from_env({}, euid=0) == JobUser("nobody", nobody.pw_uid, nobody.pw_gid)
-    with pytest.raises(SandboxError, match="does not exist"):
-        job_user_from_env({"FOG_AGENT_JOB_USER": "fog-no-such-user"}, euid=0)
-    with pytest.raises(SandboxError, match="never run as root"):
-        job_user_from_env({"FOG_AGENT_JOB_USER": "root"}, euid=0)
 
 
 @pytest.mark.parametrize(("value", "keep"), [(None, False), ("", False), ("0", False), ("false", False), ("1", True)])
@@ -377,7 +388,7 @@ async def test_a_prepared_job_runs_in_what_was_prepared_with_its_limits(sandbox:
     assert ran(marker)
     where, files, uid = result.output.split()
     assert (Path(where), int(files)) == (workdir, MAX_OPEN_FILES)  # the limits are set at the go
-    assert int(uid) == (pwd.getpwnam("nobody").pw_uid if AS_ROOT else os.geteuid())
+    assert in_job_uids(int(uid)) if AS_ROOT else int(uid) == os.geteuid()
     await nothing_left(sandbox)
 
 
@@ -422,7 +433,7 @@ async def test_a_prepared_job_cancelled_before_it_started_never_runs(sandbox: Sa
 
 
 async def test_closing_undoes_every_preparation(tmp_path: Path, marker: Path) -> None:
-    box = Sandbox(tmp_path / "work", user=job_user_from_env())
+    box = Sandbox(tmp_path / "work", users=job_users_from_env())
     box.prepare()
     box.prepare_job(job("sh", "-c", f"echo ran > {marker}"))
     await prepared_dir(box)
@@ -442,7 +453,7 @@ async def test_closing_undoes_every_preparation(tmp_path: Path, marker: Path) ->
 @pytest.fixture
 async def confined(reachable_dir: Path) -> AsyncIterator[Sandbox]:
     work_root = reachable_dir / "work"  # one the job user can pass through to its HOME (and TMPDIR)
-    box = Sandbox(work_root, user=job_user_from_env(), confinement=Confinement(LANDLOCK_ABI), kill_grace_s=0.5)
+    box = Sandbox(work_root, users=job_users_from_env(), confinement=Confinement(LANDLOCK_ABI), kill_grace_s=0.5)
     box.prepare()
     yield box
     await box.close()
@@ -474,7 +485,13 @@ async def test_a_confined_job_runs_the_systems_programs_and_changes_its_own_dire
 
 
 @needs_landlock
-async def test_a_confined_job_cannot_reach_processes_outside_it(sandbox: Sandbox, confined: Sandbox) -> None:
+async def test_a_confined_job_cannot_reach_processes_outside_it(tmp_path: Path, reachable_dir: Path) -> None:
+    # One user for all jobs (as root; else the agent's own): what keeps them apart is Landlock alone.
+    users = job_users_from_env({"FOG_AGENT_JOB_USER": "nobody"}) if AS_ROOT else None
+    sandbox = Sandbox(tmp_path / "work", users=users, kill_grace_s=0.5)
+    confined = Sandbox(reachable_dir / "work", users=users, confinement=Confinement(LANDLOCK_ABI), kill_grace_s=0.5)
+    sandbox.prepare()
+    confined.prepare()
     target = sandbox.job(job("sleep", "100", timeout_s=60))  # the job's user, outside the confined job
     running = asyncio.create_task(target.run())
     try:
@@ -496,6 +513,8 @@ async def test_a_confined_job_cannot_reach_processes_outside_it(sandbox: Sandbox
     finally:
         target.cancel()
         await running
+        await sandbox.close()
+        await confined.close()
 
 
 def test_landlock_confines_jobs_where_the_kernel_has_it_unless_turned_off() -> None:

@@ -102,7 +102,7 @@ class Servers:
 
 @pytest.fixture
 def reachable_dir() -> Iterator[Path]:
-    """A directory a job can reach when it runs as another user (``nobody``, when the agent runs as root): a
+    """A directory a job can reach when it runs as another user (its own uid, when the agent runs as root): a
     test drops a file there to tell a running job to go on."""
     path = Path(tempfile.mkdtemp(prefix="fog-test-"))
     path.chmod(0o755)
