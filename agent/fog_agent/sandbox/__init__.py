@@ -138,6 +138,10 @@ class Sandbox:
         self.work_root.chmod(0o711 if self.users is not None else 0o700)
         if self.users is None:
             return
+        if isinstance(self.users, JobUidRange):
+            ended = self.users.end_leftovers()
+            if ended:
+                log.warning("killed what still ran as job uids %s, left by an agent that died", sorted(ended))
         blocked = unreachable_ancestor(self.work_root, self.users.sample)
         if blocked is not None:
             # Jobs still start in their directory (the agent enters it before dropping privileges), but every

@@ -16,6 +16,8 @@ network share, say).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import grp
 import logging
 import os
@@ -23,12 +25,17 @@ import pwd
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from fog_agent.sandbox.leftovers import SHARED_MEMORY, kill_processes_of, remove_files_of, running_uids
 
 log = logging.getLogger(__name__)
 
 #: clear of the ranges systemd and shadow-utils give out (accounts below 60,000, dynamic users at 61,184–65,519,
 #: containers' ranges from 524,288 to 1,879,048,191) and below 2^31, beyond which some programs misread a uid
 DEFAULT_JOB_UIDS = (1_900_000_000, 1_900_065_535)
+#: where the uids that jobs hold are locked, by every agent of the machine
+UID_LOCKS = Path("/run/fog-agent/job-uids")
 #: a node runs no more jobs at once than its cores allow, counted in thousandths, plus a few prepared: a range
 #: smaller than this could run out
 MIN_JOB_UIDS = 1024
@@ -77,27 +84,64 @@ class JobUidRange:
 
     Taken in turn from a random place, so that a uid is used again as late as can be: a file a job left where
     the sandbox does not clean (``/tmp``, without Landlock) waits that long for its uid's next job.
+
+    Held with a lock file in ``locks`` (``flock``, released by the kernel when its holder dies, and removed by
+    its holder as it gives the uid back): agents on one machine (``fogctl dev up`` runs several) share the
+    range and never hand one uid to two jobs, nor kill another agent's job as they sweep their own uid.
     """
 
-    def __init__(self, first: int, last: int, *, start: int | None = None) -> None:
+    def __init__(self, first: int, last: int, *, locks: Path = UID_LOCKS, start: int | None = None) -> None:
         if not 0 < first <= last:
             raise SandboxError(f"job uids {first}-{last}: not a range of uids other than root's")
-        self.first, self.last = first, last
+        self.first, self.last, self.locks = first, last, locks
         self._size = last - first + 1
         self._next = random.randrange(self._size) if start is None else start  # noqa: S311 -- not a secret
-        self._held: set[int] = set()
+        self._held: dict[int, int] = {}  # uid → its lock file's descriptor
 
     def take(self) -> JobUser:
-        for _ in range(min(self._size, len(self._held) + 1)):
+        self.locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for _ in range(self._size):
             uid = self.first + self._next % self._size
             self._next = (self._next + 1) % self._size
-            if uid not in self._held:
-                self._held.add(uid)
+            if uid not in self._held and self._lock(uid):
                 return JobUser(f"uid {uid}", uid, uid, own=True)
         raise NoJobUser(f"all {self._size} job uids ({self.first}-{self.last}) are held by jobs")
 
     def give_back(self, user: JobUser) -> None:
-        self._held.discard(user.uid)
+        fd = self._held.pop(user.uid, None)
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.locks / str(user.uid))  # while still locked: see ``_lock``
+            os.close(fd)
+
+    def end_leftovers(self) -> set[int]:
+        """Kill what runs as a uid of the range that no job holds, and remove its shared memory: left by a job of
+        an agent killed without its jobs' cgroups. The uids so ended."""
+        ended = set()
+        for uid in running_uids():
+            if self.first <= uid <= self.last and uid not in self._held and self._lock(uid):
+                try:
+                    kill_processes_of({uid})
+                    remove_files_of({uid}, SHARED_MEMORY)
+                    ended.add(uid)
+                finally:
+                    self.give_back(JobUser("", uid, uid, own=True))
+        return ended
+
+    def _lock(self, uid: int) -> bool:
+        """Hold ``uid``, unless another job (of this agent or another) does."""
+        path = self.locks / str(uid)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Its holder removes the file before it lets go: a lock on a file no longer there holds nothing.
+            if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
+                raise BlockingIOError
+        except OSError:  # held (BlockingIOError), or removed since it was opened (FileNotFoundError)
+            os.close(fd)
+            return False
+        self._held[uid] = fd
+        return True
 
     @property
     def held(self) -> int:

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import signal
-import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fog_agent import cgroups
+from fog_agent.sandbox.leftovers import SHARED_MEMORY, kill_processes_of, remove_files_of
 from fog_agent.sandbox.users import JobUser, JobUsers
 
 log = logging.getLogger(__name__)
 
-#: where POSIX shared memory and semaphores live: a job may write there beside its working directory
-SHARED_MEMORY = Path("/dev/shm")  # noqa: S108
-#: rounds of killing what runs as an ended job's uid: what forks as it is killed shows in the next round
-SWEEPS = 10
 #: how long a job's uid waits to be swept with others', once its job (without a cgroup) ended
 SWEEP_EVERY_S = 0.1
 
@@ -128,96 +122,6 @@ def _remove_workdirs(workdirs: Iterable[Path]) -> None:
             os.rmdir(workdir)  # most jobs leave nothing behind
         except OSError:
             _remove_tree(workdir)
-
-
-def kill_processes_of(uids: Collection[int]) -> None:
-    """SIGKILL every process that runs as one of ``uids`` (its real uid), round after round until none is left."""
-    for _ in range(SWEEPS if uids else 0):
-        killed = [pid for pid in _pids() if _runs_as(pid, uids) and _kill(pid, uids)]
-        if not killed:
-            return
-        _wait_gone(killed)
-    if uids:
-        log.warning("processes of job uids %s still run after %d rounds of SIGKILL", sorted(uids), SWEEPS)
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _runs_as(pid: int, uids: Collection[int]) -> bool:
-    """Whether ``pid`` runs (is not a zombie) as one of ``uids``. ``/proc/<pid>/status`` read directly: psutil
-    took 2 ms to look through 80 processes, this 0.6, and a job's end without a cgroup pays it."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as file:
-            status = file.read()
-    except OSError:
-        return False  # gone
-    state, uid = _field(status, b"State:"), _field(status, b"Uid:")
-    return uid is not None and int(uid) in uids and state not in (b"Z", b"X")
-
-
-def _field(status: bytes, name: bytes) -> bytes | None:
-    """The first word of a ``status`` line, as in ``Uid:\t1000\t1000...`` (the real uid)."""
-    start = status.find(b"\n" + name)
-    if start < 0:
-        return None
-    words = status[start + len(name) + 1 : status.find(b"\n", start + 1)].split()
-    return words[0] if words else None
-
-
-def _kill(pid: int, uids: Collection[int]) -> bool:
-    """SIGKILL ``pid`` if it is still a process of ``uids``: through a pidfd, taken before the second look, so that
-    a pid reused meanwhile by another process is never signalled."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return False  # gone
-    try:
-        if not _runs_as(pid, uids):
-            return False
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        return True
-    except OSError:
-        return False  # gone since
-    finally:
-        os.close(pidfd)
-
-
-def _wait_gone(pids: Iterable[int], timeout_s: float = 1.0) -> None:
-    """Until the killed processes are gone or zombies (their parents', or init's, to reap), at most ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    waiting = list(pids)
-    while waiting and time.monotonic() < deadline:
-        waiting = [pid for pid in waiting if os.path.exists(f"/proc/{pid}") and _alive(pid)]
-        if waiting:
-            time.sleep(0.005)  # the kernel tears them down; nothing to wait on but their /proc entries
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as file:
-            return _field(file.read(), b"State:") not in (b"Z", b"X")
-    except OSError:
-        return False
-
-
-def remove_files_of(uids: Collection[int], directory: Path) -> None:
-    """Remove what ``uids`` own directly in ``directory`` (shared memory a job made and left)."""
-    if not uids:
-        return
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return  # no such directory here
-    for entry in entries:
-        with contextlib.suppress(OSError):  # removed since
-            if entry.stat(follow_symlinks=False).st_uid not in uids:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                _remove_tree(Path(entry.path))
-            else:
-                os.unlink(entry.path)
 
 
 def _remove_tree(path: Path) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,8 +32,8 @@ ESCAPE = "(setsid sleep {} & echo $!)"
 # -- the range --------------------------------------------------------------------------------------------------
 
 
-def test_a_uid_held_by_a_job_is_never_taken_by_another() -> None:
-    users = JobUidRange(FIRST, FIRST + 3, start=2)
+def test_a_uid_held_by_a_job_is_never_taken_by_another(tmp_path: Path) -> None:
+    users = JobUidRange(FIRST, FIRST + 3, locks=tmp_path, start=2)
     taken = [users.take() for _ in range(4)]
     assert [user.uid for user in taken] == [FIRST + 2, FIRST + 3, FIRST, FIRST + 1]  # in turn, from the start
     assert all(user.own and user.gid == user.uid for user in taken)
@@ -43,13 +46,34 @@ def test_a_uid_held_by_a_job_is_never_taken_by_another() -> None:
     assert [users.take().uid, users.take().uid] == [FIRST, FIRST + 2]  # skipping the held FIRST + 1
 
 
-def test_a_uid_given_back_is_used_again_as_late_as_can_be() -> None:
-    users = JobUidRange(FIRST, FIRST + 9, start=0)
+def test_a_uid_given_back_is_used_again_as_late_as_can_be(tmp_path: Path) -> None:
+    users = JobUidRange(FIRST, FIRST + 9, locks=tmp_path, start=0)
     first = users.take()
     users.give_back(first)
     seen = [users.take().uid for _ in range(9)]
     assert first.uid not in seen  # the other nine first
     assert users.take().uid == first.uid
+
+
+def test_agents_of_one_machine_share_the_range_and_never_hold_one_uid_at_once(tmp_path: Path) -> None:
+    one, other = (JobUidRange(FIRST, FIRST + 3, locks=tmp_path, start=0) for _ in range(2))
+    mine = one.take()
+    assert other.take().uid == FIRST + 1  # the first was the other agent's
+    one.give_back(mine)
+    assert not (tmp_path / str(mine.uid)).exists()  # its lock file goes with it
+    other._next = 0
+    assert other.take().uid == FIRST  # free again
+
+
+def test_a_uid_held_by_an_agent_that_died_is_free(tmp_path: Path) -> None:
+    held_then_died = (
+        "import sys; from pathlib import Path; from fog_agent.sandbox import JobUidRange;"
+        f" print(JobUidRange({FIRST}, {FIRST + 3}, locks=Path(sys.argv[1]), start=0).take().uid)"
+    )
+    died = subprocess.run([sys.executable, "-c", held_then_died, str(tmp_path)], capture_output=True, check=True)
+    assert int(died.stdout) == FIRST
+    assert (tmp_path / str(FIRST)).exists()  # it never gave it back
+    assert JobUidRange(FIRST, FIRST + 3, locks=tmp_path, start=0).take().uid == FIRST
 
 
 def test_as_root_jobs_get_uids_of_their_own_unless_one_user_is_named() -> None:
@@ -193,3 +217,22 @@ async def test_a_kept_working_directorys_uid_is_never_given_to_another_job(tmp_p
 async def test_a_set_user_id_program_gains_nothing_in_a_job(sandbox: Sandbox) -> None:
     result = await sandbox.job(job("grep", "NoNewPrivs", "/proc/self/status")).run()
     assert result.output.split() == ["NoNewPrivs:", "1"]
+
+
+@needs_root
+def test_an_agent_at_start_kills_what_runs_as_job_uids_no_agent_holds(tmp_path: Path) -> None:
+    starting, alive_agent = (JobUidRange(FIRST, FIRST + 1023, locks=tmp_path, start=0) for _ in range(2))
+    held = alive_agent.take()  # FIRST: a job of an agent that runs
+    left, running = (
+        subprocess.Popen(["sleep", "100"], user=uid, group=uid, start_new_session=True)
+        for uid in (FIRST + 7, held.uid)  # FIRST + 7: a job of an agent that died
+    )
+    try:
+        assert starting.end_leftovers() == {FIRST + 7}
+        assert left.wait(timeout=5) == -signal.SIGKILL
+        assert running.poll() is None  # the running agent's job is left alone
+        assert starting.held == 0
+    finally:
+        for process in (left, running):
+            process.kill()
+            process.wait()
