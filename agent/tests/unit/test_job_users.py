@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -137,17 +136,7 @@ def test_a_range_that_holds_an_account_a_group_or_unmapped_ids_is_refused() -> N
     check(1001, 60000, uid_map=IN_A_CONTAINER, gid_map=IN_A_CONTAINER)
 
 
-# -- jobs, as real processes --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    # Neither Landlock nor a cgroup: what keeps jobs apart here is their uids alone.
-    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5)
-    box.prepare()
-    yield box
-    await box.close()
-    await box.removals.finished()
+# -- jobs, as real processes, in a sandbox with neither Landlock nor a cgroup: their uids alone keep them apart --------
 
 
 def job(*command: str, job_id: str = "j-1", timeout_s: float = 5.0) -> Assignment:

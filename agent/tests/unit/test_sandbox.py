@@ -46,15 +46,6 @@ LANDLOCK_ABI = landlock_abi()
 needs_landlock = pytest.mark.skipif(LANDLOCK_ABI == 0, reason="this kernel has no Landlock")
 
 
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5)
-    box.prepare()
-    yield box
-    await box.close()
-    await box.removals.finished()
-
-
 def job(
     *command: str, timeout_s: float = 5.0, resources: Resources | None = None, output_limit_bytes: int = MIB
 ) -> Assignment:
