@@ -46,11 +46,13 @@ class JobProgram:
     umask: int = 0o077
     #: ``{"abi", "read", "write"}`` to confine the job with Landlock (``launcher_process.confine``), or None
     landlock: Mapping[str, Any] | None = None
+    #: ``{"shm_bytes"}`` for a view of the machine of the job's own (``launcher_process.private_view``), or None
+    view: Mapping[str, Any] | None = None
 
     def request(self, request_id: int, *, prepare: bool = False) -> bytes:
         return json.dumps({
             "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
-            "umask": self.umask, "uid": self.uid, "gid": self.gid, "landlock": self.landlock,
+            "umask": self.umask, "uid": self.uid, "gid": self.gid, "landlock": self.landlock, "view": self.view,
             "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
             launcher_process.PREPARE: prepare,
         }).encode()  # fmt: skip

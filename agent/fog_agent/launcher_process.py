@@ -20,7 +20,8 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   "uid", "gid", "landlock"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
-  those it may also change besides its ``cwd`` (see ``confine``). A request larger than
+  those it may also change besides its ``cwd`` (see ``confine``). ``view`` is ``null``, or ``{"shm_bytes"}`` for
+  a view of the machine of the job's own (see ``private_view``; it takes root). A request larger than
   ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
   in-memory file that holds it.
 - launcher → agent: ``{"id", "pid", "cgroup"}`` once the job's program is executing, or ``{"id", "errno"}``
@@ -195,6 +196,48 @@ def _allow(ruleset: int, path: str, rights: int) -> None:
 _LANDLOCK_ABI = landlock_abi()
 
 
+# -- a view of the machine of the job's own -----------------------------------------------------------------------
+
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14, 1 << 18
+SHARED_MEMORY = "/dev/shm"  # noqa: S108
+
+
+def private_view(view: dict[str, Any]) -> None:
+    """Give this process, and what it runs, a mount namespace of its own, in which ``/proc`` lists its own
+    processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed) and
+    ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it. Nothing mounted here
+    reaches the machine's mounts (they become private to the namespace first)."""
+    _mounted(_LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mounted(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    _mounted(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")
+    if os.path.isdir(SHARED_MEMORY):
+        options = f"size={int(view['shm_bytes'])},mode=1777".encode()
+        shm = _LIBC.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+        _mounted(shm, f"mounting {SHARED_MEMORY}")
+
+
+def _mounted(result: int, what: str) -> None:
+    if result != 0:
+        raise OSError(ctypes.get_errno(), what)
+
+
+def private_view_works() -> int:
+    """0 if a job can have a view of its own here (root, and allowed to unshare and mount: not in a container
+    without ``CAP_SYS_ADMIN``), else the errno that stops it. Tried in a child, which exits at once."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- the child
+        code = 0
+        try:
+            private_view({"shm_bytes": 1 << 20})
+        except OSError as exc:
+            code = exc.errno or errno.EPERM
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def _enter_cgroup(path: str | None) -> int:
     """In a spare: make the cgroup ``path`` and move into it, so that everything its job forks is born there; the
     errno when that failed (its job then does not start), else 0.
@@ -312,6 +355,8 @@ def _child(
         os.chdir(request["cwd"])
         os.umask(request["umask"])
         os.setsid()
+        if request.get("view"):  # as root, and before Landlock, which forbids mounting
+            private_view(request["view"])
         if request.get("landlock"):  # before the change of user, which might not reach the directories
             confine(request["landlock"], request["cwd"], prebuilt)
         if request["uid"] is not None:

@@ -21,6 +21,7 @@ from fog_agent.sandbox import (
     confinement_from_env,
     job_users_from_env,
     keep_workdirs_from_env,
+    private_view_from_env,
     refuse_unconfined,
 )
 from fog_agent.state import NodeState, StateError, state_path
@@ -92,6 +93,7 @@ def _job_runner(work_root: Path) -> JobRunner:
             confinement=confinement,
             keep_workdirs=keep_workdirs_from_env(),
             cgroups=JobCgroups.found(),
+            private_view=private_view_from_env(),
         )
         sandbox.prepare()
     except SandboxError as exc:
@@ -108,6 +110,8 @@ def _job_runner(work_root: Path) -> JobRunner:
         log.warning(
             "jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", runs_as
         )
+    if sandbox.private_view:
+        log.info("each job sees its own processes alone in /proc, and has a /dev/shm of its own")
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     return JobRunner(sandbox, capacity)

@@ -18,6 +18,8 @@ Every attempt gets:
   for all jobs, ``$FOG_AGENT_JOB_USER``) with no supplementary groups, which owns the working directory;
   what still runs as that uid once the job ended is killed before the uid is used again;
 - no new privileges (``PR_SET_NO_NEW_PRIVS``): a set-user-id program it runs gains nothing;
+- when the agent runs as root, a view of the machine of its own (``private_view``, ``FOG_AGENT_PRIVATE_VIEW``): a
+  mount namespace where ``/proc`` lists its own processes alone, and ``/dev/shm`` is a tmpfs of its own;
 - where the kernel has Landlock (Linux 5.13 on), a file system of its own (``Confinement``): it reads and
   runs what the system has installed, and changes its working directory alone. So it cannot read the
   agent's state (its credential) nor another job's directory, even as the same user; from Linux 6.12 on it
@@ -62,9 +64,11 @@ from fog_agent.sandbox.policy import (
     confinement_from_env,
     job_environment,
     keep_workdirs_from_env,
+    private_view_from_env,
     refuse_unconfined,
     rlimits_for,
     unreachable_ancestor,
+    view_for,
 )
 from fog_agent.sandbox.users import (
     JobUidRange,
@@ -97,6 +101,7 @@ __all__ = [
     "job_environment",
     "job_users_from_env",
     "keep_workdirs_from_env",
+    "private_view_from_env",
     "refuse_unconfined",
     "rlimits_for",
     "unreachable_ancestor",
@@ -119,9 +124,11 @@ class Sandbox:
         keep_workdirs: bool = False,
         kill_grace_s: float = KILL_GRACE_S,
         cgroups: JobCgroups | None = None,
+        private_view: bool = False,
     ) -> None:
         self.work_root = work_root.absolute()
         self.users = users
+        self.private_view = private_view
         self.confinement = confinement
         self.cgroups = cgroups
         self.keep_workdirs = keep_workdirs
@@ -249,6 +256,7 @@ class Sandbox:
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
             landlock=None if self.confinement is None else self.confinement.policy(gpu_ids),
+            view=view_for(assignment) if self.private_view else None,
         )
 
     async def remove_cgroups(self) -> None:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import resource
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fog_agent.job_messages import MIB, Assignment
-from fog_agent.launcher_process import landlock_abi
+from fog_agent.launcher_process import landlock_abi, private_view_works
 from fog_agent.sandbox.users import JobUser, JobUsers, SandboxError
+
+log = logging.getLogger(__name__)
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 #: the least address space a job gets, whatever it asked for: with less, a shell or Python cannot even start
@@ -107,6 +110,28 @@ def _effective(paths: Iterable[str]) -> list[str]:
     """The paths that exist, as they really are, less those beneath another (it covers them)."""
     real = list(dict.fromkeys(os.path.realpath(path) for path in paths if os.path.exists(path)))
     return [path for path in real if not any(path.startswith(other.rstrip("/") + "/") for other in real)]
+
+
+def private_view_from_env(
+    environ: Mapping[str, str] = os.environ, *, euid: int | None = None, works: Callable[[], int] = private_view_works
+) -> bool:
+    """Whether jobs get a view of the machine of their own (``launcher_process.private_view``): as root, unless
+    ``FOG_AGENT_PRIVATE_VIEW`` is off, where this machine lets a process unshare its mounts (``works``)."""
+    if (os.geteuid() if euid is None else euid) != 0 or not _yes(environ.get("FOG_AGENT_PRIVATE_VIEW", "on")):
+        return False
+    failed = works()
+    if failed:
+        log.warning(
+            "jobs get no view of their own (%s: cannot unshare mounts, a container without CAP_SYS_ADMIN?): "
+            "they see every process of the machine, and share /dev/shm",
+            os.strerror(failed),
+        )
+    return not failed
+
+
+def view_for(assignment: Assignment) -> dict[str, int]:
+    """The job's view, as the launcher takes it: its ``/dev/shm`` holds as much as its memory may."""
+    return {"shm_bytes": max(assignment.resources.memory_bytes, MIN_ADDRESS_SPACE)}
 
 
 def confinement_from_env(environ: Mapping[str, str] = os.environ, *, abi: int | None = None) -> Confinement | None:

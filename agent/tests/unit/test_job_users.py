@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -136,15 +137,26 @@ def test_a_range_that_holds_an_account_a_group_or_unmapped_ids_is_refused() -> N
     check(1001, 60000, uid_map=IN_A_CONTAINER, gid_map=IN_A_CONTAINER)
 
 
-# -- jobs, as real processes, in a sandbox with neither Landlock nor a cgroup: their uids alone keep them apart --------
+# -- jobs, as real processes ------------------------------------------------------------------------------------
 
 
 def job(*command: str, job_id: str = "j-1", timeout_s: float = 5.0) -> Assignment:
     return Assignment(job_id, 1, command, {"SECRET": "of " + job_id}, timeout_s)
 
 
+@pytest.fixture
+async def machine_view(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """Neither Landlock, nor a cgroup, nor a view of their own: their uids alone keep jobs apart."""
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5)
+    box.prepare()
+    yield box
+    await box.close()
+    await box.removals.finished()
+
+
 @needs_root
-async def test_a_job_cannot_reach_another_jobs_processes_or_files(sandbox: Sandbox) -> None:
+async def test_a_job_cannot_reach_another_jobs_processes_or_files(machine_view: Sandbox) -> None:
+    sandbox = machine_view
     target = sandbox.job(job("sh", "-c", "echo mine > file; id -u; pwd; exec sleep 100", job_id="a", timeout_s=60))
     running = asyncio.create_task(target.run())
     try:
@@ -172,21 +184,21 @@ async def test_a_job_cannot_reach_another_jobs_processes_or_files(sandbox: Sandb
 
 
 @needs_root
-async def test_a_jobs_uid_is_given_back_once_it_ended_and_nothing_of_it_is_left(sandbox: Sandbox) -> None:
-    users = sandbox.users
+async def test_a_jobs_uid_is_given_back_once_it_ended_and_nothing_of_it_is_left(machine_view: Sandbox) -> None:
+    users = machine_view.users
     assert isinstance(users, JobUidRange)
-    name = f"fog-test-{uuid.uuid4().hex}"
-    left = SHARED_MEMORY / name
-    result = await sandbox.job(job("sh", "-c", ESCAPE.format("100") + f"; echo x > {left}; id -u")).run()
+    left = SHARED_MEMORY / f"fog-test-{uuid.uuid4().hex}"
+    result = await machine_view.job(job("sh", "-c", ESCAPE.format("100") + f"; echo x > {left}; id -u")).run()
     assert result.outcome == "succeeded", result.output
     escaped, uid = result.output.split()
-    await sandbox.removals.finished()
+    assert left.exists()  # in the machine's /dev/shm
+    await machine_view.removals.finished()
     # No cgroup: the process that left the job's session outlived the job, and was found by its uid.
     await all_gone([int(escaped)])
     assert not left.exists()  # its shared memory, too
     assert users.held == 0
-    assert list(sandbox.work_root.iterdir()) == []
-    assert (await sandbox.job(job("id", "-u")).run()).output.strip() != uid  # the next job got another
+    assert list(machine_view.work_root.iterdir()) == []
+    assert (await machine_view.job(job("id", "-u")).run()).output.strip() != uid  # the next job got another
 
 
 @needs_root

@@ -1,0 +1,107 @@
+"""A view of the machine of each job's own, as real processes (the agent is root): ``/proc`` lists the job's own
+processes alone, ``/dev/shm`` is its own and bounded, and the machine's mounts are left as they were."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fog_agent.job_messages import MIB, Assignment, Resources
+from fog_agent.launcher_process import private_view_works
+from fog_agent.sandbox import Sandbox, private_view_from_env
+from fog_agent.sandbox.leftovers import SHARED_MEMORY
+from fog_shared.testing.waiting import wait_until
+
+AS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not AS_ROOT, reason="only root may give a job a view of its own")
+
+
+def job(*command: str, timeout_s: float = 5.0, memory_bytes: int | None = None) -> Assignment:
+    resources = Resources() if memory_bytes is None else Resources(memory_bytes=memory_bytes)
+    return Assignment("j-1", 1, command, {}, timeout_s, resources)
+
+
+def mounts() -> list[str]:
+    """The machine's mount points, as this process sees them."""
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
+def test_jobs_get_a_view_of_their_own_as_root_unless_turned_off_or_the_machine_refuses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert private_view_from_env({}, euid=1000, works=lambda: 0) is False  # not root: it takes mounting
+    assert private_view_from_env({}, euid=0, works=lambda: 0) is True
+    assert private_view_from_env({"FOG_AGENT_PRIVATE_VIEW": "off"}, euid=0, works=lambda: 0) is False
+    with caplog.at_level(logging.WARNING):
+        assert private_view_from_env({}, euid=0, works=lambda: errno.EPERM) is False  # a container, say
+    assert "see every process of the machine" in caplog.text
+
+
+@needs_root
+def test_this_machine_lets_a_job_have_a_view_of_its_own() -> None:
+    assert private_view_works() == 0
+
+
+@needs_root
+async def test_a_job_sees_its_own_processes_alone(sandbox: Sandbox) -> None:
+    assert sandbox.private_view
+    other = sandbox.job(job("sleep", "100", timeout_s=60))
+    running = asyncio.create_task(other.run())
+    try:
+
+        async def started() -> int | None:
+            return other.pid
+
+        pid = await wait_until(started, timeout=5, what="another job")
+        script = (
+            f"sleep 30 & for p in 1 {os.getpid()} {pid}; do test -e /proc/$p && echo sees $p; done;"
+            " test -e /proc/$$ && echo itself; test -e /proc/$! && echo its child; ps -e -o comm="
+        )
+        result = await sandbox.job(job("sh", "-c", script)).run()
+        assert result.outcome == "succeeded", result.output
+        # Not init, not the agent (here, this test), not the other job: its own, and ps lists sh, sleep and itself.
+        seen = result.output.splitlines()
+        assert seen[:2] == ["itself", "its child"]
+        assert sorted(seen[2:]) == ["ps", "sh", "sleep"]
+    finally:
+        other.cancel()
+        await running
+
+
+@needs_root
+async def test_a_jobs_shared_memory_is_its_own_and_bounded(sandbox: Sandbox) -> None:
+    name = f"fog-test-{uuid.uuid4().hex}"
+    script = f"echo mine > /dev/shm/{name} && cat /dev/shm/{name} && sleep 100"
+    writer = sandbox.job(job("sh", "-c", script, timeout_s=60))
+    running = asyncio.create_task(writer.run())
+    try:
+
+        async def written() -> bool:
+            return writer.printed() == "mine\n"
+
+        await wait_until(written, timeout=5, what="the job to write its shared memory")
+        assert not (SHARED_MEMORY / name).exists()  # not in the machine's
+        reader = await sandbox.job(job("sh", "-c", f"cat /dev/shm/{name} 2>/dev/null || echo none")).run()
+        assert reader.output == "none\n"  # nor in another job's
+    finally:
+        writer.cancel()
+        await running
+    too_much = job("dd", "if=/dev/zero", f"of=/dev/shm/{name}", "bs=1M", "count=80", memory_bytes=64 * MIB)
+    filled = await sandbox.job(too_much).run()
+    assert filled.outcome == "failed"
+    assert "No space left" in filled.output  # as much as its memory may hold, not the machine's RAM
+
+
+@needs_root
+async def test_the_machines_mounts_are_left_as_they_were(sandbox: Sandbox) -> None:
+    before = mounts()
+    sandbox.prepare_job(job("true"))
+    results = await asyncio.gather(*(sandbox.job(job("true")).run() for _ in range(3)))
+    assert all(result.outcome == "succeeded" for result in results)
+    assert mounts() == before
