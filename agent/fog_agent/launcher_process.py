@@ -20,7 +20,7 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   "uid", "gid", "landlock"}`` with the job's output file descriptor attached (``SCM_RIGHTS``): stdout and
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
-  those it may also change besides its ``cwd`` (see ``confine``). ``view`` is ``null``, or ``{"shm_bytes"}`` for
+  those it may also change besides its ``cwd`` (see ``confine``). ``view`` is ``null``, or ``{"shm_bytes", "tmp"}`` for
   a view of the machine of the job's own (see ``private_view``; it takes root). A request larger than
   ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
   in-memory file that holds it.
@@ -201,13 +201,16 @@ _LANDLOCK_ABI = landlock_abi()
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14, 1 << 18
 SHARED_MEMORY = "/dev/shm"  # noqa: S108
+TMP_DIRECTORIES = ("/tmp", "/var/tmp")  # noqa: S108
+_MS_BIND = 1 << 12
 
 
 def private_view(view: dict[str, Any]) -> None:
     """Give this process, and what it runs, a mount namespace of its own, in which ``/proc`` lists its own
-    processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed) and
-    ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it. Nothing mounted here
-    reaches the machine's mounts (they become private to the namespace first)."""
+    processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed),
+    ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it, and ``/tmp`` and
+    ``/var/tmp`` are the directory ``view["tmp"]``, if given. Nothing mounted here reaches the machine's mounts
+    (they become private to the namespace first)."""
     _mounted(_LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mounted(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
@@ -216,6 +219,10 @@ def private_view(view: dict[str, Any]) -> None:
         options = f"size={int(view['shm_bytes'])},mode=1777".encode()
         shm = _LIBC.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
         _mounted(shm, f"mounting {SHARED_MEMORY}")
+    if view.get("tmp"):
+        for target in TMP_DIRECTORIES:
+            if os.path.isdir(target):
+                _mounted(_LIBC.mount(view["tmp"].encode(), target.encode(), None, _MS_BIND, None), f"binding {target}")
 
 
 def _mounted(result: int, what: str) -> None:

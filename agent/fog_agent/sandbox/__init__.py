@@ -19,7 +19,8 @@ Every attempt gets:
   what still runs as that uid once the job ended is killed before the uid is used again;
 - no new privileges (``PR_SET_NO_NEW_PRIVS``): a set-user-id program it runs gains nothing;
 - when the agent runs as root, a view of the machine of its own (``private_view``, ``FOG_AGENT_PRIVATE_VIEW``): a
-  mount namespace where ``/proc`` lists its own processes alone, and ``/dev/shm`` is a tmpfs of its own;
+  mount namespace where ``/proc`` lists its own processes alone, ``/dev/shm`` is a tmpfs of its own, and ``/tmp``
+  and ``/var/tmp`` are a directory in its working directory (unless that is beneath them);
 - where the kernel has Landlock (Linux 5.13 on), a file system of its own (``Confinement``): it reads and
   runs what the system has installed, and changes its working directory alone. So it cannot read the
   agent's state (its credential) nor another job's directory, even as the same user; from Linux 6.12 on it
@@ -60,10 +61,12 @@ from fog_agent.sandbox.policy import (
     MAX_OPEN_FILES,
     PATH,
     PREPARED_FOR_S,
+    PRIVATE_TMP,
     Confinement,
     confinement_from_env,
     job_environment,
     keep_workdirs_from_env,
+    private_tmp_possible,
     private_view_from_env,
     refuse_unconfined,
     rlimits_for,
@@ -129,6 +132,7 @@ class Sandbox:
         self.work_root = work_root.absolute()
         self.users = users
         self.private_view = private_view
+        self.private_tmp = private_view and private_tmp_possible(self.work_root)
         self.confinement = confinement
         self.cgroups = cgroups
         self.keep_workdirs = keep_workdirs
@@ -237,16 +241,20 @@ class Sandbox:
                 self.users.give_back(user)
             raise
         workdir = Workdir(path, user)
-        if user is not None:
-            try:
-                os.chown(path, user.uid, user.gid)
-            except BaseException:
-                self.removals.remove(workdir)
-                raise
+        try:
+            if self.private_tmp:
+                (path / PRIVATE_TMP).mkdir(mode=0o700)
+            if user is not None:
+                for owned in (path, path / PRIVATE_TMP) if self.private_tmp else (path,):
+                    os.chown(owned, user.uid, user.gid)
+        except BaseException:
+            self.removals.remove(workdir)
+            raise
         return workdir
 
     def program(self, assignment: Assignment, workdir: Workdir, gpu_ids: Sequence[int] | None) -> JobProgram:
-        user = workdir.user
+        user, confinement = workdir.user, self.confinement
+        tmp = workdir.path / PRIVATE_TMP if self.private_tmp else None
         return JobProgram(
             argv=assignment.command,
             env=job_environment(assignment, workdir.path, gpu_ids),
@@ -255,8 +263,8 @@ class Sandbox:
             # None leaves the agent's own: only root can change them
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
-            landlock=None if self.confinement is None else self.confinement.policy(gpu_ids),
-            view=view_for(assignment) if self.private_view else None,
+            landlock=None if confinement is None else confinement.policy(gpu_ids, private_tmp=tmp is not None),
+            view=view_for(assignment, tmp) if self.private_view else None,
         )
 
     async def remove_cgroups(self) -> None:

@@ -54,6 +54,10 @@ JOB_WRITE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/u
 NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset",
                           "/dev/nvidia-caps")  # fmt: skip
 NVIDIA_GPU_DEVICE = "/dev/nvidia{}"
+#: what a job with a view of its own has of its own, in its working directory (``view_for``)
+PRIVATE_TMP_PATHS = ("/tmp", "/var/tmp")  # noqa: S108
+#: that directory, in the working directory
+PRIVATE_TMP = "tmp"
 
 
 def refuse_unconfined(
@@ -92,18 +96,24 @@ class Confinement:
     read: tuple[str, ...] = JOB_READ_PATHS
     write: tuple[str, ...] = JOB_WRITE_PATHS
 
-    def policy(self, gpu_ids: Sequence[int] | None = None) -> dict[str, object]:
-        """As the launcher takes it; a job may change its working directory too, and the device files of the
-        GPUs it was given."""
-        if not gpu_ids:
+    def policy(self, gpu_ids: Sequence[int] | None = None, *, private_tmp: bool = False) -> dict[str, object]:
+        """As the launcher takes it; a job may change its working directory too, the device files of the GPUs it
+        was given, and ``/tmp`` and ``/var/tmp`` where they are its own (``private_view``)."""
+        also = (*(PRIVATE_TMP_PATHS if private_tmp else ()), *_gpu_devices(gpu_ids))
+        if not also:
             return self._policy
-        gpus = (*NVIDIA_CONTROL_DEVICES, *(NVIDIA_GPU_DEVICE.format(gpu) for gpu in gpu_ids))
-        return {**self._policy, "write": [*self._policy["write"], *_effective(gpus)]}
+        return {**self._policy, "write": [*self._policy["write"], *_effective(also)]}
 
     @functools.cached_property
     def _policy(self) -> dict[str, Any]:
         # Each rule costs every job's start a little: only paths that are there, each once (/bin is /usr/bin).
         return {"abi": self.abi, "read": _effective(self.read), "write": _effective(self.write)}
+
+
+def _gpu_devices(gpu_ids: Sequence[int] | None) -> tuple[str, ...]:
+    if not gpu_ids:
+        return ()
+    return (*NVIDIA_CONTROL_DEVICES, *(NVIDIA_GPU_DEVICE.format(gpu) for gpu in gpu_ids))
 
 
 def _effective(paths: Iterable[str]) -> list[str]:
@@ -129,9 +139,21 @@ def private_view_from_env(
     return not failed
 
 
-def view_for(assignment: Assignment) -> dict[str, int]:
-    """The job's view, as the launcher takes it: its ``/dev/shm`` holds as much as its memory may."""
-    return {"shm_bytes": max(assignment.resources.memory_bytes, MIN_ADDRESS_SPACE)}
+def view_for(assignment: Assignment, tmp: Path | None) -> dict[str, Any]:
+    """The job's view, as the launcher takes it: its ``/dev/shm`` holds as much as its memory may; ``tmp``, if any,
+    is its ``/tmp`` and ``/var/tmp``."""
+    view: dict[str, Any] = {"shm_bytes": max(assignment.resources.memory_bytes, MIN_ADDRESS_SPACE)}
+    if tmp is not None:
+        view["tmp"] = str(tmp)
+    return view
+
+
+def private_tmp_possible(work_root: Path) -> bool:
+    """Whether jobs may have a ``/tmp`` of their own: not when their directories are beneath ``/tmp`` or ``/var/tmp``
+    (their ``HOME``, by its path, would lead into their own ``/tmp``, where it is not)."""
+    real = os.path.realpath(work_root)
+    tmps = (os.path.realpath(path) for path in PRIVATE_TMP_PATHS)
+    return not any(real == tmp or real.startswith(tmp.rstrip("/") + "/") for tmp in tmps)
 
 
 def confinement_from_env(environ: Mapping[str, str] = os.environ, *, abi: int | None = None) -> Confinement | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from fog_agent import cgroups
 from fog_agent.sandbox.leftovers import SHARED_MEMORY, kill_processes_of, remove_files_of
+from fog_agent.sandbox.policy import PRIVATE_TMP
 from fog_agent.sandbox.users import JobUser, JobUsers
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ def sweep(uids: Collection[int], workdirs: list[Path]) -> None:
 
 def _remove_workdirs(workdirs: Iterable[Path]) -> None:
     for workdir in workdirs:
+        with contextlib.suppress(OSError):  # there only with a view of its own; empty unless the job wrote there
+            os.rmdir(workdir / PRIVATE_TMP)
         try:
             os.rmdir(workdir)  # most jobs leave nothing behind
         except OSError:

@@ -1,5 +1,6 @@
 """A view of the machine of each job's own, as real processes (the agent is root): ``/proc`` lists the job's own
-processes alone, ``/dev/shm`` is its own and bounded, and the machine's mounts are left as they were."""
+processes alone, ``/dev/shm`` is its own and bounded, ``/tmp`` is its own, and the machine's mounts are left as
+they were."""
 
 from __future__ import annotations
 
@@ -7,24 +8,33 @@ import asyncio
 import errno
 import logging
 import os
+import shutil
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from fog_agent.job_messages import MIB, Assignment, Resources
-from fog_agent.launcher_process import private_view_works
-from fog_agent.sandbox import Sandbox, private_view_from_env
+from fog_agent.launcher_process import landlock_abi, private_view_works
+from fog_agent.sandbox import Confinement, Sandbox, job_users_from_env, private_view_from_env
 from fog_agent.sandbox.leftovers import SHARED_MEMORY
+from fog_agent.sandbox.policy import PRIVATE_TMP_PATHS, private_tmp_possible
 from fog_shared.testing.waiting import wait_until
 
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="only root may give a job a view of its own")
+LANDLOCK_ABI = landlock_abi()
+TMP, VAR_TMP = (Path(path) for path in PRIVATE_TMP_PATHS)
 
 
 def job(*command: str, timeout_s: float = 5.0, memory_bytes: int | None = None) -> Assignment:
     resources = Resources() if memory_bytes is None else Resources(memory_bytes=memory_bytes)
     return Assignment("j-1", 1, command, {}, timeout_s, resources)
+
+
+def in_the_machines_tmp(name: str) -> bool:
+    return (TMP / name).exists()
 
 
 def mounts() -> list[str]:
@@ -105,3 +115,59 @@ async def test_the_machines_mounts_are_left_as_they_were(sandbox: Sandbox) -> No
     results = await asyncio.gather(*(sandbox.job(job("true")).run() for _ in range(3)))
     assert all(result.outcome == "succeeded" for result in results)
     assert mounts() == before
+
+
+# -- /tmp of its own -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["unconfined", "landlock"])
+async def outside_tmp(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
+    """Jobs' directories beneath ``/run``, not ``/tmp``: each job has a ``/tmp`` of its own; with Landlock or not."""
+    if not AS_ROOT:
+        pytest.skip("only root may give a job a view of its own")
+    confinement = None
+    if request.param == "landlock":
+        if not LANDLOCK_ABI:
+            pytest.skip("this kernel has no Landlock")
+        confinement = Confinement(LANDLOCK_ABI)
+    root = Path("/run") / f"fog-test-{uuid.uuid4().hex}"
+    box = Sandbox(
+        root / "work", users=job_users_from_env(), confinement=confinement, private_view=True, kill_grace_s=0.5
+    )
+    box.prepare()
+    try:
+        yield box
+        await box.close()
+        await box.removals.finished()
+    finally:
+        shutil.rmtree(root)
+
+
+async def test_a_job_has_a_tmp_of_its_own_in_its_directory(outside_tmp: Sandbox) -> None:
+    assert outside_tmp.private_tmp
+    name = f"fog-test-{uuid.uuid4().hex}"
+    script = f"echo a > /tmp/{name} && echo b > /var/tmp/{name}.2 && cat /tmp/{name} && ls $HOME/tmp && sleep 100"
+    writer = outside_tmp.job(job("sh", "-c", script, timeout_s=60))
+    running = asyncio.create_task(writer.run())
+    try:
+
+        async def written() -> str:
+            return writer.printed() if writer.printed().count("\n") == 3 else ""
+
+        assert await wait_until(written, timeout=5, what="the job's files") == f"a\n{name}\n{name}.2\n"
+        assert not in_the_machines_tmp(name)
+        reader = await outside_tmp.job(job("sh", "-c", f"cat /tmp/{name} 2>/dev/null || echo none")).run()
+        assert reader.output == "none\n"  # nor in another job's
+    finally:
+        writer.cancel()
+        await running
+    await outside_tmp.removals.finished()
+    assert list(outside_tmp.work_root.iterdir()) == []  # gone with its directory
+
+
+def test_jobs_whose_directories_are_beneath_tmp_keep_the_machines(tmp_path: Path) -> None:
+    assert not private_tmp_possible(TMP / "fog" / "work")
+    assert not private_tmp_possible(VAR_TMP)
+    assert private_tmp_possible(Path("/var/lib/fog-agent/work"))
+    assert private_tmp_possible(TMP.with_name(TMP.name + "fs") / "work")  # /tmpfs/work: not beneath /tmp
+    assert not Sandbox(tmp_path / "work", users=None, private_view=True).private_tmp  # pytest's are beneath /tmp
