@@ -48,16 +48,16 @@ class WorkdirRemover:
         self._waiting: list[Path] = []
         self._cgroups: list[Path] = []
         self._contained: list[JobUser] = []  # their processes were in a cgroup, killed with it: none is left
-        self._loose: list[Workdir] = []  # no cgroup: what they left running is found by their uid
-        self._unswept: list[Workdir] = []
+        self._unswept: list[Workdir] = []  # no cgroup: what they left running is found by their uid
         self._removing: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
 
     def remove(self, workdir: Workdir | None, cgroup: Path | None = None) -> None:
         """Remove ``workdir`` (``None``: keep it, and its user's uid for good) and ``cgroup``."""
         if workdir is not None and workdir.user is not None and workdir.user.own and cgroup is None:
-            self._loose.append(workdir)  # removed once what still runs as its user is killed: it might write there
-        elif workdir is not None:
+            self._sweep_soon(workdir)  # removed once what still runs as its user is killed: it might write there
+            return
+        if workdir is not None:
             self._waiting.append(workdir.path)
             if workdir.user is not None and workdir.user.own:
                 self._contained.append(workdir.user)
@@ -76,16 +76,14 @@ class WorkdirRemover:
             await asyncio.shield(busy[0])  # the agent's own cancellation must not stop a removal half way
 
     async def _remove_waiting(self) -> None:
-        while self._waiting or self._cgroups or self._contained or self._loose:
+        while self._waiting or self._cgroups or self._contained:
             (batch, self._waiting), (emptied, self._cgroups) = (self._waiting, []), (self._cgroups, [])
-            (contained, self._contained), (loose, self._loose) = (self._contained, []), (self._loose, [])
+            contained, self._contained = self._contained, []
             await asyncio.to_thread(_remove_all, batch, emptied, {user.uid for user in contained})
             self._give_back(contained)
-            if loose:
-                self._sweep_soon(loose)
 
-    def _sweep_soon(self, workdirs: list[Workdir]) -> None:
-        self._unswept.extend(workdirs)
+    def _sweep_soon(self, workdir: Workdir) -> None:
+        self._unswept.append(workdir)
         if self._sweeping is None or self._sweeping.done():
             self._sweeping = asyncio.get_running_loop().create_task(self._sweep_waiting(), name="job uid sweep")
 
