@@ -32,7 +32,7 @@ import nats
 from fog_shared.bus.consumer import EventConsumer
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import DEAD_LETTER_STREAM, ConsumerSpec, StreamSpec, Topology
-from fog_shared.devservers import NatsServer, PostgresServer, free_port
+from fog_shared.devservers import NatsServer, PostgresServer, free_ports
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
 from fog_shared.events.auth import UserRegistered
@@ -265,8 +265,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fog-bench-") as tmp:
-        nats_server = NatsServer(Path(tmp) / "nats", port=free_port(), monitor_port=free_port())
-        pg = PostgresServer(Path(tmp) / "pg", port=free_port())
+        nats_port, monitor_port, pg_port = free_ports(3)
+        nats_server = NatsServer(Path(tmp) / "nats", nats_port, monitor_port)
+        pg = PostgresServer(Path(tmp) / "pg", port=pg_port)
         for server in (nats_server, pg):
             server.data_dir.mkdir()
             server.start()

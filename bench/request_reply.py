@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from fog_shared.bus.broker import CorrelationMiddleware
 from fog_shared.bus.push import push_headers
 from fog_shared.bus.rpc import request
-from fog_shared.devservers import NatsServer, free_port
+from fog_shared.devservers import NatsServer
 from fog_shared.telemetry import configure_tracing
 
 SUBJECT = "bench.request_reply"
@@ -140,7 +140,7 @@ def main() -> None:
     print(f"FastStream request/reply, two processes, {spans}; ms")
     print(f"{'mw':<8} {'requests':<14} {'count':>6} {'p50':>8} {'p90':>8}")
     with tempfile.TemporaryDirectory(prefix="fog-bench-rr-") as data_dir:
-        server = NatsServer(data_dir=Path(data_dir), port=free_port(), monitor_port=free_port())
+        server = NatsServer.on_free_ports(Path(data_dir))
         server.start()
         try:
             for which in args.middlewares.split(","):

@@ -34,7 +34,7 @@ from fog_shared.bus.permissions import PROVISIONER, Permissions, all_permissions
 from fog_shared.bus.permissions import render as render_nats_users
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
-from fog_shared.devservers import NatsServer, PostgresServer, port_or_free
+from fog_shared.devservers import NatsServer, Ports, PostgresServer
 from fog_shared.pg.roles import ServiceDatabase, ensure_database, provision_service
 
 DATABASE = "fog"
@@ -221,10 +221,11 @@ class DevStack:
         self.logs.mkdir(exist_ok=True)
         nats_url = os.environ.get("FOG_NATS_URL")
         if not nats_url:
+            ports = Ports()
             self.nats_server = NatsServer(
                 self.dir / "nats",
-                port=port_or_free(DEFAULT_PORTS["nats"]),
-                monitor_port=port_or_free(DEFAULT_PORTS["nats-monitor"]),
+                port=ports.pick(DEFAULT_PORTS["nats"]),
+                monitor_port=ports.pick(DEFAULT_PORTS["nats-monitor"]),
                 extra_config=nats_users_config(),
             )
             self.nats_server.data_dir.mkdir(exist_ok=True)
@@ -234,7 +235,7 @@ class DevStack:
             nats_url = self.nats_server.url
         admin_dsn = os.environ.get("FOG_DATABASE_URL")
         if not admin_dsn:
-            self.pg_server = PostgresServer(self.dir / "postgres", port=port_or_free(DEFAULT_PORTS["postgres"]))
+            self.pg_server = PostgresServer(self.dir / "postgres", port=Ports().pick(DEFAULT_PORTS["postgres"]))
             self.pg_server.data_dir.mkdir(exist_ok=True)
             self.pg_server.start()
             admin_dsn = self.pg_server.superuser_dsn
@@ -312,10 +313,11 @@ class DevStack:
     def up(self) -> StackState:
         nats_url, admin_dsn = self.start_servers()
         dbs = asyncio.run(self.provision(nats_url, admin_dsn))
-        ports = {svc: port_or_free(DEFAULT_PORTS[svc]) for svc in DB_SERVICES} | {
-            "gateway": port_or_free(self.gateway_port)
+        chosen = Ports()  # the servers listen already: only the services' ports may meet
+        ports = {svc: chosen.pick(DEFAULT_PORTS[svc]) for svc in DB_SERVICES} | {
+            "gateway": chosen.pick(self.gateway_port)
         }
-        self.gateway_metrics_port = port_or_free(DEFAULT_PORTS["gateway-metrics"])
+        self.gateway_metrics_port = chosen.pick(DEFAULT_PORTS["gateway-metrics"])
         envs = {svc: self.service_env(svc, nats_url, admin_dsn, dbs.get(svc), ports[svc]) for svc in SERVICES}
         self.migrate(envs)
         state = StackState(

@@ -61,8 +61,30 @@ def free_port(host: str = LOCALHOST) -> int:
         return port
 
 
-def port_or_free(preferred: int, host: str = LOCALHOST) -> int:
-    return preferred if _bindable(preferred, host) else free_port(host)
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    """``count`` different ports the OS considers free right now. Two calls of ``free_port`` may return the same
+    port (the first is let go before the second is asked for), and a server given it twice fails to start."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+class Ports:
+    """Ports for servers that are chosen before any of them listens: the preferred one when it is free, else one
+    the OS gives, and never one chosen here already (``free_port`` may give the same port twice)."""
+
+    def __init__(self, host: str = LOCALHOST) -> None:
+        self._host = host
+        self._chosen: set[int] = set()
+
+    def pick(self, preferred: int | None = None) -> int:
+        port = preferred if preferred is not None and _bindable(preferred, self._host) else free_port(self._host)
+        while port in self._chosen:
+            port = free_port(self._host)
+        self._chosen.add(port)
+        return port
 
 
 def _poll(ready: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -196,6 +218,12 @@ class NatsServer(_ChildProcess):
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, extra_config: str = "") -> NatsServer:
+        """A server on two free ports, its clients' and its monitoring's, never the same one."""
+        port, monitor_port = free_ports(2)
+        return cls(data_dir, port, monitor_port, extra_config)
 
     @property
     def url(self) -> str:

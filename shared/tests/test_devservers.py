@@ -12,18 +12,20 @@ import nats
 import pytest
 from nats.js.api import StorageType
 
+from fog_shared import devservers
 from fog_shared.devservers import (
     NatsServer,
+    Ports,
     PostgresServer,
     free_port,
-    port_or_free,
+    free_ports,
     wait_for_port,
 )
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats", port=free_port(), monitor_port=free_port())
+    server = NatsServer.on_free_ports(tmp_path / "nats")
     yield server
     server.stop()
 
@@ -40,12 +42,20 @@ def test_port_helpers() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        assert port_or_free(busy) != busy
+        assert Ports().pick(busy) != busy
         wait_for_port("127.0.0.1", busy, timeout=2)
     idle = free_port()
-    assert port_or_free(idle) == idle
+    assert Ports().pick(idle) == idle
     with pytest.raises(TimeoutError, match=str(idle)):
         wait_for_port("127.0.0.1", idle, timeout=0.3)
+
+
+def test_ports_chosen_together_are_never_the_same_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert len(set(free_ports(50))) == 50
+    given = iter([7001, 7001, 7002])  # what two calls of free_port may give: the same port
+    monkeypatch.setattr(devservers, "free_port", lambda host="127.0.0.1": next(given))
+    ports = Ports()
+    assert [ports.pick(), ports.pick()] == [7001, 7002]
 
 
 async def _publish(url: str) -> int:
@@ -90,7 +100,7 @@ def test_nats_jetstream_survives_kill(nats_server: NatsServer) -> None:
 
 
 def test_nats_start_failure_reports_log(tmp_path: Path) -> None:
-    server = NatsServer(tmp_path, port=free_port(), monitor_port=free_port(), extra_config="bogus {")
+    server = NatsServer.on_free_ports(tmp_path, extra_config="bogus {")
     with pytest.raises(RuntimeError, match="exited with code") as failure:
         server.start(timeout=10)
     assert "Parse error" in str(failure.value)  # the log tail explains why

@@ -18,7 +18,7 @@ from k8s_manifests import DEPLOY, OVERLAYS, Manifests, render
 
 from fog_shared.bus.permissions import PROVISIONER, all_permissions, password_variable
 from fog_shared.bus.permissions import render as render_nats_users
-from fog_shared.devservers import NatsServer, free_port
+from fog_shared.devservers import NatsServer
 from fog_shared.subjects import SERVICES
 
 NATS_USERS = (*SERVICES, PROVISIONER)
@@ -58,11 +58,8 @@ def nats_passwords() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def nats_with_users(tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]) -> Iterator[NatsServer]:
     """A real NATS server running the generated users, as the cluster's does."""
-    server = NatsServer(
-        tmp_path_factory.mktemp("nats-users"),
-        port=free_port(),
-        monitor_port=free_port(),
-        extra_config=render_nats_users(all_permissions()),
+    server = NatsServer.on_free_ports(
+        tmp_path_factory.mktemp("nats-users"), extra_config=render_nats_users(all_permissions())
     )
     with pytest.MonkeyPatch.context() as env:  # the server resolves $NATS_PASSWORD_<USER> from its environment
         for user, password in nats_passwords.items():

@@ -18,7 +18,7 @@ import pytest
 from devstack_driver import RunningStack, email
 
 from fog_client import ApiError, ArraySummary, Constraints, FogClient, JobArray, JobSpec, Resources
-from fog_shared.devservers import NatsServer, PostgresServer, free_port
+from fog_shared.devservers import NatsServer, PostgresServer, free_ports
 from fog_shared.testing.waiting import wait_until
 from fogctl.devstack import probe_ready
 
@@ -31,8 +31,9 @@ class Servers:
     """The stack's NATS and Postgres, which the test kills and starts again."""
 
     def __init__(self, directory: Path) -> None:
-        self.nats = NatsServer(directory / "nats", port=free_port(), monitor_port=free_port())
-        self.postgres = PostgresServer(directory / "postgres", port=free_port())
+        nats_port, monitor_port, postgres_port = free_ports(3)  # chosen together: never one twice
+        self.nats = NatsServer(directory / "nats", nats_port, monitor_port)
+        self.postgres = PostgresServer(directory / "postgres", port=postgres_port)
 
     def start(self) -> None:
         self.nats.start()

@@ -122,9 +122,9 @@ def fog_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         if external_nats:
             nats_url = external_nats
         else:
-            from fog_shared.devservers import NatsServer, free_port
+            from fog_shared.devservers import NatsServer
 
-            nats_server = NatsServer(tmp_path_factory.mktemp("nats"), port=free_port(), monitor_port=free_port())
+            nats_server = NatsServer.on_free_ports(tmp_path_factory.mktemp("nats"))
             nats_server.start()
             started.append(nats_server)
             nats_url = nats_server.url
