@@ -314,9 +314,8 @@ class DevStack:
         nats_url, admin_dsn = self.start_servers()
         dbs = asyncio.run(self.provision(nats_url, admin_dsn))
         chosen = Ports()  # the servers listen already: only the services' ports may meet
-        ports = {svc: chosen.pick(DEFAULT_PORTS[svc]) for svc in DB_SERVICES} | {
-            "gateway": chosen.pick(self.gateway_port)
-        }
+        ports = {"gateway": chosen.pick(self.gateway_port)}  # first: the one its user asked for
+        ports |= {svc: chosen.pick(DEFAULT_PORTS[svc]) for svc in DB_SERVICES}
         self.gateway_metrics_port = chosen.pick(DEFAULT_PORTS["gateway-metrics"])
         envs = {svc: self.service_env(svc, nats_url, admin_dsn, dbs.get(svc), ports[svc]) for svc in SERVICES}
         self.migrate(envs)
