@@ -97,9 +97,9 @@ class JobUidRange:
         self._size = last - first + 1
         self._next = random.randrange(self._size) if start is None else start  # noqa: S311 -- not a secret
         self._held: dict[int, int] = {}  # uid → its lock file's descriptor
+        self._locks_made = False
 
     def take(self) -> JobUser:
-        self.locks.mkdir(mode=0o700, parents=True, exist_ok=True)
         for _ in range(self._size):
             uid = self.first + self._next % self._size
             self._next = (self._next + 1) % self._size
@@ -117,19 +117,21 @@ class JobUidRange:
     def end_leftovers(self) -> set[int]:
         """Kill what runs as a uid of the range that no job holds, and remove its shared memory: left by a job of
         an agent killed without its jobs' cgroups. The uids so ended."""
-        ended = set()
-        for uid in running_uids():
-            if self.first <= uid <= self.last and uid not in self._held and self._lock(uid):
-                try:
-                    kill_processes_of({uid})
-                    remove_files_of({uid}, SHARED_MEMORY)
-                    ended.add(uid)
-                finally:
-                    self.give_back(JobUser("", uid, uid, own=True))
+        running = {uid for uid in running_uids() if self.first <= uid <= self.last and uid not in self._held}
+        ended = {uid for uid in running if self._lock(uid)}  # the others are held by another agent's jobs
+        try:
+            kill_processes_of(ended)
+            remove_files_of(ended, SHARED_MEMORY)
+        finally:
+            for uid in ended:
+                self.give_back(JobUser("", uid, uid, own=True))
         return ended
 
     def _lock(self, uid: int) -> bool:
         """Hold ``uid``, unless another job (of this agent or another) does."""
+        if not self._locks_made:
+            self.locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._locks_made = True
         path = self.locks / str(uid)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
