@@ -361,9 +361,9 @@ async def wait_for(what: str, check: Callable[[], Any], timeout: float, interval
     return value
 
 
-def job_spec(cpu_cores: float, command: tuple[str, ...] = ("true",)) -> JobSpec:
+def job_spec(cpu_cores: float, command: tuple[str, ...] = ("true",), network: str | None = None) -> JobSpec:
     resources = Resources(cpu_cores=cpu_cores, memory_bytes=64 * MIB)
-    return JobSpec(command=list(command), resources=resources, timeout_s=60)
+    return JobSpec(command=list(command), resources=resources, timeout_s=60, network=network)
 
 
 #: a single job that says when it ran: the wall clock in nanoseconds, as the client reads it too
@@ -642,12 +642,18 @@ class ArrayRun:
 
 
 async def run_array(
-    bench: Bench, count: int, cpu_cores: float, timeout_s: float, profile: Path | None, profile_s: float
+    bench: Bench,
+    count: int,
+    cpu_cores: float,
+    timeout_s: float,
+    profile: Path | None,
+    profile_s: float,
+    network: str | None = None,
 ) -> ArrayRun:
     run = ArrayRun(count, cpu_cores)
     before = bench.cpu.sample()
     wall_start, started = datetime.now(UTC), time.perf_counter()
-    array = await bench.user.submit_array(job_spec(cpu_cores), count)
+    array = await bench.user.submit_array(job_spec(cpu_cores, network=network), count)
     run.submit_s = time.perf_counter() - started
     print(f"  {count:,} jobs accepted in {run.submit_s:.2f} s (array {array.array_id})", flush=True)
     spies = start_profiles(bench.pids, profile, profile_s, count) if profile else []
@@ -842,7 +848,7 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
         results = StackResults()
         if "latency" in parts:
             print(f"\nlatency: {args.singles} single jobs after {args.warmup} warm-up ones", flush=True)
-            spec = job_spec(args.cpu_cores, CLOCK_JOB)
+            spec = job_spec(args.cpu_cores, CLOCK_JOB, args.network)
             results.singles, results.single_stages = await run_singles(bench, args.singles, args.warmup, args.gap, spec)
         if "throughput" in parts:
             watching = Updates(user) if args.watch else None
@@ -852,7 +858,9 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
                 await wait_quiet(bench)
                 print(f"\nthroughput: an array of {count:,} jobs", flush=True)
                 profile = args.profile if index == 0 else None
-                run = await run_array(bench, count, args.cpu_cores, args.timeout, profile, args.profile_seconds)
+                run = await run_array(
+                    bench, count, args.cpu_cores, args.timeout, profile, args.profile_seconds, args.network
+                )
                 results.runs.append(run)
             if watching is not None:
                 await wait_quiet(bench)
@@ -917,6 +925,9 @@ def main() -> None:
         "--agents-own-core", action="store_true",
         help="the agents on the last CPU, the platform and the bench on the others (as if on machines of their own)",
     )  # fmt: skip
+    parser.add_argument(
+        "--network", choices=("host", "none"), default=None, help="the network the jobs ask for (default: the node's)"
+    )
     parser.add_argument("--gap", type=float, default=0.2, help="pause between single jobs (s)")
     parser.add_argument("--jobs", default="1000,10000", help="array sizes, one array run each, in order")
     parser.add_argument("--timeout", type=float, default=900.0, help="per array run (s)")

@@ -12,7 +12,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -32,7 +32,8 @@ _NOT_ARCH = re.compile(r"[^A-Za-z0-9_.-]")
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def fingerprint(state_dir: Path) -> Capabilities:
+def fingerprint(state_dir: Path, networks: Sequence[str] = ("host",)) -> Capabilities:
+    """What the machine offers; ``networks`` are those its jobs may have (``sandbox.job_networks_from_env``)."""
     return Capabilities(
         cpu_cores=cpu_cores(),
         memory_bytes=psutil.virtual_memory().total,
@@ -41,6 +42,7 @@ def fingerprint(state_dir: Path) -> Capabilities:
         arch=arch_name(platform.machine()),
         os=os_name(platform.system(), platform.release()),
         gpus=detect_gpus(),
+        networks=list(networks),
     )
 
 

@@ -18,6 +18,8 @@ from fog_agent.protocol import MAX_MESSAGE_BYTES, encode
 JobKey = tuple[str, int]
 Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
 ReportKind = Literal["started", "finished", "output"]
+#: the network a job runs with: the node's own, or none but loopback (docs/jobs.md, "Network")
+Network = Literal["host", "none"]
 
 MIB = 1024 * 1024
 #: what docs/jobs.md gives a job that asks for nothing; an assignment without them gets these
@@ -54,6 +56,7 @@ class Assignment:
     timeout_s: float = DEFAULT_TIMEOUT_S
     resources: Resources = field(default_factory=Resources)
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
+    network: Network = "host"
 
     @property
     def key(self) -> JobKey:
@@ -97,6 +100,7 @@ def parse_assignment(message: dict[str, Any]) -> Assignment:
             output_limit_bytes=_int_at_least(
                 message.get("output_limit_bytes", DEFAULT_OUTPUT_LIMIT_BYTES), 0, "output_limit_bytes"
             ),
+            network=_network(message.get("network", "host")),
         )
     except BadMessage as exc:
         raise BadMessage(str(exc), key) from None
@@ -186,6 +190,13 @@ def _resources(value: object) -> Resources:
         memory_bytes=_int_at_least(value.get("memory_bytes", DEFAULT_MEMORY_BYTES), 1, "resources.memory_bytes"),
         gpus=_int_at_least(value.get("gpus", DEFAULT_GPUS), 0, "resources.gpus"),
     )
+
+
+def _network(value: object) -> Network:
+    # A network this agent does not know is refused, never run as the node's own: the job asked to be kept from it.
+    if value not in get_args(Network):
+        raise BadMessage(f"network is not one of {', '.join(get_args(Network))}: {value!r}"[:200])
+    return cast(Network, value)
 
 
 def _positive_number(value: object, name: str) -> float:

@@ -18,6 +18,8 @@ import typer
 from fog_agent.cli import StateDirOption, fail
 from fog_agent.fingerprint import fingerprint
 from fog_agent.protocol import connect_url
+from fog_agent.sandbox.policy import job_networks_from_env
+from fog_agent.sandbox.users import SandboxError
 from fog_agent.state import NodeState, StateError, prepare_dir, state_path
 from fog_client import ApiError, Capabilities, FogClient, RegisteredNode
 
@@ -60,7 +62,11 @@ def join(
         prepare_dir(path.parent)  # before registering: a credential that cannot be saved is lost for good
     except OSError as exc:
         raise typer.Exit(fail(f"cannot create the state directory {path.parent}: {exc.strerror or exc}")) from None
-    capabilities = fingerprint(path.parent)
+    try:
+        networks = job_networks_from_env()
+    except SandboxError as exc:
+        raise typer.Exit(fail(f"cannot offer this machine: {exc}")) from None
+    capabilities = fingerprint(path.parent, networks)
 
     registered = _call(gateway, _register(gateway, api_key, login, node_name, capabilities, labels, region))
     node = registered.node
@@ -78,7 +84,8 @@ def join(
     gpus = f", {len(capabilities.gpus)} GPU(s)" if capabilities.gpus else ""
     typer.echo(
         f"Joined {gateway} as node {node.id} ({node.name}): {capabilities.cpu_cores} cores, "
-        f"{capabilities.memory_bytes / 2**30:.1f} GiB{gpus}. Start it with `fog-agent run`.",
+        f"{capabilities.memory_bytes / 2**30:.1f} GiB{gpus}, jobs with network {' or '.join(capabilities.networks)}. "
+        "Start it with `fog-agent run`.",
         err=True,
     )
     typer.echo(node.id)  # alone on stdout, for scripts

@@ -48,11 +48,14 @@ class JobProgram:
     landlock: Mapping[str, Any] | None = None
     #: ``{"shm_bytes"}`` for a view of the machine of the job's own (``launcher_process.private_view``), or None
     view: Mapping[str, Any] | None = None
+    #: True for a network of the job's own, with loopback alone (``launcher_process.isolate_network``)
+    isolated_network: bool = False
 
     def request(self, request_id: int, *, prepare: bool = False) -> bytes:
         return json.dumps({
             "id": request_id, "argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd),
             "umask": self.umask, "uid": self.uid, "gid": self.gid, "landlock": self.landlock, "view": self.view,
+            "isolated_network": self.isolated_network,
             "rlimits": [[which, soft, hard] for which, (soft, hard) in self.rlimits],
             launcher_process.PREPARE: prepare,
         }).encode()  # fmt: skip

@@ -21,7 +21,8 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
   those it may also change besides its ``cwd`` (see ``confine``). ``view`` is ``null``, or ``{"shm_bytes", "tmp"}`` for
-  a view of the machine of the job's own (see ``private_view``; it takes root). A request larger than
+  a view of the machine of the job's own (see ``private_view``; it takes root). ``isolated_network``, if true, gives
+  the job a network of its own with loopback alone (see ``isolate_network``; it takes root). A request larger than
   ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
   in-memory file that holds it.
 - launcher → agent: ``{"id", "pid", "cgroup"}`` once the job's program is executing, or ``{"id", "errno"}``
@@ -58,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import resource
@@ -65,6 +67,7 @@ import selectors
 import signal
 import socket
 import stat
+import struct
 import sys
 import time
 from typing import Any
@@ -245,6 +248,40 @@ def private_view_works() -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+# -- a network of the job's own ----------------------------------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+#: ``struct ifreq`` as the two ioctls read it: the interface's name, then its flags
+_IFREQ_FLAGS = "16sH14x"
+
+
+def isolate_network() -> None:
+    """Give this process, and what it runs, a network namespace of its own: no interface but loopback, which is
+    brought up (a program may talk to itself over ``127.0.0.1``). Nothing outside is reachable, not even what
+    listens on the machine's ``localhost``: the agent's, its owner's and the other jobs' services."""
+    _mounted(_LIBC.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        name = b"lo"
+        _, flags = struct.unpack(_IFREQ_FLAGS, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ_FLAGS, name, 0)))
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ_FLAGS, name, flags | _IFF_UP))
+
+
+def isolated_network_works() -> int:
+    """0 if a job can have a network of its own here (root, allowed to unshare one: not in a container without
+    ``CAP_SYS_ADMIN``), else the errno that stops it. Tried in a child, which exits at once."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- the child
+        code = 0
+        try:
+            isolate_network()
+        except OSError as exc:
+            code = exc.errno or errno.EPERM
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def _enter_cgroup(path: str | None) -> int:
     """In a spare: make the cgroup ``path`` and move into it, so that everything its job forks is born there; the
     errno when that failed (its job then does not start), else 0.
@@ -364,6 +401,8 @@ def _child(
         os.setsid()
         if request.get("view"):  # as root, and before Landlock, which forbids mounting
             private_view(request["view"])
+        if request.get("isolated_network"):  # as root, before the change of user
+            isolate_network()
         if request.get("landlock"):  # before the change of user, which might not reach the directories
             confine(request["landlock"], request["cwd"], prebuilt)
         if request["uid"] is not None:

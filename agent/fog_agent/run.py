@@ -19,6 +19,7 @@ from fog_agent.sandbox import (
     Sandbox,
     SandboxError,
     confinement_from_env,
+    job_networks_from_env,
     job_users_from_env,
     keep_workdirs_from_env,
     private_view_from_env,
@@ -94,6 +95,7 @@ def _job_runner(work_root: Path) -> JobRunner:
             keep_workdirs=keep_workdirs_from_env(),
             cgroups=JobCgroups.found(),
             private_view=private_view_from_env(),
+            networks=job_networks_from_env(),
         )
         sandbox.prepare()
     except SandboxError as exc:
@@ -112,6 +114,8 @@ def _job_runner(work_root: Path) -> JobRunner:
         )
     if sandbox.private_view:
         log.info("each job sees its own processes alone in /proc, and has a /dev/shm of its own")
+    if "none" in sandbox.networks:
+        log.info("jobs may have a network of their own, loopback alone; jobs get %s", " or ".join(sandbox.networks))
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     return JobRunner(sandbox, capacity)

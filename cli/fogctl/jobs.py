@@ -8,6 +8,7 @@ program. With ``--json`` they print the job and its whole output once it has end
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import shlex
@@ -31,6 +32,12 @@ POLL_S = 0.5
 #: a size: a number, then an optional binary unit (K, M, G, T; Ki/KiB/KB alike, as docker reads them)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
 _POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+
+
+class Network(enum.Enum):
+    host = "host"
+    none = "none"
+
 
 JobIdArgument = Annotated[str, typer.Argument(help="The job's id", show_default=False)]
 
@@ -62,6 +69,13 @@ def submit(
     affinity: Annotated[
         list[str] | None, typer.Option("--affinity", help="k=v:weight (1..100) a node scores more for; repeatable")
     ] = None,
+    network: Annotated[
+        Network | None,
+        typer.Option(
+            help="none: no network but loopback (on a node that can give a job one of its own); "
+            "host: the node's network (default)"
+        ),
+    ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", help="K=V in the job's environment; repeatable")] = None,
     priority: Annotated[int | None, typer.Option(help="0..100, higher first (default 50)")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds an attempt may run (default 3600)")] = None,
@@ -84,6 +98,7 @@ def submit(
             "resources": _given(cpu_cores=cpu, memory_bytes=memory_bytes, gpus=gpus),
             "constraints": {"labels": parse_pairs(label or [], "--label"), "region": region, "arch": arch},
             "affinities": [parse_affinity(value) for value in affinity or []],
+            "network": None if network is None else network.value,
             **_given(priority=priority, timeout_s=timeout, max_attempts=max_attempts),
             "name": name,
             "idempotency_key": idempotency_key,
@@ -343,6 +358,7 @@ def job_rows(job: Job) -> dict[str, str]:
         "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU",
         "requires": ", ".join(required) or "-",
         "prefers": ", ".join(f"{a.label}={a.value} ({a.weight})" for a in spec.affinities) or "-",
+        "network": spec.network or "host",
         "priority": str(spec.priority),
         "timeout": f"{spec.timeout_s:g} s",
         "node": job.node_id or "-",

@@ -112,6 +112,7 @@ def node_rows(node: Node) -> dict[str, str]:
         "disk": human_bytes(capabilities.disk_bytes),
         "platform": f"{capabilities.os} ({capabilities.arch})",
         "gpus": ", ".join(gpus) or "-",
+        "job_networks": ", ".join(capabilities.networks),
         "labels": ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-",
         "reputation": f"{node.reputation:.2f}",
         "running_jobs": str(node.running_jobs),

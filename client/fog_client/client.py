@@ -239,7 +239,7 @@ class FogClient(ChatCalls):
         """Offer a machine as a node (a provider's call); the reply holds its credential, shown this once."""
         body = {
             "name": name,
-            "capabilities": capabilities.model_dump(mode="json"),
+            "capabilities": _capabilities_body(capabilities),
             "labels": dict(labels or {}),
             "region": region,
             "location": location.model_dump(mode="json") if location else None,
@@ -513,6 +513,13 @@ class FogClient(ChatCalls):
 
 def _parse(model: type[M], response: httpx.Response) -> M:
     return model.model_validate_json(response.content)
+
+
+def _capabilities_body(capabilities: Capabilities) -> dict[str, Any]:
+    body: dict[str, Any] = capabilities.model_dump(mode="json")
+    if body["networks"] == ["host"]:  # the default, left out: a gateway from before the field refuses it
+        del body["networks"]
+    return body
 
 
 def _spec_body(spec: JobSpec) -> dict[str, Any]:

@@ -97,6 +97,8 @@ class Capabilities(_Reply):
     arch: str
     os: str
     gpus: list[Gpu] = Field(default_factory=list)
+    #: the networks the node gives its jobs: ``host`` (its own), ``none`` (loopback alone; docs/jobs.md)
+    networks: list[str] = Field(default_factory=lambda: ["host"])
 
 
 class Location(_Reply):
@@ -191,6 +193,9 @@ class JobSpec(_Reply):
     resources: Resources = Field(default_factory=Resources)
     constraints: Constraints = Field(default_factory=Constraints)
     affinities: list[Affinity] = Field(default_factory=list)
+    #: ``"none"``: no network but loopback, on a node that gives jobs one of their own; ``None`` (left out of the
+    #: request) or ``"host"``: the node's own network
+    network: str | None = None
     priority: int = 50
     timeout_s: float = 3600.0
     max_attempts: int = 3

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -121,6 +122,36 @@ async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningS
     with pytest.raises(ApiError) as bad:
         await fog.submit_job(JobSpec(command=["true"], env={"HUGE": "x" * 40_000}))
     assert bad.value.status == 422
+
+
+async def test_a_job_without_network_cannot_reach_the_gateway_its_node_reaches(stack: RunningStack) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
+    fog = await user(stack, email("nina"))
+    gateway = urlsplit(stack.state["gateway_url"])
+    script = (
+        f"if {{ echo > /dev/tcp/{gateway.hostname}/{gateway.port}; }} 2>/dev/null; then echo reached; "
+        "else echo unreachable; fi"
+    )
+    code, listed = await fogctl("node", "list", "--status", "ready", "--label", "dev=true", "--json", env=config)
+    offered = [node["capabilities"]["networks"] for node in json.loads(listed)["items"]]
+    if os.geteuid() != 0:  # the dev agents run as this process's user: not root, no network of a job's own
+        assert offered
+        assert all(networks == ["host"] for networks in offered)
+        job = await fog.submit_job(JobSpec(command=["bash", "-c", script], network="none"))
+        why = await wait_until(lambda: _filtered(fog, job.id), timeout=10, what="explain")
+        assert list(why) == ["no isolated network for jobs"]
+        return
+    assert offered
+    assert all(networks == ["host", "none"] for networks in offered), "the dev agents are root"
+    code, out = await fogctl("job", "submit", "--wait", "--network", "none", "--", "bash", "-c", script, env=config)
+    assert (code, out) == (0, "unreachable\n")
+    code, out = await fogctl("job", "submit", "--wait", "--", "bash", "-c", script, env=config)
+    assert (code, out) == (0, "reached\n"), "a job of the node's network reaches what the node reaches"
+
+
+async def _filtered(fog: FogClient, job_id: str) -> dict[str, int] | None:
+    why = await fog.explain_job(job_id)
+    return {reason: n for reason, n in why.filtered.items() if not reason.startswith("node ")} or None
 
 
 async def test_a_job_past_its_timeout_is_killed_with_its_children(stack: RunningStack) -> None:

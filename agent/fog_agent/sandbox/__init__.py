@@ -65,6 +65,7 @@ from fog_agent.sandbox.policy import (
     Confinement,
     confinement_from_env,
     job_environment,
+    job_networks_from_env,
     keep_workdirs_from_env,
     private_tmp_possible,
     private_view_from_env,
@@ -102,6 +103,7 @@ __all__ = [
     "WorkdirRemover",
     "confinement_from_env",
     "job_environment",
+    "job_networks_from_env",
     "job_users_from_env",
     "keep_workdirs_from_env",
     "private_view_from_env",
@@ -128,8 +130,11 @@ class Sandbox:
         kill_grace_s: float = KILL_GRACE_S,
         cgroups: JobCgroups | None = None,
         private_view: bool = False,
+        networks: Sequence[str] = ("host",),
     ) -> None:
         self.work_root = work_root.absolute()
+        #: the networks jobs may have here (``job_networks_from_env``); an assignment of another is refused
+        self.networks = tuple(networks)
         self.users = users
         self.private_view = private_view
         self.private_tmp = private_view and private_tmp_possible(self.work_root)
@@ -204,7 +209,16 @@ class Sandbox:
             return None
         return prepared
 
+    def refusal(self, assignment: Assignment) -> str | None:
+        """Why the attempt cannot run here as it asks, if it cannot (its run then fails with that, running nothing)."""
+        if assignment.network in self.networks:
+            return None
+        given = " or ".join(self.networks)
+        return f"this node gives jobs no {assignment.network!r} network (it gives {given}; FOG_AGENT_JOB_NETWORKS)"
+
     async def _prepare(self, assignment: Assignment, gpu_ids: Sequence[int] | None) -> _Prepared | None:
+        if self.refusal(assignment) is not None:
+            return None  # its run says why
         try:
             workdir = self.make_workdir(assignment)
         except (OSError, NoJobUser):
@@ -265,6 +279,7 @@ class Sandbox:
             gid=None if user is None else user.gid,
             landlock=None if confinement is None else confinement.policy(gpu_ids, private_tmp=tmp is not None),
             view=view_for(assignment, tmp) if self.private_view else None,
+            isolated_network=assignment.network == "none",
         )
 
     async def remove_cgroups(self) -> None:

@@ -99,6 +99,9 @@ class SandboxedJob:
 
     async def run(self, on_started: Callable[[], None] = lambda: None) -> Result:
         """Run the attempt to its end; ``on_started`` is called once its process runs (never, if it cannot start)."""
+        refusal = self._sandbox.refusal(self.assignment)
+        if refusal is not None:
+            return Result("failed", None, 0.0, error=refusal)
         prepared = await self._sandbox.take_prepared(self.assignment, self._gpu_ids)
         if prepared is not None:
             workdir = prepared.workdir

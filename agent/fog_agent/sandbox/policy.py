@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fog_agent.job_messages import MIB, Assignment
-from fog_agent.launcher_process import landlock_abi, private_view_works
+from fog_agent.launcher_process import isolated_network_works, landlock_abi, private_view_works
 from fog_agent.sandbox.users import JobUser, JobUsers, SandboxError
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,42 @@ def private_view_from_env(
             os.strerror(failed),
         )
     return not failed
+
+
+#: the networks a job may ask for (``fog_shared``'s ``JobNetwork``): the node's own, or none but loopback
+JOB_NETWORKS = ("host", "none")
+
+
+def job_networks_from_env(
+    environ: Mapping[str, str] = os.environ,
+    *,
+    euid: int | None = None,
+    works: Callable[[], int] = isolated_network_works,
+) -> tuple[str, ...]:
+    """The networks this node gives its jobs, as ``FOG_AGENT_JOB_NETWORKS`` names them (``host,none`` unless set):
+    ``none`` where a job can have a network of its own (``works``: as root, allowed to unshare one).
+
+    Set to ``none``, every job here has no network but loopback: jobs that need the node's are placed elsewhere.
+    Unset, ``none`` is left out where it cannot be given (the agent says so); named and impossible, it is refused.
+    """
+    value = environ.get("FOG_AGENT_JOB_NETWORKS") or None
+    named = tuple(dict.fromkeys(part.strip().lower() for part in (value or "host,none").split(",") if part.strip()))
+    unknown = [name for name in named if name not in JOB_NETWORKS]
+    if unknown or not named:
+        raise SandboxError(
+            f"FOG_AGENT_JOB_NETWORKS={value!r}: name one or both of {', '.join(JOB_NETWORKS)}, separated by commas"
+        )
+    if "none" not in named:
+        return named
+    root = (os.geteuid() if euid is None else euid) == 0
+    failed = works() if root else errno.EPERM
+    if not failed:
+        return named
+    why = f"a network of their own takes root and a kernel that lets it unshare one ({os.strerror(failed)})"
+    if value is not None:
+        raise SandboxError(f"FOG_AGENT_JOB_NETWORKS names none, but jobs cannot be cut off the network here: {why}")
+    log.info("jobs here get the node's network alone, none asked for: %s", why)
+    return tuple(name for name in named if name != "none")
 
 
 def view_for(assignment: Assignment, tmp: Path | None) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def test_an_assignment_is_read_whole() -> None:
 def test_what_an_assignment_leaves_out_takes_the_jobspec_defaults() -> None:
     assignment = parse_assignment({"type": "assignment", "job_id": "j-1", "attempt": 1, "command": ["true"]})
     assert assignment == Assignment("j-1", 1, ("true",), {}, 3600.0, Resources(1.0, 256 * MIB, 0), MIB)
+    assert assignment.network == "host"
+    assert parse_assignment({**ASSIGNMENT, "network": "none"}).network == "none"
 
 
 @pytest.mark.parametrize(
@@ -62,6 +64,9 @@ def test_what_an_assignment_leaves_out_takes_the_jobspec_defaults() -> None:
         ({"resources": {"gpus": -1}}, "gpus"),
         ({"resources": None}, "resources"),
         ({"output_limit_bytes": -1}, "output_limit_bytes"),
+        # a network this agent does not know is refused, never run as the node's own
+        ({"network": "bridge"}, "network"),
+        ({"network": None}, "network"),
     ],
 )
 def test_an_unusable_assignment_names_its_job_and_the_problem(change: dict[str, Any], problem: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from fog_agent import join
 from fog_agent.__main__ import app
+from fog_agent.sandbox import policy
 from fog_agent.state import NodeState
 from fog_client import Capabilities, FogClient
 
@@ -63,6 +65,10 @@ class Gateway:
         return [(auth, body) for _, path, auth, body in self.requests if path == "/v1/nodes"]
 
 
+def fake_fingerprint(state_dir: Path, networks: Sequence[str]) -> Capabilities:
+    return CAPABILITIES.model_copy(update={"networks": list(networks)})
+
+
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
     fake = Gateway()
@@ -72,7 +78,8 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> Gateway:
         return FogClient(base_url, api_key=api_key, transport=httpx.MockTransport(fake))
 
     monkeypatch.setattr(join, "new_client", new_client)
-    monkeypatch.setattr(join, "fingerprint", lambda state_dir: CAPABILITIES)
+    monkeypatch.setattr(join, "fingerprint", fake_fingerprint)
+    monkeypatch.setattr(join, "job_networks_from_env", lambda: ("host", "none"))
     monkeypatch.delenv("FOG_API_KEY", raising=False)
     return fake
 
@@ -104,7 +111,7 @@ def test_joining_with_an_api_key_registers_and_keeps_the_credential_privately(
     assert auth == f"Bearer {API_KEY}"
     assert body == {
         "name": "edge-1",
-        "capabilities": CAPABILITIES.model_dump(mode="json"),
+        "capabilities": {**CAPABILITIES.model_dump(mode="json"), "networks": ["host", "none"]},
         "labels": {"zone": "a", "gpu": ""},
         "region": "eu-west",
         "location": None,
@@ -113,7 +120,7 @@ def test_joining_with_an_api_key_registers_and_keeps_the_credential_privately(
     assert stat.S_IMODE((state_dir / "node.json").stat().st_mode) == 0o600
     assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
     assert out == "n1\n"
-    assert "Joined http://gateway.test as node n1 (edge-1): 4 cores, 8.0 GiB" in err
+    assert "Joined http://gateway.test as node n1 (edge-1): 4 cores, 8.0 GiB, jobs with network host or none" in err
     assert "fogn_n1" not in out + err
     assert API_KEY not in out + err
 
@@ -164,6 +171,18 @@ def test_a_refused_registration_exits_1_and_saves_nothing(gateway: Gateway, stat
     assert code == 1
     assert f"{URL} refused: 403 forbidden [forbidden]" in err
     assert "provider" in err
+    assert not (state_dir / "node.json").exists()
+
+
+def test_networks_this_machine_cannot_give_jobs_are_refused_before_registering(
+    gateway: Gateway, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(join, "job_networks_from_env", policy.job_networks_from_env)
+    monkeypatch.setenv("FOG_AGENT_JOB_NETWORKS", "host,bridge")
+    code, _, err = fog_agent("join", "--gateway", URL, "--api-key", API_KEY)
+    assert code == 1
+    assert "cannot offer this machine: FOG_AGENT_JOB_NETWORKS='host,bridge'" in err
+    assert gateway.registrations() == []
     assert not (state_dir / "node.json").exists()
 
 

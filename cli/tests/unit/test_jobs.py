@@ -144,7 +144,7 @@ def test_submit_builds_the_spec_from_the_flags(gateway: Gateway, logged_in: Sess
     code, out, err = fogctl(
         "job", "submit", "--name", "serve", "--cpu", "0.5", "--memory", "512M", "--gpus", "1",
         "--label", "zone=a", "--label", "disk=ssd", "--region", "eu-west", "--arch", "arm64",
-        "--affinity", "tier=gold:30", "--affinity", "url=http://x:5",
+        "--affinity", "tier=gold:30", "--affinity", "url=http://x:5", "--network", "none",
         "--env", "MODE=fast", "--env", "QUERY=a=b", "--priority", "80", "--timeout", "60", "--max-attempts", "2",
         "--idempotency-key", "k-1", "--json",
         "--", "python", "-m", "http.server", "--port", "8000", "--", "x",
@@ -159,6 +159,7 @@ def test_submit_builds_the_spec_from_the_flags(gateway: Gateway, logged_in: Sess
             {"label": "tier", "value": "gold", "weight": 30},
             {"label": "url", "value": "http://x", "weight": 5},
         ],
+        "network": "none",
         "priority": 80,
         "timeout_s": 60,
         "max_attempts": 2,

@@ -134,6 +134,7 @@ def test_get_shows_one_node(gateway: Gateway, logged_in: Session) -> None:
     assert "status            ready since 2030-01-02 03:04:05 UTC" in lines
     assert "memory            16.0 GiB" in lines
     assert "gpus              Tesla T4 (15.0 GiB)" in lines
+    assert "job_networks      host" in lines  # a node registered before nodes named them
     assert "labels            zone=a" in lines
     assert "usage             cpu 12.5%, memory 4.0 GiB, disk 100.0 GiB" in lines
 

@@ -304,6 +304,8 @@ async def test_registering_a_node_sends_its_capabilities_and_keeps_the_credentia
             "edge-1", capabilities, labels={"zone": "a"}, region="eu-west", location=Location(lat=52.37, lon=4.89)
         )
         bare = await fog.register_node("edge-2", capabilities)
+        isolating = capabilities.model_copy(update={"networks": ["host", "none"]})
+        await fog.register_node("edge-3", isolating)
     assert (seen[0].method, seen[0].url.path, bearer(seen[0])) == ("POST", "/v1/nodes", "Bearer fogk_provider")
     assert json.loads(seen[0].content) == {
         "name": "edge-1",
@@ -315,6 +317,8 @@ async def test_registering_a_node_sends_its_capabilities_and_keeps_the_credentia
     sent = json.loads(seen[1].content)
     assert (sent["labels"], sent["region"], sent["location"]) == ({}, None, None)
     assert isinstance(sent["capabilities"]["cpu_cores"], int)  # strict gateway: never 8.0
+    assert "networks" not in sent["capabilities"], "the default is left to the gateway (an older one refuses it)"
+    assert json.loads(seen[2].content)["capabilities"]["networks"] == ["host", "none"]
     assert registered.credential == "fogn_secret"
     assert "fogn_secret" not in repr(registered)
     node = registered.node

@@ -35,6 +35,8 @@ class NodeCapacity:
     region: str | None
     labels: dict[str, str]
     reputation: float = 0.5
+    #: the networks it gives its jobs (``host``, ``none``)
+    networks: frozenset[str] = frozenset({"host"})
     used_cpu: float = 0.0
     used_memory: int = 0
     used_gpus: int = 0
@@ -50,7 +52,7 @@ class NodeCapacity:
     def facts(self) -> tuple[object, ...]:
         """What decides whether a job could ever run here (not what it uses now, nor its reputation)."""
         return (self.node_id, self.status, self.cpu_cores, self.memory_bytes, self.gpus, self.arch, self.region,
-                self.labels)  # fmt: skip
+                self.labels, self.networks)  # fmt: skip
 
     def give_back(self, request: Request) -> None:
         self.used_cpu = max(0.0, self.used_cpu - request.cpu_cores)
@@ -70,6 +72,7 @@ class Request:
     arch: str | None = None
     affinities: tuple[tuple[str, str, int], ...] = ()
     avoid: frozenset[str] = frozenset()
+    network: str = "host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,10 @@ class FreeRoom:
         return self._room.may_hold(*wanted)
 
 
+#: why a node is left out for the network a job asks (``Request.network``)
+_NO_NETWORK = {"host": "no host network for jobs", "none": "no isolated network for jobs"}
+
+
 def _static_misfit(node: NodeCapacity, request: Request) -> str | None:
     """Why the node can never run the job (whatever else runs there), if it cannot."""
     if node.status != "ready":
@@ -153,6 +160,8 @@ def _static_misfit(node: NodeCapacity, request: Request) -> str | None:
     for key, value in request.labels.items():
         if node.labels.get(key) != value:
             return f"label {key}={value} missing"
+    if request.network not in node.networks:
+        return _NO_NETWORK.get(request.network, f"no {request.network} network for jobs")
     if node.cpu_cores < request.cpu_cores:
         return "too few CPU cores"
     if node.memory_bytes < request.memory_bytes:

@@ -60,6 +60,7 @@ def request_of(spec: dict[str, Any], tried: list[str]) -> domain.Request:
         cpu_cores=resources["cpu_cores"], memory_bytes=resources["memory_bytes"], gpus=resources["gpus"],
         labels=constraints["labels"], region=constraints["region"], arch=constraints["arch"],
         affinities=tuple((a["label"], a["value"], a["weight"]) for a in spec["affinities"]), avoid=frozenset(tried),
+        network=spec.get("network", "host"),  # a job submitted before jobs could ask has the node's own
     )  # fmt: skip
 
 
@@ -69,6 +70,7 @@ def node_of(row: asyncpg.Record) -> domain.NodeCapacity:
         node_id=row["id"], status=row["status"], cpu_cores=float(caps["cpu_cores"]),
         memory_bytes=int(caps["memory_bytes"]), gpus=len(caps.get("gpus", [])), arch=caps["arch"],
         region=row["region"], labels=row["labels"], reputation=row["reputation"],
+        networks=frozenset(caps.get("networks", ("host",))),  # registered before nodes said: their own alone
     )  # fmt: skip
 
 

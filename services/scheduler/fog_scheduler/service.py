@@ -505,7 +505,7 @@ async def node_assignments(conn: asyncpg.Connection, node_id: str) -> contract.N
 def assignment(job_id: str, attempt: int, spec: dict[str, Any]) -> contract.Assignment:
     return contract.Assignment(
         job_id=job_id, attempt=attempt, command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
-        resources=contract.Resources(**spec["resources"]),
+        resources=contract.Resources(**spec["resources"]), network=spec.get("network", "host"),
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -42,6 +42,12 @@ def without_nul(value: str) -> str:
 #: JSON has no datetime type: an ISO 8601 string with a time zone is the one lax conversion
 #: these strict models allow
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), Field(strict=False)]
+
+
+#: the network a job gets on its node: ``host``, the node's own (what it reaches, the job reaches); ``none``, a
+#: network of its own with loopback alone (nothing outside the job, not even the node's ``localhost``)
+JobNetwork = Literal["host", "none"]
+JOB_NETWORKS: tuple[JobNetwork, ...] = ("host", "none")
 
 
 class ErrorReply(Strict):

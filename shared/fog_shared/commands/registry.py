@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from fog_shared.commands.auth import NodeId, Principal
-from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error
+from fog_shared.commands.common import ErrorReply, JobNetwork, Strict, Text, Timestamp, error
 from fog_shared.subjects import command_subject, query_subject
 
 __all__ = ["ErrorReply", "error"]
@@ -44,6 +44,15 @@ class Capabilities(Strict):
     arch: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     os: Text = Field(min_length=1, max_length=64)
     gpus: list[Gpu] = Field(default=[], max_length=16)
+    #: the networks the node gives its jobs (``JobNetwork``); a node registered before jobs could ask gives its own
+    networks: list[JobNetwork] = Field(default=["host"], min_length=1, max_length=2)
+
+    @field_validator("networks")
+    @classmethod
+    def _each_once(cls, networks: list[str]) -> list[str]:
+        if len(set(networks)) != len(networks):
+            raise ValueError("each network at most once")
+        return networks
 
 
 class Location(Strict):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator
 
 from fog_shared.commands.auth import NodeId, Principal
-from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error, without_nul
+from fog_shared.commands.common import ErrorReply, JobNetwork, Strict, Text, Timestamp, error, without_nul
 from fog_shared.commands.registry import LabelKey, LabelValue, Region
 from fog_shared.subjects import command_subject, query_subject
 
@@ -65,6 +65,8 @@ class JobSpec(Strict):
     resources: Resources = Resources()
     constraints: Constraints = Constraints()
     affinities: list[Affinity] = Field(default=[], max_length=16)
+    #: placed only on a node that gives its jobs this network (``Capabilities.networks``)
+    network: JobNetwork = "host"
     priority: int = Field(default=50, ge=0, le=100)
     timeout_s: float = Field(default=3600.0, ge=1, le=86_400)
     max_attempts: int = Field(default=3, ge=1, le=10)
@@ -230,6 +232,7 @@ class Assignment(Strict):
     timeout_s: float
     resources: Resources
     output_limit_bytes: int = OUTPUT_LIMIT_BYTES
+    network: JobNetwork = "host"
 
 
 class NodeAssignments(Strict):

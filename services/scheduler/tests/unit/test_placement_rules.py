@@ -38,6 +38,20 @@ def test_a_job_nothing_can_ever_fit_is_not_waiting_for_capacity() -> None:
     assert placed.summary(2) == "no node fits: 2 examined (2 too few CPU cores)"
 
 
+def test_a_job_goes_only_where_its_network_is_given() -> None:
+    own_only, cut_off_only = node("own"), node("cut", networks=frozenset({"none"}))
+    both = node("both", networks=frozenset({"host", "none"}))
+    isolated = Request(cpu_cores=1, memory_bytes=1, gpus=0, network="none")
+    placed = domain.place(isolated, [own_only, both])
+    assert placed.node_id == "both"
+    assert placed.filtered == {"no isolated network for jobs": 1}
+    nowhere = domain.place(isolated, [own_only])
+    assert (nowhere.node_id, nowhere.waits_for_capacity) == (None, False), "a node never changes its networks"
+    hosted = domain.place(Request(cpu_cores=1, memory_bytes=1, gpus=0), [cut_off_only, both])
+    assert hosted.node_id == "both", "a node whose owner gives jobs no network of its own takes none that want it"
+    assert hosted.filtered == {"no host network for jobs": 1}
+
+
 def test_busy_nodes_make_a_job_wait_for_capacity() -> None:
     busy = node("a", cores=2)
     busy.take(Request(cpu_cores=2, memory_bytes=1, gpus=0))
