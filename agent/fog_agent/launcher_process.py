@@ -201,7 +201,7 @@ _LANDLOCK_ABI = landlock_abi()
 
 # -- a view of the machine of the job's own -----------------------------------------------------------------------
 
-_CLONE_NEWNS = 0x00020000
+_CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14, 1 << 18
 SHARED_MEMORY = "/dev/shm"  # noqa: S108
 TMP_DIRECTORIES = ("/tmp", "/var/tmp")  # noqa: S108
@@ -213,8 +213,10 @@ def private_view(view: dict[str, Any]) -> None:
     processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed),
     ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it, and ``/tmp`` and
     ``/var/tmp`` are the directory ``view["tmp"]``, if given. Nothing mounted here reaches the machine's mounts
-    (they become private to the namespace first)."""
-    _mounted(_LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    (they become private to the namespace first). And an IPC namespace of its own: its System V shared memory,
+    semaphores and message queues (and POSIX message queues) are out of other jobs' sight, and destroyed with it,
+    whatever it did not remove."""
+    _mounted(_LIBC.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
     _mounted(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
     _mounted(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")

@@ -20,7 +20,10 @@ Every attempt gets:
 - no new privileges (``PR_SET_NO_NEW_PRIVS``): a set-user-id program it runs gains nothing;
 - when the agent runs as root, a view of the machine of its own (``private_view``, ``FOG_AGENT_PRIVATE_VIEW``): a
   mount namespace where ``/proc`` lists its own processes alone, ``/dev/shm`` is a tmpfs of its own, and ``/tmp``
-  and ``/var/tmp`` are a directory in its working directory (unless that is beneath them);
+  and ``/var/tmp`` are a directory in its working directory (unless that is beneath them), and an IPC namespace
+  (its System V IPC is its own, and destroyed with it);
+- when it asks for ``"network": "none"`` (on a node that gives it, ``FOG_AGENT_JOB_NETWORKS``), a network namespace
+  with loopback alone: it reaches nothing outside itself, not even the machine's ``localhost``;
 - where the kernel has Landlock (Linux 5.13 on), a file system of its own (``Confinement``): it reads and
   runs what the system has installed, and changes its working directory alone. So it cannot read the
   agent's state (its credential) nor another job's directory, even as the same user; from Linux 6.12 on it

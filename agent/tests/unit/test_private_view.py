@@ -108,6 +108,35 @@ async def test_a_jobs_shared_memory_is_its_own_and_bounded(sandbox: Sandbox) -> 
     assert "No space left" in filled.output  # as much as its memory may hold, not the machine's RAM
 
 
+def shared_memory_of_size(size: int) -> list[str]:
+    """The ids of the System V shared memory segments of ``size`` bytes in this process's IPC namespace."""
+    rows = (line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:])
+    return [row[1] for row in rows if int(row[3]) == size]
+
+
+@needs_root
+async def test_a_jobs_system_v_ipc_is_neither_the_machines_nor_another_jobs(sandbox: Sandbox) -> None:
+    size = 20_000 + uuid.uuid4().int % 40_000  # no other segment is likely to have it
+    count = f"grep -c ' {size} ' /proc/sysvipc/shm"
+    maker = sandbox.job(job("sh", "-c", f"ipcmk -M {size} >/dev/null && {count} && sleep 100", timeout_s=60))
+    running = asyncio.create_task(maker.run())
+    try:
+
+        async def made() -> bool:
+            return maker.printed() == "1\n"
+
+        await wait_until(made, timeout=5, what="the job's shared memory segment")
+        assert shared_memory_of_size(size) == []  # not in the machine's
+        other = await sandbox.job(job("sh", "-c", count)).run()
+        assert other.output == "0\n"  # nor in another job's
+    finally:
+        maker.cancel()
+        await running
+        for leaked in shared_memory_of_size(size):  # where the job had no namespace of its own: it stayed
+            await (await asyncio.create_subprocess_exec("ipcrm", "-m", leaked)).wait()
+    assert shared_memory_of_size(size) == []
+
+
 @needs_root
 async def test_the_machines_mounts_are_left_as_they_were(sandbox: Sandbox) -> None:
     before = mounts()
