@@ -22,7 +22,7 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
   those it may also change besides its ``cwd`` (see ``confine``). ``view`` is ``null``, or ``{"shm_bytes", "tmp"}`` for
   a view of the machine of the job's own (see ``private_view``; it takes root). ``isolated_network``, if true, gives
-  the job a network of its own with loopback alone (see ``isolate_network``; it takes root). A request larger than
+  the job a network of its own with loopback alone (see ``isolate_network``). A request larger than
   ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
   in-memory file that holds it.
 - launcher → agent: ``{"id", "pid", "cgroup"}`` once the job's program is executing, or ``{"id", "errno"}``
@@ -216,21 +216,23 @@ def private_view(view: dict[str, Any]) -> None:
     (they become private to the namespace first). And an IPC namespace of its own: its System V shared memory,
     semaphores and message queues (and POSIX message queues) are out of other jobs' sight, and destroyed with it,
     whatever it did not remove."""
-    _mounted(_LIBC.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
-    _mounted(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
+    _succeeded(_LIBC.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    _succeeded(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    _mounted(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")
+    _succeeded(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")
     if os.path.isdir(SHARED_MEMORY):
         options = f"size={int(view['shm_bytes'])},mode=1777".encode()
         shm = _LIBC.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
-        _mounted(shm, f"mounting {SHARED_MEMORY}")
+        _succeeded(shm, f"mounting {SHARED_MEMORY}")
     if view.get("tmp"):
         for target in TMP_DIRECTORIES:
             if os.path.isdir(target):
-                _mounted(_LIBC.mount(view["tmp"].encode(), target.encode(), None, _MS_BIND, None), f"binding {target}")
+                bound = _LIBC.mount(view["tmp"].encode(), target.encode(), None, _MS_BIND, None)
+                _succeeded(bound, f"binding {target}")
 
 
-def _mounted(result: int, what: str) -> None:
+def _succeeded(result: int, what: str) -> None:
+    """Raise the C library's errno as an ``OSError`` about ``what`` if its call failed."""
     if result != 0:
         raise OSError(ctypes.get_errno(), what)
 
@@ -252,7 +254,7 @@ def private_view_works() -> int:
 
 # -- a network of the job's own ----------------------------------------------------------------------------------
 
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 #: ``struct ifreq`` as the two ioctls read it: the interface's name, then its flags
 _IFREQ_FLAGS = "16sH14x"
@@ -261,17 +263,39 @@ _IFREQ_FLAGS = "16sH14x"
 def isolate_network() -> None:
     """Give this process, and what it runs, a network namespace of its own: no interface but loopback, which is
     brought up (a program may talk to itself over ``127.0.0.1``). Nothing outside is reachable, not even what
-    listens on the machine's ``localhost``: the agent's, its owner's and the other jobs' services."""
-    _mounted(_LIBC.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+    listens on the machine's ``localhost``: the agent's, its owner's and the other jobs' services.
+
+    Root unshares one. A process that is not root may own one only through a user namespace of its own
+    (``_own_user_namespace``), where the kernel lets unprivileged users make them."""
+    if os.geteuid() == 0:
+        _succeeded(_LIBC.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+    else:
+        _own_user_namespace(_CLONE_NEWNET)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         name = b"lo"
         _, flags = struct.unpack(_IFREQ_FLAGS, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ_FLAGS, name, 0)))
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ_FLAGS, name, flags | _IFF_UP))
 
 
+def _own_user_namespace(flags: int) -> None:
+    """Unshare a user namespace, with the namespaces ``flags`` names, in which this process's user and group are
+    themselves, and no other is mapped. The process holds every capability there (over those namespaces alone)
+    until its exec, which clears them: its user is not root there either, and ``no_new_privs`` follows."""
+    uid, gid = os.geteuid(), os.getegid()
+    _succeeded(_LIBC.unshare(_CLONE_NEWUSER | flags), "unshare(CLONE_NEWUSER)")
+    # The group map takes setgroups denied first: a process could otherwise drop a group that denies it something.
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
 def isolated_network_works() -> int:
-    """0 if a job can have a network of its own here (root, allowed to unshare one: not in a container without
-    ``CAP_SYS_ADMIN``), else the errno that stops it. Tried in a child, which exits at once."""
+    """0 if a job can have a network of its own here (root allowed to unshare one, not in a container without
+    ``CAP_SYS_ADMIN``; or a user allowed to make user namespaces), else the errno that stops it. Tried in a child,
+    which exits at once."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover -- the child
         code = 0
@@ -403,7 +427,7 @@ def _child(
         os.setsid()
         if request.get("view"):  # as root, and before Landlock, which forbids mounting
             private_view(request["view"])
-        if request.get("isolated_network"):  # as root, before the change of user
+        if request.get("isolated_network"):  # before the change of user (root unshares it without a user namespace)
             isolate_network()
         if request.get("landlock"):  # before the change of user, which might not reach the directories
             confine(request["landlock"], request["cwd"], prebuilt)

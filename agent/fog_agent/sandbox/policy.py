@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import math
@@ -145,13 +144,10 @@ JOB_NETWORKS = ("host", "none")
 
 
 def job_networks_from_env(
-    environ: Mapping[str, str] = os.environ,
-    *,
-    euid: int | None = None,
-    works: Callable[[], int] = isolated_network_works,
+    environ: Mapping[str, str] = os.environ, *, works: Callable[[], int] = isolated_network_works
 ) -> tuple[str, ...]:
     """The networks this node gives its jobs, as ``FOG_AGENT_JOB_NETWORKS`` names them (``host,none`` unless set):
-    ``none`` where a job can have a network of its own (``works``: as root, allowed to unshare one).
+    ``none`` where a job can have a network of its own (``works``: root, or a user allowed to make user namespaces).
 
     Set to ``none``, every job here has no network but loopback: jobs that need the node's are placed elsewhere.
     Unset, ``none`` is left out where it cannot be given (the agent says so); named and impossible, it is refused.
@@ -163,13 +159,13 @@ def job_networks_from_env(
         raise SandboxError(
             f"FOG_AGENT_JOB_NETWORKS={value!r}: name one or both of {', '.join(JOB_NETWORKS)}, separated by commas"
         )
-    if "none" not in named:
-        return named
-    root = (os.geteuid() if euid is None else euid) == 0
-    failed = works() if root else errno.EPERM
+    failed = works() if "none" in named else 0
     if not failed:
         return named
-    why = f"a network of their own takes root and a kernel that lets it unshare one ({os.strerror(failed)})"
+    why = (
+        "a network of their own takes root, or a kernel that lets this user make user namespaces "
+        f"({os.strerror(failed)})"
+    )
     if value is not None:
         raise SandboxError(f"FOG_AGENT_JOB_NETWORKS names none, but jobs cannot be cut off the network here: {why}")
     log.info("jobs here get the node's network alone, none asked for: %s", why)

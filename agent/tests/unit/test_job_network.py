@@ -5,17 +5,20 @@ network reaches it; a node that does not give a network refuses jobs that ask fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import logging
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from fog_agent.job_messages import Assignment, Network, Resources
-from fog_agent.launcher_process import isolated_network_works
+from fog_agent.launcher_process import isolate_network, isolated_network_works
 from fog_agent.sandbox import Sandbox, SandboxError, job_networks_from_env, job_users_from_env, private_view_from_env
 from fog_shared.testing.waiting import wait_until
 
@@ -72,25 +75,98 @@ def connect_to(port: int) -> str:
 
 
 def test_a_node_gives_jobs_the_networks_its_owner_names_and_it_can() -> None:
-    assert job_networks_from_env({}, euid=0, works=lambda: 0) == ("host", "none")
-    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "none"}, euid=0, works=lambda: 0) == ("none",)
-    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": " Host "}, euid=0, works=lambda: 0) == ("host",)
-    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": ""}, euid=0, works=lambda: 0) == ("host", "none")
+    assert job_networks_from_env({}, works=lambda: 0) == ("host", "none")
+    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "none"}, works=lambda: 0) == ("none",)
+    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": " Host "}, works=lambda: 0) == ("host",)
+    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": ""}, works=lambda: 0) == ("host", "none")
 
 
 def test_where_jobs_cannot_be_cut_off_the_network_they_get_the_nodes_unless_the_owner_asked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO):
-        assert job_networks_from_env({}, euid=1000, works=lambda: 0) == ("host",)  # not root
-        assert job_networks_from_env({}, euid=0, works=lambda: errno.EPERM) == ("host",)  # a container, say
+    with caplog.at_level(logging.INFO):  # a container without CAP_SYS_ADMIN, a user not allowed user namespaces
+        assert job_networks_from_env({}, works=lambda: errno.EPERM) == ("host",)
     assert "jobs here get the node's network alone" in caplog.text
+    assert job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "host"}, works=lambda: errno.EPERM) == ("host",)
     with pytest.raises(SandboxError, match="names none, but jobs cannot be cut off the network here"):
-        job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "host,none"}, euid=0, works=lambda: errno.EPERM)
+        job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "host,none"}, works=lambda: errno.EPERM)
     with pytest.raises(SandboxError, match="name one or both of host, none"):
-        job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "host,bridge"}, euid=0, works=lambda: 0)
+        job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": "host,bridge"}, works=lambda: 0)
     with pytest.raises(SandboxError, match="name one or both"):
-        job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": ","}, euid=0, works=lambda: 0)
+        job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": ","}, works=lambda: 0)
+
+
+def unprivileged_user_namespaces() -> bool:
+    """Whether this kernel lets a user who is not root make a user namespace (Debian's and Ubuntu's switches)."""
+    switches = {
+        "/proc/sys/user/max_user_namespaces": lambda value: int(value) > 0,
+        "/proc/sys/kernel/unprivileged_userns_clone": lambda value: value == "1",
+        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": lambda value: value == "0",
+    }
+    for path, allows in switches.items():
+        with contextlib.suppress(FileNotFoundError):
+            if not allows(Path(path).read_text().strip()):
+                return False
+    return True
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="becoming another user takes root")
+@pytest.mark.skipif(not unprivileged_user_namespaces(), reason="this kernel lets no user but root make namespaces")
+def test_an_agent_that_is_not_root_cuts_a_job_off_the_network_through_a_user_namespace() -> None:
+    """As ``nobody`` (the user of an agent that is not root), what a spare does for a job of the ``none`` network,
+    then what the job tries: the machine's listener is out of reach, its own loopback is up, it holds no capability,
+    and it is still ``nobody``."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover -- the child
+            code = 1
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # as a process that never changed user is
+                assert isolated_network_works() == 0
+                isolate_network()
+                code = 2 + _reaches(port) * 1 + (not _refused_on_loopback()) * 2 + (_capabilities() != 0) * 4
+                code += (os.geteuid() != NOBODY) * 8
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    assert os.waitstatus_to_exitcode(status) == 2, "1: failed; +1 reached; +2 no loopback; +4 capable; +8 not nobody"
+
+
+NOBODY = 65534
+PR_SET_DUMPABLE = 4
+
+
+def _reaches(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _refused_on_loopback() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 1), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _capabilities() -> int:
+    """What the child may do as it will after its exec: the capabilities an exec would leave it (none, as nobody)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- the grandchild
+        os.execv("/bin/sh", ["sh", "-c", "exit $(( 0x$(sed -n 's/^CapEff:\\t*//p' /proc/self/status) != 0 ))"])  # noqa: S606
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 @needs_root
