@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from fog_agent import join, run
+from fog_agent import check, join, run
 from fog_agent.cli import configure_logging
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command()(join.join)
 app.command()(run.run)
+app.command()(check.check)
 
 
 @app.callback()

@@ -21,7 +21,7 @@ Protocol: one JSON object a ``SOCK_SEQPACKET`` message.
   stderr go there, stdin is ``/dev/null``. ``uid``/``gid`` are ``null`` to keep the launcher's own.
   ``landlock`` is ``null``, or ``{"abi", "read", "write"}``: the paths the job may read and run beneath, and
   those it may also change besides its ``cwd`` (see ``confine``). ``view`` is ``null``, or ``{"shm_bytes", "tmp"}`` for
-  a view of the machine of the job's own (see ``private_view``; it takes root). ``isolated_network``, if true, gives
+  a view of the machine of the job's own (see ``private_view``). ``isolated_network``, if true, gives
   the job a network of its own with loopback alone (see ``isolate_network``). A request larger than
   ``MAX_INLINE_REQUEST_BYTES`` comes as ``{"id", "request_in_file": true}`` with a second descriptor, an
   in-memory file that holds it.
@@ -201,7 +201,7 @@ _LANDLOCK_ABI = landlock_abi()
 
 # -- a view of the machine of the job's own -----------------------------------------------------------------------
 
-_CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x08000000, 0x40000000, 0x10000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14, 1 << 18
 SHARED_MEMORY = "/dev/shm"  # noqa: S108
 TMP_DIRECTORIES = ("/tmp", "/var/tmp")  # noqa: S108
@@ -210,16 +210,39 @@ _MS_BIND = 1 << 12
 
 def private_view(view: dict[str, Any]) -> None:
     """Give this process, and what it runs, a mount namespace of its own, in which ``/proc`` lists its own
-    processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed),
-    ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it, and ``/tmp`` and
+    processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed; as
+    root only), ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it, and ``/tmp`` and
     ``/var/tmp`` are the directory ``view["tmp"]``, if given. Nothing mounted here reaches the machine's mounts
     (they become private to the namespace first). And an IPC namespace of its own: its System V shared memory,
     semaphores and message queues (and POSIX message queues) are out of other jobs' sight, and destroyed with it,
     whatever it did not remove."""
-    _succeeded(_LIBC.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    enter_namespaces(view, isolated_network=False)
+
+
+def enter_namespaces(view: dict[str, Any] | None, *, isolated_network: bool) -> None:
+    """Give this process the namespaces of a job's view of its own (``private_view``), if ``view``, and of a network
+    of its own (``isolate_network``), if ``isolated_network``; in one user namespace of its own, when not root."""
+    flags = (_CLONE_NEWNS | _CLONE_NEWIPC if view is not None else 0) | (_CLONE_NEWNET if isolated_network else 0)
+    if not flags:
+        return
+    root = os.geteuid() == 0
+    if root:
+        _succeeded(_LIBC.unshare(flags), "unshare")
+    else:
+        _own_user_namespace(flags)
+    if view is not None:
+        _mount_view(view, proc=root)
+    if isolated_network:
+        _loopback_up()
+
+
+def _mount_view(view: dict[str, Any], *, proc: bool) -> None:
+    """The mounts of a view of the job's own, in its new mount namespace. ``/proc`` is mounted again only if ``proc``:
+    a process that is not root may mount one only for a PID namespace of its own."""
     _succeeded(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
-    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    _succeeded(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")
+    if proc:
+        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        _succeeded(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")
     if os.path.isdir(SHARED_MEMORY):
         options = f"size={int(view['shm_bytes'])},mode=1777".encode()
         shm = _LIBC.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
@@ -238,8 +261,9 @@ def _succeeded(result: int, what: str) -> None:
 
 
 def private_view_works() -> int:
-    """0 if a job can have a view of its own here (root, and allowed to unshare and mount: not in a container
-    without ``CAP_SYS_ADMIN``), else the errno that stops it. Tried in a child, which exits at once."""
+    """0 if a job can have a view of its own here (root allowed to unshare and mount, not in a container without
+    ``CAP_SYS_ADMIN``; or a user allowed to make user namespaces), else the errno that stops it. Tried in a child,
+    which exits at once."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover -- the child
         code = 0
@@ -254,7 +278,6 @@ def private_view_works() -> int:
 
 # -- a network of the job's own ----------------------------------------------------------------------------------
 
-_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 #: ``struct ifreq`` as the two ioctls read it: the interface's name, then its flags
 _IFREQ_FLAGS = "16sH14x"
@@ -267,10 +290,10 @@ def isolate_network() -> None:
 
     Root unshares one. A process that is not root may own one only through a user namespace of its own
     (``_own_user_namespace``), where the kernel lets unprivileged users make them."""
-    if os.geteuid() == 0:
-        _succeeded(_LIBC.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-    else:
-        _own_user_namespace(_CLONE_NEWNET)
+    enter_namespaces(None, isolated_network=True)
+
+
+def _loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         name = b"lo"
         _, flags = struct.unpack(_IFREQ_FLAGS, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ_FLAGS, name, 0)))
@@ -425,10 +448,8 @@ def _child(
         os.chdir(request["cwd"])
         os.umask(request["umask"])
         os.setsid()
-        if request.get("view"):  # as root, and before Landlock, which forbids mounting
-            private_view(request["view"])
-        if request.get("isolated_network"):  # before the change of user (root unshares it without a user namespace)
-            isolate_network()
+        # Before Landlock, which forbids mounting, and the change of user (root needs no user namespace).
+        enter_namespaces(request.get("view"), isolated_network=bool(request.get("isolated_network")))
         if request.get("landlock"):  # before the change of user, which might not reach the directories
             confine(request["landlock"], request["cwd"], prebuilt)
         if request["uid"] is not None:

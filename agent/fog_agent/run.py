@@ -10,21 +10,11 @@ from typing import Annotated
 
 import typer
 
-from fog_agent.cgroups import JobCgroups
 from fog_agent.cli import StateDirOption, fail
 from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
 from fog_agent.fingerprint import cpu_cores, detect_gpus
 from fog_agent.jobs import Capacity, JobRunner
-from fog_agent.sandbox import (
-    Sandbox,
-    SandboxError,
-    confinement_from_env,
-    job_networks_from_env,
-    job_users_from_env,
-    keep_workdirs_from_env,
-    private_view_from_env,
-    refuse_unconfined,
-)
+from fog_agent.sandbox import SandboxError, sandbox_from_env
 from fog_agent.state import NodeState, StateError, state_path
 from fog_agent.usage import usage_of
 
@@ -86,18 +76,7 @@ def run(
 
 def _job_runner(work_root: Path) -> JobRunner:
     try:
-        users, confinement = job_users_from_env(), confinement_from_env()
-        refuse_unconfined(users, confinement)
-        sandbox = Sandbox(
-            work_root,
-            users=users,
-            confinement=confinement,
-            keep_workdirs=keep_workdirs_from_env(),
-            cgroups=JobCgroups.found(),
-            private_view=private_view_from_env(),
-            networks=job_networks_from_env(),
-        )
-        sandbox.prepare()
+        sandbox = sandbox_from_env(work_root)
     except SandboxError as exc:
         raise typer.Exit(fail(f"cannot run jobs: {exc}")) from None
     except OSError as exc:
@@ -113,7 +92,8 @@ def _job_runner(work_root: Path) -> JobRunner:
             "jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", runs_as
         )
     if sandbox.private_view:
-        log.info("each job sees its own processes alone in /proc, and has a /dev/shm of its own")
+        sees = "sees its own processes alone in /proc, and " if sandbox.users is not None else ""
+        log.info("each job %shas a /dev/shm, a /tmp and System V IPC of its own", sees)
     if "none" in sandbox.networks:
         log.info("jobs may have a network of their own, loopback alone; jobs get %s", " or ".join(sandbox.networks))
     if sandbox.cgroups is not None:

@@ -18,8 +18,9 @@ Every attempt gets:
   for all jobs, ``$FOG_AGENT_JOB_USER``) with no supplementary groups, which owns the working directory;
   what still runs as that uid once the job ended is killed before the uid is used again;
 - no new privileges (``PR_SET_NO_NEW_PRIVS``): a set-user-id program it runs gains nothing;
-- when the agent runs as root, a view of the machine of its own (``private_view``, ``FOG_AGENT_PRIVATE_VIEW``): a
-  mount namespace where ``/proc`` lists its own processes alone, ``/dev/shm`` is a tmpfs of its own, and ``/tmp``
+- a view of the machine of its own (``private_view``, ``FOG_AGENT_PRIVATE_VIEW``; as a user that is not root, in a
+  user namespace of its own, where the kernel allows them): a mount namespace where ``/proc`` lists its own processes
+  alone (as root only), ``/dev/shm`` is a tmpfs of its own, and ``/tmp``
   and ``/var/tmp`` are a directory in its working directory (unless that is beneath them), and an IPC namespace
   (its System V IPC is its own, and destroyed with it);
 - when it asks for ``"network": "none"`` (on a node that gives it, ``FOG_AGENT_JOB_NETWORKS``), a network namespace
@@ -112,6 +113,7 @@ __all__ = [
     "private_view_from_env",
     "refuse_unconfined",
     "rlimits_for",
+    "sandbox_from_env",
     "unreachable_ancestor",
 ]
 
@@ -301,3 +303,21 @@ class Sandbox:
             if isinstance(done, _Prepared):
                 done.close()
         await asyncio.gather(*self._undoing, return_exceptions=True)
+
+
+def sandbox_from_env(work_root: Path) -> Sandbox:
+    """The sandbox ``fog-agent run`` runs its jobs in, as this machine and the ``FOG_AGENT_*`` settings make it, its
+    work root prepared. Raises ``SandboxError`` for settings it refuses, ``OSError`` for a work root it cannot make."""
+    users, confinement = job_users_from_env(), confinement_from_env()
+    refuse_unconfined(users, confinement)
+    sandbox = Sandbox(
+        work_root,
+        users=users,
+        confinement=confinement,
+        keep_workdirs=keep_workdirs_from_env(),
+        cgroups=JobCgroups.found(),
+        private_view=private_view_from_env(),
+        networks=job_networks_from_env(),
+    )
+    sandbox.prepare()
+    return sandbox

@@ -123,18 +123,20 @@ def _effective(paths: Iterable[str]) -> list[str]:
 
 
 def private_view_from_env(
-    environ: Mapping[str, str] = os.environ, *, euid: int | None = None, works: Callable[[], int] = private_view_works
+    environ: Mapping[str, str] = os.environ, *, works: Callable[[], int] = private_view_works
 ) -> bool:
-    """Whether jobs get a view of the machine of their own (``launcher_process.private_view``): as root, unless
-    ``FOG_AGENT_PRIVATE_VIEW`` is off, where this machine lets a process unshare its mounts (``works``)."""
-    if (os.geteuid() if euid is None else euid) != 0 or not _yes(environ.get("FOG_AGENT_PRIVATE_VIEW", "on")):
+    """Whether jobs get a view of the machine of their own (``launcher_process.private_view``), unless
+    ``FOG_AGENT_PRIVATE_VIEW`` is off: where this machine lets the agent unshare mounts (``works``: as root, or as
+    a user allowed to make user namespaces; only root's jobs see their own processes alone)."""
+    if not _yes(environ.get("FOG_AGENT_PRIVATE_VIEW", "on")):
         return False
     failed = works()
     if failed:
         log.warning(
-            "jobs get no view of their own (%s: cannot unshare mounts, a container without CAP_SYS_ADMIN?): "
-            "they see every process of the machine, and share /dev/shm",
+            "jobs get no view of their own (%s: cannot unshare mounts: a container without CAP_SYS_ADMIN, or a user "
+            "the kernel allows no user namespace?): they share /dev/shm, /tmp and System V IPC%s",
             os.strerror(failed),
+            ", and see every process of the machine" if os.geteuid() == 0 else "",
         )
     return not failed
 

@@ -5,14 +5,12 @@ network reaches it; a node that does not give a network refuses jobs that ask fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import errno
 import logging
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,10 @@ from fog_agent.job_messages import Assignment, Network, Resources
 from fog_agent.launcher_process import isolate_network, isolated_network_works
 from fog_agent.sandbox import Sandbox, SandboxError, job_networks_from_env, job_users_from_env, private_view_from_env
 from fog_shared.testing.waiting import wait_until
+
+#: the ``as_nobody`` fixture (conftest.py): runs a check as ``nobody``, and gives its exit code
+AsNobody = Callable[[Callable[[], int]], int]
+NOBODY = 65534
 
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="only root may give a job a network of its own")
@@ -96,50 +98,23 @@ def test_where_jobs_cannot_be_cut_off_the_network_they_get_the_nodes_unless_the_
         job_networks_from_env({"FOG_AGENT_JOB_NETWORKS": ","}, works=lambda: 0)
 
 
-def unprivileged_user_namespaces() -> bool:
-    """Whether this kernel lets a user who is not root make a user namespace (Debian's and Ubuntu's switches)."""
-    switches = {
-        "/proc/sys/user/max_user_namespaces": lambda value: int(value) > 0,
-        "/proc/sys/kernel/unprivileged_userns_clone": lambda value: value == "1",
-        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": lambda value: value == "0",
-    }
-    for path, allows in switches.items():
-        with contextlib.suppress(FileNotFoundError):
-            if not allows(Path(path).read_text().strip()):
-                return False
-    return True
-
-
-@pytest.mark.skipif(not AS_ROOT, reason="becoming another user takes root")
-@pytest.mark.skipif(not unprivileged_user_namespaces(), reason="this kernel lets no user but root make namespaces")
-def test_an_agent_that_is_not_root_cuts_a_job_off_the_network_through_a_user_namespace() -> None:
-    """As ``nobody`` (the user of an agent that is not root), what a spare does for a job of the ``none`` network,
-    then what the job tries: the machine's listener is out of reach, its own loopback is up, it holds no capability,
-    and it is still ``nobody``."""
+def test_an_agent_that_is_not_root_cuts_a_job_off_the_network_through_a_user_namespace(as_nobody: AsNobody) -> None:
+    """What a spare of an agent that is not root does for a job of the ``none`` network, then what the job tries: the
+    machine's listener is out of reach, its own loopback is up, it holds no capability, and it is still itself."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover -- the child
-            code = 1
-            try:
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-                ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # as a process that never changed user is
-                assert isolated_network_works() == 0
-                isolate_network()
-                code = 2 + _reaches(port) * 1 + (not _refused_on_loopback()) * 2 + (_capabilities() != 0) * 4
-                code += (os.geteuid() != NOBODY) * 8
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
+
+        def check() -> int:
+            assert isolated_network_works() == 0
+            isolate_network()
+            code = 2 + _reaches(port) * 1 + (not _refused_on_loopback()) * 2 + (_capabilities() != 0) * 4
+            return code + (os.geteuid() != NOBODY) * 8
+
+        code = as_nobody(check)
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody connected
-    assert os.waitstatus_to_exitcode(status) == 2, "1: failed; +1 reached; +2 no loopback; +4 capable; +8 not nobody"
-
-
-NOBODY = 65534
-PR_SET_DUMPABLE = 4
+    assert code == 2, "1: failed; +1 reached; +2 no loopback; +4 capable; +8 not itself"
 
 
 def _reaches(port: int) -> bool:

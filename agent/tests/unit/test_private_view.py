@@ -5,18 +5,19 @@ they were."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from fog_agent.job_messages import MIB, Assignment, Resources
-from fog_agent.launcher_process import landlock_abi, private_view_works
+from fog_agent.launcher_process import landlock_abi, private_view, private_view_works
 from fog_agent.sandbox import Confinement, Sandbox, job_users_from_env, private_view_from_env
 from fog_agent.sandbox.leftovers import SHARED_MEMORY
 from fog_agent.sandbox.policy import PRIVATE_TMP_PATHS, private_tmp_possible
@@ -42,15 +43,14 @@ def mounts() -> list[str]:
     return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
 
 
-def test_jobs_get_a_view_of_their_own_as_root_unless_turned_off_or_the_machine_refuses(
+def test_jobs_get_a_view_of_their_own_unless_turned_off_or_the_machine_refuses(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    assert private_view_from_env({}, euid=1000, works=lambda: 0) is False  # not root: it takes mounting
-    assert private_view_from_env({}, euid=0, works=lambda: 0) is True
-    assert private_view_from_env({"FOG_AGENT_PRIVATE_VIEW": "off"}, euid=0, works=lambda: 0) is False
+    assert private_view_from_env({}, works=lambda: 0) is True
+    assert private_view_from_env({"FOG_AGENT_PRIVATE_VIEW": "off"}, works=lambda: 0) is False
     with caplog.at_level(logging.WARNING):
-        assert private_view_from_env({}, euid=0, works=lambda: errno.EPERM) is False  # a container, say
-    assert "see every process of the machine" in caplog.text
+        assert private_view_from_env({}, works=lambda: errno.EPERM) is False  # a container, say
+    assert "they share /dev/shm, /tmp and System V IPC" in caplog.text
 
 
 @needs_root
@@ -135,6 +135,44 @@ async def test_a_jobs_system_v_ipc_is_neither_the_machines_nor_another_jobs(sand
         for leaked in shared_memory_of_size(size):  # where the job had no namespace of its own: it stayed
             await (await asyncio.create_subprocess_exec("ipcrm", "-m", leaked)).wait()
     assert shared_memory_of_size(size) == []
+
+
+def test_an_agent_that_is_not_root_gives_a_job_its_own_shm_tmp_and_ipc_through_a_user_namespace(
+    as_nobody: Callable[[Callable[[], int]], int],
+) -> None:
+    """What a spare of an agent that is not root does for a job's view: its files in ``/dev/shm`` and ``/tmp`` and its
+    System V shared memory are neither the machine's nor left behind; it stays itself, with no capability."""
+    name, size = f"fog-test-{uuid.uuid4().hex}", 20_000 + uuid.uuid4().int % 40_000
+    work = VAR_TMP / name  # pytest's directories are root's alone: nobody could reach one below them
+    work.mkdir(mode=0o711)
+    own_tmp = work / "tmp"
+    own_tmp.mkdir(mode=0o700)
+    os.chown(own_tmp, NOBODY, NOBODY)
+
+    def check() -> int:
+        assert private_view_works() == 0
+        private_view({"shm_bytes": 1 << 20, "tmp": str(own_tmp)})
+        (SHARED_MEMORY / name).write_text("mine")
+        (TMP / name).write_text("mine")
+        segment = ctypes.CDLL(None, use_errno=True).shmget(_IPC_PRIVATE, size, _IPC_CREAT | 0o600)
+        return 2 + (segment < 0) + (os.geteuid() != NOBODY) * 2
+
+    try:
+        assert as_nobody(check) == 2, "1: failed; +1 no shared memory segment; +2 not itself"
+        assert not (SHARED_MEMORY / name).exists()  # its tmpfs is gone with it
+        assert not (TMP / name).exists()
+        assert (own_tmp / name).read_text() == "mine"  # its /tmp was its own directory
+        assert shared_memory_of_size(size) == []  # destroyed with its IPC namespace
+    finally:
+        for leaked in (SHARED_MEMORY / name, TMP / name):
+            leaked.unlink(missing_ok=True)
+        for segment in shared_memory_of_size(size):
+            ctypes.CDLL(None).shmctl(int(segment), _IPC_RMID, None)
+        shutil.rmtree(work)
+
+
+NOBODY = 65534
+_IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
 
 
 @needs_root
