@@ -70,7 +70,10 @@ import stat
 import struct
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 #: a request up to this size comes in its message; a bigger one (a long command line) in a file whose
@@ -262,13 +265,17 @@ def _succeeded(result: int, what: str) -> None:
 
 def private_view_works() -> int:
     """0 if a job can have a view of its own here (root allowed to unshare and mount, not in a container without
-    ``CAP_SYS_ADMIN``; or a user allowed to make user namespaces), else the errno that stops it. Tried in a child,
-    which exits at once."""
+    ``CAP_SYS_ADMIN``; or a user allowed to make user namespaces), else the errno that stops it."""
+    return _works_in_a_child(lambda: private_view({"shm_bytes": 1 << 20}))
+
+
+def _works_in_a_child(attempt: Callable[[], None]) -> int:
+    """0 if ``attempt`` succeeds in a forked child, which exits at once; else the errno that stopped it."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover -- the child
         code = 0
         try:
-            private_view({"shm_bytes": 1 << 20})
+            attempt()
         except OSError as exc:
             code = exc.errno or errno.EPERM
         os._exit(code)
@@ -317,18 +324,8 @@ def _own_user_namespace(flags: int) -> None:
 
 def isolated_network_works() -> int:
     """0 if a job can have a network of its own here (root allowed to unshare one, not in a container without
-    ``CAP_SYS_ADMIN``; or a user allowed to make user namespaces), else the errno that stops it. Tried in a child,
-    which exits at once."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover -- the child
-        code = 0
-        try:
-            isolate_network()
-        except OSError as exc:
-            code = exc.errno or errno.EPERM
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    ``CAP_SYS_ADMIN``; or a user allowed to make user namespaces), else the errno that stops it."""
+    return _works_in_a_child(isolate_network)
 
 
 def _enter_cgroup(path: str | None) -> int:

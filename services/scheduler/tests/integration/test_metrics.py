@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -19,9 +20,11 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODE = {"cpu_cores": 2, "memory_bytes": 1 << 30, "disk_bytes": 0, "arch": "x86_64", "os": "Linux"}
 
 
-def leading_loop(pool: tuple[asyncpg.Pool, str, str]) -> PlacementLoop:
+def leading_loop(
+    pool: tuple[asyncpg.Pool, str, str], wall: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> PlacementLoop:
     connections, dsn, schema = pool
-    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema)
+    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, wall=wall)
     loop.attach(connections)
     loop._leading = True  # as run() sets it once it holds the lead
     return loop

@@ -9,10 +9,8 @@ from typing import Any
 import asyncpg
 
 from fog_scheduler import service, store
-from fog_scheduler.domain import PlacementPolicy
-from fog_scheduler.placement import UNPLACEABLE_RETRY, PlacementLoop
+from fog_scheduler.placement import UNPLACEABLE_RETRY
 from fog_shared.commands.scheduler import JobSpec
-from fog_shared.pg.leader import LeaderLock
 
 from .test_metrics import NODE, T0, insert_job, leading_loop
 from .test_placement_at_submit import Clock
@@ -30,11 +28,9 @@ async def node_offering(conn: asyncpg.Connection, node_id: str, networks: list[s
 async def test_a_job_cut_off_the_network_waits_for_a_node_that_can_cut_it_off(
     pool: tuple[asyncpg.Pool, str, str],
 ) -> None:
-    connections, dsn, schema = pool
+    connections = pool[0]
     clock = Clock()
-    loop = PlacementLoop(LeaderLock(dsn, schema, "placement"), PlacementPolicy(), dsn=dsn, schema=schema, wall=clock)
-    loop.attach(connections)
-    loop._leading = True  # as run() sets it once it holds the lead
+    loop = leading_loop(pool, wall=clock)
     async with connections.acquire() as conn:
         await node_offering(conn, "n1", None)
         job_id = await insert_job(conn, "pending", T0, CUT_OFF)
