@@ -71,7 +71,9 @@ def join(
     registered = _call(gateway, _register(gateway, api_key, login, node_name, capabilities, labels, region))
     node = registered.node
     try:
-        NodeState(gateway.rstrip("/"), node.id, node.name, registered.credential, path).save()
+        NodeState(
+            gateway.rstrip("/"), node.id, node.name, registered.credential, path, tuple(capabilities.networks)
+        ).save()
     except OSError as exc:
         message = f"registered node {node.id} but cannot save its state to {path}: {exc.strerror or exc}"
         raise typer.Exit(fail(f"{message}; `fogctl node deregister {node.id}` removes it")) from None

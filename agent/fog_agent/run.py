@@ -56,7 +56,7 @@ def run(
         raise typer.Exit(fail(f"{exc}; `fog-agent join --force` replaces it")) from None
     if state is None:
         raise typer.Exit(fail(f"not joined yet (no {path}); run `fog-agent join` first"))
-    jobs = _job_runner(work_dir or path.parent / "work")
+    jobs = _job_runner(work_dir or path.parent / "work", declared_networks=state.networks)
     try:
         connection = AgentConnection(
             state.gateway_url,
@@ -74,7 +74,7 @@ def run(
         raise typer.Exit(status)  # the connection has logged why
 
 
-def _job_runner(work_root: Path) -> JobRunner:
+def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = None) -> JobRunner:
     try:
         sandbox = sandbox_from_env(work_root)
     except SandboxError as exc:
@@ -96,9 +96,23 @@ def _job_runner(work_root: Path) -> JobRunner:
         log.info("each job %shas a /dev/shm, a /tmp and System V IPC of its own", sees)
     if "none" in sandbox.networks:
         log.info("jobs may have a network of their own, loopback alone; jobs get %s", " or ".join(sandbox.networks))
+    _warn_of_networks_no_longer_given(declared_networks, sandbox.networks)
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     return JobRunner(sandbox, capacity)
+
+
+def _warn_of_networks_no_longer_given(declared: tuple[str, ...] | None, given: tuple[str, ...]) -> None:
+    """Jobs are placed here by the networks the node declared at join: one it no longer gives fails each of them."""
+    lost = [network for network in declared or () if network not in given]
+    if lost:
+        log.warning(
+            "this node was offered at join with jobs of network %s, and now gives %s: such jobs placed here fail "
+            "(and are retried elsewhere). Join again (fog-agent join --force) to say what it gives, or set "
+            "FOG_AGENT_JOB_NETWORKS as it was",
+            " or ".join(lost),
+            " or ".join(given),
+        )
 
 
 async def serve(connection: AgentConnection, jobs: JobRunner) -> int:

@@ -44,6 +44,8 @@ class NodeState:
     name: str
     credential: str = field(repr=False)
     path: Path = field(default_factory=state_path, compare=False)
+    #: the networks the node said it gives its jobs when it joined; None in a state saved before nodes said
+    networks: tuple[str, ...] | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> NodeState | None:
@@ -58,7 +60,10 @@ class NodeState:
             raise StateError(f"{path} is not a usable state file ({exc.__class__.__name__})") from None
         if not all(isinstance(value, str) and value for value in values.values()):
             raise StateError(f"{path} is not a usable state file (a field is empty or not a string)")
-        return cls(**values, path=path)
+        networks = raw.get("networks")
+        if networks is not None and not (isinstance(networks, list) and all(isinstance(n, str) for n in networks)):
+            raise StateError(f"{path} is not a usable state file (networks is not a list of strings)")
+        return cls(**values, path=path, networks=None if networks is None else tuple(networks))
 
     def save(self) -> None:
         prepare_dir(self.path.parent)
@@ -68,6 +73,8 @@ class NodeState:
             "name": self.name,
             "credential": self.credential,
         }
+        if self.networks is not None:
+            document["networks"] = list(self.networks)  # type: ignore[assignment]
         _write_private(self.path, json.dumps(document, indent=2))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fog_agent import join
+from fog_agent import join, run
 from fog_agent.__main__ import app
 from fog_agent.sandbox import policy
 from fog_agent.state import NodeState
@@ -116,7 +117,7 @@ def test_joining_with_an_api_key_registers_and_keeps_the_credential_privately(
         "region": "eu-west",
         "location": None,
     }
-    assert NodeState.load() == NodeState(URL, "n1", "edge-1", "fogn_n1")
+    assert NodeState.load() == NodeState(URL, "n1", "edge-1", "fogn_n1", networks=("host", "none"))
     assert stat.S_IMODE((state_dir / "node.json").stat().st_mode) == 0o600
     assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
     assert out == "n1\n"
@@ -216,3 +217,16 @@ def test_run_without_joining_says_so(state_dir: Path) -> None:
     assert code == 1
     assert "not joined yet" in err
     assert "fog-agent join" in err
+
+
+def test_run_warns_of_a_network_declared_at_join_that_it_no_longer_gives(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        run._warn_of_networks_no_longer_given(("host", "none"), ("host", "none"))
+        run._warn_of_networks_no_longer_given(None, ("host",))  # joined before nodes said
+        run._warn_of_networks_no_longer_given(("host",), ("host", "none"))  # gives more than it said: harmless
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING):
+        run._warn_of_networks_no_longer_given(("host", "none"), ("host",))
+    [warning] = caplog.records
+    assert "offered at join with jobs of network none, and now gives host" in warning.getMessage()
+    assert "fog-agent join --force" in warning.getMessage()

@@ -45,7 +45,16 @@ def test_saved_state_is_private_and_loads_back(state_dir: Path) -> None:
     }  # fmt: skip
     loaded = NodeState.load()
     assert loaded == NodeState(URL, "n1", "edge-1", CREDENTIAL)
+    assert loaded.networks is None, "a state saved before nodes named their networks"
     assert CREDENTIAL not in repr(loaded)
+
+
+def test_the_networks_declared_at_join_are_kept(state_dir: Path) -> None:
+    NodeState(URL, "n1", "edge-1", CREDENTIAL, networks=("host", "none")).save()
+    assert json.loads((state_dir / "node.json").read_text())["networks"] == ["host", "none"]
+    loaded = NodeState.load()
+    assert loaded is not None
+    assert loaded.networks == ("host", "none")
 
 
 def test_saving_again_replaces_the_file_whole_and_narrows_a_loose_one(state_dir: Path) -> None:
@@ -92,7 +101,8 @@ def test_a_planted_symlink_at_the_temporary_name_is_not_written_through(
 @pytest.mark.parametrize(
     "content",
     ["not json", "[]", '{"gateway_url": "http://g"}', json.dumps({"gateway_url": URL, "node_id": "n1", "name": "x",
-                                                                   "credential": ""})],
+                                                                   "credential": ""}),
+     json.dumps({"gateway_url": URL, "node_id": "n1", "name": "x", "credential": "c", "networks": "host"})],
 )  # fmt: skip
 def test_an_unusable_state_file_is_reported(state_dir: Path, content: str) -> None:
     state_dir.mkdir(parents=True)
