@@ -46,6 +46,8 @@ _REACH = (
     " else echo network=unreachable; fi"
 )
 TIMEOUT_S = 30.0
+#: what the check says of the network when it has no bash to try it with
+NOT_TRIED = "not tried: no bash here"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,11 @@ def assess(promises: Promises, seen: Mapping[str, str], machine_tmp: str) -> lis
     expected = "its own, below the agent's" if promises.own_cgroup else "none of the agent's"
     findings.append(Finding("cgroup", expected, cgroup, in_own == promises.own_cgroup))
     if promises.isolates_network:
-        findings.append(_finding('network "none": this machine\'s localhost', "unreachable", seen.get("network")))
+        what = 'network "none": this machine\'s localhost'
+        if seen.get("network") == NOT_TRIED:
+            findings.append(Finding(what, "unreachable", NOT_TRIED, holds=True))
+        else:
+            findings.append(_finding(what, "unreachable", seen.get("network")))
     return findings
 
 
@@ -130,9 +136,12 @@ async def look(sandbox: Sandbox, secret: Path) -> dict[str, str]:
         server.setblocking(False)  # never accepted: a connection that completes is what counts
         env = {"SECRET": str(secret), "AGENT": str(os.getpid()), "PORT": str(server.getsockname()[1])}
         jobs: list[tuple[str, Network, tuple[str, ...]]] = [("look", "host", ("sh", "-c", _LOOK))]
-        if "none" in sandbox.networks:  # bash: its /dev/tcp connects without any other program
-            jobs.append(("reach", "none", ("bash", "-c", _REACH)))
         seen: dict[str, str] = {}
+        if "none" in sandbox.networks:
+            if shutil.which("bash"):  # its /dev/tcp connects without another program
+                jobs.append(("reach", "none", ("bash", "-c", _REACH)))
+            else:
+                seen["network"] = NOT_TRIED
         for name, network, command in jobs:
             assignment = Assignment(f"fog-agent-check-{name}", 1, command, env, TIMEOUT_S, Resources(), network=network)
             result = await sandbox.job(assignment).run()

@@ -40,10 +40,12 @@ def test_a_sandbox_that_holds_its_promises_passes_every_finding() -> None:
         ({"cgroup": "/user.slice"}, "cgroup"),
         ({"network": "reached"}, 'network "none": this machine\'s localhost'),
         ({"network": ""}, 'network "none": this machine\'s localhost'),  # the job said nothing: not a pass
+        ({"network": None}, 'network "none": this machine\'s localhost'),
     ],
 )
-def test_each_promise_broken_is_a_failed_finding(broken: dict[str, str], what: str) -> None:
-    findings = assess(EVERYTHING, {**SEEN, **broken}, MACHINE_TMP)
+def test_each_promise_broken_is_a_failed_finding(broken: dict[str, str | None], what: str) -> None:
+    seen = {key: value for key, value in {**SEEN, **broken}.items() if value is not None}
+    findings = assess(EVERYTHING, seen, MACHINE_TMP)
     assert [f.what for f in findings if not f.holds] == [what]
 
 
