@@ -14,7 +14,7 @@ The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and
 
 from __future__ import annotations
 
-from collections import Counter
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -172,12 +172,12 @@ def _static_misfit(node: NodeCapacity, request: Request) -> str | None:
 
 
 def _busy(node: NodeCapacity, request: Request) -> str | None:
-    cpu, memory, gpus = node.free()
-    if cpu + 1e-9 < request.cpu_cores:
+    # ``node.free()`` spelled out: this runs for every node a decision examines, and a tuple each time shows.
+    if node.cpu_cores - node.used_cpu + 1e-9 < request.cpu_cores:
         return "CPU in use"
-    if memory < request.memory_bytes:
+    if node.memory_bytes - node.used_memory < request.memory_bytes:
         return "memory in use"
-    if gpus < request.gpus:
+    if node.gpus - node.used_gpus < request.gpus:
         return "GPUs in use"
     return None
 
@@ -200,31 +200,33 @@ def place(
     request: Request, nodes: Sequence[NodeCapacity], policy: PlacementPolicy = PlacementPolicy(), start: int = 0
 ) -> Placement:
     """The best node for ``request`` (or none, and why), without changing ``nodes``."""
-    filtered: Counter[str] = Counter()
+    filtered: dict[str, int] = {}
     feasible: list[tuple[float, NodeCapacity, dict[str, float]]] = []
     waits = False
     count = len(nodes)
-    for offset in range(count):
-        node = nodes[(start + offset) % count]
+    start = start % count if count else 0
+    # From ``start`` round to just before it, by index: a modulo per node, and a Counter, cost ~25 % of a decision.
+    for index in itertools.chain(range(start, count), range(start)):
+        node = nodes[index]
         reason = _static_misfit(node, request)
         if reason is None:
             reason = _busy(node, request)
             waits = waits or reason is not None
         if reason is not None:
-            filtered[reason] += 1
+            filtered[reason] = filtered.get(reason, 0) + 1
             continue
         parts = _score(node, request, policy)
         feasible.append((sum(parts.values()), node, parts))
         if len(feasible) >= policy.enough_candidates:
             break
     if not feasible:
-        return Placement(None, dict(filtered), [], waits_for_capacity=waits)
+        return Placement(None, filtered, [], waits_for_capacity=waits)
     feasible.sort(key=lambda item: (-item[0], item[1].node_id))
     top = [
         {"node_id": node.node_id, "score": round(total, 2), "parts": {k: round(v, 2) for k, v in parts.items()}}
         for total, node, parts in feasible[: policy.top]
     ]
-    return Placement(feasible[0][1].node_id, dict(filtered), top)
+    return Placement(feasible[0][1].node_id, filtered, top)
 
 
 def retry_delay_s(backoff_s: float, attempt: int) -> float:
