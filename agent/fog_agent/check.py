@@ -83,8 +83,7 @@ class Promises:
             agent_uid=os.geteuid(),
             job_uids=uids,
             confined=sandbox.confinement is not None,
-            # /proc is mounted again only by root (launcher_process.enter_namespaces)
-            hides_processes=sandbox.private_view and os.geteuid() == 0,
+            hides_processes=sandbox.hides_processes,
             own_tmp=sandbox.private_tmp,
             own_cgroup=sandbox.cgroups is not None,
             isolates_network="none" in sandbox.networks,

@@ -92,7 +92,7 @@ def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = 
             "jobs are not confined by Landlock (off, or not in this kernel): they read whatever %s may", runs_as
         )
     if sandbox.private_view:
-        sees = "sees its own processes alone in /proc, and " if sandbox.users is not None else ""
+        sees = "sees its own processes alone in /proc, and " if sandbox.hides_processes else ""
         log.info("each job %shas a /dev/shm, a /tmp and System V IPC of its own", sees)
     if "none" in sandbox.networks:
         log.info("jobs may have a network of their own, loopback alone; jobs get %s", " or ".join(sandbox.networks))

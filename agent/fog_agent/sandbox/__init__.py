@@ -214,6 +214,12 @@ class Sandbox:
             return None
         return prepared
 
+    @property
+    def hides_processes(self) -> bool:
+        """Whether each job's ``/proc`` lists its own processes alone: a view of its own, mounted by root (a process
+        that is not root may mount a ``/proc`` only for a PID namespace of its own; ``launcher_process``)."""
+        return self.private_view and os.geteuid() == 0
+
     def refusal(self, assignment: Assignment) -> str | None:
         """Why the attempt cannot run here as it asks, if it cannot (its run then fails with that, running nothing)."""
         if assignment.network in self.networks:

@@ -11,9 +11,9 @@ import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from fog_agent.job_messages import MIB, Assignment
+from fog_agent.job_messages import MIB, Assignment, Network
 from fog_agent.launcher_process import isolated_network_works, landlock_abi, private_view_works
 from fog_agent.sandbox.users import JobUser, JobUsers, SandboxError
 
@@ -141,8 +141,8 @@ def private_view_from_env(
     return not failed
 
 
-#: the networks a job may ask for (``fog_shared``'s ``JobNetwork``): the node's own, or none but loopback
-JOB_NETWORKS = ("host", "none")
+#: the networks a job may ask for (``job_messages.Network``): the node's own, or none but loopback
+JOB_NETWORKS: tuple[str, ...] = get_args(Network)
 
 
 def job_networks_from_env(
