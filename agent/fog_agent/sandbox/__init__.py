@@ -155,8 +155,9 @@ class Sandbox:
 
     def prepare(self) -> None:
         """Create the work root. A job user may pass through it to its own directory, but not list it."""
-        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.work_root.chmod(0o711 if self.users is not None else 0o700)
+        passable = 0o711 if self.users is not None else 0o700
+        _make_directories(self.work_root, passable)
+        self.work_root.chmod(passable)
         if self.users is None:
             return
         if isinstance(self.users, JobUidRange):
@@ -327,3 +328,16 @@ def sandbox_from_env(work_root: Path) -> Sandbox:
     )
     sandbox.prepare()
     return sandbox
+
+
+def _make_directories(path: Path, mode: int) -> None:
+    """Create ``path`` and those of its parents that are missing, each with ``mode`` itself: ``mkdir``'s mode is
+    masked by the umask, and an agent started under 077 (a hardened login's) would make parents its job users
+    cannot pass through. Directories that exist keep theirs: they are the owner's."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(mode)

@@ -155,6 +155,22 @@ async def machine_view(tmp_path: Path) -> AsyncIterator[Sandbox]:
 
 
 @needs_root
+def test_the_directories_the_agent_makes_for_jobs_let_their_users_through_whatever_its_umask(tmp_path: Path) -> None:
+    """An agent started under umask 077 makes its work directory's missing parents passable by job users (0711), not
+    0700: else no job could reach its HOME by its path. A parent that was there keeps its mode."""
+    tmp_path.chmod(0o750)
+    mask = os.umask(0o077)
+    try:
+        Sandbox(tmp_path / "fog" / "agent" / "work", users=job_users_from_env()).prepare()  # starts no process
+        Sandbox(tmp_path / "alone" / "work", users=None).prepare()
+    finally:
+        os.umask(mask)
+    modes = {path.relative_to(tmp_path).as_posix(): path.stat().st_mode & 0o777 for path in tmp_path.rglob("*")}
+    assert modes == {"fog": 0o711, "fog/agent": 0o711, "fog/agent/work": 0o711, "alone": 0o700, "alone/work": 0o700}
+    assert tmp_path.stat().st_mode & 0o777 == 0o750
+
+
+@needs_root
 async def test_a_job_cannot_reach_another_jobs_processes_or_files(machine_view: Sandbox) -> None:
     sandbox = machine_view
     target = sandbox.job(job("sh", "-c", "echo mine > file; id -u; pwd; exec sleep 100", job_id="a", timeout_s=60))
