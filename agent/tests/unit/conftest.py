@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import traceback
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def as_nobody() -> AsNobody:
                 os.setuid(NOBODY)
                 ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
                 code = check()
+            except BaseException:
+                traceback.print_exc()  # to the test's captured stderr: why it failed
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)

@@ -143,9 +143,11 @@ def test_an_agent_that_is_not_root_gives_a_job_its_own_shm_tmp_and_ipc_through_a
     """What a spare of an agent that is not root does for a job's view: its files in ``/dev/shm`` and ``/tmp`` and its
     System V shared memory are neither the machine's nor left behind; it stays itself, with no capability."""
     name, size = f"fog-test-{uuid.uuid4().hex}", 20_000 + uuid.uuid4().int % 40_000
-    work = VAR_TMP / name  # pytest's directories are root's alone: nobody could reach one below them
+    # Not below /tmp nor /var/tmp, which the view covers (as the agent's policy requires of a work directory), nor
+    # pytest's directories, root's alone. Its mode set, not left to the umask: nobody passes through, lists nothing.
+    work = Path("/run") / name
     work.mkdir()
-    work.chmod(0o711)  # the mode itself: ``mkdir``'s is masked by the umask, 077 on some machines
+    work.chmod(0o711)
     own_tmp = work / "tmp"
     own_tmp.mkdir(mode=0o700)
     os.chown(own_tmp, NOBODY, NOBODY)
