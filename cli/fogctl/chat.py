@@ -1,4 +1,5 @@
-"""``fogctl chat send|read|sync|groups|upload|download``: BitChat with the saved session (``fogctl login``).
+"""``fogctl chat send|read|sync|groups|upload|cancel-upload|download``: BitChat with the saved session
+(``fogctl login``).
 
 Members are named by member id: a user's id, or ``node:<node id>`` for one of your nodes.
 """
@@ -111,12 +112,26 @@ def upload(
     name: Annotated[str | None, typer.Option(help="The name members see (default: the file's)")] = None,
     resume: Annotated[str | None, typer.Option(help="The id of an upload that broke off: send what it misses")] = None,
 ) -> None:
-    """Send a file to a conversation's members, in checked chunks."""
+    """Send a file to a conversation's members, in checked chunks. Should it break off, its id (printed first)
+    resumes it with --resume, or cancels it with `fogctl chat cancel-upload`."""
     data = path.read_bytes()
-    sent = account.with_saved_session(
-        lambda client: client.upload_file(conversation, name or path.name, data, file_id=resume)
-    )
+
+    async def send(client: FogClient) -> FileInfo:
+        file_id = resume
+        if file_id is None:
+            file_id = (await client.start_upload(conversation, name or path.name, data)).id
+            account.console.print(f"Uploading as file {file_id}", markup=False)
+        return await client.upload_file(conversation, name or path.name, data, file_id=file_id)
+
+    sent = account.with_saved_session(send)
     typer.echo(f"Uploaded {sent.name} ({sent.size} bytes) as file {sent.id}")
+
+
+@app.command("cancel-upload")
+def cancel_upload(file_id: Annotated[str, typer.Argument(help="The upload's file id", show_default=False)]) -> None:
+    """Cancel an upload of yours that has not completed: it is gone, and so are the chunks it sent."""
+    account.with_saved_session(lambda client: client.cancel_upload(file_id))
+    typer.echo(f"Cancelled the upload of file {file_id}")
 
 
 @app.command()

@@ -263,17 +263,22 @@ class ChatCalls:
         path = f"/v1/keys/users/{_segment(user_id)}/devices/{_segment(device_id)}/claim"
         return ClaimedPrekey.model_validate_json((await self._call("POST", path)).content)
 
+    async def start_upload(self, conversation_id: str, name: str, data: bytes) -> FileInfo:
+        """Announce a file to a conversation: its ``id`` is what to resume (``upload_file(..., file_id=)``) or
+        cancel (``cancel_upload``) the upload with."""
+        body = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        path = f"/v1/conversations/{_segment(conversation_id)}/files"
+        return FileInfo.model_validate_json((await self._call("POST", path, body)).content)
+
     async def upload_file(
         self, conversation_id: str, name: str, data: bytes, *, file_id: str | None = None
     ) -> FileInfo:
         """Send a file in chunks and complete it. With the ``file_id`` of an upload that broke
-        off, only the chunks it is missing are sent."""
-        if file_id is None:
-            body = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            path = f"/v1/conversations/{_segment(conversation_id)}/files"
-            info = FileInfo.model_validate_json((await self._call("POST", path, body)).content)
-        else:
-            info = await self.file_info(file_id)
+        off (or that ``start_upload`` announced), only the chunks it is missing are sent. An upload
+        that gets no chunk for a day is removed by the service."""
+        info = (
+            await self.start_upload(conversation_id, name, data) if file_id is None else await self.file_info(file_id)
+        )
         for index in info.missing:
             chunk = data[index * info.chunk_size : (index + 1) * info.chunk_size]
             await self._call(
@@ -282,6 +287,10 @@ class ChatCalls:
             )  # fmt: skip
         completed = await self._call("POST", f"/v1/files/{_segment(info.id)}/complete")
         return FileInfo.model_validate_json(completed.content)
+
+    async def cancel_upload(self, file_id: str) -> None:
+        """Cancel an upload of yours under way: it is gone, its chunks too. A complete file cannot be."""
+        await self._call("DELETE", f"/v1/files/{_segment(file_id)}")
 
     async def file_info(self, file_id: str) -> FileInfo:
         return FileInfo.model_validate_json((await self._call("GET", f"/v1/files/{_segment(file_id)}")).content)

@@ -23,6 +23,12 @@ class Settings(CommonSettings):
     #: the most sends one transaction commits together (group commit); also how many sends
     #: this process takes in at once
     send_batch_max: int = 64
+    #: an upload that has had no chunk for this long is removed: its row goes, its chunks leave the object store
+    upload_idle_s: float = DAY_S
+    #: how often idle uploads are looked for
+    upload_sweep_every_s: float = 600.0
+    #: the most uploads one member may have under way (each may hold up to 64 MiB until it ends)
+    uploads_open_max: int = 16
     #: publish each change's timeline entries to the gateways as soon as it commits (the fast
     #: path of live streams); without it they learn of changes from the events alone
     push_timeline: bool = True

@@ -4,13 +4,18 @@ and node credentials."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from fog_messaging import service, store
@@ -32,6 +37,11 @@ from fog_shared.telemetry.tracing import current_traceparent
 log = logging.getLogger(__name__)
 USERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__users")
 NODE_OWNERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__node_owners")
+UPLOADS_REMOVED = Counter(
+    "fog_messaging_uploads_removed_total",
+    "Uploads removed before they completed: idle too long, or cancelled by their uploader",
+    ["reason"],
+)
 
 
 async def on_user_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
@@ -113,7 +123,7 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
 
     register_groups(runtime, answer)
     register_keys(runtime, answer)
-    register_files(runtime, answer)
+    register_files(runtime, answer, settings)
 
     @broker.subscriber(contract.RECORD_RECEIPT, queue=group, title="record_receipt")
     async def record_receipt(body: contract.ReceiptCommand) -> dict[str, Any]:
@@ -194,13 +204,14 @@ def register_keys(runtime: ServiceRuntime, answer: Answer) -> None:
 class JetStreamObjects:
     """File chunks in the JetStream object store (provisioned with the streams)."""
 
-    def __init__(self, runtime: ServiceRuntime) -> None:
-        self.runtime = runtime
+    def __init__(self, js: Callable[[], JetStreamContext]) -> None:
+        """``js``: the service's JetStream context, once it is connected."""
+        self._js = js
         self._store: ObjectStore | None = None
 
     async def _bucket(self) -> ObjectStore:
         if self._store is None:
-            self._store = await self.runtime.js.object_store(FILES_BUCKET)
+            self._store = await self._js().object_store(FILES_BUCKET)
         return self._store
 
     async def put(self, name: str, data: bytes) -> None:
@@ -210,18 +221,31 @@ class JetStreamObjects:
         found = await (await self._bucket()).get(name)
         return bytes(found.data or b"")
 
+    async def delete(self, name: str) -> None:
+        with contextlib.suppress(ObjectNotFoundError):  # gone already (a replica removed it too)
+            await (await self._bucket()).delete(name)
 
-def register_files(runtime: ServiceRuntime, answer: Answer) -> None:
+
+def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) -> None:
     broker, group = runtime.broker, queue_group("messaging")
-    objects = JetStreamObjects(runtime)
+    objects = JetStreamObjects(lambda: runtime.js)
 
     @broker.subscriber(contract.START_UPLOAD, queue=group, title="start_upload")
     async def start_upload(body: contract.StartUploadCommand) -> dict[str, Any]:
-        return await answer(lambda conn: files.start(conn, body, now=_now()))
+        return await answer(lambda conn: files.start(conn, body, now=_now(), open_max=settings.uploads_open_max))
 
     @broker.subscriber(contract.PUT_CHUNK, queue=group, title="put_chunk")
     async def put_chunk(body: contract.ChunkCommand) -> dict[str, Any]:
-        return await answer(lambda conn: files.put_chunk(conn, objects, body))
+        return await answer(lambda conn: files.put_chunk(conn, objects, body, now=_now()))
+
+    @broker.subscriber(contract.CANCEL_UPLOAD, queue=group, title="cancel_upload")
+    async def cancel_upload(body: contract.FileQuery) -> dict[str, Any]:
+        async def cancelled(conn: asyncpg.Connection) -> None:
+            await files.cancel(conn, body, now=_now())
+            UPLOADS_REMOVED.labels("cancelled").inc()
+            await _removing_chunks(conn, objects)
+
+        return await answer(cancelled)
 
     @broker.subscriber(contract.COMPLETE_UPLOAD, queue=group, title="complete_upload")
     async def complete_upload(body: contract.FileQuery) -> dict[str, Any]:
@@ -234,6 +258,30 @@ def register_files(runtime: ServiceRuntime, answer: Answer) -> None:
     @broker.subscriber(contract.READ_CHUNK, queue=group, title="read_chunk")
     async def read_chunk(body: contract.ReadChunkQuery) -> dict[str, Any]:
         return await answer(lambda conn: files.read_chunk(conn, objects, body))
+
+    runtime.in_background("idle-uploads", lambda: _remove_idle_uploads(runtime, objects, settings))
+
+
+async def _removing_chunks(conn: asyncpg.Connection, objects: files.Objects) -> None:
+    """Remove the chunks of uploads removed; on failure, leave them to the next sweep (they are recorded)."""
+    try:
+        await files.remove_chunks(conn, objects)
+    except (OSError, NatsError, asyncpg.PostgresError):
+        log.warning("could not delete the chunks of removed uploads; the next sweep will", exc_info=True)
+
+
+async def _remove_idle_uploads(runtime: ServiceRuntime, objects: files.Objects, settings: Settings) -> None:
+    """Now and then, remove uploads idle for ``upload_idle_s`` and remove their chunks (every replica may)."""
+    while True:
+        try:
+            async with runtime.pool.acquire() as conn:
+                removed = await files.remove_idle_uploads(conn, objects, now=_now(), idle_s=settings.upload_idle_s)
+            if removed:
+                UPLOADS_REMOVED.labels("idle").inc(removed)
+                log.info("removed %d uploads idle for %.0f s", removed, settings.upload_idle_s)
+        except (OSError, NatsError, asyncpg.PostgresError):
+            log.warning("removing idle uploads failed; trying again later", exc_info=True)
+        await asyncio.sleep(settings.upload_sweep_every_s)  # a period, not a synchronisation
 
 
 async def _keep_retention(runtime: ServiceRuntime, settings: Settings) -> None:

@@ -438,6 +438,7 @@ class ClaimedPrekey(Strict):
 START_UPLOAD = command_subject("messaging", "start_upload")
 PUT_CHUNK = command_subject("messaging", "put_chunk")
 COMPLETE_UPLOAD = command_subject("messaging", "complete_upload")
+CANCEL_UPLOAD = command_subject("messaging", "cancel_upload")
 GET_FILE = query_subject("messaging", "get_file")
 READ_CHUNK = query_subject("messaging", "read_chunk")
 

@@ -1,7 +1,8 @@
 """BitChat files: ``POST /v1/conversations/{id}/files`` announces one, ``PUT /v1/files/{id}/chunks/{n}``
 sends its chunks (raw bytes with their SHA-256 in ``X-Chunk-SHA256``; after a drop, send the
 ``missing`` ones), ``POST .../complete`` checks the whole, ``GET .../content`` downloads it (with
-``Range``). Only the conversation's members see a file."""
+``Range``), ``DELETE /v1/files/{id}`` cancels an upload under way. Only the conversation's members see a
+file."""
 
 import base64
 from collections.abc import AsyncIterator
@@ -36,12 +37,13 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
 
     @router.post(
         "/conversations/{conversation_id}/files", status_code=201, response_model=contract.FileView,
-        responses=documented(404),
+        responses=documented(404, 409),
     )  # fmt: skip
     async def start_upload(
         conversation_id: ConversationIdPath, body: contract.FileUploadRequest, me: Person
     ) -> dict[str, Any]:
-        """Announce a file (name, size, SHA-256); then send its chunks of ``chunk_size`` bytes."""
+        """Announce a file (name, size, SHA-256); then send its chunks of ``chunk_size`` bytes. 409
+        ``too_many_uploads`` when you have too many under way (16 unless set): complete one, or cancel one, first."""
         command = contract.StartUploadCommand(by=me, conversation_id=conversation_id, upload=body)
         return await calls.ask(contract.START_UPLOAD, command)
 
@@ -70,6 +72,13 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     async def complete_upload(file_id: FileIdPath, me: Person) -> dict[str, Any]:
         """All chunks are in: check the file's SHA-256 and make it available to the members."""
         return await calls.ask(contract.COMPLETE_UPLOAD, contract.FileQuery(by=me, file_id=file_id))
+
+    @router.delete("/files/{file_id}", status_code=204, response_class=Response, responses=documented(404, 409))
+    async def cancel_upload(file_id: FileIdPath, me: Person) -> Response:
+        """Cancel an upload under way (yours): it is gone, and its chunks with it. A complete file stays (409).
+        An upload that has had no chunk for a day is removed by itself."""
+        await calls.ask(contract.CANCEL_UPLOAD, contract.FileQuery(by=me, file_id=file_id))
+        return Response(status_code=204)
 
     @router.get("/files/{file_id}/content", response_class=Response, responses={**CONTENT, **documented(404, 416)})
     async def download(

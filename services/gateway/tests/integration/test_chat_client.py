@@ -81,6 +81,12 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         assert (uploaded.id, uploaded.status) == (partial, "complete")
         assert await b.download_file(partial) == data
         assert await b.download_file(partial, first=10, last=19) == data[10:20]
+        dropped = await a.start_upload(first.conversation_id, "dropped.bin", data)
+        assert (dropped.status, dropped.missing) == ("uploading", [0, 1])
+        await a.cancel_upload(dropped.id)
+        with pytest.raises(ApiError) as gone:
+            await a.file_info(dropped.id)
+        assert gone.value.status == 404
 
 
 async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,10 +134,21 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     code, out, err = await fogctl("chat", "upload", conversation, str(sent))
     assert code == 0, err
     file_id = out.split()[-1]
+    assert f"Uploading as file {file_id}" in err  # said first, for a --resume after a drop
     received = tmp_path / "received.txt"
     code, out, err = await fogctl("chat", "download", file_id, "--output", str(received))
     assert code == 0, err
     assert received.read_bytes() == sent.read_bytes()
+    code, out, err = await fogctl("chat", "cancel-upload", file_id)
+    assert code == 1
+    assert "complete" in err
+    async with signed_in(url, bob) as b:  # the saved session's user
+        dropped = await b.start_upload(conversation, "dropped.txt", sent.read_bytes())
+    code, out, err = await fogctl("chat", "cancel-upload", dropped.id)
+    assert code == 0, err
+    code, out, err = await fogctl("chat", "upload", conversation, str(sent), "--resume", dropped.id)
+    assert code == 1
+    assert "no such file" in err
 
 
 async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:

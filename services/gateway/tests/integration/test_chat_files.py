@@ -102,3 +102,33 @@ async def test_a_whole_file_that_does_not_match_its_sha256_starts_over(stack: St
     after = (await alice.http.get(f"/v1/files/{file_id}", headers=alice.headers)).json()
     assert (after["status"], after["missing"]) == ("uploading", [0])
     assert (await bob.http.get(f"/v1/files/{file_id}/content", headers=bob.headers)).status_code == 404
+
+
+async def test_an_upload_under_way_is_cancelled_by_its_uploader_alone_and_each_member_has_16_at_most(
+    stack: Stack,
+) -> None:
+    alice, bob = await members(stack, 2)
+    conversation = await start_direct(alice, bob)
+    data = os.urandom(1000)
+    cancelled = (await announce(alice, conversation, data))["id"]
+    assert (await put_chunk(alice, cancelled, 0, data)).status_code == 200
+    assert (await bob.http.delete(f"/v1/files/{cancelled}", headers=bob.headers)).status_code == 404  # not his
+    assert (await alice.http.delete(f"/v1/files/{cancelled}", headers=alice.headers)).status_code == 204
+    assert (await alice.http.get(f"/v1/files/{cancelled}", headers=alice.headers)).status_code == 404
+    assert (await put_chunk(alice, cancelled, 0, data)).status_code == 404
+    assert (await alice.http.post(f"/v1/files/{cancelled}/complete", headers=alice.headers)).status_code == 404
+
+    whole = (await announce(alice, conversation, data))["id"]
+    assert (await put_chunk(alice, whole, 0, data)).status_code == 200
+    assert (await alice.http.post(f"/v1/files/{whole}/complete", headers=alice.headers)).status_code == 200
+    kept = await alice.http.delete(f"/v1/files/{whole}", headers=alice.headers)
+    assert (kept.status_code, kept.json()["code"]) == (409, "complete")
+
+    under_way = [(await announce(alice, conversation, data))["id"] for _ in range(16)]
+    body = {"name": "17th", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    refused = await alice.http.post(f"/v1/conversations/{conversation}/files", json=body, headers=alice.headers)
+    assert (refused.status_code, refused.headers["content-type"]) == (409, "application/problem+json")
+    assert refused.json()["code"] == "too_many_uploads"
+    assert (await announce(bob, conversation, data))["status"] == "uploading"  # Bob's own count
+    assert (await alice.http.delete(f"/v1/files/{under_way[0]}", headers=alice.headers)).status_code == 204
+    assert (await announce(alice, conversation, data, "17th"))["status"] == "uploading"

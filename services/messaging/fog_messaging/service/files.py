@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
@@ -25,11 +25,14 @@ from fog_shared.pg import outbox
 
 
 class Objects(Protocol):
-    """Where file chunks are kept (the JetStream object store; a dict in unit tests)."""
+    """Where file chunks are kept (the JetStream object store)."""
 
     async def put(self, name: str, data: bytes) -> None: ...
 
     async def get(self, name: str) -> bytes: ...
+
+    async def delete(self, name: str) -> None:
+        """Remove the object, if it is there."""
 
 
 def chunk_name(file_id: uuid.UUID, index: int) -> str:
@@ -47,8 +50,12 @@ def _no_file() -> MessagingError:
     return MessagingError("not_found", "no such file")
 
 
-async def start(conn: asyncpg.Connection, command: contract.StartUploadCommand, *, now: datetime) -> contract.FileView:
-    """Announce a file to a conversation you are in; then send its chunks."""
+async def start(
+    conn: asyncpg.Connection, command: contract.StartUploadCommand, *, now: datetime, open_max: int
+) -> contract.FileView:
+    """Announce a file to a conversation you are in; then send its chunks. A member has at most ``open_max``
+    uploads under way: each may hold up to 64 MiB of the object store until it completes, is cancelled, or is
+    removed for want of chunks."""
     me, conversation_id, upload = member_of(command.by), conversation_uuid(command.conversation_id), command.upload
     if me not in await store.members(conn, conversation_id):
         raise MessagingError("not_found", "no such conversation")
@@ -58,11 +65,20 @@ async def start(conn: asyncpg.Connection, command: contract.StartUploadCommand, 
         "size": upload.size, "sha256": upload.sha256, "chunk_size": contract.CHUNK_BYTES,
         "chunks": domain.chunk_count(upload.size, contract.CHUNK_BYTES), "status": "uploading", "created_at": now,
     }  # fmt: skip
-    await store.insert_file(conn, values)
+    async with conn.transaction():
+        await store.lock_uploads_of(conn, me)  # two starts at once count each other
+        if await store.open_uploads(conn, me) >= open_max:
+            raise MessagingError(
+                "too_many_uploads",
+                f"you have {open_max} uploads under way: complete one, or cancel one (DELETE /v1/files/{{id}}) first",
+            )
+        await store.insert_file(conn, values)
     return await _view(conn, file_id)
 
 
-async def put_chunk(conn: asyncpg.Connection, objects: Objects, command: contract.ChunkCommand) -> contract.FileView:
+async def put_chunk(
+    conn: asyncpg.Connection, objects: Objects, command: contract.ChunkCommand, *, now: datetime
+) -> contract.FileView:
     """Store one chunk of your upload; sending a chunk again replaces it."""
     me, file_id = member_of(command.by), _file_uuid(command.file_id)
     try:
@@ -82,7 +98,7 @@ async def put_chunk(conn: asyncpg.Connection, objects: Objects, command: contrac
         except Rejected as rejected:
             raise refusal(rejected) from None
         await objects.put(chunk_name(file_id, command.index), data)
-        await store.record_chunk(conn, file_id, command.index, sha256)
+        await store.record_chunk(conn, file_id, command.index, sha256, now)
     return await _view(conn, file_id)
 
 
@@ -110,6 +126,49 @@ async def complete(
     if not matches:
         raise MessagingError("checksum_mismatch", "the chunks do not add up to the file's SHA-256; send them again")
     return await _view(conn, file_id)
+
+
+async def cancel(conn: asyncpg.Connection, query: contract.FileQuery, *, now: datetime) -> None:
+    """The uploader cancels an upload under way: it is gone, its chunks left for ``remove_chunks``. A complete
+    file stays."""
+    me, file_id = member_of(query.by), _file_uuid(query.file_id)
+    async with conn.transaction():
+        row = await store.file(conn, file_id, lock=True)  # waits for chunks on their way in
+        if row is None or row["uploaded_by"] != me:
+            raise _no_file()
+        if row["status"] == "complete":
+            raise MessagingError("complete", "the file is complete; only an upload under way can be cancelled")
+        await store.remove_upload(conn, file_id, now)
+
+
+async def remove_idle_uploads(
+    conn: asyncpg.Connection, objects: Objects, *, now: datetime, idle_s: float, batch: int = 100
+) -> int:
+    """Remove every upload that has had no chunk for ``idle_s`` seconds (nor started within them), and remove
+    their chunks from the object store: how many. Any replica may run it at any time: a row is removed once,
+    and removing chunks again removes nothing."""
+    idle_since, removed = now - timedelta(seconds=idle_s), 0
+    while True:
+        async with conn.transaction():
+            found = await store.remove_idle_uploads(conn, idle_since, now, batch)
+        removed += found
+        if found < batch:
+            break
+    await remove_chunks(conn, objects)
+    return removed
+
+
+async def remove_chunks(conn: asyncpg.Connection, objects: Objects, batch: int = 100) -> int:
+    """Delete from the object store the chunks of every upload removed (``file_removals``), then forget each
+    removal: how many files. A process that dies on the way leaves the rest to the next call."""
+    removed = 0
+    while pending := await store.pending_removals(conn, batch):
+        for file_id, chunks in pending:
+            for index in range(chunks):
+                await objects.delete(chunk_name(file_id, index))
+            await store.removal_done(conn, file_id)
+        removed += len(pending)
+    return removed
 
 
 async def _whole_file_sha256(objects: Objects, file_id: uuid.UUID, chunks: int) -> str:

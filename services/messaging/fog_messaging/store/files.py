@@ -31,13 +31,14 @@ async def received_chunks(conn: asyncpg.Connection, file_id: uuid.UUID) -> list[
     return [r["index"] for r in rows]
 
 
-async def record_chunk(conn: asyncpg.Connection, file_id: uuid.UUID, index: int, sha256: str) -> None:
+async def record_chunk(conn: asyncpg.Connection, file_id: uuid.UUID, index: int, sha256: str, now: datetime) -> None:
     await conn.execute(
-        'INSERT INTO file_chunks (file_id, "index", sha256) VALUES ($1, $2, $3)'
-        ' ON CONFLICT (file_id, "index") DO UPDATE SET sha256 = EXCLUDED.sha256',
+        'INSERT INTO file_chunks (file_id, "index", sha256, received_at) VALUES ($1, $2, $3, $4)'
+        ' ON CONFLICT (file_id, "index") DO UPDATE SET sha256 = EXCLUDED.sha256, received_at = EXCLUDED.received_at',
         file_id,
         index,
         sha256,
+        now,
     )
 
 
@@ -47,3 +48,65 @@ async def forget_chunks(conn: asyncpg.Connection, file_id: uuid.UUID) -> None:
 
 async def mark_complete(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
     await conn.execute("UPDATE files SET status = 'complete', completed_at = $2 WHERE id = $1", file_id, now)
+
+
+async def lock_uploads_of(conn: asyncpg.Connection, member: str) -> None:
+    """Hold, until the transaction ends, the right to start an upload for ``member``."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('fog.uploads:' || $1, 0))", member)
+
+
+async def open_uploads(conn: asyncpg.Connection, member: str) -> int:
+    """How many uploads ``member`` started and has not completed, and that were neither cancelled nor removed."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM files WHERE uploaded_by = $1 AND status = 'uploading'", member
+    )
+    return count
+
+
+async def remove_idle_uploads(conn: asyncpg.Connection, idle_since: datetime, now: datetime, limit: int) -> int:
+    """Delete up to ``limit`` uploads that have had no chunk since ``idle_since`` (nor started after it), and
+    record their chunks for removal from the object store (``file_removals``), in one statement: how many.
+
+    An upload whose row a chunk or its completion holds locked is in use, and skipped."""
+    status = await conn.execute(
+        """
+        WITH idle AS (
+            SELECT f.id FROM files f
+            WHERE f.status = 'uploading' AND f.created_at < $1
+              AND NOT EXISTS (SELECT 1 FROM file_chunks c WHERE c.file_id = f.id AND c.received_at >= $1)
+            ORDER BY f.created_at
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM files f USING idle WHERE f.id = idle.id RETURNING f.id, f.chunks
+        )
+        INSERT INTO file_removals (file_id, chunks, requested_at)
+        SELECT id, chunks, $2 FROM gone
+        ON CONFLICT (file_id) DO NOTHING
+        """,
+        idle_since,
+        now,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 3"
+
+
+async def remove_upload(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
+    """Delete one upload's row (its chunks' rows go with it) and record its chunks for removal."""
+    await conn.execute(
+        "WITH gone AS (DELETE FROM files WHERE id = $1 AND status = 'uploading' RETURNING id, chunks)"
+        " INSERT INTO file_removals (file_id, chunks, requested_at) SELECT id, chunks, $2 FROM gone"
+        " ON CONFLICT (file_id) DO NOTHING",
+        file_id,
+        now,
+    )
+
+
+async def pending_removals(conn: asyncpg.Connection, limit: int) -> list[tuple[uuid.UUID, int]]:
+    """Files whose chunks are still to be deleted from the object store, oldest first."""
+    rows = await conn.fetch("SELECT file_id, chunks FROM file_removals ORDER BY requested_at LIMIT $1", limit)
+    return [(row["file_id"], row["chunks"]) for row in rows]
+
+
+async def removal_done(conn: asyncpg.Connection, file_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM file_removals WHERE file_id = $1", file_id)
