@@ -9,6 +9,7 @@ from fog_client.chat import (
     MessagePage,
     Prekey,
     Receipt,
+    SignedPrekey,
     Sync,
     SyncEntry,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "RotatedKey",
     "RowDifference",
     "ServiceStatus",
+    "SignedPrekey",
     "StoredEvent",
     "Sync",
     "SyncEntry",

@@ -104,9 +104,18 @@ class Prekey(_Reply):
     public_key: str
 
 
+class SignedPrekey(_Reply):
+    key_id: int
+    public_key: str
+    #: Ed25519, by the device's signing key, over the 32 bytes of ``public_key`` (base64)
+    signature: str
+
+
 class DeviceKeys(_Reply):
     device_id: str
     identity_key: str
+    signing_key: str | None = None
+    signed_prekey: SignedPrekey | None = None
     prekeys_left: int
     updated_at: datetime
 
@@ -115,6 +124,9 @@ class ClaimedPrekey(_Reply):
     user_id: str
     device_id: str
     identity_key: str
+    signing_key: str | None = None
+    #: check its signature with the signing key you trust for the device before using it
+    signed_prekey: SignedPrekey | None = None
     #: None when the device has no one-time prekey left
     prekey: Prekey | None = None
 
@@ -244,13 +256,24 @@ class ChatCalls:
         return Sync.model_validate_json(response.content)
 
     async def publish_keys(
-        self, device_id: str, identity_key: str, prekeys: Mapping[int, str] | None = None
+        self,
+        device_id: str,
+        identity_key: str,
+        prekeys: Mapping[int, str] | None = None,
+        *,
+        signing_key: str | None = None,
+        signed_prekey: SignedPrekey | None = None,
     ) -> DeviceKeys:
-        """Publish a device's X25519 identity key and one-time prekeys (key id → public key), base64."""
-        body = {
+        """Publish a device's X25519 identity key and one-time prekeys (key id → public key), and its Ed25519
+        signing key and a prekey signed with it (over the prekey's 32 bytes); keys and signature in base64."""
+        body: dict[str, Any] = {
             "identity_key": identity_key,
             "prekeys": [{"key_id": key_id, "public_key": key} for key_id, key in (prekeys or {}).items()],
         }
+        if signing_key is not None:
+            body["signing_key"] = signing_key
+        if signed_prekey is not None:
+            body["signed_prekey"] = signed_prekey.model_dump()
         response = await self._call("PUT", f"/v1/keys/devices/{_segment(device_id)}", body)
         return DeviceKeys.model_validate_json(response.content)
 

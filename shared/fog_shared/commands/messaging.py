@@ -11,7 +11,7 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.common import ErrorReply, Strict, Text, Timestamp, error
@@ -378,19 +378,55 @@ def _x25519_public(value: str) -> str:
 PublicKey = Annotated[str, StringConstraints(min_length=44, max_length=44), AfterValidator(_x25519_public)]
 
 
+def _ed25519_signature(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a signature is standard base64") from None
+    if len(raw) != 64:
+        raise ValueError(f"an Ed25519 signature is 64 bytes, not {len(raw)}")
+    return value
+
+
+#: an Ed25519 public key: 32 bytes too, standard base64
+SigningKey = PublicKey
+#: an Ed25519 signature: 64 bytes, standard base64 with padding (88 characters)
+Signature = Annotated[str, StringConstraints(min_length=88, max_length=88), AfterValidator(_ed25519_signature)]
+
+
 class Prekey(Strict):
     key_id: int = Field(ge=0, le=2**31 - 1)
     public_key: PublicKey
 
 
-class DeviceKeysUpload(Strict):
-    """A device's identity key and a batch of one-time prekeys (``PUT /v1/keys/devices/{id}``).
+class SignedPrekey(Strict):
+    """A device's medium-term prekey, handed to every sender (X3DH's signed prekey): a session can be opened
+    with it when the one-time prekeys have run out. Rotated by publishing another."""
 
-    The same identity key again adds the prekeys; another identity key replaces the device (its
-    unclaimed prekeys go)."""
+    key_id: int = Field(ge=0, le=2**31 - 1)
+    public_key: PublicKey
+    #: by the device's signing key, over the 32 bytes of ``public_key``
+    signature: Signature
+
+
+class DeviceKeysUpload(Strict):
+    """A device's identity key, and optionally its signing key and signed prekey, and a batch of one-time prekeys
+    (``PUT /v1/keys/devices/{id}``).
+
+    The same identity key again adds the prekeys (and replaces the signed prekey, if one is sent); another
+    identity key, or another signing key, replaces the device (its unclaimed prekeys and its signed prekey go)."""
 
     identity_key: PublicKey
+    #: the device's Ed25519 public key: what its signed prekey is checked with
+    signing_key: SigningKey | None = None
+    signed_prekey: SignedPrekey | None = None
     prekeys: list[Prekey] = Field(default=[], max_length=MAX_PREKEYS_PER_UPLOAD)
+
+    @model_validator(mode="after")
+    def _signed_by_a_key_sent_with_it(self) -> DeviceKeysUpload:
+        if self.signed_prekey is not None and self.signing_key is None:
+            raise ValueError("a signed prekey comes with the signing_key that signed it")
+        return self
 
 
 class PublishKeysCommand(Strict):
@@ -402,6 +438,8 @@ class PublishKeysCommand(Strict):
 class DeviceKeys(Strict):
     device_id: str
     identity_key: str
+    signing_key: str | None = None
+    signed_prekey: SignedPrekey | None = None
     #: one-time prekeys not yet claimed
     prekeys_left: int
     updated_at: Timestamp
@@ -424,12 +462,15 @@ class ClaimPrekeyCommand(Strict):
 
 
 class ClaimedPrekey(Strict):
-    """What a sender needs to open a session with one device: its identity key and one prekey,
-    never handed out twice (None when the device has none left: use the identity key alone)."""
+    """What a sender needs to open a session with one device: its identity key, its signing key and signed prekey
+    (if it published them; check the signature), and one one-time prekey, never handed out twice (None when the
+    device has none left: use the signed prekey alone)."""
 
     user_id: str
     device_id: str
     identity_key: str
+    signing_key: str | None = None
+    signed_prekey: SignedPrekey | None = None
     prekey: Prekey | None
 
 

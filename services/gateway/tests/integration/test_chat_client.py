@@ -8,15 +8,17 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 from chat_driver import Member, members, start_direct
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway_stack import Stack
 from typer.testing import CliRunner
 from websockets.exceptions import ConnectionClosedError
 
-from fog_client import ApiError, FogClient, Prekey
+from fog_client import ApiError, FogClient, Prekey, SignedPrekey
 from fogctl.__main__ import app
 from fogctl.session import Session
 
@@ -70,6 +72,15 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         claimed = await b.claim_prekey(alice.id, "phone")
         assert (claimed.identity_key, claimed.prekey) == (identity, Prekey(key_id=5, public_key=prekey))
         assert (await b.claim_prekey(alice.id, "phone")).prekey is None
+        signer, medium_term = Ed25519PrivateKey.generate(), os.urandom(32)
+        signed = SignedPrekey(
+            key_id=1, public_key=base64.b64encode(medium_term).decode(),
+            signature=base64.b64encode(signer.sign(medium_term)).decode(),
+        )  # fmt: skip
+        signing_key = base64.b64encode(signer.public_key().public_bytes_raw()).decode()
+        await a.publish_keys("phone", identity, signing_key=signing_key, signed_prekey=signed)
+        claimed = await b.claim_prekey(alice.id, "phone")
+        assert (claimed.signing_key, claimed.signed_prekey, claimed.prekey) == (signing_key, signed, None)
 
         data = bytes(range(256)) * 3000  # two chunks
         announced = {"name": "t.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -1,5 +1,5 @@
-"""The key directory through the gateway: devices publish X25519 public keys, senders claim
-one-time prekeys, each handed out once."""
+"""The key directory through the gateway: devices publish X25519 public keys and a prekey signed with
+their Ed25519 signing key, senders claim one-time prekeys, each handed out once, and the signed prekey."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import base64
 import os
 
 from chat_driver import members
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from gateway_stack import Stack
 
 
@@ -61,3 +63,94 @@ async def test_bad_keys_and_unknown_devices_are_refused(stack: Stack) -> None:
     assert (await bob.http.get(f"/v1/keys/users/{alice.id}", headers=bob.headers)).json()["devices"] == []
     missing = await bob.http.post(f"/v1/keys/users/{alice.id}/devices/phone/claim", headers=bob.headers)
     assert missing.status_code == 404
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def signed_prekey(signer: Ed25519PrivateKey, key_id: int) -> dict[str, object]:
+    prekey = os.urandom(32)
+    return {"key_id": key_id, "public_key": b64(prekey), "signature": b64(signer.sign(prekey))}
+
+
+def signing_key_of(signer: Ed25519PrivateKey) -> str:
+    return b64(signer.public_key().public_bytes_raw())
+
+
+def signature_holds(signing_key: str, signed: dict[str, object]) -> bool:
+    """What a sender does with a claimed signed prekey before using it."""
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(signing_key)).verify(
+            base64.b64decode(str(signed["signature"])), base64.b64decode(str(signed["public_key"]))
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+async def test_a_signed_prekey_is_handed_to_every_sender_and_outlives_the_one_time_prekeys(stack: Stack) -> None:
+    alice, bob, carol = await members(stack, 3)
+    signer = Ed25519PrivateKey.generate()
+    identity, signing_key, medium_term = public_key(), signing_key_of(signer), signed_prekey(signer, 1)
+    body = {
+        "identity_key": identity, "signing_key": signing_key, "signed_prekey": medium_term,
+        "prekeys": [{"key_id": 10, "public_key": public_key()}],
+    }  # fmt: skip
+    published = await alice.http.put("/v1/keys/devices/phone", json=body, headers=alice.headers)
+    assert published.status_code == 200, published.text
+    assert (published.json()["signing_key"], published.json()["signed_prekey"]) == (signing_key, medium_term)
+    listed = (await bob.http.get(f"/v1/keys/users/{alice.id}", headers=bob.headers)).json()["devices"]
+    assert [(d["signing_key"], d["signed_prekey"]) for d in listed] == [(signing_key, medium_term)]
+
+    claim = f"/v1/keys/users/{alice.id}/devices/phone/claim"
+    first, second = [(await c.http.post(claim, headers=c.headers)).json() for c in (bob, carol)]
+    assert first["prekey"]["key_id"] == 10
+    assert second["prekey"] is None  # the one-time prekeys ran out: the signed prekey is still there
+    for claimed in (first, second):
+        assert (claimed["signing_key"], claimed["signed_prekey"]) == (signing_key, medium_term)
+        assert signature_holds(claimed["signing_key"], claimed["signed_prekey"])
+
+    rotated = signed_prekey(signer, 2)
+    body = {"identity_key": identity, "signing_key": signing_key, "signed_prekey": rotated}
+    assert (await alice.http.put("/v1/keys/devices/phone", json=body, headers=alice.headers)).status_code == 200
+    refill = {"identity_key": identity, "prekeys": [{"key_id": 11, "public_key": public_key()}]}
+    kept = (await alice.http.put("/v1/keys/devices/phone", json=refill, headers=alice.headers)).json()
+    assert (kept["signing_key"], kept["signed_prekey"], kept["prekeys_left"]) == (signing_key, rotated, 1)
+
+
+async def test_a_signed_prekey_not_signed_by_its_signing_key_is_refused_and_changes_nothing(stack: Stack) -> None:
+    alice, bob = await members(stack, 2)
+    signer, impostor = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    identity = public_key()
+    good = {"identity_key": identity, "signing_key": signing_key_of(signer), "signed_prekey": signed_prekey(signer, 1)}
+    assert (await alice.http.put("/v1/keys/devices/phone", json=good, headers=alice.headers)).status_code == 200
+    forged = {**good, "signed_prekey": signed_prekey(impostor, 2)}
+    swapped = {**good, "signed_prekey": {**good["signed_prekey"], "public_key": public_key()}}  # type: ignore[dict-item]
+    for bad in (forged, swapped):
+        refused = await alice.http.put("/v1/keys/devices/phone", json=bad, headers=alice.headers)
+        assert (refused.status_code, refused.json()["code"]) == (422, "invalid_signature")
+    unsigned = {"identity_key": identity, "signed_prekey": signed_prekey(signer, 3)}  # no signing key with it
+    assert (await alice.http.put("/v1/keys/devices/phone", json=unsigned, headers=alice.headers)).status_code == 422
+    device = (await bob.http.get(f"/v1/keys/users/{alice.id}", headers=bob.headers)).json()["devices"][0]
+    assert device["signed_prekey"] == good["signed_prekey"]
+
+
+async def test_another_signing_key_is_another_device(stack: Stack) -> None:
+    alice, bob = await members(stack, 2)
+    old_signer, new_signer = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    identity = public_key()
+    old = {
+        "identity_key": identity, "signing_key": signing_key_of(old_signer),
+        "signed_prekey": signed_prekey(old_signer, 1), "prekeys": [{"key_id": 1, "public_key": public_key()}],
+    }  # fmt: skip
+    await alice.http.put("/v1/keys/devices/phone", json=old, headers=alice.headers)
+    new = {"identity_key": identity, "signing_key": signing_key_of(new_signer)}
+    replaced = (await alice.http.put("/v1/keys/devices/phone", json=new, headers=alice.headers)).json()
+    assert (replaced["signing_key"], replaced["signed_prekey"], replaced["prekeys_left"]) == (
+        new["signing_key"],
+        None,
+        0,
+    )
+    claimed = (await bob.http.post(f"/v1/keys/users/{alice.id}/devices/phone/claim", headers=bob.headers)).json()
+    assert (claimed["prekey"], claimed["signed_prekey"]) == (None, None)  # nothing of the old device is handed out

@@ -51,8 +51,8 @@ from fog_messaging.domain.files import (
     chunk_count,
     expected_chunk_size,
     missing_chunks,
-    replaces_identity,
 )
+from fog_messaging.domain.keys import check_signed_prekey, replaces_identity, replaces_signing_key
 from fog_messaging.domain.messages import (
     Receipt,
     check_edit,
@@ -92,6 +92,7 @@ __all__ = [
     "check_group_size",
     "check_remove",
     "check_set_role",
+    "check_signed_prekey",
     "check_text",
     "chunk_count",
     "clock_weight",
@@ -113,6 +114,7 @@ __all__ = [
     "parse_sync_token",
     "readable_up_to",
     "replaces_identity",
+    "replaces_signing_key",
     "sync_token",
     "sync_window",
     "transfer",

@@ -1,4 +1,4 @@
-"""Files in chunks; the key directory's rule for reinstalled devices."""
+"""Files in chunks."""
 
 from __future__ import annotations
 
@@ -31,9 +31,3 @@ def check_chunk(size: int, index: int, chunk_bytes: int, length: int, claimed_sh
 
 def missing_chunks(count: int, received: Iterable[int]) -> list[int]:
     return sorted(set(range(count)) - set(received))
-
-
-def replaces_identity(current: str | None, published: str) -> bool:
-    """A device publishing another identity key is a new device under the old id (reinstalled):
-    what belonged to the old identity (its unclaimed prekeys) must not be handed out with it."""
-    return current is not None and current != published

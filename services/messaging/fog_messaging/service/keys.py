@@ -11,7 +11,8 @@ from datetime import datetime
 import asyncpg
 
 from fog_messaging import domain, store
-from fog_messaging.service.common import MessagingError, member_of
+from fog_messaging.domain import Rejected
+from fog_messaging.service.common import MessagingError, member_of, refusal
 from fog_shared.commands import messaging as contract
 from fog_shared.commands.auth import Principal
 
@@ -26,12 +27,26 @@ def _person(by: Principal) -> str:
 async def publish(
     conn: asyncpg.Connection, command: contract.PublishKeysCommand, *, now: datetime
 ) -> contract.DeviceKeys:
-    """Publish a device's identity key and prekeys (see :class:`contract.DeviceKeysUpload`)."""
-    me, upload = _person(command.by), command.keys
+    """Publish a device's identity key, signing key, signed prekey and one-time prekeys (see
+    :class:`contract.DeviceKeysUpload`). A signed prekey whose signature is not its signing key's is refused."""
+    me, upload, signed = _person(command.by), command.keys, command.keys.signed_prekey
+    if signed is not None:
+        assert upload.signing_key is not None  # the contract's rule
+        try:
+            domain.check_signed_prekey(upload.signing_key, signed.public_key, signed.signature)
+        except Rejected as rejected:
+            raise refusal(rejected) from None
     async with conn.transaction():
-        current = await store.identity_key(conn, me, command.device_id)
-        replace = domain.replaces_identity(current, upload.identity_key)
-        await store.put_device(conn, me, command.device_id, upload.identity_key, replace=replace, now=now)
+        current = await store.device(conn, me, command.device_id)
+        replace = current is not None and (
+            domain.replaces_identity(current["identity_key"], upload.identity_key)
+            or domain.replaces_signing_key(current["signing_key"], upload.signing_key)
+        )
+        await store.put_device(
+            conn, me, command.device_id, upload.identity_key, signing_key=upload.signing_key,
+            signed_prekey=None if signed is None else (signed.key_id, signed.public_key, signed.signature),
+            replace=replace, now=now,
+        )  # fmt: skip
         await store.add_prekeys(conn, me, command.device_id, [(p.key_id, p.public_key) for p in upload.prekeys])
         mine = {r["device_id"]: r for r in await store.devices(conn, me)}
     return _device_view(mine[command.device_id])
@@ -50,18 +65,27 @@ async def claim(
     """One of the device's prekeys, handed to this caller only; none left: the identity key alone."""
     me = _person(command.by)
     async with conn.transaction():
-        identity = await store.identity_key(conn, command.user_id, command.device_id)
-        if identity is None:
+        device = await store.device(conn, command.user_id, command.device_id)
+        if device is None:
             raise MessagingError("not_found", "no such device")
         claimed = await store.claim_prekey(conn, command.user_id, command.device_id, me, now)
     prekey = contract.Prekey(key_id=claimed["key_id"], public_key=claimed["public_key"]) if claimed else None
     return contract.ClaimedPrekey(
-        user_id=command.user_id, device_id=command.device_id, identity_key=identity, prekey=prekey
-    )
+        user_id=command.user_id, device_id=command.device_id, identity_key=device["identity_key"],
+        signing_key=device["signing_key"], signed_prekey=_signed_prekey(device), prekey=prekey,
+    )  # fmt: skip
 
 
 def _device_view(row: asyncpg.Record) -> contract.DeviceKeys:
     return contract.DeviceKeys(
-        device_id=row["device_id"], identity_key=row["identity_key"], prekeys_left=row["prekeys_left"],
-        updated_at=row["updated_at"],
+        device_id=row["device_id"], identity_key=row["identity_key"], signing_key=row["signing_key"],
+        signed_prekey=_signed_prekey(row), prekeys_left=row["prekeys_left"], updated_at=row["updated_at"],
     )  # fmt: skip
+
+
+def _signed_prekey(row: asyncpg.Record) -> contract.SignedPrekey | None:
+    if row["signed_prekey"] is None:
+        return None
+    return contract.SignedPrekey(
+        key_id=row["signed_prekey_id"], public_key=row["signed_prekey"], signature=row["signed_prekey_signature"]
+    )

@@ -34,7 +34,7 @@ from fog_messaging.store.files import (
     remove_idle_uploads,
     remove_upload,
 )
-from fog_messaging.store.keys import add_prekeys, claim_prekey, devices, identity_key, put_device
+from fog_messaging.store.keys import add_prekeys, claim_prekey, device, devices, put_device
 from fog_messaging.store.messages import (
     delete_message,
     device_history,
@@ -88,6 +88,7 @@ __all__ = [
     "create_direct",
     "create_group",
     "delete_message",
+    "device",
     "device_history",
     "devices",
     "direct_conversation_id",
@@ -95,7 +96,6 @@ __all__ = [
     "entries_at",
     "file",
     "forget_chunks",
-    "identity_key",
     "insert_file",
     "insert_message",
     "known_users",

@@ -63,6 +63,8 @@ async def test_ready_when_nats_postgres_and_migrations_are(migrated: httpx.Async
 async def test_not_ready_while_migrations_are_pending(unmigrated: httpx.AsyncClient) -> None:
     ready = await unmigrated.get("/readyz")
     assert ready.status_code == 503
-    migrations = ("0001_users", "0002_conversations", "0003_keys", "0004_files", "0005_abandoned_uploads")
+    migrations = (
+        "0001_users", "0002_conversations", "0003_keys", "0004_files", "0005_abandoned_uploads", "0006_signed_prekeys"
+    )  # fmt: skip
     pending = "pending: " + ", ".join(f"messaging:{name}" for name in migrations)
     assert ready.json()["checks"]["migrations"] == pending

@@ -3,10 +3,13 @@ sync windows."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fog_messaging import domain
 from fog_messaging.domain import Access, Receipt, Rejected
@@ -227,6 +230,32 @@ def test_a_new_identity_key_replaces_the_device_and_the_same_one_does_not() -> N
     assert not domain.replaces_identity(None, "k1")
     assert not domain.replaces_identity("k1", "k1")
     assert domain.replaces_identity("k1", "k2")
+
+
+def test_another_signing_key_replaces_the_device_and_a_first_or_none_does_not() -> None:
+    assert not domain.replaces_signing_key(None, "s1")  # a device from before signing keys gets one
+    assert not domain.replaces_signing_key("s1", None)  # an upload of one-time prekeys alone
+    assert not domain.replaces_signing_key("s1", "s1")
+    assert domain.replaces_signing_key("s1", "s2")
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_a_signed_prekey_holds_only_with_its_signing_keys_signature_over_its_bytes() -> None:
+    signer, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    prekey, another_prekey = os.urandom(32), os.urandom(32)
+    signing_key = b64(signer.public_key().public_bytes_raw())
+    domain.check_signed_prekey(signing_key, b64(prekey), b64(signer.sign(prekey)))
+    for key, signed, signature in (
+        (signing_key, another_prekey, signer.sign(prekey)),  # the prekey swapped on the way
+        (signing_key, prekey, other.sign(prekey)),  # signed by another key
+        (b64(other.public_key().public_bytes_raw()), prekey, signer.sign(prekey)),
+        (signing_key, prekey, bytes(64)),
+    ):
+        with refused("invalid_signature"):
+            domain.check_signed_prekey(key, b64(signed), b64(signature))
 
 
 # -- files --------------------------------------------------------------------------------
