@@ -241,9 +241,12 @@ def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) 
     @broker.subscriber(contract.CANCEL_UPLOAD, queue=group, title="cancel_upload")
     async def cancel_upload(body: contract.FileQuery) -> dict[str, Any]:
         async def cancelled(conn: asyncpg.Connection) -> None:
-            await files.cancel(conn, body, now=_now())
+            file_id, chunks = await files.cancel(conn, body, now=_now())
             UPLOADS_REMOVED.labels("cancelled").inc()
-            await _removing_chunks(conn, objects)
+            try:  # its own chunks alone: a backlog of removals is the sweep's
+                await files.remove_chunks_of(conn, objects, file_id, chunks)
+            except (OSError, NatsError, asyncpg.PostgresError):
+                log.warning("could not delete a cancelled upload's chunks; the next sweep will", exc_info=True)
 
         return await answer(cancelled)
 
@@ -260,14 +263,6 @@ def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) 
         return await answer(lambda conn: files.read_chunk(conn, objects, body))
 
     runtime.in_background("idle-uploads", lambda: _remove_idle_uploads(runtime, objects, settings))
-
-
-async def _removing_chunks(conn: asyncpg.Connection, objects: files.Objects) -> None:
-    """Remove the chunks of uploads removed; on failure, leave them to the next sweep (they are recorded)."""
-    try:
-        await files.remove_chunks(conn, objects)
-    except (OSError, NatsError, asyncpg.PostgresError):
-        log.warning("could not delete the chunks of removed uploads; the next sweep will", exc_info=True)
 
 
 async def _remove_idle_uploads(runtime: ServiceRuntime, objects: files.Objects, settings: Settings) -> None:

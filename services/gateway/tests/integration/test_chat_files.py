@@ -7,9 +7,13 @@ import hashlib
 import os
 from typing import Any
 
+import pytest
 from chat_driver import Member, members, start_direct, sync_all
 from gateway_stack import Stack
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import ObjectNotFoundError
 
+from fog_shared.bus.topology import FILES_BUCKET
 from fog_shared.commands.messaging import CHUNK_BYTES
 
 MIB = 1024 * 1024
@@ -105,7 +109,7 @@ async def test_a_whole_file_that_does_not_match_its_sha256_starts_over(stack: St
 
 
 async def test_an_upload_under_way_is_cancelled_by_its_uploader_alone_and_each_member_has_16_at_most(
-    stack: Stack,
+    stack: Stack, nats_client: NatsClient
 ) -> None:
     alice, bob = await members(stack, 2)
     conversation = await start_direct(alice, bob)
@@ -113,7 +117,11 @@ async def test_an_upload_under_way_is_cancelled_by_its_uploader_alone_and_each_m
     cancelled = (await announce(alice, conversation, data))["id"]
     assert (await put_chunk(alice, cancelled, 0, data)).status_code == 200
     assert (await bob.http.delete(f"/v1/files/{cancelled}", headers=bob.headers)).status_code == 404  # not his
+    chunks = await nats_client.jetstream().object_store(FILES_BUCKET)
+    assert (await chunks.get(f"{cancelled}/0")).data == data
     assert (await alice.http.delete(f"/v1/files/{cancelled}", headers=alice.headers)).status_code == 204
+    with pytest.raises(ObjectNotFoundError):  # its chunk left the object store with it
+        await chunks.get(f"{cancelled}/0")
     assert (await alice.http.get(f"/v1/files/{cancelled}", headers=alice.headers)).status_code == 404
     assert (await put_chunk(alice, cancelled, 0, data)).status_code == 404
     assert (await alice.http.post(f"/v1/files/{cancelled}/complete", headers=alice.headers)).status_code == 404

@@ -128,9 +128,9 @@ async def complete(
     return await _view(conn, file_id)
 
 
-async def cancel(conn: asyncpg.Connection, query: contract.FileQuery, *, now: datetime) -> None:
-    """The uploader cancels an upload under way: it is gone, its chunks left for ``remove_chunks``. A complete
-    file stays."""
+async def cancel(conn: asyncpg.Connection, query: contract.FileQuery, *, now: datetime) -> tuple[uuid.UUID, int]:
+    """The uploader cancels an upload under way: it is gone, its chunks left for ``remove_chunks_of`` (or the next
+    ``remove_chunks``). A complete file stays. The file's id and its number of chunks."""
     me, file_id = member_of(query.by), _file_uuid(query.file_id)
     async with conn.transaction():
         row = await store.file(conn, file_id, lock=True)  # waits for chunks on their way in
@@ -139,6 +139,7 @@ async def cancel(conn: asyncpg.Connection, query: contract.FileQuery, *, now: da
         if row["status"] == "complete":
             raise MessagingError("complete", "the file is complete; only an upload under way can be cancelled")
         await store.remove_upload(conn, file_id, now)
+    return file_id, row["chunks"]
 
 
 async def remove_idle_uploads(
@@ -164,11 +165,16 @@ async def remove_chunks(conn: asyncpg.Connection, objects: Objects, batch: int =
     removed = 0
     while pending := await store.pending_removals(conn, batch):
         for file_id, chunks in pending:
-            for index in range(chunks):
-                await objects.delete(chunk_name(file_id, index))
-            await store.removal_done(conn, file_id)
+            await remove_chunks_of(conn, objects, file_id, chunks)
         removed += len(pending)
     return removed
+
+
+async def remove_chunks_of(conn: asyncpg.Connection, objects: Objects, file_id: uuid.UUID, chunks: int) -> None:
+    """Delete one removed upload's chunks from the object store, then forget its removal."""
+    for index in range(chunks):
+        await objects.delete(chunk_name(file_id, index))
+    await store.removal_done(conn, file_id)
 
 
 async def _whole_file_sha256(objects: Objects, file_id: uuid.UUID, chunks: int) -> str:

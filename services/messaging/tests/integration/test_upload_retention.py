@@ -182,8 +182,11 @@ async def test_the_uploader_cancels_an_upload_under_way_and_no_one_else_can(plac
         with pytest.raises(MessagingError, match="complete") as refused:
             await files.cancel(conn, contract.FileQuery(by=user(ALICE), file_id=complete), now=T0)
         assert refused.value.code == "complete"
-        await files.cancel(conn, contract.FileQuery(by=user(ALICE), file_id=cancelled), now=T0)
-        assert await files.remove_chunks(conn, place.objects) == 1
+        file_id, chunks = await files.cancel(conn, contract.FileQuery(by=user(ALICE), file_id=cancelled), now=T0)
+        assert (str(file_id), chunks) == (cancelled, 1)
+        assert await chunks_stored(place, cancelled, 1) == [0]  # recorded for removal, not removed yet
+        await files.remove_chunks_of(conn, place.objects, file_id, chunks)
+        assert await conn.fetchval("SELECT count(*) FROM file_removals") == 0
     assert await file_rows(place) == {complete: "complete"}
     assert await chunks_stored(place, cancelled, 1) == []
     assert await chunks_stored(place, complete, 1) == [0]
