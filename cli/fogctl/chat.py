@@ -1,4 +1,4 @@
-"""``fogctl chat send|read|sync|groups|upload|cancel-upload|download``: BitChat with the saved session
+"""``fogctl chat send|read|sync|groups|upload|uploads|cancel-upload|download``: BitChat with the saved session
 (``fogctl login``).
 
 Members are named by member id: a user's id, or ``node:<node id>`` for one of your nodes.
@@ -125,6 +125,20 @@ def upload(
 
     sent = account.with_saved_session(send)
     typer.echo(f"Uploaded {sent.name} ({sent.size} bytes) as file {sent.id}")
+
+
+@app.command()
+def uploads(as_json: JsonOption = False) -> None:
+    """Your uploads under way: resume one with `upload --resume ID`, or cancel it with `cancel-upload ID`."""
+    found = account.with_saved_session(lambda client: client.list_uploads())
+    if as_json:
+        typer.echo(json.dumps({"items": [f.model_dump(mode="json") for f in found]}))
+        return
+    table = Table("id", "name", "size", "chunks missing", "conversation", "started")
+    for upload in found:
+        missing = f"{len(upload.missing)} of {upload.chunks}"
+        table.add_row(upload.id, upload.name, str(upload.size), missing, upload.conversation_id, str(upload.created_at))
+    Console(highlight=False).print(table)
 
 
 @app.command("cancel-upload")

@@ -311,6 +311,12 @@ class ChatCalls:
         completed = await self._call("POST", f"/v1/files/{_segment(info.id)}/complete")
         return FileInfo.model_validate_json(completed.content)
 
+    async def list_uploads(self) -> list[FileInfo]:
+        """Your uploads under way, newest first, each with the chunks it misses (resume with ``upload_file(...,
+        file_id=)``, or ``cancel_upload``)."""
+        items = (await self._call("GET", "/v1/uploads")).json()["items"]
+        return [FileInfo.model_validate(item) for item in items]
+
     async def cancel_upload(self, file_id: str) -> None:
         """Cancel an upload of yours under way: it is gone, its chunks too. A complete file cannot be."""
         await self._call("DELETE", f"/v1/files/{_segment(file_id)}")

@@ -258,6 +258,10 @@ def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) 
     async def get_file(body: contract.FileQuery) -> dict[str, Any]:
         return await answer(lambda conn: files.get_file(conn, body))
 
+    @broker.subscriber(contract.LIST_UPLOADS, queue=group, title="list_uploads")
+    async def list_uploads(body: contract.ByQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.list_uploads(conn, body))
+
     @broker.subscriber(contract.READ_CHUNK, queue=group, title="read_chunk")
     async def read_chunk(body: contract.ReadChunkQuery) -> dict[str, Any]:
         return await answer(lambda conn: files.read_chunk(conn, objects, body))

@@ -482,6 +482,7 @@ COMPLETE_UPLOAD = command_subject("messaging", "complete_upload")
 CANCEL_UPLOAD = command_subject("messaging", "cancel_upload")
 GET_FILE = query_subject("messaging", "get_file")
 READ_CHUNK = query_subject("messaging", "read_chunk")
+LIST_UPLOADS = query_subject("messaging", "list_uploads")
 
 #: files are sent in chunks of this size (the last one may be shorter)
 CHUNK_BYTES = 512 * 1024
@@ -522,6 +523,12 @@ class FileView(Strict):
     uploaded_by: str
     created_at: Timestamp
     completed_at: Timestamp | None
+
+
+class UploadList(Strict):
+    """The caller's uploads under way (``GET /v1/uploads``), newest first: to resume or cancel."""
+
+    items: list[FileView]
 
 
 class ChunkCommand(Strict):

@@ -1,8 +1,8 @@
 """BitChat files: ``POST /v1/conversations/{id}/files`` announces one, ``PUT /v1/files/{id}/chunks/{n}``
 sends its chunks (raw bytes with their SHA-256 in ``X-Chunk-SHA256``; after a drop, send the
 ``missing`` ones), ``POST .../complete`` checks the whole, ``GET .../content`` downloads it (with
-``Range``), ``DELETE /v1/files/{id}`` cancels an upload under way. Only the conversation's members see a
-file."""
+``Range``), ``DELETE /v1/files/{id}`` cancels an upload under way, ``GET /v1/uploads`` lists yours. Only the
+conversation's members see a file."""
 
 import base64
 from collections.abc import AsyncIterator
@@ -46,6 +46,12 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         ``too_many_uploads`` when you have too many under way (16 unless set): complete one, or cancel one, first."""
         command = contract.StartUploadCommand(by=me, conversation_id=conversation_id, upload=body)
         return await calls.ask(contract.START_UPLOAD, command)
+
+    @router.get("/uploads", response_model=contract.UploadList)
+    async def list_uploads(me: Person) -> dict[str, Any]:
+        """Your uploads under way, newest first, each with the chunks it misses: resume one (send those), or
+        cancel it (``DELETE /v1/files/{id}``)."""
+        return await calls.ask(contract.LIST_UPLOADS, contract.ByQuery(by=me))
 
     @router.get("/files/{file_id}", response_model=contract.FileView, responses=documented(404))
     async def get_file(file_id: FileIdPath, me: Person) -> dict[str, Any]:

@@ -94,7 +94,9 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         assert await b.download_file(partial, first=10, last=19) == data[10:20]
         dropped = await a.start_upload(first.conversation_id, "dropped.bin", data)
         assert (dropped.status, dropped.missing) == ("uploading", [0, 1])
+        assert [u.id for u in await a.list_uploads()] == [dropped.id]
         await a.cancel_upload(dropped.id)
+        assert await a.list_uploads() == []
         with pytest.raises(ApiError) as gone:
             await a.file_info(dropped.id)
         assert gone.value.status == 404
@@ -155,6 +157,13 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert "complete" in err
     async with signed_in(url, bob) as b:  # the saved session's user
         dropped = await b.start_upload(conversation, "dropped.txt", sent.read_bytes())
+    code, out, err = await fogctl("chat", "uploads", "--json")
+    assert code == 0, err
+    assert [u["id"] for u in json.loads(out)["items"]] == [dropped.id]
+    code, out, err = await fogctl("chat", "uploads")
+    assert code == 0, err
+    assert dropped.id in out
+    assert "2 of 2" in out  # both chunks missing
     code, out, err = await fogctl("chat", "cancel-upload", dropped.id)
     assert code == 0, err
     code, out, err = await fogctl("chat", "upload", conversation, str(sent), "--resume", dropped.id)

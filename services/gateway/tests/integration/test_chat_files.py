@@ -133,6 +133,10 @@ async def test_an_upload_under_way_is_cancelled_by_its_uploader_alone_and_each_m
     assert (kept.status_code, kept.json()["code"]) == (409, "complete")
 
     under_way = [(await announce(alice, conversation, data))["id"] for _ in range(16)]
+    listed = (await alice.http.get("/v1/uploads", headers=alice.headers)).json()["items"]
+    assert [u["id"] for u in listed] == under_way[::-1]  # newest first; neither the cancelled nor the complete
+    assert all((u["status"], u["missing"]) == ("uploading", [0]) for u in listed)
+    assert (await bob.http.get("/v1/uploads", headers=bob.headers)).json()["items"] == []
     body = {"name": "17th", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     refused = await alice.http.post(f"/v1/conversations/{conversation}/files", json=body, headers=alice.headers)
     assert (refused.status_code, refused.headers["content-type"]) == (409, "application/problem+json")

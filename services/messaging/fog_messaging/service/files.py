@@ -202,6 +202,12 @@ async def get_file(conn: asyncpg.Connection, query: contract.FileQuery) -> contr
     return await _view(conn, _file_uuid(query.file_id))
 
 
+async def list_uploads(conn: asyncpg.Connection, query: contract.ByQuery) -> contract.UploadList:
+    """Your uploads under way (at most ``uploads_open_max``), newest first, each with the chunks it misses."""
+    me = member_of(query.by)
+    return contract.UploadList(items=[await _view(conn, file_id) for file_id in await store.uploads_of(conn, me)])
+
+
 async def read_chunk(conn: asyncpg.Connection, objects: Objects, query: contract.ReadChunkQuery) -> contract.ChunkData:
     """One chunk of a complete file, for the conversation's members only."""
     file_id = _file_uuid(query.file_id)

@@ -33,6 +33,7 @@ from fog_messaging.store.files import (
     removal_done,
     remove_idle_uploads,
     remove_upload,
+    uploads_of,
 )
 from fog_messaging.store.keys import add_prekeys, claim_prekey, device, devices, put_device
 from fog_messaging.store.messages import (
@@ -131,5 +132,6 @@ __all__ = [
     "set_node_owner",
     "set_role",
     "timeline_bounds",
+    "uploads_of",
     "upsert_user",
 ]

@@ -26,6 +26,14 @@ async def file(conn: asyncpg.Connection, file_id: uuid.UUID, *, lock: bool = Fal
     return await conn.fetchrow(f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1" + suffix, file_id)
 
 
+async def uploads_of(conn: asyncpg.Connection, member: str) -> list[uuid.UUID]:
+    """The ids of ``member``'s uploads under way, newest first."""
+    rows = await conn.fetch(
+        "SELECT id FROM files WHERE uploaded_by = $1 AND status = 'uploading' ORDER BY created_at DESC, id", member
+    )
+    return [row["id"] for row in rows]
+
+
 async def received_chunks(conn: asyncpg.Connection, file_id: uuid.UUID) -> list[int]:
     rows = await conn.fetch('SELECT "index" FROM file_chunks WHERE file_id = $1 ORDER BY "index"', file_id)
     return [r["index"] for r in rows]
