@@ -1,4 +1,4 @@
-"""``fogctl node list|get|drain|deregister``: the nodes a provider owns (an admin: all of them).
+"""``fogctl node list|get|drain|resume|deregister``: the nodes a provider owns (an admin: all of them).
 
 Calls go out with the saved session (``fogctl login``), refreshed like ``fogctl whoami`` does.
 """
@@ -55,6 +55,13 @@ def get(node_id: NodeIdArgument, as_json: JsonOption = False) -> None:
 def drain(node_id: NodeIdArgument) -> None:
     """Give the node no new work; what it runs may finish."""
     node = account.with_saved_session(lambda client: client.drain_node(node_id))
+    account.console.print(f"Node {node.id} ({node.name}) is {node.status}.", markup=False)
+
+
+@app.command()
+def resume(node_id: NodeIdArgument) -> None:
+    """End the node's drain: it takes new work again."""
+    node = account.with_saved_session(lambda client: client.resume_node(node_id))
     account.console.print(f"Node {node.id} ({node.name}) is {node.status}.", markup=False)
 
 

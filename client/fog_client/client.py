@@ -270,6 +270,10 @@ class FogClient(ChatCalls):
     async def get_node(self, node_id: str) -> Node:
         return _parse(Node, await self._call("GET", f"/v1/nodes/{_segment(node_id)}"))
 
+    async def resume_node(self, node_id: str) -> Node:
+        """End the node's drain: it takes new work again."""
+        return _parse(Node, await self._call("POST", f"/v1/nodes/{_segment(node_id)}/resume"))
+
     async def drain_node(self, node_id: str) -> Node:
         """Stop giving the node new work; what it runs may finish."""
         return _parse(Node, await self._call("POST", f"/v1/nodes/{_segment(node_id)}/drain"))

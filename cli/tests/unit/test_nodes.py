@@ -1,4 +1,4 @@
-"""``fogctl node list|get|drain|deregister`` with the saved session, against a scripted gateway (MockTransport)."""
+"""``fogctl node list|get|drain|resume|deregister`` with the saved session, against a scripted gateway (MockTransport)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,9 @@ class Gateway:
                 return httpx.Response(200, json=self.nodes[node_id])
             case "POST", [node_id, "drain"] if node_id in self.nodes:
                 self.nodes[node_id]["status"] = "draining"
+                return httpx.Response(200, json=self.nodes[node_id])
+            case "POST", [node_id, "resume"] if node_id in self.nodes:
+                self.nodes[node_id]["status"] = "ready"
                 return httpx.Response(200, json=self.nodes[node_id])
             case "DELETE", [node_id] if node_id in self.nodes:
                 del self.nodes[node_id]
@@ -144,11 +147,16 @@ def test_get_shows_one_node(gateway: Gateway, logged_in: Session) -> None:
     assert (shown["id"], shown["status"], shown["region"], shown["last_heartbeat_at"]) == ("n2", "down", None, None)
 
 
-def test_drain_and_deregister(gateway: Gateway, logged_in: Session) -> None:
+def test_drain_resume_and_deregister(gateway: Gateway, logged_in: Session) -> None:
     code, _, err = fogctl("node", "drain", "n1")
     assert code == 0, err
     assert "Node n1 (edge-n1) is draining." in err
     assert (gateway.requests[-1].method, gateway.requests[-1].url.path) == ("POST", "/v1/nodes/n1/drain")
+
+    code, _, err = fogctl("node", "resume", "n1")
+    assert code == 0, err
+    assert "Node n1 (edge-n1) is ready." in err
+    assert (gateway.requests[-1].method, gateway.requests[-1].url.path) == ("POST", "/v1/nodes/n1/resume")
 
     code, _, err = fogctl("node", "deregister", "n1")
     assert code == 0, err
@@ -158,7 +166,7 @@ def test_drain_and_deregister(gateway: Gateway, logged_in: Session) -> None:
 
 
 def test_an_unknown_node_exits_1_with_the_problem(gateway: Gateway, logged_in: Session) -> None:
-    for command in ("get", "drain", "deregister"):
+    for command in ("get", "drain", "resume", "deregister"):
         code, _, err = fogctl("node", command, "n9")
         assert code == 1
         assert f"{URL} refused: 404 not found [not_found]" in err

@@ -163,6 +163,12 @@ def on_drain(node: NodeLiveness) -> Transition | None:
     return node._move(DRAINING, "drain requested") if node.announced == READY else None
 
 
+def on_resume(node: NodeLiveness) -> Transition | None:
+    """The drain is over: the node takes work again (at once if alive; once it beats again if not)."""
+    node.draining = False
+    return node._move(READY, "drain ended") if node.announced == DRAINING else None
+
+
 # -- reputation ------------------------------------------------------------------------------
 
 

@@ -50,6 +50,10 @@ def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
     async def drain_node(body: contract.NodeQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.drain_node(conn, body, now=_now()))
 
+    @broker.subscriber(contract.RESUME_NODE, queue=group, title="resume_node")
+    async def resume_node(body: contract.NodeQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.resume_node(conn, body, now=_now()))
+
     @broker.subscriber(contract.DEREGISTER_NODE, queue=group, title="deregister_node")
     async def deregister_node(body: contract.NodeQuery) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -91,6 +91,19 @@ async def drain_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now
         return view(await visible_node(conn, query.node_id, query.by))
 
 
+async def resume_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> contract.NodeView:
+    """The drain is over: the node takes new work again. Announced at once if it is draining (alive); a node
+    that is suspect or down comes back ready, not draining, with its next heartbeat."""
+    async with conn.transaction():
+        row = await visible_node(conn, query.node_id, query.by, for_update=True)
+        await store.set_draining(conn, query.node_id, now, draining=False)
+        if row["status"] == domain.DRAINING:
+            await record_transition(
+                conn, domain.Transition(query.node_id, domain.DRAINING, domain.READY, "drain ended"), now=now
+            )
+        return view(await visible_node(conn, query.node_id, query.by))
+
+
 async def deregister_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> str:
     """The node is gone; returns its owner (the gateway revokes its credential next)."""
     async with conn.transaction():

@@ -100,8 +100,8 @@ async def set_status(
     return bool(updated)
 
 
-async def set_draining(conn: asyncpg.Connection, node_id: str, now: datetime) -> None:
-    await conn.execute("UPDATE nodes SET draining = true, changed_at = $2 WHERE id = $1", node_id, now)
+async def set_draining(conn: asyncpg.Connection, node_id: str, now: datetime, *, draining: bool = True) -> None:
+    await conn.execute("UPDATE nodes SET draining = $3, changed_at = $2 WHERE id = $1", node_id, now, draining)
 
 
 async def deregister(conn: asyncpg.Connection, node_id: str, now: datetime) -> None:

@@ -22,6 +22,7 @@ REGISTER_NODE = command_subject("registry", "register_node")
 GET_NODE = query_subject("registry", "get_node")
 LIST_NODES = query_subject("registry", "list_nodes")
 DRAIN_NODE = command_subject("registry", "drain_node")
+RESUME_NODE = command_subject("registry", "resume_node")
 DEREGISTER_NODE = command_subject("registry", "deregister_node")
 HEARTBEATS = command_subject("registry", "heartbeats")
 

@@ -92,6 +92,11 @@ def build_router(
         """No new work for the node; what runs there finishes."""
         return await calls.ask(contract.DRAIN_NODE, contract.NodeQuery(node_id=node_id, by=by))
 
+    @router.post("/{node_id}/resume", response_model=contract.NodeView, responses=documented(404))
+    async def resume_node(node_id: NodeIdPath, by: OwnerOrAdmin) -> dict[str, Any]:
+        """End a drain: the node takes new work again (``ready`` at once if it is alive)."""
+        return await calls.ask(contract.RESUME_NODE, contract.NodeQuery(node_id=node_id, by=by))
+
     @router.delete("/{node_id}", status_code=204, responses=documented(404))
     async def deregister_node(node_id: NodeIdPath, by: OwnerOrAdmin) -> None:
         """Remove the node for good; its credential is revoked and its connection closed."""

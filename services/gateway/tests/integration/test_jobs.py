@@ -108,6 +108,25 @@ async def job_status(stack: Stack, user: dict[str, str], job_id: str, status: st
     return await wait_until(reached, timeout=10, what=f"job {status}")
 
 
+async def test_a_drained_node_takes_no_new_job_until_it_is_resumed(stack: Stack) -> None:
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    agent = await ready_node(stack, url, owner, "a")
+    assert (await stack.http.post(f"/v1/nodes/{agent.node_id}/drain", headers=owner)).status_code == 200
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    job_id = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=user)).json()["id"]
+
+    async def explained() -> dict[str, int] | None:
+        found = (await stack.http.get(f"/v1/jobs/{job_id}/explain", headers=user)).json()
+        return found["filtered"] if found["status"] == "pending" and found["filtered"] else None
+
+    assert await wait_until(explained, what="the job explained as waiting") == {"node draining": 1}
+    assert (await stack.http.post(f"/v1/nodes/{agent.node_id}/resume", headers=owner)).json()["status"] == "ready"
+    assignment = await agent.next_of("assignment")
+    assert assignment["job_id"] == job_id
+    await agent.run(assignment)
+    assert (await job_status(stack, user, job_id, "succeeded"))["node_id"] == agent.node_id
+
+
 async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     url = await stack.serve_gateway()
     agent = await ready_node(stack, url, await provider(stack), "a")

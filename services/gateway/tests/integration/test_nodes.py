@@ -191,6 +191,34 @@ async def test_drain_then_deregister_cuts_the_node_off(stack: Stack, gateway_url
     assert (await stack.http.get(f"/v1/nodes/{node_id}", headers=owner)).status_code == 404
 
 
+async def test_a_resumed_node_takes_work_again_and_stays_ready(stack: Stack, gateway_url: str) -> None:
+    owner, stranger = await provider(stack), await provider(stack, "eve@example.org")
+    node = await register_node(stack, owner)
+    node_id = node["node"]["id"]
+    async with await agent(gateway_url, node["credential"]) as ws:
+        await ws.recv()
+        await ws.send(heartbeat(node_id, 1))
+        await until_status(stack, owner, node_id, "ready")
+        assert (await stack.http.post(f"/v1/nodes/{node_id}/drain", headers=owner)).json()["status"] == "draining"
+        assert (await stack.http.post(f"/v1/nodes/{node_id}/resume", headers=stranger)).status_code == 404
+        resumed = await stack.http.post(f"/v1/nodes/{node_id}/resume", headers=owner)
+        assert (resumed.status_code, resumed.json()["status"]) == (200, "ready")
+        for seq in (2, 3):  # heard by the registry's leader, whose view of the node moved with it
+            await ws.send(heartbeat(node_id, seq))
+        await until_status(stack, owner, node_id, "ready")
+        assert (await stack.http.post(f"/v1/nodes/{node_id}/resume", headers=owner)).json()["status"] == "ready"
+    admin = stack.bearer(await stack.admin())
+
+    async def announced() -> list[tuple[str, str]] | None:
+        found = await stack.http.get("/v1/admin/events", params={"aggregate_id": node_id}, headers=admin)
+        moves = [(e["data"]["previous_status"], e["data"]["status"]) for e in found.json()["items"]
+                 if e["type"] == "registry.node.status_changed.v1"]  # fmt: skip
+        return moves if ("draining", "ready") in moves else None
+
+    moves = await wait_until(announced, what="the end of the drain announced")
+    assert moves[-2:] == [("ready", "draining"), ("draining", "ready")]  # once each: the repeat announced nothing
+
+
 async def test_a_revoked_credential_is_cut_off_and_refused(stack: Stack, gateway_url: str) -> None:
     owner = await provider(stack)
     node = await register_node(stack, owner)

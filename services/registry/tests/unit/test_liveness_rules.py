@@ -86,6 +86,12 @@ def test_drain_and_goodbye() -> None:
     assert moved.status == DRAINING
     assert tick(node, 8.0) == SUSPECT
     assert beat(node, 9.0) == DRAINING, "a drained node stays draining when it comes back"
+    resumed = domain.on_resume(node)
+    assert resumed is not None
+    assert (resumed.previous, resumed.status) == (DRAINING, READY)
+    assert tick(node, 17.0) == SUSPECT
+    assert beat(node, 18.0) == READY, "a resumed node comes back ready"
+    assert domain.on_resume(node) is None  # not draining: nothing to announce
     left = domain.on_departure(node)
     assert left is not None
     assert (left.status, left.counts_against) == (DOWN, False)
