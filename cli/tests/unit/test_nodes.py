@@ -1,4 +1,5 @@
-"""``fogctl node list|get|drain|resume|deregister`` with the saved session, against a scripted gateway (MockTransport)."""
+"""``fogctl node list|get|drain|resume|deregister`` with the saved session, against a scripted gateway
+(MockTransport)."""
 
 from __future__ import annotations
 
