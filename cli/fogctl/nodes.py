@@ -1,4 +1,4 @@
-"""``fogctl node list|get|drain|resume|deregister``: the nodes a provider owns (an admin: all of them).
+"""``fogctl node list|get|label|drain|resume|deregister``: the nodes a provider owns (an admin: all of them).
 
 Calls go out with the saved session (``fogctl login``), refreshed like ``fogctl whoami`` does.
 """
@@ -56,6 +56,34 @@ def drain(node_id: NodeIdArgument) -> None:
     """Give the node no new work; what it runs may finish."""
     node = account.with_saved_session(lambda client: client.drain_node(node_id))
     account.console.print(f"Node {node.id} ({node.name}) is {node.status}.", markup=False)
+
+
+@app.command()
+def label(
+    node_id: NodeIdArgument,
+    changes: Annotated[
+        list[str], typer.Argument(help="key=value sets a label, key- removes it (as kubectl label)", show_default=False)
+    ],
+) -> None:
+    """Change the node's labels; the others stay. Jobs are placed by the new ones from then on."""
+    patch = parse_label_changes(changes)
+    node = account.with_saved_session(lambda client: client.label_node(node_id, patch))
+    shown = ", ".join(f"{key}={value}" for key, value in node.labels.items()) or "none"
+    account.console.print(f"Node {node.id} ({node.name}) labels: {shown}", markup=False)
+
+
+def parse_label_changes(values: list[str]) -> dict[str, str | None]:
+    """``key=value`` to set, ``key-`` to remove."""
+    patch: dict[str, str | None] = {}
+    for value in values:
+        if "=" not in value and value.endswith("-") and len(value) > 1:
+            patch[value[:-1]] = None
+            continue
+        key, equals, text = value.partition("=")
+        if not equals or not key:
+            raise typer.BadParameter(f"{value!r} is neither key=value nor key-", param_hint="CHANGES")
+        patch[key] = text
+    return patch
 
 
 @app.command()

@@ -270,6 +270,11 @@ class FogClient(ChatCalls):
     async def get_node(self, node_id: str) -> Node:
         return _parse(Node, await self._call("GET", f"/v1/nodes/{_segment(node_id)}"))
 
+    async def label_node(self, node_id: str, labels: Mapping[str, str | None]) -> Node:
+        """Set the node's labels named with a value, remove those named with ``None``; the others stay."""
+        body = {"labels": dict(labels)}
+        return _parse(Node, await self._call("PATCH", f"/v1/nodes/{_segment(node_id)}", body))
+
     async def resume_node(self, node_id: str) -> Node:
         """End the node's drain: it takes new work again."""
         return _parse(Node, await self._call("POST", f"/v1/nodes/{_segment(node_id)}/resume"))

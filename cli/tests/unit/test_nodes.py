@@ -67,6 +67,14 @@ class Gateway:
             case "POST", [node_id, "drain"] if node_id in self.nodes:
                 self.nodes[node_id]["status"] = "draining"
                 return httpx.Response(200, json=self.nodes[node_id])
+            case "PATCH", [node_id] if node_id in self.nodes:
+                labels = self.nodes[node_id].setdefault("labels", {})
+                for key, value in json.loads(request.content)["labels"].items():
+                    if value is None:
+                        labels.pop(key, None)
+                    else:
+                        labels[key] = value
+                return httpx.Response(200, json=self.nodes[node_id])
             case "POST", [node_id, "resume"] if node_id in self.nodes:
                 self.nodes[node_id]["status"] = "ready"
                 return httpx.Response(200, json=self.nodes[node_id])
@@ -203,3 +211,18 @@ def test_not_logged_in(gateway: Gateway, tmp_path: Path, monkeypatch: pytest.Mon
 )
 def test_bytes_are_shown_in_binary_units(count: int | None, shown: str) -> None:
     assert human_bytes(count) == shown
+
+
+def test_label_sets_and_removes_labels_and_refuses_what_is_neither(gateway: Gateway, logged_in: Session) -> None:
+    gateway.nodes["n1"]["labels"] = {"site": "a", "rack": "3"}
+    code, _, err = fogctl("node", "label", "n1", "gpu=a100", "rack-")
+    assert code == 0, err
+    assert "Node n1 (edge-n1) labels: site=a, gpu=a100" in err
+    request = gateway.requests[-1]
+    assert (request.method, request.url.path) == ("PATCH", "/v1/nodes/n1")
+    assert json.loads(request.content) == {"labels": {"gpu": "a100", "rack": None}}
+    sent = len(gateway.requests)
+    code, _, err = fogctl("node", "label", "n1", "gpu")
+    assert code == 2
+    assert "neither key=value nor key-" in err
+    assert len(gateway.requests) == sent  # nothing sent

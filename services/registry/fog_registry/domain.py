@@ -215,3 +215,20 @@ def may_see(
     if kind == "node":
         return by_node_id == node_id
     return "admin" in roles or user_id == owner_id
+
+
+# -- labels ----------------------------------------------------------------------------------
+
+
+class TooManyLabels(ValueError):
+    """A patch would leave a node more labels than it may have."""
+
+
+def patched_labels(current: dict[str, str], patch: dict[str, str | None], *, most: int) -> dict[str, str]:
+    """``current`` with a JSON merge patch applied: a value sets its label, ``None`` removes it. Raises
+    ``TooManyLabels`` past ``most``."""
+    labels = {key: value for key, value in current.items() if key not in patch}
+    labels |= {key: value for key, value in patch.items() if value is not None}
+    if len(labels) > most:
+        raise TooManyLabels(f"a node has at most {most} labels; this would leave it {len(labels)}")
+    return dict(sorted(labels.items()))

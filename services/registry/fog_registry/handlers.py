@@ -54,6 +54,10 @@ def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
     async def resume_node(body: contract.NodeQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.resume_node(conn, body, now=_now()))
 
+    @broker.subscriber(contract.LABEL_NODE, queue=group, title="label_node")
+    async def label_node(body: contract.LabelNodeCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.label_node(conn, body, now=_now()))
+
     @broker.subscriber(contract.DEREGISTER_NODE, queue=group, title="deregister_node")
     async def deregister_node(body: contract.NodeQuery) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -19,7 +19,13 @@ from fog_shared.commands import registry as contract
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.common import Refusal
 from fog_shared.envelope import Envelope
-from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
+from fog_shared.events.registry import (
+    NodeDeregistered,
+    NodeLabelsChanged,
+    NodeRegistered,
+    NodeReputationChanged,
+    NodeStatusChanged,
+)
 from fog_shared.pg import outbox
 
 SOURCE = "fog/registry"
@@ -102,6 +108,24 @@ async def resume_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, no
                 conn, domain.Transition(query.node_id, domain.DRAINING, domain.READY, "drain ended"), now=now
             )
         return view(await visible_node(conn, query.node_id, query.by))
+
+
+async def label_node(
+    conn: asyncpg.Connection, command: contract.LabelNodeCommand, *, now: datetime
+) -> contract.NodeView:
+    """Change the node's labels (a merge patch); announced with the whole new set, unless nothing changed."""
+    async with conn.transaction():
+        row = await visible_node(conn, command.node_id, command.by, for_update=True)
+        previous = dict(row["labels"])
+        try:
+            labels = domain.patched_labels(previous, command.labels, most=contract.MAX_LABELS)
+        except domain.TooManyLabels as exc:
+            raise RegistryError("too_many_labels", str(exc)) from None
+        if labels != previous:
+            await store.set_labels(conn, command.node_id, labels, now)
+            event = NodeLabelsChanged(node_id=command.node_id, labels=labels, previous_labels=previous, changed_at=now)
+            await outbox.record(conn, event, source=SOURCE)
+        return view(await visible_node(conn, command.node_id, command.by))
 
 
 async def deregister_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> str:

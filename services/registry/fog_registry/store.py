@@ -100,6 +100,10 @@ async def set_status(
     return bool(updated)
 
 
+async def set_labels(conn: asyncpg.Connection, node_id: str, labels: dict[str, str], now: datetime) -> None:
+    await conn.execute("UPDATE nodes SET labels = $2, changed_at = $3 WHERE id = $1", node_id, labels, now)
+
+
 async def set_draining(conn: asyncpg.Connection, node_id: str, now: datetime, *, draining: bool = True) -> None:
     await conn.execute("UPDATE nodes SET draining = $3, changed_at = $2 WHERE id = $1", node_id, now, draining)
 

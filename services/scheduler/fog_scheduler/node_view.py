@@ -8,7 +8,13 @@ import asyncpg
 
 from fog_scheduler import store
 from fog_shared.events import Event
-from fog_shared.events.registry import NodeDeregistered, NodeRegistered, NodeReputationChanged, NodeStatusChanged
+from fog_shared.events.registry import (
+    NodeDeregistered,
+    NodeLabelsChanged,
+    NodeRegistered,
+    NodeReputationChanged,
+    NodeStatusChanged,
+)
 
 
 async def project(conn: asyncpg.Connection, event: Event, now: datetime) -> None:
@@ -18,6 +24,8 @@ async def project(conn: asyncpg.Connection, event: Event, now: datetime) -> None
                                 labels=event.labels, region=event.region, now=now)  # fmt: skip
     elif isinstance(event, NodeStatusChanged):
         await store.set_node_status(conn, event.node_id, event.status, now)
+    elif isinstance(event, NodeLabelsChanged):
+        await store.set_node_labels(conn, event.node_id, event.labels, now)
     elif isinstance(event, NodeReputationChanged):
         await store.set_node_reputation(conn, event.node_id, event.reputation, now)
     elif isinstance(event, NodeDeregistered):

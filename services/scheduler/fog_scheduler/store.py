@@ -415,6 +415,10 @@ async def set_node_status(conn: asyncpg.Connection, node_id: str, status: str, n
     await conn.execute("UPDATE nodes SET status = $2, updated_at = $3 WHERE id = $1", node_id, status, now)
 
 
+async def set_node_labels(conn: asyncpg.Connection, node_id: str, labels: dict[str, str], now: datetime) -> None:
+    await conn.execute("UPDATE nodes SET labels = $2, updated_at = $3 WHERE id = $1", node_id, labels, now)
+
+
 async def set_node_reputation(conn: asyncpg.Connection, node_id: str, reputation: float, now: datetime) -> None:
     await conn.execute("UPDATE nodes SET reputation = $2, updated_at = $3 WHERE id = $1", node_id, reputation, now)
 

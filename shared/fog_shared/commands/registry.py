@@ -23,6 +23,7 @@ GET_NODE = query_subject("registry", "get_node")
 LIST_NODES = query_subject("registry", "list_nodes")
 DRAIN_NODE = command_subject("registry", "drain_node")
 RESUME_NODE = command_subject("registry", "resume_node")
+LABEL_NODE = command_subject("registry", "label_node")
 DEREGISTER_NODE = command_subject("registry", "deregister_node")
 HEARTBEATS = command_subject("registry", "heartbeats")
 
@@ -136,6 +137,23 @@ class NodeQuery(Strict):
     node_id: NodeId
     #: who asks: owners see their nodes, admins all, anyone else none
     by: Principal
+
+
+#: the most labels a node has
+MAX_LABELS = 32
+
+
+class NodePatch(Strict):
+    """A change to a node (``PATCH /v1/nodes/{id}``, a JSON merge patch): in ``labels``, a value sets its label
+    and ``null`` removes it; labels not named stay as they are."""
+
+    labels: dict[LabelKey, LabelValue | None] = Field(min_length=1, max_length=MAX_LABELS * 2)
+
+
+class LabelNodeCommand(Strict):
+    node_id: NodeId
+    by: Principal
+    labels: dict[LabelKey, LabelValue | None] = Field(min_length=1, max_length=MAX_LABELS * 2)
 
 
 class ListNodesQuery(Strict):

@@ -40,6 +40,18 @@ class NodeStatusChanged(Event):
     changed_at: datetime
 
 
+class NodeLabelsChanged(Event):
+    """The node's owner (or an admin) changed its labels: ``labels`` is the whole new set."""
+
+    TYPE: ClassVar[EventType] = EventType("registry", "node", "labels_changed", 1)
+    AGGREGATE_ID: ClassVar[str] = "node_id"
+
+    node_id: str
+    labels: dict[str, str]
+    previous_labels: dict[str, str]
+    changed_at: datetime
+
+
 class NodeDeregistered(Event):
     """The node is gone for good; its credential is revoked by the gateway's request."""
 

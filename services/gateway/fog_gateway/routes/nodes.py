@@ -92,6 +92,13 @@ def build_router(
         """No new work for the node; what runs there finishes."""
         return await calls.ask(contract.DRAIN_NODE, contract.NodeQuery(node_id=node_id, by=by))
 
+    @router.patch("/{node_id}", response_model=contract.NodeView, responses=documented(404))
+    async def change_node(node_id: NodeIdPath, body: contract.NodePatch, by: OwnerOrAdmin) -> dict[str, Any]:
+        """Change the node's labels: ``{"labels": {"gpu": "a100", "old": null}}`` sets ``gpu`` and removes ``old``
+        (a JSON merge patch); jobs are placed by the new ones from then on. 422 ``too_many_labels`` past 32."""
+        command = contract.LabelNodeCommand(node_id=node_id, by=by, labels=body.labels)
+        return await calls.ask(contract.LABEL_NODE, command)
+
     @router.post("/{node_id}/resume", response_model=contract.NodeView, responses=documented(404))
     async def resume_node(node_id: NodeIdPath, by: OwnerOrAdmin) -> dict[str, Any]:
         """End a drain: the node takes new work again (``ready`` at once if it is alive)."""

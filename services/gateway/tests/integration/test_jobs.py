@@ -127,6 +127,36 @@ async def test_a_drained_node_takes_no_new_job_until_it_is_resumed(stack: Stack)
     assert (await job_status(stack, user, job_id, "succeeded"))["node_id"] == agent.node_id
 
 
+async def test_a_job_waiting_for_a_label_is_placed_once_its_owner_labels_a_node(stack: Stack) -> None:
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    agent = await ready_node(stack, url, owner, "a")  # labelled site=a
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["true"], "constraints": {"labels": {"gpu": "a100"}}}
+    job_id = (await stack.http.post("/v1/jobs", json=spec, headers=user)).json()["id"]
+
+    async def explained() -> dict[str, int] | None:
+        found = (await stack.http.get(f"/v1/jobs/{job_id}/explain", headers=user)).json()
+        return found["filtered"] if found["status"] == "pending" and found["filtered"] else None
+
+    assert list(await wait_until(explained, what="the job explained as waiting")) == ["label gpu=a100 missing"]
+    node = f"/v1/nodes/{agent.node_id}"
+    stranger = stack.bearer(await stack.register_and_login("eve@example.org", roles=["user", "provider"]))
+    assert (await stack.http.patch(node, json={"labels": {"gpu": "a100"}}, headers=stranger)).status_code == 404
+    crowded = {"labels": {f"k{n}": "v" for n in range(32)}}  # 33 with site
+    refused = await stack.http.patch(node, json=crowded, headers=owner)
+    assert (refused.status_code, refused.json()["code"]) == (422, "too_many_labels")
+    changed = await stack.http.patch(node, json={"labels": {"gpu": "a100", "site": None}}, headers=owner)
+    assert (changed.status_code, changed.json()["labels"]) == (200, {"gpu": "a100"})
+    assignment = await agent.next_of("assignment")
+    assert assignment["job_id"] == job_id
+    await agent.run(assignment)
+    await job_status(stack, user, job_id, "succeeded")
+    admin = stack.bearer(await stack.admin())
+    events = (await stack.http.get("/v1/admin/events", params={"aggregate_id": agent.node_id}, headers=admin)).json()
+    relabelled = [e["data"] for e in events["items"] if e["type"] == "registry.node.labels_changed.v1"]
+    assert [(e["previous_labels"], e["labels"]) for e in relabelled] == [({"site": "a"}, {"gpu": "a100"})]
+
+
 async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     url = await stack.serve_gateway()
     agent = await ready_node(stack, url, await provider(stack), "a")

@@ -1,6 +1,8 @@
-"""The liveness state machine, flap damping, restart grace and reputation: pure rules, no clock."""
+"""The liveness state machine, flap damping, restart grace, reputation and labels patches: pure rules, no clock."""
 
 from __future__ import annotations
+
+import pytest
 
 from fog_registry import domain
 from fog_registry.domain import DOWN, DRAINING, READY, SUSPECT, LivenessPolicy, NodeLiveness, Reputation
@@ -124,3 +126,14 @@ def test_who_sees_a_node() -> None:
     assert not sees("user", "someone", roles=("provider", "user"))
     assert sees("node", node_id="n1", roles=("node",))
     assert not sees("node", node_id="n2", roles=("node",))
+
+
+def test_a_labels_patch_sets_removes_and_keeps_and_is_bounded() -> None:
+    current = {"site": "a", "gpu": "none", "rack": "3"}
+    assert domain.patched_labels(current, {"gpu": "a100", "rack": None, "zone": "z1"}, most=32) == {
+        "gpu": "a100", "site": "a", "zone": "z1"
+    }  # fmt: skip
+    assert domain.patched_labels(current, {"absent": None}, most=32) == current  # removing what is not there
+    assert domain.patched_labels(current, {"a": "1", "site": None}, most=3) == {"a": "1", "gpu": "none", "rack": "3"}
+    with pytest.raises(domain.TooManyLabels, match="at most 3 labels; this would leave it 4"):
+        domain.patched_labels(current, {"a": "1"}, most=3)
