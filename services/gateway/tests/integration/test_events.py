@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import asyncpg
@@ -158,8 +159,10 @@ async def test_a_poisoned_event_is_listed_and_redriven_after_the_fix(
 
 
 async def test_rebuild_of_the_scheduler_agrees_until_a_row_is_changed_behind_its_back(stack: Stack) -> None:
-    url = await stack.serve_gateway()
-    agent = await ready_node(stack, url, await provider(stack), "a")
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    agent = await ready_node(stack, url, owner, "a")
+    relabelled = await stack.http.patch(f"/v1/nodes/{agent.node_id}", json={"labels": {"gpu": "a100"}}, headers=owner)
+    assert relabelled.status_code == 200
     admin = stack.bearer(await stack.admin())
 
     async def rebuilt() -> dict[str, Any]:
@@ -169,15 +172,19 @@ async def test_rebuild_of_the_scheduler_agrees_until_a_row_is_changed_behind_its
 
     async def agrees() -> dict[str, Any] | None:
         report = await rebuilt()
-        return report if report["rows_live"] == 1 and not report["differences"] else None
+        relabelled = report["events_replayed"] >= 3  # registered, ready, labels changed: all in the live view too
+        return report if relabelled and report["rows_live"] == 1 and not report["differences"] else None
 
     report = await wait_until(agrees, what="the rebuilt node view equal to the live one")
     assert report["read_model"] == "nodes"
-    assert report["events_replayed"] >= 2  # registered, then ready
     assert report["gaps"] == []
 
     conn = await asyncpg.connect(stack.scheduler_db.dsn)
     try:
+        labels = await conn.fetchval(
+            f'SELECT labels FROM "{stack.scheduler_db.schema}".nodes WHERE id = $1', agent.node_id
+        )
+        assert json.loads(labels) == {"site": "a", "gpu": "a100"}  # the live view follows the change, as the rebuild
         await conn.execute(
             f'UPDATE "{stack.scheduler_db.schema}".nodes SET reputation = 0.01 WHERE id = $1', agent.node_id
         )
