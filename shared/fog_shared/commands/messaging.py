@@ -364,34 +364,27 @@ CLAIM_PREKEY = command_subject("messaging", "claim_prekey")
 MAX_PREKEYS_PER_UPLOAD = 100
 
 
-def _x25519_public(value: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a public key is standard base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"an X25519 public key is 32 bytes, not {len(raw)}")
-    return value
+def _base64_bytes(size: int, what: str) -> AfterValidator:
+    """A check that a string is ``size`` bytes in standard base64."""
+
+    def check(value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{what} is standard base64") from None
+        if len(raw) != size:
+            raise ValueError(f"{what} is {size} bytes, not {len(raw)}")
+        return value
+
+    return AfterValidator(check)
 
 
 #: an X25519 public key: 32 bytes, standard base64 with padding (44 characters)
-PublicKey = Annotated[str, StringConstraints(min_length=44, max_length=44), AfterValidator(_x25519_public)]
-
-
-def _ed25519_signature(value: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a signature is standard base64") from None
-    if len(raw) != 64:
-        raise ValueError(f"an Ed25519 signature is 64 bytes, not {len(raw)}")
-    return value
-
-
+PublicKey = Annotated[str, StringConstraints(min_length=44, max_length=44), _base64_bytes(32, "an X25519 public key")]
 #: an Ed25519 public key: 32 bytes too, standard base64
-SigningKey = PublicKey
+SigningKey = Annotated[str, StringConstraints(min_length=44, max_length=44), _base64_bytes(32, "an Ed25519 public key")]
 #: an Ed25519 signature: 64 bytes, standard base64 with padding (88 characters)
-Signature = Annotated[str, StringConstraints(min_length=88, max_length=88), AfterValidator(_ed25519_signature)]
+Signature = Annotated[str, StringConstraints(min_length=88, max_length=88), _base64_bytes(64, "an Ed25519 signature")]
 
 
 class Prekey(Strict):

@@ -6,6 +6,7 @@ served by uvicorn on a real port, all on the session's real NATS and Postgres.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -174,8 +175,11 @@ async def test_only_owners_and_admins_drain_or_deregister(stack: Stack) -> None:
     assert drained.status_code == 200
 
 
-async def test_drain_then_deregister_cuts_the_node_off(stack: Stack, gateway_url: str) -> None:
-    owner = await provider(stack)
+@contextlib.asynccontextmanager
+async def drained_node(
+    stack: Stack, gateway_url: str, owner: dict[str, str]
+) -> AsyncIterator[tuple[str, ClientConnection]]:
+    """A node whose agent is connected (its WebSocket) and was ready, then drained by its owner."""
     node = await register_node(stack, owner)
     node_id = node["node"]["id"]
     async with await agent(gateway_url, node["credential"]) as ws:
@@ -183,6 +187,12 @@ async def test_drain_then_deregister_cuts_the_node_off(stack: Stack, gateway_url
         await ws.send(heartbeat(node_id, 1))
         await until_status(stack, owner, node_id, "ready")
         assert (await stack.http.post(f"/v1/nodes/{node_id}/drain", headers=owner)).json()["status"] == "draining"
+        yield node_id, ws
+
+
+async def test_drain_then_deregister_cuts_the_node_off(stack: Stack, gateway_url: str) -> None:
+    owner = await provider(stack)
+    async with drained_node(stack, gateway_url, owner) as (node_id, ws):
         await ws.send(heartbeat(node_id, 2))
         assert await status_of(stack, owner, node_id) == "draining"
         assert (await stack.http.delete(f"/v1/nodes/{node_id}", headers=owner)).status_code == 204
@@ -193,13 +203,7 @@ async def test_drain_then_deregister_cuts_the_node_off(stack: Stack, gateway_url
 
 async def test_a_resumed_node_takes_work_again_and_stays_ready(stack: Stack, gateway_url: str) -> None:
     owner, stranger = await provider(stack), await provider(stack, "eve@example.org")
-    node = await register_node(stack, owner)
-    node_id = node["node"]["id"]
-    async with await agent(gateway_url, node["credential"]) as ws:
-        await ws.recv()
-        await ws.send(heartbeat(node_id, 1))
-        await until_status(stack, owner, node_id, "ready")
-        assert (await stack.http.post(f"/v1/nodes/{node_id}/drain", headers=owner)).json()["status"] == "draining"
+    async with drained_node(stack, gateway_url, owner) as (node_id, ws):
         assert (await stack.http.post(f"/v1/nodes/{node_id}/resume", headers=stranger)).status_code == 404
         resumed = await stack.http.post(f"/v1/nodes/{node_id}/resume", headers=owner)
         assert (resumed.status_code, resumed.json()["status"]) == (200, "ready")
