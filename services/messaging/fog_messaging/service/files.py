@@ -64,6 +64,7 @@ async def start(
         "id": file_id, "conversation_id": conversation_id, "uploaded_by": me, "name": upload.name,
         "size": upload.size, "sha256": upload.sha256, "chunk_size": contract.CHUNK_BYTES,
         "chunks": domain.chunk_count(upload.size, contract.CHUNK_BYTES), "status": "uploading", "created_at": now,
+        "active_at": now,
     }  # fmt: skip
     async with conn.transaction():
         await store.lock_uploads_of(conn, me)  # two starts at once count each other
@@ -122,7 +123,7 @@ async def complete(
         if matches:
             await _publish(conn, row, now)
         else:
-            await store.forget_chunks(conn, file_id)
+            await store.forget_chunks(conn, file_id, now)
     if not matches:
         raise MessagingError("checksum_mismatch", "the chunks do not add up to the file's SHA-256; send them again")
     return await _view(conn, file_id)

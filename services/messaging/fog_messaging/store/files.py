@@ -50,8 +50,10 @@ async def record_chunk(conn: asyncpg.Connection, file_id: uuid.UUID, index: int,
     )
 
 
-async def forget_chunks(conn: asyncpg.Connection, file_id: uuid.UUID) -> None:
+async def forget_chunks(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
+    """The upload starts over: no chunk is kept, and it counts as active from ``now`` (not idle for want of them)."""
     await conn.execute("DELETE FROM file_chunks WHERE file_id = $1", file_id)
+    await conn.execute("UPDATE files SET active_at = $2 WHERE id = $1", file_id, now)
 
 
 async def mark_complete(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
@@ -72,17 +74,18 @@ async def open_uploads(conn: asyncpg.Connection, member: str) -> int:
 
 
 async def remove_idle_uploads(conn: asyncpg.Connection, idle_since: datetime, now: datetime, limit: int) -> int:
-    """Delete up to ``limit`` uploads that have had no chunk since ``idle_since`` (nor started after it), and
-    record their chunks for removal from the object store (``file_removals``), in one statement: how many.
+    """Delete up to ``limit`` uploads that have had no chunk since ``idle_since`` (nor started, nor started over,
+    after it), and record their chunks for removal from the object store (``file_removals``), in one statement:
+    how many.
 
     An upload whose row a chunk or its completion holds locked is in use, and skipped."""
     status = await conn.execute(
         """
         WITH idle AS (
             SELECT f.id FROM files f
-            WHERE f.status = 'uploading' AND f.created_at < $1
+            WHERE f.status = 'uploading' AND f.active_at < $1
               AND NOT EXISTS (SELECT 1 FROM file_chunks c WHERE c.file_id = f.id AND c.received_at >= $1)
-            ORDER BY f.created_at
+            ORDER BY f.active_at
             LIMIT $3
             FOR UPDATE SKIP LOCKED
         ), gone AS (

@@ -145,6 +145,22 @@ async def test_an_upload_idle_for_a_day_goes_with_its_chunks_and_nothing_else_do
     assert await remove_idle(place, at=later) == 0  # again: nothing more
 
 
+async def test_an_upload_that_starts_over_after_a_failed_completion_is_not_idle(place: Place) -> None:
+    data = os.urandom(100)
+    upload = contract.FileUploadRequest(name="f.bin", size=len(data), sha256=hashlib.sha256(b"other").hexdigest())
+    command = contract.StartUploadCommand(by=user(ALICE), conversation_id=place.conversation, upload=upload)
+    async with place.pool.acquire() as conn:
+        file_id = (await files.start(conn, command, now=T0, open_max=16)).id
+    await send_chunk(place, file_id, data, 0, at=T0 + timedelta(hours=30))
+    async with place.pool.acquire() as conn:
+        with pytest.raises(MessagingError, match="do not add up"):  # its chunks dropped: it starts over
+            await files.complete(
+                conn, place.objects, contract.FileQuery(by=user(ALICE), file_id=file_id), now=T0 + 2 * DAY
+            )
+    assert await remove_idle(place, at=T0 + 2 * DAY + timedelta(hours=1)) == 0  # started 2 days ago, over just now
+    assert await remove_idle(place, at=T0 + 3 * DAY + timedelta(hours=1)) == 1
+
+
 async def test_a_sweep_that_died_halfway_is_finished_by_the_next(place: Place) -> None:
     data = os.urandom(contract.CHUNK_BYTES + 1)
     idle = await start(place, data, at=T0)
