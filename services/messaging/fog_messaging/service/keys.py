@@ -62,7 +62,8 @@ async def user_keys(conn: asyncpg.Connection, query: contract.UserKeysQuery) -> 
 async def claim(
     conn: asyncpg.Connection, command: contract.ClaimPrekeyCommand, *, now: datetime
 ) -> contract.ClaimedPrekey:
-    """One of the device's prekeys, handed to this caller only; none left: the identity key alone."""
+    """One of the device's one-time prekeys, handed to this caller only (none left: None), with the device's
+    identity key, signing key and signed prekey, which every caller gets."""
     me = _person(command.by)
     async with conn.transaction():
         device = await store.device(conn, command.user_id, command.device_id)
