@@ -163,10 +163,14 @@ def on_drain(node: NodeLiveness) -> Transition | None:
     return node._move(DRAINING, "drain requested") if node.announced == READY else None
 
 
-def on_resume(node: NodeLiveness) -> Transition | None:
-    """The drain is over: the node takes work again (at once if alive; once it beats again if not)."""
-    node.draining = False
-    return node._move(READY, "drain ended") if node.announced == DRAINING else None
+def drain_change(node_id: str, status: str, *, draining: bool) -> Transition | None:
+    """What its owner's drain (``draining``) or its end announces at once of a node in ``status``: only an alive
+    node moves now; a suspect or down one comes back as the flag says with its next heartbeat."""
+    if draining and status == READY:
+        return Transition(node_id, READY, DRAINING, "drain requested")
+    if not draining and status == DRAINING:
+        return Transition(node_id, DRAINING, READY, "drain ended")
+    return None
 
 
 # -- reputation ------------------------------------------------------------------------------

@@ -87,26 +87,24 @@ async def list_nodes(conn: asyncpg.Connection, query: contract.ListNodesQuery) -
 
 async def drain_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> contract.NodeView:
     """No new work for the node; running work finishes. Announced at once if it is ready."""
-    async with conn.transaction():
-        row = await visible_node(conn, query.node_id, query.by, for_update=True)
-        await store.set_draining(conn, query.node_id, now)
-        if row["status"] == domain.READY:
-            await record_transition(
-                conn, domain.Transition(query.node_id, domain.READY, domain.DRAINING, "drain requested"), now=now
-            )
-        return view(await visible_node(conn, query.node_id, query.by))
+    return await _set_draining(conn, query, draining=True, now=now)
 
 
 async def resume_node(conn: asyncpg.Connection, query: contract.NodeQuery, *, now: datetime) -> contract.NodeView:
     """The drain is over: the node takes new work again. Announced at once if it is draining (alive); a node
     that is suspect or down comes back ready, not draining, with its next heartbeat."""
+    return await _set_draining(conn, query, draining=False, now=now)
+
+
+async def _set_draining(
+    conn: asyncpg.Connection, query: contract.NodeQuery, *, draining: bool, now: datetime
+) -> contract.NodeView:
     async with conn.transaction():
         row = await visible_node(conn, query.node_id, query.by, for_update=True)
-        await store.set_draining(conn, query.node_id, now, draining=False)
-        if row["status"] == domain.DRAINING:
-            await record_transition(
-                conn, domain.Transition(query.node_id, domain.DRAINING, domain.READY, "drain ended"), now=now
-            )
+        await store.set_draining(conn, query.node_id, now, draining=draining)
+        change = domain.drain_change(query.node_id, row["status"], draining=draining)
+        if change is not None:
+            await record_transition(conn, change, now=now)
         return view(await visible_node(conn, query.node_id, query.by))
 
 

@@ -104,7 +104,7 @@ async def set_labels(conn: asyncpg.Connection, node_id: str, labels: dict[str, s
     await conn.execute("UPDATE nodes SET labels = $2, changed_at = $3 WHERE id = $1", node_id, labels, now)
 
 
-async def set_draining(conn: asyncpg.Connection, node_id: str, now: datetime, *, draining: bool = True) -> None:
+async def set_draining(conn: asyncpg.Connection, node_id: str, now: datetime, *, draining: bool) -> None:
     await conn.execute("UPDATE nodes SET draining = $3, changed_at = $2 WHERE id = $1", node_id, now, draining)
 
 

@@ -30,6 +30,8 @@ HEARTBEATS = command_subject("registry", "heartbeats")
 NodeStatus = Literal["ready", "suspect", "down", "draining", "deregistered"]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}$")]
 LabelValue = Annotated[Text, StringConstraints(max_length=128)]
+#: the most labels a node has
+MAX_LABELS = 32
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
 NonNegative = Annotated[int, Field(ge=0, le=2**62)]
 
@@ -67,7 +69,7 @@ class NodeRegistration(Strict):
 
     name: Text = Field(min_length=1, max_length=64)
     capabilities: Capabilities
-    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=32)
+    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=MAX_LABELS)
     region: Region | None = None
     location: Location | None = None
 
@@ -139,27 +141,26 @@ class NodeQuery(Strict):
     by: Principal
 
 
-#: the most labels a node has
-MAX_LABELS = 32
+#: a JSON merge patch of labels: a value sets its label, ``None`` removes it, labels not named stay as they are
+LabelsPatch = Annotated[dict[LabelKey, LabelValue | None], Field(min_length=1, max_length=MAX_LABELS * 2)]
 
 
 class NodePatch(Strict):
-    """A change to a node (``PATCH /v1/nodes/{id}``, a JSON merge patch): in ``labels``, a value sets its label
-    and ``null`` removes it; labels not named stay as they are."""
+    """A change to a node (``PATCH /v1/nodes/{id}``, a JSON merge patch)."""
 
-    labels: dict[LabelKey, LabelValue | None] = Field(min_length=1, max_length=MAX_LABELS * 2)
+    labels: LabelsPatch
 
 
 class LabelNodeCommand(Strict):
     node_id: NodeId
     by: Principal
-    labels: dict[LabelKey, LabelValue | None] = Field(min_length=1, max_length=MAX_LABELS * 2)
+    labels: LabelsPatch
 
 
 class ListNodesQuery(Strict):
     by: Principal
     status: NodeStatus | None = None
-    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=32)
+    labels: dict[LabelKey, LabelValue] = Field(default={}, max_length=MAX_LABELS)
     min_cpu_cores: int | None = Field(default=None, ge=1, le=4096)
     min_memory_bytes: int | None = Field(default=None, ge=1, le=2**62)
     owner_id: str | None = None

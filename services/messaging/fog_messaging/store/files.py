@@ -73,6 +73,14 @@ async def open_uploads(conn: asyncpg.Connection, member: str) -> int:
     return count
 
 
+#: after a CTE ``gone`` of deleted uploads (id, chunks): their chunks recorded for removal from the object store,
+#: in the statement that deletes their rows, at ``$2``
+_RECORD_REMOVALS = (
+    "INSERT INTO file_removals (file_id, chunks, requested_at) SELECT id, chunks, $2 FROM gone"
+    " ON CONFLICT (file_id) DO NOTHING"
+)
+
+
 async def remove_idle_uploads(conn: asyncpg.Connection, idle_since: datetime, now: datetime, limit: int) -> int:
     """Delete up to ``limit`` uploads that have had no chunk since ``idle_since`` (nor started, nor started over,
     after it), and record their chunks for removal from the object store (``file_removals``), in one statement:
@@ -91,10 +99,8 @@ async def remove_idle_uploads(conn: asyncpg.Connection, idle_since: datetime, no
         ), gone AS (
             DELETE FROM files f USING idle WHERE f.id = idle.id RETURNING f.id, f.chunks
         )
-        INSERT INTO file_removals (file_id, chunks, requested_at)
-        SELECT id, chunks, $2 FROM gone
-        ON CONFLICT (file_id) DO NOTHING
-        """,
+        """
+        + _RECORD_REMOVALS,
         idle_since,
         now,
         limit,
@@ -105,9 +111,8 @@ async def remove_idle_uploads(conn: asyncpg.Connection, idle_since: datetime, no
 async def remove_upload(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
     """Delete one upload's row (its chunks' rows go with it) and record its chunks for removal."""
     await conn.execute(
-        "WITH gone AS (DELETE FROM files WHERE id = $1 AND status = 'uploading' RETURNING id, chunks)"
-        " INSERT INTO file_removals (file_id, chunks, requested_at) SELECT id, chunks, $2 FROM gone"
-        " ON CONFLICT (file_id) DO NOTHING",
+        "WITH gone AS (DELETE FROM files WHERE id = $1 AND status = 'uploading' RETURNING id, chunks) "
+        + _RECORD_REMOVALS,
         file_id,
         now,
     )

@@ -88,12 +88,9 @@ def test_drain_and_goodbye() -> None:
     assert moved.status == DRAINING
     assert tick(node, 8.0) == SUSPECT
     assert beat(node, 9.0) == DRAINING, "a drained node stays draining when it comes back"
-    resumed = domain.on_resume(node)
-    assert resumed is not None
-    assert (resumed.previous, resumed.status) == (DRAINING, READY)
+    node.draining = False  # its drain ended (the leader mirrors the flag from the table)
     assert tick(node, 17.0) == SUSPECT
     assert beat(node, 18.0) == READY, "a resumed node comes back ready"
-    assert domain.on_resume(node) is None  # not draining: nothing to announce
     left = domain.on_departure(node)
     assert left is not None
     assert (left.status, left.counts_against) == (DOWN, False)
@@ -137,3 +134,18 @@ def test_a_labels_patch_sets_removes_and_keeps_and_is_bounded() -> None:
     assert domain.patched_labels(current, {"a": "1", "site": None}, most=3) == {"a": "1", "gpu": "none", "rack": "3"}
     with pytest.raises(domain.TooManyLabels, match="at most 3 labels; this would leave it 4"):
         domain.patched_labels(current, {"a": "1"}, most=3)
+
+
+def test_a_drain_and_its_end_move_an_alive_node_at_once_and_leave_the_others_to_their_next_beat() -> None:
+    drained = domain.drain_change("n1", READY, draining=True)
+    resumed = domain.drain_change("n1", DRAINING, draining=False)
+    assert drained is not None
+    assert resumed is not None
+    assert [(drained.previous, drained.status), (resumed.previous, resumed.status)] == [
+        (READY, DRAINING), (DRAINING, READY)
+    ]  # fmt: skip
+    for status in (SUSPECT, DOWN):
+        assert domain.drain_change("n1", status, draining=True) is None
+        assert domain.drain_change("n1", status, draining=False) is None
+    assert domain.drain_change("n1", DRAINING, draining=True) is None  # drained again: nothing new
+    assert domain.drain_change("n1", READY, draining=False) is None
