@@ -36,6 +36,7 @@ from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
 from fog_shared.devservers import NatsServer, Ports, PostgresServer
 from fog_shared.pg.roles import ServiceDatabase, ensure_database, provision_service
+from fog_shared.subjects import inbox_prefix
 
 DATABASE = "fog"
 DB_SERVICES = ("auth", "registry", "scheduler", "messaging")
@@ -259,7 +260,7 @@ class DevStack:
                 await provision_service(admin, DATABASE, dbs[svc])
         finally:
             await admin.close()
-        nc = await nats.connect(self.nats_url_of(PROVISIONER, nats_url))
+        nc = await nats.connect(self.nats_url_of(PROVISIONER, nats_url), inbox_prefix=inbox_prefix(PROVISIONER))
         try:
             await provision(nc.jetstream(), Topology())
         finally:

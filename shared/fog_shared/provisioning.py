@@ -21,9 +21,11 @@ import typer
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fog_shared.bus.permissions import PROVISIONER
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
 from fog_shared.pg.roles import ServiceDatabase, ensure_database, provision_service
+from fog_shared.subjects import inbox_prefix
 
 #: the services that own a schema (the gateway keeps nothing durable)
 DATABASE_SERVICES: tuple[str, ...] = ("auth", "registry", "scheduler", "messaging")
@@ -79,7 +81,7 @@ def with_database(dsn: str, database: str) -> str:
 
 
 async def provision_streams(nats_url: str, replicas: int, topology: Topology | None = None) -> None:
-    nc = await nats.connect(nats_url, max_reconnect_attempts=3)
+    nc = await nats.connect(nats_url, max_reconnect_attempts=3, inbox_prefix=inbox_prefix(PROVISIONER))
     try:
         await provision(nc.jetstream(), topology or Topology(replicas=replicas))
     finally:

@@ -17,6 +17,7 @@ EVENT_PREFIX = "fog.evt"
 COMMAND_PREFIX = "fog.cmd"
 QUERY_PREFIX = "fog.qry"
 DEAD_LETTER_PREFIX = "fog.dlq"
+INBOX_ROOT = "_INBOX"
 
 
 def _token(value: str, what: str) -> str:
@@ -63,3 +64,13 @@ def event_type_of(subject: str) -> str:
     if not subject.startswith(prefix):
         raise ValueError(f"{subject!r} is not an event subject")
     return subject[len(prefix) :]
+
+
+def inbox_prefix(user: str) -> str:
+    """Where ``user``'s replies and JetStream acks arrive: ``_INBOX.gateway``, then ``.<unique>``.
+
+    Each NATS user subscribes only below its own prefix, so one service cannot read the replies
+    another asked for (auth's tokens to the gateway, say). Every connection a service opens passes
+    it as nats-py's ``inbox_prefix``.
+    """
+    return f"{INBOX_ROOT}.{_token(user, 'user')}"

@@ -34,7 +34,7 @@ from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology, event_stream_name
 from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE
 from fog_shared.devservers import NatsServer
-from fog_shared.subjects import SERVICES, query_subject
+from fog_shared.subjects import SERVICES, inbox_prefix, query_subject
 from fog_shared.testing.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,12 @@ async def login(nats_with_users: NatsServer, nats_passwords: dict[str, str]) -> 
             errors.append(str(exc).lower())
 
         nc = await nats.connect(
-            nats_with_users.url, user=user, password=nats_passwords[user], error_cb=record, allow_reconnect=False
+            nats_with_users.url,
+            user=user,
+            password=nats_passwords[user],
+            inbox_prefix=inbox_prefix(user),  # as every connection of the services does
+            error_cb=record,
+            allow_reconnect=False,
         )
         connections[user] = Connection(nc, errors)
     admin = connections[PROVISIONER].js
@@ -148,6 +153,60 @@ async def test_the_gateway_calls_services_and_services_answer(login: dict[str, C
 
     assert await wait_until(answered, timeout=10, what="auth's answer") == b'{"ok": true}'
     assert login["auth"].errors == login["gateway"].errors == []
+
+
+async def test_a_service_cannot_read_the_replies_another_asked_for(login: dict[str, Connection]) -> None:
+    """auth answers the gateway's login with tokens: no other service may listen where they arrive."""
+    tokens = b'{"access_token": "secret"}'
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(tokens)
+
+    await login["auth"].nc.subscribe("fog.cmd.auth.login.v1", queue="fog-auth", cb=answer)
+    await login["auth"].nc.flush()
+    eavesdropped: list[bytes] = []
+
+    async def eavesdrop(msg: Msg) -> None:
+        eavesdropped.append(msg.data)
+
+    registry = login["registry"]
+    for subject in ("_INBOX.>", f"{inbox_prefix('gateway')}.>", ">"):
+        await registry.nc.subscribe(subject, cb=eavesdrop)
+        await registry.refused(subject)
+
+    async def answered() -> bytes | None:
+        with contextlib.suppress(nats.errors.NoRespondersError):
+            return (await login["gateway"].nc.request("fog.cmd.auth.login.v1", b"{}", timeout=2)).data
+        return None
+
+    assert await wait_until(answered, timeout=10, what="auth's answer") == tokens
+    await registry.nc.flush()  # anything the server had sent the registry has been read by now
+    assert eavesdropped == []
+    assert login["gateway"].errors == login["auth"].errors == []
+
+
+async def test_a_connection_without_its_users_inbox_prefix_gets_no_replies(
+    nats_with_users: NatsServer, nats_passwords: dict[str, str], login: dict[str, Connection]
+) -> None:
+    """The prefix is not optional: a service connecting with nats-py's default could not ask anything."""
+    errors: list[str] = []
+
+    async def record(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await nats.connect(
+        nats_with_users.url, user="gateway", password=nats_passwords["gateway"], error_cb=record, allow_reconnect=False
+    )
+    try:
+        with pytest.raises((TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await nc.request("fog.qry.auth.jwks.v1", b"{}", timeout=0.5)
+        await wait_until(
+            lambda: _async_true(any("permissions violation" in e and "_inbox." in e for e in errors)),
+            timeout=5,
+            what="the default inbox refused",
+        )
+    finally:
+        await nc.close()
 
 
 async def test_a_gateway_asks_every_gateway_replica_for_its_status_and_for_nothing_else(

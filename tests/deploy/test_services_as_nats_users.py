@@ -36,6 +36,7 @@ from fog_shared.bus.permissions import PROVISIONER
 from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology
 from fog_shared.devservers import NatsServer
+from fog_shared.subjects import inbox_prefix
 from fog_shared.testing.plugin import ServiceDb, ServiceDbFactory, settings_in_schema
 from fog_shared.testing.waiting import wait_until
 
@@ -52,7 +53,7 @@ def _url(server: NatsServer, user: str, passwords: dict[str, str]) -> str:
 
 
 async def _provision(url: str) -> None:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, inbox_prefix=inbox_prefix(PROVISIONER))
     try:
         js = nc.jetstream()
         for info in await js.streams_info():

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from fog_shared.bus.rpc import H_CORRELATION
+from fog_shared.subjects import inbox_prefix
 from fog_shared.telemetry.context import use_correlation_id
 
 
@@ -47,6 +48,7 @@ def make_broker(nats_url: str, service: str, *, registry: CollectorRegistry = RE
     return NatsBroker(
         nats_url,
         name=f"fog-{service}",
+        inbox_prefix=inbox_prefix(service),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         middlewares=(
             NatsTelemetryMiddleware(),

@@ -22,8 +22,8 @@ What a service may do follows from the topology and from two declarations below:
   every gateway replica for its status (``fogctl status``).
 
 Stream and consumer administration belongs to the provisioning user alone (DESIGN §8).
-Every user subscribes to ``_INBOX.>`` for replies and JetStream acks: services do not set a
-per-service inbox prefix yet, so they cannot be held to their own inboxes.
+Each user subscribes to its own inboxes alone (``_INBOX.<user>.>``, :func:`inbox_prefix`), where
+its replies and JetStream acks arrive: no service reads the replies another asked for.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from pathlib import Path
 
 from fog_shared.bus.topology import DEAD_LETTER_STREAM, ConsumerSpec, Topology, event_stream_name
 from fog_shared.commands.gateway import ASSIGNMENTS, PREPARATIONS, TIMELINE
-from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, query_subject, service_events
+from fog_shared.subjects import COMMAND_PREFIX, QUERY_PREFIX, SERVICES, inbox_prefix, query_subject, service_events
 
 JS_API = "$JS.API"
-REPLY_INBOXES = "_INBOX.>"
 #: the user the provisioning Job runs as: it creates and updates streams and consumers
 PROVISIONER = "provision"
 
@@ -78,6 +77,11 @@ class Permissions:
     subscribe: tuple[str, ...]
     #: may reply to requests it received (the reply inbox is not in ``publish``)
     allow_responses: bool = True
+
+
+def reply_inboxes(user: str) -> str:
+    """The subjects ``user`` subscribes to for its replies and acks (its connections' prefix)."""
+    return f"{inbox_prefix(user)}.>"
 
 
 def password_variable(user: str) -> str:
@@ -164,11 +168,11 @@ def service_permissions(service: str, topology: Topology | None = None) -> Permi
     if service == OPERATOR:
         publish += _operator(topology)
     unique = tuple(dict.fromkeys(publish))  # in order, each once
-    return Permissions(service, unique, (*_answers(service), REPLY_INBOXES))
+    return Permissions(service, unique, (*_answers(service), reply_inboxes(service)))
 
 
 def provisioner_permissions() -> Permissions:
-    return Permissions(PROVISIONER, (f"{JS_API}.>",), (REPLY_INBOXES,), allow_responses=False)
+    return Permissions(PROVISIONER, (f"{JS_API}.>",), (reply_inboxes(PROVISIONER),), allow_responses=False)
 
 
 def all_permissions(topology: Topology | None = None) -> list[Permissions]:

@@ -37,7 +37,7 @@ from fog_shared.pg.outbox import OutboxRelay
 from fog_shared.pg.pool import create_pool
 from fog_shared.runtime.ops import add_ops_routes
 from fog_shared.settings import CommonSettings
-from fog_shared.subjects import query_subject
+from fog_shared.subjects import inbox_prefix, query_subject
 from fog_shared.telemetry import configure_tracing
 from fog_shared.telemetry.http_metrics import HttpMetricsMiddleware
 from fog_shared.telemetry.metrics import BACKGROUND_TASK_DEAD
@@ -183,7 +183,10 @@ class ServiceRuntime:
                 max_size=self.settings.db_pool_max,
             )
         self._nc = await nats.connect(
-            self.settings.nats_url, name=f"fog-{self.service}-events", max_reconnect_attempts=-1
+            self.settings.nats_url,
+            name=f"fog-{self.service}-events",
+            inbox_prefix=inbox_prefix(self.service),
+            max_reconnect_attempts=-1,
         )
         for hook in self._start_hooks:
             await hook()
