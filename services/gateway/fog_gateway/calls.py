@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from faststream.nats import NatsBroker
 from pydantic import BaseModel
@@ -10,8 +10,6 @@ from pydantic import BaseModel
 from fog_gateway.problems import Problem, status_for
 from fog_shared.bus.rpc import request
 from fog_shared.commands.common import ErrorReply, refusal_in
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def problem_for(refusal: ErrorReply) -> Problem:
@@ -34,6 +32,3 @@ class ServiceCalls:
         if refusal is not None:
             raise problem_for(refusal)
         return reply
-
-    async def ask_for(self, subject: str, body: BaseModel | dict[str, Any], reply: type[M]) -> M:
-        return reply.model_validate(await self.ask(subject, body))

@@ -35,6 +35,7 @@ from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import Problem
 from fog_gateway.scheduler_gate import Retries, SchedulerGate
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import read, read_as
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
 from fog_shared.commands.registry import HEARTBEATS, MAX_BATCH_ITEMS, Heartbeat
@@ -231,7 +232,7 @@ class NodeSession:
         if kind != "heartbeat":
             return await self._refuse("invalid", f"unknown message type {kind!r}")
         try:
-            heartbeat = Heartbeat.model_validate(message)
+            heartbeat = read(Heartbeat, message)
         except ValidationError as exc:
             return await self._refuse("invalid", _reasons(exc))
         if heartbeat.node_id != self.node_id:
@@ -262,17 +263,18 @@ class NodeSession:
             await retries.wait()
         if retries.tries:
             log.info("outstanding assignments fetched after %d retries", retries.tries, extra={"node_id": self.node_id})
-        for assignment in outstanding.assignments:
-            await self.websocket.send_json({"type": "assignment", **assignment.model_dump(mode="json")})
+        for assignment in outstanding:
+            await self.websocket.send_json({"type": "assignment", **assignment})
 
-    async def _outstanding(self, retries: Retries) -> scheduler.NodeAssignments | None:
+    async def _outstanding(self, retries: Retries) -> list[dict[str, Any]] | None:
+        """The assignments as the scheduler wrote them: checked against the contract, and sent on whole, so
+        that an agent gets the fields a newer scheduler added (as it does through the ``job.assigned`` event)."""
         try:
-            return await retries.ask(
-                self.calls.ask_for(
-                    scheduler.NODE_ASSIGNMENTS, scheduler.NodeAssignmentsQuery(node_id=self.node_id),
-                    scheduler.NodeAssignments,
-                )
-            )  # fmt: skip
+            query = scheduler.NodeAssignmentsQuery(node_id=self.node_id)
+            reply = await retries.ask(self.calls.ask(scheduler.NODE_ASSIGNMENTS, query))
+            read(scheduler.NodeAssignments, reply)
+            assignments: list[dict[str, Any]] = reply["assignments"]
+            return assignments
         except (ServiceUnavailable, Problem) as exc:
             # Once per connection: while the scheduler is away, every connected node retries, and a line
             # for each retry of each node would bury the log.
@@ -283,7 +285,7 @@ class NodeSession:
 
     async def _report(self, message: dict[str, Any]) -> bool:
         try:
-            report = REPORT.validate_python(message)
+            report = read_as(REPORT, message)
         except ValidationError as exc:
             return await self._refuse("invalid", _reasons(exc))
         # Recorded by this connection's report worker, in order, so that a scheduler that is slow

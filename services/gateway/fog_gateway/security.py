@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+from fog_gateway.tolerant import read
 from fog_shared.bus.rpc import request
 from fog_shared.commands import auth as contract
 from fog_shared.commands.common import refusal_in
@@ -275,6 +276,6 @@ class Verifier:
         refusal = refusal_in(reply)
         if refusal is not None:
             raise CredentialRefused(refusal.detail)
-        answer = contract.IntrospectReply.model_validate(reply)
+        answer = read(contract.IntrospectReply, reply)
         self.credentials.put(digest, answer.principal, answer.expires_at)
         return answer.principal

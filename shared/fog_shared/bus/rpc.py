@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
@@ -11,8 +11,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel
 
 from fog_shared.telemetry.context import correlation_id
-
-M = TypeVar("M", bound=BaseModel)
 
 H_CORRELATION = "fog-correlation-id"
 
@@ -40,9 +38,3 @@ async def request(
         raise ServiceUnavailable(subject, f"no answer within {timeout:g}s") from None
     decoded: dict[str, Any] = json.loads(reply.body or b"{}")
     return decoded
-
-
-async def request_model(
-    broker: NatsBroker, subject: str, body: BaseModel | dict[str, Any], reply_model: type[M], *, timeout: float
-) -> M:
-    return reply_model.model_validate(await request(broker, subject, body, timeout=timeout))

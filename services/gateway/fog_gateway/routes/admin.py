@@ -8,13 +8,14 @@ from fog_gateway.authz import PEOPLE, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import auth as contract
 
 UserId = Annotated[str, Path(max_length=64)]
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=GUARDED_ERRORS)
+    router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1/admin", tags=["admin"], responses=GUARDED_ERRORS)
     Admin = Annotated[Principal, Depends(authz.allow(PEOPLE, roles=("admin",)))]
 
     @router.get("/users", response_model=contract.UserList)

@@ -8,6 +8,7 @@ from fog_gateway.authz import USERS, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import auth as contract
 
 KeyId = Annotated[str, Path(max_length=64)]
@@ -15,7 +16,9 @@ KeyId = Annotated[str, Path(max_length=64)]
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     # Keys are managed only from a signed-in session: a key cannot mint or revoke keys.
-    router = APIRouter(prefix="/v1/api-keys", tags=["api keys"], responses=GUARDED_ERRORS)
+    router = APIRouter(
+        route_class=RepliesReadTolerantly, prefix="/v1/api-keys", tags=["api keys"], responses=GUARDED_ERRORS
+    )
     signed_in_user = authz.allow(USERS)
     User = Annotated[Principal, Depends(signed_in_user)]
 

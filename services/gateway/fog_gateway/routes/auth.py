@@ -8,11 +8,12 @@ from fog_gateway.authz import NODES, PEOPLE, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import auth as contract
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(tags=["auth"])
+    router = APIRouter(route_class=RepliesReadTolerantly, tags=["auth"])
     anyone_signed_in = authz.allow((*PEOPLE, *NODES))
 
     @router.post(

@@ -12,6 +12,7 @@ from fog_gateway.authz import NODES, PEOPLE, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import messaging as contract
 
 ConversationIdPath = Annotated[str, Path(max_length=64)]
@@ -23,7 +24,9 @@ SENT: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(prefix="/v1/conversations", tags=["messaging"], responses=GUARDED_ERRORS)
+    router = APIRouter(
+        route_class=RepliesReadTolerantly, prefix="/v1/conversations", tags=["messaging"], responses=GUARDED_ERRORS
+    )
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
     PersonOrNode = Annotated[Principal, Depends(authz.allow((*PEOPLE, *NODES)))]
 

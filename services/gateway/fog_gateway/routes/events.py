@@ -18,6 +18,7 @@ from fog_gateway.authz import PEOPLE, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import scheduler
 from fog_shared.replay import deadletters
 from fog_shared.replay.causality import DEFAULT_LOOKBACK, Trace, trace
@@ -49,7 +50,7 @@ Consumer = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]*$", max_length=
 
 
 def build_router(js: Callable[[], JetStreamContext], calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["events"], responses=GUARDED_ERRORS)
+    router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1/admin", tags=["events"], responses=GUARDED_ERRORS)
     Admin = Annotated[Principal, Depends(authz.allow(PEOPLE, roles=("admin",)))]
 
     @router.get("/events", response_model=Page)

@@ -18,6 +18,7 @@ from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.routes.conversations import ConversationIdPath
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly, read
 from fog_shared.commands import messaging as contract
 
 FileIdPath = Annotated[str, Path(max_length=64)]
@@ -32,7 +33,7 @@ CONTENT: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["messaging"], responses=GUARDED_ERRORS)
+    router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1", tags=["messaging"], responses=GUARDED_ERRORS)
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
     @router.post(
@@ -91,9 +92,7 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         file_id: FileIdPath, me: Person, range_header: Annotated[str | None, Header(alias="Range")] = None
     ) -> Response:
         """The file's bytes; ``Range: bytes=first-last`` (or ``-n``, ``first-``) for a part of it."""
-        found = contract.FileView.model_validate(
-            await calls.ask(contract.GET_FILE, contract.FileQuery(by=me, file_id=file_id))
-        )
+        found = read(contract.FileView, await calls.ask(contract.GET_FILE, contract.FileQuery(by=me, file_id=file_id)))
         if found.status != "complete":
             raise Problem(404, "Not found", "the file is not uploaded yet", code="not_found")
         try:

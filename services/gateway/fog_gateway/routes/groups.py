@@ -9,11 +9,14 @@ from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.routes.conversations import ConversationIdPath, MemberIdPath
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import messaging as contract
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(prefix="/v1/groups", tags=["messaging"], responses=GUARDED_ERRORS)
+    router = APIRouter(
+        route_class=RepliesReadTolerantly, prefix="/v1/groups", tags=["messaging"], responses=GUARDED_ERRORS
+    )
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
     @router.post("", status_code=201, response_model=contract.ConversationView, responses=documented(404, 409))

@@ -10,6 +10,7 @@ from fog_gateway.job_feed import JobWatchers
 from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import scheduler as contract
 
 JobId = Annotated[str, Path(max_length=64)]
@@ -20,7 +21,7 @@ ARRAY_TIMEOUT_S = 60.0
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) -> APIRouter:
-    router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=GUARDED_ERRORS)
+    router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1/jobs", tags=["jobs"], responses=GUARDED_ERRORS)
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
     @router.post("", status_code=201, response_model=contract.JobView, responses={200: {"model": contract.JobView}})

@@ -10,6 +10,7 @@ from fog_gateway.authz import PEOPLE, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import messaging as contract
 
 DeviceIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -17,7 +18,9 @@ UserIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
-    router = APIRouter(prefix="/v1/keys", tags=["messaging"], responses=GUARDED_ERRORS)
+    router = APIRouter(
+        route_class=RepliesReadTolerantly, prefix="/v1/keys", tags=["messaging"], responses=GUARDED_ERRORS
+    )
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
     @router.put("/devices/{device_id}", response_model=contract.DeviceKeys)

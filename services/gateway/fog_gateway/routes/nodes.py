@@ -23,6 +23,7 @@ from fog_gateway.node_link import (
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.scheduler_gate import SchedulerGate
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import auth as auth_contract
 from fog_shared.commands import registry as contract
@@ -39,7 +40,7 @@ def build_router(
     heartbeat_interval_s: float,
     gate: SchedulerGate,
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/nodes", tags=["nodes"], responses=GUARDED_ERRORS)
+    router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1/nodes", tags=["nodes"], responses=GUARDED_ERRORS)
     Provider = Annotated[Principal, Depends(authz.allow(PEOPLE, roles=("provider",)))]
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
     PersonOrNode = Annotated[Principal, Depends(authz.allow((*PEOPLE, *NODES)))]

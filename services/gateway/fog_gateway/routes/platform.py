@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from fog_gateway.authz import PEOPLE, Authorizer
 from fog_gateway.problems import GUARDED_ERRORS
 from fog_gateway.security import Principal
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands.status import PlatformStatus, ReplicaStatus, ServiceStatus
 from fog_shared.subjects import query_subject
 
@@ -34,7 +35,7 @@ SERVICES = ("auth", "registry", "scheduler", "messaging", "gateway")
 def build_router(
     nc: Callable[[], NatsClient], itself: Callable[[], Awaitable[ReplicaStatus]], authz: Authorizer
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=GUARDED_ERRORS)
+    router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1/admin", tags=["admin"], responses=GUARDED_ERRORS)
     Admin = Annotated[Principal, Depends(authz.allow(PEOPLE, roles=("admin",)))]
 
     @router.get("/status", response_model=PlatformStatus)
@@ -69,7 +70,7 @@ async def _replicas(nc: NatsClient, service: str) -> list[ReplicaStatus]:
             except (NatsTimeoutError, TimeoutError):
                 break
             try:
-                answers.append(ReplicaStatus.model_validate_json(message.data))
+                answers.append(ReplicaStatus.model_validate_json(message.data, extra="ignore"))  # a newer replica's too
             except ValidationError:
                 log.warning("a status answer of %s could not be read", service, exc_info=True)
     except NatsError:

@@ -20,6 +20,7 @@ from fog_gateway.node_link import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, bearer_of
 from fog_gateway.problems import GUARDED_ERRORS, Problem
 from fog_gateway.security import Principal
 from fog_gateway.sync_batches import SyncBatcher, fed_frame
+from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 
@@ -35,7 +36,9 @@ CLOSE_BAD_TOKEN = 4400
 
 
 def build_router(authz: Authorizer, waiters: ChatWaiters, chain: TimelineChain, syncs: SyncBatcher) -> APIRouter:
-    router = APIRouter(prefix="/v1/sync", tags=["messaging"], responses=GUARDED_ERRORS)
+    router = APIRouter(
+        route_class=RepliesReadTolerantly, prefix="/v1/sync", tags=["messaging"], responses=GUARDED_ERRORS
+    )
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
     @router.get("", response_model=contract.SyncReply)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
-from fog_shared.commands.scheduler import Assignment, Resources
+from fog_shared.commands.scheduler import GET_JOB, NODE_ASSIGNMENTS, Assignment, Resources
 from fog_shared.events.scheduler import JobCompleted, JobLost, JobStarted, JobSubmitted
 from fog_shared.testing.plugin import Servers
 from fog_shared.testing.waiting import wait_until
@@ -711,3 +711,82 @@ async def test_a_pushed_assignment_reaches_its_node_without_waiting_for_an_event
     finally:
         await nc.close()
     assert received == {"type": "assignment", **assignment.model_dump(mode="json")}
+
+
+# -- peers of another version: a newer agent, a newer scheduler ----------------------------------------
+async def test_a_newer_agents_messages_with_fields_this_gateway_does_not_know_are_taken(stack: Stack) -> None:
+    """Owners upgrade agents when they choose: a field added to a heartbeat or a report must not cut the node off."""
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    agent = await ready_node(stack, url, owner, "a")
+    beat = {"type": "heartbeat", "node_id": agent.node_id, "seq": 10_000, "running_jobs": 0,
+            "usage": {**USAGE, "cpu_percent": 42.0, "gpu_percent": 7.0}, "temperature_c": 51}  # fmt: skip
+    await agent.ws.send(json.dumps(beat))
+
+    async def beat_taken() -> bool:
+        node = (await stack.http.get(f"/v1/nodes/{agent.node_id}", headers=owner)).json()
+        return bool(node["usage"]) and node["usage"]["cpu_percent"] == 42.0
+
+    await wait_until(beat_taken, what="the newer heartbeat recorded")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    job_id = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=user)).json()["id"]
+    assignment = await agent.next_of("assignment")
+    key = {"job_id": job_id, "attempt": assignment["attempt"]}
+    await agent.report({"type": "started", **key, "cgroup": "/fog/job-1"})
+    await agent.report({"type": "finished", **key, "outcome": "succeeded", "exit_code": 0, "duration_s": 0.01,
+                        "output": "", "oom_killed": False})  # fmt: skip
+    assert (await job_status(stack, user, job_id, "succeeded"))["node_id"] == agent.node_id
+    assert [m for m in agent.unread if m["type"] == "error"] == []
+
+
+async def test_a_newer_schedulers_replies_are_answered_without_the_fields_this_gateway_does_not_know(
+    stack: Stack, fog_servers: Servers
+) -> None:
+    """Services roll out one at a time: a field a newer scheduler adds to a job (at any depth) is left out here
+    until this gateway is upgraded too, instead of failing every such request with a 500."""
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    job = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=user)).json()
+    newer = {**job, "carbon_g": 0.3, "spec": {**job["spec"], "checkpoint": {"every_s": 60}}}
+    nc = await nats.connect(fog_servers.nats_url)
+    try:
+        async with stack.scheduler_away():
+
+            async def answer_as_a_newer_scheduler(msg: Msg) -> None:
+                await msg.respond(json.dumps(newer).encode())
+
+            await nc.subscribe(GET_JOB, cb=answer_as_a_newer_scheduler)
+            await nc.flush()
+            answered = await stack.http.get(f"/v1/jobs/{job['id']}", headers=user)
+            assert answered.status_code == 200, answered.text
+            assert answered.json() == job
+    finally:
+        await nc.close()
+
+
+async def test_assignments_a_node_catches_up_on_reach_it_with_every_field_the_scheduler_wrote(
+    stack: Stack, fog_servers: Servers
+) -> None:
+    """Fields a newer scheduler adds to an assignment are for the agent: the gateway passes them on, not drops them."""
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    first = await ready_node(stack, url, owner, "a")
+    await first.die()
+    assignment = Assignment(job_id="job-from-a-newer-scheduler", attempt=1, command=["true"], env={}, timeout_s=60,
+                            resources=Resources()).model_dump(mode="json") | {"memory_max_bytes": 1 << 30}  # fmt: skip
+    nc = await nats.connect(fog_servers.nats_url)
+    try:
+        async with stack.scheduler_away():
+
+            async def answer_as_a_newer_scheduler(msg: Msg) -> None:
+                await msg.respond(json.dumps({"assignments": [assignment], "cancelled": [], "epoch": 2}).encode())
+
+            await nc.subscribe(NODE_ASSIGNMENTS, cb=answer_as_a_newer_scheduler)
+            await nc.flush()
+            ws_url = url.replace("http://", "ws://") + "/v1/nodes/connect"
+            ws = await connect(ws_url, additional_headers={"Authorization": f"Bearer {first.credential}"})
+            again = FakeAgent(ws, first.node_id, first.credential)
+            try:
+                caught_up = await again.next_of("assignment")
+            finally:
+                await again.die()
+            assert caught_up == {"type": "assignment", **assignment}
+    finally:
+        await nc.close()
