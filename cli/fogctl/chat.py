@@ -148,6 +148,13 @@ def cancel_upload(file_id: Annotated[str, typer.Argument(help="The upload's file
     typer.echo(f"Cancelled the upload of file {file_id}")
 
 
+@app.command("delete-file")
+def delete_file(file_id: Annotated[str, typer.Argument(help="The file's id", show_default=False)]) -> None:
+    """Delete a file you sent (or any in a group you own or administer): nobody can download it any more."""
+    account.with_saved_session(lambda client: client.delete_file(file_id))
+    typer.echo(f"Deleted file {file_id}")
+
+
 @app.command()
 def download(
     file_id: Annotated[str, typer.Argument(help="The file's id", show_default=False)],

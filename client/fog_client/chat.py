@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from websockets.asyncio.client import ClientConnection
 
+from fog_client.errors import ApiError
 from fog_client.paths import segment as _segment
 
 
@@ -318,7 +319,16 @@ class ChatCalls:
         return [FileInfo.model_validate(item) for item in items]
 
     async def cancel_upload(self, file_id: str) -> None:
-        """Cancel an upload of yours under way: it is gone, its chunks too. A complete file cannot be."""
+        """Cancel an upload of yours under way: it is gone, its chunks too. A file that has completed is left
+        as it is (``ApiError`` 409 ``complete``): ``delete_file`` deletes it."""
+        if (await self.file_info(file_id)).status == "complete":
+            detail = "the file is complete: delete it (delete_file) if that is what you mean"
+            raise ApiError(409, "Conflict", detail, code="complete")
+        await self._call("DELETE", f"/v1/files/{_segment(file_id)}")
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete a complete file: yours, or any in a group you own or administer. Its members are told
+        (a ``file_deleted`` sync entry) and can no longer download it."""
         await self._call("DELETE", f"/v1/files/{_segment(file_id)}")
 
     async def file_info(self, file_id: str) -> FileInfo:

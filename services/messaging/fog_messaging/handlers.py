@@ -42,6 +42,9 @@ UPLOADS_REMOVED = Counter(
     "Uploads removed before they completed: idle too long, or cancelled by their uploader",
     ["reason"],
 )
+FILES_DELETED = Counter(
+    "fog_messaging_files_deleted_total", "Complete files deleted, by their uploader or a group's owner or admins"
+)
 
 
 async def on_user_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
@@ -218,7 +221,10 @@ class JetStreamObjects:
         await (await self._bucket()).put(name, data)
 
     async def get(self, name: str) -> bytes:
-        found = await (await self._bucket()).get(name)
+        try:
+            found = await (await self._bucket()).get(name)
+        except ObjectNotFoundError:
+            raise files.ChunkMissing(name) from None
         return bytes(found.data or b"")
 
     async def delete(self, name: str) -> None:
@@ -238,17 +244,17 @@ def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) 
     async def put_chunk(body: contract.ChunkCommand) -> dict[str, Any]:
         return await answer(lambda conn: files.put_chunk(conn, objects, body, now=_now()))
 
-    @broker.subscriber(contract.CANCEL_UPLOAD, queue=group, title="cancel_upload")
-    async def cancel_upload(body: contract.FileQuery) -> dict[str, Any]:
-        async def cancelled(conn: asyncpg.Connection) -> None:
-            file_id, chunks = await files.cancel(conn, body, now=_now())
-            UPLOADS_REMOVED.labels("cancelled").inc()
+    @broker.subscriber(contract.REMOVE_FILE, queue=group, title="remove_file")
+    async def remove_file(body: contract.FileQuery) -> dict[str, Any]:
+        async def removed(conn: asyncpg.Connection) -> None:
+            gone = await files.remove(conn, body, now=_now())
+            (UPLOADS_REMOVED.labels("cancelled") if gone.what == "cancelled" else FILES_DELETED).inc()
             try:  # its own chunks alone: a backlog of removals is the sweep's
-                await files.remove_chunks_of(conn, objects, file_id, chunks)
+                await files.remove_chunks_of(conn, objects, gone.file_id, gone.chunks)
             except (OSError, NatsError, asyncpg.PostgresError):
-                log.warning("could not delete a cancelled upload's chunks; the next sweep will", exc_info=True)
+                log.warning("could not delete a removed file's chunks; the next sweep will", exc_info=True)
 
-        return await answer(cancelled)
+        return await answer(removed)
 
     @broker.subscriber(contract.COMPLETE_UPLOAD, queue=group, title="complete_upload")
     async def complete_upload(body: contract.FileQuery) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def sync_entry(row: Mapping[str, Any]) -> contract.SyncEntry:
         entry["message"] = message_view(row, id_column="message_id")
     elif kind == "receipt":
         entry["receipt"] = contract.ReceiptView(**payload)
-    elif kind == "file":
+    elif kind in ("file", "file_deleted"):
         entry["file"] = contract.FileSummary(**payload)
     else:
         entry["member"] = contract.MemberChange(**payload)

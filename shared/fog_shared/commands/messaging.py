@@ -275,6 +275,7 @@ EntryKind = Literal[
     "role_changed",
     "receipt",
     "file",
+    "file_deleted",
 ]
 
 
@@ -304,6 +305,7 @@ class SyncEntry(Strict):
     message: MessageView | None = None
     member: MemberChange | None = None
     receipt: ReceiptView | None = None
+    #: the file shared (file), or deleted (file_deleted): drop what you kept of it
     file: FileSummary | None = None
     at: Timestamp
 
@@ -472,7 +474,8 @@ class ClaimedPrekey(Strict):
 START_UPLOAD = command_subject("messaging", "start_upload")
 PUT_CHUNK = command_subject("messaging", "put_chunk")
 COMPLETE_UPLOAD = command_subject("messaging", "complete_upload")
-CANCEL_UPLOAD = command_subject("messaging", "cancel_upload")
+#: cancels an upload under way, or deletes a complete file
+REMOVE_FILE = command_subject("messaging", "remove_file")
 GET_FILE = query_subject("messaging", "get_file")
 READ_CHUNK = query_subject("messaging", "read_chunk")
 LIST_UPLOADS = query_subject("messaging", "list_uploads")

@@ -139,3 +139,17 @@ class FileUploaded(Event):
     sha256: str
     audience: list[str]
     uploaded_at: datetime
+
+
+class FileDeleted(Event):
+    """A complete file was deleted, by its uploader or a group's owner or admin: its bytes are gone."""
+
+    TYPE: ClassVar[EventType] = EventType("messaging", "file", "deleted", 1)
+    AGGREGATE_ID: ClassVar[str] = "file_id"
+
+    file_id: str
+    conversation_id: str
+    uploaded_by: str
+    deleted_by: str
+    audience: list[str]
+    deleted_at: datetime

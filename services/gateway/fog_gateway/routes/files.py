@@ -80,11 +80,12 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         """All chunks are in: check the file's SHA-256 and make it available to the members."""
         return await calls.ask(contract.COMPLETE_UPLOAD, contract.FileQuery(by=me, file_id=file_id))
 
-    @router.delete("/files/{file_id}", status_code=204, response_class=Response, responses=documented(404, 409))
-    async def cancel_upload(file_id: FileIdPath, me: Person) -> Response:
-        """Cancel an upload under way (yours): it is gone, and its chunks with it. A complete file stays (409).
+    @router.delete("/files/{file_id}", status_code=204, response_class=Response, responses=documented(403, 404))
+    async def remove_file(file_id: FileIdPath, me: Person) -> Response:
+        """Cancel an upload under way (yours), or delete a complete file (yours, or any in a group you own or
+        administer): it is gone, and its bytes with it. The conversation's members get a ``file_deleted`` entry.
         An upload that has had no chunk for a day is removed by itself."""
-        await calls.ask(contract.CANCEL_UPLOAD, contract.FileQuery(by=me, file_id=file_id))
+        await calls.ask(contract.REMOVE_FILE, contract.FileQuery(by=me, file_id=file_id))
         return Response(status_code=204)
 
     @router.get("/files/{file_id}/content", response_class=Response, responses={**CONTENT, **documented(404, 416)})

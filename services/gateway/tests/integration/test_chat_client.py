@@ -100,6 +100,14 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         with pytest.raises(ApiError) as gone:
             await a.file_info(dropped.id)
         assert gone.value.status == 404
+        with pytest.raises(ApiError) as kept:
+            await a.cancel_upload(partial)  # complete: cancelling leaves it
+        assert (kept.value.status, kept.value.code) == (409, "complete")
+        assert await b.download_file(partial) == data
+        await a.delete_file(partial)
+        with pytest.raises(ApiError) as deleted:
+            await b.download_file(partial)
+        assert deleted.value.status == 404
 
 
 async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +162,8 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert received.read_bytes() == sent.read_bytes()
     code, out, err = await fogctl("chat", "cancel-upload", file_id)
     assert code == 1
-    assert "complete" in err
+    assert "complete" in err  # cancelling is for uploads under way: a complete file stays
+    assert (await bob.http.get(f"/v1/files/{file_id}", headers=bob.headers)).status_code == 200
     async with signed_in(url, bob) as b:  # the saved session's user
         dropped = await b.start_upload(conversation, "dropped.txt", sent.read_bytes())
     code, out, err = await fogctl("chat", "uploads", "--json")
@@ -169,6 +178,10 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     code, out, err = await fogctl("chat", "upload", conversation, str(sent), "--resume", dropped.id)
     assert code == 1
     assert "no such file" in err
+    code, out, err = await fogctl("chat", "delete-file", file_id)
+    assert code == 0, err
+    assert out.strip() == f"Deleted file {file_id}"
+    assert (await bob.http.get(f"/v1/files/{file_id}/content", headers=bob.headers)).status_code == 404
 
 
 async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:

@@ -15,6 +15,7 @@ from nats.js.errors import ObjectNotFoundError
 
 from fog_shared.bus.topology import FILES_BUCKET
 from fog_shared.commands.messaging import CHUNK_BYTES
+from fog_shared.testing.waiting import wait_until
 
 MIB = 1024 * 1024
 
@@ -129,8 +130,6 @@ async def test_an_upload_under_way_is_cancelled_by_its_uploader_alone_and_each_m
     whole = (await announce(alice, conversation, data))["id"]
     assert (await put_chunk(alice, whole, 0, data)).status_code == 200
     assert (await alice.http.post(f"/v1/files/{whole}/complete", headers=alice.headers)).status_code == 200
-    kept = await alice.http.delete(f"/v1/files/{whole}", headers=alice.headers)
-    assert (kept.status_code, kept.json()["code"]) == (409, "complete")
 
     under_way = [(await announce(alice, conversation, data))["id"] for _ in range(16)]
     listed = (await alice.http.get("/v1/uploads", headers=alice.headers)).json()["items"]
@@ -144,3 +143,55 @@ async def test_an_upload_under_way_is_cancelled_by_its_uploader_alone_and_each_m
     assert (await announce(bob, conversation, data))["status"] == "uploading"  # Bob's own count
     assert (await alice.http.delete(f"/v1/files/{under_way[0]}", headers=alice.headers)).status_code == 204
     assert (await announce(alice, conversation, data, "17th"))["status"] == "uploading"
+
+
+async def uploaded(member: Member, conversation: str, data: bytes, name: str) -> str:
+    file_id = str((await announce(member, conversation, data, name))["id"])
+    assert (await put_chunk(member, file_id, 0, data)).status_code == 200
+    assert (await member.http.post(f"/v1/files/{file_id}/complete", headers=member.headers)).status_code == 200
+    return file_id
+
+
+async def test_a_complete_file_is_deleted_by_its_uploader_or_a_groups_admins_and_its_members_are_told(
+    stack: Stack, nats_client: NatsClient
+) -> None:
+    owner, admin, carol, outsider = await members(stack, 4)
+    created = await owner.http.post(
+        "/v1/groups", json={"name": "crew", "member_ids": [admin.id, carol.id]}, headers=owner.headers
+    )
+    group = created.json()["id"]
+    role = await owner.http.put(f"/v1/groups/{group}/members/{admin.id}/role", json={"role": "admin"},
+                                headers=owner.headers)  # fmt: skip
+    assert role.status_code == 200, role.text
+    data = os.urandom(1000)
+    carols, owners = await uploaded(carol, group, data, "carol.txt"), await uploaded(owner, group, data, "owner.txt")
+    _, since = await sync_all(carol)
+    chunks = await nats_client.jetstream().object_store(FILES_BUCKET)
+
+    assert (await outsider.http.delete(f"/v1/files/{carols}", headers=outsider.headers)).status_code == 404
+    refused = await carol.http.delete(f"/v1/files/{owners}", headers=carol.headers)  # a member's, not an admin's
+    assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
+    assert (await carol.http.delete(f"/v1/files/{carols}", headers=carol.headers)).status_code == 204
+    assert (await admin.http.delete(f"/v1/files/{owners}", headers=admin.headers)).status_code == 204  # moderation
+
+    for file_id in (carols, owners):
+        for member in (owner, admin, carol):
+            assert (await member.http.get(f"/v1/files/{file_id}", headers=member.headers)).status_code == 404
+            content = await member.http.get(f"/v1/files/{file_id}/content", headers=member.headers)
+            assert content.status_code == 404
+        with pytest.raises(ObjectNotFoundError):  # its bytes left the object store with it
+            await chunks.get(f"{file_id}/0")
+        assert (await carol.http.delete(f"/v1/files/{file_id}", headers=carol.headers)).status_code == 404
+    told, _ = await sync_all(carol, since)
+    deleted = [(e["kind"], e["file"]["id"], e["file"]["name"]) for e in told]
+    assert deleted == [("file_deleted", carols, "carol.txt"), ("file_deleted", owners, "owner.txt")]
+    root = stack.bearer(await stack.admin())
+
+    async def announced() -> list[dict[str, Any]] | None:  # once the outbox relay has published it
+        events = (await owner.http.get("/v1/admin/events", params={"aggregate_id": owners}, headers=root)).json()
+        return [e["data"] for e in events["items"] if e["type"] == "messaging.file.deleted.v1"] or None
+
+    gone = await wait_until(announced, what="file.deleted on the bus")
+    assert [(e["uploaded_by"], e["deleted_by"], sorted(e["audience"])) for e in gone] == [
+        (owner.id, admin.id, sorted([owner.id, admin.id, carol.id]))
+    ]

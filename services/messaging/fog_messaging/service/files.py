@@ -11,8 +11,9 @@ import base64
 import binascii
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import asyncpg
 
@@ -20,8 +21,12 @@ from fog_messaging import domain, store
 from fog_messaging.domain import Rejected
 from fog_messaging.service.common import SOURCE, MessagingError, conversation_uuid, member_of, refusal
 from fog_shared.commands import messaging as contract
-from fog_shared.events.messaging import FileUploaded
+from fog_shared.events.messaging import FileDeleted, FileUploaded
 from fog_shared.pg import outbox
+
+
+class ChunkMissing(LookupError):
+    """No such object: its file was deleted meanwhile."""
 
 
 class Objects(Protocol):
@@ -29,7 +34,8 @@ class Objects(Protocol):
 
     async def put(self, name: str, data: bytes) -> None: ...
 
-    async def get(self, name: str) -> bytes: ...
+    async def get(self, name: str) -> bytes:
+        """The object's bytes; :class:`ChunkMissing` when it is not there."""
 
     async def delete(self, name: str) -> None:
         """Remove the object, if it is there."""
@@ -129,18 +135,48 @@ async def complete(
     return await _view(conn, file_id)
 
 
-async def cancel(conn: asyncpg.Connection, query: contract.FileQuery, *, now: datetime) -> tuple[uuid.UUID, int]:
-    """The uploader cancels an upload under way: it is gone, its chunks left for ``remove_chunks_of`` (or the next
-    ``remove_chunks``). A complete file stays. The file's id and its number of chunks."""
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A file gone from the database, whose chunks are still to leave the object store (``remove_chunks_of``)."""
+
+    file_id: uuid.UUID
+    chunks: int
+    #: an upload under way, cancelled; or a complete file, deleted
+    what: Literal["cancelled", "deleted"]
+
+
+async def remove(conn: asyncpg.Connection, query: contract.FileQuery, *, now: datetime) -> Removed:
+    """Cancel an upload under way (its uploader alone), or delete a complete file (its uploader, or a group's owner
+    or admins, as for messages): its members are told (``file.deleted``, a ``file_deleted`` entry in their
+    timelines), and it can no longer be fetched. Its chunks are left for ``remove_chunks_of`` (or the next
+    ``remove_chunks``)."""
     me, file_id = member_of(query.by), _file_uuid(query.file_id)
     async with conn.transaction():
         row = await store.file(conn, file_id, lock=True)  # waits for chunks on their way in
-        if row is None or row["uploaded_by"] != me:
+        if row is None:
             raise _no_file()
-        if row["status"] == "complete":
-            raise MessagingError("complete", "the file is complete; only an upload under way can be cancelled")
-        await store.remove_upload(conn, file_id, now)
-    return file_id, row["chunks"]
+        if row["status"] != "complete":
+            if row["uploaded_by"] != me:
+                raise _no_file()
+            await store.remove_file(conn, file_id, now)
+            return Removed(file_id, row["chunks"], "cancelled")
+        roster = await store.members(conn, row["conversation_id"])
+        if me not in roster:
+            raise _no_file()
+        if not domain.may_delete(me, roster[me], row["uploaded_by"]):
+            raise MessagingError("forbidden", "only the uploader, or a group's owner or admins, delete a file")
+        await store.remove_file(conn, file_id, now)
+        await _tell_deleted(conn, row, list(roster), me, now)
+    return Removed(file_id, row["chunks"], "deleted")
+
+
+async def _tell_deleted(conn: asyncpg.Connection, row: Any, audience: list[str], by: str, now: datetime) -> None:
+    event = FileDeleted(
+        file_id=str(row["id"]), conversation_id=str(row["conversation_id"]), uploaded_by=row["uploaded_by"],
+        deleted_by=by, audience=audience, deleted_at=now,
+    )  # fmt: skip
+    await outbox.record(conn, event, source=SOURCE)
+    await store.append_timeline(conn, audience, row["conversation_id"], "file_deleted", payload=_summary(row), now=now)
 
 
 async def remove_idle_uploads(
@@ -193,9 +229,13 @@ async def _publish(conn: asyncpg.Connection, row: Any, now: datetime) -> None:
         name=row["name"], size=row["size"], sha256=row["sha256"], audience=audience, uploaded_at=now,
     )  # fmt: skip
     await outbox.record(conn, event, source=SOURCE)
-    summary = {"id": str(row["id"]), "name": row["name"], "size": row["size"], "sha256": row["sha256"],
-               "uploaded_by": row["uploaded_by"]}  # fmt: skip
-    await store.append_timeline(conn, audience, row["conversation_id"], "file", payload=summary, now=now)
+    await store.append_timeline(conn, audience, row["conversation_id"], "file", payload=_summary(row), now=now)
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    """The file as a timeline entry shows it (``FileSummary``)."""
+    return {"id": str(row["id"]), "name": row["name"], "size": row["size"], "sha256": row["sha256"],
+            "uploaded_by": row["uploaded_by"]}  # fmt: skip
 
 
 async def get_file(conn: asyncpg.Connection, query: contract.FileQuery) -> contract.FileView:
@@ -217,7 +257,10 @@ async def read_chunk(conn: asyncpg.Connection, objects: Objects, query: contract
         raise MessagingError("not_found", "the file is not uploaded yet")
     if query.index >= row["chunks"]:
         raise MessagingError("invalid_chunk", f"the file has chunks 0 to {row['chunks'] - 1}")
-    data = await objects.get(chunk_name(file_id, query.index))
+    try:
+        data = await objects.get(chunk_name(file_id, query.index))
+    except ChunkMissing:  # deleted since the row was read
+        raise MessagingError("not_found", "the file was deleted") from None
     return contract.ChunkData(index=query.index, data=base64.b64encode(data).decode())
 
 

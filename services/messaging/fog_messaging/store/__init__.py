@@ -31,8 +31,8 @@ from fog_messaging.store.files import (
     received_chunks,
     record_chunk,
     removal_done,
+    remove_file,
     remove_idle_uploads,
-    remove_upload,
     uploads_of,
 )
 from fog_messaging.store.keys import add_prekeys, claim_prekey, device, devices, put_device
@@ -123,9 +123,9 @@ __all__ = [
     "record_chunk",
     "recording_appends",
     "removal_done",
+    "remove_file",
     "remove_idle_uploads",
     "remove_member",
-    "remove_upload",
     "rosters",
     "save_receipt",
     "send_context",

@@ -108,11 +108,10 @@ async def remove_idle_uploads(conn: asyncpg.Connection, idle_since: datetime, no
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 3"
 
 
-async def remove_upload(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
-    """Delete one upload's row (its chunks' rows go with it) and record its chunks for removal."""
+async def remove_file(conn: asyncpg.Connection, file_id: uuid.UUID, now: datetime) -> None:
+    """Delete one file's row (its chunks' rows go with it) and record its chunks for removal."""
     await conn.execute(
-        "WITH gone AS (DELETE FROM files WHERE id = $1 AND status = 'uploading' RETURNING id, chunks) "
-        + _RECORD_REMOVALS,
+        "WITH gone AS (DELETE FROM files WHERE id = $1 RETURNING id, chunks) " + _RECORD_REMOVALS,
         file_id,
         now,
     )

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import ObjectNotFoundError
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
@@ -102,7 +101,7 @@ async def chunks_stored(place: Place, file_id: str, chunks: int) -> list[int]:
     for index in range(chunks):
         try:
             await place.objects.get(files.chunk_name(uuid.UUID(file_id), index))
-        except ObjectNotFoundError:
+        except files.ChunkMissing:
             continue
         held.append(index)
     return held
@@ -194,18 +193,39 @@ async def test_the_uploader_cancels_an_upload_under_way_and_no_one_else_can(plac
     complete = await upload_whole(place, data, at=T0)
     async with place.pool.acquire() as conn:
         with pytest.raises(MessagingError, match="no such file"):  # not Bob's upload
-            await files.cancel(conn, contract.FileQuery(by=user(BOB), file_id=cancelled), now=T0)
-        with pytest.raises(MessagingError, match="complete") as refused:
-            await files.cancel(conn, contract.FileQuery(by=user(ALICE), file_id=complete), now=T0)
-        assert refused.value.code == "complete"
-        file_id, chunks = await files.cancel(conn, contract.FileQuery(by=user(ALICE), file_id=cancelled), now=T0)
-        assert (str(file_id), chunks) == (cancelled, 1)
+            await files.remove(conn, contract.FileQuery(by=user(BOB), file_id=cancelled), now=T0)
+        with pytest.raises(MessagingError, match="only the uploader"):  # Alice owns the group; Bob is a member
+            await files.remove(conn, contract.FileQuery(by=user(BOB), file_id=complete), now=T0)
+        gone = await files.remove(conn, contract.FileQuery(by=user(ALICE), file_id=cancelled), now=T0)
+        assert (str(gone.file_id), gone.chunks, gone.what) == (cancelled, 1, "cancelled")
         assert await chunks_stored(place, cancelled, 1) == [0]  # recorded for removal, not removed yet
-        await files.remove_chunks_of(conn, place.objects, file_id, chunks)
+        await files.remove_chunks_of(conn, place.objects, gone.file_id, gone.chunks)
         assert await conn.fetchval("SELECT count(*) FROM file_removals") == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE subject LIKE '%file.deleted%'") == 0
     assert await file_rows(place) == {complete: "complete"}
     assert await chunks_stored(place, cancelled, 1) == []
     assert await chunks_stored(place, complete, 1) == [0]
+
+
+async def test_a_complete_file_is_deleted_with_its_chunks_and_a_download_under_way_answers_not_found(
+    place: Place,
+) -> None:
+    """A download reads the file's row, then each chunk: a deletion that commits between takes the chunks."""
+    data = os.urandom(100)
+    complete = await upload_whole(place, data, at=T0)
+    read = contract.ReadChunkQuery(by=user(BOB), file_id=complete, index=0)
+    async with place.pool.acquire() as conn:
+        assert base64.b64decode((await files.read_chunk(conn, place.objects, read)).data) == data
+        await place.objects.delete(files.chunk_name(uuid.UUID(complete), 0))  # as the deletion does, row still read
+        with pytest.raises(MessagingError, match="deleted") as refused:
+            await files.read_chunk(conn, place.objects, read)
+        assert refused.value.code == "not_found"
+        gone = await files.remove(conn, contract.FileQuery(by=user(ALICE), file_id=complete), now=T0)
+        assert (gone.what, await file_rows(place)) == ("deleted", {})
+        await files.remove_chunks_of(conn, place.objects, gone.file_id, gone.chunks)  # gone already: nothing to do
+        assert await conn.fetchval("SELECT count(*) FROM file_removals") == 0
+        told = "SELECT count(*) FROM outbox WHERE subject = 'fog.evt.messaging.file.deleted.v1'"
+        assert await conn.fetchval(told) == 1
 
 
 async def test_a_member_has_at_most_open_max_uploads_under_way_even_when_starting_them_at_once(place: Place) -> None:
