@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from fog_gateway.calls import ServiceCalls, problem_for
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 from fog_shared.commands.common import refusal_in
+
+KNOWN_KINDS = frozenset(get_args(contract.EntryKind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,12 @@ class Synced:
     more: bool
 
     def reply(self) -> dict[str, Any]:
-        """As ``GET /v1/sync`` answers it."""
-        return {"entries": self.entries, "next": self.next, "limited": self.limited, "gap": self.gap, "more": self.more}
+        """As ``GET /v1/sync`` answers it. Its schema lists the kinds of entry: one of a kind this gateway does not
+        know (a newer messaging's, during a rollout) is left out, as unknown fields are (``fog_gateway.tolerant``);
+        ``next`` still passes it. A live stream's frame passes such entries on: clients skip kinds they do not know.
+        """
+        entries = [entry for entry in self.entries if entry.get("kind") in KNOWN_KINDS]
+        return {"entries": entries, "next": self.next, "limited": self.limited, "gap": self.gap, "more": self.more}
 
     def frame(self) -> str:
         """As a live stream sends it: a ``sync`` frame (the entries' text is not made again)."""

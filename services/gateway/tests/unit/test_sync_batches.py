@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fog_gateway.problems import Problem
-from fog_gateway.sync_batches import SyncBatcher
+from fog_gateway.sync_batches import SyncBatcher, Synced
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import messaging as contract
 from fog_shared.commands.auth import Principal
@@ -121,3 +121,14 @@ async def test_an_answer_that_does_not_fit_or_never_comes_fails_every_caller_of_
         outcomes = await asyncio.gather(syncs.sync(query("ann", 0)), return_exceptions=True)
     assert len(outcomes) == 1
     assert isinstance(outcomes[0], ServiceUnavailable)
+
+
+def test_an_entry_of_a_kind_this_gateway_does_not_know_is_left_out_of_the_answer_and_passed_on_live() -> None:
+    """A newer messaging may add kinds of entry: the JSON answer (whose schema lists the kinds) leaves it out,
+    instead of failing; a live stream's frame carries it on, for clients that skip kinds they do not know."""
+    known, newer = TIMELINE[1], {"position": 2, "conversation_id": "c", "kind": "poll_created", "poll": {}}
+    texts = [json.dumps(known), json.dumps(newer)]
+    synced = Synced(entries=[known, newer], texts=texts, next="s2", limited=False, gap=None, more=False)
+    assert synced.reply()["entries"] == [known]
+    assert synced.reply()["next"] == "s2"
+    assert [entry["kind"] for entry in json.loads(synced.frame())["entries"]] == ["message", "poll_created"]
