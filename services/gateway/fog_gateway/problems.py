@@ -25,6 +25,8 @@ STATUS_BY_CODE = {
     "use_transfer": 409, "deleted": 409, "stale_clock": 409, "invalid_chunk": 422, "chunk_corrupt": 422,
     "checksum_mismatch": 422, "incomplete": 409, "complete": 409, "too_many_uploads": 409, "invalid_signature": 422,
     "too_many_labels": 422,
+    # scheduler
+    "too_many_waiting": 409,
     "service_unavailable": 503,
     # a service's bug (ServiceRuntime.answer logs it)
     "internal_error": 500,

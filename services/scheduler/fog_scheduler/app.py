@@ -35,7 +35,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         placement.attach(runtime.pool)
 
     runtime.on_start(attach_placement)
-    handlers.register(runtime, placement)
+    handlers.register(runtime, placement, waiting_max=settings.waiting_jobs_max_per_owner)
     # Sent on the raw client (fog_shared.bus.push); declared here so that AsyncAPI shows the channel.
     runtime.broker.publisher(
         ASSIGNMENTS, title="assignments", schema=AssignmentPush,

@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from fog_scheduler.domain import WAITING_MAX
 from fog_shared.settings import CommonSettings
 
 
@@ -27,6 +28,9 @@ class Settings(CommonSettings):
     #: with a job placed at submit, tell its node before the insert commits, so that it gets the job ready
     #: to start meanwhile (off: the node hears of it once it is committed)
     prepare_at_submit: bool = True
+    #: jobs of one owner that may wait for a node at once: a submit past it is refused (409 ``too_many_waiting``).
+    #: Every placement cycle ranks all waiting jobs, so one owner's millions would slow everyone's placements.
+    waiting_jobs_max_per_owner: int = Field(default=WAITING_MAX, ge=1)
     #: how often the leading replica counts the jobs not ended yet (``fog_scheduler_jobs``)
     queue_gauges_every_s: float = 5.0
     #: an ended job (its output and explanation too) is deleted this long after it ended; an array's jobs

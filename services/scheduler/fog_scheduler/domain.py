@@ -238,6 +238,15 @@ def after_failure(attempt: int, max_attempts: int) -> Literal["retry", "give up"
     return "retry" if attempt < max_attempts else "give up"
 
 
+#: jobs of one owner that may wait for a node at once, unless the settings say otherwise
+WAITING_MAX = 200_000
+
+
+def may_queue(waiting: int, adding: int, waiting_max: int) -> bool:
+    """Whether an owner with ``waiting`` jobs waiting may add ``adding`` more: at most ``waiting_max`` wait."""
+    return waiting + adding <= waiting_max
+
+
 def unseen_output(stored: int, offset: int, data: str) -> str:
     """Of ``data``, which starts at character ``offset`` of an attempt's output, the part past the ``stored``
     characters already kept: empty when it holds nothing new, and when it would leave a gap (it never

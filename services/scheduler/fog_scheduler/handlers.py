@@ -20,7 +20,7 @@ from fog_shared.runtime import ServiceRuntime
 NODES = next(c for c in CONSUMERS if c.durable == "scheduler__nodes")
 
 
-def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
+def register(runtime: ServiceRuntime, placement: PlacementLoop, *, waiting_max: int) -> None:
     broker, group = runtime.broker, queue_group("scheduler")
 
     answer = runtime.answer
@@ -29,7 +29,7 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     async def submit(body: contract.SubmitCommand) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:
             async with placement.at_submit() as place:
-                submitted = await service.submit(conn, body, now=_now(), place=place)
+                submitted = await service.submit(conn, body, now=_now(), place=place, waiting_max=waiting_max)
             if place is None:
                 placement.wake()  # committed: this replica's loop, if it leads, need not wait for the NOTIFY
             return {"job": submitted["job"].model_dump(mode="json"), "created": submitted["created"]}
@@ -39,7 +39,7 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop) -> None:
     @broker.subscriber(contract.SUBMIT_ARRAY, queue=group, title="submit_array")
     async def submit_array(body: contract.SubmitArrayCommand) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> contract.ArrayView:
-            submitted = await service.submit_array(conn, body, now=_now())
+            submitted = await service.submit_array(conn, body, now=_now(), waiting_max=waiting_max)
             placement.wake()
             return submitted
 

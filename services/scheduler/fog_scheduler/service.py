@@ -102,9 +102,15 @@ class PlaceNew(Protocol):
 
 
 async def submit(
-    conn: asyncpg.Connection, command: contract.SubmitCommand, *, now: datetime, place: PlaceNew | None = None
+    conn: asyncpg.Connection,
+    command: contract.SubmitCommand,
+    *,
+    now: datetime,
+    place: PlaceNew | None = None,
+    waiting_max: int = domain.WAITING_MAX,
 ) -> dict[str, Any]:
-    """One job; a repeated idempotency key returns the job it made the first time.
+    """One job; a repeated idempotency key returns the job it made the first time. An owner with
+    ``waiting_max`` jobs waiting already is refused (``too_many_waiting``).
 
     With ``place``, the job may be inserted placed already (see ``PlacementLoop.at_submit``). The job and
     its events are one statement (``outbox.record_with``), after the capacity read when placing: a lone
@@ -120,12 +126,17 @@ async def submit(
         await place.preparing(placement.node_id, made.assignment)
     row = (new.id, owner, spec.name, None, None, new.spec, spec.priority, spec.idempotency_key, now, correlation,
            made.ids[-1])  # fmt: skip
-    change, args = store.insert_job(row, None if placement is None else (placement.node_id, placement.explanation))
+    placed = None if placement is None else (placement.node_id, placement.explanation)
+    change, args = store.insert_job(row, placed, waiting_max=waiting_max)
     inserted = await outbox.record_with(
         conn, change, args, made.events, source=SOURCE, causes=made.causes, ids=made.ids
     )
-    if not inserted:  # only a used key inserts nothing (a concurrent first use waits for its commit)
-        return {"job": view(await _first_with_key(conn, owner, spec.idempotency_key)), "created": False}
+    if not inserted:  # a used key (a concurrent first use waits for its commit), or too many waiting
+        first = None if spec.idempotency_key is None else await store.job_by_key(conn, owner, spec.idempotency_key)
+        if first is not None:
+            return {"job": view(first), "created": False}
+        await _check_waiting(conn, owner, 1, waiting_max)
+        raise SchedulerError("deleted", "the job this idempotency key names is gone; submit again")
     if place is not None and placement is not None:
         place.assigned(placement.node_id, made.assignment)
     return {"job": view(inserted[0]), "created": True}
@@ -158,9 +169,14 @@ def _events_of(
 
 
 async def submit_array(
-    conn: asyncpg.Connection, command: contract.SubmitArrayCommand, *, now: datetime
+    conn: asyncpg.Connection,
+    command: contract.SubmitArrayCommand,
+    *,
+    now: datetime,
+    waiting_max: int = domain.WAITING_MAX,
 ) -> contract.ArrayView:
-    """N jobs from one spec in one transaction (COPY); each sees its index in ``FOG_ARRAY_INDEX``."""
+    """N jobs from one spec in one transaction (COPY); each sees its index in ``FOG_ARRAY_INDEX``. Refused
+    (``too_many_waiting``) when the owner would then have more than ``waiting_max`` jobs waiting."""
     spec, count, owner = command.request.spec, command.request.count, command.owner_id
     array_id = uuid.uuid4()
     async with conn.transaction():
@@ -169,6 +185,7 @@ async def submit_array(
             existing = await store.array_by_key(conn, owner, spec.idempotency_key)
             if existing is not None:
                 return await _array_view(conn, existing["id"], existing["count"])
+        await _check_waiting(conn, owner, count, waiting_max)
         await store.insert_array(conn, array_id, owner, count, spec.idempotency_key, now)
         base = spec.model_dump(mode="json")
         base["idempotency_key"] = None  # the key names the array; the jobs need none of their own
@@ -187,11 +204,16 @@ async def submit_array(
     )
 
 
-async def _first_with_key(conn: asyncpg.Connection, owner: str, key: str | None) -> asyncpg.Record:
-    existing = None if key is None else await store.job_by_key(conn, owner, key)
-    if existing is None:  # removed since the insert met it, or no key at all (which never conflicts)
-        raise SchedulerError("deleted", "the job this idempotency key names is gone; submit again")
-    return existing
+async def _check_waiting(conn: asyncpg.Connection, owner: str, adding: int, waiting_max: int) -> None:
+    """Refuse ``adding`` more jobs to an owner who would then have more than ``waiting_max`` waiting: one owner's
+    queue is ranked by every placement cycle, so without a bound it slows everyone's placements."""
+    waiting = await store.waiting_of(conn, owner, waiting_max)
+    if not domain.may_queue(waiting, adding, waiting_max):
+        raise SchedulerError(
+            "too_many_waiting",
+            f"you have {waiting:,} jobs waiting for a node; at most {waiting_max:,} may wait: let some run, or"
+            " cancel some, then submit again",
+        )
 
 
 async def _serialise_key(conn: asyncpg.Connection, owner: str, key: str) -> None:

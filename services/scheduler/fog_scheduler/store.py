@@ -20,24 +20,37 @@ VIEW_COLUMNS = (
 PLACED = ("assigned", "running")
 
 
-def insert_job(row: tuple[Any, ...], placed: tuple[str, dict[str, Any]] | None) -> tuple[str, list[Any]]:
+def insert_job(
+    row: tuple[Any, ...], placed: tuple[str, dict[str, Any]] | None, *, waiting_max: int
+) -> tuple[str, list[Any]]:
     """The statement (and its arguments) that inserts one job, with the columns of :func:`insert_jobs`:
     ``pending``, or ``assigned`` to ``placed`` (node, explanation) when placement decided it at its submit.
 
     It returns the job's view, or nothing when the owner used its idempotency key before (the first
-    job stands). Run it with ``outbox.record_with``: the job and its events in one round trip.
+    job stands) or already has ``waiting_max`` jobs waiting. Run it with ``outbox.record_with``: the job
+    and its events in one round trip.
     """
     node_id, explain = placed if placed is not None else (None, None)
     status = "pending" if placed is None else "assigned"
     sql = (
         "INSERT INTO jobs (id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,"
         " correlation_id, last_event_id, status, node_id, explain, assigned_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-        " CASE WHEN $13::text IS NULL THEN NULL ELSE $9::timestamptz END)"
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+        " CASE WHEN $13::text IS NULL THEN NULL ELSE $9::timestamptz END"
+        f" WHERE ({_WAITING.format(owner='$2', limit='$15')}) < $15"
         " ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         f" RETURNING {VIEW_COLUMNS}"
     )
-    return sql, [*row, status, node_id, explain]
+    return sql, [*row, status, node_id, explain, waiting_max]
+
+
+#: how many of an owner's jobs wait, counted up to a limit (an index range of that many entries at most)
+_WAITING = "SELECT count(*) FROM (SELECT FROM jobs WHERE owner_id = {owner} AND status = 'pending' LIMIT {limit}) w"
+
+
+async def waiting_of(conn: asyncpg.Connection, owner_id: str, limit: int) -> int:
+    """How many of the owner's jobs wait for a node, counting up to ``limit``."""
+    return int(await conn.fetchval(_WAITING.format(owner="$1", limit="$2"), owner_id, limit))
 
 
 async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
