@@ -117,6 +117,7 @@ def node_table(nodes: list[Node]) -> Table:
     table.add_column("region")
     table.add_column("reputation", justify="right")
     table.add_column("last heartbeat")
+    table.add_column("agent")
     for node in nodes:
         table.add_row(
             node.id,
@@ -127,9 +128,18 @@ def node_table(nodes: list[Node]) -> Table:
             node.region or "-",
             f"{node.reputation:.2f}",
             when(node.last_heartbeat_at, NEVER),
+            _version(node.agent),
             style="dim" if node.status in ("down", "deregistered") else None,
         )
     return table
+
+
+def _version(agent: str | None) -> str:
+    """``fog-agent/0.4.0`` as ``0.4.0`` (the column says whose), another agent's name whole."""
+    if agent is None:
+        return "-"
+    name, _, version = agent.partition(" ")[0].partition("/")
+    return version if name == "fog-agent" and version else agent
 
 
 def node_rows(node: Node) -> dict[str, str]:
@@ -148,6 +158,7 @@ def node_rows(node: Node) -> dict[str, str]:
         "platform": f"{capabilities.os} ({capabilities.arch})",
         "gpus": ", ".join(gpus) or "-",
         "job_networks": ", ".join(capabilities.networks),
+        "agent": node.agent or "-",
         "labels": ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-",
         "reputation": f"{node.reputation:.2f}",
         "running_jobs": str(node.running_jobs),

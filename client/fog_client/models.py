@@ -135,6 +135,8 @@ class Node(_Reply):
     last_heartbeat_at: datetime | None = None
     registered_at: datetime
     status_changed_at: datetime
+    #: what its agent said it is at its last beat (``fog-agent/0.4.0``)
+    agent: str | None = None
 
 
 class RegisteredNode(_Reply):

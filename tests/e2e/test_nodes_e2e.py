@@ -22,6 +22,7 @@ import pytest
 from devstack_driver import RunningStack, email, fogctl, heartbeat_interval, open_stack
 from websockets.asyncio.client import connect
 
+from fog_agent import __version__ as agent_version
 from fog_client import ApiError, Capabilities, FogClient
 from fog_shared.events.registry import NodeStatusChanged
 from fog_shared.testing.waiting import wait_until
@@ -116,6 +117,7 @@ async def test_the_dev_stack_runs_two_agents_as_ready_nodes(stack: RunningStack)
 
     nodes = await wait_until(two_ready, timeout=3 * INTERVAL_S + 10, interval=0.5, what="two dev agents ready")
     assert sorted(n["name"] for n in nodes) == ["dev-agent-1", "dev-agent-2"]
+    assert [n["agent"] for n in nodes] == [f"fog-agent/{agent_version}"] * 2  # what each node runs
 
 
 async def test_an_agent_joins_dies_and_comes_back(stack: RunningStack, tmp_path: Path) -> None:

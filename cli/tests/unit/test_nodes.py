@@ -31,7 +31,7 @@ def node(node_id: str, **changes: Any) -> dict[str, Any]:
         "id": node_id, "name": f"edge-{node_id}", "owner_id": "u1", "status": "ready", "capabilities": capabilities,
         "labels": {"zone": "a"}, "region": "eu-west", "location": {"lat": 52.37, "lon": 4.89}, "reputation": 0.5,
         "running_jobs": 0, "usage": {"cpu_percent": 12.5, "memory_used_bytes": 4 * GIB, "disk_used_bytes": 100 * GIB},
-        "last_heartbeat_at": NOW, "registered_at": NOW, "status_changed_at": NOW,
+        "last_heartbeat_at": NOW, "registered_at": NOW, "status_changed_at": NOW, "agent": "fog-agent/0.4.0",
     }  # fmt: skip
     return {**body, **changes}
 
@@ -46,7 +46,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self.current = 1
-        self.nodes = {"n1": node("n1"), "n2": node("n2", region=None, last_heartbeat_at=None, status="down")}
+        never_heard = node("n2", region=None, last_heartbeat_at=None, status="down", agent=None)
+        self.nodes = {"n1": node("n1"), "n2": never_heard}
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -115,10 +116,11 @@ def cells(out: str, border: str) -> list[list[str]]:
 def test_list_shows_a_table_of_the_nodes(gateway: Gateway, logged_in: Session) -> None:
     code, out, err = fogctl("node", "list")
     assert code == 0, err
-    assert cells(out, "┃") == [["id", "name", "status", "cores", "memory", "region", "reputation", "last heartbeat"]]
+    header = ["id", "name", "status", "cores", "memory", "region", "reputation", "last heartbeat", "agent"]
+    assert cells(out, "┃") == [header]
     assert cells(out, "│") == [
-        ["n1", "edge-n1", "ready", "8", "16.0 GiB", "eu-west", "0.50", "2030-01-02 03:04:05 UTC"],
-        ["n2", "edge-n2", "down", "8", "16.0 GiB", "-", "0.50", "never"],
+        ["n1", "edge-n1", "ready", "8", "16.0 GiB", "eu-west", "0.50", "2030-01-02 03:04:05 UTC", "0.4.0"],
+        ["n2", "edge-n2", "down", "8", "16.0 GiB", "-", "0.50", "never", "-"],
     ]
 
 

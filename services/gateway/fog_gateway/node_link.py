@@ -38,7 +38,7 @@ from fog_gateway.security import Principal
 from fog_gateway.tolerant import read, read_as
 from fog_shared.bus.rpc import ServiceUnavailable
 from fog_shared.commands import scheduler
-from fog_shared.commands.registry import HEARTBEATS, MAX_BATCH_ITEMS, Heartbeat
+from fog_shared.commands.registry import AGENT_MAX, HEARTBEATS, MAX_BATCH_ITEMS, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,8 @@ class NodeSession:
         self._reported = asyncio.Event()
         assert node.node_id is not None
         self.node_id: str = node.node_id
+        #: what the agent says it is (``fog-agent/0.4.0``), told to the registry with each beat
+        self.agent = agent_of(websocket.headers.get("user-agent"))
 
     async def serve(self) -> None:
         welcome = {
@@ -231,6 +233,7 @@ class NodeSession:
             return await self._report(message)
         if kind != "heartbeat":
             return await self._refuse("invalid", f"unknown message type {kind!r}")
+        message["agent"] = self.agent  # from the connection: the agent's own word, once, not per beat
         try:
             heartbeat = read(Heartbeat, message)
         except ValidationError as exc:
@@ -328,6 +331,14 @@ class NodeSession:
     async def _refuse(self, code: str, detail: str) -> bool:
         await self.websocket.send_json({"type": "error", "code": code, "detail": detail})
         return True
+
+
+def agent_of(user_agent: str | None) -> str | None:
+    """The ``User-Agent`` an agent connected with, as the registry keeps it: printable, ``AGENT_MAX`` at most."""
+    if not user_agent:
+        return None
+    printable = "".join(c for c in user_agent if c.isprintable()).strip()
+    return printable[:AGENT_MAX] or None
 
 
 def take_batch(reports: deque[AgentReport]) -> list[AgentReport]:

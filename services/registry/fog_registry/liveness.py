@@ -63,7 +63,7 @@ class LivenessMonitor:
         self._deaf = False
         self.leading = False
         self.grace_until = 0.0
-        self._pending: dict[str, tuple[datetime, dict[str, float], int]] = {}
+        self._pending: dict[str, tuple[datetime, dict[str, float], int, str | None]] = {}
         #: status changes decided but not written (their transaction failed): written with the next
         #: ones, since the nodes' state in memory has already moved on past them
         self._unwritten: list[domain.Transition] = []
@@ -91,7 +91,9 @@ class LivenessMonitor:
             self.sources[batch.source] = now
         for beat in batch.heartbeats:
             usage = beat.usage.model_dump()
-            self.live[beat.node_id] = {"seen_at": wall, "usage": usage, "running_jobs": beat.running_jobs}
+            self.live[beat.node_id] = {
+                "seen_at": wall, "usage": usage, "running_jobs": beat.running_jobs, "agent": beat.agent
+            }  # fmt: skip
         for node_id in batch.departed:
             self.live.pop(node_id, None)
         if not self.leading:
@@ -103,7 +105,7 @@ class LivenessMonitor:
             if node is None:
                 continue  # deregistered, or never registered: nothing to keep alive
             usage = beat.usage.model_dump()
-            self._pending[beat.node_id] = (wall, usage, beat.running_jobs)
+            self._pending[beat.node_id] = (wall, usage, beat.running_jobs, beat.agent)
             node.source = batch.source
             moved = domain.on_heartbeat(
                 node, now=now, seq=beat.seq, running_jobs=beat.running_jobs, usage=usage, policy=self.policy

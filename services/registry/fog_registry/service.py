@@ -36,10 +36,11 @@ class RegistryError(Refusal):
 
 
 def view(row: asyncpg.Record, live: dict[str, Any] | None = None) -> contract.NodeView:
-    """A node as the API shows it; ``live`` (seen_at, usage, running_jobs) is fresher than the row."""
+    """A node as the API shows it; ``live`` (seen_at, usage, running_jobs, agent) is fresher than the row."""
     values = dict(row)
     if live is not None and (values["last_heartbeat_at"] is None or live["seen_at"] > values["last_heartbeat_at"]):
-        values |= {"last_heartbeat_at": live["seen_at"], "usage": live["usage"], "running_jobs": live["running_jobs"]}
+        values |= {"last_heartbeat_at": live["seen_at"], "usage": live["usage"], "running_jobs": live["running_jobs"],
+                   "agent": live["agent"]}  # fmt: skip
     values.pop("draining", None)
     return contract.NodeView(**values)
 

@@ -14,7 +14,7 @@ import asyncpg
 
 COLUMNS = (
     "id, owner_id, name, capabilities, labels, region, location, status, status_changed_at, draining,"
-    " last_heartbeat_at, usage, running_jobs, reputation, registered_at"
+    " last_heartbeat_at, usage, running_jobs, reputation, registered_at, agent"
 )
 
 
@@ -137,7 +137,7 @@ async def live_flags(conn: asyncpg.Connection, node_ids: Sequence[str] | None = 
 
 
 async def write_heartbeats(
-    conn: asyncpg.Connection, beats: Sequence[tuple[str, datetime, dict[str, float], int]]
+    conn: asyncpg.Connection, beats: Sequence[tuple[str, datetime, dict[str, float], int, str | None]]
 ) -> None:
     """One statement for a whole batch (heartbeats are never a transaction each), after the rows are
     locked in id order. The update alone locks them in whatever order its plan meets them (a hash
@@ -148,10 +148,10 @@ async def write_heartbeats(
     async with conn.transaction():
         await conn.execute("SELECT FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", ids)
         await conn.execute(
-            "UPDATE nodes SET last_heartbeat_at = b.seen_at, usage = b.usage, running_jobs = b.running_jobs"
-            " FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[]) AS b(id, seen_at, usage, running_jobs)"
-            " WHERE nodes.id = b.id",
-            ids, [b[1] for b in beats], [b[2] for b in beats], [b[3] for b in beats],
+            "UPDATE nodes SET last_heartbeat_at = b.seen_at, usage = b.usage, running_jobs = b.running_jobs,"
+            " agent = b.agent FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[], $5::text[])"
+            " AS b(id, seen_at, usage, running_jobs, agent) WHERE nodes.id = b.id",
+            ids, [b[1] for b in beats], [b[2] for b in beats], [b[3] for b in beats], [b[4] for b in beats],
         )  # fmt: skip
 
 

@@ -85,6 +85,10 @@ class Usage(Strict):
     disk_used_bytes: NonNegative
 
 
+#: characters of an agent's name and version kept (a ``User-Agent`` may be longer)
+AGENT_MAX = 100
+
+
 class Heartbeat(Strict):
     """One beat of one node, as its agent sends it (``type`` is the WebSocket message type)."""
 
@@ -93,6 +97,9 @@ class Heartbeat(Strict):
     seq: int = Field(ge=0, le=2**62)
     running_jobs: int = Field(ge=0, le=100_000)
     usage: Usage
+    #: the agent's software and version (``fog-agent/0.4.0``): the gateway sets it from the WebSocket's
+    #: ``User-Agent``, whatever the agent put here
+    agent: str | None = Field(default=None, max_length=AGENT_MAX)
 
 
 #: beats (and departures) per batch; a gateway splits larger flushes
@@ -123,6 +130,8 @@ class NodeView(Strict):
     last_heartbeat_at: Timestamp | None
     registered_at: Timestamp
     status_changed_at: Timestamp
+    #: what its agent said it is at its last beat (``fog-agent/0.4.0``); none before its first
+    agent: str | None = None
 
 
 class RegisteredNode(Strict):

@@ -7,11 +7,13 @@ served by uvicorn on a real port, all on the session's real NATS and Postgres.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import nats
 import pytest
 from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
@@ -314,3 +316,33 @@ class _Beating:
                     await task
 
         return run()
+
+
+async def test_a_node_shows_the_agent_it_runs_as_its_connection_said(stack: Stack, gateway_url: str) -> None:
+    """Owners upgrade agents one node at a time: each node shows what its agent said it is when it connected."""
+    owner = await provider(stack)
+    registered = await register_node(stack, owner)
+    node_id, credential = registered["node"]["id"], registered["credential"]
+    assert registered["node"]["agent"] is None  # nothing said yet
+    db = stack.registry_db
+    conn = await asyncpg.connect(db.dsn, server_settings={"search_path": db.schema})
+    ws_url = gateway_url.replace("http://", "ws://") + "/v1/nodes/connect"
+    try:
+        for seq, version in enumerate(("fog-agent/1.2.3", "fog-agent/1.3.0"), start=1):
+            headers = {"Authorization": f"Bearer {credential}"}
+            async with await connect(ws_url, additional_headers=headers, user_agent_header=version) as ws:
+                await ws.recv()  # welcome
+                claim = {**json.loads(heartbeat(node_id, seq)), "agent": "fog-agent/99"}  # the connection's word wins
+                await ws.send(json.dumps(claim))
+                await wait_until(functools.partial(_shows, stack, owner, node_id, version), what=f"{version} shown")
+                await wait_until(functools.partial(_written, conn, node_id, version), what=f"{version} written")
+    finally:
+        await conn.close()
+
+
+async def _shows(stack: Stack, owner: dict[str, str], node_id: str, agent: str) -> bool:
+    return bool((await stack.http.get(f"/v1/nodes/{node_id}", headers=owner)).json()["agent"] == agent)
+
+
+async def _written(conn: asyncpg.Connection, node_id: str, agent: str) -> bool:
+    return bool(await conn.fetchval("SELECT agent FROM nodes WHERE id = $1", node_id) == agent)

@@ -125,7 +125,7 @@ async def test_status_changes_lock_node_rows_in_id_order(
 
 
 async def test_heartbeats_are_written_in_id_order(pool: asyncpg.Pool) -> None:
-    beats = [(node_id, NOW, {"cpu": 0.5}, 1) for node_id in NODE_IDS]
+    beats = [(node_id, NOW, {"cpu": 0.5}, 1, "fog-agent/1.0") for node_id in NODE_IDS]
 
     async def write() -> None:
         async with pool.acquire() as conn:
