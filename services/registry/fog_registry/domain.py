@@ -78,6 +78,8 @@ class NodeLiveness:
     #: the gateway that relayed its latest beat
     source: str | None = None
     usage: dict[str, float] | None = field(default=None)
+    #: what its agent said it is (``fog-agent/0.4.0``), as of its latest beat
+    agent: str | None = None
 
     def alive_status(self) -> str:
         return DRAINING if self.draining else READY

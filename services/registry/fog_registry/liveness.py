@@ -106,7 +106,7 @@ class LivenessMonitor:
                 continue  # deregistered, or never registered: nothing to keep alive
             usage = beat.usage.model_dump()
             self._pending[beat.node_id] = (wall, usage, beat.running_jobs, beat.agent)
-            node.source = batch.source
+            node.source, node.agent = batch.source, beat.agent
             moved = domain.on_heartbeat(
                 node, now=now, seq=beat.seq, running_jobs=beat.running_jobs, usage=usage, policy=self.policy
             )
@@ -131,7 +131,7 @@ class LivenessMonitor:
         try:
             await self._step()
         finally:
-            show_liveness(self.nodes.values(), leading=self.leading, deaf=self._deaf)
+            show_liveness(list(self.nodes.values()), leading=self.leading, deaf=self._deaf)
 
     async def _step(self) -> None:
         if not self.leading:

@@ -162,9 +162,9 @@ async def test_a_status_change_whose_write_failed_is_made_by_the_next_tick(
     assert sorted(await announced(pool)) == [(n, domain.DOWN) for n in NODE_IDS]
 
 
-def batch(node_ids: list[str], source: str = "gateway-1") -> HeartbeatBatch:
+def batch(node_ids: list[str], source: str = "gateway-1", agent: str | None = None) -> HeartbeatBatch:
     usage = Usage(cpu_percent=1.0, memory_used_bytes=1, disk_used_bytes=1)
-    beats = [Heartbeat(node_id=node_id, seq=1, running_jobs=0, usage=usage) for node_id in node_ids]
+    beats = [Heartbeat(node_id=node_id, seq=1, running_jobs=0, usage=usage, agent=agent) for node_id in node_ids]
     return HeartbeatBatch(source=source, heartbeats=beats)
 
 
@@ -207,17 +207,24 @@ async def test_the_leader_shows_the_nodes_by_status_and_its_deafness_and_a_stand
     await leader.step()
     assert (gauge("fog_registry_leading"), gauge("fog_registry_deaf")) == (1, 1)
     assert gauge("fog_registry_nodes", status="ready") == len(NODE_IDS)
+    assert gauge("fog_registry_nodes_by_agent", agent="unknown") == len(NODE_IDS)
 
+    upgraded, odd = NODE_IDS[:15], NODE_IDS[15:20]
     for _ in range(int(POLICY.restart_grace_s) + 1):  # heard again, half of them: the others go down
         clock.now += 1
-        await leader.on_batch(batch(NODE_IDS[:20]))
+        await leader.on_batch(batch(upgraded, agent="fog-agent/1.1.0"))
+        await leader.on_batch(batch(odd, agent="curl/8.5.0"))
         await leader.step()
     assert gauge("fog_registry_deaf") == 0
     counts = {status: gauge("fog_registry_nodes", status=status) for status in ("ready", "suspect", "down")}
     assert counts == {"ready": 20, "suspect": 0, "down": 20}
+    by_agent = {agent: gauge("fog_registry_nodes_by_agent", agent=agent)
+                for agent in ("fog-agent/1.1.0", "other", "unknown")}  # fmt: skip
+    assert by_agent == {"fog-agent/1.1.0": 15, "other": 5, "unknown": None}  # the down ones are not counted
 
     standby = LivenessMonitor(LeaderLock(db.dsn, db.schema, "liveness"), POLICY, clock=clock)
     standby.attach(pool)
     await standby.step()
     assert not standby.leading
     assert (gauge("fog_registry_leading"), gauge("fog_registry_nodes", status="ready")) == (0, 0)
+    assert gauge("fog_registry_nodes_by_agent", agent="fog-agent/1.1.0") is None
