@@ -23,7 +23,8 @@ STATUS_BY_CODE = {
     "invalid_clock": 422, "invalid_reply_to": 422, "invalid_receipt": 422, "invalid_member": 422,
     "invalid_recipient": 422, "too_large": 422, "empty": 422, "group_full": 409, "owner_must_transfer": 409,
     "use_transfer": 409, "deleted": 409, "stale_clock": 409, "invalid_chunk": 422, "chunk_corrupt": 422,
-    "checksum_mismatch": 422, "incomplete": 409, "complete": 409, "too_many_uploads": 409, "invalid_signature": 422,
+    "checksum_mismatch": 422, "incomplete": 409, "complete": 409, "too_many_uploads": 409, "quota_exceeded": 409,
+    "invalid_signature": 422,
     "too_many_labels": 422,
     # scheduler
     "too_many_waiting": 409,

@@ -2,8 +2,10 @@
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from fog_messaging.domain.files import FILES_BYTES_MAX
 from fog_shared.settings import CommonSettings
 
 DAY_S = 86_400.0
@@ -29,6 +31,9 @@ class Settings(CommonSettings):
     upload_sweep_every_s: float = 600.0
     #: the most uploads one member may have under way (each may hold up to 64 MiB until it ends)
     uploads_open_max: int = 16
+    #: the most bytes of files one member keeps (complete, and under way): a start past it is refused (409
+    #: ``quota_exceeded``) until the member deletes some. Complete files are kept until deleted.
+    files_bytes_max_per_member: int = Field(default=FILES_BYTES_MAX, ge=1)
     #: publish each change's timeline entries to the gateways as soon as it commits (the fast
     #: path of live streams); without it they learn of changes from the events alone
     push_timeline: bool = True

@@ -238,7 +238,8 @@ def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) 
 
     @broker.subscriber(contract.START_UPLOAD, queue=group, title="start_upload")
     async def start_upload(body: contract.StartUploadCommand) -> dict[str, Any]:
-        return await answer(lambda conn: files.start(conn, body, now=_now(), open_max=settings.uploads_open_max))
+        limits = {"open_max": settings.uploads_open_max, "bytes_max": settings.files_bytes_max_per_member}
+        return await answer(lambda conn: files.start(conn, body, now=_now(), **limits))
 
     @broker.subscriber(contract.PUT_CHUNK, queue=group, title="put_chunk")
     async def put_chunk(body: contract.ChunkCommand) -> dict[str, Any]:

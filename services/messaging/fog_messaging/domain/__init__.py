@@ -47,7 +47,9 @@ from fog_messaging.domain.conversations import (
     transfer,
 )
 from fog_messaging.domain.files import (
+    FILES_BYTES_MAX,
     check_chunk,
+    check_quota,
     chunk_count,
     expected_chunk_size,
     missing_chunks,
@@ -69,6 +71,7 @@ from fog_messaging.domain.sync import (
 
 __all__ = [
     "DEVICE_ID",
+    "FILES_BYTES_MAX",
     "MAX_CLOCK_COUNTER",
     "MAX_CLOCK_DEVICES",
     "MAX_GROUP_MEMBERS",
@@ -90,6 +93,7 @@ __all__ = [
     "check_device_counter",
     "check_edit",
     "check_group_size",
+    "check_quota",
     "check_remove",
     "check_set_role",
     "check_signed_prekey",

@@ -29,5 +29,19 @@ def check_chunk(size: int, index: int, chunk_bytes: int, length: int, claimed_sh
         raise Rejected("chunk_corrupt", f"chunk {index} does not match its SHA-256")
 
 
+#: bytes of files a member keeps at most, unless the settings say otherwise (``files_bytes_max_per_member``)
+FILES_BYTES_MAX = 10 * 1024**3
+
+
+def check_quota(kept_bytes: int, adding_bytes: int, bytes_max: int) -> None:
+    """A member keeps at most ``bytes_max`` bytes of files (complete, and under way)."""
+    if kept_bytes + adding_bytes > bytes_max:
+        raise Rejected(
+            "quota_exceeded",
+            f"your files take {kept_bytes:,} bytes; with this one they would pass the {bytes_max:,} you may keep:"
+            " delete some (DELETE /v1/files/{id}) first",
+        )
+
+
 def missing_chunks(count: int, received: Iterable[int]) -> list[int]:
     return sorted(set(range(count)) - set(received))

@@ -57,11 +57,16 @@ def _no_file() -> MessagingError:
 
 
 async def start(
-    conn: asyncpg.Connection, command: contract.StartUploadCommand, *, now: datetime, open_max: int
+    conn: asyncpg.Connection,
+    command: contract.StartUploadCommand,
+    *,
+    now: datetime,
+    open_max: int,
+    bytes_max: int = domain.FILES_BYTES_MAX,
 ) -> contract.FileView:
     """Announce a file to a conversation you are in; then send its chunks. A member has at most ``open_max``
     uploads under way: each may hold up to 64 MiB of the object store until it completes, is cancelled, or is
-    removed for want of chunks."""
+    removed for want of chunks. And a member keeps at most ``bytes_max`` bytes of files, counting this one."""
     me, conversation_id, upload = member_of(command.by), conversation_uuid(command.conversation_id), command.upload
     if me not in await store.members(conn, conversation_id):
         raise MessagingError("not_found", "no such conversation")
@@ -79,6 +84,10 @@ async def start(
                 "too_many_uploads",
                 f"you have {open_max} uploads under way: complete one, or cancel one (DELETE /v1/files/{{id}}) first",
             )
+        try:
+            domain.check_quota(await store.kept_bytes(conn, me), upload.size, bytes_max)
+        except Rejected as rejected:
+            raise refusal(rejected) from None
         await store.insert_file(conn, values)
     return await _view(conn, file_id)
 
@@ -161,9 +170,9 @@ async def remove(conn: asyncpg.Connection, query: contract.FileQuery, *, now: da
             await store.remove_file(conn, file_id, now)
             return Removed(file_id, row["chunks"], "cancelled")
         roster = await store.members(conn, row["conversation_id"])
-        if me not in roster:
+        if me not in roster and me != row["uploaded_by"]:  # an uploader who left may still delete theirs
             raise _no_file()
-        if not domain.may_delete(me, roster[me], row["uploaded_by"]):
+        if not domain.may_delete(me, roster.get(me), row["uploaded_by"]):
             raise MessagingError("forbidden", "only the uploader, or a group's owner or admins, delete a file")
         await store.remove_file(conn, file_id, now)
         await _tell_deleted(conn, row, list(roster), me, now)

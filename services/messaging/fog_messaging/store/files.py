@@ -73,6 +73,12 @@ async def open_uploads(conn: asyncpg.Connection, member: str) -> int:
     return count
 
 
+async def kept_bytes(conn: asyncpg.Connection, member: str) -> int:
+    """How many bytes of files ``member`` keeps: complete, and announced under way (as large as they will be)."""
+    total: int = await conn.fetchval("SELECT coalesce(sum(size), 0) FROM files WHERE uploaded_by = $1", member)
+    return total
+
+
 #: after a CTE ``gone`` of deleted uploads (id, chunks): their chunks recorded for removal from the object store,
 #: in the statement that deletes their rows, at ``$2``
 _RECORD_REMOVALS = (

@@ -69,29 +69,31 @@ async def place(
     await pool.close()
 
 
-async def start(place: Place, data: bytes, *, at: datetime, by: str = ALICE, open_max: int = 16) -> str:
+async def start(
+    place: Place, data: bytes, *, at: datetime, by: str = ALICE, open_max: int = 16, bytes_max: int = 1 << 30
+) -> str:
     upload = contract.FileUploadRequest(name="f.bin", size=len(data), sha256=hashlib.sha256(data).hexdigest())
     command = contract.StartUploadCommand(by=user(by), conversation_id=place.conversation, upload=upload)
     async with place.pool.acquire() as conn:
-        return (await files.start(conn, command, now=at, open_max=open_max)).id
+        return (await files.start(conn, command, now=at, open_max=open_max, bytes_max=bytes_max)).id
 
 
-async def send_chunk(place: Place, file_id: str, data: bytes, index: int, *, at: datetime) -> None:
+async def send_chunk(place: Place, file_id: str, data: bytes, index: int, *, at: datetime, by: str = ALICE) -> None:
     chunk = data[index * contract.CHUNK_BYTES : (index + 1) * contract.CHUNK_BYTES]
     command = contract.ChunkCommand(
-        by=user(ALICE), file_id=file_id, index=index, sha256=hashlib.sha256(chunk).hexdigest(),
+        by=user(by), file_id=file_id, index=index, sha256=hashlib.sha256(chunk).hexdigest(),
         data=base64.b64encode(chunk).decode(),
     )  # fmt: skip
     async with place.pool.acquire() as conn:
         await files.put_chunk(conn, place.objects, command, now=at)
 
 
-async def upload_whole(place: Place, data: bytes, *, at: datetime) -> str:
-    file_id = await start(place, data, at=at)
+async def upload_whole(place: Place, data: bytes, *, at: datetime, by: str = ALICE, bytes_max: int = 1 << 30) -> str:
+    file_id = await start(place, data, at=at, by=by, bytes_max=bytes_max)
     for index in range(-(-len(data) // contract.CHUNK_BYTES)):
-        await send_chunk(place, file_id, data, index, at=at)
+        await send_chunk(place, file_id, data, index, at=at, by=by)
     async with place.pool.acquire() as conn:
-        await files.complete(conn, place.objects, contract.FileQuery(by=user(ALICE), file_id=file_id), now=at)
+        await files.complete(conn, place.objects, contract.FileQuery(by=user(by), file_id=file_id), now=at)
     return file_id
 
 
@@ -275,3 +277,30 @@ async def test_the_service_removes_idle_uploads_by_itself(place: Place, fog_serv
 
 def removed_idle() -> float:
     return REGISTRY.get_sample_value("fog_messaging_uploads_removed_total", {"reason": "idle"}) or 0.0
+
+
+async def test_a_member_keeps_at_most_bytes_max_of_files_and_deleting_one_frees_its_share(place: Place) -> None:
+    data, limit = os.urandom(100), 250  # two files of 100 bytes fit, a third does not
+    complete = await upload_whole(place, data, at=T0, bytes_max=limit)
+    under_way = await start(place, data, at=T0, bytes_max=limit)  # counted as large as it will be
+    with pytest.raises(MessagingError, match="your files take 200 bytes") as refused:
+        await start(place, data, at=T0, bytes_max=limit)
+    assert refused.value.code == "quota_exceeded"
+    await start(place, data, at=T0, by=BOB, bytes_max=limit)  # Bob's share is his own
+    async with place.pool.acquire() as conn:
+        await files.remove(conn, contract.FileQuery(by=user(ALICE), file_id=under_way), now=T0)  # cancelled
+    await start(place, data, at=T0, bytes_max=limit)
+    async with place.pool.acquire() as conn:
+        await files.remove(conn, contract.FileQuery(by=user(ALICE), file_id=complete), now=T0)  # deleted
+    await start(place, data, at=T0, bytes_max=limit)
+
+
+async def test_an_uploader_who_left_the_group_may_still_delete_their_file(place: Place) -> None:
+    bobs = await upload_whole(place, os.urandom(100), at=T0, by=BOB)
+    async with place.pool.acquire() as conn:
+        leaving = contract.RemoveMemberCommand(by=user(BOB), conversation_id=place.conversation, member_id=BOB)
+        await service.remove_member(conn, leaving, now=T0)
+        with pytest.raises(MessagingError, match="no such file"):  # no longer his to read
+            await files.get_file(conn, contract.FileQuery(by=user(BOB), file_id=bobs))
+        gone = await files.remove(conn, contract.FileQuery(by=user(BOB), file_id=bobs), now=T0)
+    assert (gone.what, await file_rows(place)) == ("deleted", {})
