@@ -135,7 +135,9 @@ async def submit(
         first = None if spec.idempotency_key is None else await store.job_by_key(conn, owner, spec.idempotency_key)
         if first is not None:
             return {"job": view(first), "created": False}
-        await _check_waiting(conn, owner, 1, waiting_max)
+        waiting = await store.waiting_of(conn, owner, waiting_max)
+        if spec.idempotency_key is None or not domain.may_queue(waiting, 1, waiting_max):
+            raise _too_many_waiting(waiting, waiting_max)  # without a key, the cap is all that refuses an insert
         raise SchedulerError("deleted", "the job this idempotency key names is gone; submit again")
     if place is not None and placement is not None:
         place.assigned(placement.node_id, made.assignment)
@@ -209,11 +211,15 @@ async def _check_waiting(conn: asyncpg.Connection, owner: str, adding: int, wait
     queue is ranked by every placement cycle, so without a bound it slows everyone's placements."""
     waiting = await store.waiting_of(conn, owner, waiting_max)
     if not domain.may_queue(waiting, adding, waiting_max):
-        raise SchedulerError(
-            "too_many_waiting",
-            f"you have {waiting:,} jobs waiting for a node; at most {waiting_max:,} may wait: let some run, or"
-            " cancel some, then submit again",
-        )
+        raise _too_many_waiting(waiting, waiting_max)
+
+
+def _too_many_waiting(waiting: int, waiting_max: int) -> SchedulerError:
+    return SchedulerError(
+        "too_many_waiting",
+        f"you have {waiting:,} jobs waiting for a node; at most {waiting_max:,} may wait: let some run, or cancel"
+        " some, then submit again",
+    )
 
 
 async def _serialise_key(conn: asyncpg.Connection, owner: str, key: str) -> None:
