@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from fog_agent import check, join, run
+from fog_agent import __version__, check, join, run
 from fog_agent.cli import configure_logging
 
 app = typer.Typer(
@@ -18,8 +18,19 @@ app.command()(run.run)
 app.command()(check.check)
 
 
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"fog-agent {__version__}")  # as the node shows it: fog-agent/<version>
+        raise typer.Exit()
+
+
 @app.callback()
-def main_options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug lines too")] = False) -> None:
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug lines too")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit", callback=_show_version, is_eager=True)
+    ] = False,
+) -> None:
     configure_logging(verbose)
 
 

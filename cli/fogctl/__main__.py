@@ -1,10 +1,29 @@
 """``fogctl``: the root command; each group lives in its own module."""
 
+from typing import Annotated
+
 import typer
 
-from fogctl import account, chat, dev, events, jobs, nodes, status
+from fogctl import __version__, account, chat, dev, events, jobs, nodes, status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
+
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"fogctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print fogctl's version and exit", callback=_show_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Fog's command line."""
+
+
 app.command()(account.login)
 app.command()(account.whoami)
 app.command()(account.logout)

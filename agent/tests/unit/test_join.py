@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import stat
@@ -230,3 +231,8 @@ def test_run_warns_of_a_network_declared_at_join_that_it_no_longer_gives(caplog:
     [warning] = caplog.records
     assert "offered at join with jobs of network none, and now gives host" in warning.getMessage()
     assert "fog-agent join --force" in warning.getMessage()
+
+
+def test_the_agent_says_its_version_as_its_node_will_show_it() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"fog-agent {importlib.metadata.version('fog-agent')}\n")

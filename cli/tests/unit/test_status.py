@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,8 @@ def test_a_failing_check_or_a_service_without_replicas_exits_1_and_says_which(
     as_json = runner.invoke(app, ["status", "--json"])
     assert as_json.exit_code == 1
     assert json.loads(as_json.output)["services"][1] == {"service": "messaging", "replicas": []}
+
+
+def test_fogctl_says_its_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"fogctl {importlib.metadata.version('fogctl')}\n")
