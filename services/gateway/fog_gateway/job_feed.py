@@ -100,16 +100,17 @@ class JobFeed:
         if isinstance(owner, str) and isinstance(job_id, str):
             self._tell_owner(owner, job_id)
 
-    async def on_push(self, push: AssignmentPush) -> None:
-        for pushed in push.assignments:
-            await self.deliver(pushed.node_id, pushed.assignment.model_dump(mode="json"))
+    async def on_push(self, push: AssignmentPush, sent: dict[str, Any]) -> None:
+        """Each assignment to its node, as the scheduler wrote it (a newer one's fields are for the agent)."""
+        for pushed, as_sent in zip(push.assignments, sent["assignments"], strict=True):
+            await self.deliver(pushed.node_id, as_sent["assignment"])
 
-    async def on_preparation(self, preparation: Preparation) -> None:
+    async def on_preparation(self, preparation: Preparation, sent: dict[str, Any]) -> None:
         """To the node, if it is connected here: get the job ready, or let it go (withdrawn)."""
         if preparation.assignment is None:
             message = {"type": "withdraw", "job_id": preparation.job_id, "attempt": preparation.attempt}
         else:
-            message = {"type": "prepare", **preparation.assignment.model_dump(mode="json")}
+            message = {"type": "prepare", **sent["assignment"]}
         await self.links.send(preparation.node_id, message)
 
     async def deliver(self, node_id: str, assignment: dict[str, Any]) -> None:

@@ -9,13 +9,18 @@ What those middlewares gave is kept: the sender's trace context and correlation 
 and the receiver handles each push in a consumer span that continues the trace, with the correlation id
 in its logs. A push that is not valid JSON of its model is logged and dropped, never raised into the
 client (nats-py would only hand the exception to its error callback).
+
+A push is checked against its model with the fields the receiver does not know left out (a newer
+sender's, during a rollout), and handed over with the JSON as it was sent too: what the receiver
+relays on (an assignment, to its node) keeps every field the sender wrote.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -48,7 +53,11 @@ async def push(nc: NatsClient, subject: str, body: bytes) -> None:
     PUSHES.labels(subject, "sent").inc()
 
 
-def receiver(subject: str, model: type[M], handle: Callable[[M], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
+#: what handles a push: the push as its model reads it, and the JSON object as it was sent
+PushHandler = Callable[[M, dict[str, Any]], Awaitable[None]]
+
+
+def receiver(subject: str, model: type[M], handle: PushHandler[M]) -> Callable[[Msg], Awaitable[None]]:
     """A subscription callback: each push decoded as ``model`` and handed to ``handle`` in the sender's trace."""
     tracer = trace.get_tracer(__name__)
 
@@ -58,13 +67,14 @@ def receiver(subject: str, model: type[M], handle: Callable[[M], Awaitable[None]
         span = tracer.start_as_current_span(f"{subject} receive", context=context, kind=trace.SpanKind.CONSUMER)
         with span, use_correlation_id(headers.get(H_CORRELATION) or None):
             try:
-                pushed = model.model_validate_json(msg.data)
-            except ValidationError as exc:
+                sent = json.loads(msg.data)
+                pushed = model.model_validate(sent, extra="ignore")
+            except (ValueError, ValidationError) as exc:  # not JSON (ValueError), or not the model
                 PUSHES.labels(subject, "invalid").inc()
                 log.warning("a push on %s is not a valid %s; dropped: %s", subject, model.__name__, exc)
                 return
             try:
-                await handle(pushed)
+                await handle(pushed, sent)
             except Exception:
                 PUSHES.labels(subject, "failed").inc()
                 log.exception("handling a push on %s failed", subject)
@@ -74,8 +84,6 @@ def receiver(subject: str, model: type[M], handle: Callable[[M], Awaitable[None]
     return received
 
 
-async def subscribe(
-    nc: NatsClient, subject: str, model: type[M], handle: Callable[[M], Awaitable[None]]
-) -> Subscription:
+async def subscribe(nc: NatsClient, subject: str, model: type[M], handle: PushHandler[M]) -> Subscription:
     """Receive every push on ``subject`` (no queue group: each subscriber hears each push)."""
     return await nc.subscribe(subject, cb=receiver(subject, model, handle))

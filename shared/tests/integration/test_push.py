@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from fog_shared.bus import push
 from fog_shared.telemetry import configure_tracing, tracer
@@ -20,6 +20,8 @@ SUBJECT = "fog.test.push.v1"
 
 
 class Ping(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as Fog's contracts are
+
     n: int
 
 
@@ -32,7 +34,7 @@ async def test_a_push_arrives_in_its_senders_trace_and_correlation(nats_client: 
     configure_tracing("test", extra_processor=SimpleSpanProcessor(exporter))
     seen: asyncio.Queue[tuple[int, str | None, str]] = asyncio.Queue()
 
-    async def on_ping(ping: Ping) -> None:
+    async def on_ping(ping: Ping, _: dict[str, object]) -> None:
         trace_id = format(tracer().start_span("probe").get_span_context().trace_id, "032x")
         await seen.put((ping.n, correlation_id(), trace_id))
 
@@ -59,7 +61,7 @@ async def test_a_push_arrives_in_its_senders_trace_and_correlation(nats_client: 
 async def test_a_bad_push_is_dropped_and_the_next_one_still_arrives(nats_client: NatsClient) -> None:
     seen: asyncio.Queue[int] = asyncio.Queue()
 
-    async def on_ping(ping: Ping) -> None:
+    async def on_ping(ping: Ping, _: dict[str, object]) -> None:
         await seen.put(ping.n)
 
     invalid_before = handled("invalid")
@@ -70,3 +72,17 @@ async def test_a_bad_push_is_dropped_and_the_next_one_still_arrives(nats_client:
 
     assert await asyncio.wait_for(seen.get(), timeout=5) == 2
     assert handled("invalid") == invalid_before + 2
+
+
+async def test_a_newer_senders_push_is_read_without_what_the_receiver_does_not_know_and_handed_on_whole(
+    nats_client: NatsClient,
+) -> None:
+    """During a rollout the sender may be newer: its push is still read, and what is relayed keeps its fields."""
+    seen: asyncio.Queue[tuple[int, dict[str, object]]] = asyncio.Queue()
+
+    async def on_ping(ping: Ping, sent: dict[str, object]) -> None:
+        await seen.put((ping.n, sent))
+
+    await push.subscribe(nats_client, SUBJECT, Ping, on_ping)
+    await push.push(nats_client, SUBJECT, b'{"n": 3, "added_later": {"x": 1}}')
+    assert await asyncio.wait_for(seen.get(), timeout=5) == (3, {"n": 3, "added_later": {"x": 1}})

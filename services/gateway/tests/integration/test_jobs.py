@@ -708,9 +708,15 @@ async def test_a_pushed_assignment_reaches_its_node_without_waiting_for_an_event
         push = AssignmentPush(assignments=[NodeAssignment(node_id=agent.node_id, assignment=assignment)])
         await nc.publish(ASSIGNMENTS, push.model_dump_json().encode())
         received = await agent.next_of("assignment")
+        # A newer scheduler's push, with a field this gateway does not know: relayed at once, the field with it.
+        newer = {**assignment.model_dump(mode="json"), "job_id": "pushed-newer", "memory_max_bytes": 1 << 30}
+        relay = {"assignments": [{"node_id": agent.node_id, "assignment": newer}]}
+        await nc.publish(ASSIGNMENTS, json.dumps(relay).encode())
+        relayed = await agent.next_of("assignment")
     finally:
         await nc.close()
     assert received == {"type": "assignment", **assignment.model_dump(mode="json")}
+    assert relayed == {"type": "assignment", **newer}
 
 
 # -- peers of another version: a newer agent, a newer scheduler ----------------------------------------

@@ -50,6 +50,14 @@ def pushed(job_id: str = "j1", attempt: int = 1, node_id: str = "n1") -> Assignm
     return AssignmentPush(assignments=[NodeAssignment(node_id=node_id, assignment=assignment)])
 
 
+async def push_to(feed: JobFeed, push: AssignmentPush) -> None:
+    await feed.on_push(push, push.model_dump(mode="json"))  # as the push receiver hands it over
+
+
+async def prepare(feed: JobFeed, preparation: Preparation) -> None:
+    await feed.on_preparation(preparation, preparation.model_dump(mode="json"))
+
+
 def jobs_sent(links: Links) -> list[tuple[str, str, int]]:
     return [(node, message["job_id"], message["attempt"]) for node, message in links.sent]
 
@@ -66,12 +74,12 @@ async def test_an_assignment_reaches_its_node_but_a_redriven_copy_does_not() -> 
 async def test_a_pushed_assignment_is_not_sent_again_when_its_event_comes() -> None:
     links = Links()
     feed = JobFeed(cast(NodeLinks, links), JobWatchers(), cast(ServiceCalls, None))
-    await feed.on_push(pushed("j1"))
+    await push_to(feed, pushed("j1"))
     assert links.sent[0] == ("n1", {"type": "assignment", **pushed("j1").assignments[0].assignment.model_dump()})
     await feed._on_event(assigned(None, "j1"))
     await feed._on_event(assigned(None, "j1", attempt=2))  # another attempt is another assignment
     assert jobs_sent(links) == [("n1", "j1", 1), ("n1", "j1", 2)]
-    await feed.on_push(pushed("j1", attempt=2))  # a push that comes after its event: not sent either
+    await push_to(feed, pushed("j1", attempt=2))  # a push that comes after its event: not sent either
     await feed._on_event(assigned(None, "j1"))  # a third copy (a redelivery) is sent: agents ignore it
     assert jobs_sent(links) == [("n1", "j1", 1), ("n1", "j1", 2), ("n1", "j1", 1)]
     assert feed.copies_skipped == 2
@@ -80,7 +88,7 @@ async def test_a_pushed_assignment_is_not_sent_again_when_its_event_comes() -> N
 async def test_an_assignment_not_sent_here_does_not_hold_back_its_other_copy() -> None:
     links = Links(connected=set())
     feed = JobFeed(cast(NodeLinks, links), JobWatchers(), cast(ServiceCalls, None))
-    await feed.on_push(pushed("j1"))  # the node is not connected here (yet)
+    await push_to(feed, pushed("j1"))  # the node is not connected here (yet)
     links.connected = {"n1"}
     await feed._on_event(assigned(None, "j1"))
     assert jobs_sent(links) == [("n1", "j1", 1)]
@@ -90,13 +98,13 @@ async def test_a_preparation_and_its_withdrawal_reach_the_node_and_hold_back_no_
     links = Links()
     feed = JobFeed(cast(NodeLinks, links), JobWatchers(), cast(ServiceCalls, None))
     assignment = pushed("j1").assignments[0].assignment
-    await feed.on_preparation(Preparation(node_id="n1", job_id="j1", attempt=1, assignment=assignment))
-    await feed.on_preparation(Preparation(node_id="n1", job_id="j1", attempt=1))
+    await prepare(feed, Preparation(node_id="n1", job_id="j1", attempt=1, assignment=assignment))
+    await prepare(feed, Preparation(node_id="n1", job_id="j1", attempt=1))
     assert links.sent == [
         ("n1", {"type": "prepare", **assignment.model_dump(mode="json")}),
         ("n1", {"type": "withdraw", "job_id": "j1", "attempt": 1}),
     ]
-    await feed.on_push(pushed("j1"))  # a preparation is no copy of the assignment
+    await push_to(feed, pushed("j1"))  # a preparation is no copy of the assignment
     assert links.sent[-1] == ("n1", {"type": "assignment", **assignment.model_dump()})
 
 
