@@ -64,7 +64,8 @@ async def test_not_ready_while_migrations_are_pending(unmigrated: httpx.AsyncCli
     ready = await unmigrated.get("/readyz")
     assert ready.status_code == 503
     migrations = (
-        "0001_users", "0002_conversations", "0003_keys", "0004_files", "0005_abandoned_uploads", "0006_signed_prekeys"
+        "0001_users", "0002_conversations", "0003_keys", "0004_files", "0005_abandoned_uploads", "0006_signed_prekeys",
+        "0007_files_by_uploader",
     )  # fmt: skip
     pending = "pending: " + ", ".join(f"messaging:{name}" for name in migrations)
     assert ready.json()["checks"]["migrations"] == pending
