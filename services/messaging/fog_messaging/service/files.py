@@ -79,13 +79,14 @@ async def start(
     }  # fmt: skip
     async with conn.transaction():
         await store.lock_uploads_of(conn, me)  # two starts at once count each other
-        if await store.open_uploads(conn, me) >= open_max:
+        open_uploads, kept_bytes = await store.files_of(conn, me)
+        if open_uploads >= open_max:
             raise MessagingError(
                 "too_many_uploads",
                 f"you have {open_max} uploads under way: complete one, or cancel one (DELETE /v1/files/{{id}}) first",
             )
         try:
-            domain.check_quota(await store.kept_bytes(conn, me), upload.size, bytes_max)
+            domain.check_quota(kept_bytes, upload.size, bytes_max)
         except Rejected as rejected:
             raise refusal(rejected) from None
         await store.insert_file(conn, values)

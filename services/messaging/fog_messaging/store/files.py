@@ -65,18 +65,16 @@ async def lock_uploads_of(conn: asyncpg.Connection, member: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('fog.uploads:' || $1, 0))", member)
 
 
-async def open_uploads(conn: asyncpg.Connection, member: str) -> int:
-    """How many uploads ``member`` started and has not completed, and that were neither cancelled nor removed."""
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM files WHERE uploaded_by = $1 AND status = 'uploading'", member
+async def files_of(conn: asyncpg.Connection, member: str) -> tuple[int, int]:
+    """What ``member`` holds: uploads started and not completed (nor cancelled or removed), and the bytes of all
+    their files, complete and under way (as large as they announced themselves)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE status = 'uploading') AS open, coalesce(sum(size), 0) AS bytes"
+        " FROM files WHERE uploaded_by = $1",
+        member,
     )
-    return count
-
-
-async def kept_bytes(conn: asyncpg.Connection, member: str) -> int:
-    """How many bytes of files ``member`` keeps: complete, and announced under way (as large as they will be)."""
-    total: int = await conn.fetchval("SELECT coalesce(sum(size), 0) FROM files WHERE uploaded_by = $1", member)
-    return total
+    assert row is not None
+    return int(row["open"]), int(row["bytes"])
 
 
 #: after a CTE ``gone`` of deleted uploads (id, chunks): their chunks recorded for removal from the object store,
