@@ -131,7 +131,7 @@ class LivenessMonitor:
         try:
             await self._step()
         finally:
-            show_liveness(list(self.nodes.values()), leading=self.leading, deaf=self._deaf)
+            show_liveness(self.nodes.values(), leading=self.leading, deaf=self._deaf)
 
     async def _step(self) -> None:
         if not self.leading:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter as Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from prometheus_client import Gauge
 
@@ -41,11 +41,15 @@ def agent_label(agent: str | None) -> str:
     return agent if _FOG_AGENT.fullmatch(agent) else "other"
 
 
-def show_liveness(nodes: Sequence[NodeLiveness], *, leading: bool, deaf: bool) -> None:
-    counts = Tally(node.announced for node in nodes) if leading else Tally[str]()
+def show_liveness(nodes: Iterable[NodeLiveness], *, leading: bool, deaf: bool) -> None:
+    counts, agents = Tally[str](), Tally[str]()
+    for node in nodes if leading else ():  # one pass: every tick, over every node
+        counts[node.announced] += 1
+        if node.announced != DOWN:
+            agents[agent_label(node.agent)] += 1
     for status in STATUSES:
         NODES.labels(status).set(counts.get(status, 0))
-    _show_agents([node for node in nodes if node.announced != DOWN] if leading else [])
+    _show_agents(agents)
     LEADING.set(1 if leading else 0)
     DEAF.set(1 if leading and deaf else 0)
 
@@ -53,9 +57,8 @@ def show_liveness(nodes: Sequence[NodeLiveness], *, leading: bool, deaf: bool) -
 _shown_agents: set[str] = set()
 
 
-def _show_agents(nodes: Iterable[NodeLiveness]) -> None:
+def _show_agents(counts: Tally[str]) -> None:
     """Set each agent's count; an agent no node runs any more is removed, not left at its last count."""
-    counts = Tally(agent_label(node.agent) for node in nodes)
     for gone in _shown_agents - counts.keys():
         NODES_BY_AGENT.remove(gone)
     for agent, count in counts.items():
