@@ -75,6 +75,16 @@ class MemberChange(_Reply):
     by: str
 
 
+class FileSummary(_Reply):
+    """A file a sync entry names: download it with :meth:`ChatCalls.download_file`."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    uploaded_by: str
+
+
 class SyncEntry(_Reply):
     position: int
     conversation_id: str
@@ -82,6 +92,8 @@ class SyncEntry(_Reply):
     message: Message | None = None
     member: MemberChange | None = None
     receipt: Receipt | None = None
+    #: the file shared (``file``) or deleted (``file_deleted``)
+    file: FileSummary | None = None
     at: datetime
 
 

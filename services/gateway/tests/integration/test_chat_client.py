@@ -90,6 +90,8 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         partial = started.json()["id"]  # an upload that broke off before any chunk arrived
         uploaded = await a.upload_file(first.conversation_id, "t.bin", data, file_id=partial)
         assert (uploaded.id, uploaded.status) == (partial, "complete")
+        shared = [e for e in (await b.sync(synced.next)).entries if e.kind == "file"]
+        assert [(e.file.id, e.file.name, e.file.size) for e in shared if e.file] == [(partial, "t.bin", len(data))]
         assert await b.download_file(partial) == data
         assert await b.download_file(partial, first=10, last=19) == data[10:20]
         dropped = await a.start_upload(first.conversation_id, "dropped.bin", data)
@@ -108,6 +110,8 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         with pytest.raises(ApiError) as deleted:
             await b.download_file(partial)
         assert deleted.value.status == 404
+        gone_entries = [e for e in (await b.sync(synced.next)).entries if e.kind == "file_deleted"]
+        assert [e.file.id for e in gone_entries if e.file] == [partial]
 
 
 async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
