@@ -125,11 +125,31 @@ def call_gateway(gateway_url: str, work: Coroutine[Any, Any, T], *, on_401: str 
         return asyncio.run(work)
     except ApiError as exc:
         hint = f"; {on_401}" if on_401 and exc.status == 401 else ""
-        raise typer.Exit(_fail(f"{gateway_url} refused: {exc}{hint}")) from None
+        raise typer.Exit(_fail(f"{gateway_url} refused: {exc}{_what_was_invalid(exc)}{hint}")) from None
     except httpx.TransportError as exc:
         raise typer.Exit(_fail(f"cannot reach the gateway at {gateway_url}: {exc or exc.__class__.__name__}")) from None
     except pydantic.ValidationError:
         raise typer.Exit(_fail(f"{gateway_url} answered something unexpected: is it a Fog gateway?")) from None
+
+
+#: where a 422's ``loc`` begins before naming the field itself
+_REQUEST_PARTS = {"body", "query", "path", "header"}
+
+
+def _what_was_invalid(exc: ApiError) -> str:
+    """A 422's ``errors``, one ``field: why`` each: without them the user learns only that something was."""
+    errors = exc.problem.get("errors")
+    if exc.status != 422 or not isinstance(errors, list):
+        return ""
+    said = []
+    for error in errors:
+        if not isinstance(error, dict) or not error.get("msg"):
+            continue
+        loc = [str(part) for part in error.get("loc") or []]
+        if loc and loc[0] in _REQUEST_PARTS:
+            loc = loc[1:]
+        said.append(f"{'.'.join(loc)}: {error['msg']}" if loc else str(error["msg"]))
+    return "".join(f"; {each}" for each in said)
 
 
 def _print_me(saved: Session, me: Me) -> None:

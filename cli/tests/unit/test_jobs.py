@@ -204,6 +204,20 @@ def test_a_malformed_flag_is_refused(gateway: Gateway, logged_in: Session, flag:
     assert gateway.requests == []
 
 
+def test_a_refused_spec_says_which_field_and_why(logged_in: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    errors = [
+        {"loc": ["body", "resources", "cpu_cores"], "msg": "Input should be greater than 0", "type": "greater_than"},
+        {"loc": ["body"], "msg": "Value error, too many variables", "type": "value_error"},
+    ]
+    body = {"type": "urn:fog:problem:invalid", "title": "Invalid request", "status": 422, "code": "invalid",
+            "detail": "the request does not match the schema", "errors": errors}  # fmt: skip
+    script_gateway(monkeypatch, lambda _: httpx.Response(422, json=body))
+    code, _, err = fogctl("job", "submit", "--cpu", "-1", "--", "true")
+    assert code == 1
+    said = "422 Invalid request: the request does not match the schema [invalid]"
+    assert f"{said}; resources.cpu_cores: Input should be greater than 0; Value error, too many variables" in err
+
+
 @pytest.mark.parametrize(
     ("text", "count"),
     [

@@ -123,6 +123,10 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     code, out, err = await fogctl("chat", "send", "--to", bob.id, "hello from the shell", "--json")
     assert code == 0, err
     conversation = json.loads(out)["conversation_id"]
+    code, out, err = await fogctl("chat", "groups", "create", "o" * 101, "--member", bob.id)
+    assert code == 1
+    assert "422 Invalid request" in err
+    assert "name: String should have at most 100 characters" in err  # which field, and why
     code, out, err = await fogctl("chat", "groups", "create", "ops", "--member", bob.id)
     assert code == 0, err
     group = out.split()[2]
