@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from fogctl import __version__, account, chat, dev, events, jobs, nodes, status
+from fogctl import __version__, account, admin, chat, dev, events, jobs, keys, nodes, status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
 
@@ -24,6 +24,7 @@ def main_options(
     """Fog's command line."""
 
 
+app.command()(account.register)
 app.command()(account.login)
 app.command()(account.whoami)
 app.command()(account.logout)
@@ -33,6 +34,8 @@ app.add_typer(nodes.app, name="node")
 app.add_typer(jobs.app, name="job")
 app.add_typer(events.app, name="events")
 app.add_typer(chat.app, name="chat")
+app.add_typer(keys.app, name="api-key")
+app.add_typer(admin.app, name="admin")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``fogctl login|whoami|logout``: a user's session with the gateway, kept between commands."""
+"""``fogctl register|login|whoami|logout``: a user's session with the gateway, kept between commands."""
 
 from __future__ import annotations
 
@@ -55,6 +55,35 @@ def login(
 
     saved, me = call_gateway(url, run())
     console.print(f"Logged in to {escape(saved.gateway_url)} as {escape(saved.email)}.")
+    _print_me(saved, me)
+
+
+def register(
+    url: Annotated[str, typer.Option("--url", envvar="FOG_URL", help="The gateway")] = DEFAULT_URL,
+    email: Annotated[str | None, typer.Option(help="Account email (prompted for when missing)")] = None,
+    provider: Annotated[
+        bool, typer.Option("--provider", help="Also the provider role: offer machines as nodes (fog-agent join)")
+    ] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input, for scripts")
+    ] = False,
+) -> None:
+    """Create an account on a Fog gateway, then log in to it as `fogctl login` does."""
+    if email is None:
+        if password_stdin:
+            raise typer.Exit(_fail("--password-stdin needs --email"))
+        email = typer.prompt("Email")
+    password = _read_new_password(password_stdin)
+    roles = ("user", "provider") if provider else ("user",)
+
+    async def run() -> tuple[Session, Me]:
+        async with new_client(url) as client:
+            await client.register(email, password, roles=roles)
+            saved = await session.login(client, email, password)
+            return saved, await client.me()
+
+    saved, me = call_gateway(url, run())
+    console.print(f"Registered and logged in to {escape(saved.gateway_url)} as {escape(saved.email)}.")
     _print_me(saved, me)
 
 
@@ -116,6 +145,13 @@ def _read_password(from_stdin: bool) -> str:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise typer.Exit(_fail("no password on standard input"))
+    return password
+
+
+def _read_new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return _read_password(from_stdin)
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return password
 
 
