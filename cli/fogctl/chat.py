@@ -1,5 +1,5 @@
-"""``fogctl chat send|read|sync|groups|upload|uploads|cancel-upload|download``: BitChat with the saved session
-(``fogctl login``).
+"""``fogctl chat send|read|sync|groups|upload|uploads|files|cancel-upload|delete-file|download``: BitChat
+with the saved session (``fogctl login``).
 
 Members are named by member id: a user's id, or ``node:<node id>`` for one of your nodes.
 """
@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fog_client import Conversation, FileInfo, FogClient, Message
+from fog_client import Conversation, FileInfo, FilePage, FogClient, Message
 from fogctl import account
-from fogctl.formats import JsonOption
+from fogctl.formats import JsonOption, human_bytes, when
 
 app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages.")
 groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, leave, transfer.")
@@ -139,6 +139,33 @@ def uploads(as_json: JsonOption = False) -> None:
         missing = f"{len(upload.missing)} of {upload.chunks}"
         table.add_row(upload.id, upload.name, str(upload.size), missing, upload.conversation_id, str(upload.created_at))
     Console(highlight=False).print(table)
+
+
+@app.command()
+def files(
+    conversation: ConversationArgument,
+    limit: Annotated[int | None, typer.Option(min=1, max=200, help="Files per page (default 50)")] = None,
+    cursor: Annotated[str | None, typer.Option(help="Start at this page (a previous list's next cursor)")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursors to the last page")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The conversation's files, the last sent first: `download ID` fetches one."""
+
+    async def fetch(client: FogClient) -> FilePage:
+        if not all_pages:
+            return await client.list_files(conversation, cursor=cursor, limit=limit)
+        return FilePage(items=[found async for found in client.iter_files(conversation, limit=limit)])
+
+    page = account.with_saved_session(fetch)
+    if as_json:
+        typer.echo(json.dumps(page.model_dump(mode="json")))
+        return
+    table = Table("id", "name", "size", "sent by", "sent")
+    for found in page.items:
+        table.add_row(found.id, found.name, human_bytes(found.size), found.uploaded_by, when(found.completed_at))
+    Console(highlight=False).print(table)  # made here: it takes its width from $COLUMNS
+    if page.next_cursor is not None:
+        account.console.print(f"More files: --cursor {page.next_cursor} (or --all)", markup=False, soft_wrap=True)
 
 
 @app.command("cancel-upload")

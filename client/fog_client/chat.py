@@ -160,6 +160,13 @@ class FileInfo(_Reply):
     completed_at: datetime | None = None
 
 
+class FilePage(_Reply):
+    """A conversation's complete files, the last completed first; ``next_cursor`` is None on the last page."""
+
+    items: list[FileInfo]
+    next_cursor: str | None = None
+
+
 class ChatCalls:
     """The chat calls; :class:`~fog_client.FogClient` provides ``_call`` and ``_handshake``."""
 
@@ -329,6 +336,25 @@ class ChatCalls:
         file_id=)``, or ``cancel_upload``)."""
         items = (await self._call("GET", "/v1/uploads")).json()["items"]
         return [FileInfo.model_validate(item) for item in items]
+
+    async def list_files(
+        self, conversation_id: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> FilePage:
+        """One page of the conversation's complete files; pass its ``next_cursor`` back as ``cursor``."""
+        query = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
+        path = f"/v1/conversations/{_segment(conversation_id)}/files"
+        return FilePage.model_validate_json((await self._call("GET", path, params=query)).content)
+
+    async def iter_files(self, conversation_id: str, *, limit: int | None = None) -> AsyncGenerator[FileInfo, None]:
+        """Every complete file of the conversation, the last completed first, following the cursors."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_files(conversation_id, cursor=cursor, limit=limit)
+            for found in page.items:
+                yield found
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def cancel_upload(self, file_id: str) -> None:
         """Cancel an upload of yours under way: it is gone, its chunks too. A file that has completed is left

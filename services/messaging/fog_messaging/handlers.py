@@ -269,6 +269,10 @@ def register_files(runtime: ServiceRuntime, answer: Answer, settings: Settings) 
     async def list_uploads(body: contract.ByQuery) -> dict[str, Any]:
         return await answer(lambda conn: files.list_uploads(conn, body))
 
+    @broker.subscriber(contract.LIST_FILES, queue=group, title="list_files")
+    async def list_files(body: contract.ListFilesQuery) -> dict[str, Any]:
+        return await answer(lambda conn: files.list_files(conn, body))
+
     @broker.subscriber(contract.READ_CHUNK, queue=group, title="read_chunk")
     async def read_chunk(body: contract.ReadChunkQuery) -> dict[str, Any]:
         return await answer(lambda conn: files.read_chunk(conn, objects, body))

@@ -7,8 +7,6 @@ Each takes the connection it works in; state changes and the events they cause c
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,7 @@ from fog_shared.events.scheduler import (
     JobStarted,
     JobSubmitted,
 )
+from fog_shared.paging import InvalidCursor, decode_cursor, encode_cursor
 from fog_shared.pg import outbox
 from fog_shared.telemetry import correlation_id
 
@@ -274,22 +273,17 @@ async def list_jobs(conn: asyncpg.Connection, query: contract.ListJobsQuery) -> 
     )  # fmt: skip
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    cursor = _encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
+    cursor = encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
     return contract.JobPage(items=[view(r) for r in rows], next_cursor=cursor)
-
-
-def _encode_cursor(at: datetime, job_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{job_id}".encode()).decode()
 
 
 def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     if cursor is None:
         return None
     try:
-        at, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(job_id)
-    except (ValueError, binascii.Error):
-        raise SchedulerError("invalid_cursor", "the cursor is not one this API gave out") from None
+        return decode_cursor(cursor)
+    except InvalidCursor as exc:
+        raise SchedulerError("invalid_cursor", str(exc)) from None
 
 
 async def job_output(conn: asyncpg.Connection, query: contract.OutputQuery) -> contract.JobOutput:

@@ -479,6 +479,8 @@ REMOVE_FILE = command_subject("messaging", "remove_file")
 GET_FILE = query_subject("messaging", "get_file")
 READ_CHUNK = query_subject("messaging", "read_chunk")
 LIST_UPLOADS = query_subject("messaging", "list_uploads")
+#: a conversation's complete files, newest first
+LIST_FILES = query_subject("messaging", "list_files")
 
 #: files are sent in chunks of this size (the last one may be shorter)
 CHUNK_BYTES = 512 * 1024
@@ -525,6 +527,22 @@ class UploadList(Strict):
     """The caller's uploads under way (``GET /v1/uploads``), newest first: to resume or cancel."""
 
     items: list[FileView]
+
+
+class ListFilesQuery(Strict):
+    by: Principal
+    conversation_id: ConversationId
+    #: ``next_cursor`` of the page before
+    cursor: str | None = Field(default=None, max_length=128)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class FilePage(Strict):
+    """A conversation's complete files (``GET /v1/conversations/{id}/files``), the last completed first."""
+
+    items: list[FileView]
+    #: where the next page starts; None on the last
+    next_cursor: str | None
 
 
 class ChunkCommand(Strict):

@@ -1,15 +1,15 @@
 """BitChat files: ``POST /v1/conversations/{id}/files`` announces one, ``PUT /v1/files/{id}/chunks/{n}``
 sends its chunks (raw bytes with their SHA-256 in ``X-Chunk-SHA256``; after a drop, send the
 ``missing`` ones), ``POST .../complete`` checks the whole, ``GET .../content`` downloads it (with
-``Range``), ``DELETE /v1/files/{id}`` cancels an upload under way, ``GET /v1/uploads`` lists yours. Only the
-conversation's members see a file."""
+``Range``), ``DELETE /v1/files/{id}`` cancels an upload under way or deletes a file, ``GET /v1/uploads`` lists yours,
+``GET /v1/conversations/{id}/files`` a conversation's complete ones. Only the conversation's members see a file."""
 
 import base64
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from fog_gateway.authz import PEOPLE, Authorizer
@@ -47,6 +47,17 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         ``too_many_uploads`` when you have too many under way (16 unless set): complete one, or cancel one, first."""
         command = contract.StartUploadCommand(by=me, conversation_id=conversation_id, upload=body)
         return await calls.ask(contract.START_UPLOAD, command)
+
+    @router.get("/conversations/{conversation_id}/files", response_model=contract.FilePage, responses=documented(404))
+    async def list_files(
+        conversation_id: ConversationIdPath,
+        me: Person,
+        cursor: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """The conversation's complete files, the last completed first; ``next_cursor`` asks for the next page."""
+        query = contract.ListFilesQuery(by=me, conversation_id=conversation_id, cursor=cursor, limit=limit)
+        return await calls.ask(contract.LIST_FILES, query)
 
     @router.get("/uploads", response_model=contract.UploadList)
     async def list_uploads(me: Person) -> dict[str, Any]:

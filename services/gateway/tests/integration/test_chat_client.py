@@ -94,6 +94,11 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         assert [(e.file.id, e.file.name, e.file.size) for e in shared if e.file] == [(partial, "t.bin", len(data))]
         assert await b.download_file(partial) == data
         assert await b.download_file(partial, first=10, last=19) == data[10:20]
+        other = await a.upload_file(first.conversation_id, "u.bin", data[:10])
+        page = await b.list_files(first.conversation_id, limit=1)
+        assert ([f.id for f in page.items], page.next_cursor is not None) == ([other.id], True)
+        assert [f.id async for f in b.iter_files(first.conversation_id, limit=1)] == [other.id, partial]
+        await a.delete_file(other.id)
         dropped = await a.start_upload(first.conversation_id, "dropped.bin", data)
         assert (dropped.status, dropped.missing) == ("uploading", [0, 1])
         assert [u.id for u in await a.list_uploads()] == [dropped.id]
@@ -111,7 +116,7 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
             await b.download_file(partial)
         assert deleted.value.status == 404
         gone_entries = [e for e in (await b.sync(synced.next)).entries if e.kind == "file_deleted"]
-        assert [e.file.id for e in gone_entries if e.file] == [partial]
+        assert [e.file.id for e in gone_entries if e.file] == [other.id, partial]
 
 
 async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,6 +169,13 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert code == 0, err
     file_id = out.split()[-1]
     assert f"Uploading as file {file_id}" in err  # said first, for a --resume after a drop
+    code, out, err = await fogctl("chat", "files", conversation, "--json")
+    assert code == 0, err
+    assert [(f["id"], f["name"], f["size"]) for f in json.loads(out)["items"]] == [(file_id, "report.txt", 1_000_000)]
+    code, out, err = await fogctl("chat", "files", conversation)
+    assert code == 0, err
+    assert file_id in out
+    assert "976.6 KiB" in out
     received = tmp_path / "received.txt"
     code, out, err = await fogctl("chat", "download", file_id, "--output", str(received))
     assert code == 0, err

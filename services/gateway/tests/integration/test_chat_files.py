@@ -195,3 +195,35 @@ async def test_a_complete_file_is_deleted_by_its_uploader_or_a_groups_admins_and
     assert [(e["uploaded_by"], e["deleted_by"], sorted(e["audience"])) for e in gone] == [
         (owner.id, admin.id, sorted([owner.id, admin.id, carol.id]))
     ]
+
+
+async def test_a_conversations_complete_files_are_listed_newest_first_a_page_at_a_time(stack: Stack) -> None:
+    alice, bob, eve = await members(stack, 3)
+    conversation = await start_direct(alice, bob)
+    elsewhere = await start_direct(alice, eve)
+    data = os.urandom(1000)
+    sent = [await uploaded(alice, conversation, data, "a.txt"), await uploaded(bob, conversation, data, "b.txt")]
+    sent += [await uploaded(alice, conversation, data, "c.txt"), await uploaded(bob, conversation, data, "d.txt")]
+    await uploaded(alice, elsewhere, data, "not-here.txt")
+    await announce(alice, conversation, data, "under-way.txt")  # not complete: not listed
+    assert (
+        await bob.http.delete(f"/v1/files/{sent[1]}", headers=bob.headers)
+    ).status_code == 204  # deleted: not listed
+    listed = f"/v1/conversations/{conversation}/files"
+
+    first = await bob.http.get(listed, params={"limit": 2}, headers=bob.headers)
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [(f["id"], f["name"], f["status"]) for f in page["items"]] == [
+        (sent[3], "d.txt", "complete"), (sent[2], "c.txt", "complete")
+    ]  # fmt: skip
+    rest = (await bob.http.get(listed, params={"limit": 2, "cursor": page["next_cursor"]}, headers=bob.headers)).json()
+    assert ([f["id"] for f in rest["items"]], rest["next_cursor"]) == ([sent[0]], None)
+    whole = (await alice.http.get(listed, headers=alice.headers)).json()
+    assert [f["id"] for f in whole["items"]] == [sent[3], sent[2], sent[0]]
+
+    outsider = await eve.http.get(listed, headers=eve.headers)
+    assert (outsider.status_code, outsider.json()["code"]) == (404, "not_found")
+    forged = await bob.http.get(listed, params={"cursor": "not-a-cursor"}, headers=bob.headers)
+    assert (forged.status_code, forged.json()["code"]) == (400, "invalid_cursor")
+    assert (await bob.http.get(listed, params={"limit": 201}, headers=bob.headers)).status_code == 422

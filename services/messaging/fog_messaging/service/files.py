@@ -22,6 +22,7 @@ from fog_messaging.domain import Rejected
 from fog_messaging.service.common import SOURCE, MessagingError, conversation_uuid, member_of, refusal
 from fog_shared.commands import messaging as contract
 from fog_shared.events.messaging import FileDeleted, FileUploaded
+from fog_shared.paging import InvalidCursor, decode_cursor, encode_cursor
 from fog_shared.pg import outbox
 
 
@@ -259,6 +260,24 @@ async def list_uploads(conn: asyncpg.Connection, query: contract.ByQuery) -> con
     return contract.UploadList(items=[await _view(conn, file_id) for file_id in await store.uploads_of(conn, me)])
 
 
+async def list_files(conn: asyncpg.Connection, query: contract.ListFilesQuery) -> contract.FilePage:
+    """A conversation's complete files, the last completed first, for its members (others: no such conversation)."""
+    conversation_id = conversation_uuid(query.conversation_id)
+    if member_of(query.by) not in await store.members(conn, conversation_id):
+        raise MessagingError("not_found", "no such conversation")
+    try:
+        before = decode_cursor(query.cursor) if query.cursor else None
+    except InvalidCursor as exc:
+        raise MessagingError("invalid_cursor", str(exc)) from None
+    rows = await store.complete_files(conn, conversation_id, before=before, limit=query.limit + 1)
+    page = rows[: query.limit]
+    more = len(rows) > query.limit
+    return contract.FilePage(
+        items=[_view_of(row, missing=[]) for row in page],
+        next_cursor=encode_cursor(page[-1]["completed_at"], page[-1]["id"]) if more else None,
+    )
+
+
 async def read_chunk(conn: asyncpg.Connection, objects: Objects, query: contract.ReadChunkQuery) -> contract.ChunkData:
     """One chunk of a complete file, for the conversation's members only."""
     file_id = _file_uuid(query.file_id)
@@ -286,8 +305,10 @@ async def _view(conn: asyncpg.Connection, file_id: uuid.UUID) -> contract.FileVi
     row = await store.file(conn, file_id)
     assert row is not None
     missing = domain.missing_chunks(row["chunks"], await store.received_chunks(conn, file_id))
-    if row["status"] == "complete":
-        missing = []
+    return _view_of(row, missing=[] if row["status"] == "complete" else missing)
+
+
+def _view_of(row: Any, *, missing: list[int]) -> contract.FileView:
     return contract.FileView(
         id=str(row["id"]), conversation_id=str(row["conversation_id"]), name=row["name"], size=row["size"],
         sha256=row["sha256"], chunk_size=row["chunk_size"], chunks=row["chunks"], missing=missing,

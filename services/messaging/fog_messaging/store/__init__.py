@@ -21,6 +21,7 @@ from fog_messaging.store.conversations import (
     set_role,
 )
 from fog_messaging.store.files import (
+    complete_files,
     file,
     files_of,
     forget_chunks,
@@ -83,6 +84,7 @@ __all__ = [
     "append_timelines",
     "catch_up",
     "claim_prekey",
+    "complete_files",
     "conversation",
     "conversations_of",
     "count_users",

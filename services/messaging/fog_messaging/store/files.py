@@ -34,6 +34,21 @@ async def uploads_of(conn: asyncpg.Connection, member: str) -> list[uuid.UUID]:
     return [row["id"] for row in rows]
 
 
+async def complete_files(
+    conn: asyncpg.Connection, conversation_id: uuid.UUID, *, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[asyncpg.Record]:
+    """The conversation's complete files, the last completed first, after ``before`` (a page's last row)."""
+    newest_first = " ORDER BY completed_at DESC, id DESC"
+    where = f"SELECT {FILE_COLUMNS} FROM files WHERE conversation_id = $1 AND status = 'complete'"
+    rows: list[asyncpg.Record]
+    if before is None:
+        rows = await conn.fetch(where + newest_first + " LIMIT $2", conversation_id, limit)
+    else:
+        page = where + " AND (completed_at, id) < ($2, $3)" + newest_first + " LIMIT $4"
+        rows = await conn.fetch(page, conversation_id, *before, limit)
+    return rows
+
+
 async def received_chunks(conn: asyncpg.Connection, file_id: uuid.UUID) -> list[int]:
     rows = await conn.fetch('SELECT "index" FROM file_chunks WHERE file_id = $1 ORDER BY "index"', file_id)
     return [r["index"] for r in rows]
