@@ -1,11 +1,11 @@
 """``fog-agent check``: what a job gets on this machine, tried with real jobs, before the machine is offered.
 
-It makes the sandbox as ``fog-agent run`` would (the same settings, the same refusals) and runs two jobs in it that
-look at what they were given: as whom they run, whether they can read a file kept as the node's credential is, whether
-they see the agent's process, whether their ``/tmp`` is their own, whether they are in a cgroup of their own, and
-whether a job cut off the network reaches a server on this machine's ``localhost``. Each finding is set against what
-the settings promise (``assess``, pure): the command exits 1 if one does not hold, so an owner, or a provisioning
-script, learns it before a stranger's job does.
+It makes the sandbox as ``fog-agent run`` would (the same settings, the same refusals) and runs jobs in it that look
+at what they were given: as whom they run, whether they can read a file kept as the node's credential is, whether
+they see the agent's process, whether they can read their ``/proc`` and write ``/dev/shm``, whether their ``/tmp`` is
+their own, whether they are in a cgroup of their own, and whether a job cut off the network reaches a server on this
+machine's ``localhost``. Each finding is set against what the settings promise (``assess``, pure): the command exits
+1 if one does not hold, so an owner, or a provisioning script, learns it before a stranger's job does.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ echo "no_new_privs=$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' /proc/self/status)"
 if cat "$SECRET" >/dev/null 2>&1; then echo credential=read; else echo credential=denied; fi
 if test -e "/proc/$AGENT"; then echo agent=seen; else echo agent=hidden; fi
 echo "tmp=$(stat -c %d:%i /tmp)"
+if head -c 1 /proc/self/status >/dev/null 2>&1; then echo proc=readable; else echo proc=unreadable; fi
+if echo x > "/dev/shm/fog-check-$$" 2>/dev/null; then echo shm=writable; else echo shm=unwritable; fi
+rm -f "/dev/shm/fog-check-$$"
 echo "cgroup=$(sed -n 's/^0:://p' /proc/self/cgroup)"
 """
 #: what the job cut off the network tries: this machine's ``localhost``, where the check listens
@@ -106,6 +109,8 @@ def assess(promises: Promises, seen: Mapping[str, str], machine_tmp: str) -> lis
         Finding("no new privileges", "1", seen.get("no_new_privs", "?"), seen.get("no_new_privs") == "1"),
         _finding("reads a file kept as the credential", "denied" if kept else "read", seen.get("credential")),
         _finding("sees the agent's process", "hidden" if promises.hides_processes else "seen", seen.get("agent")),
+        _finding("reads its /proc", "readable", seen.get("proc")),
+        _finding("writes /dev/shm", "writable", seen.get("shm")),
         _finding(
             "its /tmp",
             "its own" if promises.own_tmp else "the machine's",
@@ -129,28 +134,38 @@ def _finding(what: str, expected: str, seen: str | None) -> Finding:
     return Finding(what, expected, seen or "?", seen == expected)
 
 
-async def look(sandbox: Sandbox, secret: Path) -> dict[str, str]:
-    """Run the two jobs; what they printed, ``key=value`` a line, as one mapping."""
+async def look(sandbox: Sandbox, secret: Path) -> list[dict[str, str]]:
+    """Run the jobs; what each looking job printed, ``key=value`` a line, with what the network job found.
+
+    The looking job runs twice: the first starts from a process the sandbox made as it started, the second from
+    one made ahead while the first ran, as most jobs start; what the one gets, the other must get too."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.setblocking(False)  # never accepted: a connection that completes is what counts
         env = {"SECRET": str(secret), "AGENT": str(os.getpid()), "PORT": str(server.getsockname()[1])}
-        jobs: list[tuple[str, Network, tuple[str, ...]]] = [("look", "host", ("sh", "-c", _LOOK))]
-        seen: dict[str, str] = {}
+        looks = [await _run(sandbox, name, "host", ("sh", "-c", _LOOK), env) for name in ("look", "look-again")]
+        network = {}
         if "none" in sandbox.networks:
             if shutil.which("bash"):  # its /dev/tcp connects without another program
-                jobs.append(("reach", "none", ("bash", "-c", _REACH)))
+                network = await _run(sandbox, "reach", "none", ("bash", "-c", _REACH), env)
             else:
-                seen["network"] = NOT_TRIED
-        for name, network, command in jobs:
-            assignment = Assignment(f"fog-agent-check-{name}", 1, command, env, TIMEOUT_S, Resources(), network=network)
-            result = await sandbox.job(assignment).run()
-            if result.outcome != "succeeded":
-                raise SandboxError(f"the {name} job {result.outcome}: {result.error or result.output.strip()}")
-            for line in result.output.splitlines():
-                key, equals, value = line.partition("=")
-                if equals:
-                    seen[key] = value
-        return seen
+                network = {"network": NOT_TRIED}
+        return [{**seen, **network} for seen in looks]
+
+
+async def _run(
+    sandbox: Sandbox, name: str, network: Network, command: tuple[str, ...], env: dict[str, str]
+) -> dict[str, str]:
+    assignment = Assignment(f"fog-agent-check-{name}", 1, command, env, TIMEOUT_S, Resources(), network=network)
+    result = await sandbox.job(assignment).run()
+    if result.outcome != "succeeded":
+        raise SandboxError(f"the {name} job {result.outcome}: {result.error or result.output.strip()}")
+    return {key: value for key, equals, value in (line.partition("=") for line in result.output.splitlines()) if equals}
+
+
+def assess_each(promises: Promises, looks: list[dict[str, str]], machine_tmp: str) -> list[Finding]:
+    """``assess`` of each look: a finding holds only where it held for every one (the first that did not, else)."""
+    assessed = [assess(promises, seen, machine_tmp) for seen in looks]
+    return [next((f for f in each if not f.holds), each[0]) for each in zip(*assessed, strict=True)]
 
 
 def check(
@@ -173,11 +188,11 @@ def check(
         secret = secrets / "credential"
         secret.write_text("not a credential")
         secret.chmod(0o600)
-        seen = asyncio.run(_look_and_close(sandbox, secret))
+        looks = asyncio.run(_look_and_close(sandbox, secret))
     finally:
         shutil.rmtree(secrets)
     machine_tmp = os.stat("/tmp")  # noqa: S108 -- the machine's, to tell a job's own from it
-    findings = assess(Promises.of(sandbox), seen, f"{machine_tmp.st_dev}:{machine_tmp.st_ino}")
+    findings = assess_each(Promises.of(sandbox), looks, f"{machine_tmp.st_dev}:{machine_tmp.st_ino}")
     if as_json:
         typer.echo(json.dumps([asdict(finding) for finding in findings]))
     else:
@@ -189,7 +204,7 @@ def check(
         raise typer.Exit(1)
 
 
-async def _look_and_close(sandbox: Sandbox, secret: Path) -> dict[str, str]:
+async def _look_and_close(sandbox: Sandbox, secret: Path) -> list[dict[str, str]]:
     try:
         return await look(sandbox, secret)
     finally:

@@ -145,15 +145,20 @@ def confine(policy: Policy, own: str, prebuilt: Prebuilt | None = None) -> None:
     ABI 6 on, it can no longer signal processes outside, nor reach their abstract Unix sockets. Sets
     ``no_new_privs``, as Landlock requires: a set-user-id program then runs with the job's own rights.
 
-    ``prebuilt`` is used when it was made for the same policy (its job's directory is added to it)."""
+    ``prebuilt`` (``prebuild``) is used when it was made for the same policy: the job's directory is added to it, and
+    the paths a view of the job's own mounts anew, whose rules it left out."""
+    handled = _handled(policy["abi"])
+    later: list[tuple[int, str]] = []
     if prebuilt is not None and prebuilt[0] == policy:
         ruleset = prebuilt[1]
+        later = [(rights, path) for rights, path in _rules(policy) if path in MOUNTED_BY_VIEW]
     else:
         if prebuilt is not None:
             os.close(prebuilt[1])
         ruleset = _ruleset(policy)
     try:
-        _allow(ruleset, own, _handled(policy["abi"]))
+        for rights, path in [(handled, own), *later]:
+            _allow(ruleset, path, rights)
         if _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         _syscall(ctypes.c_long(_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0))
@@ -165,17 +170,32 @@ def _handled(abi: int) -> int:
     return _HANDLED_BY_ABI[min(abi, max(_HANDLED_BY_ABI))]
 
 
-def _ruleset(policy: Policy) -> int:
-    """A Landlock ruleset (its descriptor, close-on-exec) that allows what ``policy`` says."""
+def prebuild(policy: Policy) -> Prebuilt:
+    """Most of the ruleset ``confine`` makes for ``policy``, made ahead of the job (in a spare, while it waits).
+
+    It leaves out the paths a view of the job's own mounts anew (``MOUNTED_BY_VIEW``): a rule names what its path
+    opens *now*, the machine's ``/proc`` say, which the view's then hides; and Landlock ignores rules on hidden mount
+    points, so the job could read nothing of its own ``/proc``, nor write its ``/dev/shm`` or ``/tmp``. ``confine``
+    adds them after the view."""
+    return policy, _ruleset(policy, leave_out=MOUNTED_BY_VIEW)
+
+
+def _rules(policy: Policy) -> list[tuple[int, str]]:
+    """``policy``'s rules: the rights each path is given."""
+    handled = _handled(policy["abi"])
+    return [(_READ_RIGHTS, path) for path in policy["read"]] + [(handled, path) for path in policy["write"]]
+
+
+def _ruleset(policy: Policy, *, leave_out: frozenset[str] = frozenset()) -> int:
+    """A Landlock ruleset (its descriptor, close-on-exec) that allows what ``policy`` says, but for ``leave_out``."""
     abi = policy["abi"]
-    handled = _handled(abi)
     # The whole structure, always: a kernel of an earlier ABI accepts the fields it does not know as zeros.
-    attr = _RulesetAttr(handled, 0, _SCOPES if abi >= _SCOPE_ABI else 0)
+    attr = _RulesetAttr(_handled(abi), 0, _SCOPES if abi >= _SCOPE_ABI else 0)
     size = ctypes.c_size_t(ctypes.sizeof(attr))
     ruleset = _syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), size, ctypes.c_uint32(0))
     try:
-        for rights, paths in ((_READ_RIGHTS, policy["read"]), (handled, policy["write"])):
-            for path in paths:
+        for rights, path in _rules(policy):
+            if path not in leave_out:
                 _allow(ruleset, path, rights)
     except BaseException:
         os.close(ruleset)
@@ -208,6 +228,8 @@ _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x08000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14, 1 << 18
 SHARED_MEMORY = "/dev/shm"  # noqa: S108
 TMP_DIRECTORIES = ("/tmp", "/var/tmp")  # noqa: S108
+#: where a view mounts file systems anew (``_mount_view``), as a policy names them (real paths)
+MOUNTED_BY_VIEW = frozenset(os.path.realpath(path) for path in ("/proc", SHARED_MEMORY, *TMP_DIRECTORIES))
 _MS_BIND = 1 << 12
 
 
@@ -714,7 +736,7 @@ class Launcher:
                 _rehearse()
                 if self.landlock is not None:
                     with contextlib.suppress(OSError):  # its job then makes its own
-                        prebuilt = (self.landlock, _ruleset(self.landlock))
+                        prebuilt = prebuild(self.landlock)
             data, fds, _, _ = socket.recv_fds(requests, MAX_INLINE_REQUEST_BYTES + 1024, 2)
             for fd in fds:  # as in the launcher: the job gets the output as stdout and stderr alone
                 os.set_inheritable(fd, False)

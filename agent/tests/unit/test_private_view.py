@@ -187,6 +187,40 @@ async def test_the_machines_mounts_are_left_as_they_were(sandbox: Sandbox) -> No
     assert mounts() == before
 
 
+# -- with Landlock -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["beneath /tmp", "beneath /run"])
+async def confined(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """Landlock and a view of their own, the jobs' directories beneath ``/tmp`` (the machine's ``/tmp``: their policy
+    is the launcher's) or not (a ``/tmp`` of their own: one more rule each)."""
+    if not AS_ROOT or not LANDLOCK_ABI:
+        pytest.skip("a view of its own and Landlock: root, on a kernel with Landlock")
+    root = tmp_path if request.param == "beneath /tmp" else Path("/run") / f"fog-test-{uuid.uuid4().hex}"
+    box = Sandbox(root / "work", users=job_users_from_env(), confinement=Confinement(LANDLOCK_ABI),
+                  private_view=True, kill_grace_s=0.5)  # fmt: skip
+    box.prepare()
+    try:
+        yield box
+        await box.close()
+        await box.removals.finished()
+    finally:
+        if root != tmp_path:
+            shutil.rmtree(root)
+
+
+async def test_a_confined_job_reads_its_proc_and_writes_its_shared_memory_and_tmp(confined: Sandbox) -> None:
+    # Each is mounted anew in the job's view: a Landlock rule made for the machine's, beneath, would not apply.
+    script = "head -c 5 /proc/self/status && head -c 9 /proc/meminfo && echo ' shm' > /dev/shm/f && cat /dev/shm/f"
+    expected = "Name:MemTotal: shm\n"
+    if confined.private_tmp:
+        script, expected = script + " && echo tmp > /tmp/f && cat /tmp/f", expected + "tmp\n"
+    confined.prepare_job(job("sh", "-c", script))  # a lone job is prepared while its placement commits
+    for _ in range(3):  # then from spares made ahead, each with the rules it could make while it waited
+        result = await confined.job(job("sh", "-c", script)).run()
+        assert (result.outcome, result.output) == ("succeeded", expected)
+
+
 # -- /tmp of its own -----------------------------------------------------------------------------------------------
 
 
