@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fog_agent.job_messages import MIB, Assignment, Resources
-from fog_agent.launcher_process import landlock_abi, private_view, private_view_works
+from fog_agent.launcher_process import confine, landlock_abi, prebuild, private_view, private_view_works
 from fog_agent.sandbox import Confinement, Sandbox, job_users_from_env, private_view_from_env
 from fog_agent.sandbox.leftovers import SHARED_MEMORY
 from fog_agent.sandbox.policy import PRIVATE_TMP_PATHS, private_tmp_possible
@@ -171,6 +171,35 @@ def test_an_agent_that_is_not_root_gives_a_job_its_own_shm_tmp_and_ipc_through_a
             leaked.unlink(missing_ok=True)
         for segment in shared_memory_of_size(size):
             ctypes.CDLL(None).shmctl(int(segment), _IPC_RMID, None)
+        shutil.rmtree(work)
+
+
+@pytest.mark.skipif(not LANDLOCK_ABI, reason="this kernel has no Landlock")
+def test_an_agent_that_is_not_root_confines_a_job_after_its_view(as_nobody: Callable[[Callable[[], int]], int]) -> None:
+    """A spare of an agent that is not root, with the Landlock rules it made while it waited: its job writes its own
+    ``/dev/shm`` and ``/tmp``, mounted after those rules were made."""
+    name = f"fog-test-{uuid.uuid4().hex}"
+    work = Path("/run") / name  # as in the test above: not below /tmp, its modes set
+    work.mkdir()
+    work.chmod(0o711)
+    own = work / "job"
+    (own / "tmp").mkdir(mode=0o700, parents=True)
+    for path in (own, own / "tmp"):
+        os.chown(path, NOBODY, NOBODY)
+    policy = Confinement(LANDLOCK_ABI).policy(private_tmp=True)
+
+    def check() -> int:
+        prebuilt = prebuild(policy)
+        private_view({"shm_bytes": 1 << 20, "tmp": str(own / "tmp")})
+        confine(policy, str(own), prebuilt)
+        (SHARED_MEMORY / name).write_text("mine")
+        (TMP / name).write_text("mine")
+        return 2
+
+    try:
+        assert as_nobody(check) == 2, "1: failed (its stderr says where)"
+        assert (own / "tmp" / name).read_text() == "mine"
+    finally:
         shutil.rmtree(work)
 
 
