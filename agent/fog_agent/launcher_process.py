@@ -483,7 +483,7 @@ def _child(
         _die_with_parent(launcher)
         if request.get(PREPARE) and not requests.recv(1):
             os._exit(0)  # withdrawn: its placement never committed
-        for which, soft, hard in request["rlimits"]:  # RLIMIT_AS last: after it, nothing may allocate
+        for which, soft, hard in request["rlimits"]:  # memory and address space last: then nothing may allocate
             resource.setrlimit(which, (soft, hard))
         first_telling, last = 0, errno.ENOENT
         for path in candidates:

@@ -59,6 +59,7 @@ from fog_agent.job_messages import Assignment, JobKey
 from fog_agent.launcher import JobProgram, Launcher
 from fog_agent.sandbox.attempt import SandboxedJob, _close_pipe, _ids, _open_output, _output_limit, _Prepared
 from fog_agent.sandbox.policy import (
+    ADDRESS_SPACE_SLACK,
     JOB_READ_PATHS,
     JOB_WRITE_PATHS,
     KILL_GRACE_S,
@@ -90,6 +91,7 @@ from fog_agent.sandbox.users import (
 from fog_agent.sandbox.workdirs import Workdir, WorkdirRemover
 
 __all__ = [
+    "ADDRESS_SPACE_SLACK",
     "JOB_READ_PATHS",
     "JOB_WRITE_PATHS",
     "MAX_OPEN_FILES",

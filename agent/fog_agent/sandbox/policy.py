@@ -20,8 +20,14 @@ from fog_agent.sandbox.users import JobUser, JobUsers, SandboxError
 log = logging.getLogger(__name__)
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
-#: the least address space a job gets, whatever it asked for: with less, a shell or Python cannot even start
-MIN_ADDRESS_SPACE = 64 * MIB
+#: the least memory a job gets, whatever it asked for: with less, a shell or Python cannot even start
+MIN_MEMORY = 64 * MIB
+#: how much more address space than memory a job gets. Its memory is capped by ``RLIMIT_DATA`` (what it may write:
+#: its heap, thread stacks, private mappings), which address space reserved and never written does not count; runtimes
+#: reserve gigabytes of it up front (Java's heap and class space, Node.js's code range), and with the address space
+#: capped at the job's memory they would not start. The address space stays capped too: memory a job maps shared
+#: (``MAP_SHARED`` anonymous), which ``RLIMIT_DATA`` does not count, is bounded by it.
+ADDRESS_SPACE_SLACK = 4 * 1024 * MIB
 MAX_OPEN_FILES = 1024
 #: RLIMIT_NPROC counts every process (thread, even) of the *user*, not of the job. With a uid of the job's own it
 #: caps that job, which is what stops a fork bomb; with one named user for all jobs, the node's jobs together.
@@ -177,7 +183,7 @@ def job_networks_from_env(
 def view_for(assignment: Assignment, tmp: Path | None) -> dict[str, Any]:
     """The job's view, as the launcher takes it: its ``/dev/shm`` holds as much as its memory may; ``tmp``, if any,
     is its ``/tmp`` and ``/var/tmp``."""
-    view: dict[str, Any] = {"shm_bytes": max(assignment.resources.memory_bytes, MIN_ADDRESS_SPACE)}
+    view: dict[str, Any] = {"shm_bytes": max(assignment.resources.memory_bytes, MIN_MEMORY)}
     if tmp is not None:
         view["tmp"] = str(tmp)
     return view
@@ -225,11 +231,11 @@ def job_environment(assignment: Assignment, home: Path, gpu_ids: Sequence[int] |
 
 
 def rlimits_for(assignment: Assignment, *, dedicated_user: bool) -> list[Rlimit]:
-    """The job's resource limits, none above what the agent has itself; ``RLIMIT_AS`` last, as the launcher sets
-    them in order and nothing may allocate after it."""
+    """The job's resource limits, none above what the agent has itself; its memory and address space last, as the
+    launcher sets them in order and nothing may allocate after them."""
     wanted = assignment.resources
     cpu_s = math.ceil(assignment.timeout_s * max(1, math.ceil(wanted.cpu_cores))) + CPU_SLACK_S
-    address_space = max(wanted.memory_bytes, MIN_ADDRESS_SPACE)
+    memory = max(wanted.memory_bytes, MIN_MEMORY)
     limits = [
         (resource.RLIMIT_CORE, (0, 0)),  # a core dump would be the job's memory, written where nobody cleans up
         (resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES)),
@@ -237,7 +243,8 @@ def rlimits_for(assignment: Assignment, *, dedicated_user: bool) -> list[Rlimit]
     ]
     if dedicated_user:
         limits.append((resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES)))
-    limits.append((resource.RLIMIT_AS, (address_space, address_space)))
+    limits.append((resource.RLIMIT_DATA, (memory, memory)))
+    limits.append((resource.RLIMIT_AS, (memory + ADDRESS_SPACE_SLACK, memory + ADDRESS_SPACE_SLACK)))
     return [(which, _within_own_limit(which, *values)) for which, values in limits]
 
 

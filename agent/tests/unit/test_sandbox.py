@@ -19,6 +19,7 @@ import pytest
 from fog_agent.job_messages import MIB, Assignment, Resources
 from fog_agent.launcher_process import landlock_abi
 from fog_agent.sandbox import (
+    ADDRESS_SPACE_SLACK,
     JOB_READ_PATHS,
     JOB_WRITE_PATHS,
     MAX_OPEN_FILES,
@@ -265,6 +266,27 @@ async def test_a_job_allocating_more_than_its_memory_fails(sandbox: Sandbox) -> 
     assert within.outcome == "succeeded", within.output
 
 
+#: a job that reserves ``$1`` bytes of address space (``PROT_NONE``, never written), as runtimes do at their start
+RESERVE = (
+    "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True); libc.mmap.restype = ctypes.c_void_p;"
+    " libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long];"
+    " address = libc.mmap(None, int(sys.argv[1]), 0, 0x22, -1, 0);"  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+    " print('reserved' if address not in (None, ctypes.c_void_p(-1).value) else 'refused')"
+)
+
+
+async def test_address_space_reserved_is_not_memory_used_but_is_capped_too(sandbox: Sandbox) -> None:
+    limit = Resources(memory_bytes=64 * MIB)
+    reserved = await sandbox.job(job("python3", "-c", RESERVE, str(2048 * MIB), resources=limit)).run()
+    assert (reserved.outcome, reserved.output) == ("succeeded", "reserved\n")  # Java's or Node.js's start, say
+    too_far = str(64 * MIB + ADDRESS_SPACE_SLACK)  # with what python3 itself maps, past the cap
+    beyond = await sandbox.job(job("python3", "-c", RESERVE, too_far, resources=limit)).run()
+    assert (beyond.outcome, beyond.output) == ("succeeded", "refused\n")
+    used = await sandbox.job(job("python3", "-c", "bytearray(128 << 20)", resources=limit)).run()
+    assert used.outcome == "failed"
+    assert "MemoryError" in used.output
+
+
 async def test_a_job_says_how_much_cpu_time_and_memory_it_used(sandbox: Sandbox) -> None:
     busy = await sandbox.job(job("dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=4000", timeout_s=60)).run()
     big = await sandbox.job(job("dd", "if=/dev/zero", "of=/dev/null", "bs=48M", "count=1")).run()
@@ -281,11 +303,13 @@ async def test_a_job_says_how_much_cpu_time_and_memory_it_used(sandbox: Sandbox)
 async def test_limits_on_files_core_dumps_and_cpu_time(sandbox: Sandbox) -> None:
     resources = Resources(cpu_cores=1.5)
     result = await sandbox.job(
-        job("sh", "-c", "ulimit -n; ulimit -c; ulimit -t", timeout_s=2.5, resources=resources)
+        job("sh", "-c", "ulimit -n; ulimit -c; ulimit -t; ulimit -d; ulimit -v", timeout_s=2.5, resources=resources)
     ).run()
-    files, core, cpu_s = result.output.split()
+    files, core, cpu_s, data_kib, address_kib = result.output.split()
     assert (int(files), core) == (MAX_OPEN_FILES, "0")
     assert int(cpu_s) == math.ceil(2.5 * 2) + 1  # what two cores burn in the timeout, and a second
+    assert int(data_kib) * 1024 == resources.memory_bytes
+    assert int(address_kib) * 1024 == resources.memory_bytes + ADDRESS_SPACE_SLACK
 
 
 async def test_a_kept_working_directory_stays(tmp_path: Path) -> None:
