@@ -161,7 +161,8 @@ def call_gateway(gateway_url: str, work: Coroutine[Any, Any, T], *, on_401: str 
         return asyncio.run(work)
     except ApiError as exc:
         hint = f"; {on_401}" if on_401 and exc.status == 401 else ""
-        raise typer.Exit(_fail(f"{gateway_url} refused: {exc}{_what_was_invalid(exc)}{hint}")) from None
+        said = f"{gateway_url} refused: {exc}{_what_was_invalid(exc)}{hint}{_traceable(exc)}"
+        raise typer.Exit(_fail(said)) from None
     except httpx.TransportError as exc:
         raise typer.Exit(_fail(f"cannot reach the gateway at {gateway_url}: {exc or exc.__class__.__name__}")) from None
     except pydantic.ValidationError:
@@ -186,6 +187,13 @@ def _what_was_invalid(exc: ApiError) -> str:
             loc = loc[1:]
         said.append(f"{'.'.join(loc)}: {error['msg']}" if loc else str(error["msg"]))
     return "".join(f"; {each}" for each in said)
+
+
+def _traceable(exc: ApiError) -> str:
+    """For a failure on the platform's side, the request id an admin traces it by (``fogctl events trace``)."""
+    if exc.status < 500 or not exc.request_id:
+        return ""
+    return f" (request {exc.request_id}: `fogctl events trace {exc.request_id}`)"
 
 
 def _print_me(saved: Session, me: Me) -> None:

@@ -218,6 +218,23 @@ def test_a_refused_spec_says_which_field_and_why(logged_in: Session, monkeypatch
     assert f"{said}; resources.cpu_cores: Input should be greater than 0; Value error, too many variables" in err
 
 
+def test_a_failure_on_the_platforms_side_names_the_request_to_trace(
+    logged_in: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"type": "urn:fog:problem:service_unavailable", "title": "Service unavailable", "status": 503,
+            "code": "service_unavailable", "detail": "the scheduler did not answer in time"}  # fmt: skip
+    headers = {"X-Request-ID": "req-42", "Retry-After": "1"}
+    script_gateway(monkeypatch, lambda _: httpx.Response(503, json=body, headers=headers))
+    code, _, err = fogctl("job", "get", "j1")
+    assert code == 1
+    assert "503 Service unavailable: the scheduler did not answer in time" in err
+    assert "(request req-42: `fogctl events trace req-42`)" in err
+    script_gateway(monkeypatch, lambda _: problem(404, "not_found"))
+    code, _, err = fogctl("job", "get", "j1")
+    assert code == 1
+    assert "request" not in err  # the caller's own mistake: nothing for an admin to trace
+
+
 @pytest.mark.parametrize(
     ("text", "count"),
     [
