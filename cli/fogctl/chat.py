@@ -1,5 +1,5 @@
-"""``fogctl chat send|read|sync|groups|upload|uploads|files|cancel-upload|delete-file|download``: BitChat
-with the saved session (``fogctl login``).
+"""``fogctl chat send|edit|delete|read|sync|groups|upload|uploads|files|cancel-upload|delete-file|download``:
+BitChat with the saved session (``fogctl login``).
 
 Members are named by member id: a user's id, or ``node:<node id>`` for one of your nodes.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ from fogctl import account
 from fogctl.formats import JsonOption, human_bytes, when
 
 app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages.")
-groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, leave, transfer.")
+groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, role, leave, transfer.")
 app.add_typer(groups_app, name="groups")
 
 ConversationArgument = Annotated[str, typer.Argument(help="The conversation's (or group's) id", show_default=False)]
@@ -53,6 +53,27 @@ def send(
         typer.echo(sent.model_dump_json())
     else:
         typer.echo(f"Sent #{sent.seq} to {sent.conversation_id}")
+
+
+@app.command()
+def edit(
+    conversation: ConversationArgument,
+    seq: Annotated[int, typer.Argument(min=1, help="The message's seq (#N in `read`)", show_default=False)],
+    text: Annotated[str, typer.Argument(help="Its new text", show_default=False)],
+) -> None:
+    """Change a message you sent; members see it edited."""
+    edited = account.with_saved_session(lambda client: client.edit_message(conversation, seq, text))
+    typer.echo(message_line(edited))
+
+
+@app.command()
+def delete(
+    conversation: ConversationArgument,
+    seq: Annotated[int, typer.Argument(min=1, help="The message's seq (#N in `read`)", show_default=False)],
+) -> None:
+    """Delete a message you sent (or any in a group you own or administer); its text is gone for everyone."""
+    deleted = account.with_saved_session(lambda client: client.delete_message(conversation, seq))
+    typer.echo(message_line(deleted))
 
 
 @app.command()
@@ -245,6 +266,22 @@ def leave(group: ConversationArgument) -> None:
 
     account.with_saved_session(run)
     typer.echo(f"Left {group}")
+
+
+@groups_app.command()
+def role(
+    group: ConversationArgument,
+    member: MemberArgument,
+    new_role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="admin (may add, remove and moderate) or member", show_default=False)
+    ],
+) -> None:
+    """Make a member an admin, or an admin a member again (the group's owner)."""
+    if new_role not in ("admin", "member"):
+        raise typer.BadParameter(f"{new_role!r} is neither admin nor member", param_hint="ROLE")
+    chosen: Literal["admin", "member"] = "admin" if new_role == "admin" else "member"
+    account.with_saved_session(lambda client: client.set_member_role(group, member, chosen))
+    typer.echo(f"{member} is now {chosen} of {group}")
 
 
 @groups_app.command()

@@ -264,6 +264,11 @@ class ChatCalls:
         """Remove a member, or leave the group (your own id)."""
         await self._call("DELETE", f"/v1/groups/{_segment(group_id)}/members/{_segment(member_id)}")
 
+    async def set_member_role(self, group_id: str, member_id: str, role: Literal["admin", "member"]) -> Conversation:
+        """Make a member an admin, or an admin a member again (the group's owner)."""
+        path = f"/v1/groups/{_segment(group_id)}/members/{_segment(member_id)}/role"
+        return Conversation.model_validate_json((await self._call("PUT", path, {"role": role})).content)
+
     async def transfer_group(self, group_id: str, member_id: str) -> Conversation:
         path = f"/v1/groups/{_segment(group_id)}/owner"
         return Conversation.model_validate_json((await self._call("POST", path, {"member_id": member_id})).content)

@@ -135,6 +135,12 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     code, out, err = await fogctl("chat", "groups", "create", "ops", "--member", bob.id)
     assert code == 0, err
     group = out.split()[2]
+    code, out, err = await fogctl("chat", "groups", "role", group, bob.id, "admin")
+    assert code == 0, err
+    assert out.strip() == f"{bob.id} is now admin of {group}"
+    code, _, err = await fogctl("chat", "groups", "role", group, bob.id, "owner")
+    assert code == 2  # `transfer` hands a group over
+    assert "neither admin nor member" in err
 
     use_session(url, bob)
     code, out, err = await fogctl("chat", "read")
@@ -158,8 +164,19 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     code, out, err = await fogctl("chat", "sync")
     assert code == 0, err
     kinds = [json.loads(line).get("kind") for line in out.splitlines()[:-1]]
-    assert kinds == ["message", "group_created", "receipt", "message", "member_removed"]
+    assert kinds == ["message", "group_created", "role_changed", "receipt", "message", "member_removed"]
     assert json.loads(out.splitlines()[-1])["more"] is False
+    code, out, err = await fogctl("chat", "send", "--conversation", conversation, "helo")
+    assert code == 0, err
+    code, out, err = await fogctl("chat", "edit", conversation, "2", "hello")
+    assert code == 0, err
+    assert out.strip().endswith(f"{bob.id}: hello (edited)")
+    code, out, err = await fogctl("chat", "delete", conversation, "2")
+    assert code == 0, err
+    assert out.strip().endswith(f"{bob.id}: (deleted)")
+    code, _, err = await fogctl("chat", "edit", conversation, "1", "not mine")
+    assert code == 1  # alice's message
+    assert "refused: 403" in err
     code, _, err = await fogctl("chat", "send", "--to", bob.id, "--conversation", group, "both")
     assert code != 0
 
