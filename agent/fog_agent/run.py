@@ -13,6 +13,7 @@ import typer
 from fog_agent.cli import StateDirOption, fail
 from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
 from fog_agent.fingerprint import cpu_cores, detect_gpus
+from fog_agent.job_messages import MIB
 from fog_agent.jobs import Capacity, JobRunner
 from fog_agent.sandbox import SandboxError, sandbox_from_env
 from fog_agent.state import NodeState, StateError, state_path
@@ -99,6 +100,11 @@ def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = 
     _warn_of_networks_no_longer_given(declared_networks, sandbox.networks)
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
+    if sandbox.disk is not None:
+        log.info("the job holding the most of the disk is stopped when %s has less than %d MiB free",
+                 sandbox.work_root, sandbox.disk.reserve // MIB)  # fmt: skip
+    else:
+        log.warning("FOG_AGENT_DISK_RESERVE is off: a job may fill the disk of %s", sandbox.work_root)
     return JobRunner(sandbox, capacity)
 
 

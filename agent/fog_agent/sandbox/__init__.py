@@ -47,6 +47,7 @@ not per job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -58,6 +59,7 @@ from fog_agent.cgroups import JobCgroups
 from fog_agent.job_messages import Assignment, JobKey
 from fog_agent.launcher import JobProgram, Launcher
 from fog_agent.sandbox.attempt import SandboxedJob, _close_pipe, _ids, _open_output, _output_limit, _Prepared
+from fog_agent.sandbox.disk import DiskGuard, reserve_from_env
 from fog_agent.sandbox.policy import (
     ADDRESS_SPACE_SLACK,
     JOB_READ_PATHS,
@@ -138,8 +140,11 @@ class Sandbox:
         cgroups: JobCgroups | None = None,
         private_view: bool = False,
         networks: Sequence[str] = ("host",),
+        disk_reserve: int | None = None,
     ) -> None:
         self.work_root = work_root.absolute()
+        #: stops the job that holds the most of the disk when less than ``disk_reserve`` bytes are free
+        self.disk = None if disk_reserve is None else DiskGuard(self.work_root, disk_reserve)
         #: the networks jobs may have here (``job_networks_from_env``); an assignment of another is refused
         self.networks = tuple(networks)
         self.users = users
@@ -301,10 +306,16 @@ class Sandbox:
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.close)
 
+    def watching_disk(self, job: SandboxedJob, directory: Path) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, ``job`` may be stopped for the disk (``disk``)."""
+        return contextlib.nullcontext() if self.disk is None else self.disk.watching(job, directory)
+
     async def close(self) -> None:
         """Stop the launcher: whatever job still runs dies with it, and so do the prepared ones. Once this
         returns, every preparation is undone (its working directory handed to ``removals``)."""
         self.launcher.close()
+        if self.disk is not None:
+            await self.disk.close()
         preparing, self._prepared = list(self._prepared.values()), {}
         for task in preparing:
             task.cancel()  # one under way undoes what it made; one done is undone below
@@ -327,9 +338,17 @@ def sandbox_from_env(work_root: Path) -> Sandbox:
         cgroups=JobCgroups.found(),
         private_view=private_view_from_env(),
         networks=job_networks_from_env(),
+        disk_reserve=_disk_reserve(work_root),
     )
     sandbox.prepare()
     return sandbox
+
+
+def _disk_reserve(work_root: Path) -> int | None:
+    try:
+        return reserve_from_env(work_root)
+    except ValueError as exc:
+        raise SandboxError(str(exc)) from None
 
 
 def _make_directories(path: Path, mode: int) -> None:

@@ -137,7 +137,8 @@ class SandboxedJob:
             on_started()
             began = time.monotonic()
             try:
-                stopped_as = await self._supervise(process)
+                with self._sandbox.watching_disk(self, workdir.path):
+                    stopped_as = await self._supervise(process)
             finally:
                 # What the job left running dies with it; everything does when this coroutine is cancelled.
                 self._kill_all(process.pid)
