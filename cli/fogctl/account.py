@@ -34,18 +34,16 @@ def new_client(
     return FogClient(base_url, access_token=access_token, refresh_token=refresh_token, on_tokens=on_tokens)
 
 
-def login(
-    url: Annotated[str, typer.Option("--url", envvar="FOG_URL", help="The gateway")] = DEFAULT_URL,
-    email: Annotated[str | None, typer.Option(help="Account email (prompted for when missing)")] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input, for scripts")
-    ] = False,
-) -> None:
+UrlOption = Annotated[str, typer.Option("--url", envvar="FOG_URL", help="The gateway")]
+EmailOption = Annotated[str | None, typer.Option(help="Account email (prompted for when missing)")]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input, for scripts")
+]
+
+
+def login(url: UrlOption = DEFAULT_URL, email: EmailOption = None, password_stdin: PasswordStdinOption = False) -> None:
     """Log in to a Fog gateway and keep the session for the other commands."""
-    if email is None:
-        if password_stdin:
-            raise typer.Exit(_fail("--password-stdin needs --email"))
-        email = typer.prompt("Email")
+    email = _email(email, password_stdin)
     password = _read_password(password_stdin)
 
     async def run() -> tuple[Session, Me]:
@@ -59,20 +57,15 @@ def login(
 
 
 def register(
-    url: Annotated[str, typer.Option("--url", envvar="FOG_URL", help="The gateway")] = DEFAULT_URL,
-    email: Annotated[str | None, typer.Option(help="Account email (prompted for when missing)")] = None,
+    url: UrlOption = DEFAULT_URL,
+    email: EmailOption = None,
     provider: Annotated[
         bool, typer.Option("--provider", help="Also the provider role: offer machines as nodes (fog-agent join)")
     ] = False,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input, for scripts")
-    ] = False,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Create an account on a Fog gateway, then log in to it as `fogctl login` does."""
-    if email is None:
-        if password_stdin:
-            raise typer.Exit(_fail("--password-stdin needs --email"))
-        email = typer.prompt("Email")
+    email = _email(email, password_stdin)
     password = _read_new_password(password_stdin)
     roles = ("user", "provider") if provider else ("user",)
 
@@ -85,6 +78,15 @@ def register(
     saved, me = call_gateway(url, run())
     console.print(f"Registered and logged in to {escape(saved.gateway_url)} as {escape(saved.email)}.")
     _print_me(saved, me)
+
+
+def _email(given: str | None, password_stdin: bool) -> str:
+    if given is not None:
+        return given
+    if password_stdin:  # standard input is the password's: there is nobody to ask
+        raise typer.Exit(_fail("--password-stdin needs --email"))
+    email: str = typer.prompt("Email")
+    return email
 
 
 def whoami(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:

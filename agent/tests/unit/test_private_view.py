@@ -5,6 +5,7 @@ they were."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import logging
@@ -216,6 +217,18 @@ async def test_the_machines_mounts_are_left_as_they_were(sandbox: Sandbox) -> No
     assert mounts() == before
 
 
+@contextlib.asynccontextmanager
+async def viewed(work_root: Path, confinement: Confinement | None) -> AsyncIterator[Sandbox]:
+    """A sandbox whose jobs get a view of their own, and ``confinement``; closed at the end, its directories gone."""
+    box = Sandbox(work_root, users=job_users_from_env(), confinement=confinement, private_view=True, kill_grace_s=0.5)
+    box.prepare()
+    try:
+        yield box
+    finally:
+        await box.close()
+        await box.removals.finished()
+
+
 # -- with Landlock -------------------------------------------------------------------------------------------------
 
 
@@ -226,13 +239,9 @@ async def confined(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if not AS_ROOT or not LANDLOCK_ABI:
         pytest.skip("a view of its own and Landlock: root, on a kernel with Landlock")
     root = tmp_path if request.param == "beneath /tmp" else Path("/run") / f"fog-test-{uuid.uuid4().hex}"
-    box = Sandbox(root / "work", users=job_users_from_env(), confinement=Confinement(LANDLOCK_ABI),
-                  private_view=True, kill_grace_s=0.5)  # fmt: skip
-    box.prepare()
     try:
-        yield box
-        await box.close()
-        await box.removals.finished()
+        async with viewed(root / "work", Confinement(LANDLOCK_ABI)) as box:
+            yield box
     finally:
         if root != tmp_path:
             shutil.rmtree(root)
@@ -264,14 +273,9 @@ async def outside_tmp(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
             pytest.skip("this kernel has no Landlock")
         confinement = Confinement(LANDLOCK_ABI)
     root = Path("/run") / f"fog-test-{uuid.uuid4().hex}"
-    box = Sandbox(
-        root / "work", users=job_users_from_env(), confinement=confinement, private_view=True, kill_grace_s=0.5
-    )
-    box.prepare()
     try:
-        yield box
-        await box.close()
-        await box.removals.finished()
+        async with viewed(root / "work", confinement) as box:
+            yield box
     finally:
         shutil.rmtree(root)
 
