@@ -228,6 +228,9 @@ _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x08000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14, 1 << 18
 SHARED_MEMORY = "/dev/shm"  # noqa: S108
 TMP_DIRECTORIES = ("/tmp", "/var/tmp")  # noqa: S108
+#: where the machine's services keep their Unix sockets (``/var/run`` leads there): a job cut off the network gets an
+#: empty one in its view, so that it reaches none of them (``view["run"]``)
+RUN = "/run"
 #: where a view mounts file systems anew (``_mount_view``), as a policy names them (real paths)
 MOUNTED_BY_VIEW = frozenset(os.path.realpath(path) for path in ("/proc", SHARED_MEMORY, *TMP_DIRECTORIES))
 _MS_BIND = 1 << 12
@@ -236,11 +239,11 @@ _MS_BIND = 1 << 12
 def private_view(view: dict[str, Any]) -> None:
     """Give this process, and what it runs, a mount namespace of its own, in which ``/proc`` lists its own
     processes alone (``hidepid=invisible``: not another job's command line, where secrets are often passed; as
-    root only), ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it, and ``/tmp`` and
-    ``/var/tmp`` are the directory ``view["tmp"]``, if given. Nothing mounted here reaches the machine's mounts
-    (they become private to the namespace first). And an IPC namespace of its own: its System V shared memory,
-    semaphores and message queues (and POSIX message queues) are out of other jobs' sight, and destroyed with it,
-    whatever it did not remove."""
+    root only), ``/dev/shm`` is a tmpfs of its own of ``view["shm_bytes"]`` at most, gone with it, ``/tmp`` and
+    ``/var/tmp`` are the directory ``view["tmp"]``, if given, and ``/run`` is empty if ``view["run"]``. Nothing
+    mounted here reaches the machine's mounts (they become private to the namespace first). And an IPC namespace of
+    its own: its System V shared memory, semaphores and message queues (and POSIX message queues) are out of other
+    jobs' sight, and destroyed with it, whatever it did not remove."""
     enter_namespaces(view, isolated_network=False)
 
 
@@ -268,6 +271,12 @@ def _mount_view(view: dict[str, Any], *, proc: bool) -> None:
     if proc:
         flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
         _succeeded(_LIBC.mount(b"proc", b"/proc", b"proc", flags, b"hidepid=invisible"), "mounting /proc")
+    if view.get("run") and os.path.isdir(RUN):
+        shared_memory = os.path.realpath(SHARED_MEMORY)  # found before /run is covered: it may lead there
+        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        _succeeded(_LIBC.mount(b"tmpfs", RUN.encode(), b"tmpfs", flags, b"size=1m,mode=0755"), f"mounting {RUN}")
+        if shared_memory.startswith(RUN + "/"):
+            os.makedirs(shared_memory, exist_ok=True)
     if os.path.isdir(SHARED_MEMORY):
         options = f"size={int(view['shm_bytes'])},mode=1777".encode()
         shm = _LIBC.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)

@@ -74,6 +74,7 @@ from fog_agent.sandbox.policy import (
     job_environment,
     job_networks_from_env,
     keep_workdirs_from_env,
+    private_run_possible,
     private_tmp_possible,
     private_view_from_env,
     refuse_unconfined,
@@ -150,6 +151,8 @@ class Sandbox:
         self.users = users
         self.private_view = private_view
         self.private_tmp = private_view and private_tmp_possible(self.work_root)
+        #: jobs cut off the network get an empty ``/run``: none of the Unix sockets of the machine's services
+        self.private_run = private_view and private_run_possible(self.work_root)
         self.confinement = confinement
         self.cgroups = cgroups
         self.keep_workdirs = keep_workdirs
@@ -297,7 +300,9 @@ class Sandbox:
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
             landlock=None if confinement is None else confinement.policy(gpu_ids, private_tmp=tmp is not None),
-            view=view_for(assignment, tmp) if self.private_view else None,
+            view=view_for(assignment, tmp, own_run=self.private_run and assignment.network == "none")
+            if self.private_view
+            else None,
             isolated_network=assignment.network == "none",
         )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from fog_agent.job_messages import MIB, Assignment, Network
-from fog_agent.launcher_process import isolated_network_works, landlock_abi, private_view_works
+from fog_agent.launcher_process import RUN, isolated_network_works, landlock_abi, private_view_works
 from fog_agent.sandbox.users import JobUser, JobUsers, SandboxError
 
 log = logging.getLogger(__name__)
@@ -180,13 +180,21 @@ def job_networks_from_env(
     return tuple(name for name in named if name != "none")
 
 
-def view_for(assignment: Assignment, tmp: Path | None) -> dict[str, Any]:
+def view_for(assignment: Assignment, tmp: Path | None, *, own_run: bool = False) -> dict[str, Any]:
     """The job's view, as the launcher takes it: its ``/dev/shm`` holds as much as its memory may; ``tmp``, if any,
-    is its ``/tmp`` and ``/var/tmp``."""
+    is its ``/tmp`` and ``/var/tmp``; with ``own_run``, its ``/run`` is empty."""
     view: dict[str, Any] = {"shm_bytes": max(assignment.resources.memory_bytes, MIN_MEMORY)}
     if tmp is not None:
         view["tmp"] = str(tmp)
+    if own_run:
+        view["run"] = True
     return view
+
+
+def private_run_possible(work_root: Path) -> bool:
+    """Whether jobs cut off the network may have an empty ``/run``: not when their directories are beneath it."""
+    real, run = os.path.realpath(work_root), os.path.realpath(RUN)
+    return not (real == run or real.startswith(run.rstrip("/") + "/"))
 
 
 def private_tmp_possible(work_root: Path) -> bool:

@@ -168,6 +168,37 @@ async def test_a_job_without_network_reaches_nothing_of_the_machine_but_talks_to
     assert listener.connections == 0
 
 
+#: connects to the Unix socket ``$1``, as a job would to a service of the machine (Postgres', D-Bus, Docker's)
+CONNECT_UNIX = (
+    "import socket, sys\ntry:\n    socket.socket(socket.AF_UNIX).connect(sys.argv[1])\n    print('reached')\n"
+    "except OSError:\n    print('unreachable')"
+)
+
+
+@pytest.fixture
+async def unix_service() -> AsyncIterator[Path]:
+    """A server on a Unix socket in ``/run``, where the machine's services have theirs, open to every user."""
+    path = Path("/run") / f"fog-test-{os.getpid()}-{id(object())}.sock"
+    server = await asyncio.start_unix_server(lambda _, writer: writer.close(), path)
+    path.chmod(0o777)
+    yield path
+    server.close()
+    await server.wait_closed()
+    path.unlink(missing_ok=True)
+
+
+@needs_root
+async def test_a_job_without_network_reaches_no_unix_socket_of_the_machines_services(
+    isolating: Sandbox, unix_service: Path
+) -> None:
+    assert isolating.private_run
+    command = ("python3", "-c", CONNECT_UNIX, str(unix_service))
+    for network, expected in (("host", "reached\n"), ("none", "unreachable\n")):
+        assignment = Assignment("j-1", 1, command, {}, 10.0, Resources(), network=network)
+        result = await isolating.job(assignment).run()
+        assert (network, result.outcome, result.output) == (network, "succeeded", expected)
+
+
 @needs_root
 async def test_a_job_of_the_nodes_network_reaches_what_the_node_reaches(isolating: Sandbox, listener: Listener) -> None:
     result = await isolating.job(job(connect_to(listener.port), network="host")).run()
