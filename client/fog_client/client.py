@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -18,8 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response as HandshakeResponse
 
+from fog_client import retries as retries_
 from fog_client.chat import ChatCalls
-from fog_client.errors import ApiError
+from fog_client.errors import ApiError, parse_retry_after
 from fog_client.events import EventPage, RebuildReport, Redriven, StoredEvent, Trace
 from fog_client.models import (
     ApiKey,
@@ -84,8 +86,11 @@ class FogClient(ChatCalls):
         transport: httpx.AsyncBaseTransport | None = None,
         on_tokens: Callable[[Tokens], None] | None = None,
         request_id: str | None = None,
+        retries: int = retries_.RETRIES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: how many times a call that failed on the way is tried again (``fog_client.retries``); 0: never
+        self.retries = retries
         self.access_token, self.refresh_token, self.api_key = access_token, refresh_token, api_key
         self.on_tokens = on_tokens
         headers = {"X-Request-ID": request_id} if request_id else {}
@@ -297,12 +302,15 @@ class FogClient(ChatCalls):
 
     async def submit_job(self, spec: JobSpec) -> Job:
         """Submit one job. A repeated ``idempotency_key`` answers the job it first created instead of a new one."""
-        return _parse(Job, await self._call("POST", "/v1/jobs", _spec_body(spec)))
+        keyed = spec.idempotency_key is not None  # sending it again answers the same job: safe to try again
+        return _parse(Job, await self._call("POST", "/v1/jobs", _spec_body(spec), idempotent=keyed))
 
     async def submit_array(self, spec: JobSpec, count: int) -> JobArray:
         """Submit ``count`` jobs that share one spec (each knows its ``array_index``)."""
         body = {"spec": _spec_body(spec), "count": count}
-        return _parse(JobArray, await self._call("POST", "/v1/jobs/array", body, timeout=ARRAY_TIMEOUT_S))
+        keyed = spec.idempotency_key is not None
+        reply = await self._call("POST", "/v1/jobs/array", body, timeout=ARRAY_TIMEOUT_S, idempotent=keyed)
+        return _parse(JobArray, reply)
 
     async def list_jobs(
         self,
@@ -433,21 +441,44 @@ class FogClient(ChatCalls):
         timeout: float | None = None,
         raw: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """One call; ``timeout`` replaces the client's for calls known to take long; ``raw`` is sent
-        as the body instead of ``body``'s JSON (file chunks)."""
+        as the body instead of ``body``'s JSON (file chunks). ``idempotent`` says whether doing it twice
+        does no harm (by default: by its method), which decides what is tried again (``fog_client.retries``)."""
         sent = self.access_token
-        response = await self._send(
-            method, path, body, auth=auth, params=params, timeout=timeout, raw=raw, headers=headers
-        )
+        again = method in retries_.IDEMPOTENT_METHODS if idempotent is None else idempotent
+
+        async def send() -> httpx.Response:
+            return await self._send_with_retries(
+                method, path, body, auth=auth, params=params, timeout=timeout, raw=raw, headers=headers,
+                idempotent=again,
+            )  # fmt: skip
+
+        response = await send()
         if response.status_code == 401 and auth and await self._refreshed_after_401(sent):
-            # once only: a second 401 is the answer
-            response = await self._send(
-                method, path, body, auth=auth, params=params, timeout=timeout, raw=raw, headers=headers
-            )
+            response = await send()  # once only: a second 401 is the answer
         if response.is_error:
             raise ApiError.from_response(response)
         return response
+
+    async def _send_with_retries(self, *args: Any, idempotent: bool, **kwargs: Any) -> httpx.Response:
+        """``_send``, tried again after a failure on the way, up to ``retries`` times (``fog_client.retries``)."""
+        for retry in itertools.count():
+            try:
+                response = await self._send(*args, **kwargs)
+            except httpx.TransportError as exc:
+                if retry >= self.retries or not retries_.error_worth_another_try(exc, idempotent=idempotent):
+                    raise
+                await asyncio.sleep(retries_.pause_before(retry, None) or 0.0)
+                continue
+            if retry >= self.retries or not retries_.worth_another_try(response.status_code, idempotent=idempotent):
+                return response
+            pause = retries_.pause_before(retry, parse_retry_after(response.headers.get("Retry-After")))
+            if pause is None:
+                return response
+            await asyncio.sleep(pause)
+        raise AssertionError("the loop returns or raises")
 
     async def _refreshed_after_401(self, sent: str | None) -> bool:
         """After a 401 to the access token ``sent``: whether there is a new one to try (refreshing if need be)."""

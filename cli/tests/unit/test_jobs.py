@@ -223,7 +223,7 @@ def test_a_failure_on_the_platforms_side_names_the_request_to_trace(
 ) -> None:
     body = {"type": "urn:fog:problem:service_unavailable", "title": "Service unavailable", "status": 503,
             "code": "service_unavailable", "detail": "the scheduler did not answer in time"}  # fmt: skip
-    headers = {"X-Request-ID": "req-42", "Retry-After": "1"}
+    headers = {"X-Request-ID": "req-42", "Retry-After": "0"}
     script_gateway(monkeypatch, lambda _: httpx.Response(503, json=body, headers=headers))
     code, _, err = fogctl("job", "get", "j1")
     assert code == 1

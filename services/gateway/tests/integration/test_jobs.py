@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import asyncpg
+import httpx
 import nats
 import pytest
 from gateway_stack import HEARTBEAT_INTERVAL_S, Stack
@@ -15,6 +16,7 @@ from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
+from fog_client import FogClient
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
 from fog_shared.commands.scheduler import GET_JOB, NODE_ASSIGNMENTS, Assignment, Resources
 from fog_shared.events.scheduler import JobCompleted, JobLost, JobStarted, JobSubmitted
@@ -799,3 +801,36 @@ async def test_assignments_a_node_catches_up_on_reach_it_with_every_field_the_sc
             assert caught_up == {"type": "assignment", **assignment}
     finally:
         await nc.close()
+
+
+class Recording(httpx.AsyncHTTPTransport):
+    """A client's transport that notes the status of every answer it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.statuses.append(response.status_code)
+        return response
+
+
+async def test_a_clients_read_during_a_scheduler_restart_is_answered_once_it_is_back(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    tokens = await stack.register_and_login("uma@example.org")
+    job_id = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=stack.bearer(tokens))).json()["id"]
+    transport = Recording()
+    # Enough tries, a second apart (the gateway's Retry-After), to outlast a scheduler's start on a loaded machine.
+    async with FogClient(url, access_token=tokens["access_token"], transport=transport, retries=30) as fog:
+        async with stack.scheduler_away():
+            reading = asyncio.create_task(fog.get_job(job_id))
+
+            async def turned_away() -> bool:
+                return 503 in transport.statuses
+
+            await wait_until(turned_away, what="the read turned away while the scheduler is gone")
+        job = await reading
+    assert job.id == job_id
+    assert transport.statuses[0] == 503
+    assert transport.statuses[-1] == 200
