@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from fog_agent import __version__, check, join, run
+from fog_agent import __version__, check, join, run, service
 from fog_agent.cli import configure_logging
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command()(join.join)
 app.command()(run.run)
 app.command()(check.check)
+app.command()(service.service)
 
 
 def _show_version(wanted: bool) -> None:
