@@ -80,6 +80,10 @@ def submit(
     priority: Annotated[int | None, typer.Option(help="0..100, higher first (default 50)")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds an attempt may run (default 3600)")] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts before giving up (default 3)")] = None,
+    retry_backoff: Annotated[
+        float | None,
+        typer.Option(help="Seconds before the second attempt, doubling for each one after (default 1)"),
+    ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Submitting again with the same key answers the first job")
     ] = None,
@@ -99,7 +103,7 @@ def submit(
             "constraints": {"labels": parse_pairs(label or [], "--label"), "region": region, "arch": arch},
             "affinities": [parse_affinity(value) for value in affinity or []],
             "network": None if network is None else network.value,
-            **_given(priority=priority, timeout_s=timeout, max_attempts=max_attempts),
+            **_given(priority=priority, timeout_s=timeout, max_attempts=max_attempts, retry_backoff_s=retry_backoff),
             "name": name,
             "idempotency_key": idempotency_key,
         }

@@ -146,7 +146,7 @@ def test_submit_builds_the_spec_from_the_flags(gateway: Gateway, logged_in: Sess
         "--label", "zone=a", "--label", "disk=ssd", "--region", "eu-west", "--arch", "arm64",
         "--affinity", "tier=gold:30", "--affinity", "url=http://x:5", "--network", "none",
         "--env", "MODE=fast", "--env", "QUERY=a=b", "--priority", "80", "--timeout", "60", "--max-attempts", "2",
-        "--idempotency-key", "k-1", "--json",
+        "--retry-backoff", "30", "--idempotency-key", "k-1", "--json",
         "--", "python", "-m", "http.server", "--port", "8000", "--", "x",
     )  # fmt: skip
     assert code == 0, err
@@ -163,7 +163,7 @@ def test_submit_builds_the_spec_from_the_flags(gateway: Gateway, logged_in: Sess
         "priority": 80,
         "timeout_s": 60,
         "max_attempts": 2,
-        "retry_backoff_s": 1.0,
+        "retry_backoff_s": 30,
         "name": "serve",
         "idempotency_key": "k-1",
     }
