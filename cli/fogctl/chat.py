@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,14 +24,19 @@ app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages
 groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, role, leave, transfer.")
 app.add_typer(groups_app, name="groups")
 
+T = TypeVar("T")
 ConversationArgument = Annotated[str, typer.Argument(help="The conversation's (or group's) id", show_default=False)]
-MemberArgument = Annotated[str, typer.Argument(help="A user's id, or node:<node id>", show_default=False)]
+MemberArgument = Annotated[
+    str, typer.Argument(help="A user's id or e-mail address, or node:<node id>", show_default=False)
+]
 
 
 @app.command()
 def send(
     text: Annotated[str, typer.Argument(help="The message", show_default=False)],
-    to: Annotated[str | None, typer.Option("--to", help="A member to message directly")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="A member to message directly: a user's id or e-mail, node:<id>")
+    ] = None,
     conversation: Annotated[str | None, typer.Option("--conversation", "-c", help="A conversation or group")] = None,
     reply_to: Annotated[int | None, typer.Option("--reply-to", min=1, help="The seq of the message answered")] = None,
     client_msg_id: Annotated[
@@ -44,7 +50,7 @@ def send(
 
     async def run(client: FogClient) -> Message:
         if to is not None:
-            return await client.send_direct(to, text, client_msg_id=client_msg_id)
+            return await client.send_direct(await member_id(client, to), text, client_msg_id=client_msg_id)
         assert conversation is not None
         return await client.send_message(conversation, text, client_msg_id=client_msg_id, reply_to_seq=reply_to)
 
@@ -234,24 +240,30 @@ def groups(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @groups_app.command()
 def create(
     name: Annotated[str, typer.Argument(help="The group's name", show_default=False)],
-    member: Annotated[list[str] | None, typer.Option("--member", "-m", help="A member's user id; repeatable")] = None,
+    member: Annotated[
+        list[str] | None, typer.Option("--member", "-m", help="A member's user id or e-mail address; repeatable")
+    ] = None,
 ) -> None:
     """Make a group that you own."""
-    group = account.with_saved_session(lambda client: client.create_group(name, member or []))
+
+    async def run(client: FogClient) -> Conversation:
+        return await client.create_group(name, [await member_id(client, each) for each in member or []])
+
+    group = account.with_saved_session(run)
     typer.echo(f"Created group {group.id} ({group.name}) with {len(group.members)} members")
 
 
 @groups_app.command()
 def add(group: ConversationArgument, member: MemberArgument) -> None:
     """Add a member (owners and admins)."""
-    account.with_saved_session(lambda client: client.add_member(group, member))
+    account.with_saved_session(lambda client: as_member(client, member, lambda who: client.add_member(group, who)))
     typer.echo(f"Added {member} to {group}")
 
 
 @groups_app.command()
 def remove(group: ConversationArgument, member: MemberArgument) -> None:
     """Remove a member: nothing sent afterwards reaches them."""
-    account.with_saved_session(lambda client: client.remove_member(group, member))
+    account.with_saved_session(lambda client: as_member(client, member, lambda who: client.remove_member(group, who)))
     typer.echo(f"Removed {member} from {group}")
 
 
@@ -280,15 +292,27 @@ def role(
     if new_role not in ("admin", "member"):
         raise typer.BadParameter(f"{new_role!r} is neither admin nor member", param_hint="ROLE")
     chosen: Literal["admin", "member"] = "admin" if new_role == "admin" else "member"
-    account.with_saved_session(lambda client: client.set_member_role(group, member, chosen))
+    account.with_saved_session(
+        lambda client: as_member(client, member, lambda who: client.set_member_role(group, who, chosen))
+    )
     typer.echo(f"{member} is now {chosen} of {group}")
 
 
 @groups_app.command()
 def transfer(group: ConversationArgument, member: MemberArgument) -> None:
     """Hand the group to another member; you stay on as an admin."""
-    account.with_saved_session(lambda client: client.transfer_group(group, member))
+    account.with_saved_session(lambda client: as_member(client, member, lambda who: client.transfer_group(group, who)))
     typer.echo(f"{member} now owns {group}")
+
+
+async def member_id(client: FogClient, member: str) -> str:
+    """A member as the API names them: an e-mail address is looked up (``find_person``); ids stay as they are."""
+    return (await client.find_person(member)).user_id if "@" in member else member
+
+
+async def as_member(client: FogClient, member: str, call: Callable[[str], Awaitable[T]]) -> T:
+    """``call`` with ``member`` named as the API names them (``member_id``)."""
+    return await call(await member_id(client, member))
 
 
 def message_line(message: Message) -> str:

@@ -160,6 +160,13 @@ class FileInfo(_Reply):
     completed_at: datetime | None = None
 
 
+class Person(_Reply):
+    """Someone to message: ``user_id`` is their member id."""
+
+    user_id: str
+    email: str
+
+
 class FilePage(_Reply):
     """A conversation's complete files, the last completed first; ``next_cursor`` is None on the last page."""
 
@@ -301,6 +308,12 @@ class ChatCalls:
             body["signed_prekey"] = signed_prekey.model_dump()
         response = await self._call("PUT", f"/v1/keys/devices/{_segment(device_id)}", body)
         return DeviceKeys.model_validate_json(response.content)
+
+    async def find_person(self, email: str) -> Person:
+        """Who signed up with ``email`` (exactly, whatever its case): their ``user_id`` is their member id.
+        ``ApiError`` 404 when nobody did."""
+        response = await self._call("GET", "/v1/people", params={"email": email})
+        return Person.model_validate_json(response.content)
 
     async def user_keys(self, user_id: str) -> list[DeviceKeys]:
         devices = (await self._call("GET", f"/v1/keys/users/{_segment(user_id)}")).json()["devices"]

@@ -12,7 +12,20 @@ from fog_gateway.job_feed import JobFeed, JobWatchers
 from fog_gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SourceRateLimitMiddleware
 from fog_gateway.node_link import HeartbeatRelay, NodeLinks
 from fog_gateway.ratelimit import RateLimiter
-from fog_gateway.routes import admin, api_keys, auth, conversations, events, files, groups, jobs, keys, nodes, sync
+from fog_gateway.routes import (
+    admin,
+    api_keys,
+    auth,
+    conversations,
+    events,
+    files,
+    groups,
+    jobs,
+    keys,
+    nodes,
+    people,
+    sync,
+)
 from fog_gateway.routes import platform as platform_status
 from fog_gateway.scheduler_gate import SchedulerGate
 from fog_gateway.security import Verifier
@@ -96,7 +109,7 @@ def build_app(settings: CommonSettings) -> FastAPI:
         await chat_feed.start(runtime.js)
 
     runtime.after_start(follow_chat)
-    for module in (conversations, groups, keys, files):
+    for module in (conversations, groups, keys, files, people):
         api.include_router(module.build_router(calls, authz), responses=problems.COMMON_ERRORS)
     syncs = SyncBatcher(calls)
     runtime.in_background("sync-batches", syncs.run)

@@ -30,6 +30,7 @@ class Member:
     id: str
     headers: dict[str, str]
     tokens: dict[str, str] | None = None
+    email: str = ""
 
     async def send(self, conversation_id: str, text: str, client_msg_id: str | None = None, **extra: Any) -> Any:
         body = {"text": text, "client_msg_id": client_msg_id or uuid.uuid4().hex, **extra}
@@ -70,8 +71,9 @@ async def members(stack: Stack, count: int, http: httpx.AsyncClient | None = Non
     http = http or stack.http
     made = []
     for index in range(count):
-        tokens = await stack.register_and_login(f"m{index}-{uuid.uuid4().hex[:8]}@example.org", http=http, **login)
-        made.append(Member(http, user_id_of(tokens), stack.bearer(tokens), tokens))
+        email = f"m{index}-{uuid.uuid4().hex[:8]}@example.org"
+        tokens = await stack.register_and_login(email, http=http, **login)
+        made.append(Member(http, user_id_of(tokens), stack.bearer(tokens), tokens, email))
     conn = await messaging_db(stack)
     try:
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from fog_messaging import service, store
 from fog_messaging.config import Settings
-from fog_messaging.service import MessagingError, files, keys
+from fog_messaging.service import MessagingError, files, keys, people
 from fog_messaging.timeline_push import TimelinePusher
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS, FILES_BUCKET
@@ -194,6 +194,10 @@ def register_keys(runtime: ServiceRuntime, answer: Answer) -> None:
     @broker.subscriber(contract.PUBLISH_KEYS, queue=group, title="publish_keys")
     async def publish_keys(body: contract.PublishKeysCommand) -> dict[str, Any]:
         return await answer(lambda conn: keys.publish(conn, body, now=_now()))
+
+    @broker.subscriber(contract.FIND_PERSON, queue=group, title="find_person")
+    async def find_person(body: contract.FindPersonQuery) -> dict[str, Any]:
+        return await answer(lambda conn: people.find(conn, body))
 
     @broker.subscriber(contract.USER_KEYS, queue=group, title="user_keys")
     async def user_keys(body: contract.UserKeysQuery) -> dict[str, Any]:

@@ -469,6 +469,24 @@ class ClaimedPrekey(Strict):
     prekey: Prekey | None
 
 
+# -- people -------------------------------------------------------------------------------------
+
+#: a person's member id, by their e-mail address (exact, whatever its case)
+FIND_PERSON = query_subject("messaging", "find_person")
+
+
+class FindPersonQuery(Strict):
+    by: Principal
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+
+class PersonView(Strict):
+    """Someone to message: their member id (a user's id) and the e-mail address they signed up with."""
+
+    user_id: str
+    email: str
+
+
 # -- files ------------------------------------------------------------------------------------
 
 START_UPLOAD = command_subject("messaging", "start_upload")

@@ -125,9 +125,12 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
     monkeypatch.setenv("COLUMNS", "200")
     use_session(url, alice)
-    code, out, err = await fogctl("chat", "send", "--to", bob.id, "hello from the shell", "--json")
-    assert code == 0, err
+    code, out, err = await fogctl("chat", "send", "--to", bob.email.upper(), "hello from the shell", "--json")
+    assert code == 0, err  # by their address, whatever its case
     conversation = json.loads(out)["conversation_id"]
+    code, _, err = await fogctl("chat", "send", "--to", "nobody@example.org", "hello?")
+    assert code == 1
+    assert "404" in err
     code, out, err = await fogctl("chat", "groups", "create", "o" * 101, "--member", bob.id)
     assert code == 1
     assert "422 Invalid request" in err
@@ -135,9 +138,9 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     code, out, err = await fogctl("chat", "groups", "create", "ops", "--member", bob.id)
     assert code == 0, err
     group = out.split()[2]
-    code, out, err = await fogctl("chat", "groups", "role", group, bob.id, "admin")
+    code, out, err = await fogctl("chat", "groups", "role", group, bob.email, "admin")
     assert code == 0, err
-    assert out.strip() == f"{bob.id} is now admin of {group}"
+    assert out.strip() == f"{bob.email} is now admin of {group}"
     code, _, err = await fogctl("chat", "groups", "role", group, bob.id, "owner")
     assert code == 2  # `transfer` hands a group over
     assert "neither admin nor member" in err

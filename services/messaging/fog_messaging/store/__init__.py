@@ -53,6 +53,7 @@ from fog_messaging.store.people import (
     node_owner,
     set_node_owner,
     upsert_user,
+    user_by_email,
 )
 from fog_messaging.store.receipts import (
     receipt,
@@ -136,4 +137,5 @@ __all__ = [
     "timeline_bounds",
     "uploads_of",
     "upsert_user",
+    "user_by_email",
 ]

@@ -27,6 +27,14 @@ async def known_users(conn: asyncpg.Connection, user_ids: Sequence[str]) -> set[
     return {r["user_id"] for r in rows}
 
 
+async def user_by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
+    """The user who signed up with ``email``, whatever its case (as auth compares them)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT user_id, email FROM users WHERE lower(email) = lower($1) ORDER BY registered_at LIMIT 1", email
+    )
+    return row
+
+
 async def set_node_owner(conn: asyncpg.Connection, node_id: str, owner_id: str, *, revoked: bool) -> None:
     await conn.execute(
         "INSERT INTO node_owners (node_id, owner_id, revoked) VALUES ($1, $2, $3)"

@@ -67,6 +67,7 @@ async def test_not_ready_while_migrations_are_pending(unmigrated: httpx.AsyncCli
         "0001_users", "0002_conversations", "0003_keys", "0004_files", "0005_abandoned_uploads", "0006_signed_prekeys",
         "0007_files_by_uploader",
         "0008_complete_files_by_conversation",
+        "0009_users_by_email",
     )  # fmt: skip
     pending = "pending: " + ", ".join(f"messaging:{name}" for name in migrations)
     assert ready.json()["checks"]["migrations"] == pending
