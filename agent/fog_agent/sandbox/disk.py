@@ -30,6 +30,8 @@ CHECK_EVERY_S = 1.0
 RECOVERY_S = 10.0
 #: a job holding less than this is not what filled the disk
 MIN_BLAME = 64 * MIB
+#: when the disk is low and no job holds enough to blame, how long before the directories are measured again
+NOT_TO_BLAME_PAUSE_S = 30.0
 DEFAULT_RESERVE = "5%"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024 * 1024 * MIB}
@@ -108,6 +110,7 @@ class DiskGuard:
         self._task: asyncio.Task[None] | None = None
         self._stopped: Path | None = None  # the directory of the last job stopped, until it is gone
         self._blamed_none = False
+        self._measure_after = 0.0  # when the disk is low and no job was to blame: not before then again
 
     @contextmanager
     def watching(self, job: Stoppable, directory: Path) -> Iterator[None]:
@@ -127,9 +130,12 @@ class DiskGuard:
                 await self._task
 
     async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._watched:  # the last job's end ends the watch; the next job's start begins another
             await asyncio.sleep(self.every_s)
-            if self.free_of(self.path) < self.reserve and not self._recovering():
+            if self.free_of(self.path) >= self.reserve:
+                self._blamed_none, self._measure_after = False, 0.0
+            elif not self._recovering() and loop.time() >= self._measure_after:
                 await self._stop_the_biggest()
 
     def _recovering(self) -> bool:
@@ -141,12 +147,13 @@ class DiskGuard:
         free = self.free_of(self.path)
         victim = choose(held, free, self.reserve, self.min_blame)
         if victim is None:
+            # Measuring every job's directory each second would not help: look again in a while.
+            self._measure_after = asyncio.get_running_loop().time() + NOT_TO_BLAME_PAUSE_S
             if free < self.reserve and not self._blamed_none:
-                self._blamed_none = True  # said once: it stays true until the owner frees some
+                self._blamed_none = True  # said once, until there is enough free again
                 log.warning("%s has %d MiB free, under its reserve of %d MiB, and no job holds %d MiB of it",
                             self.path, free // MIB, self.reserve // MIB, self.min_blame // MIB)  # fmt: skip
             return
-        self._blamed_none = False
         why = (
             f"the node's disk ran low ({free // MIB} MiB free, under its reserve of {self.reserve // MIB} MiB) and"
             f" this job's directory held {held[victim] // MIB} MiB, the most of any job's"
