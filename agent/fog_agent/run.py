@@ -50,13 +50,8 @@ def run(
     A signal drains: no new jobs, running ones may finish (--drain-timeout), then goodbye. A second one kills
     the running jobs at once.
     """
-    path = state_path(state_dir)
-    try:
-        state = NodeState.load(path)
-    except StateError as exc:
-        raise typer.Exit(fail(f"{exc}; `fog-agent join --force` replaces it")) from None
-    if state is None:
-        raise typer.Exit(fail(f"not joined yet (no {path}); run `fog-agent join` first"))
+    state = joined_state(state_dir)
+    path = state.path
     jobs = _job_runner(work_dir or path.parent / "work", declared_networks=state.networks)
     try:
         connection = AgentConnection(
@@ -106,6 +101,18 @@ def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = 
     else:
         log.warning("FOG_AGENT_DISK_RESERVE is off: a job may fill the disk of %s", sandbox.work_root)
     return JobRunner(sandbox, capacity)
+
+
+def joined_state(state_dir: Path | None) -> NodeState:
+    """The node this machine joined as; else the command exits 1, saying why."""
+    path = state_path(state_dir)
+    try:
+        state = NodeState.load(path)
+    except StateError as exc:
+        raise typer.Exit(fail(f"{exc}; `fog-agent join --force` replaces it")) from None
+    if state is None:
+        raise typer.Exit(fail(f"not joined yet (no {path}); run `fog-agent join` first"))
+    return state
 
 
 def _warn_of_networks_no_longer_given(declared: tuple[str, ...] | None, given: tuple[str, ...]) -> None:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import typer
 
-from fog_agent.cli import StateDirOption, fail
+from fog_agent.cli import StateDirOption
 from fog_agent.connection import DRAIN_TIMEOUT_S
-from fog_agent.run import WorkDirOption
-from fog_agent.state import NodeState, StateError, state_path
+from fog_agent.run import WorkDirOption, joined_state
+from fog_agent.state import NodeState
 
 #: exit statuses that starting again would not change: bad usage (2), refused for good by the gateway (3)
 FINAL_EXITS = (2, 3)
@@ -85,13 +85,7 @@ def _quoted(assignment: str) -> str:
 def service(state_dir: StateDirOption = None, work_dir: WorkDirOption = None) -> None:
     """Print a systemd unit that runs this node's agent at boot and restarts it if it fails:
     `fog-agent service | sudo tee /etc/systemd/system/fog-agent.service`, then `systemctl enable --now fog-agent`."""
-    path = state_path(state_dir)
-    try:
-        state = NodeState.load(path)
-    except StateError as exc:
-        raise typer.Exit(fail(f"{exc}; `fog-agent join --force` replaces it")) from None
-    if state is None:
-        raise typer.Exit(fail(f"not joined yet (no {path}); run `fog-agent join` first"))
+    state = joined_state(state_dir)
     user = None if os.geteuid() == 0 else getpass.getuser()
     typer.echo(unit(_this_agent(), state, work_dir=work_dir, user=user, environ=os.environ), nl=False)
 
