@@ -1,5 +1,7 @@
 """Wiring of the gateway: the public HTTP API in front of the services' NATS subjects."""
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from fog_gateway import __version__, problems
@@ -30,6 +32,7 @@ from fog_gateway.routes import platform as platform_status
 from fog_gateway.scheduler_gate import SchedulerGate
 from fog_gateway.security import Verifier
 from fog_gateway.sync_batches import SyncBatcher
+from fog_gateway.tolerant import read
 from fog_shared.bus import push
 from fog_shared.commands.gateway import (
     ASSIGNMENTS,
@@ -100,10 +103,11 @@ def build_app(settings: CommonSettings) -> FastAPI:
     chain = TimelineChain(chat_waiters)
     chat_feed = ChatFeed(chat_waiters, chain)
 
-    # No queue group either: every gateway keeps its own chain of every push.
-    @runtime.broker.subscriber(TIMELINE, title="timeline")
-    async def timeline_pushed(push: TimelinePush) -> None:
-        chain.on_push(push)
+    # No queue group either: every gateway keeps its own chain of every push. Read tolerantly: a newer messaging's
+    # fields are left out (docs/architecture.md, "Mixed versions"), as for the service replies.
+    @runtime.broker.subscriber(TIMELINE, title="timeline", description="A TimelinePush (fog_shared.commands.gateway)")
+    async def timeline_pushed(push: dict[str, Any]) -> None:
+        chain.on_push(read(TimelinePush, push))
 
     async def follow_chat() -> None:
         await chat_feed.start(runtime.js)
