@@ -151,7 +151,9 @@ async def open_stack(
             # the API port: a server of their own would add a thread, and half a second to each stop.
             values: dict[str, Any] = {
                 "nats_url": fog_servers.nats_url,
-                "request_timeout_s": 2.0,
+                # As in production: every service of the stack runs in the test's one process, and on a loaded
+                # 2-core CI machine one of them took longer than 2 s to answer (a node's registration, 503).
+                "request_timeout_s": 5.0,
                 "gc_freeze_every_s": 0,
                 "metrics_port": None,
                 **FAST_NODES,
