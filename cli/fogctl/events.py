@@ -233,10 +233,10 @@ def _print_page(page: EventPage, as_json: bool, *, header: bool, gaps: bool = Tr
     if not page.items and not header:
         return
     rows = [
-        (_when(e.stored_at), f"{e.stream}:{e.seq}", _type(e), e.aggregate_id or "-", e.correlation_id or "-")
+        (_when(e.stored_at), f"{e.stream}:{e.seq}", _type(e), e.aggregate_id or "-", e.correlation_id or "-", gist(e))
         for e in page.items
     ]
-    table = _table(("stored at", "stream:seq", "type"), ("aggregate", "correlation"), rows)
+    table = _table(("stored at", "stream:seq", "type"), ("aggregate", "correlation", "facts"), rows)
     out.print(table)
 
 
@@ -248,7 +248,7 @@ def _table(whole: tuple[str, ...], shrinking: tuple[str, ...], rows: Sequence[tu
     for column in shrinking:
         table.add_column(column, overflow="ellipsis", no_wrap=True)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # events' text is data, never markup
     return table
 
 
@@ -277,7 +277,47 @@ def _print_trace(found: Trace) -> None:
             f"{step.offset_ms:>9.0f} ms  {'  ' * step.depth}{'└─ ' if step.depth else ''}{_type(event)}  "
             f"{event.aggregate_id or '-'}  {event.source or '-'}  {event.stream}:{event.seq}{after}"
         )
+        if facts := gist(event):
+            line += f"  {facts}"
         out.print(escape(line), highlight=False)
+
+
+#: a gist's longest text value, and the longest gist (the rest is in ``--json``)
+GIST_VALUE_CHARS, GIST_CHARS = 120, 400
+#: a list longer than this is shown by its length alone
+GIST_LIST_ITEMS = 4
+#: uuids (node, owner, job ids) are told apart by their first eight characters in a gist
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def gist(event: StoredEvent) -> str:
+    """The event's facts on one line: its data's values but the aggregate's id and the times (the table has
+    them), ids cut to eight characters, nested values as ``…``. ``node_id=0cba2c5c attempt=2 exit_code=3
+    reason='attempt 2 of 3 failed: exit code 3; tried again in 2 s'``."""
+    if not isinstance(event.data, dict):
+        return ""
+    facts = [
+        f"{key}={_gist_value(value)}"
+        for key, value in event.data.items()
+        if value is not None and value != event.aggregate_id and not key.endswith("_at")
+    ]
+    line = " ".join(facts)
+    return line if len(line) <= GIST_CHARS else line[: GIST_CHARS - 1] + "…"
+
+
+def _gist_value(value: object) -> str:
+    if isinstance(value, dict):
+        return "{…}"
+    if isinstance(value, list):
+        if len(value) > GIST_LIST_ITEMS or any(isinstance(item, dict | list) for item in value):
+            return f"[{len(value)} items]"
+        return "[" + ",".join(_gist_value(item) for item in value) + "]"
+    if isinstance(value, bool) or not isinstance(value, str):
+        return json.dumps(value)
+    if _UUID.match(value):
+        return value[:8]
+    text = value if len(value) <= GIST_VALUE_CHARS else value[: GIST_VALUE_CHARS - 1] + "…"
+    return text if text and re.fullmatch(r"[\w.:/@+-]+", text) else repr(text)
 
 
 def _kind(event: StoredEvent) -> str:

@@ -161,6 +161,7 @@ async def test_a_job_past_its_timeout_is_killed_with_its_children(stack: Running
     await wait_until(lambda: _some_running(marker), timeout=10, what="the job's processes")
     done = await ended(fog, job.id)
     assert done.status == "timed_out"
+    assert done.error == "ran past its timeout of 2 s: stopped"
     await wait_until(lambda: none_running(marker), timeout=10, what="the job's whole tree gone")
 
 

@@ -196,6 +196,9 @@ class SandboxedJob:
         if stopped_as is None and code is not None and code < 0 and self._stop.is_set():
             # Killed by a signal as its stop was asked (the launcher fenced it): the stop says why.
             stopped_as = self._stop_outcome
+        if stopped_as == "timed_out" and self._stop_error is None:
+            error = f"ran past its timeout of {self.assignment.timeout_s:g} s: stopped"
+            return Result(stopped_as, code, duration_s, text, truncated, error)
         if stopped_as is not None:
             return Result(stopped_as, code, duration_s, text, truncated, self._stop_error)
         if code == 0:

@@ -130,6 +130,7 @@ async def test_a_timeout_kills_the_whole_tree(sandbox: Sandbox) -> None:
     result = await sandbox.job(job("sh", "-c", script, timeout_s=1)).run()
     assert result.outcome == "timed_out"
     assert result.exit_code == -15  # SIGTERM was enough
+    assert result.error == "ran past its timeout of 1 s: stopped"  # not a death of its own
     pids = [int(line) for line in result.output.split()]
     assert len(pids) == 2
     await all_gone(pids)

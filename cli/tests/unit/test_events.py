@@ -13,6 +13,7 @@ import typer
 from scripted_gateway import script_gateway
 from typer.testing import CliRunner
 
+from fog_client import StoredEvent
 from fogctl import events
 from fogctl.__main__ import app
 from fogctl.events import parse_moment
@@ -134,6 +135,32 @@ def test_history_of_a_job_reads_the_scheduler_stream_and_says_where_the_gap_is(g
     assert "scheduler.job.submitted.v1" in out
     assert "GAP: dropped by retention" in err
     assert "--cursor EVT_SCHEDULER:2" in err
+
+
+def test_each_event_shows_its_facts_on_its_line(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "500")
+    node = "0cba2c5c-c5ab-43b4-8f90-03010ba17133"
+    failed = {"job_id": "j1", "node_id": node, "reason": "attempt 1 of 3 failed: exit code 3; tried again in 1 s",
+              "node_fault": False, "failed_at": NOW, "attempt": 1, "exit_code": 3, "retried": True,
+              "audience": ["a", "b"], "assignment": {"command": ["true"]}, "many": list(range(9)), "gone": None,
+              "note": "[bold]x"}  # fmt: skip
+    gateway.pages[None] = page([stored(1, "scheduler.job.failed.v1", data=failed)], "EVT_SCHEDULER:2")
+    code, out, err = fogctl("events", "history", "--job", "j1")
+    assert code == 0, err
+    facts = (
+        "node_id=0cba2c5c reason='attempt 1 of 3 failed: exit code 3; tried again in 1 s' node_fault=false "
+        "attempt=1 exit_code=3 retried=true audience=[a,b] assignment={…} many=[9 items] note='[bold]x'"
+    )  # text in brackets is shown, never taken for markup
+    assert facts in out  # not the job's own id, nor the times, nor what is absent
+    assert events.gist(StoredEvent.model_validate(stored(2, data="not an object"))) == ""
+    long_value = events.gist(StoredEvent.model_validate(stored(3, data={"reason": "[red]x" * 500})))
+    assert long_value.startswith("reason='[red]x")
+    assert len(long_value) == len("reason=''") + events.GIST_VALUE_CHARS
+    many_values = events.gist(StoredEvent.model_validate(stored(4, data={f"k{i}": "v" * 100 for i in range(9)})))
+    assert len(many_values) == events.GIST_CHARS
+    assert many_values.endswith("…")
+    _, traced, _ = fogctl("events", "trace", "req-1")
+    assert traced.splitlines()[1].endswith("EVT_SCHEDULER:1")  # data {"job_id": "j1"}: its aggregate, no more
 
 
 def test_history_all_follows_the_pages_and_json_gives_one_line_each(gateway: Gateway) -> None:

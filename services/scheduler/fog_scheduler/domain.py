@@ -238,6 +238,29 @@ def after_failure(attempt: int, max_attempts: int) -> Literal["retry", "give up"
     return "retry" if attempt < max_attempts else "give up"
 
 
+#: the most of an agent's error a failure's reason carries (the whole error is kept with the job)
+REASON_ERROR_CHARS = 300
+
+
+def failure_reason(
+    *, attempt: int, max_attempts: int, timed_out: bool, exit_code: int | None, error: str | None,
+    retry_in_s: float | None,
+) -> str:  # fmt: skip
+    """What a failed attempt's event says, for whoever reads the job's history: which attempt, what
+    happened to it (the agent's error, else the exit code), and what comes next."""
+    what = error or (f"exit code {exit_code}" if exit_code is not None else "no exit code")
+    if len(what) > REASON_ERROR_CHARS:
+        what = what[: REASON_ERROR_CHARS - 1] + "…"
+    verb = "timed out" if timed_out else "failed"
+    if retry_in_s is not None:
+        then = f"tried again in {retry_in_s:g} s"
+    elif attempt >= max_attempts:
+        then = "no attempts left"
+    else:
+        then = "not tried again"
+    return f"attempt {attempt} of {max_attempts} {verb}: {what}; {then}"
+
+
 #: jobs of one owner that may wait for a node at once, unless the settings say otherwise
 WAITING_MAX = 200_000
 

@@ -502,8 +502,7 @@ async def _finished(
         await store.requeue(conn, job_id, tried_node=node_id, not_before=now + timedelta(seconds=delay),
                             error=report.error or f"exit code {report.exit_code}")  # fmt: skip
         await store.keep_output(conn, job_id, report.output, report.output_truncated, report.exit_code)
-        return [JobFailed(job_id=str(job_id), node_id=node_id, reason=f"attempt {job['attempt']} failed",
-                          node_fault=False, failed_at=now, owner_id=owner)]  # fmt: skip
+        return [_attempt_failed(job, node_id, report, now, retry_in_s=delay)]
     endings.append(store.Ending(job_id, report.outcome, report.exit_code, report.duration_s, report.output,
                                 report.output_truncated, report.error, report.cpu_s, report.max_rss_bytes))  # fmt: skip
     if report.outcome == "succeeded":
@@ -512,8 +511,21 @@ async def _finished(
     if report.outcome == "cancelled":
         return [JobCancelled(job_id=str(job_id), owner_id=owner, node_id=node_id, attempt=report.attempt,
                              cancelled_at=now)]  # fmt: skip
-    return [JobFailed(job_id=str(job_id), node_id=node_id, reason=report.outcome, node_fault=False, failed_at=now,
-                      owner_id=owner)]  # fmt: skip
+    return [_attempt_failed(job, node_id, report, now, retry_in_s=None)]
+
+
+def _attempt_failed(
+    job: asyncpg.Record, node_id: str, report: contract.Finished, now: datetime, *, retry_in_s: float | None
+) -> JobFailed:
+    attempt, max_attempts = job["attempt"], job["spec"]["max_attempts"]
+    reason = domain.failure_reason(
+        attempt=attempt, max_attempts=max_attempts, timed_out=report.outcome == "timed_out",
+        exit_code=report.exit_code, error=report.error, retry_in_s=retry_in_s,
+    )  # fmt: skip
+    return JobFailed(
+        job_id=str(job["id"]), node_id=node_id, reason=reason, node_fault=False, failed_at=now,
+        owner_id=job["owner_id"], attempt=attempt, exit_code=report.exit_code, retried=retry_in_s is not None,
+    )  # fmt: skip
 
 
 async def node_assignments(conn: asyncpg.Connection, node_id: str) -> contract.NodeAssignments:
@@ -547,8 +559,9 @@ async def node_went_down(
         else:
             ending = store.Ending(job["id"], "failed", None, None, None, False, f"lost on {node_id}; no attempts left")
             await store.finish(conn, [ending], now=now)
-            event = JobFailed(job_id=str(job["id"]), node_id=node_id, reason="lost", node_fault=True, failed_at=now,
-                              owner_id=owner)  # fmt: skip
+            event = JobFailed(job_id=str(job["id"]), node_id=node_id, reason=f"attempt {attempt} lost on its node; "
+                              "no attempts left", node_fault=True, failed_at=now, owner_id=owner, attempt=attempt,
+                              retried=False)  # fmt: skip
             await record_for_job(conn, job["id"], event)
 
 

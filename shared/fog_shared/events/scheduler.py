@@ -26,8 +26,13 @@ class JobCompleted(Event):
 
 
 class JobFailed(Event):
-    """A job failed. ``node_fault`` says whether the node is to blame (lost, timed out while
-    heartbeating, crashed its sandbox) rather than the job itself (non-zero exit, bad input)."""
+    """An attempt of a job failed. ``node_fault`` says whether the node is to blame (lost, timed out
+    while heartbeating, crashed its sandbox) rather than the job itself (non-zero exit, bad input).
+    ``reason`` says what happened in words (``attempt 1 of 3 failed: exit code 3; tried again in 1 s``);
+    ``retried`` whether the job goes back to pending for another attempt or has ended.
+
+    ``attempt``, ``exit_code`` and ``retried`` are absent (None) from events recorded before they were carried.
+    """
 
     TYPE: ClassVar[EventType] = EventType("scheduler", "job", "failed", 1)
     AGGREGATE_ID: ClassVar[str] = "job_id"
@@ -38,6 +43,9 @@ class JobFailed(Event):
     node_fault: bool
     failed_at: datetime
     owner_id: str | None = None
+    attempt: int | None = None
+    exit_code: int | None = None
+    retried: bool | None = None
 
 
 class JobSubmitted(Event):

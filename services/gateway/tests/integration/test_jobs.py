@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from fog_client import FogClient
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
 from fog_shared.commands.scheduler import GET_JOB, NODE_ASSIGNMENTS, Assignment, Resources
-from fog_shared.events.scheduler import JobCompleted, JobLost, JobStarted, JobSubmitted
+from fog_shared.events.scheduler import JobCompleted, JobFailed, JobLost, JobStarted, JobSubmitted
 from fog_shared.testing.plugin import Servers
 from fog_shared.testing.waiting import wait_until
 
@@ -357,6 +357,13 @@ async def test_a_failing_job_is_retried_then_fails_and_a_lost_job_moves_to_anoth
         await first.run(assignment, outcome="failed", exit_code=1)
     failed = await job_status(stack, user, job["id"], "failed")
     assert (failed["attempt"], failed["exit_code"]) == (2, 1)
+    # What the job's history tells an operator: each attempt's failure, why, and what came next.
+    events = await failed_events(stack, job["id"], count=2)
+    assert [(e["attempt"], e["exit_code"], e["retried"], e["node_fault"]) for e in events] == [
+        (1, 1, True, False), (2, 1, False, False),
+    ]  # fmt: skip
+    assert events[0]["reason"] == "attempt 1 of 2 failed: exit code 1; tried again in 0 s"
+    assert events[1]["reason"] == "attempt 2 of 2 failed: exit code 1; no attempts left"
 
     lost = (await stack.http.post("/v1/jobs", json={"command": ["sleep", "1"]}, headers=user)).json()
     assignment = await first.next_of("assignment")
@@ -369,6 +376,18 @@ async def test_a_failing_job_is_retried_then_fails_and_a_lost_job_moves_to_anoth
     done = await job_status(stack, user, lost["id"], "succeeded")
     assert done["node_id"] == second.node_id
     assert assignment["attempt"] == 1
+
+
+async def failed_events(stack: Stack, job_id: str, *, count: int) -> list[dict[str, Any]]:
+    """The data of the job's ``job.failed`` events, as an admin reads them in its history, once ``count`` are in."""
+    admin = stack.bearer(await stack.admin())
+    params = {"subject": JobFailed.TYPE.subject, "aggregate_id": job_id}
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        page = (await stack.http.get("/v1/admin/events", params=params, headers=admin)).json()
+        return [event["data"] for event in page["items"]] if len(page["items"]) >= count else None
+
+    return await wait_until(recorded, what=f"{count} job.failed events in the history")
 
 
 async def test_cancel_tells_the_node_and_idempotent_submits_make_one_job(stack: Stack) -> None:

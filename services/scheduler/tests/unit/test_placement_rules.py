@@ -96,6 +96,24 @@ def test_retries_back_off_and_stop() -> None:
     assert domain.after_failure(3, 3) == "give up"
 
 
+def test_a_failures_reason_says_which_attempt_what_happened_and_what_comes_next() -> None:
+    def reason(**overrides: object) -> str:
+        facts: dict[str, object] = {"attempt": 1, "max_attempts": 3, "timed_out": False, "exit_code": 3,
+                                    "error": None, "retry_in_s": 1.0, **overrides}  # fmt: skip
+        return domain.failure_reason(**facts)  # type: ignore[arg-type]
+
+    assert reason() == "attempt 1 of 3 failed: exit code 3; tried again in 1 s"
+    assert reason(attempt=3, retry_in_s=None) == "attempt 3 of 3 failed: exit code 3; no attempts left"
+    killed = reason(exit_code=-9, error="killed by signal 9 (SIGKILL)", retry_in_s=0.5)
+    assert killed == "attempt 1 of 3 failed: killed by signal 9 (SIGKILL); tried again in 0.5 s"
+    late = reason(timed_out=True, exit_code=None, error="ran past its timeout of 5 s", retry_in_s=None)
+    assert late == "attempt 1 of 3 timed out: ran past its timeout of 5 s; not tried again"
+    assert reason(exit_code=None, retry_in_s=None, attempt=3).startswith("attempt 3 of 3 failed: no exit code;")
+    long = reason(error="x" * 5000)
+    assert len(long) < 400
+    assert "x" * (domain.REASON_ERROR_CHARS - 1) + "…;" in long
+
+
 def test_the_room_is_the_most_any_ready_node_has_free_of_each_resource() -> None:
     busy, roomy, gone = (
         node("busy", cores=4, memory=8 << 30),
