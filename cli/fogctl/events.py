@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fog_client import EventPage, FogClient, Gap, RebuildReport, StoredEvent, Trace
+from fog_client.events import READ_MODELS
 from fogctl import account
 
 app = typer.Typer(no_args_is_help=True, help="Events: history, live tail, request traces, dead letters (admin).")
@@ -343,19 +344,34 @@ def _first_line(text: str) -> str:
 
 @app.command()
 def rebuild(
-    service: Annotated[str, typer.Argument(help="The service: scheduler (its node view, from registry events)")],
-    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON document")] = False,
+    service: Annotated[
+        str,
+        typer.Argument(
+            help="scheduler (its node view, from registry events) or messaging (its users and node owners, from "
+            "auth events)"
+        ),
+    ],
+    read_model: Annotated[
+        str | None, typer.Option("--read-model", help="Only this one (nodes; users, node_owners); else each")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Each report as a JSON document on a line")] = False,
 ) -> None:
-    """Replay a service's events into a scratch read model and diff it against the live one.
+    """Replay a service's events into scratch copies of its read models and diff them against the live ones.
 
-    Exits 1 when they differ (or history is missing), like diff(1). Nothing live is written.
+    Exits 1 when one differs (or history is missing), like diff(1). Nothing live is written.
     """
-    report = account.with_saved_session(lambda client: client.rebuild_read_model(service))
-    if as_json:
-        typer.echo(report.model_dump_json())
-    else:
-        _print_rebuild(report)
-    if report.differences or report.gaps:
+    names = [read_model] if read_model else list(READ_MODELS.get(service, (None,)))
+
+    async def rebuild_each(client: FogClient) -> list[RebuildReport]:
+        return [await client.rebuild_read_model(service, name) for name in names]
+
+    reports = account.with_saved_session(rebuild_each)
+    for report in reports:
+        if as_json:
+            typer.echo(report.model_dump_json())
+        else:
+            _print_rebuild(report)
+    if any(report.differences or report.gaps for report in reports):
         raise typer.Exit(1)
 
 

@@ -14,7 +14,7 @@ import re
 import shlex
 import sys
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -130,14 +130,16 @@ def list_jobs(
     limit: Annotated[int | None, typer.Option(min=1, help="Jobs per page (default 100)")] = None,
     cursor: Annotated[str | None, typer.Option(help="Start at this page (a previous list's next cursor)")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursors to the last page")] = False,
+    oldest_first: Annotated[bool, typer.Option("--oldest-first", help="The first submitted first")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Your jobs, a page at a time (or all of them with --all)."""
+    """Your jobs, the last submitted first, a page at a time (or all of them with --all)."""
+    order: Literal["oldest", "newest"] = "oldest" if oldest_first else "newest"
 
     async def fetch(client: FogClient) -> JobPage:
         if not all_pages:
-            return await client.list_jobs(status=status, array_id=array, limit=limit, cursor=cursor)
-        items = [job async for job in client.iter_jobs(status=status, array_id=array, limit=limit)]
+            return await client.list_jobs(status=status, array_id=array, limit=limit, cursor=cursor, order=order)
+        items = [job async for job in client.iter_jobs(status=status, array_id=array, limit=limit, order=order)]
         return JobPage(items=items)
 
     page = account.with_saved_session(fetch)

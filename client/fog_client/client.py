@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -225,10 +225,14 @@ class FogClient(ChatCalls):
         """Hand a dead letter back to the consumer that parked it."""
         return _parse(Redriven, await self._call("POST", f"/v1/admin/dead-letters/{int(seq)}/redrive"))
 
-    async def rebuild_read_model(self, service: str) -> RebuildReport:
-        """Have ``service`` rebuild its event-derived read model in a scratch copy and compare."""
+    async def rebuild_read_model(self, service: str, read_model: str | None = None) -> RebuildReport:
+        """Have ``service`` rebuild one of its event-derived read models (``READ_MODELS``; its first when
+        ``read_model`` is None) in a scratch copy and compare it with the live one."""
         path = f"/v1/admin/rebuild/{_segment(service)}"
-        return _parse(RebuildReport, await self._call("POST", path, timeout=SCANNING_TIMEOUT_S))
+        params = {"read_model": read_model} if read_model else None
+        # Read-only on the service's side (its scratch copy is rolled back): safe to try again.
+        reply = await self._call("POST", path, params=params, timeout=SCANNING_TIMEOUT_S, idempotent=True)
+        return _parse(RebuildReport, reply)
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -319,19 +323,26 @@ class FogClient(ChatCalls):
         array_id: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        order: Literal["oldest", "newest"] | None = None,
     ) -> JobPage:
-        """One page of your jobs; pass its ``next_cursor`` back as ``cursor`` for the next one."""
-        filters = {"status": status, "array_id": array_id, "limit": limit, "cursor": cursor}
+        """One page of your jobs, the oldest first (``order="newest"``: the last submitted first); pass its
+        ``next_cursor`` back as ``cursor`` for the next one."""
+        filters = {"status": status, "array_id": array_id, "limit": limit, "cursor": cursor, "order": order}
         query: dict[str, str | int | list[str]] = {k: v for k, v in filters.items() if v is not None}
         return _parse(JobPage, await self._call("GET", "/v1/jobs", params=query))
 
     async def iter_jobs(
-        self, *, status: str | None = None, array_id: str | None = None, limit: int | None = None
+        self,
+        *,
+        status: str | None = None,
+        array_id: str | None = None,
+        limit: int | None = None,
+        order: Literal["oldest", "newest"] | None = None,
     ) -> AsyncGenerator[Job, None]:
         """Every job matching the filters, following the cursors; ``limit`` is the size of each page."""
         cursor: str | None = None
         while True:
-            page = await self.list_jobs(status=status, array_id=array_id, limit=limit, cursor=cursor)
+            page = await self.list_jobs(status=status, array_id=array_id, limit=limit, cursor=cursor, order=order)
             for job in page.items:
                 yield job
             if page.next_cursor is None:

@@ -89,6 +89,10 @@ class RowDifference(_Reply):
     columns: dict[str, list[Any]] = Field(default_factory=dict)
 
 
+#: the read models each service rebuilds from events (``rebuild_read_model``), its default first
+READ_MODELS: dict[str, tuple[str, ...]] = {"scheduler": ("nodes",), "messaging": ("users", "node_owners")}
+
+
 class RebuildReport(_Reply):
     """A read model rebuilt from the events in a scratch copy, compared with the live one."""
 

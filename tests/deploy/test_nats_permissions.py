@@ -34,6 +34,9 @@ from fog_shared.bus.provision import provision
 from fog_shared.bus.topology import Topology, event_stream_name
 from fog_shared.commands.gateway import ASSIGNMENTS, TIMELINE
 from fog_shared.devservers import NatsServer
+from fog_shared.envelope import Envelope
+from fog_shared.events import Event
+from fog_shared.replay.rebuild import replay
 from fog_shared.subjects import SERVICES, inbox_prefix, query_subject
 from fog_shared.testing.waiting import wait_until
 
@@ -279,6 +282,35 @@ async def test_a_service_pulls_and_acks_its_own_durable(login: dict[str, Connect
     info = await login[PROVISIONER].js.consumer_info("EVT_REGISTRY", "scheduler__nodes")
     assert info.num_ack_pending == 0
     await subscription.unsubscribe()
+
+
+@pytest.mark.parametrize(
+    ("service", "durable", "producer", "event"),
+    [
+        ("scheduler", "scheduler__nodes", "registry", "node.registered.v1"),
+        ("messaging", "messaging__users", "auth", "user.registered.v1"),
+        ("messaging", "messaging__node_owners", "auth", "node_credential.issued.v1"),
+    ],
+)
+async def test_a_service_replays_what_its_read_models_consumer_handled(
+    login: dict[str, Connection], service: str, durable: str, producer: str, event: str
+) -> None:
+    """``fogctl events rebuild``: the service reads its consumer's stream from the start, as itself."""
+    await _publish_event(login[producer], producer, event)
+    reader = login[service]
+    subscription = await reader.js.pull_subscribe_bind(durable=durable, stream=event_stream_name(producer))
+    [handled] = await subscription.fetch(1, timeout=5)
+    await handled.ack_sync(timeout=2)
+    await subscription.unsubscribe()
+    projected: list[str] = []
+
+    async def project(event: Event, _: Envelope) -> None:
+        projected.append(event.TYPE.name)
+
+    replayed = await replay(reader.js, Topology().consumer(durable), project)
+    assert replayed.upto_seq >= 1
+    assert replayed.applied + replayed.skipped == 1  # read ("{}" without an envelope: read, not decoded)
+    assert reader.errors == []
 
 
 async def test_a_service_cannot_pull_another_services_durable(login: dict[str, Connection]) -> None:

@@ -89,6 +89,13 @@ class Gateway:
                 return httpx.Response(200, json=redriven)
             case "POST", "/v1/admin/rebuild/scheduler":
                 return httpx.Response(200, json=self.rebuild_report)
+            case "POST", "/v1/admin/rebuild/messaging":
+                read_model = request.url.params["read_model"]
+                consumer = f"messaging__{read_model}"
+                report = {**self.rebuild_report, "service": "messaging", "read_model": read_model, "consumer": consumer}
+                if read_model == "node_owners":
+                    report["differences"] = [{"key": "n7", "kind": "changed", "columns": {"revoked": [False, True]}}]
+                return httpx.Response(200, json=report)
         body = {"type": "urn:fog:problem:not_found", "title": "Not found", "status": 404, "detail": "no such thing"}
         return httpx.Response(404, json=body, headers={"Content-Type": "application/problem+json"})
 
@@ -234,3 +241,17 @@ def test_rebuild_says_no_differences_or_lists_them_and_fails(gateway: Gateway) -
     assert code == 1
     assert "n1: reputation: live 0.01, rebuilt 0.5" in out
     assert "n2: missing rebuilt" in out
+
+
+def test_rebuild_of_messaging_rebuilds_each_of_its_read_models_or_the_one_named(gateway: Gateway) -> None:
+    code, out, err = fogctl("events", "rebuild", "messaging")
+    assert code == 1, err  # node_owners differs
+    asked = [request.url.params.get("read_model") for request in gateway.requests]
+    assert asked == ["users", "node_owners"]
+    assert "messaging users: replayed 5 events of messaging__users" in out
+    assert "n7: revoked: live False, rebuilt True" in out
+
+    code, out, err = fogctl("events", "rebuild", "messaging", "--read-model", "users", "--json")
+    assert code == 0, err
+    (report,) = [json.loads(line) for line in out.splitlines()]
+    assert (report["read_model"], report["differences"]) == ("users", [])

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from fog_gateway import __version__, problems
+from fog_gateway.access_log import AccessLogMiddleware
 from fog_gateway.authz import Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.chat_feed import ChatFeed, ChatWaiters, TimelineChain
@@ -118,10 +119,12 @@ def build_app(settings: CommonSettings) -> FastAPI:
     syncs = SyncBatcher(calls)
     runtime.in_background("sync-batches", syncs.run)
     api.include_router(sync.build_router(authz, chat_waiters, chain, syncs), responses=problems.COMMON_ERRORS)
-    # Added innermost first: a request meets the request id, then the size limit, then the rate limit.
+    # Added innermost first: a request meets the request id, the access log, the size limit, then the rate limit.
     api.add_middleware(
         SourceRateLimitMiddleware, limiter=RateLimiter(settings.rate_per_source_per_s, settings.burst_per_source)
     )
     api.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.access_log != "off":
+        api.add_middleware(AccessLogMiddleware, every=settings.access_log == "all")
     api.add_middleware(RequestIdMiddleware)
     return runtime.http_app(api)

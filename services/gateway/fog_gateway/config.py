@@ -4,6 +4,7 @@ from typing import ClassVar
 
 from pydantic_settings import SettingsConfigDict
 
+from fog_gateway.access_log import AccessLog
 from fog_shared.settings import CommonSettings
 
 
@@ -29,6 +30,8 @@ class Settings(CommonSettings):
     burst_per_principal: int = 100
     #: request bodies above this are refused with 413 before they are read
     max_body_bytes: int = 1_048_576
+    #: a log line for each request answered with a server error ("errors"), for every request ("all"), or none
+    access_log: AccessLog = "errors"
     #: what agents are told to keep to (keep FOG_REGISTRY_HEARTBEAT_INTERVAL_S equal)
     node_heartbeat_interval_s: float = 5.0
     #: heartbeats are forwarded to the registry in one batch per this period

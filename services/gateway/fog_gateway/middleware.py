@@ -5,7 +5,8 @@ and response bodies pass through untouched. Refusals are RFC 9457 problems built
 :func:`fog_gateway.problems.problem_response`, so they look like every other error of the API.
 
 Order in the app, outermost first: :class:`RequestIdMiddleware` (so even a refusal carries the
-id), :class:`BodySizeLimitMiddleware`, :class:`SourceRateLimitMiddleware`.
+id), the access log (:mod:`fog_gateway.access_log`), :class:`BodySizeLimitMiddleware`,
+:class:`SourceRateLimitMiddleware`.
 """
 
 from __future__ import annotations

@@ -18,25 +18,21 @@ from nats.js.object_store import ObjectStore
 from prometheus_client import Counter
 from pydantic import BaseModel
 
-from fog_messaging import service, store
+from fog_messaging import read_models, service, store
 from fog_messaging.config import Settings
 from fog_messaging.service import MessagingError, files, keys, people
 from fog_messaging.timeline_push import TimelinePusher
 from fog_shared.bus.broker import queue_group
-from fog_shared.bus.topology import CONSUMERS, FILES_BUCKET
+from fog_shared.bus.topology import FILES_BUCKET
 from fog_shared.commands import messaging as contract
-from fog_shared.commands.common import Refusal
-from fog_shared.envelope import Envelope
-from fog_shared.events import Event
-from fog_shared.events.auth import NodeCredentialIssued, NodeCredentialRevoked, UserRegistered
+from fog_shared.commands.common import RebuildQuery, Refusal
 from fog_shared.pg.group_commit import GroupCommit, Stopping
+from fog_shared.replay.rebuild import answer_rebuild
 from fog_shared.runtime import ServiceRuntime
 from fog_shared.telemetry.context import correlation_id
 from fog_shared.telemetry.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
-USERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__users")
-NODE_OWNERS_CONSUMER = next(c for c in CONSUMERS if c.durable == "messaging__node_owners")
 UPLOADS_REMOVED = Counter(
     "fog_messaging_uploads_removed_total",
     "Uploads removed before they completed: idle too long, or cancelled by their uploader",
@@ -45,20 +41,6 @@ UPLOADS_REMOVED = Counter(
 FILES_DELETED = Counter(
     "fog_messaging_files_deleted_total", "Complete files deleted, by their uploader or a group's owner or admins"
 )
-
-
-async def on_user_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
-    """Keep messaging's own copy of who exists (a conversation needs known members)."""
-    if isinstance(event, UserRegistered):
-        await store.upsert_user(conn, event.user_id, event.email, event.registered_at)
-
-
-async def on_node_credential_event(conn: asyncpg.Connection, event: Event, _: Envelope) -> None:
-    """Whose each node is: a node may message its owner only, and only while its credential lives."""
-    if isinstance(event, NodeCredentialIssued):
-        await store.set_node_owner(conn, event.node_id, event.owner_id, revoked=False)
-    elif isinstance(event, NodeCredentialRevoked):
-        await store.set_node_owner(conn, event.node_id, event.owner_id, revoked=True)
 
 
 UseCase = Callable[[asyncpg.Connection], Awaitable[Any]]
@@ -147,8 +129,13 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
         entries = [entry.model_dump(mode="json") for entry in found.entries.values()]
         return {"entries": entries, "replies": [_reply_of(part) for part in found.parts]}
 
-    runtime.consume(USERS_CONSUMER, on_user_event)
-    runtime.consume(NODE_OWNERS_CONSUMER, on_node_credential_event)
+    for model in read_models.READ_MODELS:
+        runtime.consume(model.consumer, model.project)
+
+    @broker.subscriber(contract.REBUILD, queue=group, title="rebuild")
+    async def rebuild_read_model(body: RebuildQuery) -> dict[str, Any]:
+        return await answer_rebuild(runtime, read_models.READ_MODELS, body)  # rolled back: nothing to push
+
     runtime.in_background("timeline-retention", lambda: _keep_retention(runtime, settings))
 
 

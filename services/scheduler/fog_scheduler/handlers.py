@@ -12,9 +12,11 @@ from fog_scheduler.placement import PlacementLoop
 from fog_shared.bus.broker import queue_group
 from fog_shared.bus.topology import CONSUMERS
 from fog_shared.commands import scheduler as contract
+from fog_shared.commands.common import RebuildQuery
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
 from fog_shared.events.registry import NodeDeregistered, NodeStatusChanged
+from fog_shared.replay.rebuild import answer_rebuild
 from fog_shared.runtime import ServiceRuntime
 
 NODES = next(c for c in CONSUMERS if c.durable == "scheduler__nodes")
@@ -89,8 +91,8 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop, *, waiting_max: 
         return await answer(lambda conn: service.record_reports(conn, body, now=_now()))
 
     @broker.subscriber(contract.REBUILD, queue=group, title="rebuild")
-    async def rebuild_read_model(_: dict[str, Any]) -> dict[str, Any]:
-        return await answer(lambda conn: rebuild.rebuild_node_view(conn, runtime.js, NODES, runtime.settings.db_schema))
+    async def rebuild_read_model(body: RebuildQuery) -> dict[str, Any]:
+        return await answer_rebuild(runtime, rebuild.READ_MODELS, body)
 
     async def on_node_event(conn: asyncpg.Connection, event: Event, envelope: Envelope) -> None:
         await follow_node(conn, event, envelope)

@@ -163,7 +163,9 @@ async def list_jobs(
     array_id: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    newest_first: bool = False,
 ) -> list[asyncpg.Record]:
+    """A page of the owner's jobs in the order they were submitted (or the reverse), after the cursor's job."""
     clauses, args = ["owner_id = $1"], list[Any]([owner_id])
 
     def arg(value: Any) -> str:
@@ -175,8 +177,10 @@ async def list_jobs(
     if array_id is not None:
         clauses.append(f"array_id = {arg(array_id)}")
     if after is not None:
-        clauses.append(f"(submitted_at, id) > ({arg(after[0])}, {arg(after[1])})")
-    sql = f"SELECT {VIEW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY submitted_at, id LIMIT {arg(limit)}"
+        beyond = "<" if newest_first else ">"
+        clauses.append(f"(submitted_at, id) {beyond} ({arg(after[0])}, {arg(after[1])})")
+    order = "submitted_at DESC, id DESC" if newest_first else "submitted_at, id"  # either way along jobs_owner
+    sql = f"SELECT {VIEW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT {arg(limit)}"
     return list(await conn.fetch(sql, *args))
 
 

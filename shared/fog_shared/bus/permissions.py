@@ -62,7 +62,10 @@ LIVE_READS: dict[str, tuple[str, ...]] = {
 OBJECT_STORE_OWNERS: dict[str, str] = {"FOG_FILES": "messaging"}
 
 #: streams a service replays into a scratch copy of its read model, to diff it against the live one
-REPLAYS: dict[str, tuple[str, ...]] = {"scheduler": (event_stream_name("registry"),)}
+REPLAYS: dict[str, tuple[str, ...]] = {
+    "scheduler": (event_stream_name("registry"),),
+    "messaging": (event_stream_name("auth"),),
+}
 
 #: the service whose admin routes read every stream and re-drive dead letters for operators
 OPERATOR = "gateway"

@@ -50,6 +50,13 @@ JobNetwork = Literal["host", "none"]
 JOB_NETWORKS: tuple[JobNetwork, ...] = ("host", "none")
 
 
+class RebuildQuery(Strict):
+    """Rebuild one of a service's event-derived read models and compare it with the live one: its first when
+    ``read_model`` names none. Replies a :class:`fog_shared.replay.rebuild.RebuildReport`."""
+
+    read_model: str | None = Field(default=None, max_length=64)
+
+
 class ErrorReply(Strict):
     """A refused request: a stable ``code`` the gateway maps to an HTTP status."""
 

@@ -21,6 +21,8 @@ __all__ = ["ErrorReply", "error"]
 
 SEND = command_subject("messaging", "send")
 EDIT = command_subject("messaging", "edit")
+#: rebuild one of messaging's event-derived read models (users, node_owners) and compare: replies a RebuildReport
+REBUILD = command_subject("messaging", "rebuild")
 DELETE = command_subject("messaging", "delete")
 LIST_MESSAGES = query_subject("messaging", "list_messages")
 LIST_CONVERSATIONS = query_subject("messaging", "list_conversations")

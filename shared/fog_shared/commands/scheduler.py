@@ -33,6 +33,8 @@ REBUILD = command_subject("scheduler", "rebuild")
 JobStatus = Literal["pending", "assigned", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
 ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
+#: the order of a job listing, by when its jobs were submitted
+JobOrder = Literal["oldest", "newest"]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Arg = Annotated[Text, StringConstraints(max_length=4096)]
 MAX_ENV_BYTES = 32 * 1024
@@ -186,6 +188,7 @@ class ListJobsQuery(Strict):
     array_id: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=128)
+    order: JobOrder = "oldest"
 
 
 class OutputQuery(Strict):

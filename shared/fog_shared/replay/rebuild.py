@@ -10,21 +10,45 @@ inside a transaction that is rolled back, so nothing live changes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from nats.js import JetStreamContext
 from pydantic import BaseModel, Field, ValidationError
 
 from fog_shared.bus.topology import ConsumerSpec, StreamSpec
+from fog_shared.commands.common import RebuildQuery, Refusal
 from fog_shared.envelope import Envelope
 from fog_shared.events import CATALOGUE, Event
 from fog_shared.replay.history import Query, history, subject_matches
 from fog_shared.replay.records import EventRecord, Gap
 
+if TYPE_CHECKING:
+    from fog_shared.runtime import ServiceRuntime
+
 #: applies one event to the scratch read model
 Projection = Callable[[Event, Envelope], Awaitable[None]]
+#: applies one event to a read model's table on a connection (its unqualified name: the scratch copy in a rebuild)
+TableProjection = Callable[[asyncpg.Connection, Event, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModel:
+    """A table that one consumer maintains from events alone, and how to compare two versions of it."""
+
+    #: the service that owns it, and its name in the reports (``fogctl events rebuild SERVICE --read-model NAME``)
+    service: str
+    name: str
+    #: the table in the service's schema, its key column, and the columns compared (not ``updated_at`` and the
+    #: like: they record when a row was written, not what it says)
+    table: str
+    key: str
+    columns: tuple[str, ...]
+    consumer: ConsumerSpec
+    #: the part of the live handler that writes the table, with side effects left out
+    project: TableProjection
 
 
 class RowDifference(BaseModel):
@@ -132,3 +156,53 @@ def diff_rows(live: Mapping[str, Mapping[str, Any]], rebuilt: Mapping[str, Mappi
             if changed:
                 differences.append(RowDifference(key=key, kind="changed", columns=changed))
     return differences
+
+
+def read_model_named(models: Sequence[ReadModel], name: str | None) -> ReadModel:
+    """The read model asked for, the first of ``models`` when ``name`` is None; refused (404) when unknown."""
+    for model in models:
+        if name is None or model.name == name:
+            return model
+    known = ", ".join(model.name for model in models)
+    raise Refusal("not_found", f"no read model {name!r} to rebuild here; there are: {known}")
+
+
+async def answer_rebuild(runtime: ServiceRuntime, models: Sequence[ReadModel], query: RebuildQuery) -> dict[str, Any]:
+    """A service's answer to a :class:`RebuildQuery`: the report of the read model it names, rebuilt."""
+
+    async def run(conn: asyncpg.Connection) -> RebuildReport:
+        model = read_model_named(models, query.read_model)
+        return await rebuild_table(conn, runtime.js, model, runtime.settings.db_schema)
+
+    return await runtime.answer(run)
+
+
+async def rebuild_table(conn: asyncpg.Connection, js: JetStreamContext, model: ReadModel, schema: str) -> RebuildReport:
+    """Replay ``model``'s consumer into a scratch copy of its table, inside a transaction rolled back at the end
+    (nothing live is written), and compare the copy with the live table."""
+    live_table = f'"{schema}".{model.table}'
+    scratch = conn.transaction()
+    await scratch.start()
+    try:
+        # pg_temp comes first in the search path: the projection's unqualified table name is the scratch copy.
+        await conn.execute(f"CREATE TEMP TABLE {model.table} (LIKE {live_table} INCLUDING ALL) ON COMMIT DROP")
+        await conn.execute(f'SET LOCAL search_path = pg_temp, "{schema}"')
+
+        async def project(event: Event, envelope: Envelope) -> None:
+            await model.project(conn, event, envelope)
+
+        replayed = await replay(js, model.consumer, project)
+        rebuilt = await _rows(conn, model, f"pg_temp.{model.table}")
+        live = await _rows(conn, model, live_table)
+    finally:
+        await scratch.rollback()
+    return RebuildReport(
+        service=model.service, read_model=model.name, consumer=model.consumer.durable,
+        replayed_to_seq=replayed.upto_seq, events_replayed=replayed.applied, events_skipped=replayed.skipped,
+        rows_live=len(live), rows_rebuilt=len(rebuilt), differences=diff_rows(live, rebuilt), gaps=replayed.gaps,
+    )  # fmt: skip
+
+
+async def _rows(conn: asyncpg.Connection, model: ReadModel, table: str) -> dict[str, dict[str, Any]]:
+    rows = await conn.fetch(f"SELECT {model.key}, {', '.join(model.columns)} FROM {table}")
+    return {str(row[model.key]): {column: row[column] for column in model.columns} for row in rows}

@@ -19,7 +19,8 @@ from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.security import Principal
 from fog_gateway.tolerant import RepliesReadTolerantly
-from fog_shared.commands import scheduler
+from fog_shared.commands import messaging, scheduler
+from fog_shared.commands.common import RebuildQuery
 from fog_shared.replay import deadletters
 from fog_shared.replay.causality import DEFAULT_LOOKBACK, Trace, trace
 from fog_shared.replay.history import CursorError, Page, history, parse_cursor
@@ -42,8 +43,14 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 AnId = Annotated[str, Query(min_length=1, max_length=200)]
 Sequence = Annotated[int, Path(ge=1, le=2**63 - 1, description="The entry's sequence in the dead-letter stream")]
 #: the services that can rebuild a read model from events, and the command that asks them
-REBUILDERS = {"scheduler": scheduler.REBUILD}
-RebuildableService = Annotated[Literal["scheduler"], Path(description="The service whose read model to rebuild")]
+REBUILDERS = {"scheduler": scheduler.REBUILD, "messaging": messaging.REBUILD}
+RebuildableService = Annotated[
+    Literal["scheduler", "messaging"], Path(description="The service whose read model to rebuild")
+]
+ReadModelName = Annotated[
+    str | None,
+    Query(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="Which of its read models (else its first)"),
+]
 #: a replay reads a whole stream: longer than a request's usual few seconds
 REBUILD_TIMEOUT_S = 120.0
 Consumer = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]*$", max_length=200)]
@@ -111,14 +118,17 @@ def build_router(js: Callable[[], JetStreamContext], calls: ServiceCalls, authz:
         """
         return await _reading(lambda: deadletters.redrive(js(), seq))
 
-    @router.post("/rebuild/{service}", response_model=RebuildReport)
-    async def rebuild(service: RebuildableService, _: Admin) -> dict[str, Any]:
-        """Rebuild a service's event-derived read model in a scratch copy and compare it with the live one.
+    @router.post("/rebuild/{service}", response_model=RebuildReport, responses=documented(404))
+    async def rebuild(service: RebuildableService, _: Admin, read_model: ReadModelName = None) -> dict[str, Any]:
+        """Rebuild one of a service's event-derived read models in a scratch copy and compare it with the live
+        one. Nothing live is written.
 
-        For now the scheduler's node view (from the registry's node events): its jobs change through
-        commands, not events, so there is nothing to rebuild them from. Nothing live is written.
+        The scheduler's ``nodes`` (its node view, from the registry's node events; its jobs change through
+        commands, not events, so there is nothing to rebuild them from); messaging's ``users`` and
+        ``node_owners`` (from auth's user and node-credential events). 404 for a read model the service lacks.
         """
-        return await calls.ask(REBUILDERS[service], {}, timeout_s=REBUILD_TIMEOUT_S)
+        query = RebuildQuery(read_model=read_model)
+        return await calls.ask(REBUILDERS[service], query, timeout_s=REBUILD_TIMEOUT_S)
 
     return router
 

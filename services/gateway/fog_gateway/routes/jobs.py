@@ -58,9 +58,13 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
         array_id: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=128)] = None,
+        order: contract.JobOrder = "oldest",
     ) -> dict[str, Any]:
-        """Your jobs, oldest first, a page at a time (follow ``next_cursor``)."""
-        query = contract.ListJobsQuery(by=owner, status=status, array_id=array_id, limit=limit, cursor=cursor)
+        """Your jobs, a page at a time (follow ``next_cursor``): the oldest first, or with ``order=newest`` the
+        last submitted first."""
+        query = contract.ListJobsQuery(
+            by=owner, status=status, array_id=array_id, limit=limit, cursor=cursor, order=order
+        )
         return await calls.ask(contract.LIST_JOBS, query)
 
     @router.get("/{job_id}", response_model=contract.JobView, responses=documented(404))

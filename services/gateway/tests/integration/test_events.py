@@ -205,6 +205,57 @@ async def test_rebuild_of_the_scheduler_agrees_until_a_row_is_changed_behind_its
     assert unknown.status_code == 422
 
 
+async def test_rebuild_of_messaging_covers_its_users_and_node_owners_and_finds_rows_changed_behind_its_back(
+    stack: Stack,
+) -> None:
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    agent = await ready_node(stack, url, owner, "a")  # its credential: a node owner
+    uma = await stack.register_and_login("uma@example.org")
+    admin = stack.bearer(await stack.admin())
+
+    async def rebuilt(**params: str) -> dict[str, Any]:
+        answer = await stack.http.post("/v1/admin/rebuild/messaging", params=params, headers=admin)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    async def agrees(read_model: str, rows: int) -> dict[str, Any] | None:
+        report = await rebuilt(read_model=read_model)
+        caught_up = report["rows_live"] >= rows and report["rows_rebuilt"] == report["rows_live"]
+        return report if caught_up and not report["differences"] else None
+
+    users = await wait_until(lambda: agrees("users", 3), what="messaging's users rebuilt equal to the live ones")
+    assert (users["consumer"], users["gaps"]) == ("messaging__users", [])  # admin, the provider, uma
+    owners = await wait_until(lambda: agrees("node_owners", 1), what="the node owners rebuilt equal to the live")
+    assert owners["consumer"] == "messaging__node_owners"
+    assert (await rebuilt())["read_model"] == "users"  # the first, when none is named
+
+    schema = stack.messaging_db.schema
+    uma_id = (await stack.http.get("/v1/me", headers=stack.bearer(uma))).json()["user_id"]
+    conn = await asyncpg.connect(stack.messaging_db.dsn)
+    try:
+        await conn.execute(f'UPDATE "{schema}".users SET email = $1 WHERE user_id = $2', "mallory@example.org", uma_id)
+        await conn.execute(f'DELETE FROM "{schema}".node_owners WHERE node_id = $1', agent.node_id)
+        [changed] = (await rebuilt(read_model="users"))["differences"]
+        assert changed == {"key": uma_id, "kind": "changed",
+                           "columns": {"email": ["mallory@example.org", "uma@example.org"]}}  # fmt: skip
+        [missing] = (await rebuilt(read_model="node_owners"))["differences"]
+        assert (missing["key"], missing["kind"]) == (agent.node_id, "missing_live")
+        # Nothing live was written by the rebuilds.
+        assert await conn.fetchval(f'SELECT email FROM "{schema}".users WHERE user_id = $1', uma_id) == (
+            "mallory@example.org"
+        )
+    finally:
+        await conn.close()
+    for wrong in ("nodes", "nope"):
+        refused = await stack.http.post("/v1/admin/rebuild/messaging", params={"read_model": wrong}, headers=admin)
+        assert refused.status_code == 404, refused.text
+        assert "users, node_owners" in refused.json()["detail"]
+    not_a_name = await stack.http.post("/v1/admin/rebuild/messaging", params={"read_model": "a b"}, headers=admin)
+    assert not_a_name.status_code == 422
+    user = stack.bearer(uma)
+    assert (await stack.http.post("/v1/admin/rebuild/messaging", headers=user)).status_code == 403
+
+
 async def test_a_job_lost_with_its_node_stays_in_its_requests_chain_and_names_the_node_event_as_cause(
     stack: Stack,
 ) -> None:

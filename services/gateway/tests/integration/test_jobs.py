@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from fog_client import FogClient
 from fog_shared.commands.gateway import ASSIGNMENTS, AssignmentPush, NodeAssignment
 from fog_shared.commands.scheduler import GET_JOB, NODE_ASSIGNMENTS, Assignment, Resources
 from fog_shared.events.scheduler import JobCompleted, JobFailed, JobLost, JobStarted, JobSubmitted
+from fog_shared.telemetry.context import correlation_id
 from fog_shared.testing.plugin import Servers
 from fog_shared.testing.waiting import wait_until
 
@@ -457,15 +459,26 @@ async def test_an_array_submits_n_jobs_and_pages(stack: Stack) -> None:
         await stack.http.post("/v1/jobs/array", json={"spec": {"command": ["true"]}, "count": 25}, headers=user)
     ).json()
     assert array["count"] == 25
-    seen, cursor = [], None
-    while True:
-        page = (await stack.http.get("/v1/jobs", params={"limit": 10, **({"cursor": cursor} if cursor else {})},
-                                     headers=user)).json()  # fmt: skip
-        seen += [j["id"] for j in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert sorted(seen) == sorted(array["job_ids"])
+    lone = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=user)).json()
+
+    async def listed(**params: str) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            query = {"limit": 10, **params, **({"cursor": cursor} if cursor else {})}
+            page = (await stack.http.get("/v1/jobs", params=query, headers=user)).json()
+            seen += [j["id"] for j in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return seen
+
+    oldest_first = await listed()
+    assert sorted(oldest_first[:25]) == sorted(array["job_ids"])
+    assert oldest_first[-1] == lone["id"]
+    assert await listed(order="oldest") == oldest_first
+    assert await listed(order="newest") == oldest_first[::-1]  # the lone job, submitted last, first
+    refused = await stack.http.get("/v1/jobs", params={"order": "random"}, headers=user)
+    assert refused.status_code == 422
 
 
 async def test_an_array_is_summed_up_and_cancelled_whole_its_running_jobs_killed_on_their_node(stack: Stack) -> None:
@@ -823,33 +836,56 @@ async def test_assignments_a_node_catches_up_on_reach_it_with_every_field_the_sc
 
 
 class Recording(httpx.AsyncHTTPTransport):
-    """A client's transport that notes the status of every answer it got."""
+    """A client's transport that notes the status and request id of every answer it got."""
 
     def __init__(self) -> None:
         super().__init__()
         self.statuses: list[int] = []
+        self.request_ids: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
         self.statuses.append(response.status_code)
+        self.request_ids.append(response.headers.get("X-Request-ID", ""))
         return response
+
+
+class AccessLogLines(logging.Handler):
+    """The gateway's access-log records, each with the request id in force when it was logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[logging.LogRecord, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record, correlation_id()))
 
 
 async def test_a_clients_read_during_a_scheduler_restart_is_answered_once_it_is_back(stack: Stack) -> None:
     url = await stack.serve_gateway()
     tokens = await stack.register_and_login("uma@example.org")
     job_id = (await stack.http.post("/v1/jobs", json={"command": ["true"]}, headers=stack.bearer(tokens))).json()["id"]
-    transport = Recording()
+    transport, access_log = Recording(), AccessLogLines()
+    logging.getLogger("fog_gateway.access_log").addHandler(access_log)
     # Enough tries, a second apart (the gateway's Retry-After), to outlast a scheduler's start on a loaded machine.
-    async with FogClient(url, access_token=tokens["access_token"], transport=transport, retries=30) as fog:
-        async with stack.scheduler_away():
-            reading = asyncio.create_task(fog.get_job(job_id))
+    try:
+        async with FogClient(url, access_token=tokens["access_token"], transport=transport, retries=30) as fog:
+            async with stack.scheduler_away():
+                reading = asyncio.create_task(fog.get_job(job_id))
 
-            async def turned_away() -> bool:
-                return 503 in transport.statuses
+                async def turned_away() -> bool:
+                    return 503 in transport.statuses
 
-            await wait_until(turned_away, what="the read turned away while the scheduler is gone")
-        job = await reading
+                await wait_until(turned_away, what="the read turned away while the scheduler is gone")
+            job = await reading
+    finally:
+        logging.getLogger("fog_gateway.access_log").removeHandler(access_log)
     assert job.id == job_id
     assert transport.statuses[0] == 503
     assert transport.statuses[-1] == 200
+    # Each 503 is in the gateway's log, under the request id the client was told; the 200 is not.
+    answers = zip(transport.request_ids, transport.statuses, strict=True)
+    turned_away_ids = [request_id for request_id, status in answers if status == 503]
+    logged = [(logged_id, vars(record)["status"], vars(record)["route"], vars(record)["problem_code"])
+              for record, logged_id in access_log.seen]  # fmt: skip
+    assert logged == [(request_id, 503, "/v1/jobs/{job_id}", "service_unavailable") for request_id in turned_away_ids]
