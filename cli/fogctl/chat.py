@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fog_client import Conversation, FileInfo, FilePage, FogClient, Message
+from fog_client.chat import ConversationMember
 from fogctl import account
 from fogctl.formats import JsonOption, human_bytes, when
 
@@ -100,18 +101,19 @@ def read(
         return
     target = conversation
 
-    async def run(client: FogClient) -> list[Message]:
+    async def run(client: FogClient) -> tuple[list[Message], dict[str, str]]:
         page = await client.list_messages(target, after_seq=after, limit=limit, order="causal" if causal else "seq")
         if mark_read and page.items:
             await client.mark(target, max(m.seq for m in page.items), "read")
-        return page.items
+        names = {} if as_json else names_of((await client.get_conversation(target)).members)
+        return page.items, names
 
-    messages = account.with_saved_session(run)
+    messages, names = account.with_saved_session(run)
     if as_json:
         typer.echo(json.dumps({"items": [m.model_dump(mode="json") for m in messages]}))
         return
     for message in messages:
-        typer.echo(message_line(message))
+        typer.echo(message_line(message, names))
 
 
 @app.command()
@@ -315,12 +317,20 @@ async def as_member(client: FogClient, member: str, call: Callable[[str], Awaita
     return await call(await member_id(client, member))
 
 
-def message_line(message: Message) -> str:
+def names_of(members: Sequence[ConversationMember]) -> dict[str, str]:
+    """How to show each member: a person by e-mail address; a node (or one an older gateway sent bare) by id."""
+    return {member.member_id: member.email or member.member_id for member in members}
+
+
+def message_line(message: Message, names: Mapping[str, str] | None = None) -> str:
+    """``#3 2026-12-07 11:46:31 ann@example.org ↪#2: text``: the sender by name where ``names`` knows them (a
+    member who left is shown by id)."""
     at = message.sent_at.strftime("%Y-%m-%d %H:%M:%S")
     text = "(deleted)" if message.text is None else message.text
     edited = " (edited)" if message.edited_at and message.text is not None else ""
     reply = f" ↪#{message.reply_to_seq}" if message.reply_to_seq else ""
-    return f"#{message.seq} {at} {message.sender_id}{reply}: {text}{edited}"
+    sender = (names or {}).get(message.sender_id, message.sender_id)
+    return f"#{message.seq} {at} {sender}{reply}: {text}{edited}"
 
 
 def _print_conversations(conversations: list[Conversation], as_json: bool) -> None:
@@ -329,6 +339,9 @@ def _print_conversations(conversations: list[Conversation], as_json: bool) -> No
         return
     table = Table("id", "kind", "name", "members", "messages")
     for conv in conversations:
-        members = ", ".join(m.member_id if m.role == "member" else f"{m.member_id} ({m.role})" for m in conv.members)
+        names = names_of(conv.members)
+        members = ", ".join(
+            names[m.member_id] if m.role == "member" else f"{names[m.member_id]} ({m.role})" for m in conv.members
+        )
         table.add_row(conv.id, conv.kind, conv.name or "-", members, str(conv.last_seq))
     Console(highlight=False).print(table)  # made here: it takes its width from $COLUMNS

@@ -52,6 +52,8 @@ class MessagePage(_Reply):
 class ConversationMember(_Reply):
     member_id: str
     role: str
+    #: a person's e-mail address; None for a node (or from an older gateway)
+    email: str | None = None
 
 
 class Conversation(_Reply):

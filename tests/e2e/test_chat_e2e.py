@@ -94,7 +94,7 @@ async def test_direct_messages_a_group_with_receipts_and_a_live_stream(stack: Ru
 async def test_fogctl_chat_sends_and_reads(stack: RunningStack) -> None:
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
     alice, _, _ = await user(stack)
-    bob, bob_id, _ = await user(stack)
+    bob, bob_id, bob_email = await user(stack)
     await first_message(alice, bob_id, "so that messaging knows bob")
     code, out = await fogctl("chat", "send", "--to", bob_id, "hello from fogctl", "--json", env=config)
     assert code == 0, out
@@ -103,7 +103,7 @@ async def test_fogctl_chat_sends_and_reads(stack: RunningStack) -> None:
     await bob.send_message(conversation, "hello back")
     code, out = await fogctl("chat", "read", conversation, "--mark-read", env=config)
     assert code == 0, out
-    assert out.splitlines()[-1].endswith(f"{bob_id}: hello back")
+    assert out.splitlines()[-1].endswith(f"{bob_email}: hello back")  # a member by address, not by id
     assert {r.member_id: r.read_seq for r in await bob.receipts(conversation)}[bob_id] == 0
     code, out = await fogctl("chat", "groups", "create", "ops", "--member", bob_id, env=config)
     assert (code, out.split()[0]) == (0, "Created")

@@ -19,10 +19,14 @@ def message_view(row: Mapping[str, Any], id_column: str = "id") -> contract.Mess
     )  # fmt: skip
 
 
-def conversation_view(row: Mapping[str, Any], roster: Mapping[str, Role], last_seq: int) -> contract.ConversationView:
+def conversation_view(
+    row: Mapping[str, Any], roster: Mapping[str, Role], last_seq: int, emails: Mapping[str, str]
+) -> contract.ConversationView:
+    members = [
+        contract.MemberView(member_id=member, role=role, email=emails.get(member)) for member, role in roster.items()
+    ]
     return contract.ConversationView(
-        id=str(row["id"]), kind=row["kind"], name=row["name"], last_seq=last_seq,
-        members=[contract.MemberView(member_id=member, role=role) for member, role in roster.items()],
+        id=str(row["id"]), kind=row["kind"], name=row["name"], last_seq=last_seq, members=members,
         created_at=row["created_at"],
     )  # fmt: skip
 

@@ -166,6 +166,8 @@ class MessagePage(Strict):
 class MemberView(Strict):
     member_id: str
     role: Role
+    #: the member's e-mail address, for a person (who the fellow members are); None for a node
+    email: str | None = None
 
 
 class ConversationView(Strict):

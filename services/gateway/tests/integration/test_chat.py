@@ -302,6 +302,8 @@ async def test_a_node_messages_its_owner_only(stack: Stack) -> None:
     reply = await owner.dm(node.id, "thanks")
     assert reply.json()["conversation_id"] == conversation
     assert [m["sender_id"] for m in await owner.messages(conversation)] == [node.id, owner.id]
+    seen = (await owner.http.get(f"/v1/conversations/{conversation}", headers=owner.headers)).json()
+    assert {m["member_id"]: m["email"] for m in seen["members"]} == {owner.id: owner.email, node.id: None}
     elsewhere = await node.http.post(
         f"/v1/conversations/{conversation}/messages", json={"text": "x", "client_msg_id": "y"}, headers=node.headers
     )

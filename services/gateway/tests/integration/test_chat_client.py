@@ -63,6 +63,9 @@ async def test_the_client_sends_reads_syncs_and_runs_groups(stack: Stack) -> Non
         await a.remove_member(group.id, alice.id)  # leaving, as an admin now
         listed = {c.id: c for c in await b.list_conversations()}
         assert {m.member_id: m.role for m in listed[group.id].members} == {bob.id: "owner", carol.id: "member"}
+        assert {m.member_id: m.email for m in listed[group.id].members} == {bob.id: bob.email, carol.id: carol.email}
+        direct = await b.get_conversation(first.conversation_id)
+        assert {m.member_id: m.email for m in direct.members} == {alice.id: alice.email, bob.id: bob.email}
         with pytest.raises(ApiError) as refused:
             await a.send_message(group.id, "still here?")
         assert refused.value.status == 404
@@ -150,9 +153,11 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert code == 0, err
     assert conversation in out
     assert group in out
+    assert f"{alice.email} (owner)" in out  # members by address, with their roles
+    assert f"{bob.email} (admin)" in out
     code, out, err = await fogctl("chat", "read", conversation, "--mark-read")
     assert code == 0, err
-    assert out.strip().endswith(f"{alice.id}: hello from the shell")
+    assert out.strip().endswith(f"{alice.email}: hello from the shell")
     code, out, err = await fogctl("chat", "send", "--conversation", group, "on it", "--reply-to", "9")
     assert code == 1
     assert "no message 9" in err

@@ -60,4 +60,5 @@ async def conversation_seen_by(
     if conv is None or not periods:
         raise no_conversation()
     readable = domain.readable_up_to(periods, conv["last_seq"])
-    return conversation_view(conv, await store.members(conn, conversation_id), readable)
+    roster = await store.members(conn, conversation_id)
+    return conversation_view(conv, roster, readable, await store.emails_of(conn, list(roster)))

@@ -281,7 +281,8 @@ async def list_conversations(conn: asyncpg.Connection, query: contract.ByQuery) 
     me = member_of(query.by)
     rows = await store.conversations_of(conn, me)
     rosters = await store.rosters(conn, [r["id"] for r in rows])
-    items = [conversation_view(r, rosters.get(r["id"], {}), r["last_seq"]) for r in rows]
+    emails = await store.emails_of(conn, list({member for roster in rosters.values() for member in roster}))
+    items = [conversation_view(r, rosters.get(r["id"], {}), r["last_seq"], emails) for r in rows]
     return contract.ConversationList(items=items)
 
 

@@ -49,6 +49,7 @@ from fog_messaging.store.messages import (
 )
 from fog_messaging.store.people import (
     count_users,
+    emails_of,
     known_users,
     node_owner,
     set_node_owner,
@@ -97,6 +98,7 @@ __all__ = [
     "devices",
     "direct_conversation_id",
     "edit_message",
+    "emails_of",
     "entries_at",
     "file",
     "files_of",

@@ -27,6 +27,12 @@ async def known_users(conn: asyncpg.Connection, user_ids: Sequence[str]) -> set[
     return {r["user_id"] for r in rows}
 
 
+async def emails_of(conn: asyncpg.Connection, user_ids: Sequence[str]) -> dict[str, str]:
+    """The e-mail address of each of ``user_ids`` that is a known user (a node's member id is not)."""
+    rows = await conn.fetch("SELECT user_id, email FROM users WHERE user_id = any($1::text[])", list(user_ids))
+    return {r["user_id"]: r["email"] for r in rows}
+
+
 async def user_by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
     """The user who signed up with ``email``, whatever its case (as auth compares them)."""
     row: asyncpg.Record | None = await conn.fetchrow(
