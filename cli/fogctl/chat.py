@@ -180,18 +180,22 @@ def files(
 ) -> None:
     """The conversation's files, the last sent first: `download ID` fetches one."""
 
-    async def fetch(client: FogClient) -> FilePage:
+    async def fetch(client: FogClient) -> tuple[FilePage, dict[str, str]]:
         if not all_pages:
-            return await client.list_files(conversation, cursor=cursor, limit=limit)
-        return FilePage(items=[found async for found in client.iter_files(conversation, limit=limit)])
+            page = await client.list_files(conversation, cursor=cursor, limit=limit)
+        else:
+            page = FilePage(items=[found async for found in client.iter_files(conversation, limit=limit)])
+        names = {} if as_json else names_of((await client.get_conversation(conversation)).members)
+        return page, names
 
-    page = account.with_saved_session(fetch)
+    page, names = account.with_saved_session(fetch)
     if as_json:
         typer.echo(json.dumps(page.model_dump(mode="json")))
         return
     table = Table("id", "name", "size", "sent by", "sent")
     for found in page.items:
-        table.add_row(found.id, found.name, human_bytes(found.size), found.uploaded_by, when(found.completed_at))
+        sender = names.get(found.uploaded_by, found.uploaded_by)
+        table.add_row(found.id, found.name, human_bytes(found.size), sender, when(found.completed_at))
     Console(highlight=False).print(table)  # made here: it takes its width from $COLUMNS
     if page.next_cursor is not None:
         account.console.print(f"More files: --cursor {page.next_cursor} (or --all)", markup=False, soft_wrap=True)

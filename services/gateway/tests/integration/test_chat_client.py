@@ -201,6 +201,7 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert code == 0, err
     assert file_id in out
     assert "976.6 KiB" in out
+    assert bob.email in out  # who sent it, by address
     received = tmp_path / "received.txt"
     code, out, err = await fogctl("chat", "download", file_id, "--output", str(received))
     assert code == 0, err
