@@ -118,6 +118,27 @@ def submit(
         typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
 
 
+@app.command()
+def rerun(
+    job_id: JobIdArgument,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the new job; print its output, exit with its code")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit a job again, as it was asked for: a new job with its spec (command, environment, resources,
+    constraints, ...; a job of an array keeps its FOG_ARRAY_INDEX), whatever became of the first."""
+
+    async def again(client: FogClient) -> Job:
+        spec = (await client.get_job(job_id)).spec.model_copy(update={"idempotency_key": None})  # not the same job
+        return await (_submit(client, spec) if wait else client.submit_job(spec))
+
+    job = account.with_saved_session(again)
+    if wait:
+        _wait(job.id, as_json=as_json)
+    typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
+
+
 @app.command("list")
 def list_jobs(
     status: Annotated[

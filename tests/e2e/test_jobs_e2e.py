@@ -93,6 +93,12 @@ async def test_fogctl_submit_wait_echo_hello(stack: RunningStack) -> None:
     assert "max_memory" in got
     assert newest["cpu_s"] is not None  # measured by the agent that ran it
     assert newest["max_rss_bytes"] > 0
+    code, out = await fogctl("job", "rerun", newest["id"], "--wait", env=config)
+    assert (code, out) == (0, "hello\n")
+    code, listed = await fogctl("job", "list", "--json", "--limit", "2", env=config)
+    again, first = json.loads(listed)["items"]  # the last submitted first
+    assert first["id"] == newest["id"]
+    assert (again["status"], again["spec"]["command"]) == ("succeeded", ["echo", "hello"])
 
 
 async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningStack) -> None:

@@ -555,3 +555,30 @@ def test_someone_elses_array_exits_1_with_the_problem(gateway: Gateway, logged_i
         code, _, err = fogctl("job", "array", command, "a2")
         assert code == 1
         assert f"{URL} refused: 404 not found [not_found]" in err
+
+
+# -- rerun -------------------------------------------------------------------------------------------
+
+
+def test_rerun_submits_the_jobs_spec_again_as_a_new_job(gateway: Gateway, logged_in: Session) -> None:
+    asked = {**DEFAULT_SPEC, "env": {"FOG_ARRAY_INDEX": "3"}, "name": "calc", "idempotency_key": "nightly-1"}
+    gateway.states = [job(spec=asked, status="failed", array_id="a1", array_index=3)]
+    code, out, err = fogctl("job", "rerun", "j1")
+    assert code == 0, err
+    assert out == "j1\n"
+    (read, submitted) = gateway.requests
+    assert (read.method, read.url.path) == ("GET", "/v1/jobs/j1")
+    assert (submitted.method, submitted.url.path) == ("POST", "/v1/jobs")
+    body = json.loads(submitted.content)
+    assert body["command"] == DEFAULT_SPEC["command"]
+    assert (body["env"], body["name"]) == ({"FOG_ARRAY_INDEX": "3"}, "calc")  # as the array gave it its index
+    assert body.get("idempotency_key") is None  # the same key would answer the first job, not run it again
+
+
+def test_rerun_wait_follows_the_new_job_and_exits_with_its_code(gateway: Gateway, logged_in: Session) -> None:
+    gateway.states = [job(status="failed", exit_code=3), job(status="running"), job(status="succeeded", exit_code=0)]
+    gateway.output = {"output": "hi\n", "truncated": False, "exit_code": 0, "length": 3, "ended": True, "attempt": 1}
+    code, out, err = fogctl("job", "rerun", "j1", "--wait")
+    assert code == 0, err
+    assert "Submitted job j1" in err
+    assert "hi" in out
