@@ -7,6 +7,8 @@ first problem; ``finished`` always fits in ``MAX_MESSAGE_BYTES``, whatever the j
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from dataclasses import dataclass, field
@@ -30,6 +32,10 @@ MAX_JOB_ID = 256
 #: it fits in a message
 OUTPUT_SO_FAR_CHARS = 256 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: a job's files (docs/jobs.md, "Files"): given, and asked back; their paths are relative to its directory
+MAX_INPUT_FILES, MAX_INPUT_BYTES = 64, MIB
+MAX_OUTPUT_FILES, MAX_OUTPUT_BYTES = 16, MIB
+MAX_PATH_CHARS = 255
 
 
 class BadMessage(ValueError):
@@ -57,10 +63,25 @@ class Assignment:
     resources: Resources = field(default_factory=Resources)
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
     network: Network = "host"
+    #: written into its working directory before it starts: path -> content
+    files: dict[str, bytes] = field(default_factory=dict)
+    #: read back from there once it ended, and reported with its end
+    outputs: tuple[str, ...] = ()
 
     @property
     def key(self) -> JobKey:
         return (self.job_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file the job asked to have back, as it was when it ended (``truncated``: its first ``len(data)`` of
+    ``size`` bytes, the rest past the outputs' budget)."""
+
+    path: str
+    data: bytes
+    size: int
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,8 @@ class Result:
     cpu_s: float | None = None
     #: the largest resident set of any one of those processes
     max_rss_bytes: int | None = None
+    #: the files it asked back that it left (a path it left nothing regular at is not among them)
+    files: tuple[OutputFile, ...] = ()
 
 
 def job_key(message: dict[str, Any]) -> JobKey:
@@ -101,6 +124,8 @@ def parse_assignment(message: dict[str, Any]) -> Assignment:
                 message.get("output_limit_bytes", DEFAULT_OUTPUT_LIMIT_BYTES), 0, "output_limit_bytes"
             ),
             network=_network(message.get("network", "host")),
+            files=_input_files(message.get("files", {})),
+            outputs=_outputs(message.get("outputs", [])),
         )
     except BadMessage as exc:
         raise BadMessage(str(exc), key) from None
@@ -155,6 +180,11 @@ def finished(key: JobKey, result: Result, *, max_bytes: int = MAX_MESSAGE_BYTES)
     }
     if result.cpu_s is not None:  # measured: the job ran (said only then, as a gateway before them knows neither)
         report.update(cpu_s=result.cpu_s, max_rss_bytes=result.max_rss_bytes)
+    if result.files:  # said only then, as for cpu_s
+        report["files"] = [
+            {"path": f.path, "data": base64.b64encode(f.data).decode(), "size": f.size, "truncated": f.truncated}
+            for f in result.files
+        ]
     size = len(encode(report).encode())
     while size > max_bytes:
         output: str = report["output"]
@@ -190,6 +220,38 @@ def _resources(value: object) -> Resources:
         memory_bytes=_int_at_least(value.get("memory_bytes", DEFAULT_MEMORY_BYTES), 1, "resources.memory_bytes"),
         gpus=_int_at_least(value.get("gpus", DEFAULT_GPUS), 0, "resources.gpus"),
     )
+
+
+def job_path(value: object, name: str) -> str:
+    """A path in a job's working directory: relative, each part a name (no ``..``, no empty part), no NUL."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_PATH_CHARS or "\x00" in value:
+        raise BadMessage(f"{name} is not a path of 1 to {MAX_PATH_CHARS} characters: {value!r}"[:200])
+    parts = value.split("/")
+    if value.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise BadMessage(f"{name} is not a relative path of plain names: {value!r}"[:200])
+    return value
+
+
+def _input_files(value: object) -> dict[str, bytes]:
+    if not isinstance(value, dict) or len(value) > MAX_INPUT_FILES:
+        raise BadMessage(f"files is not an object of at most {MAX_INPUT_FILES} paths")
+    files: dict[str, bytes] = {}
+    for path, content in value.items():
+        if not isinstance(content, str):
+            raise BadMessage(f"files[{path!r}] is not base64 text"[:200])
+        try:
+            files[job_path(path, "a file's path")] = base64.b64decode(content, validate=True)
+        except binascii.Error:
+            raise BadMessage(f"files[{path!r}] is not base64"[:200]) from None
+    if sum(len(data) for data in files.values()) > MAX_INPUT_BYTES:
+        raise BadMessage(f"files hold more than {MAX_INPUT_BYTES} bytes")
+    return files
+
+
+def _outputs(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_OUTPUT_FILES:
+        raise BadMessage(f"outputs is not a list of at most {MAX_OUTPUT_FILES} paths")
+    return tuple(dict.fromkeys(job_path(path, "an output's path") for path in value))
 
 
 def _network(value: object) -> Network:

@@ -20,6 +20,7 @@ from fog_agent import cgroups
 from fog_agent.job_messages import Assignment, Outcome, Result
 from fog_agent.launcher import LaunchedJob, Launcher, NotPrepared, PreparedJob
 from fog_agent.protocol import MAX_MESSAGE_BYTES
+from fog_agent.sandbox.files import read_outputs, write_inputs
 from fog_agent.sandbox.users import NoJobUser
 from fog_agent.sandbox.workdirs import Workdir, WorkdirRemover
 
@@ -127,6 +128,15 @@ class SandboxedJob:
         self._output = output
         try:
             try:
+                if self.assignment.files:
+                    await asyncio.to_thread(write_inputs, workdir, self.assignment.files)
+            except OSError as exc:
+                if prepared is not None:
+                    await prepared.release(self._sandbox.launcher)  # its spare, and both ends of the pipe
+                else:
+                    os.close(write_end)
+                return Result("failed", None, 0.0, error=f"cannot write its files: {_describe(exc)}")
+            try:
                 process = await self._spawn(workdir, write_end, prepared)
             except OSError as exc:  # not found, not executable, NUL in it (the launcher gives the errno)
                 why = f"cannot start {self.assignment.command[0]!r}: {_describe(exc)}"
@@ -144,10 +154,13 @@ class SandboxedJob:
                 self._kill_all(process.pid)
             duration_s = time.monotonic() - began
             await asyncio.wait((output.closed,), timeout=OUTPUT_DRAIN_S)
+            outputs = self.assignment.outputs
+            files = await asyncio.to_thread(read_outputs, workdir, outputs) if outputs else ()
             return dataclasses.replace(
                 self._result(stopped_as, process.returncode, duration_s, output),
                 cpu_s=None if process.usage is None else process.usage.cpu_s,
                 max_rss_bytes=None if process.usage is None else process.usage.max_rss_bytes,
+                files=files,
             )
         finally:
             output_transport.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fog_agent.job_messages import MIB, Assignment, Resources
+from fog_agent.job_messages import MIB, Assignment, OutputFile, Resources
 from fog_agent.launcher_process import confine, landlock_abi, prebuild, private_view, private_view_works
 from fog_agent.sandbox import Confinement, Sandbox, job_users_from_env, private_view_from_env
 from fog_agent.sandbox.leftovers import SHARED_MEMORY
@@ -257,6 +257,15 @@ async def test_a_confined_job_reads_its_proc_and_writes_its_shared_memory_and_tm
     for _ in range(3):  # then from spares made ahead, each with the rules it could make while it waited
         result = await confined.job(job("sh", "-c", script)).run()
         assert (result.outcome, result.output) == ("succeeded", expected)
+
+
+async def test_a_confined_job_reads_its_files_and_gives_its_outputs_back(confined: Sandbox) -> None:
+    assignment = Assignment("j-1", 1, ("sh", "-c", "tr a-z A-Z < in/words > out"), timeout_s=5,
+                            files={"in/words": b"fog\n"}, outputs=("out",))  # fmt: skip
+    confined.prepare_job(assignment)
+    for _ in range(2):  # prepared, then from a spare made ahead
+        result = await confined.job(assignment).run()
+        assert (result.outcome, result.files) == ("succeeded", (OutputFile("out", b"FOG\n", 4),)), result.error
 
 
 # -- /tmp of its own -----------------------------------------------------------------------------------------------
