@@ -420,7 +420,7 @@ class AgentConnection:
 
 def _sender(ws: Socket, features: frozenset[str]) -> Send:
     """Reports to this connection's gateway, as much of them as it takes (``Welcome.features``)."""
-    unknown = () if protocol.USAGE in features else protocol.USAGE_FIELDS
+    unknown = protocol.fields_not_taken(features)
 
     async def send(message: dict[str, Any]) -> None:
         if unknown and message["type"] == "finished":

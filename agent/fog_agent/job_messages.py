@@ -32,7 +32,8 @@ MAX_JOB_ID = 256
 #: it fits in a message
 OUTPUT_SO_FAR_CHARS = 256 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: a job's files (docs/jobs.md, "Files"): given, and asked back; their paths are relative to its directory
+#: a job's files (docs/jobs.md, "Files"): given, and asked back; their paths are relative to its directory. The
+#: gateway takes 512 KiB given; an agent takes up to 1 MiB, in case a gateway is let take more
 MAX_INPUT_FILES, MAX_INPUT_BYTES = 64, MIB
 MAX_OUTPUT_FILES, MAX_OUTPUT_BYTES = 16, MIB
 MAX_PATH_CHARS = 255

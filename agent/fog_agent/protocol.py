@@ -33,6 +33,17 @@ GOODBYE: dict[str, Any] = {"type": "goodbye", "reason": "shutdown"}
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: the welcome's feature for a result's usage, and the fields it allows in a ``finished`` report
 USAGE, USAGE_FIELDS = "usage", ("cpu_s", "max_rss_bytes")
+#: the welcome's feature for the files a job gives back (a result's ``files``)
+FILES, FILES_FIELDS = "files", ("files",)
+#: what a ``finished`` report may carry only to a gateway whose welcome names the feature
+FINISHED_FIELDS_BY_FEATURE = {USAGE: USAGE_FIELDS, FILES: FILES_FIELDS}
+
+
+def fields_not_taken(features: frozenset[str]) -> tuple[str, ...]:
+    """The fields of a ``finished`` report a gateway with these ``features`` would refuse."""
+    return tuple(
+        field for feature, fields in FINISHED_FIELDS_BY_FEATURE.items() if feature not in features for field in fields
+    )
 
 
 class ProtocolViolation(Exception):

@@ -8,12 +8,14 @@ program. With ``--json`` they print the job and its whole output once it has end
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import re
 import shlex
 import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fog_client import Affinity, ArraySummary, Explanation, FogClient, Job, JobOutput, JobPage, JobSpec
+from fog_client.models import MAX_OUTPUT_BYTES
 from fogctl import account, arrays
 from fogctl.formats import JsonOption, human_bytes, when
 
@@ -87,6 +90,22 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Submitting again with the same key answers the first job")
     ] = None,
+    file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--file",
+            help="LOCAL[:PATH]: a file of yours the job finds at PATH in its directory (default: LOCAL's name); "
+            "repeatable, 512 KiB in all",
+        ),
+    ] = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            help="PATH in the job's directory to have back once it ended (`fogctl job download`); "
+            "repeatable, 1 MiB in all",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run a command on a node: fogctl job submit [OPTIONS] -- CMD [ARGS]..."""
@@ -106,6 +125,8 @@ def submit(
             **_given(priority=priority, timeout_s=timeout, max_attempts=max_attempts, retry_backoff_s=retry_backoff),
             "name": name,
             "idempotency_key": idempotency_key,
+            "files": dict(read_job_file(each) for each in file or []),
+            "outputs": output or [],
         }
     )
     if array is not None:
@@ -116,6 +137,42 @@ def submit(
     else:
         job = account.with_saved_session(lambda client: client.submit_job(spec))
         typer.echo(json.dumps(job.model_dump(mode="json")) if as_json else job.id)
+
+
+@app.command()
+def files(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """The files the job gave back of its --output paths (`fogctl job download` fetches one)."""
+    found = account.with_saved_session(lambda client: client.job_files(job_id))
+    if as_json:
+        typer.echo(found.model_dump_json())
+        return
+    table = Table("path", "size", "attempt", "kept")
+    for info in found.items:
+        kept = f"first {human_bytes(MAX_OUTPUT_BYTES)}" if info.truncated else "whole"
+        table.add_row(info.path, human_bytes(info.size), str(info.attempt), kept)
+    Console(highlight=False).print(table)
+    if found.missing:
+        account.console.print(f"Not left by the job: {', '.join(found.missing)}", markup=False, soft_wrap=True)
+    elif not found.ended:
+        account.console.print("The job has not ended: its files may still change.", markup=False, soft_wrap=True)
+
+
+@app.command()
+def download(
+    job_id: JobIdArgument,
+    path: Annotated[str, typer.Argument(help="The path, as --output named it", show_default=False)],
+    to: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write it (default: its name, here; - for stdout)")
+    ] = None,
+) -> None:
+    """Fetch a file the job gave back."""
+    data = account.with_saved_session(lambda client: client.job_file(job_id, path))
+    if to is not None and str(to) == "-":
+        write_raw_bytes(data)
+        return
+    target = to or Path(path.rsplit("/", 1)[-1])
+    target.write_bytes(data)
+    account.console.print(f"Wrote {target} ({human_bytes(len(data))})", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -314,6 +371,16 @@ async def _follow_to_the_end(client: FogClient, job_id: str) -> Job:
     return await client.wait_job(job_id, poll_s=POLL_S)  # it has ended: one read
 
 
+def read_job_file(given: str) -> tuple[str, str]:
+    """``LOCAL[:PATH]`` as a spec's file: its path in the job's directory, and the local file's content in base64."""
+    local, _, path = given.partition(":")
+    try:
+        data = Path(local).read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {local!r}: {exc.strerror}", param_hint="--file") from None
+    return path or Path(local).name, base64.b64encode(data).decode()
+
+
 def exit_status(job: Job) -> int:
     """The job's exit code as a shell sees one; 1 for a job that failed without one (cancelled, timed out)."""
     if job.exit_code is None:
@@ -327,12 +394,17 @@ def exit_status(job: Job) -> int:
 
 def write_raw(text: str) -> None:
     """Write the job's output as captured: no styling, no ANSI stripping (click.echo would), no newline added."""
+    write_raw_bytes(text.encode("utf-8", "replace"))  # UTF-8 whatever the locale: the node decoded it as such
+
+
+def write_raw_bytes(data: bytes) -> None:
+    """Bytes on stdout, as they are (a job's output, a file it gave back)."""
     sys.stdout.flush()  # anything already written comes first
     buffer = getattr(sys.stdout, "buffer", None)
     if buffer is None:  # a stream without bytes underneath (some test harnesses)
-        sys.stdout.write(text)
+        sys.stdout.write(data.decode("utf-8", "replace"))
     else:
-        buffer.write(text.encode("utf-8", "replace"))  # UTF-8 whatever the locale: the node decoded it as such
+        buffer.write(data)
     sys.stdout.flush()
 
 

@@ -32,6 +32,7 @@ from fog_client.models import (
     Items,
     Job,
     JobArray,
+    JobFiles,
     JobOutput,
     JobPage,
     JobSpec,
@@ -379,6 +380,15 @@ class FogClient(ChatCalls):
         query = {"offset": offset} if offset else None
         return _parse(JobOutput, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/output", params=query))
 
+    async def job_files(self, job_id: str) -> JobFiles:
+        """The files the job gave back of its spec's ``outputs`` (as its last attempt that ended left them)."""
+        return _parse(JobFiles, await self._call("GET", f"/v1/jobs/{_segment(job_id)}/files"))
+
+    async def job_file(self, job_id: str, path: str) -> bytes:
+        """One file the job gave back, its bytes (its first ones alone if ``job_files`` says ``truncated``)."""
+        quoted = "/".join(_segment(name) for name in path.split("/"))
+        return (await self._call("GET", f"/v1/jobs/{_segment(job_id)}/files/{quoted}")).content
+
     async def follow_output(self, job_id: str, *, poll_s: float = 1.0) -> AsyncGenerator[JobOutput, None]:
         """What the job prints, as it comes, until it has ended: each item's ``output`` is what is new since
         the one before. An item whose ``attempt`` differs from the one before starts that attempt's output
@@ -574,8 +584,12 @@ def _capabilities_body(capabilities: Capabilities) -> dict[str, Any]:
 
 
 def _spec_body(spec: JobSpec) -> dict[str, Any]:
-    # Unset optional fields are left out rather than sent as null: the gateway's spec is strict.
+    # Unset optional fields are left out rather than sent as null: the gateway's spec is strict. So are files and
+    # outputs when there are none: a gateway older than them refuses the fields, though empty.
     body: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
+    for newer in ("files", "outputs"):
+        if not body.get(newer):
+            body.pop(newer, None)
     return body
 
 

@@ -204,6 +204,11 @@ class JobSpec(_Reply):
     retry_backoff_s: float = 1.0
     name: str | None = None
     idempotency_key: str | None = None
+    #: written into the job's directory before it starts: path (relative) -> content in base64
+    #: (``base64.b64encode(data).decode()``); 512 KiB in all
+    files: dict[str, str] = Field(default_factory=dict)
+    #: paths read back from there once it ended: ``FogClient.job_files`` and ``job_file``; 1 MiB in all
+    outputs: list[str] = Field(default_factory=list)
 
 
 class Job(_Reply):
@@ -273,6 +278,27 @@ class JobOutput(_Reply):
     ended: bool = True
     #: the attempt the output is of; a retry prints anew, from character 0
     attempt: int = 1
+
+
+#: what a job's files may hold in all: given (``JobSpec.files``), and given back (``outputs``)
+MAX_INPUT_BYTES, MAX_OUTPUT_BYTES = 512 << 10, 1 << 20
+
+
+class JobFileInfo(_Reply):
+    path: str
+    #: its size as the job left it; ``truncated``: only its first bytes were kept (the outputs' 1 MiB)
+    size: int
+    truncated: bool = False
+    #: the attempt that left it
+    attempt: int = 1
+
+
+class JobFiles(_Reply):
+    """What a job gave back of its ``outputs``; once it ended, ``missing`` names the paths it left nothing at."""
+
+    items: list[JobFileInfo]
+    missing: list[str] = Field(default_factory=list)
+    ended: bool = False
 
 
 class Explanation(_Reply):

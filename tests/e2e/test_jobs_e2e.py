@@ -101,6 +101,29 @@ async def test_fogctl_submit_wait_echo_hello(stack: RunningStack) -> None:
     assert (again["status"], again["spec"]["command"]) == ("succeeded", ["echo", "hello"])
 
 
+async def test_a_jobs_files_reach_it_on_its_node_and_its_outputs_come_back(stack: RunningStack, tmp_path: Path) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
+    words = tmp_path / "words.txt"
+    words.write_bytes(b"fog\n")
+    script = "tr a-z A-Z < in/words.txt > out.txt && head -c 3 /dev/zero > zeros.bin && cat out.txt"
+    code, out = await fogctl(
+        "job", "submit", "--wait", "--file", f"{words}:in/words.txt", "--output", "out.txt", "--output", "zeros.bin",
+        "--output", "absent.txt", "--", "sh", "-c", script, env=config,
+    )  # fmt: skip
+    assert (code, out) == (0, "FOG\n")
+    code, listed = await fogctl("job", "list", "--json", "--limit", "1", env=config)
+    job_id = json.loads(listed)["items"][0]["id"]
+    code, shown = await fogctl("job", "files", job_id, "--json", env=config)
+    files = json.loads(shown)
+    assert [(f["path"], f["size"]) for f in files["items"]] == [("out.txt", 4), ("zeros.bin", 3)]
+    assert files["missing"] == ["absent.txt"]
+    fetched = tmp_path / "fetched.txt"
+    code, _ = await fogctl("job", "download", job_id, "out.txt", "--output", str(fetched), env=config)
+    assert (code, fetched.read_bytes()) == (0, b"FOG\n")
+    code, zeros = await fogctl("job", "download", job_id, "zeros.bin", "--output", "-", env=config)
+    assert (code, zeros) == (0, "\x00\x00\x00")
+
+
 async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningStack) -> None:
     fog = await user(stack, email("cora"))
     nowhere = await fog.submit_job(JobSpec(command=["true"], constraints=Constraints(labels={"gpu": "a100"})))

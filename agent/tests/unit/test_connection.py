@@ -27,7 +27,7 @@ from websockets.http11 import Request, Response
 
 from fog_agent.connection import EXIT_REFUSED, EXIT_STOPPED, FENCE_FLOOR_S, AgentConnection
 from fog_agent.jobs import Capacity, JobRunner
-from fog_agent.protocol import ProtocolViolation, connect_url, parse_welcome
+from fog_agent.protocol import ProtocolViolation, connect_url, fields_not_taken, parse_welcome
 from fog_agent.sandbox import Sandbox, job_users_from_env
 from fog_agent.state import NodeState
 from fog_client import NodeUsage
@@ -419,6 +419,13 @@ async def test_a_gateway_that_does_not_take_a_results_usage_gets_the_result_with
     assert not {"cpu_s", "max_rss_bytes"} & set(report)
     agent.stop()
     assert await finished(run) == EXIT_STOPPED
+
+
+@pytest.mark.parametrize(("features", "left_out"), [
+    ([], {"cpu_s", "max_rss_bytes", "files"}), (["usage"], {"files"}), (["usage", "files"], set()),
+])  # fmt: skip
+def test_a_result_carries_what_its_gateway_takes(features: list[str], left_out: set[str]) -> None:
+    assert set(fields_not_taken(frozenset(features))) == left_out
 
 
 async def test_heartbeats_count_the_running_jobs_and_a_cancel_kills_one(gateway: Gateway, jobs: JobRunner) -> None:

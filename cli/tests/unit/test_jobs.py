@@ -582,3 +582,30 @@ def test_rerun_wait_follows_the_new_job_and_exits_with_its_code(gateway: Gateway
     assert code == 0, err
     assert "Submitted job j1" in err
     assert "hi" in out
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+
+
+def test_submit_sends_the_files_given_and_the_outputs_asked(
+    gateway: Gateway, logged_in: Session, tmp_path: Path
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"a,b\n\x00")
+    code, _, err = fogctl(
+        "job", "submit", "--file", str(data), "--file", f"{data}:in/copy.csv", "--output", "out/r.txt", "--", "true"
+    )
+    assert code == 0, err
+    sent = gateway.sent()
+    assert sent["files"] == {"data.csv": "YSxiCgA=", "in/copy.csv": "YSxiCgA="}  # named as the local file, or as asked
+    assert sent["outputs"] == ["out/r.txt"]
+
+
+def test_submit_without_files_sends_no_files_field_and_a_missing_local_file_is_refused(
+    gateway: Gateway, logged_in: Session, tmp_path: Path
+) -> None:
+    assert fogctl("job", "submit", "--", "true")[0] == 0
+    assert not {"files", "outputs"} & gateway.sent().keys()  # an older gateway refuses even empty ones
+    code, _, err = fogctl("job", "submit", "--file", str(tmp_path / "nope"), "--", "true")
+    assert code == 2
+    assert "cannot read" in err

@@ -47,8 +47,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 #: another connection of the same node took over (the agent reconnected)
 CLOSE_REPLACED = 4409
-#: what this gateway takes from agents beyond the first protocol: ``usage``, a result's ``cpu_s`` and ``max_rss_bytes``
-AGENT_FEATURES = ["usage"]
+#: what this gateway takes from agents beyond the first protocol: ``usage``, a result's ``cpu_s`` and ``max_rss_bytes``;
+#: ``files``, the files a job gave back (a result's ``files``)
+AGENT_FEATURES = ["usage", "files"]
 AgentReport = scheduler.Started | scheduler.Finished | scheduler.OutputSoFar
 REPORT: TypeAdapter[AgentReport] = TypeAdapter(scheduler.Report)
 
@@ -356,9 +357,12 @@ def take_batch(reports: deque[AgentReport]) -> list[AgentReport]:
 
 
 def _output_size(report: AgentReport) -> int:
+    """What the report carries of the job's making: its output, and the files it gave back."""
     if isinstance(report, scheduler.OutputSoFar):
         return len(report.data)
-    return len(report.output) if isinstance(report, scheduler.Finished) else 0
+    if isinstance(report, scheduler.Finished):
+        return len(report.output) + sum(len(f.data) for f in report.files)
+    return 0
 
 
 def _ack(report: AgentReport) -> dict[str, Any]:

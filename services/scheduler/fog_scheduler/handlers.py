@@ -82,6 +82,14 @@ def register(runtime: ServiceRuntime, placement: PlacementLoop, *, waiting_max: 
     async def explain_job(body: contract.JobQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.explain(conn, body))
 
+    @broker.subscriber(contract.JOB_FILES, queue=group, title="job_files")
+    async def job_files(body: contract.JobFileQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.job_files(conn, body))
+
+    @broker.subscriber(contract.JOB_FILE, queue=group, title="job_file")
+    async def job_file(body: contract.JobFileQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.job_file(conn, body))
+
     @broker.subscriber(contract.NODE_ASSIGNMENTS, queue=group, title="node_assignments")
     async def node_assignments(body: contract.NodeAssignmentsQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.node_assignments(conn, body.node_id))

@@ -7,6 +7,7 @@ Each takes the connection it works in; state changes and the events they cause c
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -313,6 +314,30 @@ async def _job_output(conn: asyncpg.Connection, query: contract.OutputQuery) -> 
                               attempt=attempt if ended else attempt - 1)  # fmt: skip
 
 
+async def job_files(conn: asyncpg.Connection, query: contract.JobFileQuery) -> contract.JobFiles:
+    """What the job gave back of its outputs: as the last attempt that ended left them."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        job = await owned_job(conn, contract.JobQuery(job_id=query.job_id, by=query.by))
+        kept = {row["path"]: row for row in await store.job_files(conn, job["id"])}
+    ended = job["status"] in contract.ENDED
+    asked = job["spec"].get("outputs", [])
+    items = [_file_info(kept[path]) for path in asked if path in kept]
+    missing = [path for path in asked if path not in kept] if ended else []
+    return contract.JobFiles(items=items, missing=missing, ended=ended)
+
+
+async def job_file(conn: asyncpg.Connection, query: contract.JobFileQuery) -> contract.JobFile:
+    job = await owned_job(conn, contract.JobQuery(job_id=query.job_id, by=query.by))
+    row = None if query.path is None else await store.job_file(conn, job["id"], query.path)
+    if row is None:
+        raise SchedulerError("not_found", f"the job gave back no file {query.path!r}")
+    return contract.JobFile(**_file_info(row).model_dump(), data=base64.b64encode(row["data"]).decode())
+
+
+def _file_info(row: asyncpg.Record) -> contract.JobFileInfo:
+    return contract.JobFileInfo(path=row["path"], size=row["size"], truncated=row["truncated"], attempt=row["attempt"])
+
+
 async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
     job = await owned_job(conn, query)
     row = await store.job_detail(conn, _job_uuid(query.job_id), "explain")
@@ -494,9 +519,11 @@ async def _finished(
     job_id, owner, spec = job["id"], job["owner_id"], job["spec"]
     if job["status"] == "cancelled":
         await store.keep_output(conn, job_id, report.output, report.output_truncated, report.exit_code)
+        await _keep_files(conn, job, report)
         return []
     if job["status"] not in store.PLACED:
         return []
+    await _keep_files(conn, job, report)
     if report.outcome == "failed" and domain.after_failure(job["attempt"], spec["max_attempts"]) == "retry":
         delay = domain.retry_delay_s(spec["retry_backoff_s"], job["attempt"])
         await store.requeue(conn, job_id, tried_node=node_id, not_before=now + timedelta(seconds=delay),
@@ -512,6 +539,16 @@ async def _finished(
         return [JobCancelled(job_id=str(job_id), owner_id=owner, node_id=node_id, attempt=report.attempt,
                              cancelled_at=now)]  # fmt: skip
     return [_attempt_failed(job, node_id, report, now, retry_in_s=None)]
+
+
+async def _keep_files(conn: asyncpg.Connection, job: asyncpg.Record, report: contract.Finished) -> None:
+    """The files the attempt gave back, of those its job asked for; nothing is written for a job that asked none
+    (most: a report's batch stays one statement per kind of change for them)."""
+    asked = set(job["spec"].get("outputs", ()))
+    if not asked:
+        return
+    files = [(f.path, base64.b64decode(f.data), f.size, f.truncated) for f in report.files if f.path in asked]
+    await store.keep_files(conn, job["id"], report.attempt, files)
 
 
 def _attempt_failed(
@@ -540,6 +577,7 @@ def assignment(job_id: str, attempt: int, spec: dict[str, Any]) -> contract.Assi
     return contract.Assignment(
         job_id=job_id, attempt=attempt, command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
         resources=contract.Resources(**spec["resources"]), network=spec.get("network", "host"),
+        files=spec.get("files", {}), outputs=spec.get("outputs", []),
     )  # fmt: skip
 
 

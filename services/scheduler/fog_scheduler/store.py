@@ -390,6 +390,29 @@ async def keep_output(
     )  # fmt: skip
 
 
+async def keep_files(
+    conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, files: Sequence[tuple[str, bytes, int, bool]]
+) -> None:
+    """What an attempt gave back of its outputs (path, data, size, truncated), in place of the attempt's before."""
+    await conn.execute("DELETE FROM job_files WHERE job_id = $1", job_id)
+    if files:
+        await conn.executemany(
+            "INSERT INTO job_files (job_id, path, attempt, size, truncated, data) VALUES ($1, $2, $3, $4, $5, $6)",
+            [(job_id, path, attempt, size, truncated, data) for path, data, size, truncated in files],
+        )
+
+
+async def job_files(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[asyncpg.Record]:
+    return list(await conn.fetch("SELECT path, attempt, size, truncated FROM job_files WHERE job_id = $1", job_id))
+
+
+async def job_file(conn: asyncpg.Connection, job_id: uuid.UUID, path: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT path, attempt, size, truncated, data FROM job_files WHERE job_id = $1 AND path = $2", job_id, path
+    )
+    return row
+
+
 async def requeue(
     conn: asyncpg.Connection, job_id: uuid.UUID, *, tried_node: str | None, not_before: datetime | None,
     error: str | None,

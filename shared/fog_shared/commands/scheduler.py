@@ -3,9 +3,11 @@ agents' reports relayed by the gateway. See docs/jobs.md."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from fog_shared.commands.auth import NodeId, Principal
 from fog_shared.commands.common import ErrorReply, JobNetwork, Strict, Text, Timestamp, error, without_nul
@@ -24,6 +26,9 @@ CANCEL_JOB = command_subject("scheduler", "cancel_job")
 ARRAY_SUMMARY = query_subject("scheduler", "array_summary")
 CANCEL_ARRAY = command_subject("scheduler", "cancel_array")
 JOB_OUTPUT = query_subject("scheduler", "job_output")
+#: the files a job gave back (its ``outputs``), and one of them
+JOB_FILES = query_subject("scheduler", "job_files")
+JOB_FILE = query_subject("scheduler", "job_file")
 EXPLAIN_JOB = query_subject("scheduler", "explain_job")
 NODE_ASSIGNMENTS = query_subject("scheduler", "node_assignments")
 REPORTS = command_subject("scheduler", "reports")
@@ -39,6 +44,34 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,12
 Arg = Annotated[Text, StringConstraints(max_length=4096)]
 MAX_ENV_BYTES = 32 * 1024
 OUTPUT_LIMIT_BYTES = 1 << 20
+#: a job's files (docs/jobs.md, "Files"): those it is given (512 KiB: in base64 they fit the gateway's 1 MiB
+#: request body with the rest of the spec), and those it gives back (1 MiB, as its output)
+MAX_INPUT_FILES, MAX_INPUT_BYTES = 64, 512 << 10
+MAX_OUTPUT_FILES, MAX_OUTPUT_BYTES = 16, 1 << 20
+#: base64 of ``MAX_*_BYTES``: 4 characters for each 3 bytes
+_BASE64_CHARS = 4 * (((1 << 20) + 2) // 3)
+
+
+def _job_path(path: str) -> str:
+    parts = path.split("/")
+    if path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError("a path in the job's directory: relative, of plain names (no '..', no empty part)")
+    return path
+
+
+#: a path in a job's working directory, as its agent takes it (fog_agent.job_messages.job_path)
+JobPath = Annotated[Text, StringConstraints(min_length=1, max_length=255), AfterValidator(_job_path)]
+
+
+def decoded_size(text: str) -> int:
+    """The bytes base64 ``text`` holds; ``ValueError`` when it is not base64."""
+    try:
+        return len(base64.b64decode(text, validate=True))
+    except binascii.Error:
+        raise ValueError("not base64") from None
+
+
+Base64 = Annotated[str, StringConstraints(max_length=_BASE64_CHARS)]
 
 
 class Resources(Strict):
@@ -75,6 +108,25 @@ class JobSpec(Strict):
     retry_backoff_s: float = Field(default=1.0, ge=0, le=3600)
     name: Text | None = Field(default=None, max_length=128)
     idempotency_key: Text | None = Field(default=None, min_length=1, max_length=128)
+    #: written into the job's directory before it starts: path -> content (base64), 512 KiB in all
+    files: dict[JobPath, Base64] = Field(default={}, max_length=MAX_INPUT_FILES)
+    #: read back from there once it ended (whatever its outcome): ``GET /v1/jobs/{id}/files``, 1 MiB in all
+    outputs: list[JobPath] = Field(default=[], max_length=MAX_OUTPUT_FILES)
+
+    @field_validator("files")
+    @classmethod
+    def _files_bounded(cls, files: dict[str, str]) -> dict[str, str]:
+        size = sum(decoded_size(text) for text in files.values())
+        if size > MAX_INPUT_BYTES:
+            raise ValueError(f"the files hold {size} bytes; at most {MAX_INPUT_BYTES}")
+        return files
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_once(cls, outputs: list[str]) -> list[str]:
+        if len(set(outputs)) != len(outputs):
+            raise ValueError("a path is asked back more than once")
+        return outputs
 
     @field_validator("command")
     @classmethod
@@ -199,6 +251,36 @@ class OutputQuery(Strict):
     offset: int = Field(default=0, ge=0)
 
 
+class JobFileQuery(Strict):
+    """The files a job gave back (``path`` None), or the one at ``path``."""
+
+    job_id: str = Field(max_length=64)
+    by: Principal
+    path: JobPath | None = None
+
+
+class JobFileInfo(Strict):
+    path: str
+    #: the file's size as the job left it; ``truncated``: only its first bytes were kept (the outputs' budget)
+    size: int
+    truncated: bool
+    #: the attempt that left it (the last one that ended)
+    attempt: int
+
+
+class JobFiles(Strict):
+    """What a job gave back of its ``outputs``: the files (in the spec's order) and the paths it left nothing at.
+    Before its first attempt ends, none yet (``ended`` false)."""
+
+    items: list[JobFileInfo]
+    missing: list[str]
+    ended: bool
+
+
+class JobFile(JobFileInfo):
+    data: str  # base64
+
+
 class JobOutput(Strict):
     """What the job printed, from the offset asked: all of it once it ended; while it runs, what its node has
     sent so far (every second or so, once it has run that long)."""
@@ -236,6 +318,8 @@ class Assignment(Strict):
     resources: Resources
     output_limit_bytes: int = OUTPUT_LIMIT_BYTES
     network: JobNetwork = "host"
+    files: dict[str, str] = Field(default={})
+    outputs: list[str] = Field(default=[])
 
 
 class NodeAssignments(Strict):
@@ -262,6 +346,15 @@ class Started(Strict):
 MAX_CPU_S = 10 * 86_400 * 1024
 
 
+class OutputFile(Strict):
+    """A file an attempt gave back: its first ``len(data)`` bytes of ``size`` (``truncated`` past the budget)."""
+
+    path: JobPath
+    data: Base64
+    size: int = Field(ge=0, le=2**50)
+    truncated: bool = False
+
+
 class Finished(Strict):
     type: Literal["finished"] = "finished"
     job_id: str = Field(max_length=64)
@@ -276,9 +369,18 @@ class Finished(Strict):
     cpu_s: float | None = Field(default=None, ge=0, le=MAX_CPU_S)
     #: the largest resident set of any one of those processes
     max_rss_bytes: int | None = Field(default=None, ge=0, le=2**50)
+    #: the files the job asked back that it left (its spec's ``outputs``; a path it left nothing at is absent)
+    files: list[OutputFile] = Field(default=[], max_length=MAX_OUTPUT_FILES)
 
     #: a job may print anything, NUL included, and its report must still be recorded
     _storable = field_validator("output", "error")(_storable_or_none)
+
+    @field_validator("files")
+    @classmethod
+    def _files_bounded(cls, files: list[OutputFile]) -> list[OutputFile]:
+        if sum(decoded_size(f.data) for f in files) > MAX_OUTPUT_BYTES:
+            raise ValueError(f"the files hold more than {MAX_OUTPUT_BYTES} bytes")
+        return files
 
 
 #: the most a report of output so far carries (characters): even escaped, it fits in an agent's message

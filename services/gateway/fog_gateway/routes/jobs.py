@@ -1,5 +1,6 @@
 """``/v1/jobs``: submit work, follow it, read its output, cancel it, ask why it waits."""
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response, WebSocket, WebSocketDisconnect
@@ -14,6 +15,8 @@ from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import scheduler as contract
 
 JobId = Annotated[str, Path(max_length=64)]
+#: a path in the job's directory, as its spec's ``outputs`` names it (checked as the spec's are)
+FilePath = Annotated[contract.JobPath, Path(description="A path of the job's outputs, e.g. results/summary.csv")]
 ArrayId = Annotated[str, Path(max_length=64)]
 #: submitting or cancelling a large array takes longer than a request's usual few seconds: 100,000 jobs are
 #: written in one transaction (a submit), or in a transaction per thousand (a cancel)
@@ -84,6 +87,26 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
         its node has sent so far (every second or so): a follower asks again from the ``length`` it got,
         until ``ended``."""
         return await calls.ask(contract.JOB_OUTPUT, contract.OutputQuery(job_id=job_id, by=owner, offset=offset))
+
+    @router.get("/{job_id}/files", response_model=contract.JobFiles, responses=documented(404))
+    async def job_files(job_id: JobId, owner: Person) -> dict[str, Any]:
+        """The files the job gave back of its ``outputs``, as the last of its attempts that ended left them; once
+        it ended, ``missing`` lists the paths it left no regular file at."""
+        return await calls.ask(contract.JOB_FILES, contract.JobFileQuery(job_id=job_id, by=owner))
+
+    @router.get(
+        "/{job_id}/files/{path:path}",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}, **documented(404)},
+    )
+    async def job_file(job_id: JobId, path: FilePath, owner: Person) -> Response:
+        """One file the job gave back, as it left it (``X-Fog-Truncated: true``: its first bytes alone, of
+        ``X-Fog-File-Size``)."""
+        found = contract.JobFile.model_validate(
+            await calls.ask(contract.JOB_FILE, contract.JobFileQuery(job_id=job_id, by=owner, path=path))
+        )
+        headers = {"X-Fog-File-Size": str(found.size), "X-Fog-Truncated": "true" if found.truncated else "false"}
+        return Response(base64.b64decode(found.data), media_type="application/octet-stream", headers=headers)
 
     @router.get("/{job_id}/explain", response_model=contract.Explanation, responses=documented(404))
     async def explain_job(job_id: JobId, owner: Person) -> dict[str, Any]:

@@ -94,7 +94,8 @@ async def test_a_node_joins_goes_ready_then_suspect_then_down_with_one_event_eac
     async with await agent(gateway_url, credential) as ws:
         welcome = json.loads(await ws.recv())
         assert welcome == {
-            "type": "welcome", "node_id": node_id, "heartbeat_interval_s": HEARTBEAT_INTERVAL_S, "features": ["usage"]
+            "type": "welcome", "node_id": node_id, "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
+            "features": ["usage", "files"],
         }  # fmt: skip
         await ws.send(heartbeat(node_id, 1))
         await until_status(stack, owner, node_id, "ready", timeout=HEARTBEAT_INTERVAL_S * 3)

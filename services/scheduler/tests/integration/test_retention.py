@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from fog_scheduler import retention, service
+from fog_scheduler import retention, service, store
 from fog_scheduler.app import MIGRATIONS, build_app
 from fog_scheduler.config import Settings
 from fog_scheduler.retention import JobRetention, Purged
@@ -81,6 +81,8 @@ async def test_ended_lone_jobs_go_once_kept_long_enough_and_live_ones_never(
             await end(conn, job_id, status, LONG_AGO)
         ended_lately = await lone_job(conn)
         await end(conn, ended_lately, "succeeded", LATELY)
+        for job_id in (gone["succeeded"], ended_lately):  # the files they gave back go with them, and only then
+            await store.keep_files(conn, job_id, 1, [("out.txt", b"result", 6, False)])
         live = {status: await lone_job(conn) for status in ("pending", "assigned", "running")}
         for status, job_id in live.items():  # submitted a month ago, never ended
             await conn.execute("UPDATE jobs SET status = $2 WHERE id = $1", job_id, status)
@@ -89,6 +91,7 @@ async def test_ended_lone_jobs_go_once_kept_long_enough_and_live_ones_never(
 
         assert purged == Purged(jobs=4, arrays=0)
         assert await jobs_left(conn) == {ended_lately, *live.values()}
+        assert [row["job_id"] for row in await conn.fetch("SELECT job_id FROM job_files")] == [ended_lately]
         with pytest.raises(service.SchedulerError) as refused:
             await service.job_output(conn, JobQuery(job_id=str(gone["succeeded"]), by=ALICE))
         assert refused.value.code == "not_found"
