@@ -256,7 +256,7 @@ async def jobs_by_ids(conn: asyncpg.Connection, query: contract.JobsQuery) -> co
         if items and size > contract.JOBS_REPLY_BYTES:
             left_out.append(str(job_id))
             continue
-        items.append(view({key: value for key, value in row.items() if key != "spec_bytes"}))
+        items.append(view(_without_size(row)))
     return contract.JobViews(items=items, left_out=left_out)
 
 
@@ -272,10 +272,25 @@ async def list_jobs(conn: asyncpg.Connection, query: contract.ListJobsQuery) -> 
         conn, owner_id=query.by.user_id, status=query.status, array_id=array_id, after=_decode_cursor(query.cursor),
         limit=query.limit + 1, newest_first=query.order == "newest",
     )  # fmt: skip
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    cursor = encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
-    return contract.JobPage(items=[view(r) for r in rows], next_cursor=cursor)
+    page = _fitting(rows[: query.limit])  # a spec may carry a 1 MiB argv, or 512 KiB of files
+    more = len(page) < len(rows)
+    cursor = encode_cursor(page[-1]["submitted_at"], page[-1]["id"]) if more else None
+    return contract.JobPage(items=[view(_without_size(r)) for r in page], next_cursor=cursor)
+
+
+def _fitting(rows: Sequence[asyncpg.Record]) -> Sequence[asyncpg.Record]:
+    """As many of ``rows`` (at least one) as ``JOBS_REPLY_BYTES`` of specs allow: a reply stays well under NATS'
+    payload, and the next page starts after the last one given."""
+    size = 0
+    for count, row in enumerate(rows):
+        size += row["spec_bytes"]
+        if count and size > contract.JOBS_REPLY_BYTES:
+            return rows[:count]
+    return rows
+
+
+def _without_size(row: asyncpg.Record) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "spec_bytes"}
 
 
 def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:

@@ -165,7 +165,8 @@ async def list_jobs(
     limit: int,
     newest_first: bool = False,
 ) -> list[asyncpg.Record]:
-    """A page of the owner's jobs in the order they were submitted (or the reverse), after the cursor's job."""
+    """A page of the owner's jobs in the order they were submitted (or the reverse), after the cursor's job; each
+    with ``spec_bytes``, the size of its spec as JSON text."""
     clauses, args = ["owner_id = $1"], list[Any]([owner_id])
 
     def arg(value: Any) -> str:
@@ -180,7 +181,10 @@ async def list_jobs(
         beyond = "<" if newest_first else ">"
         clauses.append(f"(submitted_at, id) {beyond} ({arg(after[0])}, {arg(after[1])})")
     order = "submitted_at DESC, id DESC" if newest_first else "submitted_at, id"  # either way along jobs_owner
-    sql = f"SELECT {VIEW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT {arg(limit)}"
+    sql = (
+        f"SELECT {VIEW_COLUMNS}, octet_length(spec::text) AS spec_bytes FROM jobs WHERE {' AND '.join(clauses)}"
+        f" ORDER BY {order} LIMIT {arg(limit)}"
+    )
     return list(await conn.fetch(sql, *args))
 
 

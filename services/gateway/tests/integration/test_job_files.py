@@ -78,3 +78,20 @@ async def test_a_job_that_asks_no_files_back_has_none_and_bad_files_are_refused(
         refused = await stack.http.post("/v1/jobs", json={"command": ["true"], **extra}, headers=user)
         assert refused.status_code == 422, extra
     assert len((await stack.http.get("/v1/jobs", headers=user)).json()["items"]) == 1  # nothing made
+
+
+async def test_a_listing_of_jobs_with_large_files_comes_in_pages_that_fit(stack: Stack) -> None:
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["true"], "files": {"input.bin": b64(b"\x01" * (512 << 10))}}  # ~700 KB of spec each
+    submitted = [(await stack.http.post("/v1/jobs", json=spec, headers=user)).json()["id"] for _ in range(5)]
+    seen, pages, cursor = list[str](), 0, None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = await stack.http.get("/v1/jobs", params=params, headers=user)
+        assert page.status_code == 200, page.text
+        seen += [job["id"] for job in page.json()["items"]]
+        pages, cursor = pages + 1, page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == submitted  # each once, in order, whole
+    assert pages > 1  # 100 of them would not fit in a reply: each page holds what fits
