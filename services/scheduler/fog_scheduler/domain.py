@@ -265,6 +265,15 @@ def failure_reason(
 WAITING_MAX = 200_000
 
 
+#: what an array's jobs' specs may take in all: each job keeps its own copy (a spec may carry 1 MiB of argv or
+#: 512 KiB of files, and an array 100,000 jobs)
+ARRAY_SPECS_MAX_BYTES = 1 << 30
+
+
+def array_specs_fit(spec_bytes: int, count: int) -> bool:
+    return spec_bytes * count <= ARRAY_SPECS_MAX_BYTES
+
+
 def may_queue(waiting: int, adding: int, waiting_max: int) -> bool:
     """Whether an owner with ``waiting`` jobs waiting may add ``adding`` more: at most ``waiting_max`` wait."""
     return waiting + adding <= waiting_max

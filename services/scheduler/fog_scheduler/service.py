@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -188,8 +189,14 @@ async def submit_array(
             if existing is not None:
                 return await _array_view(conn, existing["id"], existing["count"])
         await _check_waiting(conn, owner, count, waiting_max)
-        await store.insert_array(conn, array_id, owner, count, spec.idempotency_key, now)
         base = spec.model_dump(mode="json")
+        spec_bytes = len(json.dumps(base))
+        if not domain.array_specs_fit(spec_bytes, count):
+            raise SchedulerError(
+                "too_large", f"{count} jobs of {spec_bytes} bytes of spec each would take more than "
+                f"{domain.ARRAY_SPECS_MAX_BYTES} bytes: give them smaller files or arguments, or submit fewer at once",
+            )  # fmt: skip
+        await store.insert_array(conn, array_id, owner, count, spec.idempotency_key, now)
         base["idempotency_key"] = None  # the key names the array; the jobs need none of their own
         rows, events, event_ids = [], list[Event](), [str(uuid.uuid4()) for _ in range(count)]
         request = _request(str(array_id))  # one request: all the array's chains share its correlation id

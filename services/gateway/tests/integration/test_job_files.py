@@ -95,3 +95,15 @@ async def test_a_listing_of_jobs_with_large_files_comes_in_pages_that_fit(stack:
             break
     assert seen == submitted  # each once, in order, whole
     assert pages > 1  # 100 of them would not fit in a reply: each page holds what fits
+
+
+async def test_an_array_whose_specs_would_take_too_much_room_is_refused(stack: Stack) -> None:
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["true"], "files": {"input.bin": b64(b"\x01" * (512 << 10))}}  # ~700 KB each job keeps
+    refused = await stack.http.post("/v1/jobs/array", json={"spec": spec, "count": 2000}, headers=user)
+    assert refused.status_code == 422, refused.text
+    assert "smaller files" in refused.json()["detail"]
+    accepted = await stack.http.post("/v1/jobs/array", json={"spec": spec, "count": 3}, headers=user)
+    assert accepted.status_code == 201, accepted.text
+    jobs = (await stack.http.get("/v1/jobs", params={"status": "pending", "limit": 1}, headers=user)).json()
+    assert jobs["items"][0]["array_id"] == accepted.json()["array_id"]  # the refused array made no job
