@@ -454,6 +454,10 @@ def job_rows(job: Job) -> dict[str, str]:
         "command": shlex.join(spec.command),
         # names only: values are often secrets, and `--json` has them for whoever needs them
         "env": ", ".join(sorted(spec.env)) or "-",
+        # paths and sizes: the contents are in `--json`, in base64
+        "files": ", ".join(f"{path} ({human_bytes(len(base64.b64decode(data)))})" for path, data in spec.files.items())
+        or "-",
+        "outputs": ", ".join(spec.outputs) or "-",
         "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU",
         "requires": ", ".join(required) or "-",
         "prefers": ", ".join(f"{a.label}={a.value} ({a.weight})" for a in spec.affinities) or "-",

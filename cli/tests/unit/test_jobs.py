@@ -418,13 +418,16 @@ def test_list_shows_a_table_and_where_the_next_page_is(gateway: Gateway, logged_
 
 
 def test_get_shows_one_job_but_not_its_env_values(gateway: Gateway, logged_in: Session) -> None:
-    spec = {**DEFAULT_SPEC, "command": ["sh", "-c", "echo $TOKEN"], "env": {"TOKEN": "s3cret"}}
+    spec = {**DEFAULT_SPEC, "command": ["sh", "-c", "echo $TOKEN"], "env": {"TOKEN": "s3cret"},
+            "files": {"in/a.txt": "YWJj"}, "outputs": ["out.txt", "log/err.txt"]}  # fmt: skip
     gateway.states = [job(spec=spec, status="running", node_id="n1", attempt=1)]
     code, out, err = fogctl("job", "get", "j1")
     assert code == 0, err
     lines = out.splitlines()
     assert "command      sh -c 'echo $TOKEN'" in lines
     assert "env          TOKEN" in lines
+    assert "files        in/a.txt (3 B)" in lines
+    assert "outputs      out.txt, log/err.txt" in lines
     assert "resources    1 CPU, 256.0 MiB, 0 GPU" in lines
     assert "attempt      1 of 3" in lines
     assert "timeout      3600 s" in lines
