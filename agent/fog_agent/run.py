@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -52,7 +53,7 @@ def run(
     """
     state = joined_state(state_dir)
     path = state.path
-    jobs = _job_runner(work_dir or path.parent / "work", declared_networks=state.networks)
+    jobs = _job_runner(work_dir or default_work_root(path.parent, state.node_id), declared_networks=state.networks)
     try:
         connection = AgentConnection(
             state.gateway_url,
@@ -68,6 +69,20 @@ def run(
     status = asyncio.run(serve(connection, jobs))
     if status:
         raise typer.Exit(status)  # the connection has logged why
+
+
+#: where a root agent's jobs get their directories, unless ``--work-dir`` says otherwise
+SYSTEM_WORK_ROOT = Path("/var/lib/fog-agent")
+
+
+def default_work_root(state_dir: Path, node_id: str, *, euid: int | None = None) -> Path:
+    """Beside the node's state, for an agent whose jobs run as itself; as root, whose jobs run as users of their
+    own, ``/var/lib/fog-agent/<node id>/work``: a job's user must pass through every directory on the way to its
+    own, or whatever opens it by path fails (``python3 script.py``, ``$HOME``), and the state directory, where the
+    credential is, is root's alone (as root's home is)."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return state_dir / "work"
+    return SYSTEM_WORK_ROOT / node_id / "work"
 
 
 def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = None) -> JobRunner:

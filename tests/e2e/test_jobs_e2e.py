@@ -124,6 +124,16 @@ async def test_a_jobs_files_reach_it_on_its_node_and_its_outputs_come_back(stack
     assert (code, zeros) == (0, "\x00\x00\x00")
 
 
+async def test_a_job_reaches_its_own_directory_by_its_path(stack: RunningStack) -> None:
+    # `python3 script.py` opens the script by its absolute path: every directory on the way must let the job's own
+    # user through, and a root agent's default work directory was once inside its root-only state directory.
+    fog = await user(stack, email("pat"))
+    script = 'echo "print(6 * 7)" > s.py && python3 "$PWD/s.py" && cd "$HOME" && pwd > /dev/null'
+    job = await fog.submit_job(JobSpec(command=["sh", "-c", script], max_attempts=1))
+    done = await ended(fog, job.id)
+    assert (done.status, (await fog.job_output(job.id)).output) == ("succeeded", "42\n"), done.error
+
+
 async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningStack) -> None:
     fog = await user(stack, email("cora"))
     nowhere = await fog.submit_job(JobSpec(command=["true"], constraints=Constraints(labels={"gpu": "a100"})))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fog_agent.run import default_work_root
 from fog_agent.state import NodeState, StateError, default_state_dir, state_path
 
 URL = "http://gateway.test"
@@ -109,3 +110,10 @@ def test_an_unusable_state_file_is_reported(state_dir: Path, content: str) -> No
     (state_dir / "node.json").write_text(content)
     with pytest.raises(StateError, match="not a usable state file"):
         NodeState.load()
+
+
+def test_jobs_work_beside_the_state_unless_they_run_as_users_of_their_own(state_dir: Path) -> None:
+    # The state directory is its owner's alone (the credential is there): a job's own user could not pass through
+    # it to its directory, and whatever opens that directory by its path (`python3 script.py`) would fail.
+    assert default_work_root(state_dir, "n-1", euid=1000) == state_dir / "work"
+    assert default_work_root(state_dir, "n-1", euid=0) == Path("/var/lib/fog-agent/n-1/work")
