@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ async def test_a_jobs_files_reach_it_on_its_node_and_its_outputs_come_back(stack
 async def test_a_job_reaches_its_own_directory_by_its_path(stack: RunningStack) -> None:
     # `python3 script.py` opens the script by its absolute path: every directory on the way must let the job's own
     # user through, and a root agent's default work directory was once inside its root-only state directory.
-    fog = await user(stack, email("pat"))
+    fog = await user(stack, email("ines"))
     script = 'echo "print(6 * 7)" > s.py && python3 "$PWD/s.py" && cd "$HOME" && pwd > /dev/null'
     job = await fog.submit_job(JobSpec(command=["sh", "-c", script], max_attempts=1))
     done = await ended(fog, job.id)
@@ -227,12 +228,11 @@ async def test_cancel_stops_a_running_job_on_the_node(stack: RunningStack) -> No
     await wait_until(lambda: none_running(marker), timeout=10, what="the job killed")
 
 
-async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningStack, reachable_dir: Path) -> None:
+async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningStack) -> None:
     fog = await user(stack, email("flo"))
-    go = reachable_dir / "go"  # the job prints its second line once the test says so
-    job = await fog.submit_job(
-        JobSpec(command=["sh", "-c", f"echo one; while [ ! -e {go} ]; do sleep 0.1; done; echo two"])
-    )
+    marker = f"fog-follow-{uuid.uuid4().hex}"  # its shell's $0: finds it among the machine's processes
+    script = "echo one; while [ ! -e go ]; do sleep 0.1; done; echo two"  # the second line once the test says so
+    job = await fog.submit_job(JobSpec(command=["sh", "-c", script, marker]))
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}  # fogctl is logged in as the first admin
     fogctl_follows = asyncio.create_task(fogctl("job", "logs", "--follow", job.id, env=config))
     fogctl_waits = await asyncio.create_subprocess_exec(
@@ -253,7 +253,7 @@ async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningS
 
     await wait_until(first_line_seen_while_running, timeout=20, what="'one' followed while the job runs")
     assert await asyncio.wait_for(fogctl_waits.stdout.readline(), timeout=20) == b"one\n", "printed as it came"
-    await asyncio.to_thread(go.touch)
+    await asyncio.to_thread(touch_in_its_directory, marker, "go")
     await asyncio.wait_for(following, timeout=20)
     assert "".join(p.output for p in pieces) == "one\ntwo\n"
     assert pieces[-1].ended
@@ -261,6 +261,13 @@ async def test_what_a_running_job_prints_is_followed_as_it_comes(stack: RunningS
     assert await asyncio.wait_for(fogctl_follows, timeout=20) == (0, "one\ntwo\n")
     assert await asyncio.wait_for(fogctl_waits.stdout.read(), timeout=20) == b"two\n"
     assert await asyncio.wait_for(fogctl_waits.wait(), timeout=20) == 0
+
+
+def touch_in_its_directory(marker: str, name: str) -> None:
+    """Make a file in the working directory of the running job whose argv holds ``marker``: through ``/proc``, as
+    the job sees it (a job may have a ``/tmp`` of its own, and its directory's path is the agent's to choose)."""
+    [pid] = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    Path(f"/proc/{pid}/cwd", name).touch()
 
 
 async def test_fogctl_cancels_a_whole_array_and_its_running_jobs_are_killed(stack: RunningStack) -> None:

@@ -632,7 +632,7 @@ async def test_the_agent_process_drains_its_jobs_on_sigterm(
     gateway: Gateway, tmp_path: Path, command: list[str], options: list[str], outcome: str, output: str
 ) -> None:
     gateway.auto_ack = True
-    process = await start_agent(gateway, tmp_path / "state", *options)
+    process = await start_agent(gateway, tmp_path / "state", "--work-dir", str(tmp_path / "work"), *options)
     try:
         await until(lambda: gateway.received and gateway.heartbeats(0), "a heartbeat", timeout=20)
         await gateway.sockets[0].send(assignment("j1", *command))
@@ -649,4 +649,4 @@ async def test_the_agent_process_drains_its_jobs_on_sigterm(
     if outcome == "failed":
         assert "drain timeout 0.2s" in report["error"]
     assert gateway.received[0][-1] == {"type": "goodbye", "reason": "shutdown"}
-    assert list((tmp_path / "state" / "work").iterdir()) == []
+    assert list((tmp_path / "work").iterdir()) == []  # the job's directory removed
