@@ -288,6 +288,8 @@ GIST_VALUE_CHARS, GIST_CHARS = 120, 400
 #: a list longer than this is shown by its length alone
 GIST_LIST_ITEMS = 4
 #: uuids (node, owner, job ids) are told apart by their first eight characters in a gist
+#: text shown without quotes in a gist: one word of names, paths and addresses
+_BARE = re.compile(r"[\w.:/@+-]+")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -318,7 +320,7 @@ def _gist_value(value: object) -> str:
     if _UUID.match(value):
         return value[:8]
     text = value if len(value) <= GIST_VALUE_CHARS else value[: GIST_VALUE_CHARS - 1] + "…"
-    return text if text and re.fullmatch(r"[\w.:/@+-]+", text) else repr(text)
+    return text if _BARE.fullmatch(text) else repr(text)
 
 
 def _kind(event: StoredEvent) -> str:

@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.table import Table
 
 from fog_client import Affinity, ArraySummary, Explanation, FogClient, Job, JobOutput, JobPage, JobSpec
-from fog_client.models import MAX_OUTPUT_BYTES
 from fogctl import account, arrays
 from fogctl.formats import JsonOption, human_bytes, when
 
@@ -148,7 +147,7 @@ def files(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
         return
     table = Table("path", "size", "attempt", "kept")
     for info in found.items:
-        kept = f"first {human_bytes(MAX_OUTPUT_BYTES)}" if info.truncated else "whole"
+        kept = "its beginning (the outputs' 1 MiB ran out)" if info.truncated else "whole"
         table.add_row(info.path, human_bytes(info.size), str(info.attempt), kept)
     Console(highlight=False).print(table)
     if found.missing:

@@ -280,10 +280,6 @@ class JobOutput(_Reply):
     attempt: int = 1
 
 
-#: what a job's files may hold in all: given (``JobSpec.files``), and given back (``outputs``)
-MAX_INPUT_BYTES, MAX_OUTPUT_BYTES = 512 << 10, 1 << 20
-
-
 class JobFileInfo(_Reply):
     path: str
     #: its size as the job left it; ``truncated``: only its first bytes were kept (the outputs' 1 MiB)

@@ -40,12 +40,14 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         began, status, problem = time.perf_counter(), 500, bytearray()  # 500: an exception before any answer
+        keeps_problem = False  # an error this line will log: its body is read for the problem's code and detail
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, keeps_problem
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and status >= 400 and len(problem) < _PROBLEM_BYTES:
+                keeps_problem = status >= 400 and self._logs(status)
+            elif keeps_problem and message["type"] == "http.response.body" and len(problem) < _PROBLEM_BYTES:
                 problem.extend(message.get("body", b"")[: _PROBLEM_BYTES - len(problem)])
             await send(message)
 
@@ -54,8 +56,11 @@ class AccessLogMiddleware:
         except BaseException:
             self._log(scope, 500, began, b"", raised=True)
             raise
-        if status >= 500 or self.every:
+        if self._logs(status):
             self._log(scope, status, began, bytes(problem), raised=False)
+
+    def _logs(self, status: int) -> bool:
+        return status >= 500 or self.every
 
     def _log(self, scope: Scope, status: int, began: float, body: bytes, *, raised: bool) -> None:
         facts: dict[str, object] = {

@@ -10,7 +10,6 @@ import asyncpg
 from fog_scheduler import node_view, rebuild, service
 from fog_scheduler.placement import PlacementLoop
 from fog_shared.bus.broker import queue_group
-from fog_shared.bus.topology import CONSUMERS
 from fog_shared.commands import scheduler as contract
 from fog_shared.commands.common import RebuildQuery
 from fog_shared.envelope import Envelope
@@ -19,7 +18,8 @@ from fog_shared.events.registry import NodeDeregistered, NodeStatusChanged
 from fog_shared.replay.rebuild import answer_rebuild
 from fog_shared.runtime import ServiceRuntime
 
-NODES = next(c for c in CONSUMERS if c.durable == "scheduler__nodes")
+#: the consumer that keeps the node view (and, live, marks a down node's work lost)
+NODES = rebuild.NODE_VIEW.consumer
 
 
 def register(runtime: ServiceRuntime, placement: PlacementLoop, *, waiting_max: int) -> None:
