@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from fogctl import __version__, account, admin, chat, dev, events, jobs, keys, nodes, status
+from fogctl import __version__, account, admin, chat, dev, events, jobs, keys, nodes, password, sessions, status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
 
@@ -34,6 +34,8 @@ app.add_typer(nodes.app, name="node")
 app.add_typer(jobs.app, name="job")
 app.add_typer(events.app, name="events")
 app.add_typer(chat.app, name="chat")
+app.add_typer(password.app, name="password")
+app.add_typer(sessions.app, name="session")
 app.add_typer(keys.app, name="api-key")
 app.add_typer(admin.app, name="admin")
 

@@ -84,7 +84,7 @@ def _email(given: str | None, password_stdin: bool) -> str:
     if given is not None:
         return given
     if password_stdin:  # standard input is the password's: there is nobody to ask
-        raise typer.Exit(_fail("--password-stdin needs --email"))
+        raise typer.Exit(fail("--password-stdin needs --email"))
     email: str = typer.prompt("Email")
     return email
 
@@ -118,7 +118,7 @@ def logout() -> None:
         console.print(f"{escape(str(exc))}: removed it.")
         return
     if saved is None:
-        raise typer.Exit(_fail("not logged in"))
+        raise typer.Exit(fail("not logged in"))
 
     async def run() -> None:
         async with new_client(saved.gateway_url, refresh_token=saved.refresh_token) as client:
@@ -134,9 +134,9 @@ def saved_session() -> Session:
     try:
         saved = Session.load()
     except SessionError as exc:
-        raise typer.Exit(_fail(f"{exc}; `fogctl login` replaces it")) from None
+        raise typer.Exit(fail(f"{exc}; `fogctl login` replaces it")) from None
     if saved is None:
-        raise typer.Exit(_fail("not logged in; run `fogctl login`"))
+        raise typer.Exit(fail("not logged in; run `fogctl login`"))
     return saved
 
 
@@ -146,7 +146,7 @@ def _read_password(from_stdin: bool) -> str:
         return password
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise typer.Exit(_fail("no password on standard input"))
+        raise typer.Exit(fail("no password on standard input"))
     return password
 
 
@@ -164,11 +164,11 @@ def call_gateway(gateway_url: str, work: Coroutine[Any, Any, T], *, on_401: str 
     except ApiError as exc:
         hint = f"; {on_401}" if on_401 and exc.status == 401 else ""
         said = f"{gateway_url} refused: {exc}{_what_was_invalid(exc)}{hint}{_traceable(exc)}"
-        raise typer.Exit(_fail(said)) from None
+        raise typer.Exit(fail(said)) from None
     except httpx.TransportError as exc:
-        raise typer.Exit(_fail(f"cannot reach the gateway at {gateway_url}: {exc or exc.__class__.__name__}")) from None
+        raise typer.Exit(fail(f"cannot reach the gateway at {gateway_url}: {exc or exc.__class__.__name__}")) from None
     except pydantic.ValidationError:
-        raise typer.Exit(_fail(f"{gateway_url} answered something unexpected: is it a Fog gateway?")) from None
+        raise typer.Exit(fail(f"{gateway_url} answered something unexpected: is it a Fog gateway?")) from None
 
 
 #: where a 422's ``loc`` begins before naming the field itself
@@ -214,7 +214,7 @@ def _print_me(saved: Session, me: Me) -> None:
             typer.echo(f"{label:<11} {value}")
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
     console.print(f"[red]{escape(message)}[/]", soft_wrap=True)  # one line, whatever the width: grep-able
     return 1
 

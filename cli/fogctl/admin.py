@@ -1,4 +1,5 @@
-"""``fogctl admin users|roles|disable|rotate-signing-key``: accounts and signing keys (admins only)."""
+"""``fogctl admin users|roles|disable|enable|reset-password|rotate-signing-key``: accounts and signing keys
+(admins only). A user is named by their id or their e-mail address."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fog_client import User
+from fog_client import FogClient, PasswordReset, User
 from fogctl import account
 from fogctl.formats import JsonOption, when
+from fogctl.keys import parse_duration
 
 app = typer.Typer(no_args_is_help=True, help="Accounts and signing keys (admin).")
 
-UserIdArgument = Annotated[str, typer.Argument(help="The user's id", show_default=False)]
+UserArgument = Annotated[str, typer.Argument(help="The user's id or e-mail address", show_default=False)]
+
+
+async def user_id_of(client: FogClient, user: str) -> str:
+    """An address is looked up (an admin knows people by it); anything else is taken for an id."""
+    if "@" not in user:
+        return user
+    found = await client.list_users(email=user)
+    if not found:
+        raise typer.Exit(account.fail(f"no account has the address {user}"))
+    return found[0].id
 
 
 @app.command()
@@ -36,19 +48,68 @@ def users(
 
 @app.command()
 def roles(
-    user_id: UserIdArgument,
+    user: UserArgument,
     role: Annotated[list[str], typer.Argument(help="Every role the user is to have: user, provider, admin")],
 ) -> None:
     """Replace a user's roles. Their sessions end, so their next tokens carry the new roles."""
-    user = account.with_saved_session(lambda client: client.set_roles(user_id, role))
-    account.console.print(f"{user.email} ({user.id}) now has: {', '.join(user.roles) or 'no role'}.", markup=False)
+
+    async def run(client: FogClient) -> User:
+        return await client.set_roles(await user_id_of(client, user), role)
+
+    changed = account.with_saved_session(run)
+    account.console.print(
+        f"{changed.email} ({changed.id}) now has: {', '.join(changed.roles) or 'no role'}.", markup=False
+    )
 
 
 @app.command()
-def disable(user_id: UserIdArgument) -> None:
+def disable(user: UserArgument) -> None:
     """Disable an account: it cannot log in, and its sessions and API keys stop working."""
-    user = account.with_saved_session(lambda client: client.disable_user(user_id))
-    account.console.print(f"Disabled {user.email} ({user.id}).", markup=False)
+
+    async def run(client: FogClient) -> User:
+        return await client.disable_user(await user_id_of(client, user))
+
+    disabled = account.with_saved_session(run)
+    account.console.print(f"Disabled {disabled.email} ({disabled.id}).", markup=False)
+
+
+@app.command()
+def enable(user: UserArgument) -> None:
+    """Enable a disabled account: it may log in again, and its API keys and node credentials that were not
+    revoked work again."""
+
+    async def run(client: FogClient) -> User:
+        return await client.enable_user(await user_id_of(client, user))
+
+    enabled = account.with_saved_session(run)
+    account.console.print(f"Enabled {enabled.email} ({enabled.id}).", markup=False)
+
+
+@app.command("reset-password")
+def reset_password(
+    user: UserArgument,
+    expires_in: Annotated[
+        str, typer.Option("--expires-in", help="The token works this long: 30m, 12h, 3d at most")
+    ] = "1h",
+    as_json: JsonOption = False,
+) -> None:
+    """A one-time token for a user who forgot their password, printed alone on stdout, this once: hand it to
+    them (Fog sends no mail); they run `fogctl password reset TOKEN`. It replaces any earlier one."""
+    seconds = int(parse_duration(expires_in).total_seconds())
+
+    async def run(client: FogClient) -> PasswordReset:
+        return await client.issue_password_reset(await user_id_of(client, user), expires_in_s=seconds)
+
+    issued = account.with_saved_session(run)
+    if as_json:
+        typer.echo(json.dumps({**issued.model_dump(mode="json"), "token": issued.token}))
+        return
+    account.console.print(
+        f"Password reset for {issued.email} ({issued.user_id}), until {when(issued.expires_at)}; they run "
+        "`fogctl password reset TOKEN`. The token, shown this once:",
+        markup=False,
+    )
+    typer.echo(issued.token)
 
 
 @app.command("rotate-signing-key")

@@ -40,10 +40,13 @@ from fog_client.models import (
     Me,
     Node,
     NodeCredential,
+    PasswordReset,
     PlatformStatus,
     Registered,
     RegisteredNode,
     RotatedKey,
+    Session,
+    SessionsEnded,
     Tokens,
     User,
 )
@@ -148,6 +151,30 @@ class FogClient(ChatCalls):
     async def me(self) -> Me:
         return _parse(Me, await self._call("GET", "/v1/me"))
 
+    async def change_password(self, current_password: str, new_password: str) -> int:
+        """Change the password (with a session's access token, not an API key). This session stays; every
+        other one ends: how many did."""
+        body = {"current_password": current_password, "new_password": new_password}
+        return _parse(SessionsEnded, await self._call("POST", "/v1/me/password", body)).sessions_ended
+
+    async def reset_password(self, token: str, new_password: str) -> int:
+        """Set a new password with a reset token an admin issued (no session needed); every session of the
+        account ends: how many did."""
+        body = {"token": token, "new_password": new_password}
+        reply = await self._call("POST", "/v1/auth/password-reset", body, auth=False)
+        return _parse(SessionsEnded, reply).sessions_ended
+
+    async def sessions(self) -> list[Session]:
+        """The user's sessions that can still be used, the latest active first."""
+        return _parse(Items[Session], await self._call("GET", "/v1/me/sessions")).items
+
+    async def end_session(self, session_id: str) -> None:
+        await self._call("DELETE", f"/v1/me/sessions/{_segment(session_id)}")
+
+    async def end_other_sessions(self) -> int:
+        """Sign out everywhere else; how many sessions ended."""
+        return _parse(SessionsEnded, await self._call("POST", "/v1/me/sessions/end-others")).sessions_ended
+
     async def platform_status(self) -> PlatformStatus:
         """Every service and each of its replicas, as they see themselves (admins only)."""
         return _parse(PlatformStatus, await self._call("GET", "/v1/admin/status"))
@@ -168,10 +195,13 @@ class FogClient(ChatCalls):
 
     # -- administration --------------------------------------------------------------------------
 
-    async def list_users(self, *, limit: int | None = None, offset: int | None = None) -> list[User]:
-        """Accounts, oldest first; one page (the gateway's default size unless ``limit`` is given)."""
-        page = {k: v for k, v in (("limit", limit), ("offset", offset)) if v is not None}
-        return _parse(Items[User], await self._call("GET", "/v1/admin/users", params=page)).items
+    async def list_users(
+        self, *, limit: int | None = None, offset: int | None = None, email: str | None = None
+    ) -> list[User]:
+        """Accounts, oldest first; one page (the gateway's default size unless ``limit`` is given). With
+        ``email``: the account with that address, if any."""
+        query = {k: v for k, v in (("limit", limit), ("offset", offset), ("email", email)) if v is not None}
+        return _parse(Items[User], await self._call("GET", "/v1/admin/users", params=query)).items
 
     async def set_roles(self, user_id: str, roles: Sequence[str]) -> User:
         path = f"/v1/admin/users/{_segment(user_id)}/roles"
@@ -179,6 +209,15 @@ class FogClient(ChatCalls):
 
     async def disable_user(self, user_id: str) -> User:
         return _parse(User, await self._call("POST", f"/v1/admin/users/{_segment(user_id)}/disable"))
+
+    async def enable_user(self, user_id: str) -> User:
+        return _parse(User, await self._call("POST", f"/v1/admin/users/{_segment(user_id)}/enable"))
+
+    async def issue_password_reset(self, user_id: str, *, expires_in_s: int | None = None) -> PasswordReset:
+        """A one-time token the user sets a new password with (``reset_password``); replaces any earlier one."""
+        body = {"expires_in_s": expires_in_s} if expires_in_s is not None else None
+        path = f"/v1/admin/users/{_segment(user_id)}/password-reset"
+        return _parse(PasswordReset, await self._call("POST", path, body))
 
     async def rotate_signing_key(self) -> RotatedKey:
         return _parse(RotatedKey, await self._call("POST", "/v1/admin/signing-keys/rotate"))

@@ -75,6 +75,30 @@ class RotatedKey(_Reply):
     kid: str
 
 
+class Session(_Reply):
+    """One of the user's sessions (a login on some device or shell); ``source`` is the address it logged in
+    from, ``current`` marks the one asking."""
+
+    id: str
+    source: str | None = None
+    created_at: datetime
+    last_active_at: datetime
+    current: bool = False
+
+
+class SessionsEnded(_Reply):
+    sessions_ended: int
+
+
+class PasswordReset(_Reply):
+    """A one-time password reset token (``fogr_…``) for ``email``'s account, shown this once."""
+
+    user_id: str
+    email: str
+    token: str = Field(repr=False)
+    expires_at: datetime
+
+
 class NodeCredential(_Reply):
     """A node's credential (``fogn_…``), shown this once; issuing a new one replaces the old."""
 

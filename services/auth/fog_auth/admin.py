@@ -1,4 +1,5 @@
-"""What admins do to accounts: list them, change roles, disable; and the first admin itself.
+"""What admins do to accounts: list them, change roles, disable and enable, issue a password reset; and the
+first admin itself.
 
 Changing roles or disabling revokes the user's sessions in the same transaction, so tokens
 carrying the old roles stop working as soon as verifiers see the events.
@@ -7,15 +8,16 @@ carrying the old roles stop working as soon as verifiers see the events.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from fog_auth import store
+from fog_auth.credentials import hash_secret, new_secret
 from fog_auth.passwords import Passwords
-from fog_auth.service import SOURCE, AuthError, register, revoke_session
+from fog_auth.service import SOURCE, AuthError, end_sessions, register
 from fog_shared.commands import auth as contract
-from fog_shared.events.auth import UserDisabled, UserRolesChanged
+from fog_shared.events.auth import PasswordResetIssued, UserDisabled, UserEnabled, UserRolesChanged
 from fog_shared.pg import outbox
 
 
@@ -31,7 +33,8 @@ def _view(row: asyncpg.Record) -> contract.UserView:
 
 
 async def list_users(conn: asyncpg.Connection, query: contract.ListUsersQuery) -> contract.UserList:
-    return contract.UserList(items=[_view(r) for r in await store.list_users(conn, query.limit, query.offset)])
+    rows = await store.list_users(conn, query.limit, query.offset, email=query.email)
+    return contract.UserList(items=[_view(r) for r in rows])
 
 
 async def set_roles(conn: asyncpg.Connection, command: contract.SetRolesCommand, *, now: datetime) -> contract.UserView:
@@ -47,7 +50,7 @@ async def set_roles(conn: asyncpg.Connection, command: contract.SetRolesCommand,
                 changed_at=now,
             )  # fmt: skip
             await outbox.record(conn, event, source=SOURCE)
-            await _revoke_sessions(conn, user_id, "roles_changed", now)
+            await end_sessions(conn, user_id, "roles_changed", now)
         return await _current_view(conn, user_id)
 
 
@@ -63,8 +66,39 @@ async def disable_user(
             await store.disable_user(conn, user_id, now)
             event = UserDisabled(user_id=str(user_id), disabled_by=command.by, disabled_at=now)
             await outbox.record(conn, event, source=SOURCE)
-            await _revoke_sessions(conn, user_id, "account_disabled", now)
+            await end_sessions(conn, user_id, "account_disabled", now)
         return await _current_view(conn, user_id)
+
+
+async def enable_user(
+    conn: asyncpg.Connection, command: contract.EnableUserCommand, *, now: datetime
+) -> contract.UserView:
+    """Undo a disable: the account may log in again (its ended sessions stay ended)."""
+    user_id = _user_id(command.user_id)
+    async with conn.transaction():
+        user = await _lock_existing(conn, user_id)
+        if user.disabled:
+            await store.enable_user(conn, user_id)
+            await outbox.record(
+                conn, UserEnabled(user_id=str(user_id), enabled_by=command.by, enabled_at=now), source=SOURCE
+            )
+        return await _current_view(conn, user_id)
+
+
+async def issue_password_reset(
+    conn: asyncpg.Connection, command: contract.PasswordResetIssueCommand, *, now: datetime
+) -> contract.IssuedPasswordReset:
+    """A one-time token the user sets a new password with (``own_account.reset_password``); it replaces any
+    earlier unused one. Fog sends no mail: the admin hands it over."""
+    user_id = _user_id(command.user_id)
+    async with conn.transaction():
+        user = await _lock_existing(conn, user_id)
+        token = new_secret(contract.PASSWORD_RESET_PREFIX)
+        expires_at = now + timedelta(seconds=command.expires_in_s)
+        await store.replace_password_reset(conn, hash_secret(token), user_id, command.by, now, expires_at)
+        event = PasswordResetIssued(user_id=str(user_id), issued_by=command.by, issued_at=now, expires_at=expires_at)
+        await outbox.record(conn, event, source=SOURCE)
+    return contract.IssuedPasswordReset(user_id=str(user_id), email=user.email, token=token, expires_at=expires_at)
 
 
 async def _lock_existing(conn: asyncpg.Connection, user_id: uuid.UUID) -> store.UserRow:
@@ -79,11 +113,6 @@ async def _refuse_losing_last_admin(conn: asyncpg.Connection, user_id: uuid.UUID
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('fog.auth.admins'))")
     if await store.other_active_admins(conn, user_id) == 0:
         raise AuthError("last_admin", "this is the last active admin; make another admin first")
-
-
-async def _revoke_sessions(conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, now: datetime) -> None:
-    for session_id in await store.live_sessions(conn, user_id):
-        await revoke_session(conn, session_id, user_id, reason, now)
 
 
 async def _current_view(conn: asyncpg.Connection, user_id: uuid.UUID) -> contract.UserView:

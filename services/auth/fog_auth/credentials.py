@@ -25,7 +25,7 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def _new_secret(prefix: str) -> str:
+def new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
@@ -50,7 +50,7 @@ async def create_api_key(
         raise AuthError("scope_exceeds_roles", f"an API key may carry only your roles: {', '.join(owner.roles)}")
     if request.expires_at is not None and request.expires_at <= now:
         raise AuthError("invalid_expiry", "expires_at must be in the future")
-    secret = _new_secret(contract.API_KEY_PREFIX)
+    secret = new_secret(contract.API_KEY_PREFIX)
     row = await credential_store.insert_api_key(
         conn, uuid.uuid4(), owner.id, request.name, hash_secret(secret), sorted(set(request.scopes)), now,
         request.expires_at,
@@ -92,7 +92,7 @@ async def issue_node_credential(
         elif current_owner != owner_uuid:
             raise AuthError("forbidden", "this node belongs to another provider")
         await _revoke_node_credentials(conn, node_id, owner_uuid, "replaced", now)
-        secret, credential_id = _new_secret(contract.NODE_CREDENTIAL_PREFIX), uuid.uuid4()
+        secret, credential_id = new_secret(contract.NODE_CREDENTIAL_PREFIX), uuid.uuid4()
         await credential_store.insert_node_credential(conn, credential_id, node_id, hash_secret(secret), now)
         event = NodeCredentialIssued(
             node_id=node_id, owner_id=str(owner_uuid), credential_id=str(credential_id), issued_at=now

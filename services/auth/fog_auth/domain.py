@@ -43,6 +43,14 @@ def check_password(password: str, *, email: str) -> list[PolicyViolation]:
     return problems
 
 
+def check_new_password(password: str, *, email: str, current: str) -> list[PolicyViolation]:
+    """A changed password: the policy's rules, and not the one it replaces."""
+    problems = check_password(password, email=email)
+    if unicodedata.normalize("NFKC", password) == unicodedata.normalize("NFKC", current):
+        problems.append(PolicyViolation("unchanged", "the new password must differ from the current one"))
+    return problems
+
+
 def lockout_seconds(consecutive_failures: int, *, free_attempts: int = 5, base_s: int = 30, cap_s: int = 3600) -> int:
     """How long to refuse logins after this many failures in a row: none at first, then doubling.
 

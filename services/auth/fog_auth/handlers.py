@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from fog_auth import admin, credentials, service
+from fog_auth import admin, credentials, own_account, service
 from fog_auth.passwords import Passwords
 from fog_auth.service import AuthConfig
 from fog_shared.bus.broker import queue_group
@@ -30,6 +30,7 @@ UseCase = Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | BaseModel | 
 def register(runtime: ServiceRuntime, passwords: Passwords, config: AuthConfig) -> None:
     answer = runtime.answer
     _account_handlers(runtime, passwords, config, answer)
+    _own_account_handlers(runtime, passwords, answer)
     _credential_handlers(runtime, answer)
     _admin_handlers(runtime, config, answer)
 
@@ -89,6 +90,32 @@ def _account_handlers(
         return await answer(lambda conn: service.published_jwks(conn, config, now=datetime.now(UTC)))
 
 
+def _own_account_handlers(
+    runtime: ServiceRuntime, passwords: Passwords, answer: Callable[[UseCase], Awaitable[dict[str, Any]]]
+) -> None:
+    broker, group = runtime.broker, queue_group("auth")
+
+    @broker.subscriber(contract.PASSWORD_CHANGE, queue=group, title="password_change")
+    async def change_password(body: contract.PasswordChangeCommand) -> dict[str, Any]:
+        return await answer(lambda conn: own_account.change_password(conn, passwords, body, now=_now()))
+
+    @broker.subscriber(contract.PASSWORD_RESET, queue=group, title="password_reset")
+    async def reset_password(body: contract.PasswordResetRequest) -> dict[str, Any]:
+        return await answer(lambda conn: own_account.reset_password(conn, passwords, body, now=_now()))
+
+    @broker.subscriber(contract.SESSION_LIST, queue=group, title="session_list")
+    async def list_sessions(body: contract.SessionQuery) -> dict[str, Any]:
+        return await answer(lambda conn: own_account.list_sessions(conn, body, now=_now()))
+
+    @broker.subscriber(contract.SESSION_END, queue=group, title="session_end")
+    async def end_session(body: contract.SessionEndCommand) -> dict[str, Any]:
+        return await answer(lambda conn: own_account.end_session(conn, body, now=_now()))
+
+    @broker.subscriber(contract.SESSION_END_OTHERS, queue=group, title="session_end_others")
+    async def end_other_sessions(body: contract.SessionQuery) -> dict[str, Any]:
+        return await answer(lambda conn: own_account.end_other_sessions(conn, body, now=_now()))
+
+
 def _credential_handlers(runtime: ServiceRuntime, answer: Callable[[UseCase], Awaitable[dict[str, Any]]]) -> None:
     broker, group = runtime.broker, queue_group("auth")
 
@@ -142,6 +169,14 @@ def _admin_handlers(
     @broker.subscriber(contract.USER_DISABLE, queue=group, title="user_disable")
     async def disable_user(body: contract.DisableUserCommand) -> dict[str, Any]:
         return await answer(lambda conn: admin.disable_user(conn, body, now=_now()))
+
+    @broker.subscriber(contract.USER_ENABLE, queue=group, title="user_enable")
+    async def enable_user(body: contract.EnableUserCommand) -> dict[str, Any]:
+        return await answer(lambda conn: admin.enable_user(conn, body, now=_now()))
+
+    @broker.subscriber(contract.PASSWORD_RESET_ISSUE, queue=group, title="password_reset_issue")
+    async def issue_password_reset(body: contract.PasswordResetIssueCommand) -> dict[str, Any]:
+        return await answer(lambda conn: admin.issue_password_reset(conn, body, now=_now()))
 
     @broker.subscriber(contract.SIGNING_KEY_ROTATE, queue=group, title="signing_key_rotate")
     async def rotate_signing_key() -> dict[str, Any]:

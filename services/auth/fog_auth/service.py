@@ -83,12 +83,12 @@ async def login(
     now: datetime,
 ) -> TokenPair:
     """Check the password under per-account and per-source lockout; open a session."""
-    async with _keeping_refusals(conn):
+    async with keeping_refusals(conn):
         source_failures, source_locked_until = await store.source_failures(conn, source)
-        _refuse_while_locked(source_locked_until, now)
+        refuse_while_locked(source_locked_until, now)
         user = await store.user_by_email(conn, email, for_update=True)
         if user is not None:
-            _refuse_while_locked(user.locked_until, now)
+            refuse_while_locked(user.locked_until, now)
         ok = user is not None and await passwords.verify(user.password_hash, password)
         if user is None:
             await passwords.burn()  # an unknown account answers as slowly as a known one
@@ -101,12 +101,12 @@ async def login(
         await store.record_login_success(conn, user.id, rehashed)
         await store.clear_source_failures(conn, source)
         session_id = uuid.uuid4()
-        await store.insert_session(conn, session_id, user.id, now)
+        await store.insert_session(conn, session_id, user.id, source, now)
         return await _issue_pair(conn, config, user.id, user.roles, session_id, now)
 
 
 @asynccontextmanager
-async def _keeping_refusals(conn: asyncpg.Connection) -> AsyncIterator[None]:
+async def keeping_refusals(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """A transaction that commits what led to a refusal (failure counts, a reuse's revocation)
     before the :class:`AuthError` reaches the caller; any other error rolls everything back."""
     transaction = conn.transaction()
@@ -122,7 +122,7 @@ async def _keeping_refusals(conn: asyncpg.Connection) -> AsyncIterator[None]:
     await transaction.commit()
 
 
-def _refuse_while_locked(locked_until: datetime | None, now: datetime) -> None:
+def refuse_while_locked(locked_until: datetime | None, now: datetime) -> None:
     if locked_until is not None and locked_until > now:
         wait = int((locked_until - now).total_seconds()) + 1
         raise AuthError("locked", "too many failed logins; try again later", retry_after_s=wait)
@@ -144,7 +144,7 @@ async def _count_failure(
 async def refresh(conn: asyncpg.Connection, config: AuthConfig, *, refresh_token: str, now: datetime) -> TokenPair:
     """Spend a refresh token for a new pair. A token spent twice revokes its whole session."""
     token_hash = hash_refresh_token(refresh_token)
-    async with _keeping_refusals(conn):
+    async with keeping_refusals(conn):
         row = await store.refresh_token_for_update(conn, token_hash)
         if row is None or row.session_revoked_at is not None or row.expires_at <= now:
             raise AuthError("invalid_grant", "refresh token is not valid")
@@ -171,6 +171,18 @@ async def revoke_session(
     if await store.revoke_session(conn, session_id, reason, now):
         event = SessionRevoked(session_id=str(session_id), user_id=str(user_id), reason=reason, revoked_at=now)
         await outbox.record(conn, event, source=SOURCE)
+
+
+async def end_sessions(
+    conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, now: datetime, *, keep: uuid.UUID | None = None
+) -> int:
+    """Revoke every live session of the user but ``keep``; how many ended."""
+    ended = 0
+    for session_id in await store.live_sessions(conn, user_id, now):
+        if session_id != keep:
+            await revoke_session(conn, session_id, user_id, reason, now)
+            ended += 1
+    return ended
 
 
 async def _issue_pair(

@@ -100,8 +100,16 @@ async def clear_source_failures(conn: asyncpg.Connection, source: str) -> None:
     await conn.execute("DELETE FROM source_failures WHERE source = $1", source)
 
 
-async def insert_session(conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> None:
-    await conn.execute("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)", session_id, user_id, now)
+async def insert_session(
+    conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID, source: str, now: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO sessions (id, user_id, source, created_at) VALUES ($1, $2, $3, $4)",
+        session_id,
+        user_id,
+        source,
+        now,
+    )
 
 
 async def insert_refresh_token(
@@ -158,12 +166,17 @@ async def retire_signing_keys(conn: asyncpg.Connection, now: datetime) -> None:
     await conn.execute("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL", now)
 
 
-async def list_users(conn: asyncpg.Connection, limit: int, offset: int) -> list[asyncpg.Record]:
+async def list_users(
+    conn: asyncpg.Connection, limit: int, offset: int, *, email: str | None = None
+) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            "SELECT id, email, roles, disabled, created_at FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2",
+            "SELECT id, email, roles, disabled, created_at FROM users"
+            " WHERE $3::text IS NULL OR lower(email) = lower($3)"
+            " ORDER BY created_at, id LIMIT $1 OFFSET $2",
             limit,
             offset,
+            email,
         )
     )
 
@@ -192,8 +205,16 @@ async def disable_user(conn: asyncpg.Connection, user_id: uuid.UUID, now: dateti
     await conn.execute("UPDATE users SET disabled = true, disabled_at = $2 WHERE id = $1", user_id, now)
 
 
-async def live_sessions(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[uuid.UUID]:
-    rows = await conn.fetch("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL", user_id)
+#: a session that can still be used: not revoked, and a refresh token of it not expired (an access token
+#: never outlives the refresh token issued with it, so a session without one has no live token either)
+_LIVE_SESSION = (
+    "s.user_id = $1 AND s.revoked_at IS NULL"
+    " AND EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id AND t.expires_at > $2)"
+)
+
+
+async def live_sessions(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
+    rows = await conn.fetch(f"SELECT s.id FROM sessions s WHERE {_LIVE_SESSION}", user_id, now)
     return [r["id"] for r in rows]
 
 
@@ -202,3 +223,69 @@ async def other_active_admins(conn: asyncpg.Connection, user_id: uuid.UUID) -> i
         "SELECT count(*) FROM users WHERE 'admin' = ANY (roles) AND NOT disabled AND id <> $1", user_id
     )
     return count
+
+
+async def enable_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE users SET disabled = false, disabled_at = NULL WHERE id = $1", user_id)
+
+
+async def set_password(conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str, now: datetime) -> None:
+    """The new password, and a clean slate for the lockout (the old password's failures are not its)."""
+    await conn.execute(
+        "UPDATE users SET password_hash = $2, password_changed_at = $3, failed_logins = 0, locked_until = NULL"
+        " WHERE id = $1",
+        user_id,
+        password_hash,
+        now,
+    )
+
+
+async def live_session_views(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> list[asyncpg.Record]:
+    """The user's live sessions, the most recently active first (``last_active_at``: its latest token)."""
+    return list(
+        await conn.fetch(
+            "SELECT s.id, s.source, s.created_at,"
+            " (SELECT max(t.issued_at) FROM refresh_tokens t WHERE t.session_id = s.id) AS last_active_at"
+            f" FROM sessions s WHERE {_LIVE_SESSION} ORDER BY last_active_at DESC, s.id",
+            user_id,
+            now,
+        )
+    )
+
+
+async def session_owner(conn: asyncpg.Connection, session_id: uuid.UUID) -> uuid.UUID | None:
+    owner: uuid.UUID | None = await conn.fetchval("SELECT user_id FROM sessions WHERE id = $1", session_id)
+    return owner
+
+
+async def replace_password_reset(
+    conn: asyncpg.Connection,
+    token_hash: bytes,
+    user_id: uuid.UUID,
+    issued_by: str,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    """The user's one reset token: any earlier unused one is dropped with it."""
+    await conn.execute("DELETE FROM password_resets WHERE user_id = $1 AND used_at IS NULL", user_id)
+    await conn.execute(
+        "INSERT INTO password_resets (token_hash, user_id, issued_by, issued_at, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        token_hash,
+        user_id,
+        issued_by,
+        now,
+        expires_at,
+    )
+
+
+async def password_reset_for_update(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """The token, locked: the same token spent twice at once cannot both win."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT user_id, expires_at, used_at FROM password_resets WHERE token_hash = $1 FOR UPDATE", token_hash
+    )
+    return row
+
+
+async def mark_password_reset_used(conn: asyncpg.Connection, token_hash: bytes, now: datetime) -> None:
+    await conn.execute("UPDATE password_resets SET used_at = $2 WHERE token_hash = $1", token_hash, now)

@@ -24,7 +24,7 @@ from fog_shared.tokens import TokenError
 PUBLIC_ROUTES = frozenset(
     {
         ("POST", "/v1/auth/register"), ("POST", "/v1/auth/login"), ("POST", "/v1/auth/refresh"),
-        ("POST", "/v1/auth/logout"), ("GET", "/.well-known/jwks.json"),
+        ("POST", "/v1/auth/logout"), ("POST", "/v1/auth/password-reset"), ("GET", "/.well-known/jwks.json"),
         ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/asyncapi.json"),
     }
 )  # fmt: skip

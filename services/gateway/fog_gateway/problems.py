@@ -19,6 +19,8 @@ STATUS_BY_CODE = {
     "weak_password": 422, "invalid_role": 422, "invalid_expiry": 422, "email_taken": 409, "last_admin": 409,
     "invalid_credentials": 401, "invalid_grant": 401, "invalid_credential": 401, "account_disabled": 403,
     "forbidden": 403, "scope_exceeds_roles": 403, "not_found": 404, "locked": 429,
+    # not 401: the request's credential is fine, the password in its body is not (and a client would refresh)
+    "wrong_password": 403, "invalid_reset_token": 400,
     # messaging
     "invalid_clock": 422, "invalid_reply_to": 422, "invalid_receipt": 422, "invalid_member": 422,
     "invalid_recipient": 422, "too_large": 422, "empty": 422, "group_full": 409, "owner_must_transfer": 409,

@@ -27,8 +27,16 @@ USER_DISABLE = command_subject("auth", "user_disable")
 SIGNING_KEY_ROTATE = command_subject("auth", "signing_key_rotate")
 NODE_CREDENTIAL_ISSUE = command_subject("auth", "node_credential_issue")
 NODE_CREDENTIAL_REVOKE = command_subject("auth", "node_credential_revoke")
+USER_ENABLE = command_subject("auth", "user_enable")
+PASSWORD_CHANGE = command_subject("auth", "password_change")
+PASSWORD_RESET_ISSUE = command_subject("auth", "password_reset_issue")
+PASSWORD_RESET = command_subject("auth", "password_reset")
+SESSION_LIST = query_subject("auth", "session_list")
+SESSION_END = command_subject("auth", "session_end")
+SESSION_END_OTHERS = command_subject("auth", "session_end_others")
 
 API_KEY_PREFIX = "fogk_"
+PASSWORD_RESET_PREFIX = "fogr_"  # noqa: S105 - a prefix, not a secret
 NODE_CREDENTIAL_PREFIX = "fogn_"
 
 Role = Literal["admin", "user", "provider"]
@@ -157,6 +165,8 @@ class UserList(Strict):
 class ListUsersQuery(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
+    #: only the account with this address (compared case-insensitively), if any
+    email: str | None = Field(default=None, min_length=1, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class SetRolesRequest(Strict):
@@ -172,6 +182,83 @@ class SetRolesCommand(Strict):
 class DisableUserCommand(Strict):
     user_id: str
     by: str
+
+
+class EnableUserCommand(Strict):
+    user_id: str
+    by: str
+
+
+#: how long a password reset token works unless the admin says otherwise, and the bounds they may choose in
+PASSWORD_RESET_DEFAULT_S = 3600
+PASSWORD_RESET_MIN_S, PASSWORD_RESET_MAX_S = 300, 3 * 86_400
+
+
+class PasswordResetIssueRequest(Strict):
+    expires_in_s: int = Field(default=PASSWORD_RESET_DEFAULT_S, ge=PASSWORD_RESET_MIN_S, le=PASSWORD_RESET_MAX_S)
+
+
+class PasswordResetIssueCommand(Strict):
+    user_id: str
+    by: str
+    expires_in_s: int = Field(ge=PASSWORD_RESET_MIN_S, le=PASSWORD_RESET_MAX_S)
+
+
+class IssuedPasswordReset(Strict):
+    user_id: str
+    email: str
+    #: the secret: shown once, stored only as a hash; the user spends it at ``POST /v1/auth/password-reset``
+    token: str
+    expires_at: Timestamp
+
+
+class PasswordResetRequest(Strict):
+    token: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChangeRequest(Strict):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChangeCommand(Strict):
+    user_id: str
+    #: the session asking: it stays signed in; every other session of the user ends
+    session_id: str
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionsEnded(Strict):
+    #: how many sessions (logins on other devices or shells) ended with it
+    sessions_ended: int
+
+
+class SessionQuery(Strict):
+    user_id: str
+    #: the session asking, marked ``current`` in the list
+    session_id: str
+
+
+class SessionView(Strict):
+    id: str
+    #: the address the gateway saw at login (null for sessions older than this field)
+    source: str | None
+    created_at: Timestamp
+    #: when its latest access token was issued (a login or a refresh)
+    last_active_at: Timestamp
+    current: bool
+
+
+class SessionList(Strict):
+    items: list[SessionView]
+
+
+class SessionEndCommand(Strict):
+    user_id: str
+    #: the session to end (the caller's own included: that is a logout)
+    session_id: str = Field(max_length=64)
 
 
 class RotatedKey(Strict):

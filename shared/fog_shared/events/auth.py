@@ -106,3 +106,42 @@ class NodeCredentialRevoked(Event):
     credential_id: str
     reason: str
     revoked_at: datetime
+
+
+class UserEnabled(Event):
+    """An admin enabled a disabled account again: it may log in; its API keys and node credentials that
+    were not revoked work again (its sessions stay ended: it logs in anew)."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "user", "enabled", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    enabled_by: str
+    enabled_at: datetime
+
+
+class UserPasswordChanged(Event):
+    """An account has a new password: changed by its user (``how`` = "changed", every other session of
+    theirs ended) or set with a reset token an admin issued (``how`` = "reset", every session ended).
+    Never the password or its hash."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "user", "password_changed", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    how: str
+    sessions_ended: int
+    changed_at: datetime
+
+
+class PasswordResetIssued(Event):
+    """An admin issued a one-time password reset token for an account (the token itself is shown to the
+    admin once and kept only as a hash); any earlier unused one of that account stops working."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "password_reset", "issued", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    issued_by: str
+    issued_at: datetime
+    expires_at: datetime

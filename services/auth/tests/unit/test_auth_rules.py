@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from argon2 import PasswordHasher
 
-from fog_auth.domain import check_password, lockout_seconds, scope_allowed
+from fog_auth.domain import check_new_password, check_password, lockout_seconds, scope_allowed
 from fog_auth.passwords import Passwords, cheap_hasher_for_tests
 
 
@@ -62,3 +62,14 @@ async def test_hashing_verifies_and_never_runs_more_than_the_bound_at_once() -> 
     assert await passwords.verify(hashes[3], "secret number 3")
     assert not await passwords.verify(hashes[3], "secret number 4")
     assert not await passwords.verify("not-a-hash", "secret number 3")
+
+
+def test_a_new_password_passes_the_policy_and_is_not_the_current_one() -> None:
+    assert check_new_password("a brand new passphrase", email="alice@example.org", current="old passphrase!") == []
+    codes = [p.code for p in check_new_password("same passphrase", email="a@b.org", current="same passphrase")]
+    assert codes == ["unchanged"]
+    # NFKC: a full-width twin of the current password is the same password
+    codes = [p.code for p in check_new_password("ｓａｍｅ passphrase", email="a@b.org", current="same passphrase")]
+    assert codes == ["unchanged"]
+    codes = [p.code for p in check_new_password("short", email="a@b.org", current="same passphrase")]
+    assert codes == ["too_short"]

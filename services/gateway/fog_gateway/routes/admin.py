@@ -23,9 +23,10 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         _: Admin,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        email: Annotated[str | None, Query(min_length=1, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
     ) -> dict[str, Any]:
-        """Every account, oldest first."""
-        return await calls.ask(contract.USER_LIST, contract.ListUsersQuery(limit=limit, offset=offset))
+        """Every account, oldest first; or the one with ``email`` (compared case-insensitively)."""
+        return await calls.ask(contract.USER_LIST, contract.ListUsersQuery(limit=limit, offset=offset, email=email))
 
     @router.put("/users/{user_id}/roles", response_model=contract.UserView, responses=documented(404, 409))
     async def set_roles(user_id: UserId, body: contract.SetRolesRequest, admin: Admin) -> dict[str, Any]:
@@ -37,6 +38,24 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     async def disable_user(user_id: UserId, admin: Admin) -> dict[str, Any]:
         """Disable an account: its sessions, API keys and node credentials stop working."""
         return await calls.ask(contract.USER_DISABLE, contract.DisableUserCommand(user_id=user_id, by=_by(admin)))
+
+    @router.post("/users/{user_id}/enable", response_model=contract.UserView, responses=documented(404))
+    async def enable_user(user_id: UserId, admin: Admin) -> dict[str, Any]:
+        """Enable a disabled account: it may log in again, and its API keys and node credentials that were
+        not revoked work again."""
+        return await calls.ask(contract.USER_ENABLE, contract.EnableUserCommand(user_id=user_id, by=_by(admin)))
+
+    @router.post(
+        "/users/{user_id}/password-reset", response_model=contract.IssuedPasswordReset, responses=documented(404)
+    )
+    async def issue_password_reset(
+        user_id: UserId, admin: Admin, body: contract.PasswordResetIssueRequest | None = None
+    ) -> dict[str, Any]:
+        """A one-time token the user sets a new password with (``POST /v1/auth/password-reset``), shown
+        once; it replaces any earlier unused one. Hand it over yourself: Fog sends no mail."""
+        expires_in_s = (body or contract.PasswordResetIssueRequest()).expires_in_s
+        command = contract.PasswordResetIssueCommand(user_id=user_id, by=_by(admin), expires_in_s=expires_in_s)
+        return await calls.ask(contract.PASSWORD_RESET_ISSUE, command)
 
     @router.post("/signing-keys/rotate", response_model=contract.RotatedKey)
     async def rotate_signing_key(_: Admin) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
-from fog_gateway.authz import NODES, PEOPLE, Authorizer
+from fog_gateway.authz import NODES, PEOPLE, USERS, Authorizer
 from fog_gateway.calls import ServiceCalls
 from fog_gateway.problems import GUARDED_ERRORS, documented
 from fog_gateway.security import Principal
@@ -15,6 +15,9 @@ from fog_shared.commands import auth as contract
 def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     router = APIRouter(route_class=RepliesReadTolerantly, tags=["auth"])
     anyone_signed_in = authz.allow((*PEOPLE, *NODES))
+    # A password or a session is the person's own business: an API key (a script's) or a node may not touch
+    # either, so these routes take an access token alone.
+    SignedIn = Annotated[Principal, Depends(authz.allow(USERS))]
 
     @router.post(
         "/v1/auth/register", status_code=201, response_model=contract.RegisteredReply, responses=documented(409)
@@ -45,9 +48,54 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         """Who the credential on this request stands for."""
         return principal
 
+    @router.post("/v1/auth/password-reset", response_model=contract.SessionsEnded, responses=documented(400, 403, 422))
+    async def reset_password(body: contract.PasswordResetRequest) -> dict[str, Any]:
+        """Set a new password with the one-time token an admin issued; every session of the account ends."""
+        return await calls.ask(contract.PASSWORD_RESET, body)
+
+    @router.post("/v1/me/password", response_model=contract.SessionsEnded, responses={**GUARDED_ERRORS})
+    async def change_password(body: contract.PasswordChangeRequest, principal: SignedIn) -> dict[str, Any]:
+        """Change your password (the current one proves it is you; a wrong one counts as a failed login).
+        This session stays signed in; every other one ends."""
+        command = contract.PasswordChangeCommand(
+            user_id=_user(principal), session_id=_session(principal),
+            current_password=body.current_password, new_password=body.new_password,
+        )  # fmt: skip
+        return await calls.ask(contract.PASSWORD_CHANGE, command)
+
+    @router.get("/v1/me/sessions", response_model=contract.SessionList, responses=GUARDED_ERRORS)
+    async def list_sessions(principal: SignedIn) -> dict[str, Any]:
+        """Your sessions that can still be used (a login each, on some device or shell), the latest active
+        first; the one asking is ``current``."""
+        query = contract.SessionQuery(user_id=_user(principal), session_id=_session(principal))
+        return await calls.ask(contract.SESSION_LIST, query)
+
+    @router.delete("/v1/me/sessions/{session_id}", status_code=204, responses={**GUARDED_ERRORS, **documented(404)})
+    async def end_session(session_id: Annotated[str, Path(max_length=64)], principal: SignedIn) -> None:
+        """End one of your sessions: its tokens stop working (ending the current one is a logout)."""
+        await calls.ask(
+            contract.SESSION_END, contract.SessionEndCommand(user_id=_user(principal), session_id=session_id)
+        )
+
+    @router.post("/v1/me/sessions/end-others", response_model=contract.SessionsEnded, responses=GUARDED_ERRORS)
+    async def end_other_sessions(principal: SignedIn) -> dict[str, Any]:
+        """Sign out everywhere else: every session of yours but this one ends."""
+        query = contract.SessionQuery(user_id=_user(principal), session_id=_session(principal))
+        return await calls.ask(contract.SESSION_END_OTHERS, query)
+
     @router.get("/.well-known/jwks.json")
     async def jwks() -> dict[str, Any]:
         """The public keys access tokens are signed with (RFC 7517)."""
         return await calls.ask(contract.JWKS, {})
 
     return router
+
+
+def _user(principal: Principal) -> str:
+    assert principal.user_id is not None  # an access token always names its user
+    return principal.user_id
+
+
+def _session(principal: Principal) -> str:
+    assert principal.session_id is not None  # ... and its session
+    return principal.session_id

@@ -13,6 +13,8 @@ async def test_a_user_gets_403_on_every_admin_route(stack: Stack) -> None:
         ("GET", "/v1/admin/users", None),
         ("PUT", f"/v1/admin/users/{me['user_id']}/roles", {"roles": ["admin"]}),
         ("POST", f"/v1/admin/users/{me['user_id']}/disable", None),
+        ("POST", f"/v1/admin/users/{me['user_id']}/enable", None),
+        ("POST", f"/v1/admin/users/{me['user_id']}/password-reset", None),
         ("POST", "/v1/admin/signing-keys/rotate", None),
     ]
     for method, path, body in calls:

@@ -149,3 +149,77 @@ async def test_an_admin_lists_users_sets_roles_disables_and_rotates(stack: Stack
     assert "Tokens are now signed with key " in err
     code, _, err = await fogctl("whoami")
     assert code == 0, err  # the session's token, signed by the retired key, still verifies
+
+
+async def test_a_user_changes_the_password_and_ends_the_other_sessions(stack: Stack, config_dir: Path) -> None:
+    url, email = await stack.serve_gateway(), new_email()
+    code, _, err = await fogctl("register", "--url", url, "--email", email, "--password-stdin", stdin=PASSWORD + "\n")
+    assert code == 0, err
+    elsewhere = await stack.login(email, PASSWORD)  # another shell, on another machine
+    code, out, err = await fogctl("session", "list")
+    assert code == 0, err
+    assert out.count("127.0.0.1") == 2
+    code, out, err = await fogctl("session", "list", "--json")
+    items = json.loads(out)["items"]
+    assert sorted(s["current"] for s in items) == [False, True]
+
+    new = "a new passphrase for the shell"
+    code, _, err = await fogctl("password", "change", "--password-stdin", stdin=f"not it at all\n{new}\n")
+    assert code == 1
+    assert "403" in err
+    assert "current password is not right" in err
+    code, _, err = await fogctl("password", "change", stdin=f"{PASSWORD}\n{new}\n{new}\n")  # at a terminal
+    assert code == 0, err
+    assert "Password changed; 1 other session ended (this one stays)." in err
+    await stack.until_status("/v1/me", elsewhere, 401)
+    code, _, err = await fogctl("whoami")
+    assert code == 0, err  # this shell's session stays
+
+    again = await stack.login(email, new)
+    code, _, err = await fogctl("session", "end")
+    assert code != 0
+    code, _, err = await fogctl("session", "end", "--others")
+    assert code == 0, err
+    assert "Ended 1 other session." in err
+    await stack.until_status("/v1/me", again, 401)
+
+
+async def test_an_admin_resets_a_forgotten_password_and_enables_an_account_by_its_address(
+    stack: Stack, config_dir: Path
+) -> None:
+    url, email = await stack.serve_gateway(), new_email()
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.post("/v1/auth/register", json={"email": email, "password": PASSWORD})).status_code == 201
+    code, _, err = await fogctl("login", "--url", url, "--email", ADMIN_EMAIL, "--password-stdin",
+                                stdin=ADMIN_PASSWORD + "\n")  # fmt: skip
+    assert code == 0, err
+    code, _, err = await fogctl("admin", "disable", email.upper())  # an address, in any case
+    assert code == 0, err
+    assert f"Disabled {email}" in err
+    code, _, err = await fogctl("admin", "enable", email)
+    assert code == 0, err
+    assert f"Enabled {email}" in err
+    code, _, err = await fogctl("admin", "enable", "nobody@example.org")
+    assert code == 1
+    assert "no account has the address nobody@example.org" in err
+
+    code, out, err = await fogctl("admin", "reset-password", email, "--expires-in", "30m")
+    assert code == 0, err
+    token = out.strip()
+    assert token.startswith("fogr_")
+    assert f"Password reset for {email}" in err
+    code, _, err = await fogctl("admin", "reset-password", email, "--expires-in", "30d")
+    assert code == 1  # longer than the gateway allows: refused, and the first token still works
+    assert "expires_in_s" in err
+
+    code, _, err = await fogctl("logout")
+    assert code == 0, err
+    new = "the passphrase she chose anew"
+    code, _, err = await fogctl("password", "reset", token, "--url", url, "--password-stdin", stdin=new + "\n")
+    assert code == 0, err
+    assert f"Password set; no session of the account ended. Log in with it: fogctl login --url {url}" in err
+    code, _, err = await fogctl("login", "--url", url, "--email", email, "--password-stdin", stdin=new + "\n")
+    assert code == 0, err
+    code, _, err = await fogctl("password", "reset", token, "--password-stdin", stdin="one more passphrase\n")
+    assert code == 1  # once only (the gateway is the saved session's)
+    assert "not valid" in err
