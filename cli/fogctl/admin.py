@@ -7,12 +7,11 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fog_client import FogClient, PasswordReset, User
 from fogctl import account
-from fogctl.formats import JsonOption, when
+from fogctl.formats import JsonOption, print_table, when
 from fogctl.keys import parse_duration
 
 app = typer.Typer(no_args_is_help=True, help="Accounts and signing keys (admin).")
@@ -41,7 +40,7 @@ def users(
     if as_json:
         typer.echo(json.dumps({"items": [user.model_dump(mode="json") for user in page]}))
         return
-    Console(highlight=False).print(user_table(page))  # made here: it takes its width from $COLUMNS
+    print_table(user_table(page))
     if len(page) == limit:
         account.console.print(f"More may follow: --offset {offset + limit}", markup=False)
 

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fog_client import Conversation, FileInfo, FilePage, FogClient, Message
 from fog_client.chat import ConversationMember
 from fogctl import account
-from fogctl.formats import JsonOption, human_bytes, when
+from fogctl.formats import JsonOption, human_bytes, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="BitChat: direct and group messages.")
 groups_app = typer.Typer(help="Groups: list (no command), create, add, remove, role, leave, transfer.")
@@ -167,7 +166,7 @@ def uploads(as_json: JsonOption = False) -> None:
     for upload in found:
         missing = f"{len(upload.missing)} of {upload.chunks}"
         table.add_row(upload.id, upload.name, str(upload.size), missing, upload.conversation_id, str(upload.created_at))
-    Console(highlight=False).print(table)
+    print_table(table)
 
 
 @app.command()
@@ -196,7 +195,7 @@ def files(
     for found in page.items:
         sender = names.get(found.uploaded_by, found.uploaded_by)
         table.add_row(found.id, found.name, human_bytes(found.size), sender, when(found.completed_at))
-    Console(highlight=False).print(table)  # made here: it takes its width from $COLUMNS
+    print_table(table)
     if page.next_cursor is not None:
         account.console.print(f"More files: --cursor {page.next_cursor} (or --all)", markup=False, soft_wrap=True)
 
@@ -348,4 +347,4 @@ def _print_conversations(conversations: list[Conversation], as_json: bool) -> No
             names[m.member_id] if m.role == "member" else f"{names[m.member_id]} ({m.role})" for m in conv.members
         )
         table.add_row(conv.id, conv.kind, conv.name or "-", members, str(conv.last_seq))
-    Console(highlight=False).print(table)  # made here: it takes its width from $COLUMNS
+    print_table(table)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fogctl.devstack import DevStack, StackState, default_dir, probe_ready
+from fogctl.formats import print_table
 from fogctl.session import login_and_save
 
 app = typer.Typer(no_args_is_help=True, help="Run Fog locally: NATS, PostgreSQL and every service.")
@@ -169,7 +170,7 @@ def _print_state(state: StackState) -> None:
     table = Table("process", "ready", "pid", "url", "log")
     for proc in state.processes:
         table.add_row(proc.name, "[green]yes[/]" if proc.ready else "[red]no[/]", str(proc.pid), proc.url, proc.log)
-    Console().print(table)
+    print_table(table)
     if state.gateway_metrics_url:
         Console().print(f"Gateway metrics (apart from its API): {state.gateway_metrics_url}")
 

@@ -6,9 +6,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+#: as wide as any table may grow when the terminal is narrower than it
+_WIDEST = 10_000
 
 
 def when(moment: datetime | None, missing: str = "-") -> str:
@@ -28,3 +33,15 @@ def human_bytes(count: int | None) -> str:
         if size < 1024 or unit == _UNITS[-1]:
             return f"{size:.1f} {unit}"
     raise AssertionError("the last unit always returns")
+
+
+def print_table(table: Table) -> None:
+    """A table in full. Where the terminal (or a pipe, 80 columns to Rich) is too narrow for it, it is printed
+    without its frame at its own width and the lines run on: cutting a cell short would cut the ids people
+    copy into their next command."""
+    console = Console(highlight=False)
+    unbounded = console.options.update(max_width=_WIDEST)
+    if Measurement.get(console, unbounded, table).maximum > console.width:
+        table.box, table.show_edge = None, False
+        console = Console(highlight=False, width=Measurement.get(console, unbounded, table).maximum)
+    console.print(table)

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from fog_client import Affinity, ArraySummary, Explanation, FogClient, Job, JobOutput, JobPage, JobSpec
 from fogctl import account, arrays
-from fogctl.formats import JsonOption, human_bytes, when
+from fogctl.formats import JsonOption, human_bytes, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: commands run on the nodes.")
 app.add_typer(arrays.app, name="array")
@@ -149,7 +149,7 @@ def files(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     for info in found.items:
         kept = "its beginning (the outputs' 1 MiB ran out)" if info.truncated else "whole"
         table.add_row(info.path, human_bytes(info.size), str(info.attempt), kept)
-    Console(highlight=False).print(table)
+    print_table(table)
     if found.missing:
         account.console.print(f"Not left by the job: {', '.join(found.missing)}", markup=False, soft_wrap=True)
     elif not found.ended:
@@ -223,7 +223,7 @@ def list_jobs(
     if as_json:
         typer.echo(json.dumps(page.model_dump(mode="json")))
         return
-    Console(highlight=False).print(job_table(page.items))  # made here: it takes its width from $COLUMNS
+    print_table(job_table(page.items))
     if page.next_cursor is not None:
         account.console.print(f"More jobs: --cursor {page.next_cursor} (or --all)", markup=False, soft_wrap=True)
 
@@ -291,7 +291,7 @@ def explain(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     for line in explanation_lines(explanation):
         console.print(line, markup=False, soft_wrap=True)
     if explanation.candidates:
-        console.print(candidate_table(explanation.candidates))
+        print_table(candidate_table(explanation.candidates))
 
 
 @app.command()

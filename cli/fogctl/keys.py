@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fog_client import ApiKey
 from fogctl import account
-from fogctl.formats import JsonOption, when
+from fogctl.formats import JsonOption, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="API keys: credentials for scripts and `fog-agent join --api-key`.")
 
@@ -59,7 +58,7 @@ def list_keys(as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps({"items": [key.model_dump(mode="json") for key in keys]}))
     else:
-        Console(highlight=False).print(key_table(keys))  # made here: it takes its width from $COLUMNS
+        print_table(key_table(keys))
 
 
 @app.command()

@@ -9,12 +9,11 @@ import json
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fog_client import Node
 from fogctl import account
-from fogctl.formats import JsonOption, human_bytes, when
+from fogctl.formats import JsonOption, human_bytes, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Nodes: the machines that run jobs.")
 T = TypeVar("T")
@@ -37,7 +36,7 @@ def list_nodes(
     if as_json:
         typer.echo(json.dumps({"items": [node.model_dump(mode="json") for node in nodes]}))
     else:
-        Console(highlight=False).print(node_table(nodes))  # made here: it takes its width from $COLUMNS
+        print_table(node_table(nodes))
 
 
 @app.command()

@@ -6,12 +6,11 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fog_client import Session
 from fogctl import account
-from fogctl.formats import JsonOption, when
+from fogctl.formats import JsonOption, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Your sessions: each login on a device or shell.")
 
@@ -23,7 +22,7 @@ def list_sessions(as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps({"items": [each.model_dump(mode="json") for each in found]}))
     else:
-        Console(highlight=False).print(session_table(found))  # made here: it takes its width from $COLUMNS
+        print_table(session_table(found))
 
 
 @app.command()

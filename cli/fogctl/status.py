@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from fog_client import PlatformStatus, ReplicaStatus
 from fogctl import account
-from fogctl.formats import JsonOption
+from fogctl.formats import JsonOption, print_table
 
 OK = "ok"
 
@@ -26,7 +25,7 @@ def status(as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps(platform.model_dump(mode="json")))
     else:
-        Console(highlight=False).print(status_table(platform))
+        print_table(status_table(platform))
     if not platform.ok:
         raise typer.Exit(1)
 

@@ -228,3 +228,40 @@ def test_label_sets_and_removes_labels_and_refuses_what_is_neither(gateway: Gate
     assert code == 2
     assert "neither key=value nor key-" in err
     assert len(gateway.requests) == sent  # nothing sent
+
+
+def test_a_table_too_wide_for_the_terminal_is_printed_whole(
+    gateway: Gateway, logged_in: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40 columns, or a pipe (80 to Rich): a cut cell would be an id nobody can copy into the next command
+    monkeypatch.setenv("COLUMNS", "40")
+    code, out, err = fogctl("node", "list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "id",
+        "name",
+        "status",
+        "cores",
+        "memory",
+        "region",
+        "reputation",
+        "last",
+        "heartbeat",
+        "agent",
+    ]
+    assert lines[1].split() == [
+        "n1",
+        "edge-n1",
+        "ready",
+        "8",
+        "16.0",
+        "GiB",
+        "eu-west",
+        "0.50",
+        "2030-01-02",
+        "03:04:05",
+        "UTC",
+        "0.4.0",
+    ]
+    assert "…" not in out
