@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from fog_client import Conversation, FileInfo, FilePage, FogClient, Message
-from fog_client.chat import ConversationMember
+from fog_client.chat import UNREAD_CAP, ConversationMember
 from fogctl import account
 from fogctl.formats import JsonOption, human_bytes, print_table, when
 
@@ -90,7 +90,9 @@ def read(
     after: Annotated[int | None, typer.Option("--after", min=0, help="Only messages after this seq")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many messages")] = 100,
     causal: Annotated[bool, typer.Option("--causal", help="In causal order (vector clocks), not seq order")] = False,
-    mark_read: Annotated[bool, typer.Option("--mark-read", help="Mark what is shown as read")] = False,
+    mark_read: Annotated[
+        bool, typer.Option("--mark-read/--keep-unread", help="Mark what is shown as read (its unread count goes)")
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Your conversations, or the messages of one."""
@@ -340,11 +342,13 @@ def _print_conversations(conversations: list[Conversation], as_json: bool) -> No
     if as_json:
         typer.echo(json.dumps({"items": [c.model_dump(mode="json") for c in conversations]}))
         return
-    table = Table("id", "kind", "name", "members", "messages")
+    table = Table("id", "kind", "name", "members", "messages", "unread")
     for conv in conversations:
         names = names_of(conv.members)
         members = ", ".join(
             names[m.member_id] if m.role == "member" else f"{names[m.member_id]} ({m.role})" for m in conv.members
         )
-        table.add_row(conv.id, conv.kind, conv.name or "-", members, str(conv.last_seq))
+        unread = f"{conv.unread}+" if conv.unread >= UNREAD_CAP else str(conv.unread or "-")
+        table.add_row(conv.id, conv.kind, conv.name or "-", members, str(conv.last_seq), unread,
+                      style="bold" if conv.unread else None)  # fmt: skip
     print_table(table)

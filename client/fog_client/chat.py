@@ -56,6 +56,10 @@ class ConversationMember(_Reply):
     email: str | None = None
 
 
+#: where the gateway stops counting a conversation's unread messages ("1000+")
+UNREAD_CAP = 1000
+
+
 class Conversation(_Reply):
     id: str
     kind: Literal["direct", "group"]
@@ -63,6 +67,10 @@ class Conversation(_Reply):
     last_seq: int
     members: list[ConversationMember]
     created_at: datetime
+    #: your read mark, and how many messages of others after it you have not read (counted up to 1000;
+    #: 0 from a gateway older than these fields)
+    read_seq: int = 0
+    unread: int = 0
 
 
 class Receipt(_Reply):

@@ -20,14 +20,19 @@ def message_view(row: Mapping[str, Any], id_column: str = "id") -> contract.Mess
 
 
 def conversation_view(
-    row: Mapping[str, Any], roster: Mapping[str, Role], last_seq: int, emails: Mapping[str, str]
+    row: Mapping[str, Any],
+    roster: Mapping[str, Role],
+    last_seq: int,
+    emails: Mapping[str, str],
+    unread: tuple[int, int] = (0, 0),
 ) -> contract.ConversationView:
+    """``unread``: the caller's read mark and unread count (``store.unread``)."""
     members = [
         contract.MemberView(member_id=member, role=role, email=emails.get(member)) for member, role in roster.items()
     ]
     return contract.ConversationView(
         id=str(row["id"]), kind=row["kind"], name=row["name"], last_seq=last_seq, members=members,
-        created_at=row["created_at"],
+        created_at=row["created_at"], read_seq=unread[0], unread=unread[1],
     )  # fmt: skip
 
 

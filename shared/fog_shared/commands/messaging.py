@@ -178,6 +178,15 @@ class ConversationView(Strict):
     last_seq: int
     members: list[MemberView]
     created_at: Timestamp
+    #: the caller's read mark (``POST .../receipts`` kind ``read``)
+    read_seq: int = 0
+    #: messages of others after the caller's read mark that the caller may read and that are not deleted;
+    #: the count stops at ``UNREAD_CAP``
+    unread: int = 0
+
+
+#: where a conversation's unread count stops counting ("1000+"): a long-unread group costs no more than that
+UNREAD_CAP = 1000
 
 
 class ConversationList(Strict):

@@ -109,6 +109,36 @@ async def test_a_group_of_five_with_receipts_and_a_removed_member(stack: Stack) 
     assert receipt.status_code == 422  # message 6 is not theirs to read
 
 
+async def test_unread_counts_others_messages_after_the_read_mark_that_the_member_may_read(stack: Stack) -> None:
+    owner, early, late = await members(stack, 3)
+    created = await owner.http.post(
+        "/v1/groups", json={"name": "crew", "member_ids": [early.id]}, headers=owner.headers
+    )
+    group = created.json()["id"]
+
+    async def unread(member: Member) -> tuple[int, int]:
+        [listed] = (await member.http.get("/v1/conversations", headers=member.headers)).json()["items"]
+        one = (await member.http.get(f"/v1/conversations/{group}", headers=member.headers)).json()
+        assert (one["read_seq"], one["unread"]) == (listed["read_seq"], listed["unread"])  # the same in both views
+        return listed["read_seq"], listed["unread"]
+
+    for text in ("one", "two", "three"):
+        await owner.send(group, text)
+    await early.send(group, "four")  # their own: never unread to them
+    added = await owner.http.post(f"/v1/groups/{group}/members", json={"member_id": late.id}, headers=owner.headers)
+    assert added.status_code in (200, 201), added.text
+    await owner.send(group, "five")
+    await owner.http.delete(f"/v1/conversations/{group}/messages/2", headers=owner.headers)  # gone for everyone
+    assert await unread(owner) == (0, 1)  # "four"
+    assert await unread(early) == (0, 3)  # one, three, five
+    assert await unread(late) == (0, 1)  # five: what came before they joined is not theirs to read
+    marked = await early.http.post(
+        f"/v1/conversations/{group}/receipts", json={"kind": "read", "up_to_seq": 3}, headers=early.headers
+    )
+    assert marked.status_code == 200, marked.text
+    assert await unread(early) == (3, 1)
+
+
 async def test_roles_leaving_and_handing_over(stack: Stack) -> None:
     owner, admin, member, newcomer = await members(stack, 4)
     group = (

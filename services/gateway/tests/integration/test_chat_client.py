@@ -155,9 +155,18 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert group in out
     assert f"{alice.email} (owner)" in out  # members by address, with their roles
     assert f"{bob.email} (admin)" in out
-    code, out, err = await fogctl("chat", "read", conversation, "--mark-read")
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    unread = {row[0]: row[-1] for row in rows if row[0]}
+    assert unread == {conversation: "1", group: "-"}  # alice's message not read yet; nothing said in the group
+    code, out, err = await fogctl("chat", "read", conversation, "--keep-unread")
     assert code == 0, err
     assert out.strip().endswith(f"{alice.email}: hello from the shell")
+    code, out, err = await fogctl("chat", "read", "--json")
+    assert {c["id"]: c["unread"] for c in json.loads(out)["items"]} == {conversation: 1, group: 0}
+    code, out, err = await fogctl("chat", "read", conversation)  # reading marks what it shows read
+    assert code == 0, err
+    code, out, err = await fogctl("chat", "read", "--json")
+    assert {c["id"]: (c["read_seq"], c["unread"]) for c in json.loads(out)["items"]}[conversation] == (1, 0)
     code, out, err = await fogctl("chat", "send", "--conversation", group, "on it", "--reply-to", "9")
     assert code == 1
     assert "no message 9" in err

@@ -61,4 +61,6 @@ async def conversation_seen_by(
         raise no_conversation()
     readable = domain.readable_up_to(periods, conv["last_seq"])
     roster = await store.members(conn, conversation_id)
-    return conversation_view(conv, roster, readable, await store.emails_of(conn, list(roster)))
+    unread = await store.unread(conn, me, [conversation_id], contract.UNREAD_CAP)
+    emails = await store.emails_of(conn, list(roster))
+    return conversation_view(conv, roster, readable, emails, unread.get(conversation_id, (0, 0)))

@@ -282,7 +282,10 @@ async def list_conversations(conn: asyncpg.Connection, query: contract.ByQuery) 
     rows = await store.conversations_of(conn, me)
     rosters = await store.rosters(conn, [r["id"] for r in rows])
     emails = await store.emails_of(conn, list({member for roster in rosters.values() for member in roster}))
-    items = [conversation_view(r, rosters.get(r["id"], {}), r["last_seq"], emails) for r in rows]
+    unread = await store.unread(conn, me, [r["id"] for r in rows], contract.UNREAD_CAP)
+    items = [
+        conversation_view(r, rosters.get(r["id"], {}), r["last_seq"], emails, unread.get(r["id"], (0, 0))) for r in rows
+    ]
     return contract.ConversationList(items=items)
 
 

@@ -60,6 +60,7 @@ from fog_messaging.store.receipts import (
     receipt,
     receipts,
     save_receipt,
+    unread,
 )
 from fog_messaging.store.timeline import (
     Appended,
@@ -137,6 +138,7 @@ __all__ = [
     "set_node_owner",
     "set_role",
     "timeline_bounds",
+    "unread",
     "uploads_of",
     "upsert_user",
     "user_by_email",

@@ -42,3 +42,25 @@ async def receipts(conn: asyncpg.Connection, conversation_id: uuid.UUID) -> list
         conversation_id,
     )
     return rows
+
+
+async def unread(
+    conn: asyncpg.Connection, member_id: str, conversation_ids: list[uuid.UUID], cap: int
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """Per conversation: the member's read mark, and how many messages after it the member may read (within
+    a stretch of membership) that others sent and nobody deleted, counted up to ``cap``."""
+    rows = await conn.fetch(
+        "SELECT c.id, coalesce(r.read_seq, 0) AS read_seq,"
+        " (SELECT count(*) FROM (SELECT 1 FROM messages msg"
+        "   WHERE msg.conversation_id = c.id AND msg.seq > coalesce(r.read_seq, 0)"
+        "     AND msg.sender_id <> $1 AND msg.deleted_at IS NULL"
+        "     AND EXISTS (SELECT 1 FROM access a WHERE a.conversation_id = c.id AND a.member_id = $1"
+        "                 AND msg.seq > a.after_seq AND (a.until_seq IS NULL OR msg.seq <= a.until_seq))"
+        "   LIMIT $3) capped) AS unread"
+        " FROM unnest($2::uuid[]) AS c (id)"
+        " LEFT JOIN receipts r ON r.conversation_id = c.id AND r.member_id = $1",
+        member_id,
+        conversation_ids,
+        cap,
+    )
+    return {r["id"]: (r["read_seq"], r["unread"]) for r in rows}
