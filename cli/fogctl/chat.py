@@ -87,7 +87,9 @@ def read(
     conversation: Annotated[
         str | None, typer.Argument(help="A conversation's id; without one, your conversations", show_default=False)
     ] = None,
-    after: Annotated[int | None, typer.Option("--after", min=0, help="Only messages after this seq")] = None,
+    after: Annotated[
+        int | None, typer.Option("--after", min=0, help="Only messages after this seq (0: from the first)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many messages")] = 100,
     causal: Annotated[bool, typer.Option("--causal", help="In causal order (vector clocks), not seq order")] = False,
     mark_read: Annotated[
@@ -95,26 +97,38 @@ def read(
     ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Your conversations, or the messages of one."""
+    """Your conversations, or the messages of one: from your first unread message on, or the latest when you
+    have read them all (--after 0 for the first)."""
     if conversation is None:
         conversations = account.with_saved_session(lambda client: client.list_conversations())
         _print_conversations(conversations, as_json)
         return
     target = conversation
 
-    async def run(client: FogClient) -> tuple[list[Message], dict[str, str]]:
-        page = await client.list_messages(target, after_seq=after, limit=limit, order="causal" if causal else "seq")
-        if mark_read and page.items:
+    async def run(client: FogClient) -> tuple[list[Message], Conversation]:
+        conv = await client.get_conversation(target)
+        order: Literal["seq", "causal"] = "causal" if causal else "seq"
+        if after is not None or causal or conv.unread:
+            start = after if after is not None else (0 if causal else conv.read_seq)
+            page = await client.list_messages(target, after_seq=start, limit=limit, order=order)
+        else:  # nothing new: the latest, as a chat opens
+            page = await client.list_messages(target, before_seq=conv.last_seq + 1, limit=limit)
+        if mark_read and page.items and max(m.seq for m in page.items) > conv.read_seq:
             await client.mark(target, max(m.seq for m in page.items), "read")
-        names = {} if as_json else names_of((await client.get_conversation(target)).members)
-        return page.items, names
+        return page.items, conv
 
-    messages, names = account.with_saved_session(run)
+    messages, conv = account.with_saved_session(run)
     if as_json:
         typer.echo(json.dumps({"items": [m.model_dump(mode="json") for m in messages]}))
         return
+    names = names_of(conv.members)
     for message in messages:
         typer.echo(message_line(message, names))
+    shown_up_to = max((m.seq for m in messages), default=0)
+    if messages and shown_up_to < conv.last_seq and not causal:
+        account.console.print(
+            f"More after #{shown_up_to}: fogctl chat read {target} --after {shown_up_to}", markup=False
+        )
 
 
 @app.command()

@@ -239,6 +239,31 @@ async def test_fogctl_chat_send_read_and_groups(stack: Stack, tmp_path: Path, mo
     assert (await bob.http.get(f"/v1/files/{file_id}/content", headers=bob.headers)).status_code == 404
 
 
+async def test_fogctl_chat_read_opens_at_the_first_unread_message(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await stack.serve_gateway()
+    alice, bob = await members(stack, 2)
+    monkeypatch.setenv("FOG_CONFIG_DIR", str(tmp_path / "fog"))
+    conversation = await start_direct(alice, bob, "one")
+    use_session(url, bob)
+    code, out, err = await fogctl("chat", "read", conversation)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == ["#1"]
+    for text in ("two", "three", "four"):
+        await alice.send(conversation, text)
+    code, out, err = await fogctl("chat", "read", conversation, "--limit", "2")  # from the first unread on
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == ["#2", "#3"]
+    assert f"More after #3: fogctl chat read {conversation} --after 3" in err
+    code, out, err = await fogctl("chat", "read", conversation, "--limit", "2")
+    assert [line.split()[0] for line in out.splitlines()] == ["#4"]
+    code, out, err = await fogctl("chat", "read", conversation, "--limit", "2")  # all read: the latest
+    assert [line.split()[0] for line in out.splitlines()] == ["#3", "#4"]
+    code, out, err = await fogctl("chat", "read", conversation, "--after", "0", "--limit", "1")
+    assert [line.split()[0] for line in out.splitlines()] == ["#1"]
+
+
 async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:
     url = await stack.serve_gateway()
     alice, bob = await members(stack, 2)
