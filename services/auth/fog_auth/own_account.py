@@ -8,14 +8,22 @@ Each runs in one transaction with the events it causes (the outbox). Ending a se
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 
 from fog_auth import domain, store
 from fog_auth.credentials import hash_secret
 from fog_auth.passwords import Passwords
-from fog_auth.service import SOURCE, AuthError, end_sessions, keeping_refusals, refuse_while_locked, revoke_session
+from fog_auth.service import (
+    SOURCE,
+    AuthError,
+    count_wrong_password,
+    end_sessions,
+    keeping_refusals,
+    refuse_while_locked,
+    revoke_session,
+)
 from fog_shared.commands import auth as contract
 from fog_shared.events.auth import UserPasswordChanged
 from fog_shared.pg import outbox
@@ -45,8 +53,7 @@ async def change_password(
             raise AuthError("account_disabled", "this account is disabled")
         refuse_while_locked(user.locked_until, now)
         if not await passwords.verify(user.password_hash, command.current_password):
-            lock_s = domain.lockout_seconds(user.failed_logins + 1)
-            await store.record_login_failure(conn, user.id, now + timedelta(seconds=lock_s) if lock_s else None)
+            await count_wrong_password(conn, user, command.source, now)
             raise AuthError("wrong_password", "the current password is not right")
         _refuse_weak(
             domain.check_new_password(command.new_password, email=user.email, current=command.current_password)

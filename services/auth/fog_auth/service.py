@@ -7,6 +7,7 @@ Each takes the connection it works in; state changes and the events they cause c
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +21,10 @@ from fog_auth import domain, store
 from fog_auth.passwords import Passwords
 from fog_auth.signing import KeyVault, SigningKey, active_key, issue_access_token, jwks
 from fog_shared.commands.common import Refusal
-from fog_shared.events.auth import SessionRevoked, SigningKeyRotated, UserRegistered
+from fog_shared.events.auth import SessionRevoked, SigningKeyRotated, UserLockedOut, UserRegistered
 from fog_shared.pg import outbox
+
+log = logging.getLogger(__name__)
 
 SOURCE = "fog/auth"
 #: failed logins from one address before it, too, is slowed down (spread over many accounts)
@@ -133,12 +136,27 @@ async def _count_failure(
 ) -> None:
     # Counted in Postgres, so the lockout holds whichever replica the next attempt reaches.
     if user is not None:
-        lock_s = domain.lockout_seconds(user.failed_logins + 1)
-        await store.record_login_failure(conn, user.id, now + timedelta(seconds=lock_s) if lock_s else None)
+        await count_wrong_password(conn, user, source, now)
     lock_s = domain.lockout_seconds(source_failures + 1, free_attempts=SOURCE_FREE_ATTEMPTS)
     await store.record_source_failure(
         conn, source, source_failures + 1, now + timedelta(seconds=lock_s) if lock_s else None, now
     )
+    if lock_s:
+        log.warning("a source address is locked out", extra={"source": source, "failures": source_failures + 1,
+                                                             "locked_s": lock_s})  # fmt: skip
+
+
+async def count_wrong_password(conn: asyncpg.Connection, user: store.UserRow, source: str, now: datetime) -> None:
+    """One more wrong password for the account; past the free attempts it is locked (``user.locked_out``)."""
+    failures = user.failed_logins + 1
+    lock_s = domain.lockout_seconds(failures)
+    locked_until = now + timedelta(seconds=lock_s) if lock_s else None
+    await store.record_login_failure(conn, user.id, locked_until)
+    if locked_until is not None:
+        event = UserLockedOut(user_id=str(user.id), failures=failures, locked_until=locked_until, source=source)
+        await outbox.record(conn, event, source=SOURCE)
+        log.warning("an account is locked out", extra={"user_id": str(user.id), "source": source,
+                                                       "failures": failures, "locked_s": lock_s})  # fmt: skip
 
 
 async def refresh(conn: asyncpg.Connection, config: AuthConfig, *, refresh_token: str, now: datetime) -> TokenPair:

@@ -4,8 +4,8 @@ Why the errors by default: a user who got a 5xx is told its request id (``fogctl
 ``no answer within 5s`` from a service that was down leaves no event behind for ``fogctl events trace``
 to find. The line carries the request id (as ``correlation_id``) and the trace id like every log line,
 the method, the path without its query (a query may hold an e-mail address), the route template, the
-status, the time taken and the problem's code and detail. Every request (``access_log = "all"``) is a
-line per request: for debugging, at a cost on the hot path.
+status, the time taken, the caller's address (``client``) and the problem's code and detail. Every request
+(``access_log = "all"``) is a line per request: for debugging, at a cost on the hot path.
 """
 
 from __future__ import annotations
@@ -65,13 +65,19 @@ class AccessLogMiddleware:
     def _log(self, scope: Scope, status: int, began: float, body: bytes, *, raised: bool) -> None:
         facts: dict[str, object] = {
             "method": scope["method"], "path": scope["path"], "route": route_of(scope), "status": status,
-            "duration_ms": round((time.perf_counter() - began) * 1000, 1),
+            "duration_ms": round((time.perf_counter() - began) * 1000, 1), "client": _client(scope),
         }  # fmt: skip
         facts.update(problem_of(body))
         if raised:
             facts["problem_code"] = "unhandled_exception"  # its traceback is logged by the server
         level = logging.WARNING if status >= 500 else logging.INFO
         log.log(level, "%s %s answered %d", scope["method"], scope["path"], status, extra=facts)
+
+
+def _client(scope: Scope) -> str:
+    """The caller's address as the server saw it (a proxy's, unless uvicorn is told to trust its headers)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def problem_of(body: bytes) -> dict[str, str]:

@@ -228,6 +228,8 @@ class PasswordChangeCommand(Strict):
     session_id: str
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
+    #: the caller's address as the gateway saw it (a lockout's event names it)
+    source: Text = Field(default="unknown", max_length=64)
 
 
 class SessionsEnded(Strict):

@@ -145,3 +145,17 @@ class PasswordResetIssued(Event):
     issued_by: str
     issued_at: datetime
     expires_at: datetime
+
+
+class UserLockedOut(Event):
+    """Too many wrong passwords in a row (at login, or as the current password of a change): the account
+    refuses logins until ``locked_until``, the right password too. Each further failure after the lock
+    doubles it. ``source`` is the address the failure came from, as the gateway saw it."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "user", "locked_out", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    failures: int
+    locked_until: datetime
+    source: str

@@ -121,6 +121,12 @@ async def test_the_nth_wrong_password_locks_the_account_for_a_growing_time(
         await login(conn, passwords, at=after_first)
     assert longer.value.retry_after_s == 61  # it grows
     assert (await login(conn, passwords, at=after_first + timedelta(seconds=61))).access_token
+    rows = await conn.fetch("SELECT headers::text AS h, body FROM outbox ORDER BY id")
+    locked_out = [
+        json.loads(bytes(r["body"])) for r in rows if json.loads(r["h"])["ce-type"] == "auth.user.locked_out.v1"
+    ]
+    assert [(e["failures"], e["source"]) for e in locked_out] == [(5, "10.0.0.1"), (6, "10.0.0.1")]
+    assert locked_out[1]["locked_until"].startswith((after_first + timedelta(seconds=60)).isoformat()[:19])
 
 
 async def test_unknown_accounts_and_weak_passwords_are_refused(conn: asyncpg.Connection, passwords: Passwords) -> None:

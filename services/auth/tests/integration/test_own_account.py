@@ -65,7 +65,7 @@ async def events(conn: asyncpg.Connection, type_name: str) -> list[dict[str, obj
 
 def change(user_id: str, session_id: str, current: str, new: str) -> contract.PasswordChangeCommand:
     return contract.PasswordChangeCommand(
-        user_id=user_id, session_id=session_id, current_password=current, new_password=new
+        user_id=user_id, session_id=session_id, current_password=current, new_password=new, source="192.0.2.9"
     )
 
 
@@ -109,6 +109,8 @@ async def test_a_wrong_current_password_changes_nothing_and_counts_towards_the_l
     with pytest.raises(AuthError, match="too many"):
         await login(conn, passwords)
     assert await events(conn, "auth.user.password_changed.v1") == []
+    [locked_out] = await events(conn, "auth.user.locked_out.v1")
+    assert (locked_out["user_id"], locked_out["failures"], locked_out["source"]) == (alice, 5, "192.0.2.9")
 
 
 async def test_a_new_password_must_pass_the_policy_and_differ(

@@ -29,8 +29,7 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     @router.post("/v1/auth/login", response_model=contract.TokenReply, responses=documented(401, 403))
     async def login(body: contract.Credentials, http: Request) -> dict[str, Any]:
         """Exchange e-mail and password for an access token and a refresh token."""
-        source = http.client.host if http.client else "unknown"
-        request = contract.LoginRequest(email=body.email, password=body.password, source=source)
+        request = contract.LoginRequest(email=body.email, password=body.password, source=_source(http))
         return await calls.ask(contract.LOGIN, request)
 
     @router.post("/v1/auth/refresh", response_model=contract.TokenReply, responses=documented(401))
@@ -54,12 +53,14 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         return await calls.ask(contract.PASSWORD_RESET, body)
 
     @router.post("/v1/me/password", response_model=contract.SessionsEnded, responses={**GUARDED_ERRORS})
-    async def change_password(body: contract.PasswordChangeRequest, principal: SignedIn) -> dict[str, Any]:
+    async def change_password(
+        body: contract.PasswordChangeRequest, principal: SignedIn, http: Request
+    ) -> dict[str, Any]:
         """Change your password (the current one proves it is you; a wrong one counts as a failed login).
         This session stays signed in; every other one ends."""
         command = contract.PasswordChangeCommand(
             user_id=_user(principal), session_id=_session(principal),
-            current_password=body.current_password, new_password=body.new_password,
+            current_password=body.current_password, new_password=body.new_password, source=_source(http),
         )  # fmt: skip
         return await calls.ask(contract.PASSWORD_CHANGE, command)
 
@@ -99,3 +100,8 @@ def _user(principal: Principal) -> str:
 def _session(principal: Principal) -> str:
     assert principal.session_id is not None  # ... and its session
     return principal.session_id
+
+
+def _source(http: Request) -> str:
+    """The caller's address as this gateway sees it: what brute-force counting goes by."""
+    return http.client.host if http.client else "unknown"

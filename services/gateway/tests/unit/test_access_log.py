@@ -55,7 +55,7 @@ def client(*, every: bool) -> httpx.AsyncClient:
 
     app.add_middleware(AccessLogMiddleware, every=every)
     app.add_middleware(RequestIdMiddleware)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=("198.51.100.7", 50123))
     return httpx.AsyncClient(transport=transport, base_url="http://gateway")
 
 
@@ -70,9 +70,9 @@ async def test_a_server_error_is_logged_with_its_request_id_route_and_problem(li
     assert request_id == answer.headers["X-Request-ID"]
     assert record.levelno == logging.WARNING
     assert record.getMessage() == "GET /v1/jobs/away answered 503"
-    facts = {key: getattr(record, key) for key in ("method", "path", "route", "status", "problem_code")}
+    facts = {key: getattr(record, key) for key in ("method", "path", "route", "status", "problem_code", "client")}
     assert facts == {"method": "GET", "path": "/v1/jobs/away", "route": "/v1/jobs/{job_id}", "status": 503,
-                     "problem_code": "service_unavailable"}  # fmt: skip
+                     "problem_code": "service_unavailable", "client": "198.51.100.7"}  # fmt: skip
     assert record.problem_detail == "no answer within 5s"  # type: ignore[attr-defined]
     assert record.duration_ms >= 0  # type: ignore[attr-defined]
     assert "someone" not in repr(record.__dict__)  # the query, which may hold an address, is not logged
