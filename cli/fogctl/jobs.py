@@ -18,12 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fog_client import Affinity, ArraySummary, Explanation, FogClient, Job, JobOutput, JobPage, JobSpec
-from fogctl import account, arrays
+from fogctl import account, arrays, job_specs
 from fogctl.formats import JsonOption, human_bytes, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: commands run on the nodes.")
@@ -105,29 +106,40 @@ def submit(
             "repeatable, 1 MiB in all",
         ),
     ] = None,
+    spec_file: Annotated[
+        str | None,
+        typer.Option(
+            "--spec",
+            help="A file (YAML or JSON; - for stdin) with the job's spec, as `fogctl job get ID --json` shows it;"
+            " the flags given with it win",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run a command on a node: fogctl job submit [OPTIONS] -- CMD [ARGS]..."""
-    if not command or not command[0]:
+    memory_bytes = None if memory is None else parse_memory(memory)
+    constraints = {**_given(region=region, arch=arch), **({"labels": parse_pairs(label, "--label")} if label else {})}
+    flags = _given(
+        command=command or None,
+        env=parse_pairs(env, "--env") if env else None,
+        resources=_given(cpu_cores=cpu, memory_bytes=memory_bytes, gpus=gpus) or None,
+        constraints=constraints or None,
+        affinities=[parse_affinity(value).model_dump() for value in affinity] if affinity else None,
+        network=None if network is None else network.value,
+        priority=priority, timeout_s=timeout, max_attempts=max_attempts, retry_backoff_s=retry_backoff,
+        name=name, idempotency_key=idempotency_key,
+        files=dict(read_job_file(each) for each in file) if file else None,
+        outputs=output or None,
+    )  # fmt: skip
+    body = job_specs.merged(job_specs.load(spec_file) if spec_file else {}, flags)
+    if not body.get("command") or not body["command"][0]:
         raise typer.BadParameter(
             "no command: give it after `--`, e.g. fogctl job submit -- echo hello", param_hint="CMD"
         )
-    memory_bytes = None if memory is None else parse_memory(memory)
-    spec = JobSpec.model_validate(
-        {
-            "command": command,
-            "env": parse_pairs(env or [], "--env"),
-            "resources": _given(cpu_cores=cpu, memory_bytes=memory_bytes, gpus=gpus),
-            "constraints": {"labels": parse_pairs(label or [], "--label"), "region": region, "arch": arch},
-            "affinities": [parse_affinity(value) for value in affinity or []],
-            "network": None if network is None else network.value,
-            **_given(priority=priority, timeout_s=timeout, max_attempts=max_attempts, retry_backoff_s=retry_backoff),
-            "name": name,
-            "idempotency_key": idempotency_key,
-            "files": dict(read_job_file(each) for each in file or []),
-            "outputs": output or [],
-        }
-    )
+    try:
+        spec = JobSpec.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--spec") from None
     if array is not None:
         _submit_array(spec, array, wait=wait, as_json=as_json)
     elif wait:
@@ -229,9 +241,18 @@ def list_jobs(
 
 
 @app.command()
-def get(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+def get(
+    job_id: JobIdArgument,
+    as_json: JsonOption = False,
+    spec_only: Annotated[
+        bool, typer.Option("--spec", help="Its spec alone, as YAML: what `fogctl job submit --spec FILE` takes")
+    ] = False,
+) -> None:
     """One job: its spec, progress and result."""
     job = account.with_saved_session(lambda client: client.get_job(job_id))
+    if spec_only:
+        typer.echo(job_specs.as_yaml(job.spec), nl=False)
+        return
     if as_json:
         typer.echo(json.dumps(job.model_dump(mode="json")))
         return

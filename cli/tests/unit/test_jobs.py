@@ -612,3 +612,91 @@ def test_submit_without_files_sends_no_files_field_and_a_missing_local_file_is_r
     code, _, err = fogctl("job", "submit", "--file", str(tmp_path / "nope"), "--", "true")
     assert code == 2
     assert "cannot read" in err
+
+
+SPEC_FILE = """\
+# a job kept with its project
+command: [python3, train.py, --epochs, "3"]
+name: train
+env: {MODE: full, SEED: "7"}
+resources: {cpu_cores: 2, memory_bytes: 1073741824}
+constraints: {labels: {zone: a}, region: eu-west}
+affinities: [{label: disk, value: ssd, weight: 20}]
+timeout_s: 600
+outputs: [model.bin]
+files: {train.py: cHJpbnQoMSkK}
+"""
+
+
+def test_submit_takes_a_spec_file_and_the_flags_given_with_it_win(
+    gateway: Gateway, logged_in: Session, tmp_path: Path
+) -> None:
+    spec = tmp_path / "train.yaml"
+    spec.write_text(SPEC_FILE)
+    code, out, err = fogctl(
+        "job", "submit", "--spec", str(spec), "--env", "SEED=8", "--label", "gpu=t4", "--cpu", "4",
+        "--affinity", "rack=r1:5", "--output", "log.txt", "--timeout", "900",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out == "j1\n"
+    sent = gateway.sent()
+    assert sent["command"] == ["python3", "train.py", "--epochs", "3"]
+    assert sent["env"] == {"MODE": "full", "SEED": "8"}  # the flag's over the file's
+    assert sent["resources"] == {"cpu_cores": 4, "memory_bytes": 1 << 30, "gpus": 0}
+    assert sent["constraints"] == {"labels": {"zone": "a", "gpu": "t4"}, "region": "eu-west"}
+    assert sent["affinities"] == [
+        {"label": "disk", "value": "ssd", "weight": 20}, {"label": "rack", "value": "r1", "weight": 5}
+    ]  # fmt: skip
+    assert (sent["name"], sent["timeout_s"], sent["priority"]) == ("train", 900, 50)
+    assert sent["outputs"] == ["model.bin", "log.txt"]
+    assert sent["files"] == {"train.py": "cHJpbnQoMSkK"}
+
+    code, _, err = fogctl("job", "submit", "--spec", str(spec), "--", "python3", "eval.py")
+    assert code == 0, err
+    assert json.loads(gateway.requests[-1].content)["command"] == ["python3", "eval.py"]  # a command replaces it
+
+
+def test_a_spec_as_json_on_stdin_is_taken_too(gateway: Gateway, logged_in: Session) -> None:
+    result = runner.invoke(
+        app, ["job", "submit", "--spec", "-"], input=json.dumps({"command": ["true"], "priority": 90})
+    )
+    assert result.exit_code == 0, result.stderr
+    assert (gateway.sent()["command"], gateway.sent()["priority"]) == (["true"], 90)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("comand: [echo, hi]\n", "unknown field(s) comand"),
+        ("command: [echo]\nresources: {cpu: 2}\n", "unknown field(s) resources.cpu"),
+        ("command: [echo]\naffinities: [{label: a, value: b, weight: 1, wieght: 2}]\n", "affinities[0].wieght"),
+        ("- echo\n- hi\n", "holds no mapping"),
+        ("command: [echo\n", "neither YAML nor JSON"),
+        ("env: {A: b}\n", "no command"),
+        ("command: [echo]\ntimeout_s: soon\n", "timeout_s"),
+    ],
+)
+def test_a_spec_file_that_is_wrong_is_refused_before_anything_is_sent(
+    gateway: Gateway, logged_in: Session, tmp_path: Path, content: str, said: str
+) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(content)
+    code, _, err = fogctl("job", "submit", "--spec", str(spec))
+    assert code == 2, err
+    assert said in " ".join(err.split()), err  # Rich wraps the message in its box
+    assert gateway.requests == []
+
+
+def test_a_jobs_spec_printed_as_yaml_is_submitted_again_as_it_was(
+    gateway: Gateway, logged_in: Session, tmp_path: Path
+) -> None:
+    code, out, err = fogctl("job", "get", "j1", "--spec")
+    assert code == 0, err
+    assert out.startswith("command:\n- echo\n- hi\n")
+    assert "null" not in out  # what was not set is left out
+    kept = tmp_path / "job.yaml"
+    kept.write_text(out)
+    code, _, err = fogctl("job", "submit", "--spec", str(kept))
+    assert code == 0, err
+    sent = json.loads(gateway.requests[-1].content)
+    assert {key: sent.get(key) for key in DEFAULT_SPEC} == DEFAULT_SPEC  # the job's spec, field for field
