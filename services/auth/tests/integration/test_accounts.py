@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -11,29 +10,13 @@ import jwt
 import pytest
 
 from fog_auth import service
-from fog_auth.app import MIGRATIONS
-from fog_auth.passwords import Passwords, cheap_hasher_for_tests
+from fog_auth.passwords import Passwords
 from fog_auth.service import AuthConfig, AuthError
-from fog_shared.testing.plugin import ServiceDbFactory
 from fog_shared.tokens import KeySet, TokenError, verify_access_token
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 CONFIG = AuthConfig()
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-async def conn(service_db: ServiceDbFactory) -> AsyncIterator[asyncpg.Connection]:
-    db = await service_db("auth", MIGRATIONS)
-    connection = await asyncpg.connect(db.dsn)
-    await service.ensure_signing_key(connection, CONFIG, now=NOW)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-def passwords() -> Passwords:
-    return Passwords(cheap_hasher_for_tests())
 
 
 async def keys(conn: asyncpg.Connection, now: datetime = NOW) -> KeySet:

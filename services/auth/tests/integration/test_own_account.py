@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from fog_auth import admin, own_account, service
-from fog_auth.app import MIGRATIONS
 from fog_auth.credentials import hash_secret
-from fog_auth.passwords import Passwords, cheap_hasher_for_tests
+from fog_auth.passwords import Passwords
 from fog_auth.service import AuthConfig, AuthError
 from fog_shared.commands import auth as contract
-from fog_shared.testing.plugin import ServiceDbFactory
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 CONFIG = AuthConfig()
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a different long passphrase"
 EMAIL = "alice@example.org"
-
-
-@pytest.fixture
-async def conn(service_db: ServiceDbFactory) -> AsyncIterator[asyncpg.Connection]:
-    db = await service_db("auth", MIGRATIONS)
-    connection = await asyncpg.connect(db.dsn)
-    await service.ensure_signing_key(connection, CONFIG, now=NOW)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-def passwords() -> Passwords:
-    return Passwords(cheap_hasher_for_tests())
 
 
 @pytest.fixture
