@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from fog_client import Node
+from fog_client import Contribution, Node
 from fogctl import account
 from fogctl.formats import JsonOption, human_bytes, print_table, when
 
@@ -141,6 +141,22 @@ def _version(agent: str | None) -> str:
     return version if name == "fog-agent" and version else agent
 
 
+def contributed(given: Contribution) -> str:
+    """What a node gave, in words: its attempts by outcome, then its hours of run and CPU time."""
+    ended = given.attempts_succeeded + given.attempts_failed
+    if not ended and not given.attempts_lost:
+        return "no job yet"
+    lost = f", {given.attempts_lost} lost" if given.attempts_lost else ""
+    return (
+        f"{ended} attempt{'' if ended == 1 else 's'} ran ({given.attempts_succeeded} succeeded, "
+        f"{given.attempts_failed} failed{lost}): {_hours(given.run_s)} run, {_hours(given.cpu_s)} of CPU"
+    )
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
 def node_rows(node: Node) -> dict[str, str]:
     capabilities, usage, location = node.capabilities, node.usage, node.location
     gpus = [f"{gpu.model} ({human_bytes(gpu.memory_bytes)})" for gpu in capabilities.gpus]
@@ -161,6 +177,7 @@ def node_rows(node: Node) -> dict[str, str]:
         "labels": ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-",
         "reputation": f"{node.reputation:.2f}",
         "running_jobs": str(node.running_jobs),
+        "contributed": contributed(node.contribution),
         "usage": (
             f"cpu {usage.cpu_percent:.1f}%, memory {human_bytes(usage.memory_used_bytes)}, "
             f"disk {human_bytes(usage.disk_used_bytes)}"

@@ -138,6 +138,17 @@ class NodeUsage(_Reply):
     disk_used_bytes: int
 
 
+class Contribution(_Reply):
+    """What a node gave since it was registered: the job attempts that ended there (succeeded, or failed by the
+    job itself), those it lost, and the run and CPU time of those that ran. Zeros from an older gateway."""
+
+    attempts_succeeded: int = 0
+    attempts_failed: int = 0
+    attempts_lost: int = 0
+    run_s: float = 0.0
+    cpu_s: float = 0.0
+
+
 class Node(_Reply):
     """A node as the registry sees it.
 
@@ -161,6 +172,7 @@ class Node(_Reply):
     status_changed_at: datetime
     #: what its agent said it is at its last beat (``fog-agent/0.4.0``)
     agent: str | None = None
+    contribution: Contribution = Field(default_factory=Contribution)
 
 
 class RegisteredNode(_Reply):

@@ -101,6 +101,13 @@ async def test_fogctl_submit_wait_echo_hello(stack: RunningStack) -> None:
     assert first["id"] == newest["id"]
     assert (again["status"], again["spec"]["command"]) == ("succeeded", ["echo", "hello"])
 
+    async def contributed() -> bool:  # the node that ran it counts what it gave (the registry, from the outcome)
+        code, shown = await fogctl("node", "get", newest["node_id"], "--json", env=config)
+        given = json.loads(shown)["contribution"]
+        return bool(code == 0 and given["attempts_succeeded"] >= 1 and given["run_s"] > 0)
+
+    await wait_until(contributed, timeout=10, what="the job counted in its node's contribution")
+
 
 async def test_a_jobs_files_reach_it_on_its_node_and_its_outputs_come_back(stack: RunningStack, tmp_path: Path) -> None:
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}

@@ -47,6 +47,8 @@ class Gateway:
     def __init__(self) -> None:
         self.current = 1
         never_heard = node("n2", region=None, last_heartbeat_at=None, status="down", agent=None)
+        never_heard["contribution"] = {"attempts_succeeded": 1200, "attempts_failed": 34, "attempts_lost": 2,
+                                       "run_s": 9000.0, "cpu_s": 45.0}  # fmt: skip
         self.nodes = {"n1": node("n1"), "n2": never_heard}
         self.requests: list[httpx.Request] = []
 
@@ -151,6 +153,9 @@ def test_get_shows_one_node(gateway: Gateway, logged_in: Session) -> None:
     assert "job_networks      host" in lines  # a node registered before nodes named them
     assert "labels            zone=a" in lines
     assert "usage             cpu 12.5%, memory 4.0 GiB, disk 100.0 GiB" in lines
+    assert "contributed       no job yet" in lines  # from a gateway older than contributions, too
+    code, out, err = fogctl("node", "get", "n2")
+    assert "contributed       1234 attempts ran (1200 succeeded, 34 failed, 2 lost): 2.5 h run, 45 s of CPU" in out
 
     code, out, err = fogctl("node", "get", "n2", "--json")
     assert code == 0, err

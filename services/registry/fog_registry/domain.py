@@ -23,7 +23,11 @@ The import-linter contract in pyproject.toml keeps asyncpg, nats, faststream and
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from fog_shared.events import Event
+from fog_shared.events.scheduler import JobCompleted, JobFailed
 
 READY, SUSPECT, DOWN, DRAINING, DEREGISTERED = "ready", "suspect", "down", "draining", "deregistered"
 ALIVE = frozenset({READY, DRAINING})
@@ -238,3 +242,36 @@ def patched_labels(current: dict[str, str], patch: dict[str, str | None], *, mos
     if len(labels) > most:
         raise TooManyLabels(f"a node has at most {most} labels; this would leave it {len(labels)}")
     return dict(sorted(labels.items()))
+
+
+@dataclass(slots=True)
+class Given:
+    """What a node gave in a batch of job outcomes (``contributions``)."""
+
+    succeeded: int = 0
+    failed: int = 0
+    lost: int = 0
+    run_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+def contributions(events: Iterable[Event]) -> dict[str, Given]:
+    """Per node: the attempts that ended there. A completed job's last attempt succeeded; a failed attempt is the
+    job's own failure (its exit code, its timeout) unless ``node_fault`` blames the node (lost: counted when the
+    job ends with it). Time and CPU are added where the agent measured them."""
+    given: dict[str, Given] = {}
+    for event in events:
+        if isinstance(event, JobCompleted):
+            counts = given.setdefault(event.node_id, Given())
+            counts.succeeded += 1
+        elif isinstance(event, JobFailed) and event.node_id:
+            counts = given.setdefault(event.node_id, Given())
+            if event.node_fault:
+                counts.lost += 1
+            else:
+                counts.failed += 1
+        else:
+            continue
+        counts.run_s += event.duration_s or 0.0
+        counts.cpu_s += event.cpu_s or 0.0
+    return given

@@ -74,7 +74,9 @@ def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
 
 
 async def on_job_outcomes(conn: asyncpg.Connection, events: list[tuple[Event, Envelope]]) -> None:
-    """Reputation follows what happened to the jobs a node ran: a batch of outcomes, one write per node."""
+    """Reputation and contribution follow what happened to the jobs a node ran: a batch of outcomes, one write
+    of each per node."""
+    await service.record_contributions(conn, [event for event, _ in events])
     outcomes = []
     for event, envelope in events:
         if isinstance(event, JobCompleted):

@@ -19,6 +19,7 @@ from fog_shared.commands import registry as contract
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.common import Refusal
 from fog_shared.envelope import Envelope
+from fog_shared.events import Event
 from fog_shared.events.registry import (
     NodeDeregistered,
     NodeLabelsChanged,
@@ -42,7 +43,8 @@ def view(row: asyncpg.Record, live: dict[str, Any] | None = None) -> contract.No
         values |= {"last_heartbeat_at": live["seen_at"], "usage": live["usage"], "running_jobs": live["running_jobs"],
                    "agent": live["agent"]}  # fmt: skip
     values.pop("draining", None)
-    return contract.NodeView(**values)
+    contribution = {name: values.pop(name) for name in store.CONTRIBUTION if name in values}
+    return contract.NodeView(**values, contribution=contract.Contribution(**contribution))
 
 
 async def register_node(
@@ -170,6 +172,16 @@ async def record_outcome(
 ) -> None:  # fmt: skip
     """Move the node's reputation; announce it when it moved noticeably (following ``caused_by``)."""
     await record_outcomes(conn, [Outcome(node_id, success, weight, reason, caused_by)], now=now)
+
+
+async def record_contributions(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Add what each node gave (``domain.contributions``) to its totals, the nodes in id order: the rows are
+    locked in the order ``record_outcomes`` then takes them again, so two batches cannot deadlock."""
+    for node_id, given in sorted(domain.contributions(events).items()):
+        await store.add_contribution(
+            conn, node_id, succeeded=given.succeeded, failed=given.failed, lost=given.lost, run_s=given.run_s,
+            cpu_s=given.cpu_s,
+        )  # fmt: skip
 
 
 async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome], *, now: datetime) -> None:

@@ -14,8 +14,11 @@ import asyncpg
 
 COLUMNS = (
     "id, owner_id, name, capabilities, labels, region, location, status, status_changed_at, draining,"
-    " last_heartbeat_at, usage, running_jobs, reputation, registered_at, agent"
+    " last_heartbeat_at, usage, running_jobs, reputation, registered_at, agent,"
+    " attempts_succeeded, attempts_failed, attempts_lost, run_s, cpu_s"
 )
+#: the columns of a node's contribution (``contract.Contribution``'s fields)
+CONTRIBUTION = ("attempts_succeeded", "attempts_failed", "attempts_lost", "run_s", "cpu_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +174,18 @@ async def set_reputation(
         " rep_updated_at = $5 WHERE id = $1",
         node_id, score, successes, failures, now,
     )  # fmt: skip
+
+
+async def add_contribution(
+    conn: asyncpg.Connection, node_id: str, *, succeeded: int, failed: int, lost: int, run_s: float, cpu_s: float
+) -> None:
+    await conn.execute(
+        "UPDATE nodes SET attempts_succeeded = attempts_succeeded + $2, attempts_failed = attempts_failed + $3,"
+        " attempts_lost = attempts_lost + $4, run_s = run_s + $5, cpu_s = cpu_s + $6 WHERE id = $1",
+        node_id,
+        succeeded,
+        failed,
+        lost,
+        run_s,
+        cpu_s,
+    )

@@ -556,7 +556,7 @@ async def _finished(
                                 report.output_truncated, report.error, report.cpu_s, report.max_rss_bytes))  # fmt: skip
     if report.outcome == "succeeded":
         return [JobCompleted(job_id=str(job_id), node_id=node_id, exit_code=report.exit_code or 0, completed_at=now,
-                             owner_id=owner)]  # fmt: skip
+                             owner_id=owner, duration_s=report.duration_s, cpu_s=report.cpu_s)]  # fmt: skip
     if report.outcome == "cancelled":
         return [JobCancelled(job_id=str(job_id), owner_id=owner, node_id=node_id, attempt=report.attempt,
                              cancelled_at=now)]  # fmt: skip
@@ -584,6 +584,7 @@ def _attempt_failed(
     return JobFailed(
         job_id=str(job["id"]), node_id=node_id, reason=reason, node_fault=False, failed_at=now,
         owner_id=job["owner_id"], attempt=attempt, exit_code=report.exit_code, retried=retry_in_s is not None,
+        duration_s=report.duration_s, cpu_s=report.cpu_s,
     )  # fmt: skip
 
 

@@ -115,6 +115,19 @@ class HeartbeatBatch(Strict):
     departed: list[str] = Field(default=[], max_length=MAX_BATCH_ITEMS)
 
 
+class Contribution(Strict):
+    """What a node gave since it was registered, from the outcomes of the job attempts placed on it."""
+
+    #: attempts that ran to their end there: succeeded, or failed by the job itself (exit code, timeout)
+    attempts_succeeded: int = 0
+    attempts_failed: int = 0
+    #: attempts it lost (it went down, or its sandbox broke), counted when the job ended with them
+    attempts_lost: int = 0
+    #: wall-clock and CPU time of the attempts that ran there, as its agent measured them
+    run_s: float = 0.0
+    cpu_s: float = 0.0
+
+
 class NodeView(Strict):
     id: str
     name: str
@@ -132,6 +145,7 @@ class NodeView(Strict):
     status_changed_at: Timestamp
     #: what its agent said it is at its last beat (``fog-agent/0.4.0``); none before its first
     agent: str | None = None
+    contribution: Contribution = Contribution()
 
 
 class RegisteredNode(Strict):

@@ -23,6 +23,9 @@ class JobCompleted(Event):
     exit_code: int
     completed_at: datetime
     owner_id: str | None = None
+    #: how long the attempt ran and the CPU time it used, as its agent measured them (None: not said)
+    duration_s: float | None = None
+    cpu_s: float | None = None
 
 
 class JobFailed(Event):
@@ -31,7 +34,8 @@ class JobFailed(Event):
     ``reason`` says what happened in words (``attempt 1 of 3 failed: exit code 3; tried again in 1 s``);
     ``retried`` whether the job goes back to pending for another attempt or has ended.
 
-    ``attempt``, ``exit_code`` and ``retried`` are absent (None) from events recorded before they were carried.
+    ``attempt``, ``exit_code``, ``retried``, ``duration_s`` and ``cpu_s`` are absent (None) from events recorded
+    before they were carried.
     """
 
     TYPE: ClassVar[EventType] = EventType("scheduler", "job", "failed", 1)
@@ -46,6 +50,9 @@ class JobFailed(Event):
     attempt: int | None = None
     exit_code: int | None = None
     retried: bool | None = None
+    #: of an attempt its node ran to an end: how long it ran and the CPU time it used (None: not said, or lost)
+    duration_s: float | None = None
+    cpu_s: float | None = None
 
 
 class JobSubmitted(Event):

@@ -1,4 +1,5 @@
-"""Reputation follows job outcomes: the scheduler's events move it, once each, and it is announced."""
+"""Reputation and contribution follow job outcomes: the scheduler's events move them, once each, and a change of
+reputation is announced."""
 
 from __future__ import annotations
 
@@ -91,6 +92,43 @@ async def test_job_outcomes_move_reputation_and_a_redelivered_outcome_counts_onc
         event = NodeReputationChanged.from_json((await sub.next_msg(timeout=5)).data)
         changes.append(round(event.reputation, 2))
     assert changes == [0.67, 0.75, 0.8, 0.67]
+
+
+async def test_a_nodes_contribution_adds_up_the_attempts_that_ended_there_each_once(
+    registry: NatsBroker, jetstream: JetStreamContext
+) -> None:
+    registration = {"name": "pi", "capabilities": CAPABILITIES}
+    node = await ask(registry, contract.REGISTER_NODE, {"owner_id": "owner-1", "registration": registration})
+    other = await ask(registry, contract.REGISTER_NODE, {"owner_id": "owner-1", "registration": registration})
+    assert node["contribution"] == {"attempts_succeeded": 0, "attempts_failed": 0, "attempts_lost": 0,
+                                    "run_s": 0.0, "cpu_s": 0.0}  # fmt: skip
+    now = datetime.now(UTC)
+    done = JobCompleted(job_id="j1", node_id=node["id"], exit_code=0, completed_at=now, duration_s=60.0, cpu_s=30.0)
+    envelope = Envelope.new(type=done.TYPE.name, source="fog/scheduler")
+    await publish_event(jetstream, "EVT_SCHEDULER", done, envelope)
+    await publish_event(jetstream, "EVT_SCHEDULER", done, envelope)  # a publisher retry: counted once
+    await published(jetstream, JobCompleted(job_id="j2", node_id=node["id"], exit_code=0, completed_at=now))  # older
+    await published(jetstream, JobFailed(job_id="j3", node_id=node["id"], reason="exit 1", node_fault=False,
+                                         failed_at=now, duration_s=2.5, cpu_s=1.25))  # fmt: skip
+    await published(
+        jetstream, JobFailed(job_id="j4", node_id=node["id"], reason="lost", node_fault=True, failed_at=now)
+    )
+    await published(jetstream, JobFailed(job_id="j5", node_id=None, reason="no node", node_fault=False, failed_at=now))
+    await published(jetstream, JobCompleted(job_id="j6", node_id=other["id"], exit_code=0, completed_at=now,
+                                            duration_s=1.0, cpu_s=0.5))  # fmt: skip
+
+    async def contribution(node_id: str) -> dict[str, Any]:
+        view = await ask(registry, contract.GET_NODE, {"node_id": node_id, "by": OWNER.model_dump()})
+        return dict(view["contribution"])
+
+    async def counted() -> bool:
+        return (await contribution(other["id"]))["attempts_succeeded"] == 1  # the last published, in order
+
+    await wait_until(counted, timeout=10, what="the outcomes counted")
+    assert await contribution(node["id"]) == {"attempts_succeeded": 2, "attempts_failed": 1, "attempts_lost": 1,
+                                              "run_s": 62.5, "cpu_s": 31.25}  # fmt: skip
+    assert await contribution(other["id"]) == {"attempts_succeeded": 1, "attempts_failed": 0, "attempts_lost": 0,
+                                               "run_s": 1.0, "cpu_s": 0.5}  # fmt: skip
 
 
 async def _above(value: Any, threshold: float) -> bool:

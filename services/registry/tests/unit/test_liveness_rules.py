@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from fog_registry import domain
 from fog_registry.domain import DOWN, DRAINING, READY, SUSPECT, LivenessPolicy, NodeLiveness, Reputation
+from fog_shared.events.scheduler import JobCompleted, JobFailed
 
 POLICY = LivenessPolicy.for_interval(5.0)  # suspect after 7.5 s, down after 20 s
 USAGE = {"cpu_percent": 1.0, "memory_used_bytes": 1, "disk_used_bytes": 1}
@@ -149,3 +152,18 @@ def test_a_drain_and_its_end_move_an_alive_node_at_once_and_leave_the_others_to_
         assert domain.drain_change("n1", status, draining=False) is None
     assert domain.drain_change("n1", DRAINING, draining=True) is None  # drained again: nothing new
     assert domain.drain_change("n1", READY, draining=False) is None
+
+
+def test_contributions_count_each_nodes_attempts_by_outcome_with_their_time() -> None:
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    events = [
+        JobCompleted(job_id="j1", node_id="a", exit_code=0, completed_at=now, duration_s=10.0, cpu_s=4.0),
+        JobFailed(job_id="j2", node_id="a", reason="exit 1", node_fault=False, failed_at=now, duration_s=1.0),
+        JobFailed(job_id="j3", node_id="a", reason="lost", node_fault=True, failed_at=now),
+        JobFailed(job_id="j4", node_id=None, reason="never placed", node_fault=False, failed_at=now),
+        JobCompleted(job_id="j5", node_id="b", exit_code=0, completed_at=now),  # an event older than the times
+    ]
+    assert domain.contributions(events) == {
+        "a": domain.Given(succeeded=1, failed=1, lost=1, run_s=11.0, cpu_s=4.0),
+        "b": domain.Given(succeeded=1),
+    }
