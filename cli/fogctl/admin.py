@@ -11,8 +11,7 @@ from rich.table import Table
 
 from fog_client import FogClient, PasswordReset, User
 from fogctl import account
-from fogctl.formats import JsonOption, print_table, when
-from fogctl.keys import parse_duration
+from fogctl.formats import JsonOption, parse_duration, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Accounts and signing keys (admin).")
 
@@ -33,10 +32,11 @@ async def user_id_of(client: FogClient, user: str) -> str:
 def users(
     limit: Annotated[int, typer.Option(help="At most this many, oldest first", min=1, max=1000)] = 100,
     offset: Annotated[int, typer.Option(help="Skip this many first (the next page)", min=0)] = 0,
+    email: Annotated[str | None, typer.Option(help="Only the account with this address (any case)")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The accounts, oldest first, a page at a time."""
-    page = account.with_saved_session(lambda client: client.list_users(limit=limit, offset=offset))
+    page = account.with_saved_session(lambda client: client.list_users(limit=limit, offset=offset, email=email))
     if as_json:
         typer.echo(json.dumps({"items": [user.model_dump(mode="json") for user in page]}))
         return
@@ -94,7 +94,7 @@ def reset_password(
 ) -> None:
     """A one-time token for a user who forgot their password, printed alone on stdout, this once: hand it to
     them (Fog sends no mail); they run `fogctl password reset TOKEN`. It replaces any earlier one."""
-    seconds = int(parse_duration(expires_in).total_seconds())
+    seconds = int(parse_duration(expires_in, "--expires-in").total_seconds())
 
     async def run(client: FogClient) -> PasswordReset:
         return await client.issue_password_reset(await user_id_of(client, user), expires_in_s=seconds)

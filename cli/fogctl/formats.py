@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -14,6 +15,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 #: as wide as any table may grow when the terminal is narrower than it
 _WIDEST = 10_000
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def when(moment: datetime | None, missing: str = "-") -> str:
@@ -45,3 +48,13 @@ def print_table(table: Table) -> None:
         table.box, table.show_edge = None, False
         console = Console(highlight=False, width=Measurement.get(console, unbounded, table).maximum)
     console.print(table)
+
+
+def parse_duration(text: str, option: str, *, bare_seconds: bool = False) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``2w``, ``45s``, ``1.5h``: a number and its unit (with ``bare_seconds``, a number
+    alone is seconds: ``90``, ``2.5``); more than nothing."""
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) == 0 or (not match.group(2) and not bare_seconds):
+        example = "90, 45s, 10m or 2h" if bare_seconds else "90d, 12h or 2w"
+        raise typer.BadParameter(f"{text!r} is not a duration such as {example}", param_hint=option)
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from fog_client import Affinity, ArraySummary, Explanation, FogClient, Job, JobOutput, JobPage, JobSpec
 from fogctl import account, arrays, job_specs
-from fogctl.formats import JsonOption, human_bytes, print_table, when
+from fogctl.formats import JsonOption, human_bytes, parse_duration, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: commands run on the nodes.")
 app.add_typer(arrays.app, name="array")
@@ -81,11 +81,13 @@ def submit(
     ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", help="K=V in the job's environment; repeatable")] = None,
     priority: Annotated[int | None, typer.Option(help="0..100, higher first (default 50)")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds an attempt may run (default 3600)")] = None,
+    timeout: Annotated[
+        str | None, typer.Option(help="How long an attempt may run: 90 (seconds), 10m, 2h (default 1h)")
+    ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts before giving up (default 3)")] = None,
     retry_backoff: Annotated[
-        float | None,
-        typer.Option(help="Seconds before the second attempt, doubling for each one after (default 1)"),
+        str | None,
+        typer.Option(help="The pause before the second attempt, doubling for each one after: 30, 5m (default 1 s)"),
     ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Submitting again with the same key answers the first job")
@@ -126,7 +128,8 @@ def submit(
         constraints=constraints or None,
         affinities=[parse_affinity(value).model_dump() for value in affinity] if affinity else None,
         network=None if network is None else network.value,
-        priority=priority, timeout_s=timeout, max_attempts=max_attempts, retry_backoff_s=retry_backoff,
+        priority=priority, timeout_s=_seconds(timeout, "--timeout"), max_attempts=max_attempts,
+        retry_backoff_s=_seconds(retry_backoff, "--retry-backoff"),
         name=name, idempotency_key=idempotency_key,
         files=dict(read_job_file(each) for each in file) if file else None,
         outputs=output or None,
@@ -352,6 +355,14 @@ def parse_affinity(value: str) -> Affinity:
     if not (colon and equals and label and weight.isdigit()):
         raise typer.BadParameter(f"{value!r} is not key=value:weight", param_hint="--affinity")
     return Affinity(label=label, value=text, weight=int(weight))
+
+
+def _seconds(given: str | None, option: str) -> float | int | None:
+    """A duration flag in seconds, a whole number where it is one (as the flag once was)."""
+    if given is None:
+        return None
+    seconds = parse_duration(given, option, bare_seconds=True).total_seconds()
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 def _given(**values: object) -> dict[str, object]:

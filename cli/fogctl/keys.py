@@ -6,8 +6,7 @@ A key is created from a logged-in session (a key cannot mint keys); its secret i
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -15,12 +14,9 @@ from rich.table import Table
 
 from fog_client import ApiKey
 from fogctl import account
-from fogctl.formats import JsonOption, print_table, when
+from fogctl.formats import JsonOption, parse_duration, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="API keys: credentials for scripts and `fog-agent join --api-key`.")
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 @app.command()
@@ -36,7 +32,7 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a key; its secret is printed alone on stdout, this once (it is stored only as a hash)."""
-    expires_at = datetime.now(UTC) + parse_duration(expires_in) if expires_in else None
+    expires_at = datetime.now(UTC) + parse_duration(expires_in, "--expires-in") if expires_in else None
     scopes = scope or ["user"]
     created = account.with_saved_session(lambda client: client.create_api_key(name, scopes, expires_at=expires_at))
     if as_json:
@@ -66,14 +62,6 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (not its sec
     """Revoke a key: it stops working at once."""
     account.with_saved_session(lambda client: client.revoke_api_key(key_id))
     account.console.print(f"Revoked API key {key_id}.", markup=False)
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90d``, ``12h``, ``30m``, ``2w``, ``45s``: a whole number and its unit."""
-    match = _DURATION.match(text)
-    if match is None or int(match.group(1)) == 0:
-        raise typer.BadParameter(f"{text!r} is not a duration such as 90d, 12h or 2w", param_hint="--expires-in")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 def key_table(keys: list[ApiKey]) -> Table:

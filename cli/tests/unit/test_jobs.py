@@ -700,3 +700,13 @@ def test_a_jobs_spec_printed_as_yaml_is_submitted_again_as_it_was(
     assert code == 0, err
     sent = json.loads(gateway.requests[-1].content)
     assert {key: sent.get(key) for key in DEFAULT_SPEC} == DEFAULT_SPEC  # the job's spec, field for field
+
+
+def test_timeouts_and_backoffs_take_units(gateway: Gateway, logged_in: Session) -> None:
+    code, _, err = fogctl("job", "submit", "--timeout", "10m", "--retry-backoff", "1.5", "--", "true")
+    assert code == 0, err
+    assert (gateway.sent()["timeout_s"], gateway.sent()["retry_backoff_s"]) == (600, 1.5)
+    code, _, err = fogctl("job", "submit", "--timeout", "soon", "--", "true")
+    assert code == 2
+    assert "is not a duration such as 90, 45s, 10m or 2h" in " ".join(err.split())
+    assert len(gateway.requests) == 1

@@ -193,6 +193,9 @@ async def test_an_admin_resets_a_forgotten_password_and_enables_an_account_by_it
     code, _, err = await fogctl("login", "--url", url, "--email", ADMIN_EMAIL, "--password-stdin",
                                 stdin=ADMIN_PASSWORD + "\n")  # fmt: skip
     assert code == 0, err
+    code, out, err = await fogctl("admin", "users", "--email", email.upper(), "--json")
+    assert code == 0, err
+    assert [user["email"] for user in json.loads(out)["items"]] == [email]
     code, _, err = await fogctl("admin", "disable", email.upper())  # an address, in any case
     assert code == 0, err
     assert f"Disabled {email}" in err
