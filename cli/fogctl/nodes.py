@@ -115,6 +115,7 @@ def node_table(nodes: list[Node]) -> Table:
         table.add_column(number, justify="right")
     table.add_column("region")
     table.add_column("reputation", justify="right")
+    table.add_column("jobs run", justify="right")
     table.add_column("last heartbeat")
     table.add_column("agent")
     for node in nodes:
@@ -126,6 +127,7 @@ def node_table(nodes: list[Node]) -> Table:
             human_bytes(node.capabilities.memory_bytes),
             node.region or "-",
             f"{node.reputation:.2f}",
+            str(node.contribution.attempts_succeeded + node.contribution.attempts_failed),
             when(node.last_heartbeat_at, NEVER),
             _version(node.agent),
             style="dim" if node.status in ("down", "deregistered") else None,

@@ -118,11 +118,11 @@ def cells(out: str, border: str) -> list[list[str]]:
 def test_list_shows_a_table_of_the_nodes(gateway: Gateway, logged_in: Session) -> None:
     code, out, err = fogctl("node", "list")
     assert code == 0, err
-    header = ["id", "name", "status", "cores", "memory", "region", "reputation", "last heartbeat", "agent"]
+    header = ["id", "name", "status", "cores", "memory", "region", "reputation", "jobs run", "last heartbeat", "agent"]
     assert cells(out, "┃") == [header]
     assert cells(out, "│") == [
-        ["n1", "edge-n1", "ready", "8", "16.0 GiB", "eu-west", "0.50", "2030-01-02 03:04:05 UTC", "0.4.0"],
-        ["n2", "edge-n2", "down", "8", "16.0 GiB", "-", "0.50", "never", "-"],
+        ["n1", "edge-n1", "ready", "8", "16.0 GiB", "eu-west", "0.50", "0", "2030-01-02 03:04:05 UTC", "0.4.0"],
+        ["n2", "edge-n2", "down", "8", "16.0 GiB", "-", "0.50", "1234", "never", "-"],
     ]
 
 
@@ -244,29 +244,9 @@ def test_a_table_too_wide_for_the_terminal_is_printed_whole(
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == [
-        "id",
-        "name",
-        "status",
-        "cores",
-        "memory",
-        "region",
-        "reputation",
-        "last",
-        "heartbeat",
-        "agent",
-    ]
+        "id", "name", "status", "cores", "memory", "region", "reputation", "jobs", "run", "last", "heartbeat", "agent"
+    ]  # fmt: skip
     assert lines[1].split() == [
-        "n1",
-        "edge-n1",
-        "ready",
-        "8",
-        "16.0",
-        "GiB",
-        "eu-west",
-        "0.50",
-        "2030-01-02",
-        "03:04:05",
-        "UTC",
-        "0.4.0",
-    ]
+        "n1", "edge-n1", "ready", "8", "16.0", "GiB", "eu-west", "0.50", "0", "2030-01-02", "03:04:05", "UTC", "0.4.0"
+    ]  # fmt: skip
     assert "…" not in out
