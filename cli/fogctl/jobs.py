@@ -219,6 +219,9 @@ def list_jobs(
         ),
     ] = None,
     array: Annotated[str | None, typer.Option("--array", help="Only the jobs of this array")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only the jobs of this name (as submitted with --name)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Jobs per page (default 100)")] = None,
     cursor: Annotated[str | None, typer.Option(help="Start at this page (a previous list's next cursor)")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursors to the last page")] = False,
@@ -230,8 +233,11 @@ def list_jobs(
 
     async def fetch(client: FogClient) -> JobPage:
         if not all_pages:
-            return await client.list_jobs(status=status, array_id=array, limit=limit, cursor=cursor, order=order)
-        items = [job async for job in client.iter_jobs(status=status, array_id=array, limit=limit, order=order)]
+            return await client.list_jobs(
+                status=status, array_id=array, name=name, limit=limit, cursor=cursor, order=order
+            )
+        jobs = client.iter_jobs(status=status, array_id=array, name=name, limit=limit, order=order)
+        items = [job async for job in jobs]
         return JobPage(items=items)
 
     page = account.with_saved_session(fetch)

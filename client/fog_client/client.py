@@ -364,10 +364,13 @@ class FogClient(ChatCalls):
         limit: int | None = None,
         cursor: str | None = None,
         order: Literal["oldest", "newest"] | None = None,
+        name: str | None = None,
     ) -> JobPage:
         """One page of your jobs, the oldest first (``order="newest"``: the last submitted first); pass its
-        ``next_cursor`` back as ``cursor`` for the next one."""
-        filters = {"status": status, "array_id": array_id, "limit": limit, "cursor": cursor, "order": order}
+        ``next_cursor`` back as ``cursor`` for the next one. ``status``, ``array_id`` and ``name`` narrow them."""
+        filters = {
+            "status": status, "array_id": array_id, "name": name, "limit": limit, "cursor": cursor, "order": order
+        }  # fmt: skip
         query: dict[str, str | int | list[str]] = {k: v for k, v in filters.items() if v is not None}
         return _parse(JobPage, await self._call("GET", "/v1/jobs", params=query))
 
@@ -378,11 +381,14 @@ class FogClient(ChatCalls):
         array_id: str | None = None,
         limit: int | None = None,
         order: Literal["oldest", "newest"] | None = None,
+        name: str | None = None,
     ) -> AsyncGenerator[Job, None]:
         """Every job matching the filters, following the cursors; ``limit`` is the size of each page."""
         cursor: str | None = None
         while True:
-            page = await self.list_jobs(status=status, array_id=array_id, limit=limit, cursor=cursor, order=order)
+            page = await self.list_jobs(
+                status=status, array_id=array_id, name=name, limit=limit, cursor=cursor, order=order
+            )
             for job in page.items:
                 yield job
             if page.next_cursor is None:

@@ -395,11 +395,12 @@ def test_list_as_json_follows_the_cursors_with_all(gateway: Gateway, logged_in: 
     assert (params["status"], params["array_id"], params["limit"]) == ("pending", "a1", "2")
     assert params["order"] == "newest"  # what a person listing their jobs looks for: the last ones
 
-    code, out, err = fogctl("job", "list", "--json", "--all", "--oldest-first")
+    code, out, err = fogctl("job", "list", "--json", "--all", "--oldest-first", "--name", "nightly")
     assert code == 0, err
     page = json.loads(out)
     assert ([j["id"] for j in page["items"]], page["next_cursor"]) == (["j1", "j2", "j3"], None)
     assert [request.url.params["order"] for request in gateway.requests[1:]] == ["oldest", "oldest"]
+    assert [request.url.params["name"] for request in gateway.requests[1:]] == ["nightly", "nightly"]
 
 
 def test_list_shows_a_table_and_where_the_next_page_is(gateway: Gateway, logged_in: Session) -> None:

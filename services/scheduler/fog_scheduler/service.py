@@ -277,7 +277,7 @@ async def list_jobs(conn: asyncpg.Connection, query: contract.ListJobsQuery) -> 
     array_id = _job_uuid(query.array_id) if query.array_id else None
     rows = await store.list_jobs(
         conn, owner_id=query.by.user_id, status=query.status, array_id=array_id, after=_decode_cursor(query.cursor),
-        limit=query.limit + 1, newest_first=query.order == "newest",
+        limit=query.limit + 1, newest_first=query.order == "newest", name=query.name,
     )  # fmt: skip
     page = _fitting(rows[: query.limit])  # a spec may carry a 1 MiB argv, or 512 KiB of files
     more = len(page) < len(rows)

@@ -164,6 +164,7 @@ async def list_jobs(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
     newest_first: bool = False,
+    name: str | None = None,
 ) -> list[asyncpg.Record]:
     """A page of the owner's jobs in the order they were submitted (or the reverse), after the cursor's job; each
     with ``spec_bytes``, the size of its spec as JSON text."""
@@ -177,6 +178,8 @@ async def list_jobs(
         clauses.append(f"status = {arg(status)}")
     if array_id is not None:
         clauses.append(f"array_id = {arg(array_id)}")
+    if name is not None:
+        clauses.append(f"name = {arg(name)}")  # along jobs_owner_name
     if after is not None:
         beyond = "<" if newest_first else ">"
         clauses.append(f"(submitted_at, id) {beyond} ({arg(after[0])}, {arg(after[1])})")

@@ -238,6 +238,8 @@ class ListJobsQuery(Strict):
     by: Principal
     status: JobStatus | None = None
     array_id: str | None = Field(default=None, max_length=64)
+    #: only the jobs of this name (the spec's ``name``, exactly)
+    name: Text | None = Field(default=None, min_length=1, max_length=128)
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=128)
     order: JobOrder = "oldest"

@@ -59,14 +59,15 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
         owner: Person,
         status: contract.JobStatus | None = None,
         array_id: Annotated[str | None, Query(max_length=64)] = None,
+        name: Annotated[str | None, Query(min_length=1, max_length=128, pattern=r"^[^\x00]+$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=128)] = None,
         order: contract.JobOrder = "oldest",
     ) -> dict[str, Any]:
         """Your jobs, a page at a time (follow ``next_cursor``): the oldest first, or with ``order=newest`` the
-        last submitted first."""
+        last submitted first; ``status``, ``array_id`` and ``name`` (exactly) narrow them."""
         query = contract.ListJobsQuery(
-            by=owner, status=status, array_id=array_id, limit=limit, cursor=cursor, order=order
+            by=owner, status=status, array_id=array_id, name=name, limit=limit, cursor=cursor, order=order
         )
         return await calls.ask(contract.LIST_JOBS, query)
 

@@ -481,6 +481,24 @@ async def test_an_array_submits_n_jobs_and_pages(stack: Stack) -> None:
     assert refused.status_code == 422
 
 
+async def test_jobs_are_listed_by_name_exactly(stack: Stack) -> None:
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    other = stack.bearer(await stack.register_and_login("vic@example.org"))
+    named = []
+    for name in ("nightly", "nightly-2", "nightly", None):
+        spec = {"command": ["true"], **({"name": name} if name else {})}
+        named.append((await stack.http.post("/v1/jobs", json=spec, headers=user)).json()["id"])
+    await stack.http.post("/v1/jobs", json={"command": ["true"], "name": "nightly"}, headers=other)
+    page = (await stack.http.get("/v1/jobs", params={"name": "nightly", "limit": 1}, headers=user)).json()
+    assert [j["id"] for j in page["items"]] == [named[0]]
+    rest = await stack.http.get("/v1/jobs", params={"name": "nightly", "cursor": page["next_cursor"]}, headers=user)
+    assert [j["id"] for j in rest.json()["items"]] == [named[2]]  # not nightly-2, not another user's
+    assert rest.json()["next_cursor"] is None
+    none = await stack.http.get("/v1/jobs", params={"name": "weekly"}, headers=user)
+    assert none.json()["items"] == []
+    assert (await stack.http.get("/v1/jobs", params={"name": ""}, headers=user)).status_code == 422
+
+
 async def test_an_array_is_summed_up_and_cancelled_whole_its_running_jobs_killed_on_their_node(stack: Stack) -> None:
     url = await stack.serve_gateway()
     agent = await ready_node(stack, url, await provider(stack), "a", cores=2)
