@@ -1,9 +1,10 @@
-"""``fogctl admin users|roles|disable|enable|reset-password|rotate-signing-key``: accounts and signing keys
-(admins only). A user is named by their id or their e-mail address."""
+"""``fogctl admin users|user|roles|disable|enable|unlock|reset-password|rotate-signing-key``: accounts and
+signing keys (admins only). A user is named by their id or their e-mail address."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -73,6 +74,32 @@ def disable(user: UserArgument) -> None:
 
 
 @app.command()
+def user(user: UserArgument, as_json: JsonOption = False) -> None:
+    """One account: roles, whether it is disabled or locked out (and until when), last login, password change."""
+
+    async def run(client: FogClient) -> User:
+        return await client.get_user(await user_id_of(client, user))
+
+    found = account.with_saved_session(run)
+    if as_json:
+        typer.echo(json.dumps(found.model_dump(mode="json")))
+        return
+    for label, value in user_rows(found).items():
+        typer.echo(f"{label:<16} {value}")
+
+
+@app.command()
+def unlock(user: UserArgument) -> None:
+    """End an account's lockout after too many wrong passwords: it may log in again at once."""
+
+    async def run(client: FogClient) -> User:
+        return await client.unlock_user(await user_id_of(client, user))
+
+    unlocked = account.with_saved_session(run)
+    account.console.print(f"Unlocked {unlocked.email} ({unlocked.id}).", markup=False)
+
+
+@app.command()
 def enable(user: UserArgument) -> None:
     """Enable a disabled account: it may log in again, and its API keys and node credentials that were not
     revoked work again."""
@@ -116,6 +143,21 @@ def rotate_signing_key() -> None:
     """Sign new tokens with a new key; the old one verifies the tokens it signed until they expire."""
     rotated = account.with_saved_session(lambda client: client.rotate_signing_key())
     account.console.print(f"Tokens are now signed with key {rotated.kid}.", markup=False)
+
+
+def user_rows(found: User) -> dict[str, str]:
+    locked = found.locked_until is not None and found.locked_until > datetime.now(UTC)
+    return {
+        "id": found.id,
+        "email": found.email,
+        "roles": ", ".join(found.roles) or "-",
+        "disabled": "yes" if found.disabled else "no",
+        "locked": f"until {when(found.locked_until)}" if locked else "no",
+        "failed_logins": f"{found.failed_logins} in a row",
+        "last_login": when(found.last_login_at, "never"),
+        "password_changed": when(found.password_changed_at, "never"),
+        "created": when(found.created_at),
+    }
 
 
 def user_table(page: list[User]) -> Table:

@@ -210,6 +210,13 @@ class FogClient(ChatCalls):
     async def disable_user(self, user_id: str) -> User:
         return _parse(User, await self._call("POST", f"/v1/admin/users/{_segment(user_id)}/disable"))
 
+    async def get_user(self, user_id: str) -> User:
+        return _parse(User, await self._call("GET", f"/v1/admin/users/{_segment(user_id)}"))
+
+    async def unlock_user(self, user_id: str) -> User:
+        """End the account's lockout (too many wrong passwords)."""
+        return _parse(User, await self._call("POST", f"/v1/admin/users/{_segment(user_id)}/unlock"))
+
     async def enable_user(self, user_id: str) -> User:
         return _parse(User, await self._call("POST", f"/v1/admin/users/{_segment(user_id)}/enable"))
 

@@ -64,11 +64,18 @@ class CreatedApiKey(_Reply):
 
 
 class User(_Reply):
+    """An account as admins see it (the fields after ``created_at`` are absent from older gateways)."""
+
     id: str
     email: str
     roles: list[str]
     disabled: bool
     created_at: datetime
+    failed_logins: int = 0
+    #: logins refused until then (too many wrong passwords); ``FogClient.unlock_user`` ends it
+    locked_until: datetime | None = None
+    last_login_at: datetime | None = None
+    password_changed_at: datetime | None = None
 
 
 class RotatedKey(_Reply):

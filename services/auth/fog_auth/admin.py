@@ -17,7 +17,7 @@ from fog_auth.credentials import hash_secret, new_secret
 from fog_auth.passwords import Passwords
 from fog_auth.service import SOURCE, AuthError, end_sessions, register
 from fog_shared.commands import auth as contract
-from fog_shared.events.auth import PasswordResetIssued, UserDisabled, UserEnabled, UserRolesChanged
+from fog_shared.events.auth import PasswordResetIssued, UserDisabled, UserEnabled, UserRolesChanged, UserUnlocked
 from fog_shared.pg import outbox
 
 
@@ -82,6 +82,27 @@ async def enable_user(
             await outbox.record(
                 conn, UserEnabled(user_id=str(user_id), enabled_by=command.by, enabled_at=now), source=SOURCE
             )
+        return await _current_view(conn, user_id)
+
+
+async def get_user(conn: asyncpg.Connection, query: contract.UserQuery) -> contract.UserView:
+    row = await store.user_view(conn, _user_id(query.user_id))
+    if row is None:
+        raise AuthError("not_found", "no such user")
+    return _view(row)
+
+
+async def unlock_user(
+    conn: asyncpg.Connection, command: contract.UnlockUserCommand, *, now: datetime
+) -> contract.UserView:
+    """End a lockout (a user who mistyped their password too often and cannot wait): logins are taken again."""
+    user_id = _user_id(command.user_id)
+    async with conn.transaction():
+        user = await _lock_existing(conn, user_id)
+        if user.failed_logins or user.locked_until is not None:
+            await store.unlock_user(conn, user_id)
+            event = UserUnlocked(user_id=str(user_id), unlocked_by=command.by, unlocked_at=now)
+            await outbox.record(conn, event, source=SOURCE)
         return await _current_view(conn, user_id)
 
 

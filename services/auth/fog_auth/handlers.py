@@ -174,6 +174,14 @@ def _admin_handlers(
     async def enable_user(body: contract.EnableUserCommand) -> dict[str, Any]:
         return await answer(lambda conn: admin.enable_user(conn, body, now=_now()))
 
+    @broker.subscriber(contract.USER_GET, queue=group, title="user_get")
+    async def get_user(body: contract.UserQuery) -> dict[str, Any]:
+        return await answer(lambda conn: admin.get_user(conn, body))
+
+    @broker.subscriber(contract.USER_UNLOCK, queue=group, title="user_unlock")
+    async def unlock_user(body: contract.UnlockUserCommand) -> dict[str, Any]:
+        return await answer(lambda conn: admin.unlock_user(conn, body, now=_now()))
+
     @broker.subscriber(contract.PASSWORD_RESET_ISSUE, queue=group, title="password_reset_issue")
     async def issue_password_reset(body: contract.PasswordResetIssueCommand) -> dict[str, Any]:
         return await answer(lambda conn: admin.issue_password_reset(conn, body, now=_now()))

@@ -166,12 +166,19 @@ async def retire_signing_keys(conn: asyncpg.Connection, now: datetime) -> None:
     await conn.execute("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL", now)
 
 
+#: a user as admins see them (``contract.UserView``)
+_VIEW = (
+    "id, email, roles, disabled, created_at, failed_logins, locked_until, password_changed_at,"
+    " (SELECT max(s.created_at) FROM sessions s WHERE s.user_id = users.id) AS last_login_at"
+)
+
+
 async def list_users(
     conn: asyncpg.Connection, limit: int, offset: int, *, email: str | None = None
 ) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            "SELECT id, email, roles, disabled, created_at FROM users"
+            f"SELECT {_VIEW} FROM users"
             " WHERE $3::text IS NULL OR lower(email) = lower($3)"
             " ORDER BY created_at, id LIMIT $1 OFFSET $2",
             limit,
@@ -182,9 +189,7 @@ async def list_users(
 
 
 async def user_view(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, email, roles, disabled, created_at FROM users WHERE id = $1", user_id
-    )
+    row: asyncpg.Record | None = await conn.fetchrow(f"SELECT {_VIEW} FROM users WHERE id = $1", user_id)
     return row
 
 
@@ -289,3 +294,7 @@ async def password_reset_for_update(conn: asyncpg.Connection, token_hash: bytes)
 
 async def mark_password_reset_used(conn: asyncpg.Connection, token_hash: bytes, now: datetime) -> None:
     await conn.execute("UPDATE password_resets SET used_at = $2 WHERE token_hash = $1", token_hash, now)
+
+
+async def unlock_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1", user_id)

@@ -28,6 +28,8 @@ SIGNING_KEY_ROTATE = command_subject("auth", "signing_key_rotate")
 NODE_CREDENTIAL_ISSUE = command_subject("auth", "node_credential_issue")
 NODE_CREDENTIAL_REVOKE = command_subject("auth", "node_credential_revoke")
 USER_ENABLE = command_subject("auth", "user_enable")
+USER_GET = query_subject("auth", "user_get")
+USER_UNLOCK = command_subject("auth", "user_unlock")
 PASSWORD_CHANGE = command_subject("auth", "password_change")
 PASSWORD_RESET_ISSUE = command_subject("auth", "password_reset_issue")
 PASSWORD_RESET = command_subject("auth", "password_reset")
@@ -156,6 +158,12 @@ class UserView(Strict):
     roles: list[str]
     disabled: bool
     created_at: Timestamp
+    #: wrong passwords in a row, and until when logins are refused for them (``POST .../unlock`` ends it)
+    failed_logins: int = 0
+    locked_until: Timestamp | None = None
+    #: the last login (a session opened), and the last change of password (a change or a reset)
+    last_login_at: Timestamp | None = None
+    password_changed_at: Timestamp | None = None
 
 
 class UserList(Strict):
@@ -185,6 +193,11 @@ class DisableUserCommand(Strict):
 
 
 class EnableUserCommand(Strict):
+    user_id: str
+    by: str
+
+
+class UnlockUserCommand(Strict):
     user_id: str
     by: str
 

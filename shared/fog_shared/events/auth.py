@@ -159,3 +159,14 @@ class UserLockedOut(Event):
     failures: int
     locked_until: datetime
     source: str
+
+
+class UserUnlocked(Event):
+    """An admin ended an account's lockout (its count of wrong passwords starts again from nothing)."""
+
+    TYPE: ClassVar[EventType] = EventType("auth", "user", "unlocked", 1)
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    unlocked_by: str
+    unlocked_at: datetime

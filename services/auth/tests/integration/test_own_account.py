@@ -234,3 +234,24 @@ async def test_an_admin_finds_an_account_by_its_address(
     assert [u.id for u in found.items] == [alice]
     assert (await admin.list_users(conn, contract.ListUsersQuery(email="carol@example.org"))).items == []
     assert len((await admin.list_users(conn, contract.ListUsersQuery())).items) == 2
+
+
+async def test_an_admin_sees_a_lockout_and_ends_it(conn: asyncpg.Connection, passwords: Passwords, alice: str) -> None:
+    await login(conn, passwords)
+    for _ in range(5):
+        with pytest.raises(AuthError):
+            await login(conn, passwords, "not it at all")
+    seen = await admin.get_user(conn, contract.UserQuery(user_id=alice))
+    assert (seen.failed_logins, seen.last_login_at) == (5, NOW)
+    assert seen.locked_until == NOW + timedelta(seconds=30)
+    assert seen.password_changed_at is None
+    with pytest.raises(AuthError, match="too many"):
+        await login(conn, passwords)
+    command = contract.UnlockUserCommand(user_id=alice, by="an-admin")
+    unlocked = await admin.unlock_user(conn, command, now=NOW)
+    assert (unlocked.failed_logins, unlocked.locked_until) == (0, None)
+    await admin.unlock_user(conn, command, now=NOW)  # nothing to end: no second event
+    assert (await login(conn, passwords)).access_token
+    assert [e["unlocked_by"] for e in await events(conn, "auth.user.unlocked.v1")] == ["an-admin"]
+    with pytest.raises(AuthError, match="no such user"):
+        await admin.get_user(conn, contract.UserQuery(user_id=str(uuid.uuid4())))

@@ -39,6 +39,16 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         """Disable an account: its sessions, API keys and node credentials stop working."""
         return await calls.ask(contract.USER_DISABLE, contract.DisableUserCommand(user_id=user_id, by=_by(admin)))
 
+    @router.get("/users/{user_id}", response_model=contract.UserView, responses=documented(404))
+    async def get_user(user_id: UserId, _: Admin) -> dict[str, Any]:
+        """One account: roles, whether disabled or locked out (and until when), last login, last password change."""
+        return await calls.ask(contract.USER_GET, contract.UserQuery(user_id=user_id))
+
+    @router.post("/users/{user_id}/unlock", response_model=contract.UserView, responses=documented(404))
+    async def unlock_user(user_id: UserId, admin: Admin) -> dict[str, Any]:
+        """End the account's lockout after too many wrong passwords: it may log in again at once."""
+        return await calls.ask(contract.USER_UNLOCK, contract.UnlockUserCommand(user_id=user_id, by=_by(admin)))
+
     @router.post("/users/{user_id}/enable", response_model=contract.UserView, responses=documented(404))
     async def enable_user(user_id: UserId, admin: Admin) -> dict[str, Any]:
         """Enable a disabled account: it may log in again, and its API keys and node credentials that were

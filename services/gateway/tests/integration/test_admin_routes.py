@@ -14,6 +14,8 @@ async def test_a_user_gets_403_on_every_admin_route(stack: Stack) -> None:
         ("PUT", f"/v1/admin/users/{me['user_id']}/roles", {"roles": ["admin"]}),
         ("POST", f"/v1/admin/users/{me['user_id']}/disable", None),
         ("POST", f"/v1/admin/users/{me['user_id']}/enable", None),
+        ("GET", f"/v1/admin/users/{me['user_id']}", None),
+        ("POST", f"/v1/admin/users/{me['user_id']}/unlock", None),
         ("POST", f"/v1/admin/users/{me['user_id']}/password-reset", None),
         ("POST", "/v1/admin/signing-keys/rotate", None),
     ]

@@ -196,6 +196,18 @@ async def test_an_admin_resets_a_forgotten_password_and_enables_an_account_by_it
     code, out, err = await fogctl("admin", "users", "--email", email.upper(), "--json")
     assert code == 0, err
     assert [user["email"] for user in json.loads(out)["items"]] == [email]
+    async with httpx.AsyncClient(base_url=url) as http:  # she forgot it, and locked herself out trying
+        for _ in range(5):
+            await http.post("/v1/auth/login", json={"email": email, "password": "what was it again"})
+    code, out, err = await fogctl("admin", "user", email)
+    assert code == 0, err
+    assert "locked           until " in out
+    assert "failed_logins    5 in a row" in out
+    code, _, err = await fogctl("admin", "unlock", email)
+    assert code == 0, err
+    assert f"Unlocked {email}" in err
+    code, out, err = await fogctl("admin", "user", email, "--json")
+    assert (json.loads(out)["locked_until"], json.loads(out)["failed_logins"]) == (None, 0)
     code, _, err = await fogctl("admin", "disable", email.upper())  # an address, in any case
     assert code == 0, err
     assert f"Disabled {email}" in err
