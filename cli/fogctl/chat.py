@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeVar
 import typer
 from rich.table import Table
 
-from fog_client import Conversation, FileInfo, FilePage, FogClient, Message
+from fog_client import Conversation, FileInfo, FilePage, FogClient, Message, MessagePage
 from fog_client.chat import UNREAD_CAP, ConversationMember
 from fogctl import account
 from fogctl.formats import JsonOption, human_bytes, print_table, when
@@ -129,6 +129,32 @@ def read(
         account.console.print(
             f"More after #{shown_up_to}: fogctl chat read {target} --after {shown_up_to}", markup=False
         )
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="What the messages hold (any case)", show_default=False)],
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Only in this conversation", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="At most this many, the newest first")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Messages you may read that hold TEXT, the newest first, each with its conversation."""
+
+    async def run(client: FogClient) -> tuple[MessagePage, dict[str, str]]:
+        page = await client.search_messages(text, conversation_id=conversation, limit=limit)
+        people = {} if as_json else names_of([m for conv in await client.list_conversations() for m in conv.members])
+        return page, people
+
+    page, people = account.with_saved_session(run)
+    if as_json:
+        typer.echo(json.dumps(page.model_dump(mode="json")))
+        return
+    for message in page.items:
+        typer.echo(f"{message.conversation_id} {message_line(message, people)}")
+    if page.more:
+        account.console.print(f"More than {limit}: --limit, or narrow it with --conversation", markup=False)
 
 
 @app.command()

@@ -248,6 +248,17 @@ class ChatCalls:
         response = await self._call("GET", path, params={k: v for k, v in given.items() if v is not None})
         return MessagePage.model_validate_json(response.content)
 
+    async def search_messages(
+        self, text: str, *, conversation_id: str | None = None, limit: int | None = None
+    ) -> MessagePage:
+        """Messages you may read whose text holds ``text`` (any case), the newest first; in one conversation or
+        across all of yours."""
+        given = {"text": text, "conversation_id": conversation_id, "limit": limit}
+        response = await self._call(
+            "GET", "/v1/conversations/search", params={k: v for k, v in given.items() if v is not None}
+        )
+        return MessagePage.model_validate_json(response.content)
+
     async def edit_message(self, conversation_id: str, seq: int, text: str) -> Message:
         path = f"/v1/conversations/{_segment(conversation_id)}/messages/{seq}"
         return Message.model_validate_json((await self._call("PATCH", path, {"text": text})).content)

@@ -98,6 +98,10 @@ def register(runtime: ServiceRuntime, settings: Settings) -> None:
     async def list_messages(body: contract.ListMessagesQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.list_messages(conn, body))
 
+    @broker.subscriber(contract.SEARCH_MESSAGES, queue=group, title="search_messages")
+    async def search_messages(body: contract.SearchMessagesQuery) -> dict[str, Any]:
+        return await answer(lambda conn: service.search_messages(conn, body))
+
     @broker.subscriber(contract.LIST_CONVERSATIONS, queue=group, title="list_conversations")
     async def list_conversations(body: contract.ByQuery) -> dict[str, Any]:
         return await answer(lambda conn: service.list_conversations(conn, body))

@@ -25,6 +25,7 @@ EDIT = command_subject("messaging", "edit")
 REBUILD = command_subject("messaging", "rebuild")
 DELETE = command_subject("messaging", "delete")
 LIST_MESSAGES = query_subject("messaging", "list_messages")
+SEARCH_MESSAGES = query_subject("messaging", "search_messages")
 LIST_CONVERSATIONS = query_subject("messaging", "list_conversations")
 GET_CONVERSATION = query_subject("messaging", "get_conversation")
 CREATE_GROUP = command_subject("messaging", "create_group")
@@ -155,6 +156,15 @@ class ListMessagesQuery(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
     #: ``seq``: as stored; ``causal``: happened-before first, concurrent ones in a fixed order
     order: Order = "seq"
+
+
+class SearchMessagesQuery(Strict):
+    by: Principal
+    #: what the text holds, compared case-insensitively (no patterns: ``%`` is a percent sign)
+    text: Text = Field(min_length=1, max_length=200)
+    #: only in this conversation
+    conversation_id: ConversationId | None = None
+    limit: int = Field(default=20, ge=1, le=100)
 
 
 class MessagePage(Strict):

@@ -139,6 +139,39 @@ async def test_unread_counts_others_messages_after_the_read_mark_that_the_member
     assert await unread(early) == (3, 1)
 
 
+async def test_search_finds_what_the_member_may_read_the_newest_first(stack: Stack) -> None:
+    alice, bob, carol = await members(stack, 3)
+    direct = await start_direct(alice, bob, "The Deploy went fine")
+    created = await alice.http.post("/v1/groups", json={"name": "ops", "member_ids": [bob.id]}, headers=alice.headers)
+    group = created.json()["id"]
+    await alice.send(group, "deploy at 5 (100% sure)")
+    gone = await alice.send(group, "deploy secrets: do not")
+    await alice.http.delete(f"/v1/conversations/{group}/messages/{gone['seq']}", headers=alice.headers)
+    await alice.http.delete(f"/v1/groups/{group}/members/{bob.id}", headers=alice.headers)
+    await alice.send(group, "deploy postponed")  # after bob left: not his to read
+    await start_direct(alice, carol, "no deploy talk with carol")
+
+    async def found(member: Member, text: str, **params: Any) -> list[str]:
+        answer = await member.http.get(
+            "/v1/conversations/search", params={"text": text, **params}, headers=member.headers
+        )
+        assert answer.status_code == 200, answer.text
+        return [m["text"] for m in answer.json()["items"]]
+
+    assert await found(bob, "DEPLOY") == ["deploy at 5 (100% sure)", "The Deploy went fine"]
+    assert await found(bob, "deploy", conversation_id=direct) == ["The Deploy went fine"]
+    assert await found(bob, "100%") == ["deploy at 5 (100% sure)"]  # a percent sign, not a pattern
+    assert await found(bob, "_") == []
+    assert await found(alice, "deploy", limit=2) == ["no deploy talk with carol", "deploy postponed"]
+    assert await found(carol, "deploy") == ["no deploy talk with carol"]
+    page = await alice.http.get(
+        "/v1/conversations/search", params={"text": "deploy", "limit": 2}, headers=alice.headers
+    )
+    assert page.json()["more"] is True
+    empty = await alice.http.get("/v1/conversations/search", params={"text": ""}, headers=alice.headers)
+    assert empty.status_code == 422
+
+
 async def test_roles_leaving_and_handing_over(stack: Stack) -> None:
     owner, admin, member, newcomer = await members(stack, 4)
     group = (

@@ -263,6 +263,14 @@ async def test_fogctl_chat_read_opens_at_the_first_unread_message(
     code, out, err = await fogctl("chat", "read", conversation, "--after", "0", "--limit", "1")
     assert [line.split()[0] for line in out.splitlines()] == ["#1"]
 
+    code, out, err = await fogctl("chat", "search", "THREE")
+    assert code == 0, err
+    assert out.strip().startswith(f"{conversation} #3 ")
+    assert out.strip().endswith(f"{alice.email}: three")  # the sender by address
+    code, out, err = await fogctl("chat", "search", "e", "--limit", "2", "--json")
+    assert [m["text"] for m in json.loads(out)["items"]] == ["three", "one"]
+    assert json.loads(out)["more"] is False
+
 
 async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:
     url = await stack.serve_gateway()

@@ -14,6 +14,7 @@ from fog_messaging.service.messages import (
     get_conversation,
     list_conversations,
     list_messages,
+    search_messages,
     send,
     send_many,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "member_of",
     "record_receipt",
     "remove_member",
+    "search_messages",
     "send",
     "send_many",
     "set_role",

@@ -277,6 +277,16 @@ async def list_messages(conn: asyncpg.Connection, query: contract.ListMessagesQu
     return contract.MessagePage(items=[message_view(r) for r in rows], more=more)
 
 
+async def search_messages(conn: asyncpg.Connection, query: contract.SearchMessagesQuery) -> contract.MessagePage:
+    """The newest messages holding ``text`` across the caller's conversations (or in one of them)."""
+    me = member_of(query.by)
+    conversation_id = None if query.conversation_id is None else conversation_uuid(query.conversation_id)
+    rows = await store.search_messages(
+        conn, me, query.text, conversation_id=conversation_id, limit=query.limit + 1
+    )  # fmt: skip
+    return contract.MessagePage(items=[message_view(r) for r in rows[: query.limit]], more=len(rows) > query.limit)
+
+
 async def list_conversations(conn: asyncpg.Connection, query: contract.ByQuery) -> contract.ConversationList:
     me = member_of(query.by)
     rows = await store.conversations_of(conn, me)

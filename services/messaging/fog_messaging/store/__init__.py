@@ -46,6 +46,7 @@ from fog_messaging.store.messages import (
     message,
     message_by_client_id,
     recent_clocks,
+    search_messages,
 )
 from fog_messaging.store.people import (
     count_users,
@@ -134,6 +135,7 @@ __all__ = [
     "remove_member",
     "rosters",
     "save_receipt",
+    "search_messages",
     "send_context",
     "set_node_owner",
     "set_role",

@@ -103,6 +103,25 @@ async def delete_message(conn: asyncpg.Connection, conversation_id: uuid.UUID, s
     )
 
 
+async def search_messages(
+    conn: asyncpg.Connection, reader: str, text: str, *, conversation_id: uuid.UUID | None, limit: int
+) -> list[asyncpg.Record]:
+    """The messages ``reader`` may read (within a stretch of membership) whose text holds ``text``, any case,
+    the newest first; deleted ones never. Only the reader's conversations are looked through."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM access a JOIN messages m ON m.conversation_id = a.conversation_id"
+        "  AND m.seq > a.after_seq AND (a.until_seq IS NULL OR m.seq <= a.until_seq)"
+        " WHERE a.member_id = $1 AND ($3::uuid IS NULL OR a.conversation_id = $3)"
+        "  AND m.deleted_at IS NULL AND strpos(lower(m.text), lower($2)) > 0"
+        " ORDER BY m.sent_at DESC, m.id LIMIT $4",
+        reader,
+        text,
+        conversation_id,
+        limit,
+    )
+    return rows
+
+
 async def list_messages(
     conn: asyncpg.Connection,
     conversation_id: uuid.UUID,
