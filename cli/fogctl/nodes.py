@@ -156,7 +156,9 @@ def contributed(given: Contribution) -> str:
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds:.0f} s"
+    if seconds >= 360:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 def node_rows(node: Node) -> dict[str, str]:
