@@ -44,7 +44,7 @@ PasswordStdinOption = Annotated[
 def login(url: UrlOption = DEFAULT_URL, email: EmailOption = None, password_stdin: PasswordStdinOption = False) -> None:
     """Log in to a Fog gateway and keep the session for the other commands."""
     email = _email(email, password_stdin)
-    password = _read_password(password_stdin)
+    password = read_password(password_stdin)
 
     async def run() -> tuple[Session, Me]:
         async with new_client(url) as client:
@@ -66,7 +66,7 @@ def register(
 ) -> None:
     """Create an account on a Fog gateway, then log in to it as `fogctl login` does."""
     email = _email(email, password_stdin)
-    password = _read_new_password(password_stdin)
+    password = read_new_password(password_stdin)
     roles = ("user", "provider") if provider else ("user",)
 
     async def run() -> tuple[Session, Me]:
@@ -140,20 +140,22 @@ def saved_session() -> Session:
     return saved
 
 
-def _read_password(from_stdin: bool) -> str:
+def read_password(from_stdin: bool, prompt: str = "Password") -> str:
+    """Typed at the terminal (never echoed), or a line of standard input for scripts."""
     if not from_stdin:
-        password: str = typer.prompt("Password", hide_input=True)
+        password: str = typer.prompt(prompt, hide_input=True)
         return password
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise typer.Exit(fail("no password on standard input"))
+        raise typer.Exit(fail(f"no {prompt.lower()} on standard input"))
     return password
 
 
-def _read_new_password(from_stdin: bool) -> str:
+def read_new_password(from_stdin: bool, prompt: str = "Password") -> str:
+    """As ``read_password``; typed twice at a terminal, so that a typo is caught."""
     if from_stdin:
-        return _read_password(from_stdin)
-    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return read_password(from_stdin, prompt)
+    password: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=True)
     return password
 
 

@@ -4,19 +4,30 @@ signing keys (admins only). A user is named by their id or their e-mail address.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.table import Table
 
-from fog_client import FogClient, PasswordReset, User
+from fog_client import FogClient, User
 from fogctl import account
 from fogctl.formats import JsonOption, parse_duration, print_table, when
 
 app = typer.Typer(no_args_is_help=True, help="Accounts and signing keys (admin).")
 
+T = TypeVar("T")
 UserArgument = Annotated[str, typer.Argument(help="The user's id or e-mail address", show_default=False)]
+
+
+def acting_on(user: str, act: Callable[[FogClient, str], Awaitable[T]]) -> T:
+    """``act`` with the saved session, on the user named by id or address (``user_id_of``)."""
+
+    async def run(client: FogClient) -> T:
+        return await act(client, await user_id_of(client, user))
+
+    return account.with_saved_session(run)
 
 
 async def user_id_of(client: FogClient, user: str) -> str:
@@ -53,10 +64,7 @@ def roles(
 ) -> None:
     """Replace a user's roles. Their sessions end, so their next tokens carry the new roles."""
 
-    async def run(client: FogClient) -> User:
-        return await client.set_roles(await user_id_of(client, user), role)
-
-    changed = account.with_saved_session(run)
+    changed = acting_on(user, lambda client, user_id: client.set_roles(user_id, role))
     account.console.print(
         f"{changed.email} ({changed.id}) now has: {', '.join(changed.roles) or 'no role'}.", markup=False
     )
@@ -66,10 +74,7 @@ def roles(
 def disable(user: UserArgument) -> None:
     """Disable an account: it cannot log in, and its sessions and API keys stop working."""
 
-    async def run(client: FogClient) -> User:
-        return await client.disable_user(await user_id_of(client, user))
-
-    disabled = account.with_saved_session(run)
+    disabled = acting_on(user, lambda client, user_id: client.disable_user(user_id))
     account.console.print(f"Disabled {disabled.email} ({disabled.id}).", markup=False)
 
 
@@ -77,10 +82,7 @@ def disable(user: UserArgument) -> None:
 def user(user: UserArgument, as_json: JsonOption = False) -> None:
     """One account: roles, whether it is disabled or locked out (and until when), last login, password change."""
 
-    async def run(client: FogClient) -> User:
-        return await client.get_user(await user_id_of(client, user))
-
-    found = account.with_saved_session(run)
+    found = acting_on(user, lambda client, user_id: client.get_user(user_id))
     if as_json:
         typer.echo(json.dumps(found.model_dump(mode="json")))
         return
@@ -92,10 +94,7 @@ def user(user: UserArgument, as_json: JsonOption = False) -> None:
 def unlock(user: UserArgument) -> None:
     """End an account's lockout after too many wrong passwords: it may log in again at once."""
 
-    async def run(client: FogClient) -> User:
-        return await client.unlock_user(await user_id_of(client, user))
-
-    unlocked = account.with_saved_session(run)
+    unlocked = acting_on(user, lambda client, user_id: client.unlock_user(user_id))
     account.console.print(f"Unlocked {unlocked.email} ({unlocked.id}).", markup=False)
 
 
@@ -104,10 +103,7 @@ def enable(user: UserArgument) -> None:
     """Enable a disabled account: it may log in again, and its API keys and node credentials that were not
     revoked work again."""
 
-    async def run(client: FogClient) -> User:
-        return await client.enable_user(await user_id_of(client, user))
-
-    enabled = account.with_saved_session(run)
+    enabled = acting_on(user, lambda client, user_id: client.enable_user(user_id))
     account.console.print(f"Enabled {enabled.email} ({enabled.id}).", markup=False)
 
 
@@ -123,10 +119,7 @@ def reset_password(
     them (Fog sends no mail); they run `fogctl password reset TOKEN`. It replaces any earlier one."""
     seconds = int(parse_duration(expires_in, "--expires-in").total_seconds())
 
-    async def run(client: FogClient) -> PasswordReset:
-        return await client.issue_password_reset(await user_id_of(client, user), expires_in_s=seconds)
-
-    issued = account.with_saved_session(run)
+    issued = acting_on(user, lambda client, user_id: client.issue_password_reset(user_id, expires_in_s=seconds))
     if as_json:
         typer.echo(json.dumps({**issued.model_dump(mode="json"), "token": issued.token}))
         return

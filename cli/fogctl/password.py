@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -22,8 +21,8 @@ StdinOption = Annotated[
 def change(password_stdin: StdinOption = False) -> None:
     """Change your password (the current one first, then the new one). This session stays signed in; every
     other session of yours (other shells, devices) ends. API keys keep working: revoke them apart."""
-    current = _read("Current password", password_stdin)
-    new = _read_new(password_stdin)
+    current = account.read_password(password_stdin, "Current password")
+    new = account.read_new_password(password_stdin, "New password")
     ended = account.with_saved_session(lambda client: client.change_password(current, new))
     account.console.print(
         f"Password changed; {_sessions(ended, 'other session')} ended (this one stays).", markup=False
@@ -41,7 +40,7 @@ def reset(
     """Set a new password with a reset token an admin issued (`fogctl admin reset-password`). Every session of
     the account ends; log in again with the new password."""
     gateway = url or _saved_gateway() or account.DEFAULT_URL
-    new = _read_new(password_stdin)
+    new = account.read_new_password(password_stdin, "New password")
 
     async def run() -> int:
         async with account.new_client(gateway) as client:
@@ -65,20 +64,3 @@ def _saved_gateway() -> str | None:
     except SessionError:
         return None
     return saved.gateway_url if saved else None
-
-
-def _read(prompt: str, from_stdin: bool) -> str:
-    if not from_stdin:
-        typed: str = typer.prompt(prompt, hide_input=True)
-        return typed
-    line = sys.stdin.readline().rstrip("\r\n")
-    if not line:
-        raise typer.Exit(account.fail(f"no {prompt.lower()} on standard input"))
-    return line
-
-
-def _read_new(from_stdin: bool) -> str:
-    if from_stdin:
-        return _read("New password", from_stdin)
-    typed: str = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-    return typed
