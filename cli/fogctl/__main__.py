@@ -6,7 +6,7 @@ import typer
 
 from fogctl import __version__, account, admin, chat, dev, events, jobs, keys, nodes, password, sessions, status
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fog's command line.")
+app = typer.Typer(no_args_is_help=True, help="Fog's command line.")
 
 
 def _show_version(wanted: bool) -> None:

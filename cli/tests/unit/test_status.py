@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +72,10 @@ def test_a_failing_check_or_a_service_without_replicas_exits_1_and_says_which(
 def test_fogctl_says_its_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert (result.exit_code, result.stdout) == (0, f"fogctl {importlib.metadata.version('fogctl')}\n")
+
+
+def test_the_shell_completes_fogctls_commands() -> None:
+    env = {**os.environ, "_FOGCTL_COMPLETE": "complete_bash", "COMP_WORDS": "fogctl job su", "COMP_CWORD": "2"}
+    fogctl = Path(sys.executable).with_name("fogctl")  # the installed command: completion goes by its name
+    completed = subprocess.run([str(fogctl)], env=env, capture_output=True, text=True, check=False)
+    assert completed.stdout.split() == ["submit"], completed.stderr
