@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from fog_gateway.authz import NODES, PEOPLE, USERS, Authorizer
 from fog_gateway.calls import ServiceCalls
-from fog_gateway.problems import GUARDED_ERRORS, documented
+from fog_gateway.problems import GUARDED_ERRORS, Problem, documented
 from fog_gateway.security import Principal
 from fog_gateway.tolerant import RepliesReadTolerantly
 from fog_shared.commands import auth as contract
@@ -93,12 +93,14 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
 
 
 def _user(principal: Principal) -> str:
-    assert principal.user_id is not None  # an access token always names its user
+    if principal.user_id is None:  # an access token names its user: never, short of a forged claim set
+        raise Problem(403, "Forbidden", "this credential names no user", code="forbidden")
     return principal.user_id
 
 
 def _session(principal: Principal) -> str:
-    assert principal.session_id is not None  # ... and its session
+    if principal.session_id is None:  # auth's tokens carry their session (sid); a token without one has none
+        raise Problem(403, "Forbidden", "this token names no session", code="forbidden")
     return principal.session_id
 
 
