@@ -131,6 +131,28 @@ def read(
         )
 
 
+@app.command("mark-read")
+def mark_read_command(
+    conversations: Annotated[
+        list[str] | None, typer.Argument(help="Conversation ids (none: every one with unread messages)")
+    ] = None,
+) -> None:
+    """Mark everything in these conversations (or all of yours) read: their unread counts go."""
+
+    async def run(client: FogClient) -> int:
+        if conversations:
+            chosen = [await client.get_conversation(each) for each in conversations]
+        else:
+            chosen = [conv for conv in await client.list_conversations() if conv.unread]
+        for conv in chosen:
+            if conv.last_seq > conv.read_seq:
+                await client.mark(conv.id, conv.last_seq, "read")
+        return sum(1 for conv in chosen if conv.last_seq > conv.read_seq)
+
+    marked = account.with_saved_session(run)
+    account.console.print(f"Marked {marked} conversation{'' if marked == 1 else 's'} read.", markup=False)
+
+
 @app.command()
 def search(
     text: Annotated[str, typer.Argument(help="What the messages hold (any case)", show_default=False)],

@@ -263,13 +263,19 @@ async def test_fogctl_chat_read_opens_at_the_first_unread_message(
     code, out, err = await fogctl("chat", "read", conversation, "--after", "0", "--limit", "1")
     assert [line.split()[0] for line in out.splitlines()] == ["#1"]
 
+    await alice.send(conversation, "five")
+    code, _, err = await fogctl("chat", "mark-read")
+    assert code == 0, err
+    assert "Marked 1 conversation read." in err
+    code, out, err = await fogctl("chat", "read", "--json")
+    assert [c["unread"] for c in json.loads(out)["items"]] == [0]
     code, out, err = await fogctl("chat", "search", "THREE")
     assert code == 0, err
     assert out.strip().startswith(f"{conversation} #3 ")
     assert out.strip().endswith(f"{alice.email}: three")  # the sender by address
     code, out, err = await fogctl("chat", "search", "e", "--limit", "2", "--json")
-    assert [m["text"] for m in json.loads(out)["items"]] == ["three", "one"]
-    assert json.loads(out)["more"] is False
+    assert [m["text"] for m in json.loads(out)["items"]] == ["five", "three"]
+    assert json.loads(out)["more"] is True  # "one" too
 
 
 async def test_a_live_stream_dropped_and_resumed_from_its_token_loses_and_repeats_nothing(stack: Stack) -> None:
