@@ -42,7 +42,7 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         """Your conversations, the most recently active first."""
         return await calls.ask(contract.LIST_CONVERSATIONS, contract.ByQuery(by=me))
 
-    @router.get("/search", response_model=contract.MessagePage)
+    @router.get("/search", response_model=contract.MessagePage, responses=documented(404))
     async def search_messages(
         me: Person,
         text: Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[^\x00]+$")],
@@ -50,7 +50,8 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
         """Messages you may read whose text holds ``text`` (any case), the newest first, across your
-        conversations or in ``conversation_id``; ``more`` when there are more than ``limit``."""
+        conversations or in ``conversation_id`` (404 unless it is yours); ``more`` when there are more than
+        ``limit``."""
         query = contract.SearchMessagesQuery(by=me, text=text, conversation_id=conversation_id, limit=limit)
         return await calls.ask(contract.SEARCH_MESSAGES, query)
 

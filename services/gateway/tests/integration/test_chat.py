@@ -164,6 +164,10 @@ async def test_search_finds_what_the_member_may_read_the_newest_first(stack: Sta
     assert await found(bob, "_") == []
     assert await found(alice, "deploy", limit=2) == ["no deploy talk with carol", "deploy postponed"]
     assert await found(carol, "deploy") == ["no deploy talk with carol"]
+    theirs = await carol.http.get(
+        "/v1/conversations/search", params={"text": "deploy", "conversation_id": direct}, headers=carol.headers
+    )
+    assert theirs.status_code == 404  # alice and bob's: as if it did not exist
     page = await alice.http.get(
         "/v1/conversations/search", params={"text": "deploy", "limit": 2}, headers=alice.headers
     )

@@ -281,6 +281,8 @@ async def search_messages(conn: asyncpg.Connection, query: contract.SearchMessag
     """The newest messages holding ``text`` across the caller's conversations (or in one of them)."""
     me = member_of(query.by)
     conversation_id = None if query.conversation_id is None else conversation_uuid(query.conversation_id)
+    if conversation_id is not None and not await store.access(conn, conversation_id, me):
+        raise no_conversation()  # another's looks as one that never was, as everywhere
     rows = await store.search_messages(
         conn, me, query.text, conversation_id=conversation_id, limit=query.limit + 1
     )  # fmt: skip
