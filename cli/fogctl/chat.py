@@ -144,10 +144,10 @@ def mark_read_command(
             chosen = [await client.get_conversation(each) for each in conversations]
         else:
             chosen = [conv for conv in await client.list_conversations() if conv.unread]
-        for conv in chosen:
-            if conv.last_seq > conv.read_seq:
-                await client.mark(conv.id, conv.last_seq, "read")
-        return sum(1 for conv in chosen if conv.last_seq > conv.read_seq)
+        behind = [conv for conv in chosen if conv.last_seq > conv.read_seq]
+        for conv in behind:
+            await client.mark(conv.id, conv.last_seq, "read")
+        return len(behind)
 
     marked = account.with_saved_session(run)
     account.console.print(f"Marked {marked} conversation{'' if marked == 1 else 's'} read.", markup=False)

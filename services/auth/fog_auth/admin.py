@@ -15,17 +15,10 @@ import asyncpg
 from fog_auth import store
 from fog_auth.credentials import hash_secret, new_secret
 from fog_auth.passwords import Passwords
-from fog_auth.service import SOURCE, AuthError, end_sessions, register
+from fog_auth.service import SOURCE, AuthError, end_sessions, parse_id, register
 from fog_shared.commands import auth as contract
 from fog_shared.events.auth import PasswordResetIssued, UserDisabled, UserEnabled, UserRolesChanged, UserUnlocked
 from fog_shared.pg import outbox
-
-
-def _user_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise AuthError("not_found", "no such user") from None
 
 
 def _view(row: asyncpg.Record) -> contract.UserView:
@@ -38,7 +31,7 @@ async def list_users(conn: asyncpg.Connection, query: contract.ListUsersQuery) -
 
 
 async def set_roles(conn: asyncpg.Connection, command: contract.SetRolesCommand, *, now: datetime) -> contract.UserView:
-    user_id, roles = _user_id(command.user_id), sorted(set[str](command.roles))
+    user_id, roles = parse_id(command.user_id, "user"), sorted(set[str](command.roles))
     async with conn.transaction():
         user = await _lock_existing(conn, user_id)
         if "admin" in user.roles and "admin" not in roles:
@@ -57,7 +50,7 @@ async def set_roles(conn: asyncpg.Connection, command: contract.SetRolesCommand,
 async def disable_user(
     conn: asyncpg.Connection, command: contract.DisableUserCommand, *, now: datetime
 ) -> contract.UserView:
-    user_id = _user_id(command.user_id)
+    user_id = parse_id(command.user_id, "user")
     async with conn.transaction():
         user = await _lock_existing(conn, user_id)
         if not user.disabled:
@@ -74,7 +67,7 @@ async def enable_user(
     conn: asyncpg.Connection, command: contract.EnableUserCommand, *, now: datetime
 ) -> contract.UserView:
     """Undo a disable: the account may log in again (its ended sessions stay ended)."""
-    user_id = _user_id(command.user_id)
+    user_id = parse_id(command.user_id, "user")
     async with conn.transaction():
         user = await _lock_existing(conn, user_id)
         if user.disabled:
@@ -86,7 +79,7 @@ async def enable_user(
 
 
 async def get_user(conn: asyncpg.Connection, query: contract.UserQuery) -> contract.UserView:
-    row = await store.user_view(conn, _user_id(query.user_id))
+    row = await store.user_view(conn, parse_id(query.user_id, "user"))
     if row is None:
         raise AuthError("not_found", "no such user")
     return _view(row)
@@ -96,7 +89,7 @@ async def unlock_user(
     conn: asyncpg.Connection, command: contract.UnlockUserCommand, *, now: datetime
 ) -> contract.UserView:
     """End a lockout (a user who mistyped their password too often and cannot wait): logins are taken again."""
-    user_id = _user_id(command.user_id)
+    user_id = parse_id(command.user_id, "user")
     async with conn.transaction():
         user = await _lock_existing(conn, user_id)
         if user.failed_logins or user.locked_until is not None:
@@ -111,7 +104,7 @@ async def issue_password_reset(
 ) -> contract.IssuedPasswordReset:
     """A one-time token the user sets a new password with (``own_account.reset_password``); it replaces any
     earlier unused one. Fog sends no mail: the admin hands it over."""
-    user_id = _user_id(command.user_id)
+    user_id = parse_id(command.user_id, "user")
     async with conn.transaction():
         user = await _lock_existing(conn, user_id)
         token = new_secret(contract.PASSWORD_RESET_PREFIX)

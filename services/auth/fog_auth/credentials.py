@@ -15,7 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from fog_auth import credential_store, domain, store
-from fog_auth.service import SOURCE, AuthError
+from fog_auth.service import SOURCE, AuthError, parse_id
 from fog_shared.commands import auth as contract
 from fog_shared.events.auth import ApiKeyRevoked, NodeCredentialIssued, NodeCredentialRevoked
 from fog_shared.pg import outbox
@@ -29,13 +29,6 @@ def new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
-def _parse_uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise AuthError("not_found", f"no such {what}") from None
-
-
 def _key_view(row: asyncpg.Record) -> contract.ApiKeyView:
     return contract.ApiKeyView(**{**dict(row), "id": str(row["id"])})
 
@@ -43,7 +36,7 @@ def _key_view(row: asyncpg.Record) -> contract.ApiKeyView:
 async def create_api_key(
     conn: asyncpg.Connection, *, user_id: str, request: contract.ApiKeyCreateRequest, now: datetime
 ) -> contract.CreatedApiKey:
-    owner = await store.user_by_id(conn, _parse_uuid(user_id, "user"))
+    owner = await store.user_by_id(conn, parse_id(user_id, "user"))
     if owner is None or owner.disabled:
         raise AuthError("not_found", "no such user")
     if not domain.scope_allowed(set(request.scopes), set(owner.roles)):
@@ -63,12 +56,12 @@ async def create_api_key(
 
 
 async def list_api_keys(conn: asyncpg.Connection, *, user_id: str) -> contract.ApiKeyList:
-    rows = await credential_store.api_keys_of(conn, _parse_uuid(user_id, "user"))
+    rows = await credential_store.api_keys_of(conn, parse_id(user_id, "user"))
     return contract.ApiKeyList(items=[_key_view(r) for r in rows])
 
 
 async def revoke_api_key(conn: asyncpg.Connection, *, user_id: str, api_key_id: str, now: datetime) -> None:
-    key_id, owner_id = _parse_uuid(api_key_id, "API key"), _parse_uuid(user_id, "user")
+    key_id, owner_id = parse_id(api_key_id, "API key"), parse_id(user_id, "user")
     async with conn.transaction():
         if not await credential_store.revoke_api_key(conn, key_id, owner_id, now):
             raise AuthError("not_found", "no such API key")
@@ -81,7 +74,7 @@ async def issue_node_credential(
 ) -> contract.IssuedNodeCredential:
     """A new credential for the node; any earlier one stops working. The first provider to get a
     credential for a node id owns it: nobody else can take it over."""
-    owner_uuid = _parse_uuid(owner_id, "user")
+    owner_uuid = parse_id(owner_id, "user")
     async with conn.transaction():
         owner = await store.user_by_id(conn, owner_uuid)
         if owner is None or owner.disabled or "provider" not in owner.roles:

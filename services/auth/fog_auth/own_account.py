@@ -21,19 +21,13 @@ from fog_auth.service import (
     count_wrong_password,
     end_sessions,
     keeping_refusals,
+    parse_id,
     refuse_while_locked,
     revoke_session,
 )
 from fog_shared.commands import auth as contract
 from fog_shared.events.auth import UserPasswordChanged
 from fog_shared.pg import outbox
-
-
-def _uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise AuthError("not_found", f"no such {what}") from None
 
 
 def _refuse_weak(problems: list[domain.PolicyViolation]) -> None:
@@ -46,7 +40,7 @@ async def change_password(
 ) -> contract.SessionsEnded:
     """The current password proves it is the user (not just someone with their token); every other session
     of theirs ends, the one asking stays signed in. A wrong current password counts as a failed login."""
-    user_id, session_id = _uuid(command.user_id, "user"), _uuid(command.session_id, "session")
+    user_id, session_id = parse_id(command.user_id, "user"), parse_id(command.session_id, "session")
     async with keeping_refusals(conn):  # a wrong password's count is kept
         user = await store.lock_user(conn, user_id)
         if user is None or user.disabled:
@@ -94,7 +88,7 @@ async def _record_change(conn: asyncpg.Connection, user_id: uuid.UUID, how: str,
 async def list_sessions(
     conn: asyncpg.Connection, query: contract.SessionQuery, *, now: datetime
 ) -> contract.SessionList:
-    rows = await store.live_session_views(conn, _uuid(query.user_id, "user"), now)
+    rows = await store.live_session_views(conn, parse_id(query.user_id, "user"), now)
     return contract.SessionList(
         items=[
             contract.SessionView(**{**dict(r), "id": str(r["id"]), "current": str(r["id"]) == query.session_id})
@@ -105,7 +99,7 @@ async def list_sessions(
 
 async def end_session(conn: asyncpg.Connection, command: contract.SessionEndCommand, *, now: datetime) -> None:
     """End one of the user's own sessions (another user's is "no such session", as one that never was)."""
-    user_id, session_id = _uuid(command.user_id, "user"), _uuid(command.session_id, "session")
+    user_id, session_id = parse_id(command.user_id, "user"), parse_id(command.session_id, "session")
     async with conn.transaction():
         if await store.session_owner(conn, session_id) != user_id:
             raise AuthError("not_found", "no such session")
@@ -116,7 +110,7 @@ async def end_other_sessions(
     conn: asyncpg.Connection, query: contract.SessionQuery, *, now: datetime
 ) -> contract.SessionsEnded:
     """Sign out everywhere else: every live session of the user but the one asking."""
-    user_id, keep = _uuid(query.user_id, "user"), _uuid(query.session_id, "session")
+    user_id, keep = parse_id(query.user_id, "user"), parse_id(query.session_id, "session")
     async with conn.transaction():
         ended = await end_sessions(conn, user_id, "ended_by_user", now, keep=keep)
     return contract.SessionsEnded(sessions_ended=ended)

@@ -52,6 +52,14 @@ class TokenPair:
     session_id: str
 
 
+def parse_id(value: str, what: str) -> uuid.UUID:
+    """An id from a request: anything but a uuid is "no such ``what``", as an unknown one is."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise AuthError("not_found", f"no such {what}") from None
+
+
 def hash_refresh_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
