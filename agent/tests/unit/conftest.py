@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -71,3 +72,20 @@ def as_nobody() -> AsNobody:
         return os.waitstatus_to_exitcode(status)
 
     return run
+
+
+#: skips the test where a probe, run as ``nobody``, finds the machine refuses it what the test needs
+NobodyMay = Callable[[Callable[[], int], str], None]
+
+
+@pytest.fixture
+def nobody_may(as_nobody: AsNobody) -> NobodyMay:
+    """Skip the test where ``probe``, run as ``nobody``, finds the machine refuses it ``what``: a CI sandbox may, now
+    and then, where the kernel's switches say it may not. The agent then gives its jobs less, which other tests show."""
+
+    def check(probe: Callable[[], int], what: str) -> None:
+        refused = as_nobody(probe)
+        if refused:
+            pytest.skip(f"this machine refuses nobody {what}: {errno.errorcode.get(refused, str(refused))}")
+
+    return check
