@@ -108,6 +108,14 @@ def submit(
             "repeatable, 1 MiB in all",
         ),
     ] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            help="ID of a job, or an array, of yours that must succeed first; repeatable. Should one end otherwise,"
+            " this job is cancelled, never run",
+        ),
+    ] = None,
     spec_file: Annotated[
         str | None,
         typer.Option(
@@ -132,7 +140,7 @@ def submit(
         retry_backoff_s=_seconds(retry_backoff, "--retry-backoff"),
         name=name, idempotency_key=idempotency_key,
         files=dict(read_job_file(each) for each in file) if file else None,
-        outputs=output or None,
+        outputs=output or None, after=after or None,
     )  # fmt: skip
     body = job_specs.merged(job_specs.load(spec_file) if spec_file else {}, flags)
     if not body.get("command") or not body["command"][0]:
@@ -495,6 +503,7 @@ def job_rows(job: Job) -> dict[str, str]:
         "files": ", ".join(f"{path} ({human_bytes(len(base64.b64decode(data)))})" for path, data in spec.files.items())
         or "-",
         "outputs": ", ".join(spec.outputs) or "-",
+        "after": ", ".join(spec.after) or "-",
         "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU",
         "requires": ", ".join(required) or "-",
         "prefers": ", ".join(f"{a.label}={a.value} ({a.weight})" for a in spec.affinities) or "-",
@@ -518,7 +527,12 @@ def job_rows(job: Job) -> dict[str, str]:
 def explanation_lines(explanation: Explanation) -> list[str]:
     """The decision in words; the filters are why nodes were left out, most common reason first."""
     lines = [f"Job {explanation.job_id} is {explanation.status}."]
-    if explanation.decided_at is None:
+    if explanation.waiting_for:  # not looked at by placement until they have succeeded
+        lines.append("It waits for these jobs to succeed first:")
+        lines += [f"  {waited.job_id}  {waited.status}" for waited in explanation.waiting_for]
+        if explanation.summary and explanation.summary.endswith(" more"):  # the first ones alone are listed
+            lines.append(f"  {explanation.summary.rpartition(', ')[2]}")
+    elif explanation.decided_at is None:
         lines.append("The scheduler has not considered it yet.")
     else:
         lines.append(f"Decided {when(explanation.decided_at)}: {explanation.summary or 'no summary'}")

@@ -252,6 +252,9 @@ class JobSpec(_Reply):
     files: dict[str, str] = Field(default_factory=dict)
     #: paths read back from there once it ended: ``FogClient.job_files`` and ``job_file``; 1 MiB in all
     outputs: list[str] = Field(default_factory=list)
+    #: ids of jobs, or of whole arrays, that must all succeed before this one is placed; should one of them end
+    #: otherwise, this one is cancelled, never run (its ``error`` says which)
+    after: list[str] = Field(default_factory=list)
 
 
 class Job(_Reply):
@@ -340,6 +343,13 @@ class JobFiles(_Reply):
     ended: bool = False
 
 
+class Waited(_Reply):
+    """A job another job waits for, and its status."""
+
+    job_id: str
+    status: str
+
+
 class Explanation(_Reply):
     """Why the scheduler placed a job where it did, or why it has not yet.
 
@@ -353,6 +363,8 @@ class Explanation(_Reply):
     summary: str | None = None
     filtered: dict[str, int] = Field(default_factory=dict)
     candidates: list[dict[str, Any]] = Field(default_factory=list)
+    #: of the jobs it is to run after, the first of those that have not succeeded yet
+    waiting_for: list[Waited] = Field(default_factory=list)
 
 
 class JobPage(_Reply):

@@ -132,6 +132,38 @@ async def test_a_jobs_files_reach_it_on_its_node_and_its_outputs_come_back(stack
     assert (code, zeros) == (0, "\x00\x00\x00")
 
 
+async def test_a_job_after_an_array_runs_once_all_its_jobs_succeeded_and_one_after_a_failure_never(
+    stack: RunningStack,
+) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
+    mapping = ("job", "submit", "--array", "3", "--cpu", "0.25", "--", "sh", "-c", "sleep 0.3")
+    code, out = await fogctl(*mapping, env=config)
+    assert code == 0
+    array_id = out.strip()
+    code, out = await fogctl("job", "submit", "--after", array_id, "--wait", "--", "echo", "reduced", env=config)
+    assert (code, out) == (0, "reduced\n")
+    code, listed = await fogctl("job", "list", "--json", "--array", array_id, env=config)
+    mapped = json.loads(listed)["items"]
+    code, listed = await fogctl("job", "list", "--json", "--limit", "1", env=config)
+    [reduced] = json.loads(listed)["items"]
+    assert reduced["spec"]["after"] == [array_id]
+    assert [job["status"] for job in mapped] == ["succeeded"] * 3
+    assert max(job["finished_at"] for job in mapped) <= reduced["started_at"]  # ISO 8601 UTC: ordered as text
+
+    marker = "until [ -e fail ]; do sleep 0.0505; done; false"  # fails once told to: after the next submit
+    code, out = await fogctl("job", "submit", "--max-attempts", "1", "--", "sh", "-c", marker, env=config)
+    failing = out.strip()
+    code, out = await fogctl("job", "submit", "--after", failing, "--", "echo", "never", env=config)
+    assert code == 0, out
+    never = out.strip()
+    await wait_until(lambda: _some_running(marker), timeout=10, what="the job to fail running")
+    touch_in_its_directory(marker, "fail")
+    code, out = await fogctl("job", "wait", never, "--json", env=config)
+    waited = json.loads(out)
+    assert (code, waited["job"]["status"], waited["output"]["output"]) == (1, "cancelled", "")
+    assert waited["job"]["error"] == f"never ran: job {failing}, which it was to run after, ended failed"
+
+
 async def test_a_job_reaches_its_own_directory_by_its_path(stack: RunningStack) -> None:
     # `python3 script.py` opens the script by its absolute path: every directory on the way must let the job's own
     # user through, and a root agent's default work directory was once inside its root-only state directory.

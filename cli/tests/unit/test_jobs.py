@@ -502,6 +502,31 @@ def test_a_job_not_yet_considered_says_so(gateway: Gateway, logged_in: Session) 
     assert (code, out) == (0, "Job j1 is pending.\nThe scheduler has not considered it yet.\n")
 
 
+def test_submit_after_other_jobs_names_each_once_after_the_spec_files(
+    gateway: Gateway, logged_in: Session, tmp_path: Path
+) -> None:
+    first, second, array = "0f8e5a8e-0000-4000-8000-000000000001", "0f8e5a8e-0000-4000-8000-000000000002", "a" * 32
+    spec = tmp_path / "ship.yaml"
+    spec.write_text(f"command: [ship]\nafter: [{first}]\n")
+    code, _, err = fogctl("job", "submit", "--spec", str(spec), "--after", second, "--after", first, "--after", array)
+    assert code == 0, err
+    assert gateway.sent()["after"] == [first, second, array]  # as given: the gateway reads any form of a uuid
+
+
+def test_explain_a_job_waiting_for_others_lists_them(gateway: Gateway, logged_in: Session) -> None:
+    gateway.explanation = {
+        "job_id": "j1", "status": "pending", "decided_at": None, "filtered": {}, "candidates": [],
+        "summary": "waiting for 22 jobs to succeed first: j7 (running), j8 (pending), and 20 more",
+        "waiting_for": [{"job_id": "j7", "status": "running"}, {"job_id": "j8", "status": "pending"}],
+    }  # fmt: skip
+    code, out, err = fogctl("job", "explain", "j1")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "Job j1 is pending.", "It waits for these jobs to succeed first:", "  j7  running", "  j8  pending",
+        "  and 20 more",
+    ]  # fmt: skip
+
+
 def test_someone_elses_job_exits_1_with_the_problem(gateway: Gateway, logged_in: Session) -> None:
     for command in ("get", "logs", "cancel", "explain", "wait"):
         code, _, err = fogctl("job", command, "j9")
@@ -609,7 +634,7 @@ def test_submit_without_files_sends_no_files_field_and_a_missing_local_file_is_r
     gateway: Gateway, logged_in: Session, tmp_path: Path
 ) -> None:
     assert fogctl("job", "submit", "--", "true")[0] == 0
-    assert not {"files", "outputs"} & gateway.sent().keys()  # an older gateway refuses even empty ones
+    assert not {"files", "outputs", "after"} & gateway.sent().keys()  # an older gateway refuses even empty ones
     code, _, err = fogctl("job", "submit", "--file", str(tmp_path / "nope"), "--", "true")
     assert code == 2
     assert "cannot read" in err

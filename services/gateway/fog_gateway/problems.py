@@ -29,7 +29,7 @@ STATUS_BY_CODE = {
     "invalid_signature": 422,
     "too_many_labels": 422,
     # scheduler
-    "too_many_waiting": 409,
+    "too_many_waiting": 409, "invalid_dependency": 422,
     "service_unavailable": 503,
     # a service's bug (ServiceRuntime.answer logs it)
     "internal_error": 500,

@@ -286,3 +286,24 @@ def unseen_output(stored: int, offset: int, data: str) -> str:
     if offset > stored:
         return ""
     return data[stored - offset :]
+
+
+#: the most (job, job it waits for) pairs one submit may make: an array of 100,000 jobs after 10 jobs makes a million
+DEPENDENCY_PAIRS_MAX = 1_000_000
+
+
+def dependencies_fit(waited: int, dependants: int) -> bool:
+    return waited * dependants <= DEPENDENCY_PAIRS_MAX
+
+
+def stranded_reason(blocker: str, status: str) -> str:
+    """Why a job is cancelled, never run: a job it was to run after ended without succeeding."""
+    return f"never ran: job {blocker}, which it was to run after, ended {status}"
+
+
+def waiting_summary(waiting: int, shown: Sequence[tuple[str, str]]) -> str:
+    """What a job that waits for others to succeed waits for: how many, and the first of them with their status."""
+    listed = ", ".join(f"{job_id} ({status})" for job_id, status in shown)
+    more = f", and {waiting - len(shown)} more" if waiting > len(shown) else ""
+    jobs = "job" if waiting == 1 else f"{waiting} jobs"
+    return f"waiting for {jobs} to succeed first: {listed}{more}"

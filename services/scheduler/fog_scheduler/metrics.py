@@ -41,7 +41,8 @@ JOBS = Gauge(
 )
 OLDEST_PENDING_S = Gauge(
     "fog_scheduler_oldest_pending_job_age_seconds",
-    "Since when the oldest pending job was submitted (retries included; the leading replica's view, 0 elsewhere)",
+    "Since when the oldest pending job was submitted (retries included, jobs waiting for other jobs not;"
+    " the leading replica's view, 0 elsewhere)",
 )
 LEADING = Gauge(
     "fog_scheduler_leading", "1 on the replica that places jobs, 0 on the others (a sum of 0: nobody places)"

@@ -117,6 +117,26 @@ async def submit(
     its events are one statement (``outbox.record_with``), after the capacity read when placing: a lone
     job's way to running starts with these two round trips.
     """
+    if command.spec.after:  # placed by the placement loop once they succeeded; checked and recorded with the job
+        key = command.spec.idempotency_key
+        first = None if key is None else await store.job_by_key(conn, command.owner_id, key)
+        if first is not None:  # answered as before, though what it waits for may have failed since
+            return {"job": view(first), "created": False}
+        async with conn.transaction():
+            waits = await _unmet_dependencies(conn, command.owner_id, command.spec.after, dependants=1)
+            return await _submit(conn, command, now=now, place=None, waiting_max=waiting_max, waits=waits)
+    return await _submit(conn, command, now=now, place=place, waiting_max=waiting_max, waits=[])
+
+
+async def _submit(
+    conn: asyncpg.Connection,
+    command: contract.SubmitCommand,
+    *,
+    now: datetime,
+    place: PlaceNew | None,
+    waiting_max: int,
+    waits: Sequence[uuid.UUID],
+) -> dict[str, Any]:
     spec, owner = command.spec, command.owner_id
     event_id = str(uuid.uuid4())
     correlation = _request(event_id)
@@ -128,10 +148,12 @@ async def submit(
     row = (new.id, owner, spec.name, None, None, new.spec, spec.priority, spec.idempotency_key, now, correlation,
            made.ids[-1])  # fmt: skip
     placed = None if placement is None else (placement.node_id, placement.explanation)
-    change, args = store.insert_job(row, placed, waiting_max=waiting_max)
+    change, args = store.insert_job(row, placed, waiting_max=waiting_max, waiting_for=len(waits))
     inserted = await outbox.record_with(
         conn, change, args, made.events, source=SOURCE, causes=made.causes, ids=made.ids
     )
+    if inserted and waits:
+        await store.insert_dependencies(conn, [new.id], waits)
     if not inserted:  # a used key (a concurrent first use waits for its commit), or too many waiting
         first = None if spec.idempotency_key is None else await store.job_by_key(conn, owner, spec.idempotency_key)
         if first is not None:
@@ -189,6 +211,7 @@ async def submit_array(
             if existing is not None:
                 return await _array_view(conn, existing["id"], existing["count"])
         await _check_waiting(conn, owner, count, waiting_max)
+        waits = await _unmet_dependencies(conn, owner, spec.after, dependants=count) if spec.after else []
         base = spec.model_dump(mode="json")
         spec_bytes = len(json.dumps(base))
         if not domain.array_specs_fit(spec_bytes, count):
@@ -206,11 +229,39 @@ async def submit_array(
                          event_ids[index]))  # fmt: skip
             events.append(JobSubmitted(job_id=str(job_id), owner_id=owner, array_id=str(array_id),
                                        priority=spec.priority, submitted_at=now))  # fmt: skip
-        await store.insert_jobs(conn, rows)
+        await store.insert_jobs(conn, rows, waiting_for=len(waits))
+        if waits:
+            await store.insert_dependencies(conn, [row[0] for row in rows], waits)
         await outbox.record_many(conn, events, source=SOURCE, causes=[(request, None)] * count, ids=event_ids)
     return contract.ArrayView(
         array_id=str(array_id), count=count, job_ids=[str(r[0]) for r in rows] if count <= ARRAY_IDS_SHOWN else None
     )
+
+
+async def _unmet_dependencies(
+    conn: asyncpg.Connection, owner: str, after: Sequence[str], *, dependants: int
+) -> list[uuid.UUID]:
+    """Of the jobs ``after`` names (jobs, or every job of an array) for ``dependants`` new jobs, those that have not
+    succeeded yet, locked until the new jobs and their dependencies are written: none of them ends unseen between.
+    Refused (``invalid_dependency``) when one names nothing of the owner's, or a job that ended and did not
+    succeed (the new job would never run); ``too_large`` past ``domain.DEPENDENCY_PAIRS_MAX``."""
+    named = [uuid.UUID(entry) for entry in after]
+    rows, found = await store.lock_dependencies(conn, owner, named)
+    for entry in named:
+        if entry not in found:  # someone else's job looks like none, as everywhere
+            raise SchedulerError("invalid_dependency", f"after: no job or array of yours has the id {entry}")
+    for row in rows:
+        if row["status"] in contract.ENDED and row["status"] != "succeeded":
+            raise SchedulerError(
+                "invalid_dependency", f"after: job {row['id']} ended {row['status']}; a job after it would never run"
+            )
+    unmet = sorted(row["id"] for row in rows if row["status"] != "succeeded")
+    if not domain.dependencies_fit(len(unmet), dependants):
+        raise SchedulerError(
+            "too_large", f"{dependants} jobs each waiting for {len(unmet)} jobs make more than "
+            f"{domain.DEPENDENCY_PAIRS_MAX:,} dependencies: wait for fewer jobs, or submit fewer at once",
+        )  # fmt: skip
+    return unmet
 
 
 async def _check_waiting(conn: asyncpg.Connection, owner: str, adding: int, waiting_max: int) -> None:
@@ -361,13 +412,19 @@ def _file_info(row: asyncpg.Record) -> contract.JobFileInfo:
 
 
 async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
+    """The placement decision recorded for the job; for one still waiting for other jobs to succeed, those."""
     job = await owned_job(conn, query)
-    row = await store.job_detail(conn, _job_uuid(query.job_id), "explain")
-    recorded = (row["explain"] if row else None) or {}
+    row = await store.job_detail(conn, job["id"], "explain, waiting_for")
+    assert row is not None
+    recorded, summary, waited = row["explain"] or {}, None, list[contract.Waited]()
+    if job["status"] == "pending" and row["waiting_for"] > 0:
+        waited = [contract.Waited(job_id=str(r["id"]), status=r["status"])
+                  for r in await store.waited_for(conn, job["id"], contract.WAITED_SHOWN)]  # fmt: skip
+        summary = domain.waiting_summary(row["waiting_for"], [(w.job_id, w.status) for w in waited])
     return contract.Explanation(
         job_id=query.job_id, status=job["status"], decided_at=recorded.get("decided_at"),
-        summary=recorded.get("summary"), filtered=recorded.get("filtered", {}),
-        candidates=recorded.get("candidates", []),
+        summary=summary or recorded.get("summary"), filtered=recorded.get("filtered", {}),
+        candidates=recorded.get("candidates", []), waiting_for=waited,
     )  # fmt: skip
 
 
@@ -388,22 +445,46 @@ async def cancel(conn: asyncpg.Connection, query: contract.JobQuery, *, now: dat
     return view(updated)
 
 
-async def _cancel_locked(conn: asyncpg.Connection, jobs: Sequence[Mapping[str, Any]], now: datetime) -> None:
+async def _cancel_locked(
+    conn: asyncpg.Connection, jobs: Sequence[Mapping[str, Any]], now: datetime, reasons: Mapping[Any, str] = {}
+) -> None:
     """Cancel these jobs, locked and not ended, with one statement for all and one ``job.cancelled``
-    each, which follows from the job's latest event: a placed job's node is told by it to kill the job."""
+    each, which follows from the job's latest event: a placed job's node is told by it to kill the job.
+    Why, by job id, where it was not its owner's asking (``reasons``). Their dependants are cancelled too."""
     if not jobs:
         return
     ids = [str(uuid.uuid4()) for _ in jobs]
-    await store.cancel_many(conn, [(job["id"], event_id) for job, event_id in zip(jobs, ids, strict=True)],
-                            error=CANCELLED_BY_OWNER, now=now)  # fmt: skip
+    why = [reasons.get(job["id"], CANCELLED_BY_OWNER) for job in jobs]
+    cancels = [(job["id"], event_id, error) for job, event_id, error in zip(jobs, ids, why, strict=True)]
+    await store.cancel_many(conn, cancels, now=now)
     await store.forget_output_so_far(conn, [job["id"] for job in jobs])
     events = [
         JobCancelled(job_id=str(job["id"]), owner_id=job["owner_id"], attempt=job["attempt"], cancelled_at=now,
-                     node_id=job["node_id"] if job["status"] in store.PLACED else None)
+                     node_id=job["node_id"] if job["status"] in store.PLACED else None, reason=reasons.get(job["id"]))
         for job in jobs
     ]  # fmt: skip
     causes = [(job["correlation_id"], job["last_event_id"]) for job in jobs]
     await outbox.record_many(conn, events, source=SOURCE, causes=causes, ids=ids)
+    await _after_endings(conn, [(job["id"], "cancelled") for job in jobs], now)
+
+
+# -- jobs run after others -------------------------------------------------------------------
+
+
+async def _after_endings(conn: asyncpg.Connection, ended: Sequence[tuple[uuid.UUID, str]], now: datetime) -> None:
+    """What these jobs' endings (id, final status) mean for the jobs waiting for them: one that succeeded lets
+    them wait for one fewer (placed once they wait for none); one that did not cancels them, and theirs in turn."""
+    succeeded = [job_id for job_id, status in ended if status == "succeeded"]
+    if succeeded:
+        await store.release_dependants(conn, succeeded)
+    status_of = {job_id: status for job_id, status in ended if status != "succeeded"}
+    if not status_of:
+        return
+    stranded = await store.lock_stranded_dependants(conn, list(status_of))
+    reasons = {
+        job["id"]: domain.stranded_reason(job["blocker"], status_of[uuid.UUID(job["blocker"])]) for job in stranded
+    }
+    await _cancel_locked(conn, stranded, now, reasons)
 
 
 # -- arrays ----------------------------------------------------------------------------------
@@ -501,6 +582,7 @@ async def record_reports(conn: asyncpg.Connection, command: contract.ReportsComm
                 if job is not None and job["attempt"] == attempt and job["node_id"] == node_id:
                     events += await _finished(conn, job, node_id, done, now, endings)
             await store.finish(conn, endings, now=now)
+            await _after_endings(conn, [(ending.job_id, ending.status) for ending in endings], now)
             if endings:
                 await store.forget_output_so_far(conn, [ending.job_id for ending in endings])
         if printed:
@@ -620,6 +702,7 @@ async def node_went_down(
         else:
             ending = store.Ending(job["id"], "failed", None, None, None, False, f"lost on {node_id}; no attempts left")
             await store.finish(conn, [ending], now=now)
+            await _after_endings(conn, [(job["id"], "failed")], now)
             event = JobFailed(job_id=str(job["id"]), node_id=node_id, reason=f"attempt {attempt} lost on its node; "
                               "no attempts left", node_fault=True, failed_at=now, owner_id=owner, attempt=attempt,
                               retried=False)  # fmt: skip

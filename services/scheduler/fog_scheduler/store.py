@@ -21,27 +21,27 @@ PLACED = ("assigned", "running")
 
 
 def insert_job(
-    row: tuple[Any, ...], placed: tuple[str, dict[str, Any]] | None, *, waiting_max: int
+    row: tuple[Any, ...], placed: tuple[str, dict[str, Any]] | None, *, waiting_max: int, waiting_for: int = 0
 ) -> tuple[str, list[Any]]:
     """The statement (and its arguments) that inserts one job, with the columns of :func:`insert_jobs`:
     ``pending``, or ``assigned`` to ``placed`` (node, explanation) when placement decided it at its submit.
 
     It returns the job's view, or nothing when the owner used its idempotency key before (the first
     job stands) or already has ``waiting_max`` jobs waiting. Run it with ``outbox.record_with``: the job
-    and its events in one round trip.
+    and its events in one round trip. ``waiting_for``: how many of the jobs it is to run after have not succeeded.
     """
     node_id, explain = placed if placed is not None else (None, None)
     status = "pending" if placed is None else "assigned"
     sql = (
         "INSERT INTO jobs (id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,"
-        " correlation_id, last_event_id, status, node_id, explain, assigned_at)"
+        " correlation_id, last_event_id, status, node_id, explain, assigned_at, waiting_for)"
         " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-        " CASE WHEN $13::text IS NULL THEN NULL ELSE $9::timestamptz END"
+        " CASE WHEN $13::text IS NULL THEN NULL ELSE $9::timestamptz END, $16"
         f" WHERE ({_WAITING.format(owner='$2', limit='$15')}) < $15"
         " ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         f" RETURNING {VIEW_COLUMNS}"
     )
-    return sql, [*row, status, node_id, explain, waiting_max]
+    return sql, [*row, status, node_id, explain, waiting_max, waiting_for]
 
 
 #: how many of an owner's jobs wait, counted up to a limit (an index range of that many entries at most)
@@ -53,14 +53,14 @@ async def waiting_of(conn: asyncpg.Connection, owner_id: str, limit: int) -> int
     return int(await conn.fetchval(_WAITING.format(owner="$1", limit="$2"), owner_id, limit))
 
 
-async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], *, waiting_for: int = 0) -> None:
     """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,
-    correlation_id, submitted event id)."""
+    correlation_id, submitted event id), each waiting for ``waiting_for`` jobs to succeed."""
     await conn.copy_records_to_table(
         "jobs",
-        records=[(*row[:8], "pending", *row[8:]) for row in rows],
+        records=[(*row[:8], "pending", *row[8:], waiting_for) for row in rows],
         columns=["id", "owner_id", "name", "array_id", "array_index", "spec", "priority", "idempotency_key",
-                 "status", "submitted_at", "correlation_id", "last_event_id"],
+                 "status", "submitted_at", "correlation_id", "last_event_id", "waiting_for"],
     )  # fmt: skip
 
 
@@ -210,7 +210,7 @@ async def pending_batch(conn: asyncpg.Connection, now: datetime, limit: int) -> 
             "         row_number() OVER (PARTITION BY j.owner_id, j.priority ORDER BY j.submitted_at, j.id)"
             "           + coalesce(p.n, 0) AS turn"
             "  FROM jobs j LEFT JOIN placed p ON p.owner_id = j.owner_id"
-            "  WHERE j.status = 'pending' AND (j.not_before IS NULL OR j.not_before <= $1)"
+            "  WHERE j.status = 'pending' AND j.waiting_for = 0 AND (j.not_before IS NULL OR j.not_before <= $1)"
             "), chosen AS (SELECT * FROM due ORDER BY priority DESC, turn, submitted_at, id LIMIT $2)"
             " SELECT j.id, j.owner_id, j.attempt, j.tried_nodes, c.priority, c.turn"
             " FROM chosen c JOIN jobs j ON j.id = c.id ORDER BY c.priority DESC, c.turn, c.submitted_at, c.id",
@@ -227,12 +227,14 @@ async def specs_of(conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> di
 
 
 async def queue(conn: asyncpg.Connection) -> tuple[dict[str, int], datetime | None]:
-    """How many jobs are pending, assigned and running, and when the oldest pending one was submitted.
+    """How many jobs are pending, assigned and running, and when the oldest pending one that waits for no other job
+    was submitted (one waiting behind a long job is not late).
 
     Each half reads its partial index once (``jobs_pending``, ``jobs_placed``), never the ended jobs.
     """
     row = await conn.fetchrow(
-        "WITH pending AS (SELECT count(*) AS n, min(submitted_at) AS oldest FROM jobs WHERE status = 'pending'),"
+        "WITH pending AS (SELECT count(*) AS n, min(submitted_at) FILTER (WHERE waiting_for = 0) AS oldest"
+        "  FROM jobs WHERE status = 'pending'),"
         " placed AS (SELECT count(*) FILTER (WHERE status = 'assigned') AS assigned,"
         "  count(*) FILTER (WHERE status = 'running') AS running FROM jobs WHERE status IN ('assigned', 'running'))"
         " SELECT pending.n AS pending, pending.oldest AS oldest_pending, placed.assigned, placed.running"
@@ -345,16 +347,17 @@ async def finish(conn: asyncpg.Connection, endings: Sequence[Ending], *, now: da
 
 
 async def cancel_many(
-    conn: asyncpg.Connection, cancels: Sequence[tuple[uuid.UUID, str]], *, error: str, now: datetime
+    conn: asyncpg.Connection, cancels: Sequence[tuple[uuid.UUID, str, str]], *, now: datetime
 ) -> None:
     """These jobs (locked, not ended) cancelled, each with its ``job.cancelled`` event's id as its latest
-    event, in one statement: unlike :func:`finish` then :func:`advance_chains`, one new row version each
-    and no join of the table with itself (which turns into a scan of the whole table for a thousand jobs)."""
+    event and its error (why), in one statement: unlike :func:`finish` then :func:`advance_chains`, one new row
+    version each and no join of the table with itself (which turns into a scan of the whole table for a thousand
+    jobs)."""
     await conn.execute(
         "UPDATE jobs SET status = 'cancelled', exit_code = NULL, duration_s = NULL, output_truncated = false,"
-        " error = $3, finished_at = $4, last_event_id = r.event_id"
-        " FROM unnest($1::uuid[], $2::text[]) AS r(id, event_id) WHERE jobs.id = r.id",
-        [c[0] for c in cancels], [c[1] for c in cancels], error, now,
+        " error = r.error, finished_at = $4, last_event_id = r.event_id"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, event_id, error) WHERE jobs.id = r.id",
+        [c[0] for c in cancels], [c[1] for c in cancels], [c[2] for c in cancels], now,
     )  # fmt: skip
 
 
@@ -539,3 +542,70 @@ async def delete_array_if_empty(conn: asyncpg.Connection, array_id: uuid.UUID) -
         "DELETE FROM job_arrays WHERE id = $1 AND NOT EXISTS (SELECT FROM jobs WHERE array_id = $1)", array_id
     )
     return bool(status.split()[-1] == "1")
+
+
+# -- jobs run after others ---------------------------------------------------------------------------------------
+
+
+async def lock_dependencies(
+    conn: asyncpg.Connection, owner_id: str, ids: Sequence[uuid.UUID]
+) -> tuple[list[asyncpg.Record], set[uuid.UUID]]:
+    """The owner's jobs that ``ids`` name, by themselves or as their array, locked against their ending until this
+    transaction commits (in id order, as every locker of several jobs takes them); and which of ``ids`` named
+    one of them (the rest name nothing of this owner's)."""
+    rows = await conn.fetch(
+        "SELECT id, array_id, status FROM jobs WHERE owner_id = $1 AND (id = ANY($2::uuid[]) OR array_id = ANY($2))"
+        " ORDER BY id FOR SHARE",
+        owner_id, list(ids),
+    )  # fmt: skip
+    named = {row["id"] for row in rows} | {row["array_id"] for row in rows if row["array_id"] is not None}
+    return list(rows), named & set(ids)
+
+
+async def insert_dependencies(
+    conn: asyncpg.Connection, dependants: Sequence[uuid.UUID], dependencies: Sequence[uuid.UUID]
+) -> None:
+    """Each of ``dependants`` waits for each of ``dependencies``."""
+    await conn.execute(
+        "INSERT INTO job_dependencies (dependency, dependant)"
+        " SELECT d, j FROM unnest($1::uuid[]) AS d, unnest($2::uuid[]) AS j",
+        list(dependencies), list(dependants),
+    )  # fmt: skip
+
+
+async def release_dependants(conn: asyncpg.Connection, succeeded: Sequence[uuid.UUID]) -> None:
+    """These jobs succeeded: each of their pending dependants waits for one fewer.
+
+    The dependants are locked in id order first: two nodes' reports that release the same jobs (an array waiting
+    for an array) would otherwise update them in orders of their own, and deadlock."""
+    await conn.execute(
+        "WITH d AS (SELECT dependant, count(*) AS n FROM job_dependencies WHERE dependency = ANY($1::uuid[])"
+        "           GROUP BY dependant),"
+        " locked AS (SELECT j.id, d.n FROM jobs j JOIN d ON j.id = d.dependant WHERE j.status = 'pending'"
+        "            ORDER BY j.id FOR UPDATE OF j)"
+        " UPDATE jobs SET waiting_for = jobs.waiting_for - locked.n FROM locked WHERE jobs.id = locked.id",
+        list(succeeded),
+    )
+
+
+async def lock_stranded_dependants(conn: asyncpg.Connection, ended: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    """The pending dependants of these jobs, which ended without succeeding, locked in id order: each with the
+    first of those jobs it waited for (``blocker``), and what cancelling it needs."""
+    rows = await conn.fetch(
+        "SELECT j.id, j.owner_id, j.status, j.node_id, j.attempt, j.correlation_id, j.last_event_id, d.blocker"
+        " FROM (SELECT dependant, min(dependency::text) AS blocker FROM job_dependencies"
+        "       WHERE dependency = ANY($1::uuid[]) GROUP BY dependant) AS d"
+        " JOIN jobs j ON j.id = d.dependant WHERE j.status = 'pending' ORDER BY j.id FOR UPDATE OF j",
+        list(ended),
+    )
+    return list(rows)
+
+
+async def waited_for(conn: asyncpg.Connection, dependant: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """The jobs ``dependant`` waits for that have not succeeded, in the order they were submitted."""
+    rows = await conn.fetch(
+        "SELECT j.id, j.status FROM job_dependencies d JOIN jobs j ON j.id = d.dependency"
+        " WHERE d.dependant = $1 AND j.status <> 'succeeded' ORDER BY j.submitted_at, j.id LIMIT $2",
+        dependant, limit,
+    )  # fmt: skip
+    return list(rows)

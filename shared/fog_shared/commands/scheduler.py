@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
@@ -61,6 +62,10 @@ def _job_path(path: str) -> str:
 
 #: a path in a job's working directory, as its agent takes it (fog_agent.job_messages.job_path)
 JobPath = Annotated[Text, StringConstraints(min_length=1, max_length=255), AfterValidator(_job_path)]
+#: a job's or an array's id, as ``after`` names what a job waits for
+JobOrArrayId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")]
+#: the most jobs and arrays one job may wait for
+MAX_AFTER = 64
 
 
 def decoded_size(text: str) -> int:
@@ -112,6 +117,16 @@ class JobSpec(Strict):
     files: dict[JobPath, Base64] = Field(default={}, max_length=MAX_INPUT_FILES)
     #: read back from there once it ended (whatever its outcome): ``GET /v1/jobs/{id}/files``, 1 MiB in all
     outputs: list[JobPath] = Field(default=[], max_length=MAX_OUTPUT_FILES)
+    #: jobs, or whole arrays, of the same owner that must all succeed before this one is placed (Slurm's afterok);
+    #: should one of them fail, time out or be cancelled, this one is cancelled, never run
+    after: list[JobOrArrayId] = Field(default=[], max_length=MAX_AFTER)
+
+    @field_validator("after")
+    @classmethod
+    def _after_once(cls, after: list[str]) -> list[str]:
+        if len({uuid.UUID(entry) for entry in after}) != len(after):
+            raise ValueError("a job or array is named more than once")
+        return [str(uuid.UUID(entry)) for entry in after]
 
     @field_validator("files")
     @classmethod
@@ -298,6 +313,13 @@ class JobOutput(Strict):
     attempt: int = 1
 
 
+class Waited(Strict):
+    """A job that another waits for (its ``after``), and where it stands."""
+
+    job_id: str
+    status: JobStatus
+
+
 class Explanation(Strict):
     job_id: str
     status: JobStatus
@@ -307,6 +329,12 @@ class Explanation(Strict):
     filtered: dict[str, int]
     #: the best-scoring nodes, best first, with the parts of their scores
     candidates: list[dict[str, Any]]
+    #: of the jobs it is to run after, those that have not succeeded yet (the first ``WAITED_SHOWN``)
+    waiting_for: list[Waited] = Field(default=[])
+
+
+#: the most of the jobs a job waits for that its explanation lists
+WAITED_SHOWN = 20
 
 
 class Assignment(Strict):

@@ -96,7 +96,8 @@ class JobStarted(Event):
 
 
 class JobCancelled(Event):
-    """The owner cancelled the job; if it was placed, its node is told to kill it."""
+    """The job was cancelled: by its owner, or because a job it was to run after did not succeed. If it was
+    placed, its node is told to kill it."""
 
     TYPE: ClassVar[EventType] = EventType("scheduler", "job", "cancelled", 1)
     AGGREGATE_ID: ClassVar[str] = "job_id"
@@ -106,6 +107,8 @@ class JobCancelled(Event):
     node_id: str | None
     attempt: int
     cancelled_at: datetime
+    #: why, when not its owner's asking (absent from older schedulers' events)
+    reason: str | None = None
 
 
 class JobLost(Event):

@@ -453,6 +453,39 @@ async def test_bad_specs_get_422_and_create_nothing(stack: Stack) -> None:
     assert (await stack.http.get("/v1/jobs", headers=user)).json()["items"] == []
 
 
+async def test_a_job_after_others_runs_once_they_succeeded_and_never_after_one_that_failed(stack: Stack) -> None:
+    url = await stack.serve_gateway()
+    agent = await ready_node(stack, url, await provider(stack), "a")
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    first = (await stack.http.post("/v1/jobs", json={"command": ["make"], "max_attempts": 1}, headers=user)).json()
+    then_spec = {"command": ["test"], "after": [first["id"]], "max_attempts": 1}
+    then = await stack.http.post("/v1/jobs", json=then_spec, headers=user)
+    assert then.status_code == 201, then.text
+    assert then.json()["spec"]["after"] == [first["id"]]
+    last = (await stack.http.post("/v1/jobs", json={"command": ["ship"], "after": [then.json()["id"]]},
+                                  headers=user)).json()  # fmt: skip
+    explained = (await stack.http.get(f"/v1/jobs/{last['id']}/explain", headers=user)).json()
+    assert explained["waiting_for"] == [{"job_id": then.json()["id"], "status": "pending"}]
+    assert explained["summary"] == f"waiting for job to succeed first: {then.json()['id']} (pending)"
+
+    await agent.run(await agent.next_of("assignment"))  # make succeeded: test is placed
+    assignment = await agent.next_of("assignment")
+    assert assignment["command"] == ["test"]
+    await agent.run(assignment, outcome="failed", exit_code=1)  # test failed: ship will never run
+    shipped = await job_status(stack, user, last["id"], "cancelled")
+    assert shipped["error"] == f"never ran: job {then.json()['id']}, which it was to run after, ended failed"
+
+    other = stack.bearer(await stack.register_and_login("vic@example.org"))
+    for after, code in (([first["id"]], "invalid_dependency"), (["not-an-id"], "invalid")):
+        refused = await stack.http.post("/v1/jobs", json={"command": ["true"], "after": after}, headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (422, code), refused.text
+    failed_one = await stack.http.post("/v1/jobs", json={"command": ["true"], "after": [then.json()["id"]]},
+                                       headers=user)  # fmt: skip
+    assert (failed_one.status_code, failed_one.json()["code"]) == (422, "invalid_dependency")
+    assert "ended failed; a job after it would never run" in failed_one.json()["detail"]
+    assert len((await stack.http.get("/v1/jobs", headers=user)).json()["items"]) == 3
+
+
 async def test_an_array_submits_n_jobs_and_pages(stack: Stack) -> None:
     user = stack.bearer(await stack.register_and_login("uma@example.org"))
     array = (
