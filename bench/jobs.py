@@ -41,11 +41,17 @@ Four parts, each optional (``--parts``; the first three by default):
   node has (all of it stays pending), then its summary (``GET /v1/jobs/arrays/{id}``) and its cancel
   (``POST .../cancel``) through fog_client, each timed from the call to its answer.
 
+* **after**, on the same stack: jobs run after others (a spec's ``after``). An array of ``--after-jobs``
+  ``true`` (the map), one job after the whole array (the reduce), then ``--chain`` jobs each after the one
+  before. Reported: the map's jobs/s (each of its ends releases the reduce), the gap from the map's last
+  end to the reduce's placement, and each link's from one job's end to the next one's placement (the
+  scheduler's own timestamps: ``finished_at``, ``assigned_at``).
+
 With ``--profile DIR``, py-spy records the scheduler and the gateway (``--format raw``, collapsed
 stacks) for ``--profile-seconds`` from the moment the first array is accepted, and the most
 frequent frames are printed: run it apart from the figures you publish (sampling costs CPU too).
 
-Usage: ``python bench/jobs.py [--parts placement,latency,throughput,cancel] [--jobs 1000,10000]
+Usage: ``python bench/jobs.py [--parts placement,latency,throughput,cancel,after] [--jobs 1000,10000]
 [--agents 4] [--cpu-cores 0.25] [--singles 50] [--nodes 10000] [--decisions 20000]
 [--profile DIR]``.
 """
@@ -788,6 +794,64 @@ class StackResults:
     single_stages: list[dict[str, float]] = field(default_factory=list)
     runs: list[ArrayRun] = field(default_factory=list)
     cancels: list[CancelRun] = field(default_factory=list)
+    afters: list[AfterRun] = field(default_factory=list)
+
+
+@dataclass
+class AfterRun:
+    count: int
+    map_per_s: float
+    #: the map's last end -> the reduce placed, ms
+    reduce_gap_ms: float
+    #: each link's end -> the next job placed, ms
+    link_gaps_ms: list[float]
+
+
+async def run_after(bench: Bench, count: int, links: int, cpu_cores: float, timeout_s: float) -> AfterRun:
+    spec = job_spec(cpu_cores)
+    started = datetime.now(UTC)
+    array = await bench.user.submit_array(spec, count)
+    reduce = await bench.user.submit_job(spec.model_copy(update={"after": [array.array_id]}))
+    chain = [reduce.id]
+    for _ in range(links):
+        chain.append((await bench.user.submit_job(spec.model_copy(update={"after": [chain[-1]]}))).id)
+    print(f"  the map of {count:,}, its reduce and a chain of {links} submitted", flush=True)
+
+    async def chain_ended() -> bool:
+        status = await bench.db.fetchval("SELECT status FROM scheduler.jobs WHERE id = $1", uuid.UUID(chain[-1]))
+        return status in ("succeeded", "failed", "timed_out", "cancelled")
+
+    await wait_for("the chain's last job to end", chain_ended, timeout_s, interval=0.1)
+    mapped = await bench.db.fetchrow(
+        "SELECT max(finished_at) AS last, count(*) FILTER (WHERE status = 'succeeded') AS ok FROM scheduler.jobs"
+        " WHERE array_id = $1",
+        uuid.UUID(array.array_id),
+    )
+    assert mapped is not None
+    rows = await bench.db.fetch(
+        "SELECT id::text AS id, status, assigned_at, finished_at FROM scheduler.jobs WHERE id = ANY($1::uuid[])",
+        [uuid.UUID(job_id) for job_id in chain],
+    )
+    by_id = {row["id"]: row for row in rows}
+    links_in_order = [by_id[job_id] for job_id in chain]
+    failed = [row["id"] for row in links_in_order if row["status"] != "succeeded"]
+    if failed or mapped["ok"] != count:
+        raise RuntimeError(f"the map ({mapped['ok']} of {count} succeeded) or the chain ({failed}) did not succeed")
+    gaps = [
+        1000 * (after["assigned_at"] - before["finished_at"]).total_seconds()
+        for before, after in itertools.pairwise(links_in_order)
+    ]
+    reduce_gap = 1000 * (links_in_order[0]["assigned_at"] - mapped["last"]).total_seconds()
+    return AfterRun(count, count / (mapped["last"] - started).total_seconds(), reduce_gap, gaps)
+
+
+def report_afters(runs: list[AfterRun]) -> None:
+    print("\nJobs after others (the scheduler's timestamps):")
+    print("| map jobs | map jobs/s | map's last end -> reduce placed (ms) | link: end -> next placed, p50 / max (ms) |")
+    print("|---|---|---|---|")
+    for run in runs:
+        print(f"| {run.count:,} | {run.map_per_s:.0f} | {run.reduce_gap_ms:.1f} |"
+              f" {percentile(run.link_gaps_ms, 0.5):.1f} / {max(run.link_gaps_ms):.1f} |")  # fmt: skip
 
 
 @dataclass
@@ -873,6 +937,11 @@ async def measure_stack(stack: BenchStack, args: argparse.Namespace, parts: set[
                 cancelled = await run_cancel(bench, count)
                 print(f"  submitted in {cancelled.submit_s:.2f} s, cancelled in {cancelled.cancel_s:.2f} s", flush=True)
                 results.cancels.append(cancelled)
+        if "after" in parts:
+            for count in (int(n) for n in args.after_jobs.split(",")):
+                await wait_quiet(bench)
+                print(f"\nafter: a map of {count:,} jobs, its reduce, a chain of {args.chain}", flush=True)
+                results.afters.append(await run_after(bench, count, args.chain, args.cpu_cores, args.timeout))
         return results
     finally:
         await user.aclose()
@@ -933,6 +1002,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="per array run (s)")
     parser.add_argument("--watch", action="store_true", help="the owner watches /v1/jobs/updates during the arrays")
     parser.add_argument("--cancel-jobs", default="10000,100000", help="pending arrays cancelled whole, in order")
+    parser.add_argument("--after-jobs", default="2000", help="map arrays, each with a reduce after it, in order")
+    parser.add_argument("--chain", type=int, default=30, help="jobs each after the one before, after the reduce")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the first array run into this directory")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the stack's data and logs here (a new dir)")
@@ -942,7 +1013,7 @@ def main() -> None:
     if "placement" in parts:
         report_placement(run_placement(args.nodes, args.decisions), args.nodes)
     results = StackResults()
-    if parts & {"latency", "throughput", "cancel"}:
+    if parts & {"latency", "throughput", "cancel", "after"}:
         with contextlib.ExitStack() as cleanup:
             data_dir = args.data_dir or Path(
                 cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fog-bench-jobs-"))
@@ -970,6 +1041,8 @@ def main() -> None:
             report_stages(f"Array of {run.count:,}", run.stages)
     if results.cancels:
         report_cancels(results.cancels)
+    if results.afters:
+        report_afters(results.afters)
     if args.profile:
         for path in sorted(args.profile.glob("*.txt")):
             summarise_profile(path)
