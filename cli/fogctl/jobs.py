@@ -476,7 +476,7 @@ def job_table(jobs: list[Job]) -> Table:
         table.add_row(
             job.id,
             job.name or "-",
-            job.status,
+            _status(job),
             job.node_id or "-",
             str(job.attempt),
             _or_dash(job.exit_code),
@@ -484,6 +484,13 @@ def job_table(jobs: list[Job]) -> Table:
             style="dim" if job.status == "cancelled" else None,
         )
     return table
+
+
+def _status(job: Job) -> str:
+    """Its status; a pending job that waits for others says for how many (`fogctl job explain` names them)."""
+    if job.status != "pending" or not job.waiting_for:
+        return job.status
+    return f"pending, waits for {job.waiting_for} job{'s' if job.waiting_for > 1 else ''}"
 
 
 def job_rows(job: Job) -> dict[str, str]:
@@ -494,7 +501,7 @@ def job_rows(job: Job) -> dict[str, str]:
     return {
         "id": job.id,
         "name": job.name or "-",
-        "status": job.status,
+        "status": _status(job),
         "array": f"{job.array_id} [{job.array_index}]" if job.array_id else "-",
         "command": shlex.join(spec.command),
         # names only: values are often secrets, and `--json` has them for whoever needs them

@@ -279,6 +279,8 @@ class Job(_Reply):
     submitted_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: how many of the jobs it is to run after (``spec.after``) have not succeeded yet (0 from an older gateway)
+    waiting_for: int = 0
 
     @property
     def ended(self) -> bool:

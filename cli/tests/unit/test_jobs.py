@@ -513,6 +513,19 @@ def test_submit_after_other_jobs_names_each_once_after_the_spec_files(
     assert gateway.sent()["after"] == [first, second, array]  # as given: the gateway reads any form of a uuid
 
 
+def test_a_job_waiting_for_others_says_for_how_many_in_lists_and_alone(gateway: Gateway, logged_in: Session) -> None:
+    waiting = job(waiting_for=2, spec={**DEFAULT_SPEC, "after": ["j7", "j8"]})
+    gateway.pages = {None: {"items": [waiting, job("j2", waiting_for=1), job("j3")], "next_cursor": None}}
+    gateway.states = [waiting]
+    code, out, err = fogctl("job", "list")
+    assert code == 0, err
+    assert [row[2] for row in cells(out, "│")] == ["pending, waits for 2 jobs", "pending, waits for 1 job", "pending"]
+    code, out, err = fogctl("job", "get", "j1")
+    assert code == 0, err
+    assert "pending, waits for 2 jobs" in out
+    assert "j7, j8" in out
+
+
 def test_explain_a_job_waiting_for_others_lists_them(gateway: Gateway, logged_in: Session) -> None:
     gateway.explanation = {
         "job_id": "j1", "status": "pending", "decided_at": None, "filtered": {}, "candidates": [],

@@ -414,13 +414,12 @@ def _file_info(row: asyncpg.Record) -> contract.JobFileInfo:
 async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
     """The placement decision recorded for the job; for one still waiting for other jobs to succeed, those."""
     job = await owned_job(conn, query)
-    row = await store.job_detail(conn, job["id"], "explain, waiting_for")
-    assert row is not None
-    recorded, summary, waited = row["explain"] or {}, None, list[contract.Waited]()
-    if job["status"] == "pending" and row["waiting_for"] > 0:
+    row = await store.job_detail(conn, job["id"], "explain")
+    recorded, summary, waited = (row["explain"] if row else None) or {}, None, list[contract.Waited]()
+    if job["status"] == "pending" and job["waiting_for"] > 0:
         waited = [contract.Waited(job_id=str(r["id"]), status=r["status"])
                   for r in await store.waited_for(conn, job["id"], contract.WAITED_SHOWN)]  # fmt: skip
-        summary = domain.waiting_summary(row["waiting_for"], [(w.job_id, w.status) for w in waited])
+        summary = domain.waiting_summary(job["waiting_for"], [(w.job_id, w.status) for w in waited])
     return contract.Explanation(
         job_id=query.job_id, status=job["status"], decided_at=recorded.get("decided_at"),
         summary=summary or recorded.get("summary"), filtered=recorded.get("filtered", {}),

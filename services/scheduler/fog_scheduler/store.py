@@ -15,7 +15,7 @@ import asyncpg
 
 VIEW_COLUMNS = (
     "id, owner_id, name, array_id, array_index, spec, status, attempt, node_id, exit_code, duration_s, cpu_s,"
-    " max_rss_bytes, error, not_before, submitted_at, started_at, finished_at"
+    " max_rss_bytes, error, not_before, submitted_at, started_at, finished_at, waiting_for"
 )
 PLACED = ("assigned", "running")
 

@@ -194,6 +194,8 @@ class JobView(Strict):
     submitted_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    #: how many of the jobs it is to run after (``spec.after``) have not succeeded yet: it waits, unplaced, for them
+    waiting_for: int = 0
 
 
 class ArrayView(Strict):

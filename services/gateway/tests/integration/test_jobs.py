@@ -461,7 +461,7 @@ async def test_a_job_after_others_runs_once_they_succeeded_and_never_after_one_t
     then_spec = {"command": ["test"], "after": [first["id"]], "max_attempts": 1}
     then = await stack.http.post("/v1/jobs", json=then_spec, headers=user)
     assert then.status_code == 201, then.text
-    assert then.json()["spec"]["after"] == [first["id"]]
+    assert (then.json()["spec"]["after"], then.json()["waiting_for"]) == ([first["id"]], 1)
     last = (await stack.http.post("/v1/jobs", json={"command": ["ship"], "after": [then.json()["id"]]},
                                   headers=user)).json()  # fmt: skip
     explained = (await stack.http.get(f"/v1/jobs/{last['id']}/explain", headers=user)).json()
@@ -469,6 +469,7 @@ async def test_a_job_after_others_runs_once_they_succeeded_and_never_after_one_t
     assert explained["summary"] == f"waiting for job to succeed first: {then.json()['id']} (pending)"
 
     await agent.run(await agent.next_of("assignment"))  # make succeeded: test is placed
+    assert (await job_status(stack, user, then.json()["id"], "assigned"))["waiting_for"] == 0
     assignment = await agent.next_of("assignment")
     assert assignment["command"] == ["test"]
     await agent.run(assignment, outcome="failed", exit_code=1)  # test failed: ship will never run
