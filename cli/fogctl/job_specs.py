@@ -3,7 +3,7 @@
 The file holds the body of ``POST /v1/jobs`` (what ``fogctl job get ID --json`` shows as ``spec``), so a job
 that worked can be kept, edited and submitted again. A flag given with it wins over the file: single values
 replace the file's, ``--env``/``--label``/``--file`` add to (or replace) its keys, ``--affinity``,
-``--output`` and ``--after`` add to its lists, and a command after ``--`` replaces its ``command``.
+``--output``, ``--after`` and ``--after-any`` add to its lists, and a command after ``--`` replaces its ``command``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def merged(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
             constraints = {**(base.get(key) or {}), **{k: v for k, v in value.items() if k != "labels"}}
             constraints["labels"] = {**((base.get(key) or {}).get("labels") or {}), **value.get("labels", {})}
             spec[key] = constraints
-        elif key in ("affinities", "outputs", "after"):
+        elif key in ("affinities", "outputs", "after", "after_any"):
             spec[key] = [*(base.get(key) or []), *(item for item in value if item not in (base.get(key) or []))]
         else:
             spec[key] = value

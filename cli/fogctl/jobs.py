@@ -116,6 +116,10 @@ def submit(
             " this job is cancelled, never run",
         ),
     ] = None,
+    after_any: Annotated[
+        list[str] | None,
+        typer.Option("--after-any", help="ID of a job, or an array, of yours that must end first, however; repeatable"),
+    ] = None,
     spec_file: Annotated[
         str | None,
         typer.Option(
@@ -140,7 +144,7 @@ def submit(
         retry_backoff_s=_seconds(retry_backoff, "--retry-backoff"),
         name=name, idempotency_key=idempotency_key,
         files=dict(read_job_file(each) for each in file) if file else None,
-        outputs=output or None, after=after or None,
+        outputs=output or None, after=after or None, after_any=after_any or None,
     )  # fmt: skip
     body = job_specs.merged(job_specs.load(spec_file) if spec_file else {}, flags)
     if not body.get("command") or not body["command"][0]:
@@ -511,6 +515,7 @@ def job_rows(job: Job) -> dict[str, str]:
         or "-",
         "outputs": ", ".join(spec.outputs) or "-",
         "after": ", ".join(spec.after) or "-",
+        "after_any": ", ".join(spec.after_any) or "-",
         "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU",
         "requires": ", ".join(required) or "-",
         "prefers": ", ".join(f"{a.label}={a.value} ({a.weight})" for a in spec.affinities) or "-",
@@ -535,8 +540,10 @@ def explanation_lines(explanation: Explanation) -> list[str]:
     """The decision in words; the filters are why nodes were left out, most common reason first."""
     lines = [f"Job {explanation.job_id} is {explanation.status}."]
     if explanation.waiting_for:  # not looked at by placement until they have succeeded
-        lines.append("It waits for these jobs to succeed first:")
-        lines += [f"  {waited.job_id}  {waited.status}" for waited in explanation.waiting_for]
+        lines.append("It waits for these jobs first:")
+        for waited in explanation.waiting_for:
+            needs = "to succeed" if waited.needs == "success" else "to end"
+            lines.append(f"  {waited.job_id}  {needs}  ({waited.status})")
         if explanation.summary and explanation.summary.endswith(" more"):  # the first ones alone are listed
             lines.append(f"  {explanation.summary.rpartition(', ')[2]}")
     elif explanation.decided_at is None:

@@ -639,7 +639,7 @@ def _spec_body(spec: JobSpec) -> dict[str, Any]:
     # Unset optional fields are left out rather than sent as null: the gateway's spec is strict. So are files and
     # outputs (and after) when there are none: a gateway older than them refuses the fields, though empty.
     body: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
-    for newer in ("files", "outputs", "after"):
+    for newer in ("files", "outputs", "after", "after_any"):
         if not body.get(newer):
             body.pop(newer, None)
     return body

@@ -255,6 +255,8 @@ class JobSpec(_Reply):
     #: ids of jobs, or of whole arrays, that must all succeed before this one is placed; should one of them end
     #: otherwise, this one is cancelled, never run (its ``error`` says which)
     after: list[str] = Field(default_factory=list)
+    #: ids of jobs, or of whole arrays, that must all have ended, whatever their outcome, before this one is placed
+    after_any: list[str] = Field(default_factory=list)
 
 
 class Job(_Reply):
@@ -279,7 +281,8 @@ class Job(_Reply):
     submitted_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    #: how many of the jobs it is to run after (``spec.after``) have not succeeded yet (0 from an older gateway)
+    #: how many of the jobs it is to run after have not succeeded (``spec.after``) or ended (``spec.after_any``) yet
+    #: (0 from an older gateway)
     waiting_for: int = 0
 
     @property
@@ -346,10 +349,12 @@ class JobFiles(_Reply):
 
 
 class Waited(_Reply):
-    """A job another job waits for, and its status."""
+    """A job another job waits for, its status, and what is needed of it: ``success`` (``after``), or to ``end``
+    (``after_any``)."""
 
     job_id: str
     status: str
+    needs: str = "success"
 
 
 class Explanation(_Reply):

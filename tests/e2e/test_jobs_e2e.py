@@ -132,7 +132,7 @@ async def test_a_jobs_files_reach_it_on_its_node_and_its_outputs_come_back(stack
     assert (code, zeros) == (0, "\x00\x00\x00")
 
 
-async def test_a_job_after_an_array_runs_once_all_its_jobs_succeeded_and_one_after_a_failure_never(
+async def test_a_job_after_an_array_runs_once_all_its_jobs_succeeded_and_one_after_a_failure_never_but_after_any(
     stack: RunningStack,
 ) -> None:
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
@@ -156,8 +156,12 @@ async def test_a_job_after_an_array_runs_once_all_its_jobs_succeeded_and_one_aft
     code, out = await fogctl("job", "submit", "--after", failing, "--", "echo", "never", env=config)
     assert code == 0, out
     never = out.strip()
+    code, out = await fogctl("job", "submit", "--after-any", failing, "--", "echo", "cleaned up", env=config)
+    cleanup = out.strip()
     await wait_until(lambda: _some_running(marker), timeout=10, what="the job to fail running")
     touch_in_its_directory(marker, "fail")
+    code, out = await fogctl("job", "wait", cleanup, env=config)
+    assert (code, out) == (0, "cleaned up\n")  # after any end, a failure's too
     code, out = await fogctl("job", "wait", never, "--json", env=config)
     waited = json.loads(out)
     assert (code, waited["job"]["status"], waited["output"]["output"]) == (1, "cancelled", "")

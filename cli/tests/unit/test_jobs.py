@@ -508,9 +508,12 @@ def test_submit_after_other_jobs_names_each_once_after_the_spec_files(
     first, second, array = "0f8e5a8e-0000-4000-8000-000000000001", "0f8e5a8e-0000-4000-8000-000000000002", "a" * 32
     spec = tmp_path / "ship.yaml"
     spec.write_text(f"command: [ship]\nafter: [{first}]\n")
-    code, _, err = fogctl("job", "submit", "--spec", str(spec), "--after", second, "--after", first, "--after", array)
+    code, _, err = fogctl(
+        "job", "submit", "--spec", str(spec), "--after", second, "--after", first, "--after-any", array
+    )  # fmt: skip
     assert code == 0, err
-    assert gateway.sent()["after"] == [first, second, array]  # as given: the gateway reads any form of a uuid
+    assert gateway.sent()["after"] == [first, second]  # the file's, then the flags' not in it
+    assert gateway.sent()["after_any"] == [array]  # as given: the gateway reads any form of a uuid
 
 
 def test_a_job_waiting_for_others_says_for_how_many_in_lists_and_alone(gateway: Gateway, logged_in: Session) -> None:
@@ -529,14 +532,15 @@ def test_a_job_waiting_for_others_says_for_how_many_in_lists_and_alone(gateway: 
 def test_explain_a_job_waiting_for_others_lists_them(gateway: Gateway, logged_in: Session) -> None:
     gateway.explanation = {
         "job_id": "j1", "status": "pending", "decided_at": None, "filtered": {}, "candidates": [],
-        "summary": "waiting for 22 jobs to succeed first: j7 (running), j8 (pending), and 20 more",
-        "waiting_for": [{"job_id": "j7", "status": "running"}, {"job_id": "j8", "status": "pending"}],
+        "summary": "waiting for 22 jobs first: j7 to succeed (running), j8 to end (pending), and 20 more",
+        "waiting_for": [{"job_id": "j7", "status": "running", "needs": "success"},
+                        {"job_id": "j8", "status": "pending", "needs": "end"}],
     }  # fmt: skip
     code, out, err = fogctl("job", "explain", "j1")
     assert code == 0, err
     assert out.splitlines() == [
-        "Job j1 is pending.", "It waits for these jobs to succeed first:", "  j7  running", "  j8  pending",
-        "  and 20 more",
+        "Job j1 is pending.", "It waits for these jobs first:", "  j7  to succeed  (running)",
+        "  j8  to end  (pending)", "  and 20 more",
     ]  # fmt: skip
 
 
@@ -647,7 +651,7 @@ def test_submit_without_files_sends_no_files_field_and_a_missing_local_file_is_r
     gateway: Gateway, logged_in: Session, tmp_path: Path
 ) -> None:
     assert fogctl("job", "submit", "--", "true")[0] == 0
-    assert not {"files", "outputs", "after"} & gateway.sent().keys()  # an older gateway refuses even empty ones
+    assert not {"files", "outputs", "after", "after_any"} & gateway.sent().keys()  # an older gateway refuses them
     code, _, err = fogctl("job", "submit", "--file", str(tmp_path / "nope"), "--", "true")
     assert code == 2
     assert "cannot read" in err

@@ -71,7 +71,8 @@ def client(gateway: Gateway, **kwargs: Any) -> FogClient:
 
 def test_a_spec_has_the_documented_defaults() -> None:
     spec = JobSpec(command=["echo", "hi"])
-    assert spec.model_dump(mode="json", exclude_none=True) == {**DEFAULT_SPEC, "files": {}, "outputs": [], "after": []}
+    lists = {"outputs": [], "after": [], "after_any": []}
+    assert spec.model_dump(mode="json", exclude_none=True) == {**DEFAULT_SPEC, "files": {}, **lists}
     assert (spec.name, spec.idempotency_key, spec.constraints.region, spec.constraints.arch) == (None, None, None, None)
 
 

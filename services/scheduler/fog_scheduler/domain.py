@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Strategy = Literal["binpack", "spread"]
+#: the statuses a job ends in (``fog_shared.commands.scheduler.ENDED``, which the domain does not import)
+ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 
 
 @dataclass(slots=True)
@@ -301,9 +303,15 @@ def stranded_reason(blocker: str, status: str) -> str:
     return f"never ran: job {blocker}, which it was to run after, ended {status}"
 
 
-def waiting_summary(waiting: int, shown: Sequence[tuple[str, str]]) -> str:
-    """What a job that waits for others to succeed waits for: how many, and the first of them with their status."""
-    listed = ", ".join(f"{job_id} ({status})" for job_id, status in shown)
+def dependency_met(needs: str, status: str) -> bool:
+    """Whether a job in ``status`` is what a job waiting for it ``needs``: its ``success``, or its ``end``."""
+    return status == "succeeded" if needs == "success" else status in ENDED
+
+
+def waiting_summary(waiting: int, shown: Sequence[tuple[str, str, str]]) -> str:
+    """What a job waits for: how many jobs, and the first of them (id, what it needs of it, its status)."""
+    listed = ", ".join(f"{job_id} to {'succeed' if needs == 'success' else 'end'} ({status})" for job_id, needs, status
+                       in shown)  # fmt: skip
     more = f", and {waiting - len(shown)} more" if waiting > len(shown) else ""
     jobs = "job" if waiting == 1 else f"{waiting} jobs"
-    return f"waiting for {jobs} to succeed first: {listed}{more}"
+    return f"waiting for {jobs} first: {listed}{more}"

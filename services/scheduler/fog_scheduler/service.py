@@ -117,13 +117,13 @@ async def submit(
     its events are one statement (``outbox.record_with``), after the capacity read when placing: a lone
     job's way to running starts with these two round trips.
     """
-    if command.spec.after:  # placed by the placement loop once they succeeded; checked and recorded with the job
+    if command.spec.after or command.spec.after_any:  # placed by the placement loop once they are done
         key = command.spec.idempotency_key
         first = None if key is None else await store.job_by_key(conn, command.owner_id, key)
         if first is not None:  # answered as before, though what it waits for may have failed since
             return {"job": view(first), "created": False}
         async with conn.transaction():
-            waits = await _unmet_dependencies(conn, command.owner_id, command.spec.after, dependants=1)
+            waits = await _unmet_dependencies(conn, command.owner_id, command.spec, dependants=1)
             return await _submit(conn, command, now=now, place=None, waiting_max=waiting_max, waits=waits)
     return await _submit(conn, command, now=now, place=place, waiting_max=waiting_max, waits=[])
 
@@ -135,7 +135,7 @@ async def _submit(
     now: datetime,
     place: PlaceNew | None,
     waiting_max: int,
-    waits: Sequence[uuid.UUID],
+    waits: Sequence[tuple[uuid.UUID, str]],
 ) -> dict[str, Any]:
     spec, owner = command.spec, command.owner_id
     event_id = str(uuid.uuid4())
@@ -211,7 +211,7 @@ async def submit_array(
             if existing is not None:
                 return await _array_view(conn, existing["id"], existing["count"])
         await _check_waiting(conn, owner, count, waiting_max)
-        waits = await _unmet_dependencies(conn, owner, spec.after, dependants=count) if spec.after else []
+        waits = await _unmet_dependencies(conn, owner, spec, dependants=count) if spec.after or spec.after_any else []
         base = spec.model_dump(mode="json")
         spec_bytes = len(json.dumps(base))
         if not domain.array_specs_fit(spec_bytes, count):
@@ -239,23 +239,28 @@ async def submit_array(
 
 
 async def _unmet_dependencies(
-    conn: asyncpg.Connection, owner: str, after: Sequence[str], *, dependants: int
-) -> list[uuid.UUID]:
-    """Of the jobs ``after`` names (jobs, or every job of an array) for ``dependants`` new jobs, those that have not
-    succeeded yet, locked until the new jobs and their dependencies are written: none of them ends unseen between.
-    Refused (``invalid_dependency``) when one names nothing of the owner's, or a job that ended and did not
-    succeed (the new job would never run); ``too_large`` past ``domain.DEPENDENCY_PAIRS_MAX``."""
-    named = [uuid.UUID(entry) for entry in after]
+    conn: asyncpg.Connection, owner: str, spec: contract.JobSpec, *, dependants: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Of the jobs ``spec.after`` and ``spec.after_any`` name (jobs, or every job of an array) for ``dependants`` new
+    jobs, those not done yet (not succeeded; not ended), with what is needed of each (``success``, ``end``), locked
+    until the new jobs and their dependencies are written: none of them ends unseen between. Refused
+    (``invalid_dependency``) when one names nothing of the owner's, or a job ``after`` names that ended without
+    succeeding (the new job would never run); ``too_large`` past ``domain.DEPENDENCY_PAIRS_MAX``."""
+    succeed = {uuid.UUID(entry) for entry in spec.after}
+    named = [*succeed, *(uuid.UUID(entry) for entry in spec.after_any)]
     rows, found = await store.lock_dependencies(conn, owner, named)
     for entry in named:
         if entry not in found:  # someone else's job looks like none, as everywhere
             raise SchedulerError("invalid_dependency", f"after: no job or array of yours has the id {entry}")
-    for row in rows:
-        if row["status"] in contract.ENDED and row["status"] != "succeeded":
+    unmet = []
+    for row in rows:  # named by itself or by its array; in after, if by either there
+        needs = "success" if row["id"] in succeed or row["array_id"] in succeed else "end"
+        if needs == "success" and row["status"] in contract.ENDED and row["status"] != "succeeded":
             raise SchedulerError(
                 "invalid_dependency", f"after: job {row['id']} ended {row['status']}; a job after it would never run"
             )
-    unmet = sorted(row["id"] for row in rows if row["status"] != "succeeded")
+        if not domain.dependency_met(needs, row["status"]):
+            unmet.append((row["id"], needs))
     if not domain.dependencies_fit(len(unmet), dependants):
         raise SchedulerError(
             "too_large", f"{dependants} jobs each waiting for {len(unmet)} jobs make more than "
@@ -417,9 +422,9 @@ async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contrac
     row = await store.job_detail(conn, job["id"], "explain")
     recorded, summary, waited = (row["explain"] if row else None) or {}, None, list[contract.Waited]()
     if job["status"] == "pending" and job["waiting_for"] > 0:
-        waited = [contract.Waited(job_id=str(r["id"]), status=r["status"])
+        waited = [contract.Waited(job_id=str(r["id"]), status=r["status"], needs=r["needs"])
                   for r in await store.waited_for(conn, job["id"], contract.WAITED_SHOWN)]  # fmt: skip
-        summary = domain.waiting_summary(job["waiting_for"], [(w.job_id, w.status) for w in waited])
+        summary = domain.waiting_summary(job["waiting_for"], [(w.job_id, w.needs, w.status) for w in waited])
     return contract.Explanation(
         job_id=query.job_id, status=job["status"], decided_at=recorded.get("decided_at"),
         summary=summary or recorded.get("summary"), filtered=recorded.get("filtered", {}),
@@ -472,11 +477,11 @@ async def _cancel_locked(
 
 async def _after_endings(conn: asyncpg.Connection, ended: Sequence[tuple[uuid.UUID, str]], now: datetime) -> None:
     """What these jobs' endings (id, final status) mean for the jobs waiting for them: one that succeeded lets
-    them wait for one fewer (placed once they wait for none); one that did not cancels them, and theirs in turn."""
+    them wait for one fewer (placed once they wait for none), as any end does those that waited for its end; one
+    that did not succeed cancels those that needed it to, and theirs in turn."""
     succeeded = [job_id for job_id, status in ended if status == "succeeded"]
-    if succeeded:
-        await store.release_dependants(conn, succeeded)
     status_of = {job_id: status for job_id, status in ended if status != "succeeded"}
+    await store.release_dependants(conn, succeeded, list(status_of))
     if not status_of:
         return
     stranded = await store.lock_stranded_dependants(conn, list(status_of))

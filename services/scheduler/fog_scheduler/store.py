@@ -563,38 +563,42 @@ async def lock_dependencies(
 
 
 async def insert_dependencies(
-    conn: asyncpg.Connection, dependants: Sequence[uuid.UUID], dependencies: Sequence[uuid.UUID]
+    conn: asyncpg.Connection, dependants: Sequence[uuid.UUID], dependencies: Sequence[tuple[uuid.UUID, str]]
 ) -> None:
-    """Each of ``dependants`` waits for each of ``dependencies``."""
+    """Each of ``dependants`` waits for each of ``dependencies``: (job, what it needs of it: ``success`` or ``end``)."""
     await conn.execute(
-        "INSERT INTO job_dependencies (dependency, dependant)"
-        " SELECT d, j FROM unnest($1::uuid[]) AS d, unnest($2::uuid[]) AS j",
-        list(dependencies), list(dependants),
+        "INSERT INTO job_dependencies (dependency, dependant, needs)"
+        " SELECT d.id, j, d.needs FROM unnest($1::uuid[], $2::text[]) AS d(id, needs), unnest($3::uuid[]) AS j",
+        [job_id for job_id, _ in dependencies], [needs for _, needs in dependencies], list(dependants),
     )  # fmt: skip
 
 
-async def release_dependants(conn: asyncpg.Connection, succeeded: Sequence[uuid.UUID]) -> None:
-    """These jobs succeeded: each of their pending dependants waits for one fewer.
+async def release_dependants(
+    conn: asyncpg.Connection, succeeded: Sequence[uuid.UUID], ended_otherwise: Sequence[uuid.UUID]
+) -> None:
+    """These jobs ended: each of their pending dependants that they satisfy (any end satisfies ``after_any``, a
+    success alone ``after``) waits for one fewer.
 
     The dependants are locked in id order first: two nodes' reports that release the same jobs (an array waiting
     for an array) would otherwise update them in orders of their own, and deadlock."""
     await conn.execute(
-        "WITH d AS (SELECT dependant, count(*) AS n FROM job_dependencies WHERE dependency = ANY($1::uuid[])"
+        "WITH d AS (SELECT dependant, count(*) AS n FROM job_dependencies"
+        "           WHERE dependency = ANY($1::uuid[]) OR (dependency = ANY($2::uuid[]) AND needs = 'end')"
         "           GROUP BY dependant),"
         " locked AS (SELECT j.id, d.n FROM jobs j JOIN d ON j.id = d.dependant WHERE j.status = 'pending'"
         "            ORDER BY j.id FOR UPDATE OF j)"
         " UPDATE jobs SET waiting_for = jobs.waiting_for - locked.n FROM locked WHERE jobs.id = locked.id",
-        list(succeeded),
-    )
+        list(succeeded), list(ended_otherwise),
+    )  # fmt: skip
 
 
 async def lock_stranded_dependants(conn: asyncpg.Connection, ended: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
-    """The pending dependants of these jobs, which ended without succeeding, locked in id order: each with the
-    first of those jobs it waited for (``blocker``), and what cancelling it needs."""
+    """The pending dependants of these jobs, which ended without succeeding, that needed them to succeed, locked in
+    id order: each with the first of those jobs (``blocker``), and what cancelling it needs."""
     rows = await conn.fetch(
         "SELECT j.id, j.owner_id, j.status, j.node_id, j.attempt, j.correlation_id, j.last_event_id, d.blocker"
         " FROM (SELECT dependant, min(dependency::text) AS blocker FROM job_dependencies"
-        "       WHERE dependency = ANY($1::uuid[]) GROUP BY dependant) AS d"
+        "       WHERE dependency = ANY($1::uuid[]) AND needs = 'success' GROUP BY dependant) AS d"
         " JOIN jobs j ON j.id = d.dependant WHERE j.status = 'pending' ORDER BY j.id FOR UPDATE OF j",
         list(ended),
     )
@@ -602,10 +606,12 @@ async def lock_stranded_dependants(conn: asyncpg.Connection, ended: Sequence[uui
 
 
 async def waited_for(conn: asyncpg.Connection, dependant: uuid.UUID, limit: int) -> list[asyncpg.Record]:
-    """The jobs ``dependant`` waits for that have not succeeded, in the order they were submitted."""
+    """The jobs ``dependant`` still waits for (to succeed, or to end), in the order they were submitted."""
     rows = await conn.fetch(
-        "SELECT j.id, j.status FROM job_dependencies d JOIN jobs j ON j.id = d.dependency"
-        " WHERE d.dependant = $1 AND j.status <> 'succeeded' ORDER BY j.submitted_at, j.id LIMIT $2",
+        "SELECT j.id, j.status, d.needs FROM job_dependencies d JOIN jobs j ON j.id = d.dependency"
+        " WHERE d.dependant = $1"
+        f"   AND CASE d.needs WHEN 'end' THEN j.status NOT IN {_ENDED_SQL} ELSE j.status <> 'succeeded' END"
+        " ORDER BY j.submitted_at, j.id LIMIT $2",
         dependant, limit,
     )  # fmt: skip
     return list(rows)

@@ -8,7 +8,7 @@ import binascii
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from fog_shared.commands.auth import NodeId, Principal
 from fog_shared.commands.common import ErrorReply, JobNetwork, Strict, Text, Timestamp, error, without_nul
@@ -120,13 +120,26 @@ class JobSpec(Strict):
     #: jobs, or whole arrays, of the same owner that must all succeed before this one is placed (Slurm's afterok);
     #: should one of them fail, time out or be cancelled, this one is cancelled, never run
     after: list[JobOrArrayId] = Field(default=[], max_length=MAX_AFTER)
+    #: jobs, or whole arrays, of the same owner that must all have ended, however, before this one is placed
+    #: (Slurm's afterany: a clean-up, a report of what succeeded)
+    after_any: list[JobOrArrayId] = Field(default=[], max_length=MAX_AFTER)
 
-    @field_validator("after")
+    @field_validator("after", "after_any")
     @classmethod
-    def _after_once(cls, after: list[str]) -> list[str]:
-        if len({uuid.UUID(entry) for entry in after}) != len(after):
+    def _named_once(cls, named: list[str]) -> list[str]:
+        ids = [str(uuid.UUID(entry)) for entry in named]  # one spelling of each (any case, with or without dashes)
+        if len(set(ids)) != len(ids):
             raise ValueError("a job or array is named more than once")
-        return [str(uuid.UUID(entry)) for entry in after]
+        return ids
+
+    @model_validator(mode="after")
+    def _after_one_way(self) -> JobSpec:
+        both = set(self.after) & set(self.after_any)
+        if both:
+            raise ValueError(f"{sorted(both)[0]} is in both after and after_any: name it in one")
+        if len(self.after) + len(self.after_any) > MAX_AFTER:
+            raise ValueError(f"after and after_any name more than {MAX_AFTER} jobs and arrays in all")
+        return self
 
     @field_validator("files")
     @classmethod
@@ -194,7 +207,8 @@ class JobView(Strict):
     submitted_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
-    #: how many of the jobs it is to run after (``spec.after``) have not succeeded yet: it waits, unplaced, for them
+    #: how many of the jobs it is to run after have not succeeded (``spec.after``) or ended (``spec.after_any``) yet:
+    #: it waits, unplaced, for them
     waiting_for: int = 0
 
 
@@ -316,10 +330,12 @@ class JobOutput(Strict):
 
 
 class Waited(Strict):
-    """A job that another waits for (its ``after``), and where it stands."""
+    """A job that another waits for, and where it stands: ``needs`` it to succeed (``after``) or to end
+    (``after_any``)."""
 
     job_id: str
     status: JobStatus
+    needs: Literal["success", "end"] = "success"
 
 
 class Explanation(Strict):
@@ -331,7 +347,7 @@ class Explanation(Strict):
     filtered: dict[str, int]
     #: the best-scoring nodes, best first, with the parts of their scores
     candidates: list[dict[str, Any]]
-    #: of the jobs it is to run after, those that have not succeeded yet (the first ``WAITED_SHOWN``)
+    #: of the jobs it is to run after, those it still waits for (the first ``WAITED_SHOWN``)
     waiting_for: list[Waited] = Field(default=[])
 
 

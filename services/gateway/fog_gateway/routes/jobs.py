@@ -27,7 +27,11 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
     router = APIRouter(route_class=RepliesReadTolerantly, prefix="/v1/jobs", tags=["jobs"], responses=GUARDED_ERRORS)
     Person = Annotated[Principal, Depends(authz.allow(PEOPLE))]
 
-    @router.post("", status_code=201, response_model=contract.JobView, responses={200: {"model": contract.JobView}})
+    # 409: the owner has too many jobs waiting already (too_many_waiting), or a key names a job retention deleted
+    @router.post(
+        "", status_code=201, response_model=contract.JobView,
+        responses={200: {"model": contract.JobView}, **documented(409)},
+    )  # fmt: skip
     async def submit(spec: contract.JobSpec, owner: Person, response: Response) -> dict[str, Any]:
         """Submit one job. The same ``idempotency_key`` again returns the first job (200)."""
         reply = await calls.ask(contract.SUBMIT, contract.SubmitCommand(owner_id=_user(owner), spec=spec))
@@ -36,7 +40,7 @@ def build_router(calls: ServiceCalls, authz: Authorizer, watchers: JobWatchers) 
         job: dict[str, Any] = reply["job"]
         return job
 
-    @router.post("/array", status_code=201, response_model=contract.ArrayView)
+    @router.post("/array", status_code=201, response_model=contract.ArrayView, responses=documented(409))
     async def submit_array(body: contract.ArrayRequest, owner: Person) -> dict[str, Any]:
         """Submit ``count`` jobs from one spec; each gets its index in ``FOG_ARRAY_INDEX``."""
         command = contract.SubmitArrayCommand(owner_id=_user(owner), request=body)

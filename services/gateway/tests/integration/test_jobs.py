@@ -465,8 +465,8 @@ async def test_a_job_after_others_runs_once_they_succeeded_and_never_after_one_t
     last = (await stack.http.post("/v1/jobs", json={"command": ["ship"], "after": [then.json()["id"]]},
                                   headers=user)).json()  # fmt: skip
     explained = (await stack.http.get(f"/v1/jobs/{last['id']}/explain", headers=user)).json()
-    assert explained["waiting_for"] == [{"job_id": then.json()["id"], "status": "pending"}]
-    assert explained["summary"] == f"waiting for job to succeed first: {then.json()['id']} (pending)"
+    assert explained["waiting_for"] == [{"job_id": then.json()["id"], "status": "pending", "needs": "success"}]
+    assert explained["summary"] == f"waiting for job first: {then.json()['id']} to succeed (pending)"
 
     await agent.run(await agent.next_of("assignment"))  # make succeeded: test is placed
     assert (await job_status(stack, user, then.json()["id"], "assigned"))["waiting_for"] == 0

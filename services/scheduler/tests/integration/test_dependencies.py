@@ -30,7 +30,7 @@ Pool = tuple[asyncpg.Pool, str, str]
 
 
 async def submit(conn: asyncpg.Connection, *after: str, owner: str = "alice", **spec: Any) -> str:
-    body = {"command": ["true"], "after": list(after), **spec}
+    body = {"command": ["true"], "after": list(after), **spec}  # after_any=[...] in spec
     command = SubmitCommand(owner_id=owner, spec=JobSpec.model_validate(body))
     created: dict[str, Any] = await service.submit(conn, command, now=T0)
     return str(created["job"].id)
@@ -52,9 +52,9 @@ async def ended(conn: asyncpg.Connection, job_id: str, outcome: str, attempt: in
     await service.record_reports(conn, ReportsCommand(node_id="n1", reports=[report]), now=T0)
 
 
-async def explained(conn: asyncpg.Connection, job_id: str) -> tuple[str | None, list[tuple[str, str]]]:
+async def explained(conn: asyncpg.Connection, job_id: str) -> tuple[str | None, list[tuple[str, str, str]]]:
     explanation = await service.explain(conn, JobQuery(job_id=job_id, by=ALICE))
-    return explanation.summary, [(waited.job_id, waited.status) for waited in explanation.waiting_for]
+    return explanation.summary, [(waited.job_id, waited.status, waited.needs) for waited in explanation.waiting_for]
 
 
 async def test_a_job_is_placed_only_once_every_job_it_names_has_succeeded(pool: Pool) -> None:
@@ -72,16 +72,16 @@ async def test_a_job_is_placed_only_once_every_job_it_names_has_succeeded(pool: 
         assert await status_of(conn, last) == "pending"
         one, other = sorted((first, second))  # submitted at one instant: in id order
         assert await explained(conn, last) == (
-            f"waiting for 2 jobs to succeed first: {one} (running), {other} (running)",
-            [(one, "running"), (other, "running")],
+            f"waiting for 2 jobs first: {one} to succeed (running), {other} to succeed (running)",
+            [(one, "running", "success"), (other, "running", "success")],
         )
         await ended(conn, first, "succeeded")
     await loop.cycle()
     async with connections.acquire() as conn:
         assert await status_of(conn, last) == "pending"
         assert await explained(conn, last) == (
-            f"waiting for job to succeed first: {second} (running)",
-            [(second, "running")],
+            f"waiting for job first: {second} to succeed (running)",
+            [(second, "running", "success")],
         )
         await ended(conn, second, "succeeded")
     await loop.cycle()
@@ -221,3 +221,51 @@ async def test_a_repeated_submit_answers_its_first_job_though_what_it_waits_for_
         after = await submit(conn, first, idempotency_key="nightly")
         await ended(conn, first, "failed")
         assert await submit(conn, first, idempotency_key="nightly") == after
+
+
+async def test_a_job_after_any_end_runs_after_a_failure_too_and_waits_for_each_job_of_an_array(pool: Pool) -> None:
+    async with pool[0].acquire() as conn:
+        command = SubmitArrayCommand(
+            owner_id="alice", request=ArrayRequest(spec=JobSpec(command=["true"], max_attempts=1), count=3)
+        )
+        array = await service.submit_array(conn, command, now=T0)
+        assert array.job_ids is not None
+        failed_before = await submit(conn, max_attempts=1)
+        await ended(conn, failed_before, "failed")
+        report = await submit(conn, after_any=[array.array_id, failed_before])  # an end is an end: it waits for 3
+        assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(report)) == 3
+
+        first, second, third = array.job_ids
+        await ended(conn, first, "failed")
+        await ended(conn, second, "succeeded")
+        assert await explained(conn, report) == (
+            f"waiting for job first: {third} to end (pending)",
+            [(third, "pending", "end")],
+        )
+        await service.cancel(conn, JobQuery(job_id=third, by=ALICE), now=T0)
+        assert (await status_of(conn, report), await conn.fetchval(
+            "SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(report))) == ("pending", 0)  # fmt: skip
+
+
+async def test_a_job_named_in_after_needs_its_success_though_its_array_is_in_after_any(pool: Pool) -> None:
+    async with pool[0].acquire() as conn:
+        command = SubmitArrayCommand(
+            owner_id="alice", request=ArrayRequest(spec=JobSpec(command=["true"], max_attempts=1), count=2)
+        )
+        array = await service.submit_array(conn, command, now=T0)
+        assert array.job_ids is not None
+        key, other = array.job_ids
+        after = await submit(conn, key, after_any=[array.array_id])
+        await ended(conn, other, "failed")  # its end is all that was needed of it
+        assert await status_of(conn, after) == "pending"
+        await ended(conn, key, "failed")  # its success was needed
+        assert await status_of(conn, after) == "cancelled"
+
+
+def test_a_spec_names_a_job_in_after_or_after_any_not_both() -> None:
+    job = str(uuid.uuid4())
+    with pytest.raises(ValueError, match="in both after and after_any"):
+        JobSpec.model_validate({"command": ["true"], "after": [job], "after_any": [job.upper()]})
+    with pytest.raises(ValueError, match="more than 64 jobs and arrays in all"):
+        JobSpec.model_validate({"command": ["true"], "after": [str(uuid.uuid4()) for _ in range(40)],
+                                "after_any": [str(uuid.uuid4()) for _ in range(40)]})  # fmt: skip
