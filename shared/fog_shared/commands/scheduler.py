@@ -62,8 +62,17 @@ def _job_path(path: str) -> str:
 
 #: a path in a job's working directory, as its agent takes it (fog_agent.job_messages.job_path)
 JobPath = Annotated[Text, StringConstraints(min_length=1, max_length=255), AfterValidator(_job_path)]
+
+
+def _job_or_array_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))  # one spelling of each: any case, with or without dashes
+    except ValueError:
+        raise ValueError(f"{text!r} is not the id of a job or an array") from None
+
+
 #: a job's or an array's id, as ``after`` names what a job waits for
-JobOrArrayId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")]
+JobOrArrayId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_job_or_array_id)]
 #: the most jobs and arrays one job may wait for
 MAX_AFTER = 64
 
@@ -127,10 +136,9 @@ class JobSpec(Strict):
     @field_validator("after", "after_any")
     @classmethod
     def _named_once(cls, named: list[str]) -> list[str]:
-        ids = [str(uuid.UUID(entry)) for entry in named]  # one spelling of each (any case, with or without dashes)
-        if len(set(ids)) != len(ids):
+        if len(set(named)) != len(named):
             raise ValueError("a job or array is named more than once")
-        return ids
+        return named
 
     @model_validator(mode="after")
     def _after_one_way(self) -> JobSpec:

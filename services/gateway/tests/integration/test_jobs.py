@@ -480,6 +480,8 @@ async def test_a_job_after_others_runs_once_they_succeeded_and_never_after_one_t
     for after, code in (([first["id"]], "invalid_dependency"), (["not-an-id"], "invalid")):
         refused = await stack.http.post("/v1/jobs", json={"command": ["true"], "after": after}, headers=other)
         assert (refused.status_code, refused.json()["code"]) == (422, code), refused.text
+    not_an_id = await stack.http.post("/v1/jobs", json={"command": ["true"], "after": ["nope"]}, headers=other)
+    assert "'nope' is not the id of a job or an array" in not_an_id.text
     failed_one = await stack.http.post("/v1/jobs", json={"command": ["true"], "after": [then.json()["id"]]},
                                        headers=user)  # fmt: skip
     assert (failed_one.status_code, failed_one.json()["code"]) == (422, "invalid_dependency")
