@@ -39,6 +39,11 @@ CYCLE_SECONDS = Histogram(
 JOBS = Gauge(
     "fog_scheduler_jobs", "Jobs not ended yet, by status (the leading replica's count; 0 elsewhere)", ["status"]
 )
+AFTER_OTHERS = Gauge(
+    "fog_scheduler_jobs_waiting_for_jobs",
+    "Pending jobs that wait for other jobs to succeed or end (their spec's after, after_any), which placement does"
+    " not look at until then (the leading replica's count; 0 elsewhere)",
+)
 OLDEST_PENDING_S = Gauge(
     "fog_scheduler_oldest_pending_job_age_seconds",
     "Since when the oldest pending job was submitted (retries included, jobs waiting for other jobs not;"
@@ -56,6 +61,7 @@ def show_queue(counts: dict[str, int], oldest_pending_age_s: float, *, leading: 
     LEADING.set(1 if leading else 0)
     for status in LIVE_STATUSES:
         JOBS.labels(status).set(counts.get(status, 0))
+    AFTER_OTHERS.set(counts.get("after_others", 0))
     OLDEST_PENDING_S.set(oldest_pending_age_s)
 
 

@@ -227,21 +227,23 @@ async def specs_of(conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> di
 
 
 async def queue(conn: asyncpg.Connection) -> tuple[dict[str, int], datetime | None]:
-    """How many jobs are pending, assigned and running, and when the oldest pending one that waits for no other job
-    was submitted (one waiting behind a long job is not late).
+    """How many jobs are pending (``after_others``: of them, those waiting for other jobs), assigned and running, and
+    when the oldest pending one that waits for no other job was submitted (one waiting behind a long job is not
+    late).
 
     Each half reads its partial index once (``jobs_pending``, ``jobs_placed``), never the ended jobs.
     """
     row = await conn.fetchrow(
-        "WITH pending AS (SELECT count(*) AS n, min(submitted_at) FILTER (WHERE waiting_for = 0) AS oldest"
-        "  FROM jobs WHERE status = 'pending'),"
+        "WITH pending AS (SELECT count(*) AS n, min(submitted_at) FILTER (WHERE waiting_for = 0) AS oldest,"
+        "  count(*) FILTER (WHERE waiting_for > 0) AS after_others FROM jobs WHERE status = 'pending'),"
         " placed AS (SELECT count(*) FILTER (WHERE status = 'assigned') AS assigned,"
         "  count(*) FILTER (WHERE status = 'running') AS running FROM jobs WHERE status IN ('assigned', 'running'))"
-        " SELECT pending.n AS pending, pending.oldest AS oldest_pending, placed.assigned, placed.running"
+        " SELECT pending.n AS pending, pending.oldest AS oldest_pending, pending.after_others, placed.assigned,"
+        " placed.running"
         " FROM pending, placed"
     )
     assert row is not None
-    counts = {status: int(row[status]) for status in ("pending", "assigned", "running")}
+    counts = {status: int(row[status]) for status in ("pending", "assigned", "running", "after_others")}
     return counts, row["oldest_pending"]
 
 

@@ -102,12 +102,15 @@ async def test_the_leader_shows_the_jobs_not_ended_and_the_oldest_pending_one_ot
         for status, minutes_ago in (("pending", 10), ("pending", 3), ("assigned", 20), ("running", 30),
                                     ("running", 1), ("succeeded", 60)):  # fmt: skip
             await insert_job(conn, status, T0 - timedelta(minutes=minutes_ago))
+        waiting = await insert_job(conn, "pending", T0 - timedelta(minutes=90))  # for other jobs: not late
+        await conn.execute("UPDATE jobs SET waiting_for = 2 WHERE id = $1", waiting)
     leading = True
     gauges = QueueGauges(lambda: pool[0], lambda: leading, lambda: T0, every_s=5)
 
     await gauges.refresh()
     jobs = {status: sample("fog_scheduler_jobs", status=status) for status in ("pending", "assigned", "running")}
-    assert jobs == {"pending": 2, "assigned": 1, "running": 2}
+    assert jobs == {"pending": 3, "assigned": 1, "running": 2}
+    assert sample("fog_scheduler_jobs_waiting_for_jobs") == 1
     assert sample("fog_scheduler_oldest_pending_job_age_seconds") == 600
     assert sample("fog_scheduler_leading") == 1
 
@@ -115,5 +118,6 @@ async def test_the_leader_shows_the_jobs_not_ended_and_the_oldest_pending_one_ot
     await gauges.refresh()
     jobs = {status: sample("fog_scheduler_jobs", status=status) for status in ("pending", "assigned", "running")}
     assert jobs == {"pending": 0, "assigned": 0, "running": 0}
+    assert sample("fog_scheduler_jobs_waiting_for_jobs") == 0
     assert sample("fog_scheduler_oldest_pending_job_age_seconds") == 0
     assert sample("fog_scheduler_leading") == 0
