@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -37,6 +38,8 @@ from fog_shared.paging import InvalidCursor, decode_cursor, encode_cursor
 from fog_shared.pg import outbox
 from fog_shared.telemetry import correlation_id
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 SOURCE = "fog/scheduler"
 #: the ids of arrays up to this size come back from the submit
 ARRAY_IDS_SHOWN = 1000
@@ -122,10 +125,34 @@ async def submit(
         first = None if key is None else await store.job_by_key(conn, command.owner_id, key)
         if first is not None:  # answered as before, though what it waits for may have failed since
             return {"job": view(first), "created": False}
-        async with conn.transaction():
-            waits = await _unmet_dependencies(conn, command.owner_id, command.spec, dependants=1)
-            return await _submit(conn, command, now=now, place=None, waiting_max=waiting_max, waits=waits)
+
+        async def waiting() -> dict[str, Any]:
+            async with conn.transaction():
+                waits = await _unmet_dependencies(conn, command.owner_id, command.spec, dependants=1)
+                return await _submit(conn, command, now=now, place=None, waiting_max=waiting_max, waits=waits)
+
+        return await _retrying_deadlocks(waiting)
     return await _submit(conn, command, now=now, place=place, waiting_max=waiting_max, waits=[])
+
+
+#: how many times a submit of jobs after others is tried when Postgres ends it to break a deadlock
+DEADLOCK_TRIES = 3
+
+
+async def _retrying_deadlocks(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt`` (a whole transaction), tried again when Postgres chose it to end a deadlock.
+
+    A submit locks the jobs it is to run after in id order; the placement loop writes the pending ones it places
+    in one statement, in an order of its own: a submit after two jobs being placed that moment may deadlock with
+    it. Postgres then ends one of the two (the loop's cycle runs again) and the submit, undone, is tried anew."""
+    for tried in range(1, DEADLOCK_TRIES + 1):
+        try:
+            return await attempt()
+        except asyncpg.DeadlockDetectedError:
+            if tried == DEADLOCK_TRIES:
+                raise
+            log.info("a submit after other jobs met a deadlock (try %d of %d): trying again", tried, DEADLOCK_TRIES)
+    raise AssertionError("unreachable")
 
 
 async def _submit(
@@ -202,6 +229,14 @@ async def submit_array(
 ) -> contract.ArrayView:
     """N jobs from one spec in one transaction (COPY); each sees its index in ``FOG_ARRAY_INDEX``. Refused
     (``too_many_waiting``) when the owner would then have more than ``waiting_max`` jobs waiting."""
+    if command.request.spec.after or command.request.spec.after_any:
+        return await _retrying_deadlocks(lambda: _submit_array(conn, command, now=now, waiting_max=waiting_max))
+    return await _submit_array(conn, command, now=now, waiting_max=waiting_max)
+
+
+async def _submit_array(
+    conn: asyncpg.Connection, command: contract.SubmitArrayCommand, *, now: datetime, waiting_max: int
+) -> contract.ArrayView:
     spec, count, owner = command.request.spec, command.request.count, command.owner_id
     array_id = uuid.uuid4()
     async with conn.transaction():

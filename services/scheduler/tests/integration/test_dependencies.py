@@ -4,6 +4,8 @@ says what it waits for; a submit naming what cannot be waited for is refused and
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -22,6 +24,7 @@ from fog_shared.commands.scheduler import (
     SubmitCommand,
 )
 from fog_shared.events.scheduler import JobCancelled
+from fog_shared.testing.waiting import wait_until
 
 from .test_metrics import NODE, T0, leading_loop
 
@@ -269,3 +272,35 @@ def test_a_spec_names_a_job_in_after_or_after_any_not_both() -> None:
     with pytest.raises(ValueError, match="more than 64 jobs and arrays in all"):
         JobSpec.model_validate({"command": ["true"], "after": [str(uuid.uuid4()) for _ in range(40)],
                                 "after_any": [str(uuid.uuid4()) for _ in range(40)]})  # fmt: skip
+
+
+async def test_a_submit_that_deadlocks_with_the_placement_of_what_it_waits_for_is_tried_again(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    connections, dsn, schema = pool
+    async with connections.acquire() as conn:
+        first, second = sorted([await submit(conn), await submit(conn)])  # the submit locks them in this order
+    placing = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    watching = await asyncpg.connect(dsn)
+    placed = "UPDATE jobs SET status = 'assigned', node_id = 'n1' WHERE id = $1"
+
+    async def submit_waits_for_a_lock() -> bool:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
+        return bool(await watching.fetchval(waiting))
+
+    try:
+        placement = placing.transaction()
+        await placement.start()
+        await placing.execute(placed, uuid.UUID(second))  # as the loop writes a batch: the second first
+        async with connections.acquire() as conn:
+            with caplog.at_level(logging.INFO, logger="fog_scheduler.service"):
+                submitting = asyncio.create_task(submit(conn, first, second))  # holds the first, waits for the second
+                await wait_until(submit_waits_for_a_lock, timeout=10, what="the submit waiting for the second job")
+                await placing.execute(placed, uuid.UUID(first))  # waits for the submit: Postgres ends the submit's try
+                await placement.commit()
+                after = await asyncio.wait_for(submitting, timeout=30)
+            assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(after)) == 2
+        assert "a submit after other jobs met a deadlock (try 1 of 3): trying again" in caplog.text
+    finally:
+        await placing.close()
+        await watching.close()
