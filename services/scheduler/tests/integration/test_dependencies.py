@@ -39,6 +39,18 @@ async def submit(conn: asyncpg.Connection, *after: str, owner: str = "alice", **
     return str(created["job"].id)
 
 
+async def array_of(conn: asyncpg.Connection, count: int, **spec: Any) -> tuple[str, list[str]]:
+    """An array of ``count`` jobs of alice's: its id, and its jobs' in index order."""
+    request = ArrayRequest(spec=JobSpec.model_validate({"command": ["true"], **spec}), count=count)
+    array = await service.submit_array(conn, SubmitArrayCommand(owner_id="alice", request=request), now=T0)
+    assert array.job_ids is not None
+    return array.array_id, array.job_ids
+
+
+async def waits(conn: asyncpg.Connection, job_id: str) -> int:
+    return int(await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(job_id)))
+
+
 async def status_of(conn: asyncpg.Connection, job_id: str) -> str:
     return str(await conn.fetchval("SELECT status FROM jobs WHERE id = $1", uuid.UUID(job_id)))
 
@@ -100,7 +112,7 @@ async def test_a_job_after_one_that_already_succeeded_waits_for_nothing(pool: Po
         done = await submit(conn)
         await ended(conn, done, "succeeded")
         after = await submit(conn, done)
-        assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(after)) == 0
+        assert await waits(conn, after) == 0
 
 
 @pytest.mark.parametrize("outcome", ["failed", "timed_out", "cancelled"])
@@ -135,7 +147,7 @@ async def test_a_failed_attempt_with_attempts_left_strands_nothing(pool: Pool) -
         await ended(conn, first, "failed")  # tried again
         assert (await status_of(conn, first), await status_of(conn, after)) == ("pending", "pending")
         await ended(conn, first, "succeeded", attempt=2)
-        assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(after)) == 0
+        assert await waits(conn, after) == 0
 
 
 async def test_a_job_whose_dependency_was_lost_with_no_attempts_left_is_cancelled(pool: Pool) -> None:
@@ -158,22 +170,16 @@ async def test_its_owner_cancelling_a_job_cancels_what_waits_for_it(pool: Pool) 
 
 async def test_a_job_after_an_array_waits_for_each_of_its_jobs_and_an_array_may_wait_too(pool: Pool) -> None:
     async with pool[0].acquire() as conn:
-        command = SubmitArrayCommand(owner_id="alice", request=ArrayRequest(spec=JobSpec(command=["true"]), count=3))
-        array = await service.submit_array(conn, command, now=T0)
-        reduce = await submit(conn, array.array_id)
-        assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(reduce)) == 3
+        array_id, mapped = await array_of(conn, 3)
+        reduce = await submit(conn, array_id)
+        assert await waits(conn, reduce) == 3
 
-        spec = JobSpec.model_validate({"command": ["true"], "after": [reduce]})
-        then = await service.submit_array(
-            conn, SubmitArrayCommand(owner_id="alice", request=ArrayRequest(spec=spec, count=2)), now=T0
-        )
-        waits = await conn.fetch("SELECT waiting_for FROM jobs WHERE array_id = $1", uuid.UUID(then.array_id))
-        assert [row["waiting_for"] for row in waits] == [1, 1]
+        _, then = await array_of(conn, 2, after=[reduce])
+        assert [await waits(conn, job_id) for job_id in then] == [1, 1]
 
-        assert array.job_ids is not None
-        for job_id in array.job_ids:
+        for job_id in mapped:
             await ended(conn, job_id, "succeeded")
-        assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(reduce)) == 0
+        assert await waits(conn, reduce) == 0
         await ended(conn, reduce, "failed", attempt=1)  # three attempts: not yet its end
         assert await status_of(conn, reduce) == "pending"
 
@@ -228,17 +234,12 @@ async def test_a_repeated_submit_answers_its_first_job_though_what_it_waits_for_
 
 async def test_a_job_after_any_end_runs_after_a_failure_too_and_waits_for_each_job_of_an_array(pool: Pool) -> None:
     async with pool[0].acquire() as conn:
-        command = SubmitArrayCommand(
-            owner_id="alice", request=ArrayRequest(spec=JobSpec(command=["true"], max_attempts=1), count=3)
-        )
-        array = await service.submit_array(conn, command, now=T0)
-        assert array.job_ids is not None
+        array_id, (first, second, third) = await array_of(conn, 3, max_attempts=1)
         failed_before = await submit(conn, max_attempts=1)
         await ended(conn, failed_before, "failed")
-        report = await submit(conn, after_any=[array.array_id, failed_before])  # an end is an end: it waits for 3
-        assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(report)) == 3
+        report = await submit(conn, after_any=[array_id, failed_before])  # an end is an end: it waits for 3
+        assert await waits(conn, report) == 3
 
-        first, second, third = array.job_ids
         await ended(conn, first, "failed")
         await ended(conn, second, "succeeded")
         assert await explained(conn, report) == (
@@ -246,19 +247,13 @@ async def test_a_job_after_any_end_runs_after_a_failure_too_and_waits_for_each_j
             [(third, "pending", "end")],
         )
         await service.cancel(conn, JobQuery(job_id=third, by=ALICE), now=T0)
-        assert (await status_of(conn, report), await conn.fetchval(
-            "SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(report))) == ("pending", 0)  # fmt: skip
+        assert (await status_of(conn, report), await waits(conn, report)) == ("pending", 0)
 
 
 async def test_a_job_named_in_after_needs_its_success_though_its_array_is_in_after_any(pool: Pool) -> None:
     async with pool[0].acquire() as conn:
-        command = SubmitArrayCommand(
-            owner_id="alice", request=ArrayRequest(spec=JobSpec(command=["true"], max_attempts=1), count=2)
-        )
-        array = await service.submit_array(conn, command, now=T0)
-        assert array.job_ids is not None
-        key, other = array.job_ids
-        after = await submit(conn, key, after_any=[array.array_id])
+        array_id, (key, other) = await array_of(conn, 2, max_attempts=1)
+        after = await submit(conn, key, after_any=[array_id])
         await ended(conn, other, "failed")  # its end is all that was needed of it
         assert await status_of(conn, after) == "pending"
         await ended(conn, key, "failed")  # its success was needed
@@ -299,7 +294,7 @@ async def test_a_submit_that_deadlocks_with_the_placement_of_what_it_waits_for_i
                 await placing.execute(placed, uuid.UUID(first))  # waits for the submit: Postgres ends the submit's try
                 await placement.commit()
                 after = await asyncio.wait_for(submitting, timeout=30)
-            assert await conn.fetchval("SELECT waiting_for FROM jobs WHERE id = $1", uuid.UUID(after)) == 2
+            assert await waits(conn, after) == 2
         assert "a submit after other jobs met a deadlock (try 1 of 3): trying again" in caplog.text
     finally:
         await placing.close()
