@@ -16,6 +16,7 @@ from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
 from fog_agent.fingerprint import cpu_cores, detect_gpus
 from fog_agent.job_messages import MIB
 from fog_agent.jobs import Capacity, JobRunner
+from fog_agent.owner_messages import OwnerMessages
 from fog_agent.sandbox import SandboxError, sandbox_from_env
 from fog_agent.state import NodeState, StateError, state_path
 from fog_agent.usage import usage_of
@@ -53,7 +54,10 @@ def run(
     """
     state = joined_state(state_dir)
     path = state.path
-    jobs = _job_runner(work_dir or default_work_root(path.parent, state.node_id), declared_networks=state.networks)
+    owner = OwnerMessages(state.gateway_url, state.credential)
+    jobs = _job_runner(
+        work_dir or default_work_root(path.parent, state.node_id), declared_networks=state.networks, owner=owner
+    )
     try:
         connection = AgentConnection(
             state.gateway_url,
@@ -66,7 +70,7 @@ def run(
     except ValueError as exc:
         raise typer.Exit(fail(f"{path}: {exc}")) from None
     log.info("node %s (%s) starting", state.node_id, state.name)
-    status = asyncio.run(serve(connection, jobs))
+    status = asyncio.run(serve(connection, jobs, owner))
     if status:
         raise typer.Exit(status)  # the connection has logged why
 
@@ -85,7 +89,9 @@ def default_work_root(state_dir: Path, node_id: str, *, euid: int | None = None)
     return SYSTEM_WORK_ROOT / node_id / "work"
 
 
-def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = None) -> JobRunner:
+def _job_runner(
+    work_root: Path, *, declared_networks: tuple[str, ...] | None = None, owner: OwnerMessages | None = None
+) -> JobRunner:
     try:
         sandbox = sandbox_from_env(work_root)
     except SandboxError as exc:
@@ -113,6 +119,7 @@ def _job_runner(work_root: Path, *, declared_networks: tuple[str, ...] | None = 
     if sandbox.disk is not None:
         log.info("the job holding the most of the disk is stopped when %s has less than %d MiB free",
                  sandbox.work_root, sandbox.disk.reserve // MIB)  # fmt: skip
+        sandbox.disk.tell_owner = None if owner is None else owner.tell  # over BitChat, as it happens
     else:
         log.warning("FOG_AGENT_DISK_RESERVE is off: a job may fill the disk of %s", sandbox.work_root)
     return JobRunner(sandbox, capacity)
@@ -143,8 +150,9 @@ def _warn_of_networks_no_longer_given(declared: tuple[str, ...] | None, given: t
         )
 
 
-async def serve(connection: AgentConnection, jobs: JobRunner) -> int:
-    """Run the connection with SIGTERM and SIGINT turned into its ``stop()``; no job outlives it."""
+async def serve(connection: AgentConnection, jobs: JobRunner, owner: OwnerMessages | None = None) -> int:
+    """Run the connection with SIGTERM and SIGINT turned into its ``stop()``; no job outlives it, and what waits to
+    be told to the owner has a few seconds to go."""
     loop = asyncio.get_running_loop()
     told = 0
 
@@ -165,3 +173,5 @@ async def serve(connection: AgentConnection, jobs: JobRunner) -> int:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await jobs.close()  # after a refusal, say: the jobs' processes would run on, unwatched
+        if owner is not None:
+            await owner.close()

@@ -335,17 +335,54 @@ async def test_fogctl_cancels_a_whole_array_and_its_running_jobs_are_killed(stac
 
 
 def join_and_run(
-    stack: RunningStack, state_dir: Path, email: str, name: str, pool: str = "kill", gateway: str | None = None
+    stack: RunningStack,
+    state_dir: Path,
+    email: str,
+    name: str,
+    pool: str = "kill",
+    gateway: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """An agent of its own, labelled ``pool=<pool>``, talking to ``gateway`` (the stack's by default)."""
+    """An agent of its own, labelled ``pool=<pool>``, talking to ``gateway`` (the stack's by default), with
+    ``env`` over its environment."""
     subprocess.run(
         [*AGENT, "join", "--gateway", gateway or stack.state["gateway_url"], "--name", name, "--label", f"pool={pool}",
          "--email", email, "--password-stdin", "--state-dir", str(state_dir)],
         input=PASSWORD.encode(), capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     log = (state_dir.parent / f"{name}.log").open("ab")
-    environment = {**os.environ, **DEV_AGENT_ENVIRONMENT}  # as `fogctl dev up` runs its agents
+    environment = {**os.environ, **DEV_AGENT_ENVIRONMENT, **(env or {})}  # as `fogctl dev up` runs its agents
     return subprocess.Popen([*AGENT, "run", "--state-dir", str(state_dir)], stdout=log, stderr=log, env=environment)
+
+
+async def test_a_node_whose_disk_runs_low_stops_the_job_filling_it_and_tells_its_owner(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    owner = await user(stack, email("dana"), roles=("user", "provider"))
+    low = {"FOG_AGENT_DISK_RESERVE": "99%"}  # the machine's disk is low for this agent: below 99 % free
+    agent = join_and_run(stack, tmp_path / "full", email("dana"), "full", pool="full-disk", env=low)
+    try:
+
+        async def ready() -> Any:
+            return await owner.list_nodes(status="ready", labels={"pool": "full-disk"})
+
+        [node] = await wait_until(ready, timeout=20, what="the agent ready")
+        writer = ["sh", "-c", "head -c 100000000 /dev/zero > big; sleep 60"]  # 95 MiB: past what the guard blames
+        spec = JobSpec(command=writer, constraints=Constraints(labels={"pool": "full-disk"}), max_attempts=1)
+        job = await owner.submit_job(spec)
+        done = await ended(owner, job.id, timeout=60)
+        assert done.status == "failed"
+        assert "the node's disk ran low" in (done.error or "")
+
+        async def told() -> list[Any]:
+            found = await owner.search_messages("disk ran low")
+            return [message for message in found.items if message.sender_id == f"node:{node.id}"]
+
+        [message] = await wait_until(told, timeout=20, what="the owner told over BitChat")
+        assert f"I stopped job {job.id}, whose directory held 95 MiB" in (message.text or "")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(agent.wait, 30)
 
 
 async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_never_twice(

@@ -81,6 +81,10 @@ class SandboxedJob:
         self._output: _Output | None = None
         self._cgroup: Path | None = None  # where its processes are, when jobs get a cgroup
 
+    @property
+    def job_id(self) -> str:
+        return self.assignment.job_id
+
     def printed(self) -> str:
         """What the attempt has printed so far (nothing before it starts)."""
         return "" if self._output is None else self._output.printed()

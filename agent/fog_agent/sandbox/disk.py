@@ -6,7 +6,8 @@ looks at that file system's free space every ``CHECK_EVERY_S``; when it is below
 (``FOG_AGENT_DISK_RESERVE``: 5 % of the file system unless set), the running job whose directory holds the most is
 stopped, ``failed``, saying why, and its directory removed. One at a time: the next is chosen once the first one's
 directory is gone (or ``RECOVERY_S`` passed). A job that holds less than ``MIN_BLAME`` is never the one: the disk
-is then low for another reason, which the agent logs.
+is then low for another reason, which the agent logs. Either is told to the node's owner too, over BitChat
+(``tell_owner``: ``fog_agent.owner_messages``).
 
 A look at the free space is one ``statvfs`` (microseconds); the directories are measured only when it is low.
 """
@@ -39,6 +40,9 @@ K = TypeVar("K")
 
 
 class Stoppable(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
     def interrupt(self, why: str) -> None: ...
 
 
@@ -106,6 +110,8 @@ class DiskGuard:
         self.path, self.reserve, self.every_s, self.min_blame = path, reserve, every_s, min_blame
         #: the free space of a path's file system (``free_bytes``)
         self.free_of = free
+        #: tells the node's owner what the guard did, or could not do (``OwnerMessages.tell``), if set
+        self.tell_owner: Callable[[str], None] | None = None
         self._watched: dict[Stoppable, Path] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopped: Path | None = None  # the directory of the last job stopped, until it is gone
@@ -153,6 +159,11 @@ class DiskGuard:
                 self._blamed_none = True  # said once, until there is enough free again
                 log.warning("%s has %d MiB free, under its reserve of %d MiB, and no job holds %d MiB of it",
                             self.path, free // MIB, self.reserve // MIB, self.min_blame // MIB)  # fmt: skip
+                self._tell(
+                    f"This node's disk is low: {free // MIB} MiB free where its jobs write ({self.path}), under the"
+                    f" reserve of {self.reserve // MIB} MiB, and no job of it holds {self.min_blame // MIB} MiB: "
+                    "something else on the machine is filling it. Jobs stopped for the disk would change nothing."
+                )
             return
         why = (
             f"the node's disk ran low ({free // MIB} MiB free, under its reserve of {self.reserve // MIB} MiB) and"
@@ -160,8 +171,17 @@ class DiskGuard:
         )
         log.warning("stopping a job: %s", why)
         victim.interrupt(why)
+        self._tell(
+            f"This node's disk ran low: {free // MIB} MiB free where its jobs write ({self.path}), under the reserve"
+            f" of {self.reserve // MIB} MiB. I stopped job {victim.job_id}, whose directory held"
+            f" {held[victim] // MIB} MiB, the most of any job's; its directory is removed."
+        )
         self._stopped = watched[victim]
         asyncio.get_running_loop().call_later(RECOVERY_S, self._recovered, self._stopped)
+
+    def _tell(self, text: str) -> None:
+        if self.tell_owner is not None:
+            self.tell_owner(text)
 
     def _recovered(self, directory: Path) -> None:
         if self._stopped == directory:

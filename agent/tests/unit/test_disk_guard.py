@@ -77,6 +77,8 @@ async def test_when_the_disk_runs_low_the_job_holding_the_most_is_stopped(tmp_pa
         return 0 if directory_bytes(box.work_root) >= 8 * MIB else 1024 * MIB
 
     box.disk.free_of = free  # the one thing a test cannot make real without root: a small disk
+    told: list[str] = []
+    box.disk.tell_owner = told.append
     box.prepare()
     quiet, writer = box.job(job("quiet", "echo small > file; sleep 60")), box.job(job("writer", WRITER))
     try:
@@ -84,9 +86,41 @@ async def test_when_the_disk_runs_low_the_job_holding_the_most_is_stopped(tmp_pa
         stopped = await asyncio.wait_for(writer_run, timeout=20)
         assert stopped.outcome == "failed"
         assert "the node's disk ran low" in (stopped.error or "")
+        [message] = told  # the node's owner hears of it (over BitChat: fog_agent.owner_messages)
+        assert message.startswith("This node's disk ran low: 0 MiB free")
+        assert "I stopped job writer, whose directory held" in message
         assert not quiet_run.done()  # it held next to nothing: it runs on
         quiet.cancel()
         assert (await quiet_run).outcome == "cancelled"
+    finally:
+        await box.close()
+        await box.removals.finished()
+
+
+async def test_a_disk_low_for_no_jobs_doing_is_told_to_the_owner_once_and_no_job_is_stopped(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5, disk_reserve=100 * MIB)
+    assert box.disk is not None
+    box.disk.every_s = 0.05
+    box.disk.free_of = lambda _: 0  # filled by something else than jobs
+    told: list[str] = []
+    box.disk.tell_owner = told.append
+    box.prepare()
+    quiet = box.job(job("quiet", "echo small > file; sleep 60"))
+    try:
+        running = await run_until_started(quiet)
+
+        async def heard() -> bool:
+            return bool(told)
+
+        await wait_until(heard, timeout=10, what="the owner told")
+        assert told == [
+            f"This node's disk is low: 0 MiB free where its jobs write ({box.work_root}), under the reserve of 100 MiB,"
+            " and no job of it holds 64 MiB: something else on the machine is filling it. Jobs stopped for the disk"
+            " would change nothing."
+        ]
+        assert not running.done()
+        quiet.cancel()
+        assert (await running).outcome == "cancelled"
     finally:
         await box.close()
         await box.removals.finished()

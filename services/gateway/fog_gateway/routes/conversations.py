@@ -1,7 +1,7 @@
 """``/v1/conversations``: direct and group conversations, their messages and receipts (BitChat).
 
 The sender of a message is always the caller: bodies cannot name one. A node credential may
-message its owner only (``POST /v1/conversations/direct/{owner_id}/messages``).
+message its owner only (``POST /v1/conversations/direct/{owner_id}/messages``, or ``direct/owner/messages``).
 """
 
 from typing import Annotated, Any
@@ -62,8 +62,8 @@ def build_router(calls: ServiceCalls, authz: Authorizer) -> APIRouter:
     async def send_direct(
         member_id: MemberIdPath, body: contract.SendRequest, me: PersonOrNode, response: Response
     ) -> dict[str, Any]:
-        """Message a user (or your node, ``node:<id>``); the conversation is made by the first
-        message. The same ``client_msg_id`` again stores nothing and returns the first (200)."""
+        """Message a user (or your node, ``node:<id>``; a node, its owner: ``owner``); the conversation is made by
+        the first message. The same ``client_msg_id`` again stores nothing and returns the first (200)."""
         return await send(contract.SendCommand(by=me, to=member_id, message=body), response)
 
     @router.get("/{conversation_id}", response_model=contract.ConversationView, responses=documented(404))

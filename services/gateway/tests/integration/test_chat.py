@@ -368,7 +368,10 @@ async def test_a_node_messages_its_owner_only(stack: Stack) -> None:
     conversation = notice.json()["conversation_id"]
     reply = await owner.dm(node.id, "thanks")
     assert reply.json()["conversation_id"] == conversation
-    assert [m["sender_id"] for m in await owner.messages(conversation)] == [node.id, owner.id]
+    by_alias = await node.dm("owner", "it knows its owner as 'owner'")  # an agent need not know its owner's id
+    assert (by_alias.status_code, by_alias.json()["conversation_id"]) == (201, conversation)
+    assert (await stranger.dm("owner", "hi")).status_code == 404  # to a person, a user named so: none
+    assert [m["sender_id"] for m in await owner.messages(conversation)] == [node.id, owner.id, node.id]
     seen = (await owner.http.get(f"/v1/conversations/{conversation}", headers=owner.headers)).json()
     assert {m["member_id"]: m["email"] for m in seen["members"]} == {owner.id: owner.email, node.id: None}
     elsewhere = await node.http.post(

@@ -13,6 +13,8 @@ MAX_GROUP_MEMBERS = 256
 MAX_CLOCK_DEVICES = 64
 MAX_CLOCK_COUNTER = 2**53  # exact in every JSON implementation
 NODE_PREFIX = "node:"
+#: what a node may name its owner by, in ``direct/{member}``: an agent knows its node, not whose it is
+OWNER_ALIAS = "owner"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Role = Literal["owner", "admin", "member"]

@@ -184,26 +184,29 @@ async def _conversation_to_send_to(
             raise MessagingError("forbidden", "a node messages its owner only")
         assert command.conversation_id is not None
         return conversation_uuid(command.conversation_id)
-    await _check_direct_recipient(conn, me, command.by, command.to)
-    key = domain.direct_key(me, command.to)
+    to = await _direct_recipient(conn, me, command.by, command.to)
+    key = domain.direct_key(me, to)
     existing = await store.direct_conversation_id(conn, key)
     if existing is not None:
         return existing
-    return await store.create_direct(conn, key, [me, command.to], now)
+    return await store.create_direct(conn, key, [me, to], now)
 
 
-async def _check_direct_recipient(conn: asyncpg.Connection, me: str, by: Principal, to: str) -> None:
+async def _direct_recipient(conn: asyncpg.Connection, me: str, by: Principal, to: str) -> str:
+    """Whom a direct message goes to, if the sender may write to them: a node, to its owner alone, whom it may
+    name ``owner`` (an agent need not know its owner's id)."""
     if by.kind == "node":
         owner = await store.node_owner(conn, by.node_id or "")
-        if owner is None or to != owner:
+        if owner is None or to not in (owner, domain.OWNER_ALIAS):
             raise MessagingError("forbidden", "a node messages its owner only")
-        return
+        return owner
     if domain.is_node(to):
         if await store.node_owner(conn, to.removeprefix(domain.NODE_PREFIX)) != me:
             raise MessagingError("not_found", "no such member")  # only a node's owner talks to it
-        return
+        return to
     if not await store.known_users(conn, [to]):
         raise MessagingError("not_found", "no such user")
+    return to
 
 
 # -- editing and deleting ---------------------------------------------------------------------
