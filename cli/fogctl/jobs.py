@@ -394,7 +394,8 @@ def _given(**values: object) -> dict[str, object]:
 async def _submit(client: FogClient, spec: JobSpec) -> Job:
     job = await client.submit_job(spec)
     # stderr: stdout is the job's alone; the id is what `fogctl job cancel` needs if this wait is interrupted
-    account.console.print(f"Submitted job {job.id}; waiting for it to end.", markup=False, soft_wrap=True)
+    first = f" It waits for {job.waiting_for} job{'s' if job.waiting_for > 1 else ''} first." if job.waiting_for else ""
+    account.console.print(f"Submitted job {job.id}; waiting for it to end.{first}", markup=False, soft_wrap=True)
     return job
 
 

@@ -76,7 +76,8 @@ class Gateway:
         match request.method, request.url.path.split("/")[3:]:
             case "POST", []:
                 spec = json.loads(request.content)
-                return httpx.Response(201, json=job(spec=spec, name=spec.get("name")))
+                waits = len(spec.get("after", [])) + len(spec.get("after_any", []))  # as if none had ended yet
+                return httpx.Response(201, json=job(spec=spec, name=spec.get("name"), waiting_for=waits))
             case "POST", ["array"]:
                 count = json.loads(request.content)["count"]
                 return httpx.Response(201, json={"array_id": "a1", "count": count, "job_ids": ["j1", "j2", "j3"]})
@@ -527,6 +528,15 @@ def test_a_job_waiting_for_others_says_for_how_many_in_lists_and_alone(gateway: 
     assert code == 0, err
     assert "pending, waits for 2 jobs" in out
     assert "j7, j8" in out
+
+
+def test_submit_wait_says_the_job_waits_for_others_first(gateway: Gateway, logged_in: Session) -> None:
+    gateway.states = [job(status="succeeded", exit_code=0)]
+    gateway.outputs = [running_output("done\n", ended=True)]
+    first, second = "0f8e5a8e-0000-4000-8000-000000000001", "0f8e5a8e-0000-4000-8000-000000000002"
+    code, out, err = fogctl("job", "submit", "--wait", "--after", first, "--after-any", second, "--", "true")
+    assert (code, out) == (0, "done\n")
+    assert "Submitted job j1; waiting for it to end. It waits for 2 jobs first." in err
 
 
 def test_explain_a_job_waiting_for_others_lists_them(gateway: Gateway, logged_in: Session) -> None:
