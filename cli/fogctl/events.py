@@ -294,16 +294,16 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def gist(event: StoredEvent) -> str:
-    """The event's facts on one line: its data's values but the aggregate's id and the times (the table has
-    them), ids cut to eight characters, nested values as ``…``. ``node_id=0cba2c5c attempt=2 exit_code=3
-    reason='attempt 2 of 3 failed: exit code 3; tried again in 2 s'``."""
+    """The event's facts on one line: its data's values but the aggregate's id, the times (the table has
+    them) and what is empty, ids cut to eight characters, nested values as ``…``. ``node_id=0cba2c5c
+    attempt=2 exit_code=3 reason='attempt 2 of 3 failed: exit code 3; tried again in 2 s'``."""
     if not isinstance(event.data, dict):
         return ""
     facts = [
         f"{key}={_gist_value(value)}"
         for key, value in event.data.items()
-        if value is not None and value != event.aggregate_id and not key.endswith("_at")
-    ]
+        if value not in (None, [], {}) and value != event.aggregate_id and not key.endswith("_at")
+    ]  # an empty list or object says as little as an absent value (a job.submitted's after=[] on every job)
     line = " ".join(facts)
     return line if len(line) <= GIST_CHARS else line[: GIST_CHARS - 1] + "…"
 

@@ -150,7 +150,7 @@ def test_each_event_shows_its_facts_on_its_line(gateway: Gateway, monkeypatch: p
     failed = {"job_id": "j1", "node_id": node, "reason": "attempt 1 of 3 failed: exit code 3; tried again in 1 s",
               "node_fault": False, "failed_at": NOW, "attempt": 1, "exit_code": 3, "retried": True,
               "audience": ["a", "b"], "assignment": {"command": ["true"]}, "many": list(range(9)), "gone": None,
-              "note": "[bold]x"}  # fmt: skip
+              "after": [], "labels": {}, "note": "[bold]x"}  # fmt: skip
     gateway.pages[None] = page([stored(1, "scheduler.job.failed.v1", data=failed)], "EVT_SCHEDULER:2")
     code, out, err = fogctl("events", "history", "--job", "j1")
     assert code == 0, err

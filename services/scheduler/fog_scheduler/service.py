@@ -207,8 +207,9 @@ def _events_of(
 ) -> _NewJobEvents:
     """``job.submitted``, and ``job.assigned`` after it when placed at its submit (caused by it)."""
     submitted = JobSubmitted(
-        job_id=str(job.id), owner_id=job.owner_id, array_id=None, priority=job.priority, submitted_at=now
-    )
+        job_id=str(job.id), owner_id=job.owner_id, array_id=None, priority=job.priority, submitted_at=now,
+        after=job.spec.get("after", []), after_any=job.spec.get("after_any", []),
+    )  # fmt: skip
     if placement is None:
         return _NewJobEvents([submitted], [submitted_id], [(correlation, None)], {})
     assigned = assignment(str(job.id), 1, job.spec).model_dump(mode="json")
@@ -263,7 +264,8 @@ async def _submit_array(
             rows.append((job_id, owner, spec.name, array_id, index, job_spec, spec.priority, None, now, request,
                          event_ids[index]))  # fmt: skip
             events.append(JobSubmitted(job_id=str(job_id), owner_id=owner, array_id=str(array_id),
-                                       priority=spec.priority, submitted_at=now))  # fmt: skip
+                                       priority=spec.priority, submitted_at=now, after=spec.after,
+                                       after_any=spec.after_any))  # fmt: skip
         await store.insert_jobs(conn, rows, waiting_for=len(waits))
         if waits:
             await store.insert_dependencies(conn, [row[0] for row in rows], waits)

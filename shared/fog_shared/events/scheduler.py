@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from fog_shared.events.base import Event, EventType
 
 
@@ -66,6 +68,10 @@ class JobSubmitted(Event):
     array_id: str | None
     priority: int
     submitted_at: datetime
+    #: the jobs and arrays it is to run after: to succeed (its spec's ``after``), to end (``after_any``); it waits,
+    #: unplaced, until then (absent from older schedulers' events)
+    after: list[str] = Field(default=[])
+    after_any: list[str] = Field(default=[])
 
 
 class JobAssigned(Event):

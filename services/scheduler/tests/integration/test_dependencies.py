@@ -23,7 +23,7 @@ from fog_shared.commands.scheduler import (
     SubmitArrayCommand,
     SubmitCommand,
 )
-from fog_shared.events.scheduler import JobCancelled
+from fog_shared.events.scheduler import JobCancelled, JobSubmitted
 from fog_shared.testing.waiting import wait_until
 
 from .test_metrics import NODE, T0, leading_loop
@@ -81,6 +81,9 @@ async def test_a_job_is_placed_only_once_every_job_it_names_has_succeeded(pool: 
         await placed(conn, first)
         await placed(conn, second)
         last = await submit(conn, first, second, priority=100)  # first in line, were it not waiting
+        rows = await conn.fetch("SELECT body FROM outbox WHERE subject = $1", JobSubmitted.TYPE.subject)
+        submitted = {event.job_id: event for event in (JobSubmitted.from_json(row["body"]) for row in rows)}
+        assert (submitted[last].after, submitted[first].after) == ([first, second], [])  # what an operator reads
 
     await loop.cycle()
     async with connections.acquire() as conn:
@@ -174,8 +177,11 @@ async def test_a_job_after_an_array_waits_for_each_of_its_jobs_and_an_array_may_
         reduce = await submit(conn, array_id)
         assert await waits(conn, reduce) == 3
 
-        _, then = await array_of(conn, 2, after=[reduce])
+        _, then = await array_of(conn, 2, after_any=[reduce])
         assert [await waits(conn, job_id) for job_id in then] == [1, 1]
+        rows = await conn.fetch("SELECT body FROM outbox WHERE subject = $1", JobSubmitted.TYPE.subject)
+        submitted = {event.job_id: event for event in (JobSubmitted.from_json(row["body"]) for row in rows)}
+        assert [submitted[job_id].after_any for job_id in then] == [[reduce], [reduce]]
 
         for job_id in mapped:
             await ended(conn, job_id, "succeeded")
