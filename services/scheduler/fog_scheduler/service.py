@@ -454,7 +454,7 @@ def _file_info(row: asyncpg.Record) -> contract.JobFileInfo:
 
 
 async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contract.Explanation:
-    """The placement decision recorded for the job; for one still waiting for other jobs to succeed, those."""
+    """The placement decision recorded for the job; for one still waiting for other jobs, those."""
     job = await owned_job(conn, query)
     row = await store.job_detail(conn, job["id"], "explain")
     recorded, summary, waited = (row["explain"] if row else None) or {}, None, list[contract.Waited]()
@@ -516,6 +516,8 @@ async def _after_endings(conn: asyncpg.Connection, ended: Sequence[tuple[uuid.UU
     """What these jobs' endings (id, final status) mean for the jobs waiting for them: one that succeeded lets
     them wait for one fewer (placed once they wait for none), as any end does those that waited for its end; one
     that did not succeed cancels those that needed it to, and theirs in turn."""
+    if not ended:  # a batch of reports that ended nothing (starts, output): no round trip
+        return
     succeeded = [job_id for job_id, status in ended if status == "succeeded"]
     status_of = {job_id: status for job_id, status in ended if status != "succeeded"}
     await store.release_dependants(conn, succeeded, list(status_of))
