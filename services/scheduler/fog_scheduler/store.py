@@ -28,7 +28,7 @@ def insert_job(
 
     It returns the job's view, or nothing when the owner used its idempotency key before (the first
     job stands) or already has ``waiting_max`` jobs waiting. Run it with ``outbox.record_with``: the job
-    and its events in one round trip. ``waiting_for``: how many of the jobs it is to run after have not succeeded.
+    and its events in one round trip. ``waiting_for``: how many of the jobs it is to run after are not done yet.
     """
     node_id, explain = placed if placed is not None else (None, None)
     status = "pending" if placed is None else "assigned"
@@ -55,7 +55,7 @@ async def waiting_of(conn: asyncpg.Connection, owner_id: str, limit: int) -> int
 
 async def insert_jobs(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], *, waiting_for: int = 0) -> None:
     """(id, owner_id, name, array_id, array_index, spec, priority, idempotency_key, submitted_at,
-    correlation_id, submitted event id), each waiting for ``waiting_for`` jobs to succeed."""
+    correlation_id, submitted event id), each waiting for ``waiting_for`` jobs to succeed or end."""
     await conn.copy_records_to_table(
         "jobs",
         records=[(*row[:8], "pending", *row[8:], waiting_for) for row in rows],
@@ -584,9 +584,12 @@ async def release_dependants(
     The dependants are locked in id order first: two nodes' reports that release the same jobs (an array waiting
     for an array) would otherwise update them in orders of their own, and deadlock."""
     await conn.execute(
-        "WITH d AS (SELECT dependant, count(*) AS n FROM job_dependencies"
-        "           WHERE dependency = ANY($1::uuid[]) OR (dependency = ANY($2::uuid[]) AND needs = 'end')"
-        "           GROUP BY dependant),"
+        # Two index lookups on the pairs (an OR of them could be planned as a scan of every pair).
+        "WITH d AS (SELECT dependant, count(*) AS n FROM ("
+        "             SELECT dependant FROM job_dependencies WHERE dependency = ANY($1::uuid[])"
+        "             UNION ALL"
+        "             SELECT dependant FROM job_dependencies WHERE dependency = ANY($2::uuid[]) AND needs = 'end'"
+        "           ) AS satisfied GROUP BY dependant),"
         " locked AS (SELECT j.id, d.n FROM jobs j JOIN d ON j.id = d.dependant WHERE j.status = 'pending'"
         "            ORDER BY j.id FOR UPDATE OF j)"
         " UPDATE jobs SET waiting_for = jobs.waiting_for - locked.n FROM locked WHERE jobs.id = locked.id",
