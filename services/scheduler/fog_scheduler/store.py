@@ -584,12 +584,9 @@ async def release_dependants(
     The dependants are locked in id order first: two nodes' reports that release the same jobs (an array waiting
     for an array) would otherwise update them in orders of their own, and deadlock."""
     await conn.execute(
-        # Two index lookups on the pairs (an OR of them could be planned as a scan of every pair).
-        "WITH d AS (SELECT dependant, count(*) AS n FROM ("
-        "             SELECT dependant FROM job_dependencies WHERE dependency = ANY($1::uuid[])"
-        "             UNION ALL"
-        "             SELECT dependant FROM job_dependencies WHERE dependency = ANY($2::uuid[]) AND needs = 'end'"
-        "           ) AS satisfied GROUP BY dependant),"
+        "WITH d AS (SELECT dependant, count(*) AS n FROM job_dependencies"
+        "           WHERE dependency = ANY($1::uuid[]) OR (dependency = ANY($2::uuid[]) AND needs = 'end')"
+        "           GROUP BY dependant),"
         " locked AS (SELECT j.id, d.n FROM jobs j JOIN d ON j.id = d.dependant WHERE j.status = 'pending'"
         "            ORDER BY j.id FOR UPDATE OF j)"
         " UPDATE jobs SET waiting_for = jobs.waiting_for - locked.n FROM locked WHERE jobs.id = locked.id",
