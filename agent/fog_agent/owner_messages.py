@@ -47,13 +47,20 @@ class OwnerMessages:
         self.retry_first_s = RETRY_FIRST_S
 
     def tell(self, text: str) -> None:
-        """Send ``text`` to the owner, soon; from the event loop's thread."""
+        """Send ``text`` to the owner, soon: from the event loop's thread, or before the loop runs (what is told
+        then goes once ``start`` is called in it)."""
         if len(self._waiting) >= QUEUE_MAX:
             _, dropped = self._waiting.popleft()
             log.warning("too many messages for the owner wait to be sent; dropped the oldest: %s", dropped)
         self._waiting.append((str(uuid.uuid4()), text[:MAX_TEXT_CHARS]))
         self._more.set()
-        if self._task is None or self._task.done():
+        with suppress(RuntimeError):  # no loop runs yet: start() sends it
+            asyncio.get_running_loop()
+            self.start()
+
+    def start(self) -> None:
+        """Send what waits, if it is not being sent; in the event loop."""
+        if self._waiting and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._send_all(), name="owner-messages")
 
     async def close(self) -> None:

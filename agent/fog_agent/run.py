@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -113,7 +114,7 @@ def _job_runner(
         log.info("each job %shas a /dev/shm, a /tmp and System V IPC of its own", sees)
     if "none" in sandbox.networks:
         log.info("jobs may have a network of their own, loopback alone; jobs get %s", " or ".join(sandbox.networks))
-    _warn_of_networks_no_longer_given(declared_networks, sandbox.networks)
+    _warn_of_networks_no_longer_given(declared_networks, sandbox.networks, tell=None if owner is None else owner.tell)
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     if sandbox.disk is not None:
@@ -137,17 +138,21 @@ def joined_state(state_dir: Path | None) -> NodeState:
     return state
 
 
-def _warn_of_networks_no_longer_given(declared: tuple[str, ...] | None, given: tuple[str, ...]) -> None:
-    """Jobs are placed here by the networks the node declared at join: one it no longer gives fails each of them."""
+def _warn_of_networks_no_longer_given(
+    declared: tuple[str, ...] | None, given: tuple[str, ...], *, tell: Callable[[str], None] | None = None
+) -> None:
+    """Jobs are placed here by the networks the node declared at join: one it no longer gives fails each of them.
+    Said in the log, and to the node's owner (``tell``), who may not read it."""
     lost = [network for network in declared or () if network not in given]
     if lost:
-        log.warning(
-            "this node was offered at join with jobs of network %s, and now gives %s: such jobs placed here fail "
-            "(and are retried elsewhere). Join again (fog-agent join --force) to say what it gives, or set "
-            "FOG_AGENT_JOB_NETWORKS as it was",
-            " or ".join(lost),
-            " or ".join(given),
+        warning = (
+            f"this node was offered at join with jobs of network {' or '.join(lost)}, and now gives"
+            f" {' or '.join(given)}: such jobs placed here fail (and are retried elsewhere). Join again (fog-agent"
+            " join --force) to say what it gives, or set FOG_AGENT_JOB_NETWORKS as it was"
         )
+        log.warning("%s", warning)
+        if tell is not None:
+            tell(warning[0].upper() + warning[1:] + ".")
 
 
 async def serve(connection: AgentConnection, jobs: JobRunner, owner: OwnerMessages | None = None) -> int:
@@ -155,6 +160,8 @@ async def serve(connection: AgentConnection, jobs: JobRunner, owner: OwnerMessag
     be told to the owner has a few seconds to go."""
     loop = asyncio.get_running_loop()
     told = 0
+    if owner is not None:
+        owner.start()  # what was told before the loop ran (at start: networks no longer given)
 
     def stop(signum: signal.Signals) -> None:
         nonlocal told

@@ -226,11 +226,14 @@ def test_run_warns_of_a_network_declared_at_join_that_it_no_longer_gives(caplog:
         run._warn_of_networks_no_longer_given(None, ("host",))  # joined before nodes said
         run._warn_of_networks_no_longer_given(("host",), ("host", "none"))  # gives more than it said: harmless
     assert caplog.records == []
+    told: list[str] = []
     with caplog.at_level(logging.WARNING):
-        run._warn_of_networks_no_longer_given(("host", "none"), ("host",))
+        run._warn_of_networks_no_longer_given(("host", "none"), ("host",), tell=told.append)
     [warning] = caplog.records
     assert "offered at join with jobs of network none, and now gives host" in warning.getMessage()
     assert "fog-agent join --force" in warning.getMessage()
+    [message] = told  # its owner, who may not read its log, is told over BitChat
+    assert message.startswith("This node was offered at join with jobs of network none, and now gives host")
 
 
 def test_the_agent_says_its_version_as_its_node_will_show_it() -> None:

@@ -101,3 +101,16 @@ async def test_closing_gives_up_on_a_gateway_that_never_answers(monkeypatch: pyt
 
 async def _tried(gateway: Gateway) -> bool:
     return bool(gateway.paths)
+
+
+def test_what_is_told_before_the_loop_runs_goes_once_it_starts() -> None:
+    gateway = Gateway(201)
+    line = messages(gateway)
+    line.tell("said while starting")  # no loop runs yet: it waits
+
+    async def serving() -> None:
+        line.start()
+        await line.close()
+
+    asyncio.run(serving())
+    assert [body["text"] for body in gateway.sent] == ["said while starting"]
