@@ -146,13 +146,13 @@ def _warn_of_networks_no_longer_given(
     lost = [network for network in declared or () if network not in given]
     if lost:
         warning = (
-            f"this node was offered at join with jobs of network {' or '.join(lost)}, and now gives"
+            f"This node was offered at join with jobs of network {' or '.join(lost)}, and now gives"
             f" {' or '.join(given)}: such jobs placed here fail (and are retried elsewhere). Join again (fog-agent"
-            " join --force) to say what it gives, or set FOG_AGENT_JOB_NETWORKS as it was"
+            " join --force) to say what it gives, or set FOG_AGENT_JOB_NETWORKS as it was."
         )
         log.warning("%s", warning)
         if tell is not None:
-            tell(warning[0].upper() + warning[1:] + ".")
+            tell(warning)
 
 
 async def serve(connection: AgentConnection, jobs: JobRunner, owner: OwnerMessages | None = None) -> int:

@@ -394,7 +394,7 @@ def _given(**values: object) -> dict[str, object]:
 async def _submit(client: FogClient, spec: JobSpec) -> Job:
     job = await client.submit_job(spec)
     # stderr: stdout is the job's alone; the id is what `fogctl job cancel` needs if this wait is interrupted
-    first = f" It waits for {job.waiting_for} job{'s' if job.waiting_for > 1 else ''} first." if job.waiting_for else ""
+    first = f" It waits for {_jobs(job.waiting_for)} first." if job.waiting_for else ""
     account.console.print(f"Submitted job {job.id}; waiting for it to end.{first}", markup=False, soft_wrap=True)
     return job
 
@@ -495,7 +495,11 @@ def _status(job: Job) -> str:
     """Its status; a pending job that waits for others says for how many (`fogctl job explain` names them)."""
     if job.status != "pending" or not job.waiting_for:
         return job.status
-    return f"pending, waits for {job.waiting_for} job{'s' if job.waiting_for > 1 else ''}"
+    return f"pending, waits for {_jobs(job.waiting_for)}"
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job{'s' if count > 1 else ''}"
 
 
 def job_rows(job: Job) -> dict[str, str]:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fog_shared.commands.scheduler import ENDED
+
 Strategy = Literal["binpack", "spread"]
-#: the statuses a job ends in (``fog_shared.commands.scheduler.ENDED``, which the domain does not import)
-ENDED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 
 
 @dataclass(slots=True)
