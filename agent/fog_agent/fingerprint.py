@@ -12,11 +12,12 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
+from fog_agent.sandbox.disk import free_bytes, reserve_from_env
 from fog_client import Capabilities, Gpu
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,23 @@ def fingerprint(state_dir: Path, networks: Sequence[str] = ("host",)) -> Capabil
     return Capabilities(
         cpu_cores=cpu_cores(),
         memory_bytes=psutil.virtual_memory().total,
-        # the disk that matters is the one the agent works on; the directory may not exist yet
-        disk_bytes=psutil.disk_usage(str(existing_ancestor(state_dir))).total,
+        disk_bytes=disk_for_jobs(existing_ancestor(state_dir)),
         arch=arch_name(platform.machine()),
         os=os_name(platform.system(), platform.release()),
         gpus=detect_gpus(),
         networks=list(networks),
     )
+
+
+def disk_for_jobs(where: Path, environ: Mapping[str, str] = os.environ) -> int:
+    """What jobs that state their disk may fill together: what is free where they write (the agent's directory, by
+    default), less the reserve the agent keeps (``FOG_AGENT_DISK_RESERVE``). Measured once, at join, as Nomad
+    does: the scheduler places by it, and the agent's reserve guards against what changes after."""
+    try:
+        reserve = reserve_from_env(where, environ) or 0
+    except ValueError:
+        reserve = 0  # the agent refuses to run with it; joining is not the place to say so
+    return max(0, free_bytes(where) - reserve)
 
 
 def cpu_cores() -> int:

@@ -52,6 +52,8 @@ class Resources:
     cpu_cores: float = DEFAULT_CPU_CORES
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     gpus: int = DEFAULT_GPUS
+    #: what it may hold beneath its directory; 0: it stated nothing (docs/jobs.md, "Disk")
+    disk_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ def _resources(value: object) -> Resources:
         cpu_cores=_positive_number(value.get("cpu_cores", DEFAULT_CPU_CORES), "resources.cpu_cores"),
         memory_bytes=_int_at_least(value.get("memory_bytes", DEFAULT_MEMORY_BYTES), 1, "resources.memory_bytes"),
         gpus=_int_at_least(value.get("gpus", DEFAULT_GPUS), 0, "resources.gpus"),
+        disk_bytes=_int_at_least(value.get("disk_bytes", 0), 0, "resources.disk_bytes"),
     )
 
 

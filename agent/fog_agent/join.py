@@ -86,7 +86,8 @@ def join(
     gpus = f", {len(capabilities.gpus)} GPU(s)" if capabilities.gpus else ""
     typer.echo(
         f"Joined {gateway} as node {node.id} ({node.name}): {capabilities.cpu_cores} cores, "
-        f"{capabilities.memory_bytes / 2**30:.1f} GiB{gpus}, jobs with network {' or '.join(capabilities.networks)}. "
+        f"{capabilities.memory_bytes / 2**30:.1f} GiB{gpus}, {capabilities.disk_bytes / 2**30:.1f} GiB of disk for "
+        f"jobs, jobs with network {' or '.join(capabilities.networks)}. "
         "Start it with `fog-agent run`.",
         err=True,
     )

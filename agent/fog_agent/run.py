@@ -117,12 +117,13 @@ def _job_runner(
     _warn_of_networks_no_longer_given(declared_networks, sandbox.networks, tell=None if owner is None else owner.tell)
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
-    if sandbox.disk is not None:
+    if sandbox.disk.reserve is not None:
         log.info("the job holding the most of the disk is stopped when %s has less than %d MiB free",
                  sandbox.work_root, sandbox.disk.reserve // MIB)  # fmt: skip
-        sandbox.disk.tell_owner = None if owner is None else owner.tell  # over BitChat, as it happens
     else:
-        log.warning("FOG_AGENT_DISK_RESERVE is off: a job may fill the disk of %s", sandbox.work_root)
+        log.warning("FOG_AGENT_DISK_RESERVE is off: a job that states no disk may fill the disk of %s",
+                    sandbox.work_root)  # fmt: skip
+    sandbox.disk.tell_owner = None if owner is None else owner.tell  # over BitChat, as it happens
     return JobRunner(sandbox, capacity)
 
 

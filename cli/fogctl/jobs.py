@@ -66,6 +66,13 @@ def submit(
     cpu: Annotated[float | None, typer.Option("--cpu", help="CPU cores, may be fractional (default 1)")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory in binary units, e.g. 512M or 2G (default 256M)")] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs (default 0)")] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            help="The disk it may fill beneath its directory, e.g. 500M or 20G: placed where a node has that much"
+            " for jobs, stopped if it writes more (default: none stated)"
+        ),
+    ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="k=v the node must have; repeatable")] = None,
     region: Annotated[str | None, typer.Option(help="The region the node must be in")] = None,
     arch: Annotated[str | None, typer.Option(help="The architecture the node must have, e.g. x86_64")] = None,
@@ -131,12 +138,13 @@ def submit(
     as_json: JsonOption = False,
 ) -> None:
     """Run a command on a node: fogctl job submit [OPTIONS] -- CMD [ARGS]..."""
-    memory_bytes = None if memory is None else parse_memory(memory)
+    memory_bytes = None if memory is None else parse_size(memory, "--memory")
+    disk_bytes = None if disk is None else parse_size(disk, "--disk")
     constraints = {**_given(region=region, arch=arch), **({"labels": parse_pairs(label, "--label")} if label else {})}
     flags = _given(
         command=command or None,
         env=parse_pairs(env, "--env") if env else None,
-        resources=_given(cpu_cores=cpu, memory_bytes=memory_bytes, gpus=gpus) or None,
+        resources=_given(cpu_cores=cpu, memory_bytes=memory_bytes, gpus=gpus, disk_bytes=disk_bytes) or None,
         constraints=constraints or None,
         affinities=[parse_affinity(value).model_dump() for value in affinity] if affinity else None,
         network=None if network is None else network.value,
@@ -345,11 +353,11 @@ def wait(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
 # -- flags ---------------------------------------------------------------------------------------
 
 
-def parse_memory(text: str) -> int:
+def parse_size(text: str, option: str) -> int:
     """``512M``, ``2G``, ``1.5GiB``, ``1048576``: bytes, in binary units (memory is sold in GiB)."""
     match = _SIZE.fullmatch(text.strip())
     if match is None:
-        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G", param_hint="--memory")
+        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G", param_hint=option)
     number, unit = match.groups()
     power = _POWERS[unit.lower()] if unit else 0
     return int(Decimal(number) * 1024**power)  # Decimal: 1.1G is a whole number of bytes, not a float's guess
@@ -521,7 +529,8 @@ def job_rows(job: Job) -> dict[str, str]:
         "outputs": ", ".join(spec.outputs) or "-",
         "after": ", ".join(spec.after) or "-",
         "after_any": ", ".join(spec.after_any) or "-",
-        "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU",
+        "resources": f"{resources.cpu_cores:g} CPU, {human_bytes(resources.memory_bytes)}, {resources.gpus} GPU"
+        + (f", {human_bytes(resources.disk_bytes)} disk" if resources.disk_bytes else ""),
         "requires": ", ".join(required) or "-",
         "prefers": ", ".join(f"{a.label}={a.value} ({a.weight})" for a in spec.affinities) or "-",
         "network": spec.network or "host",

@@ -173,7 +173,7 @@ def node_rows(node: Node) -> dict[str, str]:
         "location": f"{location.lat}, {location.lon}" if location else "-",
         "cpu_cores": str(capabilities.cpu_cores),
         "memory": human_bytes(capabilities.memory_bytes),
-        "disk": human_bytes(capabilities.disk_bytes),
+        "disk_for_jobs": human_bytes(capabilities.disk_bytes),
         "platform": f"{capabilities.os} ({capabilities.arch})",
         "gpus": ", ".join(gpus) or "-",
         "job_networks": ", ".join(capabilities.networks),

@@ -637,11 +637,13 @@ def _capabilities_body(capabilities: Capabilities) -> dict[str, Any]:
 
 def _spec_body(spec: JobSpec) -> dict[str, Any]:
     # Unset optional fields are left out rather than sent as null: the gateway's spec is strict. So are files and
-    # outputs (and after) when there are none: a gateway older than them refuses the fields, though empty.
+    # outputs (and after) when there are none, and a disk of 0: a gateway older than them refuses the fields.
     body: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
     for newer in ("files", "outputs", "after", "after_any"):
         if not body.get(newer):
             body.pop(newer, None)
+    if not body.get("resources", {}).get("disk_bytes"):
+        body.get("resources", {}).pop("disk_bytes", None)
     return body
 
 

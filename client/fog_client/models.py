@@ -208,6 +208,8 @@ class Resources(_Reply):
     cpu_cores: float = 1.0
     memory_bytes: int = 256 * MIB
     gpus: int = 0
+    #: what it may write beneath its directory; 0: it states none (docs/jobs.md, "Disk")
+    disk_bytes: int = 0
 
 
 class Constraints(_Reply):

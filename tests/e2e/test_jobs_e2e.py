@@ -207,6 +207,33 @@ async def test_constraints_hold_and_explain_says_why_a_job_waits(stack: RunningS
     assert bad.value.status == 422
 
 
+async def test_a_job_is_held_to_the_disk_it_states_and_waits_while_no_node_has_that_much(stack: RunningStack) -> None:
+    config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
+    writes = "head -c 8388608 /dev/zero > data; sleep 30"  # 8 MiB, then it would run on
+    code, job_id = await fogctl(
+        "job", "submit", "--disk", "2M", "--max-attempts", "1", "--label", "dev=true", "--", "sh", "-c", writes,
+        env=config,
+    )  # fmt: skip
+    assert code == 0
+    code, _ = await fogctl("job", "wait", job_id.strip(), env=config)
+    assert code != 0
+    code, shown = await fogctl("job", "get", job_id.strip(), "--json", env=config)
+    stopped = json.loads(shown)
+    assert stopped["status"] == "failed"
+    assert stopped["error"].endswith("MiB, more than the 2 MiB of disk it stated (resources.disk_bytes)")
+    code, out = await fogctl("job", "submit", "--wait", "--disk", "64M", "--", "sh", "-c", "head -c 1048576 /dev/zero"
+                             " > data && echo kept", env=config)  # fmt: skip
+    assert (code, out) == (0, "kept\n")
+
+    fog = await user(stack, email("desi"))
+    too_big = await fog.submit_job(JobSpec(command=["true"], resources=Resources(disk_bytes=1 << 50)))
+    why = await wait_until(lambda: _filtered(fog, too_big.id), timeout=10, what="explain")
+    assert list(why) == ["too little disk"]
+    assert why["too little disk"] >= 2  # the two dev agents
+    assert (await fog.get_job(too_big.id)).status == "pending"
+    await fog.cancel_job(too_big.id)
+
+
 async def test_a_job_without_network_cannot_reach_the_gateway_its_node_reaches(stack: RunningStack) -> None:
     config = {"FOG_CONFIG_DIR": str(stack.dir / "fogctl")}
     fog = await user(stack, email("nina"))

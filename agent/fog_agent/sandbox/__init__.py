@@ -144,8 +144,9 @@ class Sandbox:
         disk_reserve: int | None = None,
     ) -> None:
         self.work_root = work_root.absolute()
-        #: stops the job that holds the most of the disk when less than ``disk_reserve`` bytes are free
-        self.disk = None if disk_reserve is None else DiskGuard(self.work_root, disk_reserve)
+        #: stops a job that holds more disk than it stated, and the one that holds the most when less than
+        #: ``disk_reserve`` bytes are free (None: no reserve)
+        self.disk = DiskGuard(self.work_root, disk_reserve)
         #: the networks jobs may have here (``job_networks_from_env``); an assignment of another is refused
         self.networks = tuple(networks)
         self.users = users
@@ -313,14 +314,13 @@ class Sandbox:
 
     def watching_disk(self, job: SandboxedJob, directory: Path) -> contextlib.AbstractContextManager[None]:
         """While the block runs, ``job`` may be stopped for the disk (``disk``)."""
-        return contextlib.nullcontext() if self.disk is None else self.disk.watching(job, directory)
+        return self.disk.watching(job, directory, job.assignment.resources.disk_bytes)
 
     async def close(self) -> None:
         """Stop the launcher: whatever job still runs dies with it, and so do the prepared ones. Once this
         returns, every preparation is undone (its working directory handed to ``removals``)."""
         self.launcher.close()
-        if self.disk is not None:
-            await self.disk.close()
+        await self.disk.close()
         preparing, self._prepared = list(self._prepared.values()), {}
         for task in preparing:
             task.cancel()  # one under way undoes what it made; one done is undone below

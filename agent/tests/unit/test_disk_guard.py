@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from fog_agent.job_messages import MIB, Assignment, Result
+from fog_agent.job_messages import MIB, Assignment, Resources, Result
 from fog_agent.sandbox import Sandbox, SandboxedJob, job_users_from_env
-from fog_agent.sandbox.disk import choose, directory_bytes, free_bytes, reserve_from_env
+from fog_agent.sandbox.disk import choose, directory_bytes, free_bytes, over_limits, reserve_from_env
 from fog_shared.testing.waiting import wait_until
 
 #: writes a MiB to its directory every 20 ms, on and on (past a full disk too), until it is stopped
 WRITER = "while :; do head -c 1048576 /dev/zero >> data 2>/dev/null; sleep 0.02; done"
 
 
-def job(job_id: str, script: str) -> Assignment:
-    return Assignment(job_id, 1, ("sh", "-c", script), {}, 60.0)
+def job(job_id: str, script: str, disk_bytes: int = 0) -> Assignment:
+    return Assignment(job_id, 1, ("sh", "-c", script), {}, 60.0, resources=Resources(disk_bytes=disk_bytes))
 
 
 def test_the_job_holding_the_most_is_chosen_only_when_the_disk_is_low_and_it_holds_enough() -> None:
@@ -31,6 +31,22 @@ def test_the_job_holding_the_most_is_chosen_only_when_the_disk_is_low_and_it_hol
     assert choose(held, free=50 * MIB, reserve=100 * MIB) == "b"
     assert choose({"a": 10 * MIB}, free=50 * MIB, reserve=100 * MIB) is None  # low, but not for a job's doing
     assert choose({}, free=0, reserve=100 * MIB) is None
+
+
+def test_a_job_beyond_what_it_stated_goes_before_one_that_holds_more_within_it() -> None:
+    held = {"stated": 900 * MIB, "unstated": 200 * MIB, "small": 10 * MIB}
+    stated = {"stated": 1000 * MIB}
+    assert choose(held, free=50 * MIB, reserve=100 * MIB, stated=stated) == "unstated"
+    assert choose(held, free=50 * MIB, reserve=100 * MIB) == "stated"  # as if none had stated anything
+    # Each within what it stated (the node promised more than it had free): the one holding the most.
+    within = {"a": 1000 * MIB, "b": 200 * MIB}
+    assert choose({"a": 900 * MIB, "b": 100 * MIB}, free=50 * MIB, reserve=100 * MIB, stated=within) == "a"
+
+
+def test_a_job_is_over_its_limit_when_it_holds_more_than_it_stated() -> None:
+    held = {"over": 5 * MIB, "at": 4 * MIB, "unstated": 100 * MIB}
+    assert over_limits(held, {"over": 4 * MIB, "at": 4 * MIB}) == ["over"]
+    assert over_limits(held, {}) == []
 
 
 def test_the_reserve_is_a_share_of_the_file_system_a_size_or_off(tmp_path: Path) -> None:
@@ -70,7 +86,6 @@ async def run_until_started(job_: SandboxedJob) -> asyncio.Task[Result]:
 async def test_when_the_disk_runs_low_the_job_holding_the_most_is_stopped(tmp_path: Path) -> None:
     # The file system's free space as the guard reads it: low once the writer holds 8 MiB.
     box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5, disk_reserve=100 * MIB)
-    assert box.disk is not None
     box.disk.every_s, box.disk.min_blame = 0.05, 4 * MIB
 
     def free(_: Path) -> int:
@@ -99,7 +114,6 @@ async def test_when_the_disk_runs_low_the_job_holding_the_most_is_stopped(tmp_pa
 
 async def test_a_disk_low_for_no_jobs_doing_is_told_to_the_owner_once_and_no_job_is_stopped(tmp_path: Path) -> None:
     box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5, disk_reserve=100 * MIB)
-    assert box.disk is not None
     box.disk.every_s = 0.05
     box.disk.free_of = lambda _: 0  # filled by something else than jobs
     told: list[str] = []
@@ -121,6 +135,30 @@ async def test_a_disk_low_for_no_jobs_doing_is_told_to_the_owner_once_and_no_job
         assert not running.done()
         quiet.cancel()
         assert (await running).outcome == "cancelled"
+    finally:
+        await box.close()
+        await box.removals.finished()
+
+
+async def test_a_job_that_writes_more_than_the_disk_it_stated_is_stopped_with_no_reserve_kept(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path / "work", users=job_users_from_env(), kill_grace_s=0.5, disk_reserve=None)
+    box.disk.every_s = box.disk.limit_every_s = 0.05
+    told: list[str] = []
+    box.disk.tell_owner = told.append
+    box.prepare()
+    within = box.job(job("within", "head -c 1048576 /dev/zero > data; sleep 60", disk_bytes=8 * MIB))
+    writer = box.job(job("writer", WRITER, disk_bytes=4 * MIB))
+    try:
+        within_run, writer_run = await run_until_started(within), await run_until_started(writer)
+        stopped = await asyncio.wait_for(writer_run, timeout=20)
+        assert stopped.outcome == "failed"
+        assert stopped.error is not None
+        assert stopped.error.startswith("its directory held ")
+        assert stopped.error.endswith(" MiB, more than the 4 MiB of disk it stated (resources.disk_bytes)")
+        assert not within_run.done()  # 1 MiB of the 8 it stated: it runs on
+        assert told == []  # the job's owner reads why; the node's owner has nothing to do
+        within.cancel()
+        assert (await within_run).outcome == "cancelled"
     finally:
         await box.close()
         await box.removals.finished()
@@ -149,7 +187,6 @@ async def small_disk() -> AsyncIterator[Path]:
 
 async def test_a_job_filling_a_real_disk_is_stopped_and_its_space_comes_back(small_disk: Path) -> None:
     box = Sandbox(small_disk / "work", users=job_users_from_env(), kill_grace_s=0.5, disk_reserve=24 * MIB)
-    assert box.disk is not None
     box.disk.every_s, box.disk.min_blame = 0.05, 8 * MIB
     box.prepare()
     try:

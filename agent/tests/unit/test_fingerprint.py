@@ -13,11 +13,13 @@ from fog_agent.fingerprint import (
     NVIDIA_SMI_QUERY,
     arch_name,
     detect_gpus,
+    disk_for_jobs,
     existing_ancestor,
     fingerprint,
     os_name,
     parse_nvidia_smi,
 )
+from fog_agent.sandbox.disk import free_bytes
 from fog_client import Gpu
 
 MIB = 1024 * 1024
@@ -127,7 +129,19 @@ def test_the_fingerprint_of_this_machine_is_acceptable(tmp_path: Path) -> None:
     capabilities = fingerprint(state_dir)
     assert capabilities.cpu_cores >= 1
     assert capabilities.memory_bytes >= 1
-    assert capabilities.disk_bytes >= 1
+    assert capabilities.disk_bytes >= 0  # what is free there, less the reserve: none on a nearly full disk
     assert re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", capabilities.arch)
     assert 1 <= len(capabilities.os) <= 64
     assert not state_dir.exists()  # measuring creates nothing
+
+
+def test_the_disk_for_jobs_is_what_is_free_where_they_write_less_the_reserve(tmp_path: Path) -> None:
+    # Other processes write meanwhile: the free space is compared within a margin.
+    margin = 256 * 2**20
+    free = free_bytes(tmp_path)
+    assert abs(disk_for_jobs(tmp_path, {"FOG_AGENT_DISK_RESERVE": "off"}) - free) < margin
+    if free > 2 * margin:
+        assert abs(disk_for_jobs(tmp_path, {"FOG_AGENT_DISK_RESERVE": f"{margin}b"}) - (free - margin)) < margin
+    assert disk_for_jobs(tmp_path, {"FOG_AGENT_DISK_RESERVE": "1000000T"}) == 0  # a reserve past the free: none
+    # a reserve the agent would refuse at start is not a join's business: none is kept back
+    assert abs(disk_for_jobs(tmp_path, {"FOG_AGENT_DISK_RESERVE": "lots"}) - free) < margin

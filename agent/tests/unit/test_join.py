@@ -122,7 +122,10 @@ def test_joining_with_an_api_key_registers_and_keeps_the_credential_privately(
     assert stat.S_IMODE((state_dir / "node.json").stat().st_mode) == 0o600
     assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
     assert out == "n1\n"
-    assert "Joined http://gateway.test as node n1 (edge-1): 4 cores, 8.0 GiB, jobs with network host or none" in err
+    assert (
+        "Joined http://gateway.test as node n1 (edge-1): 4 cores, 8.0 GiB, 93.1 GiB of disk for jobs, jobs with network"
+        " host or none" in err
+    )
     assert "fogn_n1" not in out + err
     assert API_KEY not in out + err
 

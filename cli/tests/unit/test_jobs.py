@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from fog_client import Job
 from fogctl import arrays, jobs
 from fogctl.__main__ import app
-from fogctl.jobs import exit_status, parse_memory
+from fogctl.jobs import exit_status, parse_size
 from fogctl.session import Session
 
 URL = "http://gateway.test"
@@ -251,13 +251,13 @@ def test_a_failure_on_the_platforms_side_names_the_request_to_trace(
     ],
 )
 def test_memory_sizes_are_binary(text: str, count: int) -> None:
-    assert parse_memory(text) == count
+    assert parse_size(text, "--memory") == count
 
 
 @pytest.mark.parametrize("text", ["", "G", "-1G", "1.2.3M", "2X", "1e9", "5 ib"])
 def test_a_size_must_be_a_number_and_a_unit(text: str) -> None:
     with pytest.raises(typer.BadParameter):
-        parse_memory(text)
+        parse_size(text, "--disk")
 
 
 def test_submit_an_array_prints_its_id(gateway: Gateway, logged_in: Session) -> None:

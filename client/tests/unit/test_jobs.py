@@ -71,9 +71,20 @@ def client(gateway: Gateway, **kwargs: Any) -> FogClient:
 
 def test_a_spec_has_the_documented_defaults() -> None:
     spec = JobSpec(command=["echo", "hi"])
-    lists = {"outputs": [], "after": [], "after_any": []}
-    assert spec.model_dump(mode="json", exclude_none=True) == {**DEFAULT_SPEC, "files": {}, **lists}
+    lists = {"outputs": [], "after": [], "after_any": [], "files": {}}
+    resources = {**DEFAULT_SPEC["resources"], "disk_bytes": 0}  # sent only when stated: see below
+    assert spec.model_dump(mode="json", exclude_none=True) == {**DEFAULT_SPEC, **lists, "resources": resources}
     assert (spec.name, spec.idempotency_key, spec.constraints.region, spec.constraints.arch) == (None, None, None, None)
+
+
+async def test_a_stated_disk_is_sent_and_none_stated_is_left_out_for_older_gateways() -> None:
+    gateway = Gateway({("POST", "/v1/jobs"): [httpx.Response(201, json=job(spec=DEFAULT_SPEC))]})
+    async with client(gateway) as fog:
+        await fog.submit_job(JobSpec(command=["true"], resources=Resources(disk_bytes=2**30)))
+        await fog.submit_job(JobSpec(command=["true"]))
+    stated, unstated = gateway.bodies()
+    assert stated["resources"]["disk_bytes"] == 2**30
+    assert "disk_bytes" not in unstated["resources"]
 
 
 async def test_submitting_sends_the_spec_without_nulls_and_parses_the_job() -> None:

@@ -39,27 +39,33 @@ class NodeCapacity:
     reputation: float = 0.5
     #: the networks it gives its jobs (``host``, ``none``)
     networks: frozenset[str] = frozenset({"host"})
+    #: the disk its jobs may fill, as it declared at join (``Capabilities.disk_bytes``)
+    disk_bytes: int = 0
     used_cpu: float = 0.0
     used_memory: int = 0
     used_gpus: int = 0
+    used_disk: int = 0
 
-    def free(self) -> tuple[float, int, int]:
-        return self.cpu_cores - self.used_cpu, self.memory_bytes - self.used_memory, self.gpus - self.used_gpus
+    def free(self) -> tuple[float, int, int, int]:
+        return (self.cpu_cores - self.used_cpu, self.memory_bytes - self.used_memory, self.gpus - self.used_gpus,
+                self.disk_bytes - self.used_disk)  # fmt: skip
 
     def take(self, request: Request) -> None:
         self.used_cpu += request.cpu_cores
         self.used_memory += request.memory_bytes
         self.used_gpus += request.gpus
+        self.used_disk += request.disk_bytes
 
     def facts(self) -> tuple[object, ...]:
         """What decides whether a job could ever run here (not what it uses now, nor its reputation)."""
         return (self.node_id, self.status, self.cpu_cores, self.memory_bytes, self.gpus, self.arch, self.region,
-                self.labels, self.networks)  # fmt: skip
+                self.labels, self.networks, self.disk_bytes)  # fmt: skip
 
     def give_back(self, request: Request) -> None:
         self.used_cpu = max(0.0, self.used_cpu - request.cpu_cores)
         self.used_memory = max(0, self.used_memory - request.memory_bytes)
         self.used_gpus = max(0, self.used_gpus - request.gpus)
+        self.used_disk = max(0, self.used_disk - request.disk_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,8 @@ class Request:
     affinities: tuple[tuple[str, str, int], ...] = ()
     avoid: frozenset[str] = frozenset()
     network: str = "host"
+    #: the disk it may fill beneath its directory (0: it stated none, and holds none)
+    disk_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +118,19 @@ class Room:
     cpu_cores: float
     memory_bytes: int
     gpus: int
+    disk_bytes: int = 0
 
     @classmethod
     def of(cls, nodes: Sequence[NodeCapacity]) -> Room:
         free = [node.free() for node in nodes if node.status == "ready"]
         if not free:
-            return cls(0.0, 0, 0)
-        return cls(max(f[0] for f in free), max(f[1] for f in free), max(f[2] for f in free))
+            return cls(0.0, 0, 0, 0)
+        return cls(max(f[0] for f in free), max(f[1] for f in free), max(f[2] for f in free), max(f[3] for f in free))
 
-    def may_hold(self, cpu_cores: float, memory_bytes: int, gpus: int) -> bool:
+    def may_hold(self, cpu_cores: float, memory_bytes: int, gpus: int, disk_bytes: int = 0) -> bool:
         """False when no node has this much free (the same tolerance on cores as placing)."""
-        return cpu_cores <= self.cpu_cores + 1e-9 and memory_bytes <= self.memory_bytes and gpus <= self.gpus
+        return (cpu_cores <= self.cpu_cores + 1e-9 and memory_bytes <= self.memory_bytes and gpus <= self.gpus
+                and disk_bytes <= self.disk_bytes)  # fmt: skip
 
 
 class FreeRoom:
@@ -140,7 +150,7 @@ class FreeRoom:
         self._fresh = False
 
     def may_hold(self, request: Request) -> bool:
-        wanted = (request.cpu_cores, request.memory_bytes, request.gpus)
+        wanted = (request.cpu_cores, request.memory_bytes, request.gpus, request.disk_bytes)
         if (self._room is None or self._room.may_hold(*wanted)) and not self._fresh:
             self._room, self._fresh = Room.of(self._nodes), True
         assert self._room is not None
@@ -170,6 +180,8 @@ def _static_misfit(node: NodeCapacity, request: Request) -> str | None:
         return "too little memory"
     if node.gpus < request.gpus:
         return "too few GPUs"
+    if node.disk_bytes < request.disk_bytes:
+        return "too little disk"
     return None
 
 
@@ -181,6 +193,8 @@ def _busy(node: NodeCapacity, request: Request) -> str | None:
         return "memory in use"
     if node.gpus - node.used_gpus < request.gpus:
         return "GPUs in use"
+    if node.disk_bytes - node.used_disk < request.disk_bytes:
+        return "disk in use"
     return None
 
 

@@ -61,6 +61,7 @@ def request_of(spec: dict[str, Any], tried: list[str]) -> domain.Request:
         labels=constraints["labels"], region=constraints["region"], arch=constraints["arch"],
         affinities=tuple((a["label"], a["value"], a["weight"]) for a in spec["affinities"]), avoid=frozenset(tried),
         network=spec.get("network", "host"),  # a job submitted before jobs could ask has the node's own
+        disk_bytes=resources.get("disk_bytes", 0),  # nor did it state a disk
     )  # fmt: skip
 
 
@@ -71,6 +72,7 @@ def node_of(row: asyncpg.Record) -> domain.NodeCapacity:
         memory_bytes=int(caps["memory_bytes"]), gpus=len(caps.get("gpus", [])), arch=caps["arch"],
         region=row["region"], labels=row["labels"], reputation=row["reputation"],
         networks=frozenset(caps.get("networks", ("host",))),  # registered before nodes said: their own alone
+        disk_bytes=int(caps.get("disk_bytes", 0)),
     )  # fmt: skip
 
 
@@ -300,7 +302,8 @@ class PlacementLoop:
         nodes = []
         for row in await store.capacity(conn):
             node = node_of(row)
-            node.take(domain.Request(row["held_cpu"] or 0.0, row["held_memory"] or 0, row["held_gpus"] or 0))
+            node.take(domain.Request(row["held_cpu"] or 0.0, row["held_memory"] or 0, row["held_gpus"] or 0,
+                                     disk_bytes=row["held_disk"] or 0))  # fmt: skip
             nodes.append(node)
         return nodes
 

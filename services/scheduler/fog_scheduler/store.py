@@ -484,11 +484,12 @@ async def capacity(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
             "SELECT n.id, n.status, n.capabilities, n.labels, n.region, n.reputation,"
-            " h.cpu AS held_cpu, h.memory AS held_memory, h.gpus AS held_gpus"
+            " h.cpu AS held_cpu, h.memory AS held_memory, h.gpus AS held_gpus, h.disk AS held_disk"
             " FROM nodes AS n LEFT JOIN ("
             "  SELECT node_id, sum((spec->'resources'->>'cpu_cores')::float8) AS cpu,"
             "  sum((spec->'resources'->>'memory_bytes')::bigint)::bigint AS memory,"
-            "  sum((spec->'resources'->>'gpus')::int)::int AS gpus"
+            "  sum((spec->'resources'->>'gpus')::int)::int AS gpus,"
+            "  sum(coalesce((spec->'resources'->>'disk_bytes')::bigint, 0))::bigint AS disk"
             "  FROM jobs WHERE status IN ('assigned', 'running') GROUP BY node_id"
             " ) AS h ON h.node_id = n.id ORDER BY n.id"
         )

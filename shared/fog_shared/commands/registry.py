@@ -44,6 +44,8 @@ class Gpu(Strict):
 class Capabilities(Strict):
     cpu_cores: int = Field(ge=1, le=4096)
     memory_bytes: int = Field(ge=1, le=2**62)
+    #: the disk its jobs may fill, for placing jobs that state theirs (``Resources.disk_bytes``): an agent declares
+    #: what was free where jobs write when it joined, less its reserve (docs/jobs.md, "Disk")
     disk_bytes: NonNegative
     arch: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     os: Text = Field(min_length=1, max_length=64)

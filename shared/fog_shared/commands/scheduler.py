@@ -92,6 +92,10 @@ class Resources(Strict):
     cpu_cores: float = Field(default=1.0, gt=0, le=256)
     memory_bytes: int = Field(default=256 << 20, ge=1 << 20, le=1 << 42)
     gpus: int = Field(default=0, ge=0, le=16)
+    #: what the job may write beneath its directory (its ``/tmp`` too): placed only where the node's disk for jobs
+    #: (``Capabilities.disk_bytes``) has that much left, and stopped, ``failed``, once it holds more. 0: it states
+    #: no need, is placed by none, and only the node's reserve bounds it (docs/jobs.md, "Disk")
+    disk_bytes: int = Field(default=0, ge=0, le=1 << 50)
 
 
 class Constraints(Strict):

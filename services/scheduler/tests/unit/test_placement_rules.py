@@ -52,6 +52,25 @@ def test_a_job_goes_only_where_its_network_is_given() -> None:
     assert hosted.filtered == {"no host network for jobs": 1}
 
 
+def test_a_job_that_states_its_disk_goes_where_the_disk_for_jobs_has_that_much_left() -> None:
+    small, large = node("small", disk_bytes=10 << 30), node("large", disk_bytes=80 << 30)
+    big = Request(cpu_cores=1, memory_bytes=1, gpus=0, disk_bytes=50 << 30)
+    placed = domain.place(big, [small, large])
+    assert (placed.node_id, placed.filtered) == ("large", {"too little disk": 1})
+    large.take(big)
+    again = domain.place(big, [small, large])
+    assert again.node_id is None
+    assert again.filtered == {"too little disk": 1, "disk in use": 1}
+    assert again.waits_for_capacity, "the first one's end gives its disk back"
+    large.give_back(big)
+    assert domain.place(big, [small, large]).node_id == "large"
+    # A job that states none is placed by none, even on a node that declared no disk for jobs.
+    assert domain.place(Request(cpu_cores=1, memory_bytes=1, gpus=0), [node("full", disk_bytes=0)]).node_id == "full"
+    nowhere = domain.place(big, [small])
+    assert (nowhere.node_id, nowhere.waits_for_capacity) == (None, False)
+    assert nowhere.summary(1) == "no node fits: 1 examined (1 too little disk)"
+
+
 def test_busy_nodes_make_a_job_wait_for_capacity() -> None:
     busy = node("a", cores=2)
     busy.take(Request(cpu_cores=2, memory_bytes=1, gpus=0))
@@ -122,12 +141,13 @@ def test_the_room_is_the_most_any_ready_node_has_free_of_each_resource() -> None
     )
     busy.take(Request(cpu_cores=3.5, memory_bytes=1 << 30, gpus=0))
     room = domain.Room.of([busy, roomy, gone])
-    assert room == domain.Room(cpu_cores=2, memory_bytes=7 << 30, gpus=0)  # a down node offers nothing
+    assert room == domain.Room(cpu_cores=2, memory_bytes=7 << 30, gpus=0, disk_bytes=0)  # a down node offers nothing
     assert room.may_hold(2, 1 << 30, 0)
     assert room.may_hold(0.1 + 0.2 + 1.7, 1, 0), "cores compare with the tolerance placing has"
     assert not room.may_hold(2.5, 1, 0)
     assert not room.may_hold(1, 8 << 30, 0)
     assert not room.may_hold(1, 1, 1)
+    assert not room.may_hold(1, 1, 0, disk_bytes=1), "no node declared a disk for jobs"
     assert domain.Room.of([]) == domain.Room(0.0, 0, 0)
     # Per resource, not per node: "may", since no node may have both of the most.
     assert room.may_hold(2, 7 << 30, 0)
