@@ -436,6 +436,8 @@ async def test_bad_specs_get_422_and_create_nothing(stack: Stack) -> None:
         {"command": [""]},
         {"command": ["true"], "resources": {"cpu_cores": -1}},
         {"command": ["true"], "resources": {"memory_bytes": -5}},
+        {"command": ["true"], "resources": {"disk_bytes": -1}},
+        {"command": ["true"], "resources": {"disk_bytes": 1 << 51}},
         {"command": ["true"], "env": {"BIG": "x" * 40_000}},
         {"command": ["true"], "env": {"1BAD": "x"}},
         {"command": "true"},
