@@ -56,9 +56,8 @@ def run(
     state = joined_state(state_dir)
     path = state.path
     owner = OwnerMessages(state.gateway_url, state.credential)
-    jobs = _job_runner(
-        work_dir or default_work_root(path.parent, state.node_id), declared_networks=state.networks, owner=owner
-    )
+    work_root = work_dir or default_work_root(path.parent, state.node_id)
+    jobs = _job_runner(work_root, declared_networks=state.networks, owner=owner)
     try:
         connection = AgentConnection(
             state.gateway_url,
@@ -72,6 +71,8 @@ def run(
         raise typer.Exit(fail(f"{path}: {exc}")) from None
     log.info("node %s (%s) starting", state.node_id, state.name)
     status = asyncio.run(serve(connection, jobs, owner))
+    if work_dir is None:  # the agent made it: an agent that is gone for good leaves nothing behind
+        remove_empty(work_root, up_to=SYSTEM_WORK_ROOT if work_root.is_relative_to(SYSTEM_WORK_ROOT) else path.parent)
     if status:
         raise typer.Exit(status)  # the connection has logged why
 
@@ -88,6 +89,17 @@ def default_work_root(state_dir: Path, node_id: str, *, euid: int | None = None)
     if (os.geteuid() if euid is None else euid) != 0:
         return state_dir / "work"
     return SYSTEM_WORK_ROOT / node_id / "work"
+
+
+def remove_empty(directory: Path, *, up_to: Path) -> None:
+    """Remove ``directory`` and then each parent below ``up_to``, as long as they are empty (the next start makes
+    them again)."""
+    while directory != up_to and directory.is_relative_to(up_to):
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (a job's directory still being removed, a file of the owner's): left as it is
+            return
+        directory = directory.parent
 
 
 def _job_runner(

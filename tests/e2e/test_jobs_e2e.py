@@ -410,6 +410,10 @@ async def test_a_node_whose_disk_runs_low_stops_the_job_filling_it_and_tells_its
     finally:
         agent.send_signal(signal.SIGTERM)
         await asyncio.to_thread(agent.wait, 30)
+    assert agent.returncode == 0
+    # Gone for good as far as it knows: no empty directory of it is left (as root, below /var/lib/fog-agent).
+    work = tmp_path / "full" / "work" if os.geteuid() != 0 else Path("/var/lib/fog-agent") / node.id
+    assert not work.exists()
 
 
 async def test_kill_9_an_agent_mid_job_the_job_is_lost_then_succeeds_elsewhere_never_twice(

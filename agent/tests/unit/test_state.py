@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fog_agent.run import default_work_root
+from fog_agent.run import default_work_root, remove_empty
 from fog_agent.state import NodeState, StateError, default_state_dir, state_path
 
 URL = "http://gateway.test"
@@ -117,3 +117,15 @@ def test_jobs_work_beside_the_state_unless_they_run_as_users_of_their_own(state_
     # it to its directory, and whatever opens that directory by its path (`python3 script.py`) would fail.
     assert default_work_root(state_dir, "n-1", euid=1000) == state_dir / "work"
     assert default_work_root(state_dir, "n-1", euid=0) == Path("/var/lib/fog-agent/n-1/work")
+
+
+def test_an_agent_leaving_removes_the_work_directories_it_made_while_empty(tmp_path: Path) -> None:
+    root = tmp_path / "fog-agent"
+    (root / "n-1" / "work").mkdir(parents=True)
+    (root / "n-2" / "work" / "job-a").mkdir(parents=True)
+    remove_empty(root / "n-1" / "work", up_to=root)
+    assert list(root.iterdir()) == [root / "n-2"]  # the node's directory too; the root stays (other nodes')
+    remove_empty(root / "n-2" / "work", up_to=root)
+    assert (root / "n-2" / "work" / "job-a").is_dir(), "what is not empty stays"
+    remove_empty(tmp_path / "elsewhere", up_to=root)  # not beneath it: nothing is touched
+    assert root.is_dir()
