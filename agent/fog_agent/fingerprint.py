@@ -33,12 +33,13 @@ _NOT_ARCH = re.compile(r"[^A-Za-z0-9_.-]")
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def fingerprint(state_dir: Path, networks: Sequence[str] = ("host",)) -> Capabilities:
-    """What the machine offers; ``networks`` are those its jobs may have (``sandbox.job_networks_from_env``)."""
+def fingerprint(where: Path, networks: Sequence[str] = ("host",)) -> Capabilities:
+    """What the machine offers; its disk for jobs is measured at ``where`` (or the nearest directory above it that
+    exists), and ``networks`` are those its jobs may have (``sandbox.job_networks_from_env``)."""
     return Capabilities(
         cpu_cores=cpu_cores(),
         memory_bytes=psutil.virtual_memory().total,
-        disk_bytes=disk_for_jobs(existing_ancestor(state_dir)),
+        disk_bytes=disk_for_jobs(existing_ancestor(where)),
         arch=arch_name(platform.machine()),
         os=os_name(platform.system(), platform.release()),
         gpus=detect_gpus(),

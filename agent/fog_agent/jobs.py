@@ -106,6 +106,11 @@ class JobRunner:
         sandbox.launcher.on_fenced = self.launcher_fenced
 
     @property
+    def networks(self) -> tuple[str, ...]:
+        """The networks this node gives its jobs (``Sandbox.networks``)."""
+        return self._sandbox.networks
+
+    @property
     def running_jobs(self) -> int:
         return len(self._running)
 

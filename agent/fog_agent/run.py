@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +14,7 @@ import typer
 
 from fog_agent.cli import StateDirOption, fail
 from fog_agent.connection import DRAIN_TIMEOUT_S, AgentConnection
+from fog_agent.declaration import Declaration
 from fog_agent.fingerprint import cpu_cores, detect_gpus
 from fog_agent.job_messages import MIB
 from fog_agent.jobs import Capacity, JobRunner
@@ -57,7 +58,8 @@ def run(
     path = state.path
     owner = OwnerMessages(state.gateway_url, state.credential)
     work_root = work_dir or default_work_root(path.parent, state.node_id)
-    jobs = _job_runner(work_root, declared_networks=state.networks, owner=owner)
+    jobs = _job_runner(work_root, owner=owner)
+    declaration = Declaration(state, work_root, jobs.networks, tell=owner.tell)
     try:
         connection = AgentConnection(
             state.gateway_url,
@@ -70,7 +72,7 @@ def run(
     except ValueError as exc:
         raise typer.Exit(fail(f"{path}: {exc}")) from None
     log.info("node %s (%s) starting", state.node_id, state.name)
-    status = asyncio.run(serve(connection, jobs, owner))
+    status = asyncio.run(serve(connection, jobs, owner, declaration))
     if work_dir is None:  # the agent made it: an agent that is gone for good leaves nothing behind
         remove_empty(work_root, up_to=SYSTEM_WORK_ROOT if work_root.is_relative_to(SYSTEM_WORK_ROOT) else path.parent)
     if status:
@@ -102,9 +104,7 @@ def remove_empty(directory: Path, *, up_to: Path) -> None:
         directory = directory.parent
 
 
-def _job_runner(
-    work_root: Path, *, declared_networks: tuple[str, ...] | None = None, owner: OwnerMessages | None = None
-) -> JobRunner:
+def _job_runner(work_root: Path, *, owner: OwnerMessages | None = None) -> JobRunner:
     try:
         sandbox = sandbox_from_env(work_root)
     except SandboxError as exc:
@@ -126,7 +126,6 @@ def _job_runner(
         log.info("each job %shas a /dev/shm, a /tmp and System V IPC of its own", sees)
     if "none" in sandbox.networks:
         log.info("jobs may have a network of their own, loopback alone; jobs get %s", " or ".join(sandbox.networks))
-    _warn_of_networks_no_longer_given(declared_networks, sandbox.networks, tell=None if owner is None else owner.tell)
     if sandbox.cgroups is not None:
         log.info("each job gets a cgroup below %s: whatever it starts ends with it", sandbox.cgroups.root)
     if sandbox.disk.reserve is not None:
@@ -151,30 +150,19 @@ def joined_state(state_dir: Path | None) -> NodeState:
     return state
 
 
-def _warn_of_networks_no_longer_given(
-    declared: tuple[str, ...] | None, given: tuple[str, ...], *, tell: Callable[[str], None] | None = None
-) -> None:
-    """Jobs are placed here by the networks the node declared at join: one it no longer gives fails each of them.
-    Said in the log, and to the node's owner (``tell``), who may not read it."""
-    lost = [network for network in declared or () if network not in given]
-    if lost:
-        warning = (
-            f"This node was offered at join with jobs of network {' or '.join(lost)}, and now gives"
-            f" {' or '.join(given)}: such jobs placed here fail (and are retried elsewhere). Join again (fog-agent"
-            " join --force) to say what it gives, or set FOG_AGENT_JOB_NETWORKS as it was."
-        )
-        log.warning("%s", warning)
-        if tell is not None:
-            tell(warning)
-
-
-async def serve(connection: AgentConnection, jobs: JobRunner, owner: OwnerMessages | None = None) -> int:
-    """Run the connection with SIGTERM and SIGINT turned into its ``stop()``; no job outlives it, and what waits to
-    be told to the owner has a few seconds to go."""
+async def serve(
+    connection: AgentConnection,
+    jobs: JobRunner,
+    owner: OwnerMessages | None = None,
+    declaration: Declaration | None = None,
+) -> int:
+    """Run the connection with SIGTERM and SIGINT turned into its ``stop()``, while what the machine offers is
+    declared beside it; no job outlives it, and what waits to be told to the owner has a few seconds to go."""
     loop = asyncio.get_running_loop()
     told = 0
     if owner is not None:
-        owner.start()  # what was told before the loop ran (at start: networks no longer given)
+        owner.start()  # what was told before the loop ran
+    declaring = None if declaration is None else loop.create_task(declaration.run(), name="declaration")
 
     def stop(signum: signal.Signals) -> None:
         nonlocal told
@@ -192,6 +180,10 @@ async def serve(connection: AgentConnection, jobs: JobRunner, owner: OwnerMessag
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+        if declaring is not None:
+            declaring.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # its failure is no reason to fail the exit
+                await declaring
         await jobs.close()  # after a refusal, say: the jobs' processes would run on, unwatched
         if owner is not None:
             await owner.close()

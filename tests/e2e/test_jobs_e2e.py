@@ -394,6 +394,11 @@ async def test_a_node_whose_disk_runs_low_stops_the_job_filling_it_and_tells_its
             return await owner.list_nodes(status="ready", labels={"pool": "full-disk"})
 
         [node] = await wait_until(ready, timeout=20, what="the agent ready")
+
+        async def declared_at_start() -> bool:  # it joined with the default reserve of 5 %, and runs with 99 %
+            return (await owner.get_node(node.id)).capabilities.disk_bytes == 0
+
+        await wait_until(declared_at_start, timeout=20, what="no disk for jobs declared at the agent's start")
         writer = ["sh", "-c", "head -c 100000000 /dev/zero > big; sleep 60"]  # 95 MiB: past what the guard blames
         spec = JobSpec(command=writer, constraints=Constraints(labels={"pool": "full-disk"}), max_attempts=1)
         job = await owner.submit_job(spec)

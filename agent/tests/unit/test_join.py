@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import logging
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fog_agent import join, run
+from fog_agent import join
 from fog_agent.__main__ import app
 from fog_agent.sandbox import policy
 from fog_agent.state import NodeState
@@ -221,22 +220,6 @@ def test_run_without_joining_says_so(state_dir: Path) -> None:
     assert code == 1
     assert "not joined yet" in err
     assert "fog-agent join" in err
-
-
-def test_run_warns_of_a_network_declared_at_join_that_it_no_longer_gives(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        run._warn_of_networks_no_longer_given(("host", "none"), ("host", "none"))
-        run._warn_of_networks_no_longer_given(None, ("host",))  # joined before nodes said
-        run._warn_of_networks_no_longer_given(("host",), ("host", "none"))  # gives more than it said: harmless
-    assert caplog.records == []
-    told: list[str] = []
-    with caplog.at_level(logging.WARNING):
-        run._warn_of_networks_no_longer_given(("host", "none"), ("host",), tell=told.append)
-    [warning] = caplog.records
-    assert "offered at join with jobs of network none, and now gives host" in warning.getMessage()
-    assert "fog-agent join --force" in warning.getMessage()
-    [message] = told  # its owner, who may not read its log, is told over BitChat
-    assert message.startswith("This node was offered at join with jobs of network none, and now gives host")
 
 
 def test_the_agent_says_its_version_as_its_node_will_show_it() -> None:

@@ -58,6 +58,10 @@ def register(runtime: ServiceRuntime, monitor: LivenessMonitor) -> None:
     async def label_node(body: contract.LabelNodeCommand) -> dict[str, Any]:
         return await answer(lambda conn: service.label_node(conn, body, now=_now()))
 
+    @broker.subscriber(contract.DECLARE_CAPABILITIES, queue=group, title="declare_capabilities")
+    async def declare_capabilities(body: contract.DeclareCapabilitiesCommand) -> dict[str, Any]:
+        return await answer(lambda conn: service.declare_capabilities(conn, body, now=_now()))
+
     @broker.subscriber(contract.DEREGISTER_NODE, queue=group, title="deregister_node")
     async def deregister_node(body: contract.NodeQuery) -> dict[str, Any]:
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from fog_shared.commands.common import Refusal
 from fog_shared.envelope import Envelope
 from fog_shared.events import Event
 from fog_shared.events.registry import (
+    NodeCapabilitiesChanged,
     NodeDeregistered,
     NodeLabelsChanged,
     NodeRegistered,
@@ -125,6 +126,26 @@ async def label_node(
         if labels != previous:
             await store.set_labels(conn, command.node_id, labels, now)
             event = NodeLabelsChanged(node_id=command.node_id, labels=labels, previous_labels=previous, changed_at=now)
+            await outbox.record(conn, event, source=SOURCE)
+        return view(await visible_node(conn, command.node_id, command.by))
+
+
+async def declare_capabilities(
+    conn: asyncpg.Connection, command: contract.DeclareCapabilitiesCommand, *, now: datetime
+) -> contract.NodeView:
+    """What the node's agent measured at its start; announced with the whole new set, unless nothing changed. Only
+    the node itself declares: a person cannot know the machine better than its agent."""
+    if command.by.kind != "node" or command.by.node_id != command.node_id:
+        raise RegistryError("forbidden", "only the node itself declares what it offers")
+    async with conn.transaction():
+        row = await visible_node(conn, command.node_id, command.by, for_update=True)
+        previous = dict(row["capabilities"])
+        capabilities = command.capabilities.model_dump(mode="json")
+        if capabilities != previous:
+            await store.set_capabilities(conn, command.node_id, capabilities, now)
+            event = NodeCapabilitiesChanged(
+                node_id=command.node_id, capabilities=capabilities, previous_capabilities=previous, changed_at=now
+            )
             await outbox.record(conn, event, source=SOURCE)
         return view(await visible_node(conn, command.node_id, command.by))
 

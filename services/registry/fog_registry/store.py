@@ -107,6 +107,10 @@ async def set_labels(conn: asyncpg.Connection, node_id: str, labels: dict[str, s
     await conn.execute("UPDATE nodes SET labels = $2, changed_at = $3 WHERE id = $1", node_id, labels, now)
 
 
+async def set_capabilities(conn: asyncpg.Connection, node_id: str, capabilities: dict[str, Any], now: datetime) -> None:
+    await conn.execute("UPDATE nodes SET capabilities = $2, changed_at = $3 WHERE id = $1", node_id, capabilities, now)
+
+
 async def set_draining(conn: asyncpg.Connection, node_id: str, now: datetime, *, draining: bool) -> None:
     await conn.execute("UPDATE nodes SET draining = $3, changed_at = $2 WHERE id = $1", node_id, now, draining)
 

@@ -9,6 +9,7 @@ import asyncpg
 from fog_scheduler import store
 from fog_shared.events import Event
 from fog_shared.events.registry import (
+    NodeCapabilitiesChanged,
     NodeDeregistered,
     NodeLabelsChanged,
     NodeRegistered,
@@ -26,6 +27,8 @@ async def project(conn: asyncpg.Connection, event: Event, now: datetime) -> None
         await store.set_node_status(conn, event.node_id, event.status, now)
     elif isinstance(event, NodeLabelsChanged):
         await store.set_node_labels(conn, event.node_id, event.labels, now)
+    elif isinstance(event, NodeCapabilitiesChanged):
+        await store.set_node_capabilities(conn, event.node_id, event.capabilities, now)
     elif isinstance(event, NodeReputationChanged):
         await store.set_node_reputation(conn, event.node_id, event.reputation, now)
     elif isinstance(event, NodeDeregistered):

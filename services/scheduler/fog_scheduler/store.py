@@ -471,6 +471,12 @@ async def set_node_labels(conn: asyncpg.Connection, node_id: str, labels: dict[s
     await conn.execute("UPDATE nodes SET labels = $2, updated_at = $3 WHERE id = $1", node_id, labels, now)
 
 
+async def set_node_capabilities(
+    conn: asyncpg.Connection, node_id: str, capabilities: dict[str, Any], now: datetime
+) -> None:
+    await conn.execute("UPDATE nodes SET capabilities = $2, updated_at = $3 WHERE id = $1", node_id, capabilities, now)
+
+
 async def set_node_reputation(conn: asyncpg.Connection, node_id: str, reputation: float, now: datetime) -> None:
     await conn.execute("UPDATE nodes SET reputation = $2, updated_at = $3 WHERE id = $1", node_id, reputation, now)
 

@@ -24,6 +24,7 @@ LIST_NODES = query_subject("registry", "list_nodes")
 DRAIN_NODE = command_subject("registry", "drain_node")
 RESUME_NODE = command_subject("registry", "resume_node")
 LABEL_NODE = command_subject("registry", "label_node")
+DECLARE_CAPABILITIES = command_subject("registry", "declare_capabilities")
 DEREGISTER_NODE = command_subject("registry", "deregister_node")
 HEARTBEATS = command_subject("registry", "heartbeats")
 
@@ -180,6 +181,14 @@ class LabelNodeCommand(Strict):
     node_id: NodeId
     by: Principal
     labels: LabelsPatch
+
+
+class DeclareCapabilitiesCommand(Strict):
+    """A node's agent says what the machine offers now (``PUT /v1/nodes/{id}/capabilities``, by the node itself)."""
+
+    node_id: NodeId
+    by: Principal
+    capabilities: Capabilities
 
 
 class ListNodesQuery(Strict):

@@ -52,6 +52,19 @@ class NodeLabelsChanged(Event):
     changed_at: datetime
 
 
+class NodeCapabilitiesChanged(Event):
+    """The node's agent declared what the machine offers anew (at its start), and it differs from what was
+    declared before: ``capabilities`` is the whole new set (``fog_shared.commands.registry.Capabilities``)."""
+
+    TYPE: ClassVar[EventType] = EventType("registry", "node", "capabilities_changed", 1)
+    AGGREGATE_ID: ClassVar[str] = "node_id"
+
+    node_id: str
+    capabilities: dict[str, Any]
+    previous_capabilities: dict[str, Any]
+    changed_at: datetime
+
+
 class NodeDeregistered(Event):
     """The node is gone for good; its credential is revoked by the gateway's request."""
 

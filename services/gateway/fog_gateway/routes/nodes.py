@@ -125,6 +125,15 @@ def build_router(
         relay.beat(body)
         return {"status": "accepted"}
 
+    @router.put("/{node_id}/capabilities", response_model=contract.NodeView, responses=documented(404))
+    async def declare_capabilities(node_id: NodeIdPath, body: contract.Capabilities, node: Node) -> dict[str, Any]:
+        """What the machine offers now, as its agent measured it at its start (the node itself alone): jobs are
+        placed by it from then on. Announced (``registry.node.capabilities_changed``) only when it changed."""
+        if node_id != node.node_id:
+            raise Problem(403, "Forbidden", "a node acts only as itself", code="forbidden")
+        command = contract.DeclareCapabilitiesCommand(node_id=node_id, by=node, capabilities=body)
+        return await calls.ask(contract.DECLARE_CAPABILITIES, command)
+
     @router.post("/{node_id}/credential", status_code=201, response_model=auth_contract.IssuedNodeCredential)
     async def issue_node_credential(node_id: NodeIdPath, provider: Provider) -> dict[str, Any]:
         """A new credential for your node (any earlier one stops working); shown once."""

@@ -161,6 +161,41 @@ async def test_a_job_waiting_for_a_label_is_placed_once_its_owner_labels_a_node(
     assert [(e["previous_labels"], e["labels"]) for e in relabelled] == [({"site": "a"}, {"gpu": "a100"})]
 
 
+async def test_a_node_declaring_more_disk_than_at_join_takes_the_job_that_waited_for_it(stack: Stack) -> None:
+    url, owner = await stack.serve_gateway(), await provider(stack)
+    agent = await ready_node(stack, url, owner, "a")  # 1 GiB of disk for jobs, as it joined
+    user = stack.bearer(await stack.register_and_login("uma@example.org"))
+    spec = {"command": ["true"], "resources": {"disk_bytes": 4 << 30}}
+    job_id = (await stack.http.post("/v1/jobs", json=spec, headers=user)).json()["id"]
+
+    async def explained() -> dict[str, int] | None:
+        found = (await stack.http.get(f"/v1/jobs/{job_id}/explain", headers=user)).json()
+        return found["filtered"] if found["status"] == "pending" and found["filtered"] else None
+
+    assert await wait_until(explained, what="the job explained as waiting") == {"too little disk": 1}
+    route = f"/v1/nodes/{agent.node_id}/capabilities"
+    now = {**capabilities(), "disk_bytes": 8 << 30, "networks": ["host", "none"]}
+    # Only the node itself declares: not its owner, not another node.
+    assert (await stack.http.put(route, json=now, headers=owner)).status_code == 403
+    other = await ready_node(stack, url, owner, "b")
+    as_other = {"Authorization": f"Bearer {other.credential}"}
+    assert (await stack.http.put(route, json=now, headers=as_other)).status_code == 403
+    as_itself = {"Authorization": f"Bearer {agent.credential}"}
+    assert (await stack.http.put(route, json={**now, "disk_bytes": -1}, headers=as_itself)).status_code == 422
+    declared = await stack.http.put(route, json=now, headers=as_itself)
+    assert declared.status_code == 200, declared.text
+    assert declared.json()["capabilities"]["disk_bytes"] == 8 << 30
+    assert (await stack.http.put(route, json=now, headers=as_itself)).status_code == 200  # the same again: no event
+    assignment = await agent.next_of("assignment")
+    assert (assignment["job_id"], assignment["resources"]["disk_bytes"]) == (job_id, 4 << 30)
+    admin = stack.bearer(await stack.admin())
+    events = (await stack.http.get("/v1/admin/events", params={"aggregate_id": agent.node_id}, headers=admin)).json()
+    changed = [e["data"] for e in events["items"] if e["type"] == "registry.node.capabilities_changed.v1"]
+    assert [(e["previous_capabilities"]["disk_bytes"], e["capabilities"]["disk_bytes"]) for e in changed] == [
+        (1 << 30, 8 << 30)
+    ]
+
+
 async def test_submit_run_and_read_the_result(stack: Stack) -> None:
     url = await stack.serve_gateway()
     agent = await ready_node(stack, url, await provider(stack), "a")
