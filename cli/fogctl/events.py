@@ -299,13 +299,34 @@ def gist(event: StoredEvent) -> str:
     attempt=2 exit_code=3 reason='attempt 2 of 3 failed: exit code 3; tried again in 2 s'``."""
     if not isinstance(event.data, dict):
         return ""
+    changes, compared = _changes(event.data)
     facts = [
         f"{key}={_gist_value(value)}"
         for key, value in event.data.items()
-        if value not in (None, [], {}) and value != event.aggregate_id and not key.endswith("_at")
+        if value not in (None, [], {})
+        and value != event.aggregate_id
+        and not key.endswith("_at")
+        and key not in compared
     ]  # an empty list or object says as little as an absent value (a job.submitted's after=[] on every job)
-    line = " ".join(facts)
+    line = " ".join(changes + facts)
     return line if len(line) <= GIST_CHARS else line[: GIST_CHARS - 1] + "…"
+
+
+def _changes(data: dict[str, object]) -> tuple[list[str], set[str]]:
+    """What changed between an object and its ``previous_`` one (a node's labels or capabilities), entry by entry:
+    ``labels.gpu=null→a100 capabilities.disk_bytes=1073741824→8589934592``; and the keys so compared."""
+    changes: list[str] = []
+    compared: set[str] = set()
+    for key, now in data.items():
+        before = data.get(f"previous_{key}")
+        if isinstance(now, dict) and isinstance(before, dict):
+            compared |= {key, f"previous_{key}"}
+            changes += [
+                f"{key}.{entry}={_gist_value(before.get(entry))}→{_gist_value(now.get(entry))}"
+                for entry in sorted(now.keys() | before.keys())
+                if now.get(entry) != before.get(entry)
+            ]
+    return changes, compared
 
 
 def _gist_value(value: object) -> str:

@@ -558,8 +558,9 @@ def explanation_lines(explanation: Explanation) -> list[str]:
         for waited in explanation.waiting_for:
             needs = "to succeed" if waited.needs == "success" else "to end"
             lines.append(f"  {waited.job_id}  {needs}  ({waited.status})")
-        if explanation.summary and explanation.summary.endswith(" more"):  # the first ones alone are listed
-            lines.append(f"  {explanation.summary.rpartition(', ')[2]}")
+        more = explanation.waiting_count - len(explanation.waiting_for)
+        if more > 0:  # the first ones alone are listed
+            lines.append(f"  and {more} more")
     elif explanation.decided_at is None:
         lines.append("The scheduler has not considered it yet.")
     else:

@@ -374,6 +374,8 @@ class Explanation(_Reply):
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     #: of the jobs it is to run after, the first of those that have not succeeded yet
     waiting_for: list[Waited] = Field(default_factory=list)
+    #: how many it waits for in all (0 from a scheduler older than the field)
+    waiting_count: int = 0
 
 
 class JobPage(_Reply):

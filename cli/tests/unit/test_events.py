@@ -166,6 +166,15 @@ def test_each_event_shows_its_facts_on_its_line(gateway: Gateway, monkeypatch: p
     many_values = events.gist(StoredEvent.model_validate(stored(4, data={f"k{i}": "v" * 100 for i in range(9)})))
     assert len(many_values) == events.GIST_CHARS
     assert many_values.endswith("…")
+    relabelled = {"node_id": node, "labels": {"gpu": "a100", "site": "a"}, "previous_labels": {"site": "a", "x": "y"}}
+    assert events.gist(StoredEvent.model_validate(stored(5, data=relabelled))) == (
+        "labels.gpu=null→a100 labels.x=y→null node_id=0cba2c5c"
+    )  # what changed, entry by entry; not the whole sets
+    disk = {"disk_bytes": 1 << 30, "networks": ["host"]}
+    declared = {"capabilities": {**disk, "disk_bytes": 8 << 30}, "previous_capabilities": disk}
+    assert events.gist(StoredEvent.model_validate(stored(6, data=declared))) == (
+        "capabilities.disk_bytes=1073741824→8589934592"
+    )
     _, traced, _ = fogctl("events", "trace", "req-1")
     assert traced.splitlines()[1].endswith("EVT_SCHEDULER:1")  # data {"job_id": "j1"}: its aggregate, no more
 

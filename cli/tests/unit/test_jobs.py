@@ -544,7 +544,7 @@ def test_explain_a_job_waiting_for_others_lists_them(gateway: Gateway, logged_in
         "job_id": "j1", "status": "pending", "decided_at": None, "filtered": {}, "candidates": [],
         "summary": "waiting for 22 jobs first: j7 to succeed (running), j8 to end (pending), and 20 more",
         "waiting_for": [{"job_id": "j7", "status": "running", "needs": "success"},
-                        {"job_id": "j8", "status": "pending", "needs": "end"}],
+                        {"job_id": "j8", "status": "pending", "needs": "end"}], "waiting_count": 22,
     }  # fmt: skip
     code, out, err = fogctl("job", "explain", "j1")
     assert code == 0, err

@@ -361,6 +361,8 @@ class Explanation(Strict):
     candidates: list[dict[str, Any]]
     #: of the jobs it is to run after, those it still waits for (the first ``WAITED_SHOWN``)
     waiting_for: list[Waited] = Field(default=[])
+    #: how many it still waits for in all (``waiting_for`` lists the first of them)
+    waiting_count: int = Field(default=0, ge=0)
 
 
 #: the most of the jobs a job waits for that its explanation lists

@@ -503,6 +503,7 @@ async def test_a_job_after_others_runs_once_they_succeeded_and_never_after_one_t
                                   headers=user)).json()  # fmt: skip
     explained = (await stack.http.get(f"/v1/jobs/{last['id']}/explain", headers=user)).json()
     assert explained["waiting_for"] == [{"job_id": then.json()["id"], "status": "pending", "needs": "success"}]
+    assert explained["waiting_count"] == 1
     assert explained["summary"] == f"waiting for job first: {then.json()['id']} to succeed (pending)"
 
     await agent.run(await agent.next_of("assignment"))  # make succeeded: test is placed

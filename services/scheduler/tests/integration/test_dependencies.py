@@ -15,6 +15,7 @@ import pytest
 from fog_scheduler import service, store
 from fog_shared.commands.auth import Principal
 from fog_shared.commands.scheduler import (
+    WAITED_SHOWN,
     ArrayRequest,
     Finished,
     JobQuery,
@@ -305,3 +306,13 @@ async def test_a_submit_that_deadlocks_with_the_placement_of_what_it_waits_for_i
     finally:
         await placing.close()
         await watching.close()
+
+
+async def test_explain_lists_the_first_of_many_waited_for_and_counts_them_all(pool: Pool) -> None:
+    async with pool[0].acquire() as conn:
+        array_id, _ = await array_of(conn, WAITED_SHOWN + 2)
+        reduce = await submit(conn, array_id)
+        explanation = await service.explain(conn, JobQuery(job_id=reduce, by=ALICE))
+    assert (len(explanation.waiting_for), explanation.waiting_count) == (WAITED_SHOWN, WAITED_SHOWN + 2)
+    assert explanation.summary is not None
+    assert explanation.summary.endswith(", and 2 more")
