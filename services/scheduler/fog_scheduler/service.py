@@ -465,7 +465,8 @@ async def explain(conn: asyncpg.Connection, query: contract.JobQuery) -> contrac
     return contract.Explanation(
         job_id=query.job_id, status=job["status"], decided_at=recorded.get("decided_at"),
         summary=summary or recorded.get("summary"), filtered=recorded.get("filtered", {}),
-        candidates=recorded.get("candidates", []), waiting_for=waited, waiting_count=job["waiting_for"] if waited else 0,
+        candidates=recorded.get("candidates", []), waiting_for=waited,
+        waiting_count=job["waiting_for"] if waited else 0,
     )  # fmt: skip
 
 
