@@ -49,8 +49,9 @@ def fingerprint(where: Path, networks: Sequence[str] = ("host",)) -> Capabilitie
 
 def disk_for_jobs(where: Path, environ: Mapping[str, str] = os.environ) -> int:
     """What jobs that state their disk may fill together: what is free where they write (the agent's directory, by
-    default), less the reserve the agent keeps (``FOG_AGENT_DISK_RESERVE``). Measured once, at join, as Nomad
-    does: the scheduler places by it, and the agent's reserve guards against what changes after."""
+    default), less the reserve the agent keeps (``FOG_AGENT_DISK_RESERVE``). Measured at join and again at each start
+    of the agent (``fog_agent.declaration``), as Nomad fingerprints it: the scheduler places by it, and the agent's
+    reserve guards against what changes in between."""
     try:
         reserve = reserve_from_env(where, environ) or 0
     except ValueError:
